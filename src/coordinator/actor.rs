@@ -1,0 +1,381 @@
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
+
+use super::autoscaler::{Autoscaler, ScaleDecision, ScaleRule, ScaleSignals};
+use super::{CoordinatorConfig, StopReport};
+use crate::error::Error;
+use crate::events::{EventBus, EventKind};
+use crate::handler::HandlerRegistry;
+use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::pool::{PoolArgs, PoolConfig, PoolRef};
+use crate::queue::QueueRef;
+use crate::supervision::RestartTracker;
+use crate::worker::WorkerRegistry;
+
+/// How many scale decisions the coordinator keeps for the API.
+const DECISIONS_KEPT: usize = 100;
+
+/// The coordinator actor: the root supervisor of the queue and the local pool, and the home
+/// of the autoscaler and the health check. Use it through [`Coordinator`](super::Coordinator).
+#[derive(Debug)]
+pub(crate) struct CoordinatorActor;
+
+/// What the coordinator shares with its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) queue: QueueRef,
+    /// Replaced when the pool is restarted.
+    pub(crate) pool: RwLock<PoolRef>,
+    pub(crate) decisions: Mutex<VecDeque<ScaleDecision>>,
+}
+
+/// The coordinator's messages. Built only by [`Coordinator`](super::Coordinator).
+pub(crate) enum CoordinatorMsg {
+    /// The handles' view of the actors.
+    Shared(RpcReplyPort<Arc<Shared>>),
+    /// Autoscaler tick.
+    Autoscale,
+    /// Health-check tick.
+    Health,
+    /// Manual scale.
+    Scale {
+        target: usize,
+        reply: RpcReplyPort<Result<ScaleDecision, Error>>,
+    },
+    /// Stop everything.
+    Stop {
+        graceful: bool,
+        reply: RpcReplyPort<StopReport>,
+    },
+}
+
+impl ractor::Message for CoordinatorMsg {}
+
+pub(crate) struct CoordinatorArgs {
+    pub(crate) config: CoordinatorConfig,
+    pub(crate) handlers: HandlerRegistry,
+    pub(crate) registry: WorkerRegistry,
+    pub(crate) events: EventBus,
+    pub(crate) depth: MailboxDepth,
+}
+
+/// The coordinator actor's state.
+pub(crate) struct CoordinatorState {
+    /// Its settings.
+    config: CoordinatorConfig,
+    /// Handlers for the local pool (kept to rebuild it after a failure).
+    handlers: HandlerRegistry,
+    /// Every worker's heartbeat.
+    registry: WorkerRegistry,
+    /// Lifecycle events.
+    events: EventBus,
+    /// Its own mailbox gauge and counted sender.
+    me: Mailbox<CoordinatorMsg>,
+    /// What handles see.
+    shared: Arc<Shared>,
+    /// The scaling rule and its cool-down.
+    autoscaler: Autoscaler,
+    /// Pool restarts against the budget.
+    pool_restarts: RestartTracker,
+    /// Set once a stop began: children ending is then expected.
+    stopping: bool,
+}
+
+impl Actor for CoordinatorActor {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        args: CoordinatorArgs,
+    ) -> Result<CoordinatorState, ActorProcessingErr> {
+        let c = &args.config;
+        let (queue, _) =
+            QueueRef::spawn_inner(c.queue.clone(), args.events.clone(), Some(myself.get_cell()))
+                .await?;
+        let pool = spawn_pool(&myself, c, &queue, &args.handlers, &args.registry, &args.events)
+            .await?;
+        let rule = ScaleRule {
+            min_workers: c.min_workers,
+            max_workers: c.max_workers,
+            scale_up_threshold: c.scale_up_threshold,
+            scale_down_threshold: c.scale_down_threshold,
+            cooldown: c.scale_cooldown,
+        };
+        let me = Mailbox::new(myself, args.depth);
+        spawn_ticker(me.clone(), c.autoscale_interval, || CoordinatorMsg::Autoscale);
+        spawn_ticker(me.clone(), c.health_check_interval, || CoordinatorMsg::Health);
+        Ok(CoordinatorState {
+            autoscaler: Autoscaler::new(rule),
+            pool_restarts: RestartTracker::new(args.config.restart_budget),
+            config: args.config,
+            handlers: args.handlers,
+            registry: args.registry,
+            events: args.events,
+            me,
+            shared: Arc::new(Shared {
+                queue,
+                pool: RwLock::new(pool),
+                decisions: Mutex::new(VecDeque::new()),
+            }),
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        msg: CoordinatorMsg,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.me.depth().received();
+        match msg {
+            CoordinatorMsg::Shared(reply) => {
+                let _ = reply.send(state.shared.clone());
+            }
+            CoordinatorMsg::Autoscale => {
+                if state.config.auto_scale && !state.stopping {
+                    state.autoscale().await;
+                }
+            }
+            CoordinatorMsg::Health => {
+                if !state.stopping {
+                    state.health_check();
+                }
+            }
+            CoordinatorMsg::Scale { target, reply } => {
+                let _ = reply.send(state.manual_scale(target).await);
+            }
+            CoordinatorMsg::Stop { graceful, reply } => {
+                state.stopping = true;
+                let report = state.stop(graceful).await;
+                let _ = reply.send(report);
+                myself.stop(Some("stopped".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        event: SupervisionEvent,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            _ => return Ok(()),
+        };
+        if state.stopping {
+            return Ok(());
+        }
+        let id = cell.get_id();
+        if id == state.shared.queue.actor().get_id() {
+            // The queue holds every task in memory: it cannot be rebuilt from here.
+            tracing::error!(%reason, "task queue ended; coordinator stopping");
+            return Err(format!("task queue ended: {reason}").into());
+        }
+        let pool_id = state.pool().actor().get_id();
+        if id != pool_id {
+            return Ok(());
+        }
+        if !state.pool_restarts.allow(Instant::now()) {
+            return Err(format!("worker pool failed past its restart budget: {reason}").into());
+        }
+        tracing::warn!(%reason, "worker pool ended; starting it again");
+        let c = &state.config;
+        let pool = spawn_pool(
+            &myself,
+            c,
+            &state.shared.queue,
+            &state.handlers,
+            &state.registry,
+            &state.events,
+        )
+        .await?;
+        *state.shared.pool.write().unwrap_or_else(|e| e.into_inner()) = pool;
+        Ok(())
+    }
+}
+
+async fn spawn_pool(
+    myself: &ActorRef<CoordinatorMsg>,
+    c: &CoordinatorConfig,
+    queue: &QueueRef,
+    handlers: &HandlerRegistry,
+    registry: &WorkerRegistry,
+    events: &EventBus,
+) -> Result<PoolRef, Error> {
+    let config = PoolConfig {
+        name: c.pool_name.clone(),
+        min_workers: c.min_workers,
+        max_workers: c.max_workers,
+        worker: c.worker.clone(),
+        restart_budget: c.restart_budget,
+    };
+    let args = PoolArgs {
+        config,
+        handlers: handlers.clone(),
+        queue: queue.clone(),
+        registry: registry.clone(),
+        events: events.clone(),
+        depth: MailboxDepth::default(),
+    };
+    Ok(PoolRef::spawn(args, Some(myself.get_cell())).await?.0)
+}
+
+/// Sends `make()` every `every` through the counted mailbox, until the actor is gone.
+fn spawn_ticker(
+    me: Mailbox<CoordinatorMsg>,
+    every: Duration,
+    make: impl Fn() -> CoordinatorMsg + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            // Skip a tick while the previous one is still waiting.
+            if me.depth().get() > 16 {
+                continue;
+            }
+            if me.send(make()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+impl CoordinatorState {
+    fn pool(&self) -> PoolRef {
+        self.shared
+            .pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn signals(&self) -> Result<ScaleSignals, Error> {
+        let queue = self.shared.queue.stats().await?;
+        let pool = self.pool();
+        let p = pool.stats().await?;
+        Ok(ScaleSignals {
+            backlog: queue.queued.saturating_sub(queue.unroutable),
+            queue_mailbox: self.shared.queue.mailbox_depth(),
+            pool_mailbox: p.mailbox_depth,
+            worker_mailbox: p.worker_mailbox_depth,
+            busy_slots: p.current_tasks,
+            total_slots: p.total_slots,
+            workers: p.worker_count - p.draining,
+        })
+    }
+
+    async fn autoscale(&mut self) {
+        let signals = match self.signals().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "autoscaler could not read its signals");
+                return;
+            }
+        };
+        let pool = self.pool();
+        let Some(decision) = self.autoscaler.decide(pool.name(), signals, Instant::now()) else {
+            return;
+        };
+        match pool.scale(decision.to).await {
+            Ok(_) => {
+                tracing::info!(
+                    from = decision.from,
+                    to = decision.to,
+                    reason = decision.reason,
+                    pressure_per_worker = decision.pressure_per_worker,
+                    "autoscaled"
+                );
+                self.record(decision);
+            }
+            Err(e) => tracing::warn!(error = %e, "autoscale failed"),
+        }
+    }
+
+    async fn manual_scale(&mut self, target: usize) -> Result<ScaleDecision, Error> {
+        let signals = self.signals().await?;
+        let pool = self.pool();
+        let from = pool.scale(target).await?;
+        self.autoscaler.changed(Instant::now());
+        let decision = ScaleDecision {
+            pool: pool.name().to_string(),
+            from,
+            to: target,
+            reason: "manual",
+            pressure_per_worker: signals.pressure() as f64 / signals.workers.max(1) as f64,
+            signals,
+            at: std::time::SystemTime::now(),
+        };
+        self.record(decision.clone());
+        Ok(decision)
+    }
+
+    fn record(&self, decision: ScaleDecision) {
+        let mut d = self
+            .shared
+            .decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if d.len() == DECISIONS_KEPT {
+            d.pop_front();
+        }
+        d.push_back(decision.clone());
+        self.events.publish(EventKind::Scaled(decision));
+    }
+
+    /// Replaces workers whose heartbeats stopped; their leases go back to the queue when
+    /// the pool sees them die.
+    fn health_check(&self) {
+        let pool = self.pool();
+        for (worker, silent) in self.registry.silent_for(self.config.worker_timeout) {
+            tracing::warn!(%worker, silent_ms = silent.as_millis() as u64, "worker unresponsive");
+            self.events.publish(EventKind::WorkerUnresponsive {
+                worker: worker.as_str().into(),
+                silent_ms: silent.as_millis() as u64,
+            });
+            pool.replace(
+                &worker,
+                format!("no heartbeat for {} ms", silent.as_millis()),
+            );
+        }
+    }
+
+    async fn stop(&mut self, graceful: bool) -> StopReport {
+        let queue = self.shared.queue.clone();
+        let pool = self.pool();
+        let unfinished = if graceful {
+            queue
+                .close_and_drain(self.config.shutdown_timeout)
+                .await
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let _ = pool.stop(graceful).await;
+        let stats = queue.stats().await.ok();
+        queue.actor().stop(Some("coordinator stopped".into()));
+        StopReport {
+            graceful,
+            unfinished: stats
+                .as_ref()
+                .map(|s| s.queue_size + s.running)
+                .unwrap_or(unfinished),
+            completed: stats.map(|s| s.completed).unwrap_or(0),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The crate-level error, wrapping each module's own.
+
+use crate::queue::QueueError;
+use crate::task::TaskId;
+
+/// Everything that can go wrong when using wrangle.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value given by the caller is not acceptable; `field` names it.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The offending field or argument.
+        field: &'static str,
+        /// What was expected.
+        reason: String,
+    },
+    /// The queue refused or could not answer.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The task ended without a result.
+    #[error("task {id} {status}: {error}")]
+    TaskFailed {
+        /// The task.
+        id: TaskId,
+        /// How it ended (`failed`, `cancelled`, `timeout`).
+        status: crate::TaskStatus,
+        /// The last error, or a description of the outcome.
+        error: String,
+    },
+    /// The result did not decode into the type asked for.
+    #[error("task {id} result does not decode: {reason}")]
+    Decode {
+        /// The task.
+        id: TaskId,
+        /// Where and why decoding failed.
+        reason: String,
+    },
+    /// An actor could not be reached (it stopped, or the runtime is shutting down).
+    #[error("{actor} is not running")]
+    Stopped {
+        /// Which actor.
+        actor: &'static str,
+    },
+    /// An actor failed to start.
+    #[error("failed to start {actor}: {reason}")]
+    Spawn {
+        /// Which actor.
+        actor: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! wrangle runs agent workloads (LLM calls, tools, scripts, any async job) on supervised
+//! ractor actors: a priority task queue with leases, retries, timeouts and dead letters;
+//! workers that pull tasks with credits; pools that restart dead workers; and a coordinator
+//! that autoscales pools from queue backlog and mailbox depths.
+//!
+//! ```
+//! use wrangle::prelude::*;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), wrangle::Error> {
+//! let coordinator = Coordinator::builder()
+//!     .handler("greet", handler_fn(|_ctx, name: String| async move {
+//!         Ok::<_, TaskError>(format!("hello, {name}"))
+//!     }))
+//!     .start()
+//!     .await?;
+//!
+//! let handle = coordinator
+//!     .submit_async(TaskSpec::new("greet", "ada")?.priority(TaskPriority::High))
+//!     .await?;
+//! let greeting: String = handle.result(std::time::Duration::from_secs(5)).await?;
+//! assert_eq!(greeting, "hello, ada");
+//! coordinator.stop(true).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - `task`: ids, priorities, statuses, options, payloads and snapshots of tasks.
+//! - `handler`: the [`TaskHandler`] trait, closures as handlers, the handler context.
+//! - `queue`: the task queue actor (priority, leases, retries, dead letters, waiters)
+//!   around a pure core; [`QueueRef`] is its handle.
+//! - `worker`: the worker actor that runs handlers ([`WorkerRef`] is its handle), and the
+//!   [`WorkerRegistry`] of heartbeats.
+//! - `pool`: the worker pool actor, supervisor of its workers; [`PoolRef`] is its handle.
+//! - `coordinator`: the root supervisor with the autoscaler and health checks; the
+//!   [`Coordinator`] handle is the main entry point.
+//! - `supervision`: restart budgets shared by every supervisor.
+//! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).
+//! - `events`: the lifecycle [`EventBus`].
+//! - `error`: the crate-level [`Error`].
+
+mod coordinator;
+mod error;
+mod events;
+mod handler;
+mod mailbox;
+mod pool;
+mod queue;
+mod supervision;
+mod task;
+mod util;
+mod worker;
+
+pub use coordinator::{
+    Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats,
+    MailboxStats, ScaleDecision, ScaleSignals, StopReport, TaskHandle,
+};
+pub use error::Error;
+pub use events::{Event, EventBus, EventKind};
+pub use handler::{handler_fn, FnHandler, HandlerRegistry, TaskContext, TaskError, TaskHandler};
+pub use mailbox::MailboxDepth;
+pub use pool::{PoolConfig, PoolRef, PoolStats};
+pub use queue::{
+    Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,
+};
+pub use supervision::RestartBudget;
+pub use task::{
+    Attempt, Lease, Payload, TaskId, TaskOptions, TaskOutcome, TaskPriority, TaskSnapshot,
+    TaskSpec, TaskStatus,
+};
+pub use worker::{WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus};
+
+/// The names most programs need.
+pub mod prelude {
+    pub use crate::{
+        handler_fn, Coordinator, CoordinatorConfig, Payload, TaskContext, TaskError,
+        TaskHandler, TaskId, TaskOutcome, TaskPriority, TaskSpec, TaskStatus, WorkerConfig,
+    };
+}

@@ -1,0 +1,350 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::core::{AttemptReport, QueueCore};
+use super::sink::{Capabilities, LeaseSink};
+use super::{QueueConfig, QueueError, QueueStats, Submitted};
+use crate::events::EventBus;
+use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::task::{TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
+
+/// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
+#[derive(Debug)]
+pub(crate) struct TaskQueue;
+
+/// Someone waiting for tasks to finish.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// One task, one answer.
+    Once(oneshot::Sender<TaskOutcome>),
+    /// Many tasks, answered as each finishes.
+    Stream(mpsc::UnboundedSender<(TaskId, TaskOutcome)>),
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Once(tx) => tx.is_closed(),
+            Self::Stream(tx) => tx.is_closed(),
+        }
+    }
+
+    fn send(self, id: TaskId, outcome: TaskOutcome) {
+        match self {
+            Self::Once(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Self::Stream(tx) => {
+                let _ = tx.send((id, outcome));
+            }
+        }
+    }
+
+    fn share(&self) -> Option<Self> {
+        match self {
+            Self::Once(_) => None,
+            Self::Stream(tx) => Some(Self::Stream(tx.clone())),
+        }
+    }
+}
+
+/// The queue's messages. Built only by [`QueueRef`](super::QueueRef).
+pub(crate) enum QueueMsg {
+    /// Accept tasks (all or none); optionally wait for their outcomes.
+    Submit {
+        specs: Vec<TaskSpec>,
+        waiter: Option<Waiter>,
+        reply: RpcReplyPort<Result<Vec<Submitted>, QueueError>>,
+    },
+    /// Register a waiter for one task (answered at once if it already finished).
+    Wait {
+        id: TaskId,
+        waiter: Waiter,
+        reply: RpcReplyPort<Result<(), QueueError>>,
+    },
+    /// One task's snapshot.
+    Get {
+        id: TaskId,
+        reply: RpcReplyPort<Option<TaskSnapshot>>,
+    },
+    /// A page of tasks by status.
+    List {
+        status: Option<TaskStatus>,
+        after: Option<TaskId>,
+        limit: usize,
+        reply: RpcReplyPort<Vec<TaskSnapshot>>,
+    },
+    /// The dead letters.
+    DeadLetters {
+        limit: usize,
+        reply: RpcReplyPort<Vec<TaskSnapshot>>,
+    },
+    /// Cancel a task.
+    Cancel {
+        id: TaskId,
+        reply: RpcReplyPort<Result<TaskStatus, QueueError>>,
+    },
+    /// Re-queue a dead letter.
+    Requeue {
+        id: TaskId,
+        reply: RpcReplyPort<Result<(), QueueError>>,
+    },
+    /// The counters.
+    Stats(RpcReplyPort<QueueStats>),
+    /// Stop taking submits; `drained` fires once nothing is waiting or running.
+    Close {
+        drained: oneshot::Sender<()>,
+        reply: RpcReplyPort<()>,
+    },
+    /// A worker (or a new incarnation of one) offers capabilities and credits.
+    Attach {
+        worker: Arc<str>,
+        incarnation: u64,
+        caps: Capabilities,
+        credits: u32,
+        sink: Arc<dyn LeaseSink>,
+    },
+    /// A worker is gone; its leases go back to the queue.
+    Detach { worker: Arc<str>, incarnation: u64 },
+    /// A worker sets its credits outright (0 while draining).
+    SetCredits { worker: Arc<str>, credits: u32 },
+    /// A worker reports finished attempts and returns their slots as credits.
+    Report {
+        worker: Arc<str>,
+        reports: Vec<AttemptReport>,
+        credits: u32,
+    },
+    /// Time to promote delayed tasks and expire leases.
+    Tick,
+}
+
+impl ractor::Message for QueueMsg {}
+
+pub(crate) struct QueueArgs {
+    pub(crate) config: QueueConfig,
+    pub(crate) events: EventBus,
+    pub(crate) depth: MailboxDepth,
+}
+
+/// The queue actor's state.
+pub(crate) struct QueueState {
+    /// The rules and the data.
+    core: QueueCore,
+    /// Waiters by task.
+    waiters: HashMap<TaskId, Vec<Waiter>>,
+    /// Where lifecycle events go.
+    events: EventBus,
+    /// This actor's own counted mailbox (for timers, and to read its depth).
+    me: Mailbox<QueueMsg>,
+    /// The time the next `Tick` is scheduled for, if one is.
+    wake_at: Option<Instant>,
+    /// Set once closing: submits are refused and this fires when the queue is empty.
+    closing: Option<Option<oneshot::Sender<()>>>,
+    /// Messages handled since the last dispatch; bounds how long a flood defers it.
+    since_dispatch: u32,
+}
+
+/// Dispatch at the latest after this many messages, even if more are waiting.
+const DISPATCH_EVERY: u32 = 64;
+
+impl Actor for TaskQueue {
+    type Msg = QueueMsg;
+    type State = QueueState;
+    type Arguments = QueueArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<QueueMsg>,
+        args: QueueArgs,
+    ) -> Result<QueueState, ActorProcessingErr> {
+        Ok(QueueState {
+            core: QueueCore::new(args.config),
+            waiters: HashMap::new(),
+            events: args.events,
+            me: Mailbox::new(myself, args.depth),
+            wake_at: None,
+            closing: None,
+            since_dispatch: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<QueueMsg>,
+        msg: QueueMsg,
+        state: &mut QueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.me.depth().received();
+        state.core.out.events_on = state.events.has_subscribers();
+        let now = Instant::now();
+        match msg {
+            QueueMsg::Submit {
+                specs,
+                waiter,
+                reply,
+            } => {
+                let result = if state.closing.is_some() {
+                    Err(QueueError::Closed)
+                } else {
+                    state.core.submit(specs, now)
+                };
+                if let (Ok(ids), Some(waiter)) = (&result, waiter) {
+                    register(state, ids, waiter);
+                }
+                let _ = reply.send(result);
+            }
+            QueueMsg::Wait { id, waiter, reply } => {
+                let answer = match state.core.outcome(id) {
+                    None => Err(QueueError::NotFound(id)),
+                    Some(Some(outcome)) => {
+                        waiter.send(id, outcome);
+                        Ok(())
+                    }
+                    Some(None) => {
+                        let list = state.waiters.entry(id).or_default();
+                        list.retain(|w| !w.is_closed());
+                        list.push(waiter);
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            QueueMsg::Get { id, reply } => {
+                let _ = reply.send(state.core.snapshot(id));
+            }
+            QueueMsg::List {
+                status,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(state.core.list(status, after, limit));
+            }
+            QueueMsg::DeadLetters { limit, reply } => {
+                let _ = reply.send(state.core.dead_letters(limit));
+            }
+            QueueMsg::Cancel { id, reply } => {
+                let _ = reply.send(state.core.cancel(id));
+            }
+            QueueMsg::Requeue { id, reply } => {
+                let _ = reply.send(state.core.requeue(id));
+            }
+            QueueMsg::Stats(reply) => {
+                let _ = reply.send(state.core.stats());
+            }
+            QueueMsg::Close { drained, reply } => {
+                state.closing = Some(Some(drained));
+                let _ = reply.send(());
+            }
+            QueueMsg::Attach {
+                worker,
+                incarnation,
+                caps,
+                credits,
+                sink,
+            } => state.core.attach(worker, incarnation, caps, credits, sink),
+            QueueMsg::Detach {
+                worker,
+                incarnation,
+            } => state.core.detach(&worker, incarnation),
+            QueueMsg::SetCredits { worker, credits } => state.core.set_credits(&worker, credits),
+            QueueMsg::Report {
+                worker,
+                reports,
+                credits,
+            } => {
+                state.core.report(&worker, reports, now);
+                state.core.credit(&worker, credits);
+            }
+            QueueMsg::Tick => {
+                state.wake_at = None;
+                state.core.tick(now);
+            }
+        }
+        after_message(state, now);
+        Ok(())
+    }
+}
+
+fn register(state: &mut QueueState, ids: &[Submitted], waiter: Waiter) {
+    match waiter.share() {
+        None => {
+            // A single waiter belongs to a single-task submit.
+            let id = ids[0].id;
+            match state.core.outcome(id) {
+                Some(Some(outcome)) => waiter.send(id, outcome),
+                _ => state.waiters.entry(id).or_default().push(waiter),
+            }
+        }
+        Some(_) => {
+            for s in ids {
+                let w = waiter.share().expect("stream waiters share");
+                match state.core.outcome(s.id) {
+                    Some(Some(outcome)) => w.send(s.id, outcome),
+                    _ => state.waiters.entry(s.id).or_default().push(w),
+                }
+            }
+        }
+    }
+}
+
+/// Runs after every message: hand out work when the mailbox is quiet (so a burst of reports
+/// becomes one delivery per worker), wake waiters, cancel attempts, publish events, and keep
+/// the timer set for the next deadline.
+fn after_message(state: &mut QueueState, now: Instant) {
+    state.since_dispatch += 1;
+    if state.me.depth().get() == 0 || state.since_dispatch >= DISPATCH_EVERY {
+        state.since_dispatch = 0;
+        for d in state.core.dispatch(now) {
+            if let Err(returned) = d.sink.deliver(d.leases) {
+                // The worker is gone; its detach will follow. Put the tasks back now.
+                tracing::debug!(worker = %d.worker, count = returned.len(), "delivery refused");
+                let reports = returned
+                    .into_iter()
+                    .map(|l| AttemptReport {
+                        task_id: l.task_id,
+                        attempt: l.attempt,
+                        outcome: super::AttemptOutcome::Cancelled,
+                    })
+                    .collect();
+                state.core.report(&d.worker, reports, now);
+                state.core.set_credits(&d.worker, 0);
+            }
+        }
+    }
+    let out = std::mem::take(&mut state.core.out);
+    for (id, outcome) in out.finished {
+        if let Some(waiters) = state.waiters.remove(&id) {
+            for w in waiters {
+                w.send(id, outcome.clone());
+            }
+        }
+    }
+    for (sink, id) in out.cancels {
+        sink.cancel(id);
+    }
+    for event in out.events {
+        state.events.publish(event);
+    }
+    if let Some(at) = state.core.next_wake() {
+        if state.wake_at.is_none_or(|w| at < w) {
+            state.wake_at = Some(at);
+            let me = state.me.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let _ = me.send(QueueMsg::Tick);
+            });
+        }
+    }
+    if let Some(slot) = &mut state.closing {
+        if state.core.live() == 0 {
+            if let Some(tx) = slot.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}

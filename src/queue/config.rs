@@ -1,0 +1,60 @@
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Settings of a [`TaskQueue`](super::TaskQueue).
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Most tasks waiting (queued or pending) at once; a submit that would pass it is refused
+    /// whole. Default 1,000,000.
+    pub max_queue_size: usize,
+    /// Retries for tasks that set none. Default 3.
+    pub default_retries: u32,
+    /// Backoff before the first retry; doubles each retry, with jitter. Default 100 ms.
+    pub retry_base_delay: Duration,
+    /// Longest backoff. Default 30 s.
+    pub retry_max_delay: Duration,
+    /// Extra time past a task's timeout before its lease is taken back from a worker that
+    /// never reported. Default 5 s.
+    pub lease_grace: Duration,
+    /// How many times a task may lose its worker (worker died, went silent) before it is
+    /// dead-lettered instead of queued again; stops one poisonous task from killing workers
+    /// forever. Default 5.
+    pub max_lease_losses: u32,
+    /// Finished tasks kept in memory for `get_task` and `wait_for`; the oldest go first.
+    /// Default 100,000.
+    pub max_finished_tasks: usize,
+    /// Dead letters kept; the oldest go first, with a warning. Default 100,000.
+    pub max_dead_letters: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_size: 1_000_000,
+            default_retries: 3,
+            retry_base_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(30),
+            lease_grace: Duration::from_secs(5),
+            max_lease_losses: 5,
+            max_finished_tasks: 100_000,
+            max_dead_letters: 100_000,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks for values the queue cannot work with.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_queue_size == 0 {
+            return Err(Error::invalid("max_queue_size", "must be at least 1"));
+        }
+        if self.retry_base_delay > self.retry_max_delay {
+            return Err(Error::invalid(
+                "retry_base_delay",
+                "must not exceed retry_max_delay",
+            ));
+        }
+        Ok(())
+    }
+}

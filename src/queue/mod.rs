@@ -1,0 +1,373 @@
+//! The task queue: a priority queue with leases, retries, timeouts, cancellation, labels,
+//! dead letters and waiters, run as one ractor actor.
+
+mod actor;
+mod config;
+mod core;
+mod ready;
+mod sink;
+
+pub(crate) use self::actor::TaskQueue;
+pub use self::config::QueueConfig;
+pub use self::core::Submitted;
+pub use self::sink::Capabilities;
+
+pub(crate) use self::actor::{QueueMsg, Waiter};
+pub(crate) use self::core::{AttemptOutcome, AttemptReport};
+pub(crate) use self::sink::LeaseSink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::task::{TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
+
+/// What the queue refuses, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The queue holds `max_queue_size` waiting tasks; nothing of the batch was accepted.
+    #[error("queue full: {waiting} of {capacity} tasks waiting, {refused} refused")]
+    Full {
+        /// `max_queue_size`.
+        capacity: usize,
+        /// Tasks waiting now.
+        waiting: usize,
+        /// Tasks in the refused submit.
+        refused: usize,
+    },
+    /// A task in the batch is invalid; nothing of the batch was accepted.
+    #[error("task {index} of the batch is invalid: {reason}")]
+    InvalidTask {
+        /// Its position in the batch.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No task has this id (it never existed, or it finished long enough ago to be pruned).
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// The task already finished and cannot be cancelled.
+    #[error("task {id} already finished ({status})")]
+    AlreadyFinished {
+        /// The task.
+        id: TaskId,
+        /// Its final status.
+        status: TaskStatus,
+    },
+    /// Only dead-lettered tasks can be re-queued.
+    #[error("task {id} is not dead-lettered (status {status})")]
+    NotDeadLettered {
+        /// The task.
+        id: TaskId,
+        /// Its status.
+        status: TaskStatus,
+    },
+    /// The queue is shutting down and takes no new tasks.
+    #[error("queue is shutting down and accepts no new tasks")]
+    Closed,
+    /// `wait_for` gave up before the task finished.
+    #[error("task {id} did not finish within {waited:?}")]
+    WaitTimeout {
+        /// The task.
+        id: TaskId,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+}
+
+/// Waiting tasks by priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PriorityCounts {
+    /// `Low`.
+    pub low: usize,
+    /// `Normal`.
+    pub normal: usize,
+    /// `High`.
+    pub high: usize,
+    /// `Critical`.
+    pub critical: usize,
+}
+
+impl PriorityCounts {
+    fn from_array(a: [usize; 4]) -> Self {
+        Self {
+            low: a[0],
+            normal: a[1],
+            high: a[2],
+            critical: a[3],
+        }
+    }
+}
+
+/// The queue's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Tasks waiting: queued plus pending.
+    pub queue_size: usize,
+    /// Tasks runnable now.
+    pub queued: usize,
+    /// Tasks waiting for a delay or a retry backoff.
+    pub pending: usize,
+    /// Queued tasks by priority.
+    pub queued_by_priority: PriorityCounts,
+    /// Tasks leased to workers.
+    pub running: usize,
+    /// Tasks accepted since start.
+    pub submitted: u64,
+    /// Tasks completed.
+    pub completed: u64,
+    /// Tasks failed for good.
+    pub failed: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+    /// Tasks that timed out on their last attempt.
+    pub timed_out: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Leases taken back from dead or silent workers.
+    pub leases_lost: u64,
+    /// Tasks in the dead-letter list now.
+    pub dead_lettered: usize,
+    /// Queued tasks that no attached worker can take (unknown type or unmatched labels).
+    pub unroutable: usize,
+    /// Workers attached.
+    pub workers: usize,
+    /// Credits (free slots) workers have announced and not yet used.
+    pub free_credits: u64,
+}
+
+/// A handle to the task queue actor. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct QueueRef {
+    mailbox: Mailbox<QueueMsg>,
+}
+
+const QUEUE: &str = "task queue";
+
+impl QueueRef {
+    /// Starts a queue actor (unsupervised; the coordinator starts its own linked one).
+    pub async fn spawn(config: QueueConfig) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
+        Self::spawn_inner(config, crate::events::EventBus::default(), None).await
+    }
+
+    pub(crate) async fn spawn_inner(
+        config: QueueConfig,
+        events: crate::events::EventBus,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
+        config.validate()?;
+        let depth = MailboxDepth::default();
+        let args = actor::QueueArgs {
+            config,
+            events,
+            depth: depth.clone(),
+        };
+        let spawned = match supervisor {
+            Some(s) => ractor::Actor::spawn_linked(None, TaskQueue, args, s).await,
+            None => ractor::Actor::spawn(None, TaskQueue, args).await,
+        };
+        let (actor, handle) = spawned.map_err(|e| Error::Spawn {
+            actor: QUEUE,
+            reason: e.to_string(),
+        })?;
+        Ok((Self::new(actor, depth), handle))
+    }
+
+    pub(crate) fn new(actor: ActorRef<QueueMsg>, depth: MailboxDepth) -> Self {
+        Self {
+            mailbox: Mailbox::new(actor, depth),
+        }
+    }
+
+    /// The queue actor's mailbox depth.
+    pub fn mailbox_depth(&self) -> u64 {
+        self.mailbox.depth().get()
+    }
+
+    /// The queue's actor cell (to link, monitor or stop it).
+    pub fn actor(&self) -> ractor::ActorCell {
+        self.mailbox.actor().get_cell()
+    }
+
+    /// Submits one task.
+    pub async fn submit(&self, spec: TaskSpec) -> Result<Submitted, Error> {
+        let mut ids = self.submit_batch(vec![spec]).await?;
+        Ok(ids.pop().expect("one id per task"))
+    }
+
+    /// Submits many tasks in one message: all are accepted, or none.
+    pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Submitted>, Error> {
+        self.submit_inner(specs, None).await
+    }
+
+    /// Submits many tasks and streams each one's outcome as it finishes.
+    pub async fn submit_batch_streaming(
+        &self,
+        specs: Vec<TaskSpec>,
+    ) -> Result<(Vec<Submitted>, mpsc::UnboundedReceiver<(TaskId, TaskOutcome)>), Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ids = self.submit_inner(specs, Some(Waiter::Stream(tx))).await?;
+        Ok((ids, rx))
+    }
+
+    /// Submits one task and waits for its outcome.
+    pub async fn submit_and_wait(&self, spec: TaskSpec) -> Result<(TaskId, TaskOutcome), Error> {
+        let (tx, rx) = oneshot::channel();
+        let submitted = self.submit_inner(vec![spec], Some(Waiter::Once(tx))).await?;
+        let id = submitted[0].id;
+        let outcome = rx.await.map_err(|_| Error::Stopped { actor: QUEUE })?;
+        Ok((id, outcome))
+    }
+
+    async fn submit_inner(
+        &self,
+        specs: Vec<TaskSpec>,
+        waiter: Option<Waiter>,
+    ) -> Result<Vec<Submitted>, Error> {
+        let result = self
+            .mailbox
+            .call(|reply| QueueMsg::Submit { specs, waiter, reply }, None, QUEUE)
+            .await?;
+        Ok(result?)
+    }
+
+    /// Waits until the task finishes, or `timeout` passes (`QueueError::WaitTimeout`).
+    /// A task that already finished answers at once.
+    pub async fn wait_for(&self, id: TaskId, timeout: Duration) -> Result<TaskOutcome, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.mailbox
+            .call(
+                |reply| QueueMsg::Wait {
+                    id,
+                    waiter: Waiter::Once(tx),
+                    reply,
+                },
+                None,
+                QUEUE,
+            )
+            .await??;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(Error::Stopped { actor: QUEUE }),
+            Err(_) => Err(QueueError::WaitTimeout {
+                id,
+                waited: timeout,
+            }
+            .into()),
+        }
+    }
+
+    /// Everything known about a task.
+    pub async fn get_task(&self, id: TaskId) -> Result<TaskSnapshot, Error> {
+        self.mailbox
+            .call(|reply| QueueMsg::Get { id, reply }, None, QUEUE)
+            .await?
+            .ok_or(QueueError::NotFound(id).into())
+    }
+
+    /// Tasks with `status` (all when `None`), oldest first, at most `limit`, after the
+    /// cursor `after`.
+    pub async fn list(
+        &self,
+        status: Option<TaskStatus>,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskSnapshot>, Error> {
+        self.mailbox
+            .call(
+                |reply| QueueMsg::List {
+                    status,
+                    after,
+                    limit,
+                    reply,
+                },
+                None,
+                QUEUE,
+            )
+            .await
+    }
+
+    /// The dead letters, oldest first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<TaskSnapshot>, Error> {
+        self.mailbox
+            .call(|reply| QueueMsg::DeadLetters { limit, reply }, None, QUEUE)
+            .await
+    }
+
+    /// Cancels a task. Returns the status it had.
+    pub async fn cancel(&self, id: TaskId) -> Result<TaskStatus, Error> {
+        Ok(self
+            .mailbox
+            .call(|reply| QueueMsg::Cancel { id, reply }, None, QUEUE)
+            .await??)
+    }
+
+    /// Puts a dead-lettered task back in the queue.
+    pub async fn requeue(&self, id: TaskId) -> Result<(), Error> {
+        Ok(self
+            .mailbox
+            .call(|reply| QueueMsg::Requeue { id, reply }, None, QUEUE)
+            .await??)
+    }
+
+    /// The queue's counters.
+    pub async fn stats(&self) -> Result<QueueStats, Error> {
+        self.mailbox
+            .call(QueueMsg::Stats, None, QUEUE)
+            .await
+    }
+
+    /// Stops taking submits (they fail with `QueueError::Closed`), then answers once no
+    /// task is waiting or running, or `timeout` passes; returns the tasks still unfinished.
+    pub async fn close_and_drain(&self, timeout: Duration) -> Result<usize, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.mailbox
+            .call(|reply| QueueMsg::Close { drained: tx, reply }, None, QUEUE)
+            .await?;
+        let _ = tokio::time::timeout(timeout, rx).await;
+        Ok(self.stats().await.map(|s| s.queue_size + s.running)?)
+    }
+
+    // ----- the worker side ----------------------------------------------------------------
+
+    pub(crate) fn attach(
+        &self,
+        worker: Arc<str>,
+        incarnation: u64,
+        caps: Capabilities,
+        credits: u32,
+        sink: Arc<dyn LeaseSink>,
+    ) {
+        let _ = self.mailbox.send(QueueMsg::Attach {
+            worker,
+            incarnation,
+            caps,
+            credits,
+            sink,
+        });
+    }
+
+    pub(crate) fn detach(&self, worker: Arc<str>, incarnation: u64) {
+        let _ = self.mailbox.send(QueueMsg::Detach {
+            worker,
+            incarnation,
+        });
+    }
+
+    pub(crate) fn set_credits(&self, worker: Arc<str>, credits: u32) {
+        let _ = self.mailbox.send(QueueMsg::SetCredits { worker, credits });
+    }
+
+    pub(crate) fn report(&self, worker: Arc<str>, reports: Vec<AttemptReport>, credits: u32) {
+        let _ = self.mailbox.send(QueueMsg::Report {
+            worker,
+            reports,
+            credits,
+        });
+    }
+}

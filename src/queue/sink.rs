@@ -1,0 +1,67 @@
+//! The worker side of the queue: what a worker can run, and where its leases go.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::task::{Lease, TaskId};
+
+/// What a worker offers: the task types it has handlers for, and its labels.
+#[derive(Clone, Debug, Default)]
+pub struct Capabilities {
+    /// Task types with a handler.
+    pub task_types: HashSet<Arc<str>>,
+    /// Labels (`gpu`, `region=eu`).
+    pub labels: Vec<String>,
+}
+
+impl Capabilities {
+    /// True when the worker has a handler for `task_type`.
+    pub fn serves(&self, task_type: &str) -> bool {
+        self.task_types.contains(task_type)
+    }
+
+    /// True when every required label is met: `name` is met by `name` or `name=<any>`,
+    /// `name=value` only by itself.
+    pub fn has_labels(&self, required: &[String]) -> bool {
+        required.iter().all(|need| {
+            self.labels.iter().any(|have| {
+                have == need
+                    || (!need.contains('=')
+                        && have.split_once('=').is_some_and(|(k, _)| k == need))
+            })
+        })
+    }
+}
+
+/// Where the queue sends a worker's leases and cancellations. Local workers are actors;
+/// remote ones are reached through their node.
+pub(crate) trait LeaseSink: Send + Sync + fmt::Debug + 'static {
+    /// Hands leases to the worker; gives them back if the worker is gone.
+    fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>>;
+    /// Tells the worker to stop one attempt.
+    fn cancel(&self, task_id: TaskId);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(labels: &[&str]) -> Capabilities {
+        Capabilities {
+            task_types: HashSet::new(),
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn bare_label_matches_any_value_but_valued_label_must_be_exact() {
+        let w = caps(&["gpu=a100", "region=eu"]);
+        assert!(w.has_labels(&["gpu".into()]));
+        assert!(w.has_labels(&["gpu=a100".into(), "region".into()]));
+        assert!(!w.has_labels(&["gpu=h100".into()]));
+        assert!(!w.has_labels(&["fast".into()]));
+        assert!(caps(&[]).has_labels(&[]));
+        assert!(!caps(&["gpu"]).has_labels(&["gpu=a100".into()]));
+    }
+}

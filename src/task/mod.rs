@@ -1,0 +1,266 @@
+//! The task model: ids, priorities, statuses, options and payloads.
+
+mod payload;
+mod spec;
+
+pub use payload::Payload;
+pub use spec::{TaskOptions, TaskSpec};
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// A task's identity. Ids are UUIDv7: they sort by creation time and are unique across
+/// processes and restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(uuid::Uuid);
+
+impl TaskId {
+    /// A new id, later than every id this process made before.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// How urgent a task is. Higher runs first; within one priority, first in, first out.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskPriority {
+    /// Background work (0).
+    Low,
+    /// The default (5).
+    #[default]
+    Normal,
+    /// Ahead of normal work (10).
+    High,
+    /// Ahead of everything (20).
+    Critical,
+}
+
+impl TaskPriority {
+    /// Every priority, lowest first.
+    pub const ALL: [TaskPriority; 4] = [Self::Low, Self::Normal, Self::High, Self::Critical];
+
+    /// The numeric level: 0, 5, 10 or 20.
+    pub fn level(self) -> u8 {
+        match self {
+            Self::Low => 0,
+            Self::Normal => 5,
+            Self::High => 10,
+            Self::Critical => 20,
+        }
+    }
+
+    /// Index into per-priority arrays, lowest first.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lowercase name (`"low"`, `"normal"`, `"high"`, `"critical"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Normal => "normal",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Accepted but not yet runnable (a delay or a retry backoff is pending).
+    Pending,
+    /// Runnable, waiting for a worker.
+    Queued,
+    /// Leased to a worker.
+    Running,
+    /// Finished with a result.
+    Completed,
+    /// Failed for good (retries spent or a permanent error); kept as a dead letter.
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+    /// Ran past its timeout on the last allowed attempt; kept as a dead letter.
+    Timeout,
+}
+
+impl TaskStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [TaskStatus; 7] = [
+        Self::Pending,
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Timeout,
+    ];
+
+    /// True once the task will not change again (unless re-queued from the dead letters).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::Timeout
+        )
+    }
+
+    /// The lowercase name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown task status `{s}`, expected one of: pending, queued, running, \
+                     completed, failed, cancelled, timeout"
+                )
+            })
+    }
+}
+
+/// How a task ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum TaskOutcome {
+    /// The handler returned a value.
+    Completed {
+        /// The handler's output, as JSON.
+        result: Payload,
+    },
+    /// The handler failed on its last allowed attempt, or failed permanently.
+    Failed {
+        /// What went wrong, from the handler.
+        error: String,
+    },
+    /// The task was cancelled.
+    Cancelled,
+    /// The last allowed attempt ran past the task's timeout.
+    Timeout,
+}
+
+impl TaskOutcome {
+    /// The status this outcome leaves the task in.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Self::Completed { .. } => TaskStatus::Completed,
+            Self::Failed { .. } => TaskStatus::Failed,
+            Self::Cancelled => TaskStatus::Cancelled,
+            Self::Timeout => TaskStatus::Timeout,
+        }
+    }
+}
+
+/// One attempt at running a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first run, 2 for the first retry, ...
+    pub number: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When the worker took the lease.
+    pub started_at: SystemTime,
+    /// When the attempt ended (absent while it runs).
+    pub finished_at: Option<SystemTime>,
+    /// How it ended: `completed`, `failed`, `timeout`, `cancelled` or `lost` (worker died).
+    pub outcome: Option<String>,
+    /// The error, for a failed attempt.
+    pub error: Option<String>,
+}
+
+/// Everything known about one task: what `get_task` returns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    /// The task's id.
+    pub id: TaskId,
+    /// The handler it runs.
+    pub task_type: String,
+    /// Its status now.
+    pub status: TaskStatus,
+    /// The options it was submitted with.
+    pub options: TaskOptions,
+    /// Its input.
+    pub payload: Payload,
+    /// Its output, once completed.
+    pub result: Option<Payload>,
+    /// The last error, if an attempt failed.
+    pub error: Option<String>,
+    /// Every attempt so far, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When it was accepted.
+    pub created_at: SystemTime,
+    /// When it finished.
+    pub finished_at: Option<SystemTime>,
+    /// True while it waits in the queue with no worker able to take it (unknown task type or
+    /// unmatched labels).
+    pub unroutable: bool,
+}
+
+/// A task on its way to a worker: what a worker needs to run one attempt.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The task's id.
+    pub task_id: TaskId,
+    /// The attempt number this lease is for (1-based).
+    pub attempt: u32,
+    /// The handler to run.
+    pub task_type: std::sync::Arc<str>,
+    /// The task's input.
+    pub payload: Payload,
+    /// How long the attempt may run (the task's own timeout, else the worker's default).
+    pub timeout: Option<Duration>,
+}

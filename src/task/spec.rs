@@ -1,0 +1,167 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Payload, TaskPriority};
+use crate::error::Error;
+
+/// Per-task options. Every field is optional; unset ones take the queue's or the worker's
+/// defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskOptions {
+    /// Priority (default `Normal`).
+    pub priority: TaskPriority,
+    /// How long one attempt may run (default: the worker's `task_timeout`).
+    #[serde(with = "crate::util::opt_duration_ms", rename = "timeout_ms")]
+    pub timeout: Option<Duration>,
+    /// How many times a failed or timed-out attempt is retried (default: the queue's
+    /// `default_retries`, 3).
+    pub retries: Option<u32>,
+    /// Labels a worker must all have to take this task (`gpu` matches a worker labelled
+    /// `gpu` or `gpu=<anything>`; `gpu=a100` matches only `gpu=a100`).
+    pub labels: Vec<String>,
+    /// Free-form metadata, stored and shown with the task.
+    pub metadata: BTreeMap<String, String>,
+    /// A submit whose key is already known returns the existing task instead of a new one.
+    pub idempotency_key: Option<String>,
+    /// Do not run before this much time has passed since submit.
+    #[serde(with = "crate::util::opt_duration_ms", rename = "delay_ms")]
+    pub delay: Option<Duration>,
+}
+
+impl TaskOptions {
+    /// Checks the options for values no task can run with.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid("timeout", "must be greater than zero"));
+        }
+        if let Some(label) = self.labels.iter().find(|l| l.trim().is_empty()) {
+            return Err(Error::invalid(
+                "labels",
+                format!("label `{label}` is empty; expected `name` or `name=value`"),
+            ));
+        }
+        if self.idempotency_key.as_deref() == Some("") {
+            return Err(Error::invalid(
+                "idempotency_key",
+                "must not be empty when given",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A task to submit: its type, its input and its options.
+///
+/// ```
+/// use std::time::Duration;
+/// use wrangle::{TaskPriority, TaskSpec};
+///
+/// let spec = TaskSpec::new("summarize", &serde_json::json!({"text": "..."}))
+///     .unwrap()
+///     .priority(TaskPriority::High)
+///     .timeout(Duration::from_secs(60))
+///     .retries(2)
+///     .label("gpu");
+/// assert_eq!(spec.task_type(), "summarize");
+/// ```
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    pub(crate) task_type: Arc<str>,
+    pub(crate) payload: Payload,
+    pub(crate) options: TaskOptions,
+}
+
+impl TaskSpec {
+    /// A task of `task_type` whose input is `input` serialized to JSON.
+    pub fn new<T: Serialize + ?Sized>(
+        task_type: impl Into<Arc<str>>,
+        input: &T,
+    ) -> Result<Self, Error> {
+        let payload =
+            Payload::encode(input).map_err(|e| Error::invalid("payload", e.to_string()))?;
+        Ok(Self::from_payload(task_type, payload))
+    }
+
+    /// A task whose input is already a payload.
+    pub fn from_payload(task_type: impl Into<Arc<str>>, payload: Payload) -> Self {
+        Self {
+            task_type: task_type.into(),
+            payload,
+            options: TaskOptions::default(),
+        }
+    }
+
+    /// Replaces all options at once.
+    pub fn with_options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: TaskPriority) -> Self {
+        self.options.priority = priority;
+        self
+    }
+
+    /// Sets how long one attempt may run.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets how many retries a failing task gets.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.options.retries = Some(retries);
+        self
+    }
+
+    /// Adds a label the worker must have.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.options.labels.push(label.into());
+        self
+    }
+
+    /// Adds a metadata entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.options.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Delays the first run.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.options.delay = Some(delay);
+        self
+    }
+
+    /// The task type.
+    pub fn task_type(&self) -> &str {
+        &self.task_type
+    }
+
+    /// The input.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    /// The options.
+    pub fn options(&self) -> &TaskOptions {
+        &self.options
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.task_type.trim().is_empty() {
+            return Err(Error::invalid("task_type", "must not be empty"));
+        }
+        self.options.validate()
+    }
+}
