@@ -1,1 +1,117 @@
-//! placeholder
+//! Ready-made agent actors for wrangle, written only against its public API: the proof that
+//! users extend wrangle by writing handlers of their own.
+//!
+//! - [`Echo`] returns its input.
+//! - [`Sleep`] waits, reporting progress, and honours cancellation.
+//! - [`Fail`] fails on purpose: retryably, permanently, or by panicking.
+//!
+//! [`register_all`] adds them under their usual task types (`echo`, `sleep`, `fail`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use wrangle::{HandlerRegistry, TaskContext, TaskError, TaskHandler};
+
+/// Returns its input unchanged (any JSON). The no-op task of benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl TaskHandler for Echo {
+    type Input = serde_json::Value;
+    type Output = serde_json::Value;
+
+    async fn handle(
+        &self,
+        _ctx: TaskContext,
+        input: serde_json::Value,
+    ) -> Result<serde_json::Value, TaskError> {
+        Ok(input)
+    }
+}
+
+/// Input of [`Sleep`].
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct SleepInput {
+    /// How long to sleep, in milliseconds.
+    pub ms: u64,
+}
+
+/// Sleeps for `ms` milliseconds in ten steps, reporting progress after each, and stops
+/// early when cancelled. Returns the milliseconds slept.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sleep;
+
+impl TaskHandler for Sleep {
+    type Input = SleepInput;
+    type Output = u64;
+
+    async fn handle(&self, ctx: TaskContext, input: SleepInput) -> Result<u64, TaskError> {
+        let step = Duration::from_millis(input.ms) / 10;
+        for i in 1..=10u32 {
+            tokio::select! {
+                _ = ctx.cancelled() => return Err(TaskError::permanent("cancelled")),
+                _ = tokio::time::sleep(step) => {}
+            }
+            ctx.progress(i as f32 / 10.0, format!("slept {} ms", (step * i).as_millis()));
+        }
+        Ok(input.ms)
+    }
+}
+
+/// How [`Fail`] fails.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// A retryable error.
+    #[default]
+    Retryable,
+    /// A permanent error (no retry).
+    Permanent,
+    /// A panic inside the handler.
+    Panic,
+}
+
+/// Input of [`Fail`].
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FailInput {
+    /// How to fail. Default `retryable`.
+    #[serde(default)]
+    pub mode: FailMode,
+    /// Succeed from this attempt on (1-based); never when absent.
+    #[serde(default)]
+    pub succeed_on_attempt: Option<u32>,
+    /// The error message. Default `failed on purpose`.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Fails on purpose, for tests and drills; with `succeed_on_attempt` it recovers after some
+/// retries and returns the attempt number it succeeded on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fail;
+
+impl TaskHandler for Fail {
+    type Input = FailInput;
+    type Output = u32;
+
+    async fn handle(&self, ctx: TaskContext, input: FailInput) -> Result<u32, TaskError> {
+        if input.succeed_on_attempt.is_some_and(|n| ctx.attempt() >= n) {
+            return Ok(ctx.attempt());
+        }
+        let message = input
+            .message
+            .unwrap_or_else(|| "failed on purpose".to_string());
+        match input.mode {
+            FailMode::Retryable => Err(TaskError::retryable(message)),
+            FailMode::Permanent => Err(TaskError::permanent(message)),
+            FailMode::Panic => panic!("{message}"),
+        }
+    }
+}
+
+/// Registers [`Echo`], [`Sleep`] and [`Fail`] as `echo`, `sleep` and `fail`.
+pub fn register_all(handlers: &HandlerRegistry) {
+    handlers.register("echo", Echo);
+    handlers.register("sleep", Sleep);
+    handlers.register("fail", Fail);
+}
