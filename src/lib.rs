@@ -79,3 +79,8 @@ pub mod prelude {
         TaskHandler, TaskId, TaskOutcome, TaskPriority, TaskSpec, TaskStatus, WorkerConfig,
     };
 }
+
+/// The README's code blocks, compiled as doc tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
