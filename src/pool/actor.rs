@@ -166,7 +166,7 @@ impl Actor for WorkerPool {
                     if graceful {
                         let _ = m.worker.mailbox.send(WorkerMsg::Drain);
                     } else {
-                        m.worker.actor().stop(Some("pool stopping".into()));
+                        m.worker.stop(false);
                     }
                 }
                 state.finish_stop_if_done(&myself);
@@ -196,7 +196,8 @@ impl Actor for WorkerPool {
         // Whatever it held goes back to the queue now, whatever happens next.
         state.registry.unregister(&id);
         state.queue_detach(&member);
-        if member.retiring {
+        let requested = matches!(reason.as_str(), crate::worker::DRAINED | crate::worker::STOPPED);
+        if member.retiring || (requested && member.replacing.is_none()) {
             state.retired.0 += shared.completed();
             state.retired.1 += shared.failed();
             state.events.publish(EventKind::WorkerStopped {

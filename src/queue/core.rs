@@ -383,7 +383,7 @@ impl QueueCore {
             .filter(|(_, s)| s.credits > 0)
             .map(|(id, s)| (s.credits, id.clone()))
             .collect();
-        order.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        order.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
         let mut deliveries = Vec::new();
         for (_, worker) in order {
             let matching: Vec<usize> = {

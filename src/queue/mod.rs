@@ -330,7 +330,7 @@ impl QueueRef {
             .call(|reply| QueueMsg::Close { drained: tx, reply }, None, QUEUE)
             .await?;
         let _ = tokio::time::timeout(timeout, rx).await;
-        Ok(self.stats().await.map(|s| s.queue_size + s.running)?)
+        self.stats().await.map(|s| s.queue_size + s.running)
     }
 
     // ----- the worker side ----------------------------------------------------------------

@@ -224,7 +224,7 @@ impl Actor for Worker {
         }
         if state.draining && state.running.is_empty() {
             state.flush();
-            myself.stop(Some("drained".to_string()));
+            myself.stop(Some(super::DRAINED.to_string()));
         }
         Ok(())
     }

@@ -132,6 +132,10 @@ pub struct WorkerInfo {
     pub mailbox_depth: u64,
 }
 
+/// Exit reasons of a worker that stopped on request (not a crash).
+pub(crate) const DRAINED: &str = "drained";
+pub(crate) const STOPPED: &str = "stopped";
+
 static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Counters a worker shares with its pool and the registry, read without a message.
@@ -273,6 +277,17 @@ impl WorkerRef {
             .map_err(|_| TaskError::permanent(format!("worker {} is not running", self.id())))?;
         rx.await
             .map_err(|_| TaskError::retryable(format!("worker {} stopped", self.id())))?
+    }
+
+    /// Stops the worker. Graceful: it takes no new tasks, finishes the running ones, then
+    /// stops. Otherwise running attempts are cancelled and their tasks go back to the queue.
+    /// Its pool counts this as a stop, not a crash, and does not restart it.
+    pub fn stop(&self, graceful: bool) {
+        if graceful {
+            let _ = self.mailbox.send(WorkerMsg::Drain);
+        } else {
+            self.actor().stop(Some(STOPPED.into()));
+        }
     }
 
     /// Blocks the worker's mailbox for `duration`, as a hung actor would be: it stops
