@@ -56,27 +56,62 @@ impl Outbox {
     }
 }
 
+/// One task. Kept small, because a million of them may wait: what only a task that has run
+/// needs lives behind `run`, allocated at its first lease.
 struct Entry {
     task_type: Arc<str>,
     payload: Payload,
-    options: TaskOptions,
+    options: Box<TaskOptions>,
     status: TaskStatus,
     class: usize,
+    retries_used: u32,
+    lease_losses: u32,
     /// Sequence number of the task's current place in its class heap; older heap entries
     /// for the same task are stale and skipped.
     seq: u64,
     /// When a pending task becomes runnable.
     ready_at: Option<Instant>,
+    created_at: SystemTime,
+    run: Option<Box<Run>>,
+}
+
+/// What a task gathers once it runs.
+struct Run {
     attempts: Vec<Attempt>,
-    retries_used: u32,
-    lease_losses: u32,
     lease: Option<LeaseHold>,
     result: Option<Payload>,
     error: Option<String>,
-    created_at: SystemTime,
     finished_at: Option<SystemTime>,
     /// Position in the dead-letter list, while the task is there.
     dead_seq: Option<u64>,
+}
+
+static NOT_RUN: Run = Run {
+    attempts: Vec::new(),
+    lease: None,
+    result: None,
+    error: None,
+    finished_at: None,
+    dead_seq: None,
+};
+
+impl Entry {
+    fn run(&self) -> &Run {
+        self.run.as_deref().unwrap_or(&NOT_RUN)
+    }
+
+    fn run_mut(&mut self) -> &mut Run {
+        self.run.get_or_insert_with(|| {
+            Box::new(Run {
+                attempts: Vec::with_capacity(1),
+                lease: None,
+                result: None,
+                error: None,
+                finished_at: None,
+                dead_seq: None,
+            })
+        })
+    }
 }
 
 struct LeaseHold {
@@ -229,20 +264,15 @@ impl QueueCore {
                 Entry {
                     task_type: spec.task_type,
                     payload: spec.payload,
-                    options: spec.options,
+                    options: Box::new(spec.options),
                     status: TaskStatus::Pending,
                     class,
                     seq: 0,
                     ready_at: None,
-                    attempts: Vec::new(),
                     retries_used: 0,
                     lease_losses: 0,
-                    lease: None,
-                    result: None,
-                    error: None,
                     created_at,
-                    finished_at: None,
-                    dead_seq: None,
+                    run: None,
                 },
             );
             match delay {
@@ -449,15 +479,16 @@ impl QueueCore {
         self.unready(id);
         let grace = self.config.lease_grace;
         let e = self.tasks.get_mut(&id).expect("task exists");
-        let attempt = e.attempts.len() as u32 + 1;
+        let attempt = e.run().attempts.len() as u32 + 1;
         let deadline = e.options.timeout.map(|t| now + t + grace);
         e.status = TaskStatus::Running;
-        e.lease = Some(LeaseHold {
+        let run = e.run_mut();
+        run.lease = Some(LeaseHold {
             worker: worker.clone(),
             attempt,
             deadline,
         });
-        e.attempts.push(Attempt {
+        run.attempts.push(Attempt {
             number: attempt,
             worker: worker.to_string(),
             started_at: SystemTime::now(),
@@ -484,8 +515,9 @@ impl QueueCore {
     /// Ends a running task's lease, closing its attempt record.
     fn release(&mut self, id: TaskId, outcome: &str, error: Option<String>) -> Option<Arc<str>> {
         let e = self.tasks.get_mut(&id)?;
-        let hold = e.lease.take()?;
-        if let Some(a) = e.attempts.last_mut() {
+        let run = e.run.as_deref_mut()?;
+        let hold = run.lease.take()?;
+        if let Some(a) = run.attempts.last_mut() {
             a.finished_at = Some(SystemTime::now());
             a.outcome = Some(outcome.to_string());
             a.error = error;
@@ -508,7 +540,8 @@ impl QueueCore {
     pub(crate) fn report(&mut self, worker: &str, reports: Vec<AttemptReport>, now: Instant) {
         for r in reports {
             let holds = self.tasks.get(&r.task_id).is_some_and(|e| {
-                e.lease
+                e.run()
+                    .lease
                     .as_ref()
                     .is_some_and(|l| &*l.worker == worker && l.attempt == r.attempt)
             });
@@ -572,8 +605,9 @@ impl QueueCore {
 
     fn complete(&mut self, id: TaskId, result: Payload) {
         let e = self.tasks.get_mut(&id).expect("task exists");
-        let attempt = e.attempts.len() as u32;
-        e.result = Some(result.clone());
+        let run = e.run_mut();
+        let attempt = run.attempts.len() as u32;
+        run.result = Some(result.clone());
         self.counters.completed += 1;
         self.out
             .event(|| EventKind::TaskCompleted { id, attempt });
@@ -582,7 +616,7 @@ impl QueueCore {
 
     fn failed_attempt(&mut self, id: TaskId, error: String, retryable: bool, now: Instant) {
         let e = self.tasks.get_mut(&id).expect("task exists");
-        e.error = Some(error.clone());
+        e.run_mut().error = Some(error.clone());
         let budget = e.options.retries.unwrap_or(self.config.default_retries);
         if retryable && e.retries_used < budget {
             self.retry(id, error, now);
@@ -595,7 +629,7 @@ impl QueueCore {
 
     fn timed_out_attempt(&mut self, id: TaskId, error: String, now: Instant) {
         let e = self.tasks.get_mut(&id).expect("task exists");
-        e.error = Some(error.clone());
+        e.run_mut().error = Some(error.clone());
         let budget = e.options.retries.unwrap_or(self.config.default_retries);
         if e.retries_used < budget {
             self.retry(id, error, now);
@@ -621,7 +655,7 @@ impl QueueCore {
         let delay = self.backoff(used);
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.retries_used += 1;
-        let attempt = e.attempts.len() as u32;
+        let attempt = e.run().attempts.len() as u32;
         self.counters.retried += 1;
         self.out.event(|| EventKind::TaskRetried {
             id,
@@ -648,7 +682,7 @@ impl QueueCore {
                 "lost its worker {} times (last: {why}); dead-lettered to protect the workers",
                 e.lease_losses
             );
-            e.error = Some(error.clone());
+            e.run_mut().error = Some(error.clone());
             self.counters.failed += 1;
             self.dead_letter(id, TaskStatus::Failed, error.clone());
             self.finish(id, TaskStatus::Failed, TaskOutcome::Failed { error });
@@ -660,14 +694,14 @@ impl QueueCore {
     fn dead_letter(&mut self, id: TaskId, _status: TaskStatus, error: String) {
         self.seq += 1;
         let seq = self.seq;
-        self.tasks.get_mut(&id).expect("task exists").dead_seq = Some(seq);
+        self.tasks.get_mut(&id).expect("task exists").run_mut().dead_seq = Some(seq);
         self.dead.insert(seq, id);
         self.out.event(|| EventKind::TaskDeadLettered { id, error });
         while self.dead.len() > self.config.max_dead_letters {
             let (_, oldest) = self.dead.pop_first().expect("not empty");
             tracing::warn!(task_id = %oldest, "dead-letter list full, dropping the oldest");
             if let Some(e) = self.tasks.get_mut(&oldest) {
-                e.dead_seq = None;
+                e.run_mut().dead_seq = None;
             }
         }
     }
@@ -675,7 +709,7 @@ impl QueueCore {
     fn finish(&mut self, id: TaskId, status: TaskStatus, outcome: TaskOutcome) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.status = status;
-        e.finished_at = Some(SystemTime::now());
+        e.run_mut().finished_at = Some(SystemTime::now());
         self.out.finished.push((id, outcome));
         self.finished.push_back(id);
         while self.finished.len() > self.config.max_finished_tasks {
@@ -683,7 +717,7 @@ impl QueueCore {
             let evict = self
                 .tasks
                 .get(&oldest)
-                .is_some_and(|e| e.status.is_finished() && e.dead_seq.is_none());
+                .is_some_and(|e| e.status.is_finished() && e.run().dead_seq.is_none());
             if evict {
                 let e = self.tasks.remove(&oldest).expect("checked");
                 if let Some(key) = e.options.idempotency_key {
@@ -722,7 +756,7 @@ impl QueueCore {
     /// Puts a dead-lettered task back in the queue with a fresh retry budget.
     pub(crate) fn requeue(&mut self, id: TaskId) -> Result<(), QueueError> {
         let e = self.tasks.get_mut(&id).ok_or(QueueError::NotFound(id))?;
-        let Some(seq) = e.dead_seq.take() else {
+        let Some(seq) = e.run.as_mut().and_then(|r| r.dead_seq.take()) else {
             return Err(QueueError::NotDeadLettered {
                 id,
                 status: e.status,
@@ -730,7 +764,7 @@ impl QueueCore {
         };
         e.retries_used = 0;
         e.lease_losses = 0;
-        e.finished_at = None;
+        e.run_mut().finished_at = None;
         self.dead.remove(&seq);
         match e.status {
             TaskStatus::Failed => self.counters.failed -= 1,
@@ -757,6 +791,7 @@ impl QueueCore {
                 break;
             }
             let worker = self.tasks[&id]
+                .run()
                 .lease
                 .as_ref()
                 .map(|l| l.worker.clone())
@@ -783,10 +818,10 @@ impl QueueCore {
         let e = self.tasks.get(&id)?;
         Some(match e.status {
             TaskStatus::Completed => Some(TaskOutcome::Completed {
-                result: e.result.clone().unwrap_or_else(Payload::null),
+                result: e.run().result.clone().unwrap_or_else(Payload::null),
             }),
             TaskStatus::Failed => Some(TaskOutcome::Failed {
-                error: e.error.clone().unwrap_or_default(),
+                error: e.run().error.clone().unwrap_or_default(),
             }),
             TaskStatus::Cancelled => Some(TaskOutcome::Cancelled),
             TaskStatus::Timeout => Some(TaskOutcome::Timeout),
@@ -800,13 +835,13 @@ impl QueueCore {
             id,
             task_type: e.task_type.to_string(),
             status: e.status,
-            options: e.options.clone(),
+            options: (*e.options).clone(),
             payload: e.payload.clone(),
-            result: e.result.clone(),
-            error: e.error.clone(),
-            attempts: e.attempts.clone(),
+            result: e.run().result.clone(),
+            error: e.run().error.clone(),
+            attempts: e.run().attempts.clone(),
             created_at: e.created_at,
-            finished_at: e.finished_at,
+            finished_at: e.run().finished_at,
             unroutable: e.status == TaskStatus::Queued && !self.classes[e.class].routable,
         })
     }
