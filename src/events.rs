@@ -11,7 +11,8 @@ use crate::task::{TaskId, TaskPriority};
 /// A lifecycle event with the time it happened.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// When it happened.
+    /// When it happened (Unix ms in JSON).
+    #[serde(with = "crate::util::system_time_ms", rename = "at_ms")]
     pub at: SystemTime,
     /// What happened.
     #[serde(flatten)]

@@ -38,6 +38,7 @@
 //!   [`Coordinator`] handle is the main entry point.
 //! - `supervision`: restart budgets shared by every supervisor.
 //! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).
+//! - `metrics`: task latency histograms for the metrics endpoint.
 //! - `events`: the lifecycle [`EventBus`].
 //! - `error`: the crate-level [`Error`].
 
@@ -46,6 +47,7 @@ mod error;
 mod events;
 mod handler;
 mod mailbox;
+mod metrics;
 mod pool;
 mod queue;
 mod supervision;
@@ -61,6 +63,7 @@ pub use error::Error;
 pub use events::{Event, EventBus, EventKind};
 pub use handler::{handler_fn, FnHandler, HandlerRegistry, TaskContext, TaskError, TaskHandler};
 pub use mailbox::MailboxDepth;
+pub use metrics::{Histogram, TaskMetrics};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
     Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,

@@ -35,3 +35,42 @@ pub(crate) mod duration_secs {
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
+
+/// Serde for `SystemTime` as milliseconds since the Unix epoch.
+pub(crate) mod system_time_ms {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn to_ms(t: SystemTime) -> u64 {
+        t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    }
+
+    pub(crate) fn serialize<S: Serializer>(v: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(to_ms(*v))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        Ok(UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Serde for `Option<SystemTime>` as milliseconds since the Unix epoch.
+pub(crate) mod opt_system_time_ms {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(t) => s.serialize_some(&super::system_time_ms::to_ms(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)))
+    }
+}

@@ -47,7 +47,8 @@ pub struct ScaleDecision {
     pub pressure_per_worker: f64,
     /// Everything read.
     pub signals: ScaleSignals,
-    /// When.
+    /// When (Unix ms in JSON).
+    #[serde(with = "crate::util::system_time_ms", rename = "at_ms")]
     pub at: SystemTime,
 }
 

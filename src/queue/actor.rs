@@ -128,6 +128,7 @@ pub(crate) struct QueueArgs {
     pub(crate) config: QueueConfig,
     pub(crate) events: EventBus,
     pub(crate) depth: MailboxDepth,
+    pub(crate) metrics: Arc<crate::metrics::TaskMetrics>,
 }
 
 /// The queue actor's state.
@@ -162,7 +163,7 @@ impl Actor for TaskQueue {
         args: QueueArgs,
     ) -> Result<QueueState, ActorProcessingErr> {
         Ok(QueueState {
-            core: QueueCore::new(args.config),
+            core: QueueCore::with_metrics(args.config, args.metrics),
             waiters: HashMap::new(),
             events: args.events,
             me: Mailbox::new(myself, args.depth),

@@ -14,6 +14,7 @@ use super::sink::{Capabilities, LeaseSink};
 use super::{QueueConfig, QueueError, QueueStats};
 use crate::events::EventKind;
 use crate::handler::TaskError;
+use crate::metrics::TaskMetrics;
 use crate::task::{
     Attempt, Lease, Payload, TaskId, TaskOptions, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus,
 };
@@ -174,11 +175,17 @@ pub(crate) struct QueueCore {
     running: usize,
     counters: Counters,
     rng: fastrand::Rng,
+    metrics: Arc<TaskMetrics>,
     pub(crate) out: Outbox,
 }
 
 impl QueueCore {
+    #[cfg(test)]
     pub(crate) fn new(config: QueueConfig) -> Self {
+        Self::with_metrics(config, Arc::default())
+    }
+
+    pub(crate) fn with_metrics(config: QueueConfig, metrics: Arc<TaskMetrics>) -> Self {
         Self {
             config,
             tasks: HashMap::new(),
@@ -195,6 +202,7 @@ impl QueueCore {
             running: 0,
             counters: Counters::default(),
             rng: fastrand::Rng::new(),
+            metrics,
             out: Outbox::default(),
         }
     }
@@ -605,8 +613,18 @@ impl QueueCore {
 
     fn complete(&mut self, id: TaskId, result: Payload) {
         let e = self.tasks.get_mut(&id).expect("task exists");
+        if let Ok(d) = e.created_at.elapsed() {
+            self.metrics.latency.observe(d);
+        }
         let run = e.run_mut();
         let attempt = run.attempts.len() as u32;
+        if let Some(d) = run
+            .attempts
+            .last()
+            .and_then(|a| Some(a.finished_at?.duration_since(a.started_at).ok()?))
+        {
+            self.metrics.run_time.observe(d);
+        }
         run.result = Some(result.clone());
         self.counters.completed += 1;
         self.out

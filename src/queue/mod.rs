@@ -19,12 +19,12 @@ pub(crate) use self::sink::LeaseSink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::ActorRef;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::metrics::TaskMetrics;
 use crate::task::{TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// What the queue refuses, and why.
@@ -145,6 +145,7 @@ pub struct QueueStats {
 #[derive(Clone, Debug)]
 pub struct QueueRef {
     mailbox: Mailbox<QueueMsg>,
+    metrics: Arc<TaskMetrics>,
 }
 
 const QUEUE: &str = "task queue";
@@ -162,10 +163,12 @@ impl QueueRef {
     ) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
         config.validate()?;
         let depth = MailboxDepth::default();
+        let metrics = Arc::<TaskMetrics>::default();
         let args = actor::QueueArgs {
             config,
             events,
             depth: depth.clone(),
+            metrics: metrics.clone(),
         };
         let spawned = match supervisor {
             Some(s) => ractor::Actor::spawn_linked(None, TaskQueue, args, s).await,
@@ -175,13 +178,18 @@ impl QueueRef {
             actor: QUEUE,
             reason: e.to_string(),
         })?;
-        Ok((Self::new(actor, depth), handle))
+        Ok((
+            Self {
+                mailbox: Mailbox::new(actor, depth),
+                metrics,
+            },
+            handle,
+        ))
     }
 
-    pub(crate) fn new(actor: ActorRef<QueueMsg>, depth: MailboxDepth) -> Self {
-        Self {
-            mailbox: Mailbox::new(actor, depth),
-        }
+    /// Task latency and run-time histograms.
+    pub fn metrics(&self) -> &TaskMetrics {
+        &self.metrics
     }
 
     /// The queue actor's mailbox depth.

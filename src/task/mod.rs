@@ -212,9 +212,11 @@ pub struct Attempt {
     pub number: u32,
     /// The worker that ran it.
     pub worker: String,
-    /// When the worker took the lease.
+    /// When the worker took the lease (Unix ms in JSON).
+    #[serde(with = "crate::util::system_time_ms", rename = "started_at_ms")]
     pub started_at: SystemTime,
-    /// When the attempt ended (absent while it runs).
+    /// When the attempt ended, absent while it runs (Unix ms in JSON).
+    #[serde(with = "crate::util::opt_system_time_ms", rename = "finished_at_ms")]
     pub finished_at: Option<SystemTime>,
     /// How it ended: `completed`, `failed`, `timeout`, `cancelled` or `lost` (worker died).
     pub outcome: Option<String>,
@@ -241,9 +243,11 @@ pub struct TaskSnapshot {
     pub error: Option<String>,
     /// Every attempt so far, oldest first.
     pub attempts: Vec<Attempt>,
-    /// When it was accepted.
+    /// When it was accepted (Unix ms in JSON).
+    #[serde(with = "crate::util::system_time_ms", rename = "created_at_ms")]
     pub created_at: SystemTime,
-    /// When it finished.
+    /// When it finished (Unix ms in JSON).
+    #[serde(with = "crate::util::opt_system_time_ms", rename = "finished_at_ms")]
     pub finished_at: Option<SystemTime>,
     /// True while it waits in the queue with no worker able to take it (unknown task type or
     /// unmatched labels).
