@@ -27,6 +27,7 @@
 //!
 //! # Layout
 //!
+//! - `api`: the HTTP face (REST, events, metrics, OpenAPI, dashboard) over a coordinator.
 //! - `task`: ids, priorities, statuses, options, payloads and snapshots of tasks.
 //! - `handler`: the [`TaskHandler`] trait, closures as handlers, the handler context.
 //! - `queue`: the task queue actor (priority, leases, retries, dead letters, waiters)
@@ -42,6 +43,7 @@
 //! - `events`: the lifecycle [`EventBus`].
 //! - `error`: the crate-level [`Error`].
 
+pub mod api;
 mod coordinator;
 mod error;
 mod events;
@@ -67,6 +69,7 @@ pub use metrics::{Histogram, TaskMetrics};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
     Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,
+    TaskQuery,
 };
 pub use supervision::RestartBudget;
 pub use task::{

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 /// What the autoscaler reads each tick.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ScaleSignals {
     /// Queued tasks that the pool's workers can take (unroutable ones excluded: more of the
     /// same workers would not help them).
@@ -33,7 +33,7 @@ impl ScaleSignals {
 }
 
 /// One change of a pool's size, with the numbers that caused it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ScaleDecision {
     /// The pool.
     pub pool: String,
@@ -41,7 +41,8 @@ pub struct ScaleDecision {
     pub from: usize,
     /// Workers after.
     pub to: usize,
-    /// `backlog`, `idle` or `manual`.
+    /// `backlog`, `idle`, `below_min` or `manual`.
+    #[schema(value_type = String)]
     pub reason: &'static str,
     /// Waiting work per active worker when decided.
     pub pressure_per_worker: f64,
@@ -49,6 +50,7 @@ pub struct ScaleDecision {
     pub signals: ScaleSignals,
     /// When (Unix ms in JSON).
     #[serde(with = "crate::util::system_time_ms", rename = "at_ms")]
+    #[schema(value_type = u64)]
     pub at: SystemTime,
 }
 

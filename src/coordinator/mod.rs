@@ -134,7 +134,7 @@ impl CoordinatorConfig {
 }
 
 /// Mailbox depths of the coordinator's actors.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct MailboxStats {
     /// The coordinator actor.
     pub coordinator: u64,
@@ -147,7 +147,7 @@ pub struct MailboxStats {
 }
 
 /// What `get_stats` returns.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CoordinatorStats {
     /// True while the coordinator runs.
     pub running: bool,

@@ -72,7 +72,7 @@ impl PoolConfig {
 }
 
 /// A pool's counters.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct PoolStats {
     /// The pool.
     pub name: String,

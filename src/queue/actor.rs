@@ -71,11 +71,9 @@ pub(crate) enum QueueMsg {
         id: TaskId,
         reply: RpcReplyPort<Option<TaskSnapshot>>,
     },
-    /// A page of tasks by status.
+    /// A page of tasks.
     List {
-        status: Option<TaskStatus>,
-        after: Option<TaskId>,
-        limit: usize,
+        query: super::TaskQuery,
         reply: RpcReplyPort<Vec<TaskSnapshot>>,
     },
     /// The dead letters.
@@ -217,13 +215,8 @@ impl Actor for TaskQueue {
             QueueMsg::Get { id, reply } => {
                 let _ = reply.send(state.core.snapshot(id));
             }
-            QueueMsg::List {
-                status,
-                after,
-                limit,
-                reply,
-            } => {
-                let _ = reply.send(state.core.list(status, after, limit));
+            QueueMsg::List { query, reply } => {
+                let _ = reply.send(state.core.list(&query));
             }
             QueueMsg::DeadLetters { limit, reply } => {
                 let _ = reply.send(state.core.dead_letters(limit));

@@ -866,17 +866,15 @@ impl QueueCore {
 
     /// Tasks with `status` (all when `None`), oldest first, at most `limit`, starting after
     /// `after` (a cursor: the last id of the previous page).
-    pub(crate) fn list(
-        &self,
-        status: Option<TaskStatus>,
-        after: Option<TaskId>,
-        limit: usize,
-    ) -> Vec<TaskSnapshot> {
+    pub(crate) fn list(&self, q: &super::TaskQuery) -> Vec<TaskSnapshot> {
+        let (status, after, limit) = (q.status, q.after, q.limit);
         let mut ids: Vec<TaskId> = self
             .tasks
             .iter()
             .filter(|(id, e)| {
-                status.is_none_or(|s| e.status == s) && after.is_none_or(|a| **id > a)
+                status.is_none_or(|s| e.status == s)
+                    && after.is_none_or(|a| **id > a)
+                    && q.task_type.as_deref().is_none_or(|t| *e.task_type == *t)
             })
             .map(|(id, _)| *id)
             .collect();

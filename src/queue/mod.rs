@@ -80,8 +80,21 @@ pub enum QueueError {
     },
 }
 
+/// Which tasks to list.
+#[derive(Clone, Debug, Default)]
+pub struct TaskQuery {
+    /// Only tasks with this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this type.
+    pub task_type: Option<String>,
+    /// Only tasks after this id (the last id of the previous page).
+    pub after: Option<TaskId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// Waiting tasks by priority.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PriorityCounts {
     /// `Low`.
     pub low: usize,
@@ -105,7 +118,7 @@ impl PriorityCounts {
 }
 
 /// The queue's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     /// Tasks waiting: queued plus pending.
     pub queue_size: usize,
@@ -286,17 +299,19 @@ impl QueueRef {
         after: Option<TaskId>,
         limit: usize,
     ) -> Result<Vec<TaskSnapshot>, Error> {
+        self.query(TaskQuery {
+            status,
+            after,
+            limit,
+            task_type: None,
+        })
+        .await
+    }
+
+    /// The tasks matching `query`, oldest first.
+    pub async fn query(&self, query: TaskQuery) -> Result<Vec<TaskSnapshot>, Error> {
         self.mailbox
-            .call(
-                |reply| QueueMsg::List {
-                    status,
-                    after,
-                    limit,
-                    reply,
-                },
-                None,
-                QUEUE,
-            )
+            .call(|reply| QueueMsg::List { query, reply }, None, QUEUE)
             .await
     }
 

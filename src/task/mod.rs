@@ -52,7 +52,18 @@ impl FromStr for TaskId {
 
 /// How urgent a task is. Higher runs first; within one priority, first in, first out.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum TaskPriority {
@@ -98,7 +109,7 @@ impl TaskPriority {
 }
 
 /// Where a task is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Accepted but not yet runnable (a delay or a retry backoff is pending).
@@ -206,7 +217,7 @@ impl TaskOutcome {
 }
 
 /// One attempt at running a task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1 for the first run, 2 for the first retry, ...
     pub number: u32,
@@ -214,9 +225,11 @@ pub struct Attempt {
     pub worker: String,
     /// When the worker took the lease (Unix ms in JSON).
     #[serde(with = "crate::util::system_time_ms", rename = "started_at_ms")]
+    #[schema(value_type = u64)]
     pub started_at: SystemTime,
     /// When the attempt ended, absent while it runs (Unix ms in JSON).
     #[serde(with = "crate::util::opt_system_time_ms", rename = "finished_at_ms")]
+    #[schema(value_type = Option<u64>)]
     pub finished_at: Option<SystemTime>,
     /// How it ended: `completed`, `failed`, `timeout`, `cancelled` or `lost` (worker died).
     pub outcome: Option<String>,
@@ -225,9 +238,10 @@ pub struct Attempt {
 }
 
 /// Everything known about one task: what `get_task` returns.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskSnapshot {
     /// The task's id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: TaskId,
     /// The handler it runs.
     pub task_type: String,
@@ -236,8 +250,10 @@ pub struct TaskSnapshot {
     /// The options it was submitted with.
     pub options: TaskOptions,
     /// Its input.
+    #[schema(value_type = Object)]
     pub payload: Payload,
     /// Its output, once completed.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Payload>,
     /// The last error, if an attempt failed.
     pub error: Option<String>,
@@ -245,9 +261,11 @@ pub struct TaskSnapshot {
     pub attempts: Vec<Attempt>,
     /// When it was accepted (Unix ms in JSON).
     #[serde(with = "crate::util::system_time_ms", rename = "created_at_ms")]
+    #[schema(value_type = u64)]
     pub created_at: SystemTime,
     /// When it finished (Unix ms in JSON).
     #[serde(with = "crate::util::opt_system_time_ms", rename = "finished_at_ms")]
+    #[schema(value_type = Option<u64>)]
     pub finished_at: Option<SystemTime>,
     /// True while it waits in the queue with no worker able to take it (unknown task type or
     /// unmatched labels).

@@ -9,13 +9,14 @@ use crate::error::Error;
 
 /// Per-task options. Every field is optional; unset ones take the queue's or the worker's
 /// defaults.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct TaskOptions {
     /// Priority (default `Normal`).
     pub priority: TaskPriority,
     /// How long one attempt may run (default: the worker's `task_timeout`).
     #[serde(with = "crate::util::opt_duration_ms", rename = "timeout_ms")]
+    #[schema(value_type = Option<u64>)]
     pub timeout: Option<Duration>,
     /// How many times a failed or timed-out attempt is retried (default: the queue's
     /// `default_retries`, 3).
@@ -29,6 +30,7 @@ pub struct TaskOptions {
     pub idempotency_key: Option<String>,
     /// Do not run before this much time has passed since submit.
     #[serde(with = "crate::util::opt_duration_ms", rename = "delay_ms")]
+    #[schema(value_type = Option<u64>)]
     pub delay: Option<Duration>,
 }
 

@@ -75,7 +75,7 @@ impl WorkerConfig {
 }
 
 /// What a worker is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerStatus {
     /// Ready for tasks.
@@ -103,7 +103,7 @@ impl WorkerStatus {
 }
 
 /// A worker's observable state: what `get_workers` returns.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     /// `pool/w-N`.
     pub id: String,
@@ -121,6 +121,7 @@ pub struct WorkerInfo {
     pub total_failed: u64,
     /// Time since this incarnation started.
     #[serde(with = "crate::util::duration_secs", rename = "uptime_secs")]
+    #[schema(value_type = f64)]
     pub uptime: Duration,
     /// True when it would take a task now.
     pub is_available: bool,

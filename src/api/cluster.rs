@@ -1,0 +1,125 @@
+//! Cluster routes: nodes, workers, scaling, stats, health.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ErrorBody};
+use super::ApiState;
+use crate::coordinator::{CoordinatorStats, ScaleDecision};
+use crate::pool::PoolStats;
+use crate::worker::WorkerInfo;
+
+/// A machine taking part in the cluster. Today: the coordinator's own process; nodes that
+/// join over the network appear here too once they can.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct NodeInfo {
+    /// The node's name.
+    id: String,
+    /// `coordinator` or `worker`.
+    role: &'static str,
+    /// `online`.
+    status: &'static str,
+    /// Its pools.
+    pools: Vec<PoolStats>,
+    /// Its workers.
+    workers: usize,
+    /// Tasks running on it.
+    running: u64,
+    /// Its task slots.
+    capacity: u64,
+    /// Task types it serves.
+    task_types: Vec<String>,
+}
+
+/// Every node with its pools, load and capacity.
+#[utoipa::path(get, path = "/nodes", tag = "cluster", responses((status = 200, body = Vec<NodeInfo>)))]
+pub(crate) async fn nodes(State(state): State<ApiState>) -> Result<Json<Vec<NodeInfo>>, ApiError> {
+    let pool = state.coordinator.pool().stats().await?;
+    Ok(Json(vec![NodeInfo {
+        id: state.node_name.clone(),
+        role: "coordinator",
+        status: "online",
+        workers: pool.worker_count,
+        running: pool.current_tasks,
+        capacity: pool.total_slots,
+        task_types: state
+            .coordinator
+            .handlers()
+            .task_types()
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        pools: vec![pool],
+    }]))
+}
+
+/// The same as `/nodes` (the route database-backed agent systems use).
+#[utoipa::path(get, path = "/agents/nodes", tag = "cluster", responses((status = 200, body = Vec<NodeInfo>)))]
+pub(crate) async fn agents_nodes(state: State<ApiState>) -> Result<Json<Vec<NodeInfo>>, ApiError> {
+    nodes(state).await
+}
+
+/// Every worker with status, load, counters, labels and restarts.
+#[utoipa::path(get, path = "/workers", tag = "cluster", responses((status = 200, body = Vec<WorkerInfo>)))]
+pub(crate) async fn workers(State(state): State<ApiState>) -> Result<Json<Vec<WorkerInfo>>, ApiError> {
+    Ok(Json(state.coordinator.get_workers().await?))
+}
+
+/// A scaling request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScaleRequest {
+    /// The number of local workers wanted, within the pool's bounds.
+    workers: usize,
+}
+
+/// Sets the local pool's size.
+#[utoipa::path(post, path = "/scale", tag = "cluster", request_body = ScaleRequest,
+    responses((status = 200, body = ScaleDecision), (status = 400, body = ErrorBody)))]
+pub(crate) async fn scale(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ScaleDecision>, ApiError> {
+    let body = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let req: ScaleRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "workers".to_string() } else { path };
+        ApiError::bad(field, e.into_inner().to_string())
+    })?;
+    Ok(Json(state.coordinator.scale(req.workers).await?))
+}
+
+/// Queue, pool and mailbox counters, and the last scaling change.
+#[utoipa::path(get, path = "/stats", tag = "cluster", responses((status = 200, body = CoordinatorStats)))]
+pub(crate) async fn stats(State(state): State<ApiState>) -> Result<Json<CoordinatorStats>, ApiError> {
+    Ok(Json(state.coordinator.get_stats().await?))
+}
+
+/// Recent scaling changes, oldest first.
+#[utoipa::path(get, path = "/scale/history", tag = "cluster", responses((status = 200, body = Vec<ScaleDecision>)))]
+pub(crate) async fn scale_history(State(state): State<ApiState>) -> Json<Vec<ScaleDecision>> {
+    Json(state.coordinator.scale_history())
+}
+
+/// Liveness: the HTTP server answers. Needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "ok")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the coordinator runs and takes tasks.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.coordinator.is_running() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}

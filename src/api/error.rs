@@ -1,0 +1,139 @@
+//! The API's one error type: a status code and a JSON body, never internal details.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::queue::QueueError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// 400: the request is malformed; `field` names what to fix.
+    BadRequest { field: String, message: String },
+    /// 401: missing or wrong bearer token.
+    Unauthorized,
+    /// 404.
+    NotFound(String),
+    /// 409: the request is valid but conflicts with the task's state.
+    Conflict(String),
+    /// 413.
+    PayloadTooLarge(usize),
+    /// 429.
+    RateLimited,
+    /// 503: the runtime cannot take it now (queue full, shutting down).
+    Unavailable(String),
+    /// 500: logged here, answered without details.
+    Internal(String),
+}
+
+/// The JSON body of every error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// A stable machine-readable code (`bad_request`, `not_found`, ...).
+    code: &'static str,
+    /// What went wrong, for a person.
+    message: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+impl ApiError {
+    pub(crate) fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, field) = match self {
+            Self::BadRequest { field, message } => {
+                (StatusCode::BAD_REQUEST, "bad_request", message, Some(field))
+            }
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or invalid bearer token".to_string(),
+                None,
+            ),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, None),
+            Self::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds the limit of {limit} bytes"),
+                None,
+            ),
+            Self::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this client; retry shortly".to_string(),
+                None,
+            ),
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, None),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error answering a request");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_string(),
+                    None,
+                )
+            }
+        };
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                field,
+            },
+        });
+        let mut response = (status, body).into_response();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, "1".parse().expect("static"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { field, reason } => Self::bad(field, reason),
+            Error::Queue(q) => match q {
+                QueueError::InvalidTask { index, reason } => {
+                    Self::bad(format!("tasks[{index}]"), reason)
+                }
+                QueueError::NotFound(id) => Self::NotFound(format!("task {id} not found")),
+                QueueError::AlreadyFinished { .. } | QueueError::NotDeadLettered { .. } => {
+                    Self::Conflict(q.to_string())
+                }
+                QueueError::Full { .. } | QueueError::Closed => Self::Unavailable(q.to_string()),
+                QueueError::WaitTimeout { .. } => Self::Unavailable(q.to_string()),
+            },
+            Error::Stopped { actor } => Self::Unavailable(format!("{actor} is not running")),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The HTTP face: a REST API over the coordinator, server-sent events, Prometheus metrics,
+//! an OpenAPI document, and the live dashboard, all served by one axum router.
+//!
+//! ```no_run
+//! # async fn run(coordinator: wrangle::Coordinator) -> std::io::Result<()> {
+//! let app = wrangle::api::router(coordinator, wrangle::api::ApiConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
+//! wrangle::api::serve(listener, app, std::future::pending()).await
+//! # }
+//! ```
+
+mod cluster;
+mod dashboard;
+mod error;
+mod prometheus;
+mod security;
+mod stream;
+mod tasks;
+
+pub use security::RateLimit;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+
+use crate::coordinator::Coordinator;
+use error::ApiError;
+use security::{RateLimiter, SharedLimiter};
+
+/// Settings of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// When set, every route but `/healthz` needs `Authorization: Bearer <token>` (or
+    /// `?access_token=<token>`, for browsers' event streams). Default none.
+    pub token: Option<String>,
+    /// Largest request body, in bytes. Default 2 MiB.
+    pub max_body_bytes: usize,
+    /// Most tasks in one submit. Default 10,000.
+    pub max_batch: usize,
+    /// Per-client rate limit; `None` turns it off. Default 20,000 requests/s, bursts of
+    /// 40,000.
+    pub rate_limit: Option<RateLimit>,
+    /// Origins allowed to call the API from a browser on another origin. Default none
+    /// (CORS off).
+    pub cors_origins: Vec<String>,
+    /// The name this node shows in `/nodes`. Default the host name.
+    pub node_name: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_batch: 10_000,
+            rate_limit: Some(RateLimit::default()),
+            cors_origins: Vec::new(),
+            node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".into()),
+        }
+    }
+}
+
+/// What every handler sees.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiState {
+    pub(crate) coordinator: Coordinator,
+    pub(crate) config: Arc<ApiConfig>,
+    pub(crate) limiter: SharedLimiter,
+    pub(crate) node_name: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wrangle", description = "Submit, watch and manage tasks on a wrangle coordinator."),
+    paths(
+        tasks::submit, tasks::submit_compat, tasks::list, tasks::get, tasks::wait, tasks::cancel,
+        tasks::requeue, tasks::queued, tasks::in_progress, tasks::results, tasks::dead_letters,
+        cluster::nodes, cluster::agents_nodes, cluster::workers, cluster::scale,
+        cluster::scale_history, cluster::stats, cluster::healthz, cluster::readyz,
+        stream::events, prometheus::metrics,
+    ),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Builds the router: every route, auth, body limit, rate limit and CORS.
+pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
+    let state = ApiState {
+        coordinator,
+        limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
+        node_name: config.node_name.clone(),
+        config: Arc::new(config),
+    };
+    let protected = Router::new()
+        .route("/tasks", post(tasks::submit).get(tasks::list))
+        .route("/tasks/submit", post(tasks::submit_compat))
+        .route("/tasks/queued", get(tasks::queued))
+        .route("/tasks/in_progress", get(tasks::in_progress))
+        .route("/tasks/results", get(tasks::results))
+        .route("/tasks/dead_letters", get(tasks::dead_letters))
+        .route("/tasks/{id}", get(tasks::get).delete(tasks::cancel))
+        .route("/tasks/{id}/wait", get(tasks::wait))
+        .route("/tasks/{id}/requeue", post(tasks::requeue))
+        .route("/nodes", get(cluster::nodes))
+        .route("/agents/nodes", get(cluster::agents_nodes))
+        .route("/workers", get(cluster::workers))
+        .route("/scale", post(cluster::scale))
+        .route("/scale/history", get(cluster::scale_history))
+        .route("/stats", get(cluster::stats))
+        .route("/readyz", get(cluster::readyz))
+        .route("/events", get(stream::events))
+        .route("/metrics", get(prometheus::metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), security::auth));
+    let mut app = Router::new()
+        .route("/healthz", get(cluster::healthz))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), security::rate_limit));
+    if !state.config.cors_origins.is_empty() {
+        let origins = state
+            .config
+            .cors_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect::<Vec<_>>();
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any),
+        );
+    }
+    app.with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, with each client's address known
+/// to the rate limiter.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

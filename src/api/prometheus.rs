@@ -1,0 +1,108 @@
+//! `GET /metrics`: Prometheus text exposition of the runtime's counters, gauges and
+//! latency histograms.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::metrics::Histogram;
+use crate::worker::WorkerStatus;
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    metric(out, name, "histogram", help);
+    let (buckets, total) = h.cumulative();
+    for (bound, count) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum {}", h.sum_secs());
+    let _ = writeln!(out, "{name}_count {total}");
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses((status = 200, content_type = "text/plain", description = "Prometheus text format 0.0.4")))]
+pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let stats = state.coordinator.get_stats().await?;
+    let q = &stats.queue;
+    let mut out = String::with_capacity(4096);
+
+    metric(&mut out, "wrangle_tasks", "gauge", "Tasks by status, now.");
+    for (status, n) in [
+        ("pending", q.pending as u64),
+        ("queued", q.queued as u64),
+        ("running", q.running as u64),
+        ("dead_lettered", q.dead_lettered as u64),
+        ("unroutable", q.unroutable as u64),
+    ] {
+        let _ = writeln!(out, "wrangle_tasks{{status=\"{status}\"}} {n}");
+    }
+    for (name, help, v) in [
+        ("wrangle_tasks_submitted_total", "Tasks accepted.", q.submitted),
+        ("wrangle_tasks_completed_total", "Tasks completed.", q.completed),
+        ("wrangle_tasks_failed_total", "Tasks failed for good.", q.failed),
+        ("wrangle_tasks_cancelled_total", "Tasks cancelled.", q.cancelled),
+        ("wrangle_tasks_timed_out_total", "Tasks that timed out on their last attempt.", q.timed_out),
+        ("wrangle_task_retries_total", "Retries scheduled.", q.retried),
+        ("wrangle_leases_lost_total", "Leases taken back from dead or silent workers.", q.leases_lost),
+    ] {
+        metric(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    metric(&mut out, "wrangle_queue_depth", "gauge", "Tasks waiting (queued and pending).");
+    let _ = writeln!(out, "wrangle_queue_depth {}", q.queue_size);
+    for (p, n) in [
+        ("low", q.queued_by_priority.low),
+        ("normal", q.queued_by_priority.normal),
+        ("high", q.queued_by_priority.high),
+        ("critical", q.queued_by_priority.critical),
+    ] {
+        let _ = writeln!(out, "wrangle_queue_depth_by_priority{{priority=\"{p}\"}} {n}");
+    }
+    metric(&mut out, "wrangle_mailbox_depth", "gauge", "Messages waiting in actor mailboxes.");
+    let m = &stats.mailboxes;
+    for (actor, n) in [
+        ("coordinator", m.coordinator),
+        ("queue", m.queue),
+        ("pool", m.pool),
+        ("workers", m.workers),
+    ] {
+        let _ = writeln!(out, "wrangle_mailbox_depth{{actor=\"{actor}\"}} {n}");
+    }
+    metric(&mut out, "wrangle_workers", "gauge", "Workers by status.");
+    let workers = state.coordinator.get_workers().await?;
+    for status in [
+        WorkerStatus::Idle,
+        WorkerStatus::Busy,
+        WorkerStatus::Draining,
+        WorkerStatus::Stopped,
+        WorkerStatus::Error,
+    ] {
+        let n = workers.iter().filter(|w| w.status == status).count();
+        let name = serde_json::to_value(status).unwrap_or_default();
+        let _ = writeln!(out, "wrangle_workers{{status={name}}} {n}");
+    }
+    let p = &stats.workers;
+    metric(&mut out, "wrangle_worker_slots", "gauge", "Task slots: busy and total.");
+    let _ = writeln!(out, "wrangle_worker_slots{{state=\"busy\"}} {}", p.current_tasks);
+    let _ = writeln!(out, "wrangle_worker_slots{{state=\"total\"}} {}", p.total_slots);
+    metric(&mut out, "wrangle_worker_restarts_total", "counter", "Workers restarted by their pool.");
+    let _ = writeln!(out, "wrangle_worker_restarts_total {}", p.restarts);
+    metric(&mut out, "wrangle_scale_decisions", "gauge", "Scaling changes kept in history.");
+    let _ = writeln!(out, "wrangle_scale_decisions {}", state.coordinator.scale_history().len());
+    let tm = state.coordinator.queue().metrics();
+    histogram(&mut out, "wrangle_task_latency_seconds", "From submit to completion.", &tm.latency);
+    histogram(&mut out, "wrangle_task_run_seconds", "From lease to result of completed attempts.", &tm.run_time);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    ))
+}

@@ -1,0 +1,143 @@
+//! Bearer-token auth and per-client rate limiting, on the server itself.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
+
+use super::error::ApiError;
+use super::ApiState;
+
+/// Requests per second allowed to one client (by IP address), with a burst allowance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second. Default 20,000.
+    pub per_second: f64,
+    /// Requests allowed in a burst. Default 40,000.
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: 20_000.0,
+            burst: 40_000.0,
+        }
+    }
+}
+
+/// Token buckets by client address.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    limit: RateLimit,
+    buckets: DashMap<IpAddr, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// Takes one token for `client`; false when its bucket is empty.
+    pub(crate) fn allow(&self, client: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut entry = self.buckets.entry(client).or_insert((self.limit.burst, now));
+        let (tokens, last) = *entry;
+        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.limit.per_second)
+            .min(self.limit.burst);
+        if refilled >= 1.0 {
+            *entry = (refilled - 1.0, now);
+            true
+        } else {
+            *entry = (refilled, now);
+            false
+        }
+    }
+}
+
+/// Answers 429 once a client passes its rate.
+pub(crate) async fn rate_limit(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(limiter) = &state.limiter {
+        let client = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        if !limiter.allow(client) {
+            return ApiError::RateLimited.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Requires the bearer token (header, or `access_token` query parameter for browsers'
+/// event streams) when one is configured.
+pub(crate) async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.config.token.as_deref() else {
+        return next.run(req).await;
+    };
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "access_token")
+            .map(|(_, v)| v.to_owned())
+    });
+    let ok = [from_header, from_query]
+        .into_iter()
+        .flatten()
+        .any(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Shared so tests can build a limiter of their own.
+pub(crate) type SharedLimiter = Option<Arc<RateLimiter>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_the_burst_then_refuses() {
+        let l = RateLimiter::new(RateLimit {
+            per_second: 0.001,
+            burst: 3.0,
+        });
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        assert!(l.allow(ip) && l.allow(ip) && l.allow(ip));
+        assert!(!l.allow(ip));
+        assert!(l.allow(IpAddr::from([10, 0, 0, 2])), "buckets are per client");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

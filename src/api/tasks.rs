@@ -1,0 +1,445 @@
+//! Task routes: submit (one or a batch), get, wait, cancel, list, re-queue.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ErrorBody};
+use super::ApiState;
+use crate::queue::TaskQuery;
+use crate::task::{Payload, TaskId, TaskOptions, TaskPriority, TaskSnapshot, TaskSpec, TaskStatus};
+
+/// One task to submit.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskRequest {
+    /// The task type (a registered handler).
+    #[serde(alias = "type")]
+    task_type: String,
+    /// The input, any JSON (alias `data`).
+    #[serde(default, alias = "data")]
+    #[schema(value_type = Object)]
+    payload: Option<serde_json::Value>,
+    /// `low`, `normal`, `high`, `critical`, or 0, 5, 10, 20. Default `normal`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    priority: Option<PriorityInput>,
+    /// How long one attempt may run, in milliseconds.
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    /// Retries after a failed attempt.
+    #[serde(default)]
+    retries: Option<u32>,
+    /// Labels a worker must have.
+    #[serde(default)]
+    labels: Vec<String>,
+    /// Free-form metadata.
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    /// A repeated submit with this key returns the existing task.
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    /// Do not run before this many milliseconds.
+    #[serde(default)]
+    delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PriorityInput {
+    Name(String),
+    Level(i64),
+}
+
+impl PriorityInput {
+    fn resolve(&self) -> Option<TaskPriority> {
+        TaskPriority::ALL.into_iter().find(|p| match self {
+            Self::Name(n) => p.as_str() == n.to_ascii_lowercase(),
+            Self::Level(l) => p.level() as i64 == *l,
+        })
+    }
+}
+
+impl TaskRequest {
+    fn into_spec(self, field: &str) -> Result<TaskSpec, ApiError> {
+        let priority = match &self.priority {
+            None => TaskPriority::Normal,
+            Some(p) => p.resolve().ok_or_else(|| {
+                ApiError::bad(
+                    format!("{field}priority"),
+                    "expected low, normal, high, critical, or 0, 5, 10, 20",
+                )
+            })?,
+        };
+        let payload = Payload::from(self.payload.unwrap_or(serde_json::Value::Null));
+        Ok(TaskSpec::from_payload(self.task_type, payload).with_options(TaskOptions {
+            priority,
+            timeout: self.timeout_ms.map(Duration::from_millis),
+            retries: self.retries,
+            labels: self.labels,
+            metadata: self.metadata,
+            idempotency_key: self.idempotency_key,
+            delay: self.delay_ms.map(Duration::from_millis),
+        }))
+    }
+}
+
+/// What a submit returns: one entry per task, in order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SubmitResponse {
+    /// The accepted tasks.
+    tasks: Vec<SubmittedTask>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SubmittedTask {
+    #[schema(value_type = String, format = Uuid)]
+    id: TaskId,
+    /// True when an idempotency key matched an existing task (nothing new was made).
+    existing: bool,
+}
+
+/// Reads a body as JSON, naming the offending field on error (`tasks[2].priority`).
+fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<serde_json::Value, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(limit),
+        _ => ApiError::bad("body", e.body_text()),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad("body", format!("invalid JSON: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, at: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (at, path.as_str()) {
+            ("", p) => p.to_string(),
+            (a, ".") => a.trim_end_matches('.').to_string(),
+            (a, p) => format!("{a}{p}"),
+        };
+        ApiError::bad(field, e.into_inner().to_string())
+    })
+}
+
+/// Turns a body (one task, an array, or `{"tasks": [...]}`) into specs.
+fn specs_from(state: &ApiState, body: serde_json::Value) -> Result<Vec<TaskSpec>, ApiError> {
+    let items: Vec<(String, serde_json::Value)> = match body {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("[{i}]."), v))
+            .collect(),
+        serde_json::Value::Object(mut map) if map.contains_key("tasks") => {
+            let Some(serde_json::Value::Array(items)) = map.remove("tasks") else {
+                return Err(ApiError::bad("tasks", "expected an array of tasks"));
+            };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("tasks[{i}]."), v))
+                .collect()
+        }
+        v @ serde_json::Value::Object(_) => vec![(String::new(), v)],
+        _ => return Err(ApiError::bad("body", "expected a task object or an array of tasks")),
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad("tasks", "no tasks given"));
+    }
+    if items.len() > state.config.max_batch {
+        return Err(ApiError::bad(
+            "tasks",
+            format!("{} tasks in one request; at most {}", items.len(), state.config.max_batch),
+        ));
+    }
+    let known = state.coordinator.handlers().task_types();
+    items
+        .into_iter()
+        .map(|(at, v)| {
+            let req: TaskRequest = decode(v, &at)?;
+            if !known.iter().any(|t| **t == *req.task_type) {
+                let names: Vec<&str> = known.iter().map(|t| &**t).collect();
+                return Err(ApiError::bad(
+                    format!("{at}task_type"),
+                    format!(
+                        "unknown task type `{}`; known types: {}",
+                        req.task_type,
+                        names.join(", ")
+                    ),
+                ));
+            }
+            req.into_spec(&at)
+        })
+        .collect()
+}
+
+/// Submits one task or a batch. All are accepted, or none.
+#[utoipa::path(post, path = "/tasks", tag = "tasks",
+    request_body(content = Vec<TaskRequest>, description = "one task, an array of tasks, or `{\"tasks\": [...]}`"),
+    responses(
+        (status = 201, body = SubmitResponse),
+        (status = 400, body = ErrorBody, description = "malformed task; `field` names it"),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody, description = "queue full or shutting down")))]
+pub(crate) async fn submit(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = parse_body(body, state.config.max_body_bytes)?;
+    let specs = specs_from(&state, body)?;
+    let submitted = state.coordinator.queue().submit_batch(specs).await?;
+    let tasks = submitted
+        .into_iter()
+        .map(|s| SubmittedTask {
+            id: s.id,
+            existing: s.existing,
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })).into_response())
+}
+
+/// The same as `POST /tasks` (the route database-backed agent systems use).
+#[utoipa::path(post, path = "/tasks/submit", tag = "tasks",
+    request_body = TaskRequest,
+    responses((status = 201, body = SubmitResponse), (status = 400, body = ErrorBody)))]
+pub(crate) async fn submit_compat(
+    state: State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    submit(state, body).await
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad("id", format!("`{raw}` is not a task id (a UUID)")))
+}
+
+/// One task: status, options, input, result or error, attempts.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = TaskSnapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskSnapshot>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.coordinator.get_task(id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WaitParams {
+    timeout: Option<String>,
+}
+
+/// Parses `1500`, `1500ms`, `30s` or `2m`.
+pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiError> {
+    let raw = raw.trim();
+    let (digits, unit) = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((raw, "ms"), |i| raw.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| ApiError::bad(field, format!("`{raw}` is not a duration like 500ms, 30s or 2m")))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(ApiError::bad(field, format!("unknown unit `{unit}`; use ms, s or m"))),
+    }
+}
+
+/// Waits until the task finishes or `timeout` (default 30s, at most 5m) passes. 200 with
+/// the finished task, or 202 with the task as it is when the wait ran out.
+#[utoipa::path(get, path = "/tasks/{id}/wait", tag = "tasks",
+    params(("id" = String, Path, description = "task id"),
+           ("timeout" = Option<String>, Query, description = "e.g. 500ms, 30s, 2m")),
+    responses((status = 200, body = TaskSnapshot, description = "finished"),
+              (status = 202, body = TaskSnapshot, description = "still running when the wait ran out"),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn wait(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(params): Query<WaitParams>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let timeout = match params.timeout.as_deref() {
+        Some(t) => parse_duration(t, "timeout")?,
+        None => Duration::from_secs(30),
+    }
+    .min(Duration::from_secs(300));
+    let finished = match state.coordinator.wait_for(id, timeout).await {
+        Ok(_) => true,
+        Err(crate::Error::Queue(crate::QueueError::WaitTimeout { .. })) => false,
+        Err(e) => return Err(e.into()),
+    };
+    let snapshot = state.coordinator.get_task(id).await?;
+    let status = if finished { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(snapshot)).into_response())
+}
+
+/// What a cancel or re-queue returns.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TaskChange {
+    #[schema(value_type = String, format = Uuid)]
+    id: TaskId,
+    /// The status before.
+    previous_status: TaskStatus,
+    /// The status now.
+    status: TaskStatus,
+}
+
+/// Cancels a task; a running one is told to stop.
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = TaskChange), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "already finished")))]
+pub(crate) async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskChange>, ApiError> {
+    let id = parse_id(&id)?;
+    let previous_status = state.coordinator.cancel_task(id).await?;
+    Ok(Json(TaskChange {
+        id,
+        previous_status,
+        status: TaskStatus::Cancelled,
+    }))
+}
+
+/// Puts a dead-lettered task back in the queue with a fresh retry budget.
+#[utoipa::path(post, path = "/tasks/{id}/requeue", tag = "tasks",
+    params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = TaskChange), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "not dead-lettered")))]
+pub(crate) async fn requeue(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskChange>, ApiError> {
+    let id = parse_id(&id)?;
+    let before = state.coordinator.get_task(id).await?.status;
+    state.coordinator.requeue(id).await?;
+    Ok(Json(TaskChange {
+        id,
+        previous_status: before,
+        status: TaskStatus::Queued,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    status: Option<String>,
+    #[serde(rename = "type")]
+    task_type: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// A page of tasks.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TaskPage {
+    /// Oldest first.
+    tasks: Vec<TaskSnapshot>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(value_type = Option<String>)]
+    next_cursor: Option<TaskId>,
+}
+
+const MAX_PAGE: usize = 1000;
+
+fn page(tasks: Vec<TaskSnapshot>, limit: usize) -> TaskPage {
+    let next_cursor = (tasks.len() == limit)
+        .then(|| tasks.last().map(|t| t.id))
+        .flatten();
+    TaskPage { tasks, next_cursor }
+}
+
+/// Lists tasks, oldest first, filtered by status and type, a page at a time.
+#[utoipa::path(get, path = "/tasks", tag = "tasks",
+    params(("status" = Option<String>, Query, description = "pending, queued, running, completed, failed, cancelled, timeout"),
+           ("type" = Option<String>, Query, description = "task type"),
+           ("limit" = Option<usize>, Query, description = "1..=1000, default 100"),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, body = TaskPage), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<TaskPage>, ApiError> {
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::bad("status", e))?),
+    };
+    let limit = match p.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad("limit", format!("`{l}` is not a number from 1 to {MAX_PAGE}")))?,
+    };
+    let after = p
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| c.parse().map_err(|_| ApiError::bad("cursor", format!("`{c}` is not a cursor from next_cursor"))))
+        .transpose()?;
+    let query = TaskQuery {
+        status,
+        task_type: p.task_type.filter(|t| !t.is_empty()),
+        after,
+        limit,
+    };
+    Ok(Json(page(state.coordinator.queue().query(query).await?, limit)))
+}
+
+async fn by_status(state: &ApiState, statuses: &[TaskStatus]) -> Result<Json<TaskPage>, ApiError> {
+    let mut tasks = Vec::new();
+    for &status in statuses {
+        let query = TaskQuery {
+            status: Some(status),
+            limit: MAX_PAGE,
+            ..TaskQuery::default()
+        };
+        tasks.extend(state.coordinator.queue().query(query).await?);
+    }
+    tasks.sort_by_key(|t| t.id);
+    tasks.truncate(MAX_PAGE);
+    Ok(Json(TaskPage {
+        tasks,
+        next_cursor: None,
+    }))
+}
+
+/// Tasks waiting to run (queued and pending).
+#[utoipa::path(get, path = "/tasks/queued", tag = "tasks", responses((status = 200, body = TaskPage)))]
+pub(crate) async fn queued(State(state): State<ApiState>) -> Result<Json<TaskPage>, ApiError> {
+    by_status(&state, &[TaskStatus::Queued, TaskStatus::Pending]).await
+}
+
+/// Tasks running now.
+#[utoipa::path(get, path = "/tasks/in_progress", tag = "tasks", responses((status = 200, body = TaskPage)))]
+pub(crate) async fn in_progress(State(state): State<ApiState>) -> Result<Json<TaskPage>, ApiError> {
+    by_status(&state, &[TaskStatus::Running]).await
+}
+
+/// Finished tasks with their results or errors.
+#[utoipa::path(get, path = "/tasks/results", tag = "tasks", responses((status = 200, body = TaskPage)))]
+pub(crate) async fn results(State(state): State<ApiState>) -> Result<Json<TaskPage>, ApiError> {
+    by_status(
+        &state,
+        &[TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Timeout, TaskStatus::Cancelled],
+    )
+    .await
+}
+
+/// The dead letters, oldest first.
+#[utoipa::path(get, path = "/tasks/dead_letters", tag = "tasks", responses((status = 200, body = TaskPage)))]
+pub(crate) async fn dead_letters(State(state): State<ApiState>) -> Result<Json<TaskPage>, ApiError> {
+    Ok(Json(TaskPage {
+        tasks: state.coordinator.dead_letters(MAX_PAGE).await?,
+        next_cursor: None,
+    }))
+}
