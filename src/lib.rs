@@ -37,6 +37,7 @@
 //! - `pool`: the worker pool actor, supervisor of its workers; [`PoolRef`] is its handle.
 //! - `coordinator`: the root supervisor with the autoscaler and health checks; the
 //!   [`Coordinator`] handle is the main entry point.
+//! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env).
 //! - `supervision`: restart budgets shared by every supervisor.
 //! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).
 //! - `metrics`: task latency histograms for the metrics endpoint.
@@ -52,6 +53,7 @@ mod mailbox;
 mod metrics;
 mod pool;
 mod queue;
+pub mod settings;
 mod supervision;
 mod task;
 mod util;

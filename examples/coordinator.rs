@@ -1,0 +1,126 @@
+//! The coordinator program: a coordinator with an autoscaled local worker pool running the
+//! `wrangle-actors` handlers (`echo`, `sleep`, `fail`), the HTTP API and the live dashboard.
+//! Ctrl-C (or SIGTERM) stops it gracefully: queued and running tasks finish first.
+//!
+//! ```text
+//! cargo run --release --example coordinator
+//! cargo run --release --example coordinator -- --bind 127.0.0.1:8080 --config wrangle.toml
+//! cargo run --release --example coordinator -- --help
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use wrangle::settings::{Settings, ENV_VARS};
+use wrangle::{Coordinator, HandlerRegistry};
+
+const USAGE: &str = "\
+wrangle coordinator: the task queue, an autoscaled worker pool, the HTTP API and dashboard.
+
+USAGE:
+    cargo run --release --example coordinator -- [OPTIONS]
+
+OPTIONS:
+    --config <PATH>   settings file (TOML); default ./wrangle.toml when present
+    --bind <ADDR>     where the HTTP server listens; default 127.0.0.1:7700
+    --token <TOKEN>   require this bearer token on every route but /healthz
+    -h, --help        print this help
+
+Settings come from the file, then WRANGLE_* environment variables, then these flags.
+The file uses the setting names below (for example `max_workers = 16`).
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config: Option<PathBuf> = None;
+    let mut bind = None;
+    let mut token = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}\nENVIRONMENT:\n");
+                for (var, setting) in ENV_VARS {
+                    println!("    {var:<32} {setting}");
+                }
+                return Ok(());
+            }
+            "--config" => config = Some(value("--config")?.into()),
+            "--bind" => bind = Some(value("--bind")?),
+            "--token" => token = Some(value("--token")?),
+            other => return Err(format!("unknown argument `{other}` (see --help)").into()),
+        }
+    }
+    let mut settings = Settings::load(config.as_deref(), std::env::vars())?;
+    if let Some(b) = bind {
+        settings.apply_env("WRANGLE_BIND", &b)?;
+    }
+    if let Some(t) = token {
+        settings.apply_env("WRANGLE_TOKEN", &t)?;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let handlers = HandlerRegistry::new();
+    wrangle_actors::register_all(&handlers);
+    let coordinator = Coordinator::start(settings.coordinator_config(), handlers).await?;
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
+    let addr = listener.local_addr()?;
+    let url = match &settings.token {
+        Some(t) => format!("http://{addr}/?access_token={t}"),
+        None => format!("http://{addr}/"),
+    };
+    println!("wrangle coordinator listening on {addr}");
+    println!("dashboard: {url}");
+    let app = wrangle::api::router(coordinator.clone(), settings.api_config());
+    wrangle::api::serve(listener, app, shutdown_signal()).await?;
+    println!("stopping: letting queued and running tasks finish...");
+    let report = coordinator.stop(true).await?;
+    println!(
+        "stopped: {} tasks completed, {} unfinished",
+        report.completed, report.unfinished
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,275 @@
+//! Settings of the runnable programs: an optional TOML file, then `WRANGLE_*` environment
+//! variables, then command-line flags, each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::api::{ApiConfig, RateLimit};
+use crate::coordinator::CoordinatorConfig;
+use crate::error::Error;
+
+/// Everything the coordinator program reads. Every field has a default; a file only lists
+/// what it changes. Unknown keys are refused, so a typo is an error, not a silent default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the HTTP server listens. Default `127.0.0.1:7700`. Env `WRANGLE_BIND`.
+    pub bind: SocketAddr,
+    /// Bearer token required by the API. Default none. Env `WRANGLE_TOKEN`.
+    pub token: Option<String>,
+    /// Largest request body in bytes. Default 2 MiB. Env `WRANGLE_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// Requests per second per client; 0 turns the limit off. Default 20000.
+    /// Env `WRANGLE_RATE_LIMIT`.
+    pub rate_limit_per_second: f64,
+    /// Origins allowed by CORS (comma-separated in env). Default none.
+    /// Env `WRANGLE_CORS_ORIGINS`.
+    pub cors_origins: Vec<String>,
+    /// Fewest local workers. Default 2. Env `WRANGLE_MIN_WORKERS`.
+    pub min_workers: usize,
+    /// Most local workers. Default 8. Env `WRANGLE_MAX_WORKERS`.
+    pub max_workers: usize,
+    /// Tasks each worker runs at once. Default 16. Env `WRANGLE_MAX_CONCURRENT_TASKS`.
+    pub max_concurrent_tasks: u32,
+    /// Labels of the local workers (comma-separated in env). Env `WRANGLE_LABELS`.
+    pub labels: Vec<String>,
+    /// Whether the autoscaler runs. Default true. Env `WRANGLE_AUTO_SCALE`.
+    pub auto_scale: bool,
+    /// Waiting tasks per worker above which the pool grows. Default 10.
+    /// Env `WRANGLE_SCALE_UP_THRESHOLD`.
+    pub scale_up_threshold: f64,
+    /// Waiting tasks per worker below which it shrinks. Default 2.
+    /// Env `WRANGLE_SCALE_DOWN_THRESHOLD`.
+    pub scale_down_threshold: f64,
+    /// Least time between scaling changes, in seconds. Default 30.
+    /// Env `WRANGLE_SCALE_COOLDOWN_SECS`.
+    pub scale_cooldown_secs: u64,
+    /// Timeout of tasks that set none, in seconds. Default 300.
+    /// Env `WRANGLE_TASK_TIMEOUT_SECS`.
+    pub task_timeout_secs: u64,
+    /// Most tasks waiting at once. Default 1000000. Env `WRANGLE_MAX_QUEUE_SIZE`.
+    pub max_queue_size: usize,
+    /// Retries of tasks that set none. Default 3. Env `WRANGLE_DEFAULT_RETRIES`.
+    pub default_retries: u32,
+    /// A worker silent this long is replaced, in seconds. Default 30.
+    /// Env `WRANGLE_WORKER_TIMEOUT_SECS`.
+    pub worker_timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let c = CoordinatorConfig::default();
+        Self {
+            bind: ([127, 0, 0, 1], 7700).into(),
+            token: None,
+            max_body_bytes: 2 * 1024 * 1024,
+            rate_limit_per_second: RateLimit::default().per_second,
+            cors_origins: Vec::new(),
+            min_workers: 2,
+            max_workers: 8,
+            max_concurrent_tasks: 16,
+            labels: Vec::new(),
+            auto_scale: true,
+            scale_up_threshold: c.scale_up_threshold,
+            scale_down_threshold: c.scale_down_threshold,
+            scale_cooldown_secs: c.scale_cooldown.as_secs(),
+            task_timeout_secs: 300,
+            max_queue_size: c.queue.max_queue_size,
+            default_retries: c.queue.default_retries,
+            worker_timeout_secs: c.worker_timeout.as_secs(),
+        }
+    }
+}
+
+/// The environment variables read, with the setting each one sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("WRANGLE_CONFIG", "path of the TOML settings file (default ./wrangle.toml if present)"),
+    ("WRANGLE_BIND", "bind"),
+    ("WRANGLE_TOKEN", "token"),
+    ("WRANGLE_MAX_BODY_BYTES", "max_body_bytes"),
+    ("WRANGLE_RATE_LIMIT", "rate_limit_per_second"),
+    ("WRANGLE_CORS_ORIGINS", "cors_origins"),
+    ("WRANGLE_MIN_WORKERS", "min_workers"),
+    ("WRANGLE_MAX_WORKERS", "max_workers"),
+    ("WRANGLE_MAX_CONCURRENT_TASKS", "max_concurrent_tasks"),
+    ("WRANGLE_LABELS", "labels"),
+    ("WRANGLE_AUTO_SCALE", "auto_scale"),
+    ("WRANGLE_SCALE_UP_THRESHOLD", "scale_up_threshold"),
+    ("WRANGLE_SCALE_DOWN_THRESHOLD", "scale_down_threshold"),
+    ("WRANGLE_SCALE_COOLDOWN_SECS", "scale_cooldown_secs"),
+    ("WRANGLE_TASK_TIMEOUT_SECS", "task_timeout_secs"),
+    ("WRANGLE_MAX_QUEUE_SIZE", "max_queue_size"),
+    ("WRANGLE_DEFAULT_RETRIES", "default_retries"),
+    ("WRANGLE_WORKER_TIMEOUT_SECS", "worker_timeout_secs"),
+];
+
+impl Settings {
+    /// Reads `file` when given (an error if it is missing), else `./wrangle.toml` when it
+    /// exists, then applies `WRANGLE_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Error> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let from_env = env
+            .iter()
+            .find(|(k, _)| k == "WRANGLE_CONFIG")
+            .map(|(_, v)| Path::new(v).to_path_buf());
+        let path = file.map(Path::to_path_buf).or(from_env);
+        let mut settings = match path {
+            Some(p) => Self::from_file(&p)?,
+            None if Path::new("wrangle.toml").exists() => Self::from_file(Path::new("wrangle.toml"))?,
+            None => Self::default(),
+        };
+        for (key, value) in &env {
+            settings.apply_env(key, value)?;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))
+    }
+
+    /// Applies one `WRANGLE_*` variable; other variables are ignored.
+    pub fn apply_env(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        fn parse<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, Error> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| Error::invalid(key, format!("`{value}` is not a valid value")))
+        }
+        fn list(value: &str) -> Vec<String> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        }
+        match key {
+            "WRANGLE_BIND" => self.bind = parse("WRANGLE_BIND", value)?,
+            "WRANGLE_TOKEN" => self.token = Some(value.to_string()).filter(|t| !t.is_empty()),
+            "WRANGLE_MAX_BODY_BYTES" => self.max_body_bytes = parse("WRANGLE_MAX_BODY_BYTES", value)?,
+            "WRANGLE_RATE_LIMIT" => self.rate_limit_per_second = parse("WRANGLE_RATE_LIMIT", value)?,
+            "WRANGLE_CORS_ORIGINS" => self.cors_origins = list(value),
+            "WRANGLE_MIN_WORKERS" => self.min_workers = parse("WRANGLE_MIN_WORKERS", value)?,
+            "WRANGLE_MAX_WORKERS" => self.max_workers = parse("WRANGLE_MAX_WORKERS", value)?,
+            "WRANGLE_MAX_CONCURRENT_TASKS" => {
+                self.max_concurrent_tasks = parse("WRANGLE_MAX_CONCURRENT_TASKS", value)?
+            }
+            "WRANGLE_LABELS" => self.labels = list(value),
+            "WRANGLE_AUTO_SCALE" => self.auto_scale = parse("WRANGLE_AUTO_SCALE", value)?,
+            "WRANGLE_SCALE_UP_THRESHOLD" => {
+                self.scale_up_threshold = parse("WRANGLE_SCALE_UP_THRESHOLD", value)?
+            }
+            "WRANGLE_SCALE_DOWN_THRESHOLD" => {
+                self.scale_down_threshold = parse("WRANGLE_SCALE_DOWN_THRESHOLD", value)?
+            }
+            "WRANGLE_SCALE_COOLDOWN_SECS" => {
+                self.scale_cooldown_secs = parse("WRANGLE_SCALE_COOLDOWN_SECS", value)?
+            }
+            "WRANGLE_TASK_TIMEOUT_SECS" => {
+                self.task_timeout_secs = parse("WRANGLE_TASK_TIMEOUT_SECS", value)?
+            }
+            "WRANGLE_MAX_QUEUE_SIZE" => self.max_queue_size = parse("WRANGLE_MAX_QUEUE_SIZE", value)?,
+            "WRANGLE_DEFAULT_RETRIES" => {
+                self.default_retries = parse("WRANGLE_DEFAULT_RETRIES", value)?
+            }
+            "WRANGLE_WORKER_TIMEOUT_SECS" => {
+                self.worker_timeout_secs = parse("WRANGLE_WORKER_TIMEOUT_SECS", value)?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks every setting by building the configs from it.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.task_timeout_secs == 0 {
+            return Err(Error::invalid("task_timeout_secs", "must be at least 1"));
+        }
+        if !(self.rate_limit_per_second >= 0.0 && self.rate_limit_per_second.is_finite()) {
+            return Err(Error::invalid("rate_limit_per_second", "must be a number >= 0"));
+        }
+        self.coordinator_config().validate()
+    }
+
+    /// The coordinator's settings.
+    pub fn coordinator_config(&self) -> CoordinatorConfig {
+        let mut c = CoordinatorConfig {
+            min_workers: self.min_workers,
+            max_workers: self.max_workers,
+            auto_scale: self.auto_scale,
+            scale_up_threshold: self.scale_up_threshold,
+            scale_down_threshold: self.scale_down_threshold,
+            scale_cooldown: Duration::from_secs(self.scale_cooldown_secs),
+            worker_timeout: Duration::from_secs(self.worker_timeout_secs),
+            ..CoordinatorConfig::default()
+        };
+        c.worker.max_concurrent_tasks = self.max_concurrent_tasks;
+        c.worker.tags = self.labels.clone();
+        c.worker.task_timeout = Some(Duration::from_secs(self.task_timeout_secs));
+        c.queue.max_queue_size = self.max_queue_size;
+        c.queue.default_retries = self.default_retries;
+        c
+    }
+
+    /// The HTTP server's settings.
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            token: self.token.clone(),
+            max_body_bytes: self.max_body_bytes,
+            rate_limit: (self.rate_limit_per_second > 0.0).then(|| RateLimit {
+                per_second: self.rate_limit_per_second,
+                burst: self.rate_limit_per_second * 2.0,
+            }),
+            cors_origins: self.cors_origins.clone(),
+            ..ApiConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = std::env::temp_dir().join(format!("wrangle-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.toml");
+        std::fs::write(&path, "min_workers = 3\nmax_workers = 6\nlabels = [\"gpu\"]\n").unwrap();
+        let s = Settings::load(Some(&path), env(&[("WRANGLE_MAX_WORKERS", "9"), ("HOME", "/x")])).unwrap();
+        assert_eq!((s.min_workers, s.max_workers), (3, 9));
+        assert_eq!(s.labels, vec!["gpu".to_string()]);
+        std::fs::write(&path, "min_wrokers = 3\n").unwrap();
+        let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("min_wrokers"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Settings::load(None, env(&[("WRANGLE_MIN_WORKERS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WRANGLE_MIN_WORKERS"), "{err}");
+        let err = Settings::load(None, env(&[("WRANGLE_MIN_WORKERS", "20")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_workers"), "{err}");
+    }
+}
