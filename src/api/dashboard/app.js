@@ -1,1 +1,289 @@
+// wrangle dashboard: reads only the public HTTP API and the event stream.
+"use strict";
 
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+let token = params.get("access_token") || localStorage.getItem("wrangle-token") || "";
+let selected = null;
+const series = { depth: [], rate: [] };
+const HISTORY = 300;
+let lastCompleted = null;
+let lastTick = null;
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ "content-type": "application/json" }, options.headers || {});
+  if (token) headers.authorization = "Bearer " + token;
+  const res = await fetch(path, Object.assign({}, options, { headers }));
+  if (res.status === 401) {
+    $("token-form").hidden = false;
+    setConn("token needed", "bad");
+    throw new Error("unauthorized");
+  }
+  const text = await res.text();
+  const body = text ? JSON.parse(text) : null;
+  if (!res.ok) {
+    const e = body && body.error;
+    throw new Error(e ? (e.field ? e.field + ": " : "") + e.message : res.statusText);
+  }
+  return body;
+}
+
+function setConn(text, cls) {
+  const el = $("conn");
+  el.textContent = text;
+  el.className = "pill " + (cls || "");
+}
+
+function fmtNum(n) {
+  if (n === null || n === undefined) return "–";
+  return n >= 10000 ? (n / 1000).toFixed(n >= 100000 ? 0 : 1) + "k" : String(Math.round(n));
+}
+
+function age(ms) {
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  if (s < 60) return s.toFixed(0) + "s";
+  if (s < 3600) return (s / 60).toFixed(0) + "m";
+  return (s / 3600).toFixed(1) + "h";
+}
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
+function drawChart(canvas, values, color) {
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight || 140;
+  canvas.width = w * ratio;
+  canvas.height = h * ratio;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, w, h);
+  const max = Math.max(1, ...values);
+  g.strokeStyle = "#e3e6ec";
+  g.fillStyle = "#6b7385";
+  g.font = "11px system-ui";
+  for (let i = 0; i <= 2; i++) {
+    const y = 8 + (h - 20) * (i / 2);
+    g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke();
+    g.fillText(fmtNum(max * (1 - i / 2)), 4, y - 2);
+  }
+  if (values.length < 2) return;
+  g.strokeStyle = color;
+  g.lineWidth = 2;
+  g.beginPath();
+  values.forEach((v, i) => {
+    const x = (i / (HISTORY - 1)) * w + (HISTORY - values.length) * (w / (HISTORY - 1));
+    const y = 8 + (h - 20) * (1 - v / max);
+    if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+  });
+  g.stroke();
+}
+
+function push(series, v) {
+  series.push(v);
+  if (series.length > HISTORY) series.shift();
+}
+
+async function refreshStats() {
+  const s = await api("/stats");
+  setConn("live", "ok");
+  const q = s.queue;
+  $("c-queued").textContent = fmtNum(q.queue_size);
+  $("c-running").textContent = fmtNum(q.running);
+  $("c-completed").textContent = fmtNum(q.completed);
+  $("c-failed").textContent = fmtNum(q.failed + q.timed_out);
+  $("c-dead").textContent = fmtNum(q.dead_lettered);
+  $("c-unroutable").textContent = fmtNum(q.unroutable);
+  $("c-workers").textContent = s.workers.worker_count + " / " + s.workers.max_workers;
+  $("uptime").textContent = "up " + age(Date.now() - s.uptime_secs * 1000);
+  const now = performance.now();
+  if (lastCompleted !== null) {
+    const rate = ((q.completed - lastCompleted) * 1000) / Math.max(1, now - lastTick);
+    $("c-rate").textContent = fmtNum(rate) + "/s";
+    push(series.rate, rate);
+  }
+  lastCompleted = q.completed;
+  lastTick = now;
+  push(series.depth, q.queue_size);
+  drawChart($("chart-depth"), series.depth, "#3b6cf6");
+  drawChart($("chart-rate"), series.rate, "#1f9d55");
+  const scale = $("scale-input");
+  scale.min = s.workers.min_workers;
+  scale.max = s.workers.max_workers;
+  if (document.activeElement !== scale) scale.value = s.workers.worker_count - s.workers.draining;
+}
+
+async function refreshWorkers() {
+  const [workers, nodes] = await Promise.all([api("/workers"), api("/nodes")]);
+  const body = $("workers").tBodies[0];
+  body.replaceChildren(...workers.map((w) => {
+    const tr = el("tr");
+    tr.append(el("td", w.id), statusCell(w.status),
+      el("td", w.current_tasks + " / " + w.max_concurrent_tasks),
+      el("td", fmtNum(w.total_completed)), el("td", fmtNum(w.total_failed)),
+      el("td", String(w.restarts)), el("td", String(w.mailbox_depth)),
+      el("td", (w.tags || []).join(", ")));
+    return tr;
+  }));
+  $("nodes").textContent = nodes.map((n) =>
+    `${n.id} (${n.role}, ${n.status}): ${n.running}/${n.capacity} slots busy, serves ${n.task_types.join(", ")}`).join(" · ");
+  const select = $("submit-type");
+  const types = [...new Set(nodes.flatMap((n) => n.task_types))];
+  if (select.options.length !== types.length) {
+    select.replaceChildren(...types.map((t) => el("option", t)));
+    if (types.includes("sleep")) select.value = "sleep";
+  }
+}
+
+function statusCell(status) {
+  const td = el("td");
+  td.append(el("span", status, "status " + status));
+  return td;
+}
+
+async function refreshTasks() {
+  const status = $("status-filter").value;
+  const page = await api("/tasks?limit=1000" + (status ? "&status=" + status : ""));
+  const tasks = page.tasks.slice(-200).reverse();
+  const body = $("task-list").tBodies[0];
+  body.replaceChildren(...tasks.map((t) => {
+    const tr = el("tr");
+    tr.dataset.id = t.id;
+    tr.dataset.status = t.status;
+    if (t.id === selected) tr.className = "selected";
+    tr.append(el("td", t.id.slice(-12)), el("td", t.task_type), statusCell(t.status + (t.unroutable ? " (unroutable)" : "")),
+      el("td", t.options.priority), el("td", String(t.attempts.length)), el("td", age(t.created_at_ms)));
+    tr.onclick = () => { selected = t.id; showDetail(); refreshTasks(); };
+    return tr;
+  }));
+  if (selected) showDetail();
+}
+
+async function showDetail() {
+  let t;
+  try { t = await api("/tasks/" + selected); } catch (e) { return; }
+  $("detail-empty").hidden = true;
+  $("detail-body").hidden = false;
+  $("d-id").textContent = t.id;
+  const st = $("d-status");
+  st.textContent = t.status;
+  st.className = "status " + t.status;
+  $("d-payload").textContent = JSON.stringify(t.payload, null, 2);
+  $("d-result").textContent = t.result !== null && t.result !== undefined
+    ? JSON.stringify(t.result, null, 2) : (t.error || "–");
+  $("d-attempts").replaceChildren(...t.attempts.map((a) => el("li",
+    `#${a.number} on ${a.worker}: ${a.outcome || "running"}` +
+    (a.finished_at_ms ? ` in ${a.finished_at_ms - a.started_at_ms} ms` : "") + (a.error ? ` (${a.error})` : ""))));
+  const finished = ["completed", "failed", "cancelled", "timeout"].includes(t.status);
+  $("d-cancel").disabled = finished;
+  $("d-requeue").disabled = !["failed", "timeout"].includes(t.status);
+}
+
+function logEvent(list, text, keep) {
+  const li = el("li", text);
+  list.prepend(li);
+  while (list.children.length > keep) list.lastChild.remove();
+}
+
+function describeDecision(d) {
+  return `${new Date(d.at_ms).toLocaleTimeString()} ${d.pool}: ${d.from} → ${d.to} workers (${d.reason}; ` +
+    `${d.pressure_per_worker.toFixed(1)} waiting/worker, backlog ${d.signals.backlog}, ` +
+    `queue mailbox ${d.signals.queue_mailbox}, busy ${d.signals.busy_slots}/${d.signals.total_slots})`;
+}
+
+async function loadDecisions() {
+  const list = $("decisions");
+  const decisions = await api("/scale/history");
+  list.replaceChildren(...decisions.reverse().map((d) => el("li", describeDecision(d))));
+}
+
+function connectEvents() {
+  const url = "/events" + (token ? "?access_token=" + encodeURIComponent(token) : "");
+  const source = new EventSource(url);
+  const events = $("events");
+  let pending = false;
+  const onEvent = (e) => {
+    const data = JSON.parse(e.data);
+    if (e.type === "scaled") {
+      logEvent($("decisions"), describeDecision(data), 50);
+    }
+    if (e.type !== "task_started" && e.type !== "task_submitted" && e.type !== "task_progress") {
+      const id = data.id ? " " + String(data.id).slice(-12) : "";
+      const who = data.worker ? " on " + data.worker : "";
+      logEvent(events, `${new Date(data.at_ms || Date.now()).toLocaleTimeString()} ${e.type}${id}${who}` +
+        (data.error ? ": " + data.error : "") + (data.reason ? ": " + data.reason : ""), 60);
+    }
+    if (!pending && e.type.startsWith("task_")) {
+      pending = true;
+      setTimeout(() => { pending = false; refreshTasks().catch(() => {}); }, 250);
+    }
+  };
+  ["task_submitted", "task_started", "task_progress", "task_completed", "task_retried", "task_dead_lettered",
+    "task_cancelled", "task_requeued", "lease_lost", "worker_started", "worker_stopped", "worker_restarted",
+    "worker_unresponsive", "pool_failed", "scaled", "lagged"].forEach((k) => source.addEventListener(k, onEvent));
+  source.onerror = () => setConn("reconnecting", "bad");
+}
+
+$("submit-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const out = $("submit-result");
+  try {
+    const payload = JSON.parse($("submit-payload").value || "null");
+    const res = await api("/tasks", {
+      method: "POST",
+      body: JSON.stringify({ task_type: $("submit-type").value, payload, priority: $("submit-priority").value }),
+    });
+    selected = res.tasks[0].id;
+    out.textContent = "submitted " + selected.slice(-12);
+    await refreshTasks();
+  } catch (err) {
+    out.textContent = err instanceof SyntaxError ? "payload is not valid JSON" : err.message;
+  }
+};
+
+$("scale-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const out = $("scale-result");
+  try {
+    const d = await api("/scale", { method: "POST", body: JSON.stringify({ workers: Number($("scale-input").value) }) });
+    out.textContent = `${d.from} → ${d.to}`;
+  } catch (err) {
+    out.textContent = err.message;
+  }
+};
+
+$("d-cancel").onclick = async () => {
+  try { await api("/tasks/" + selected, { method: "DELETE" }); } catch (err) { alert(err.message); }
+  refreshTasks();
+};
+$("d-requeue").onclick = async () => {
+  try { await api("/tasks/" + selected + "/requeue", { method: "POST" }); } catch (err) { alert(err.message); }
+  refreshTasks();
+};
+$("status-filter").onchange = () => refreshTasks();
+$("token-form").onsubmit = (e) => {
+  e.preventDefault();
+  token = $("token").value;
+  localStorage.setItem("wrangle-token", token);
+  location.reload();
+};
+
+async function tick() {
+  try {
+    await refreshStats();
+    await refreshWorkers();
+  } catch (err) {
+    if (err.message !== "unauthorized") setConn("offline", "bad");
+  }
+}
+
+(async function start() {
+  await tick();
+  try { await refreshTasks(); await loadDecisions(); } catch (err) { /* shown by tick */ }
+  connectEvents();
+  setInterval(tick, 1000);
+  setInterval(() => refreshTasks().catch(() => {}), 3000);
+})();
