@@ -117,13 +117,25 @@ fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<serde
 
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, at: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = match (at, path.as_str()) {
-            ("", p) => p.to_string(),
-            (a, ".") => a.trim_end_matches('.').to_string(),
-            (a, p) => format!("{a}{p}"),
+        let message = e.inner().to_string();
+        let mut path = e.path().to_string();
+        // serde reports a missing or unknown field at the object's own path: name it.
+        for marker in ["missing field `", "unknown field `"] {
+            if let Some(rest) = message.strip_prefix(marker) {
+                let name = rest.split('`').next().unwrap_or_default();
+                path = match path.as_str() {
+                    "." => name.to_string(),
+                    p if p.ends_with(name) => p.to_string(),
+                    p => format!("{p}.{name}"),
+                };
+            }
+        }
+        let field = match path.as_str() {
+            "." => at.trim_end_matches('.').to_string(),
+            p => format!("{at}{p}"),
         };
-        ApiError::bad(field, e.into_inner().to_string())
+        let field = if field.is_empty() { "body".to_string() } else { field };
+        ApiError::bad(field, message)
     })
 }
 
