@@ -231,13 +231,14 @@ impl QueueCore {
                 reason: e.to_string(),
             })?;
         }
+        // New tasks this batch makes: a key already known, or repeated within the batch,
+        // makes none.
+        let mut keys = HashSet::new();
         let fresh = specs
             .iter()
-            .filter(|s| {
-                s.options
-                    .idempotency_key
-                    .as_ref()
-                    .is_none_or(|k| !self.idempotency.contains_key(k))
+            .filter(|s| match &s.options.idempotency_key {
+                Some(k) => !self.idempotency.contains_key(k) && keys.insert(k.as_str()),
+                None => true,
             })
             .count();
         if self.waiting() + fresh > self.config.max_queue_size {
@@ -288,7 +289,10 @@ impl QueueCore {
                 None => self.make_ready(id),
             }
             self.counters.submitted += 1;
-            out.push(Submitted { id, existing: false });
+            out.push(Submitted {
+                id,
+                existing: false,
+            });
         }
         Ok(out)
     }
@@ -383,7 +387,10 @@ impl QueueCore {
         }
         let session = self.workers.remove(worker).expect("session exists");
         let worker: Arc<str> = Arc::from(worker);
-        for id in session.leases {
+        // Back in the order they were queued in, not the set's.
+        let mut ids: Vec<TaskId> = session.leases.into_iter().collect();
+        ids.sort_unstable_by_key(|id| self.tasks[id].seq);
+        for id in ids {
             self.lose_lease(id, &worker, "worker stopped");
         }
         self.refresh_routable();
@@ -621,14 +628,13 @@ impl QueueCore {
         if let Some(d) = run
             .attempts
             .last()
-            .and_then(|a| Some(a.finished_at?.duration_since(a.started_at).ok()?))
+            .and_then(|a| a.finished_at?.duration_since(a.started_at).ok())
         {
             self.metrics.run_time.observe(d);
         }
         run.result = Some(result.clone());
         self.counters.completed += 1;
-        self.out
-            .event(|| EventKind::TaskCompleted { id, attempt });
+        self.out.event(|| EventKind::TaskCompleted { id, attempt });
         self.finish(id, TaskStatus::Completed, TaskOutcome::Completed { result });
     }
 
@@ -712,7 +718,11 @@ impl QueueCore {
     fn dead_letter(&mut self, id: TaskId, _status: TaskStatus, error: String) {
         self.seq += 1;
         let seq = self.seq;
-        self.tasks.get_mut(&id).expect("task exists").run_mut().dead_seq = Some(seq);
+        self.tasks
+            .get_mut(&id)
+            .expect("task exists")
+            .run_mut()
+            .dead_seq = Some(seq);
         self.dead.insert(seq, id);
         self.out.event(|| EventKind::TaskDeadLettered { id, error });
         while self.dead.len() > self.config.max_dead_letters {
@@ -720,6 +730,9 @@ impl QueueCore {
             tracing::warn!(task_id = %oldest, "dead-letter list full, dropping the oldest");
             if let Some(e) = self.tasks.get_mut(&oldest) {
                 e.run_mut().dead_seq = None;
+                // Retention may have passed it by while it was a dead letter: it is an
+                // ordinary finished task now, so it goes back under retention.
+                self.finished.push_back(oldest);
             }
         }
     }

@@ -70,7 +70,11 @@ fn a_running_task_is_cancelled_its_worker_told_and_late_reports_ignored() {
     let snap = h.snap(id);
     assert_eq!(snap.attempts[0].outcome.as_deref(), Some("cancelled"));
     assert_eq!(h.core.stats().running, 0);
-    assert_eq!(h.core.next_wake(), None, "the lease deadline went with the lease");
+    assert_eq!(
+        h.core.next_wake(),
+        None,
+        "the lease deadline went with the lease"
+    );
 
     // The worker stops the attempt and says so; later it even claims a result. Neither
     // changes the task, and neither counts as a lost lease.
@@ -79,7 +83,10 @@ fn a_running_task_is_cancelled_its_worker_told_and_late_reports_ignored() {
     assert_eq!(h.status(id), TaskStatus::Cancelled);
     assert!(h.snap(id).result.is_none());
     let stats = h.core.stats();
-    assert_eq!((stats.completed, stats.leases_lost, stats.cancelled), (0, 0, 1));
+    assert_eq!(
+        (stats.completed, stats.leases_lost, stats.cancelled),
+        (0, 0, 1)
+    );
     assert_eq!(h.outcomes(id).len(), 1);
 
     // The slot comes back as usual and takes the next task.

@@ -205,7 +205,11 @@ impl Harness {
     }
 
     fn dead_ids(&self) -> Vec<TaskId> {
-        self.core.dead_letters(usize::MAX).iter().map(|s| s.id).collect()
+        self.core
+            .dead_letters(usize::MAX)
+            .iter()
+            .map(|s| s.id)
+            .collect()
     }
 
     /// How long until the queue next needs a tick, from now.
@@ -233,7 +237,10 @@ impl Harness {
                 TaskStatus::Pending => {
                     pending += 1;
                     let at = e.ready_at.expect("pending task has a ready time");
-                    assert!(c.delayed.contains(&(at, *id)), "pending {id} not in delayed");
+                    assert!(
+                        c.delayed.contains(&(at, *id)),
+                        "pending {id} not in delayed"
+                    );
                 }
                 TaskStatus::Running => {
                     running += 1;

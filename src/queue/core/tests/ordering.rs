@@ -77,7 +77,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Everything submitted first (in random batches), then drained one lease at a time:
     /// the lease order is priority descending, submission order within a priority.

@@ -5,7 +5,12 @@ use super::*;
 
 /// Fails the current attempt, checks the backoff chosen, and shows the task stays out of
 /// reach until exactly then. Returns the backoff.
-fn fail_and_check_backoff(h: &mut Harness, id: TaskId, attempt: u32, retry_number: u32) -> Duration {
+fn fail_and_check_backoff(
+    h: &mut Harness,
+    id: TaskId,
+    attempt: u32,
+    retry_number: u32,
+) -> Duration {
     let failed_at = h.now;
     h.fail("w", id, attempt, TaskError::retryable("model server busy"));
     h.core.credit("w", 1);
@@ -14,7 +19,10 @@ fn fail_and_check_backoff(h: &mut Harness, id: TaskId, attempt: u32, retry_numbe
 
     // 100 ms doubled per retry already spent, scaled by a jitter factor in 0.5..=1.0.
     let full = ms(100) * 2u32.pow(retry_number);
-    assert!(delay >= full / 2 && delay <= full, "retry {retry_number}: {delay:?} vs {full:?}");
+    assert!(
+        delay >= full / 2 && delay <= full,
+        "retry {retry_number}: {delay:?} vs {full:?}"
+    );
     let announced = h.count_events(|e| {
         matches!(e, EventKind::TaskRetried { id: i, delay_ms, attempt: a, .. }
             if *i == id && *a == attempt && *delay_ms == delay.as_millis() as u64)
@@ -44,7 +52,10 @@ fn retries_back_off_exponentially_then_dead_letter_and_requeue_gives_a_fresh_bud
         assert_eq!(attempt, retry + 1);
         let delay = fail_and_check_backoff(&mut h, id, attempt, retry);
         // Ranges [50,100], [100,200], [200,400] ms: each at least the one before.
-        assert!(delay >= previous, "backoff shrank: {previous:?} then {delay:?}");
+        assert!(
+            delay >= previous,
+            "backoff shrank: {previous:?} then {delay:?}"
+        );
         previous = delay;
     }
 
@@ -62,10 +73,16 @@ fn retries_back_off_exponentially_then_dead_letter_and_requeue_gives_a_fresh_bud
     );
     let snap = h.snap(id);
     assert_eq!(snap.attempts.len(), 4);
-    assert!(snap.attempts.iter().all(|a| a.outcome.as_deref() == Some("failed")));
+    assert!(snap
+        .attempts
+        .iter()
+        .all(|a| a.outcome.as_deref() == Some("failed")));
     assert!(snap.finished_at.is_some());
     let stats = h.core.stats();
-    assert_eq!((stats.retried, stats.failed, stats.dead_lettered), (3, 1, 1));
+    assert_eq!(
+        (stats.retried, stats.failed, stats.dead_lettered),
+        (3, 1, 1)
+    );
     assert_eq!(h.core.next_wake(), None);
     h.check();
 

@@ -25,7 +25,10 @@ fn reported_timeouts_retry_then_end_as_timeout_and_dead_letter() {
     assert_eq!(h.outcomes(id), vec![TaskOutcome::Timeout]);
     assert_eq!(h.dead_ids(), vec![id]);
     let snap = h.snap(id);
-    assert!(snap.attempts.iter().all(|a| a.outcome.as_deref() == Some("timeout")));
+    assert!(snap
+        .attempts
+        .iter()
+        .all(|a| a.outcome.as_deref() == Some("timeout")));
     assert!(snap.error.unwrap().contains("timed out"));
     let stats = h.core.stats();
     assert_eq!((stats.timed_out, stats.failed, stats.retried), (1, 0, 1));
@@ -57,14 +60,20 @@ fn a_silent_lease_is_taken_back_after_timeout_plus_grace() {
 
     h.advance(ms(1));
     assert_eq!(h.status(id), TaskStatus::Queued, "re-queued, not failed");
-    assert_eq!(sink.cancelled(), vec![id], "the silent worker is told to stop");
+    assert_eq!(
+        sink.cancelled(),
+        vec![id],
+        "the silent worker is told to stop"
+    );
     let snap = h.snap(id);
     assert_eq!(snap.attempts.len(), 1);
     assert_eq!(snap.attempts[0].outcome.as_deref(), Some("lost"));
     let stats = h.core.stats();
     assert_eq!((stats.leases_lost, stats.running, stats.retried), (1, 0, 0));
     assert_eq!(
-        h.count_events(|e| matches!(e, EventKind::LeaseLost { id: i, worker } if *i == id && &**worker == "w")),
+        h.count_events(
+            |e| matches!(e, EventKind::LeaseLost { id: i, worker } if *i == id && &**worker == "w")
+        ),
         1
     );
     assert_eq!(h.core.next_wake(), None);

@@ -1,0 +1,120 @@
+//! Retention: only the newest `max_finished_tasks` finished tasks are kept, dead letters
+//! stay while they are in the dead-letter list, and nothing is kept forever.
+
+use super::*;
+
+fn finish_one(h: &mut Harness) -> TaskId {
+    let id = h.submit(spec("t"));
+    h.lease_one(id);
+    h.complete("w", id, 1);
+    h.core.credit("w", 1);
+    id
+}
+
+fn dead_letter_one(h: &mut Harness) -> TaskId {
+    let id = h.submit(spec("t"));
+    h.lease_one(id);
+    h.fail("w", id, 1, TaskError::permanent("broken"));
+    h.core.credit("w", 1);
+    id
+}
+
+#[test]
+fn old_finished_tasks_are_pruned_but_dead_letters_kept() {
+    let mut h = Harness::new(QueueConfig {
+        max_finished_tasks: 2,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 1);
+    let dead = dead_letter_one(&mut h);
+    let a = finish_one(&mut h);
+    let b = finish_one(&mut h);
+    let c = finish_one(&mut h);
+    let cancelled = h.submit(spec("t"));
+    h.cancel(cancelled).unwrap();
+
+    assert!(h.core.snapshot(a).is_none(), "oldest completed pruned");
+    assert!(h.core.snapshot(b).is_none());
+    assert!(h.core.snapshot(c).is_some());
+    assert!(h.core.snapshot(cancelled).is_some());
+    assert_eq!(h.cancel(a), Err(QueueError::NotFound(a)));
+
+    assert_eq!(
+        h.status(dead),
+        TaskStatus::Failed,
+        "dead letters outlive retention"
+    );
+    assert_eq!(h.dead_ids(), vec![dead]);
+    assert_eq!(h.core.stats().completed, 3, "counters are not pruned");
+
+    // Once re-queued and finished, it is an ordinary finished task again.
+    h.core.requeue(dead).unwrap();
+    h.lease_one(dead);
+    h.complete("w", dead, 2);
+    h.core.credit("w", 1);
+    finish_one(&mut h);
+    finish_one(&mut h);
+    assert!(h.core.snapshot(dead).is_none());
+    h.check();
+}
+
+#[test]
+fn a_pruned_task_frees_its_idempotency_key() {
+    let mut h = Harness::new(QueueConfig {
+        max_finished_tasks: 1,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 1);
+    let first = h.submit(spec("t").idempotency_key("k"));
+    h.lease_one(first);
+    h.complete("w", first, 1);
+    h.core.credit("w", 1);
+    finish_one(&mut h);
+    assert!(h.core.snapshot(first).is_none());
+    let s = h
+        .submit_batch(vec![spec("t").idempotency_key("k")])
+        .unwrap();
+    assert!(!s[0].existing);
+    assert_ne!(s[0].id, first);
+    h.check();
+}
+
+#[test]
+fn the_dead_letter_list_drops_its_oldest_when_full() {
+    let mut h = Harness::new(QueueConfig {
+        max_dead_letters: 2,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 1);
+    let d: Vec<TaskId> = (0..3).map(|_| dead_letter_one(&mut h)).collect();
+    assert_eq!(h.dead_ids(), vec![d[1], d[2]]);
+    assert_eq!(h.core.stats().dead_lettered, 2);
+    assert!(matches!(
+        h.core.requeue(d[0]),
+        Err(QueueError::NotDeadLettered { .. })
+    ));
+    h.check();
+}
+
+/// A dead letter that retention skipped (it was in the dead-letter list then) and that later
+/// falls out of a full dead-letter list must still be pruned some time: otherwise every such
+/// task stays in memory for good.
+#[test]
+fn a_task_dropped_from_the_dead_letters_is_pruned_later() {
+    let mut h = Harness::new(QueueConfig {
+        max_finished_tasks: 1,
+        max_dead_letters: 1,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 1);
+    let old = dead_letter_one(&mut h);
+    finish_one(&mut h); // retention passes `old` by: it is a dead letter
+    dead_letter_one(&mut h); // `old` leaves the full dead-letter list
+    assert_eq!(h.dead_ids().len(), 1);
+    for _ in 0..3 {
+        finish_one(&mut h);
+    }
+    assert!(h.core.snapshot(old).is_none(), "kept forever");
+    assert!(h.core.tasks.len() <= 2, "{} tasks kept", h.core.tasks.len());
+    h.check();
+}
