@@ -60,8 +60,8 @@ mod util;
 mod worker;
 
 pub use coordinator::{
-    Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats,
-    MailboxStats, ScaleDecision, ScaleSignals, StopReport, TaskHandle,
+    Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats, MailboxStats,
+    ScaleDecision, ScaleSignals, StopReport, TaskHandle,
 };
 pub use error::Error;
 pub use events::{Event, EventBus, EventKind};
@@ -83,8 +83,8 @@ pub use worker::{WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStat
 /// The names most programs need.
 pub mod prelude {
     pub use crate::{
-        handler_fn, Coordinator, CoordinatorConfig, Payload, TaskContext, TaskError,
-        TaskHandler, TaskId, TaskOutcome, TaskPriority, TaskSpec, TaskStatus, WorkerConfig,
+        handler_fn, Coordinator, CoordinatorConfig, Payload, TaskContext, TaskError, TaskHandler,
+        TaskId, TaskOutcome, TaskPriority, TaskSpec, TaskStatus, WorkerConfig,
     };
 }
 

@@ -93,7 +93,8 @@ impl<M: Message> Mailbox<M> {
             Some(t) => RpcReplyPort::from((tx, t)),
             None => RpcReplyPort::from(tx),
         };
-        self.send(build(port)).map_err(|_| Error::Stopped { actor })?;
+        self.send(build(port))
+            .map_err(|_| Error::Stopped { actor })?;
         let reply = match timeout {
             Some(t) => tokio::time::timeout(t, rx)
                 .await

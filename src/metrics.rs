@@ -21,7 +21,10 @@ impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);

@@ -86,7 +86,10 @@ impl Default for Settings {
 
 /// The environment variables read, with the setting each one sets.
 pub const ENV_VARS: &[(&str, &str)] = &[
-    ("WRANGLE_CONFIG", "path of the TOML settings file (default ./wrangle.toml if present)"),
+    (
+        "WRANGLE_CONFIG",
+        "path of the TOML settings file (default ./wrangle.toml if present)",
+    ),
     ("WRANGLE_BIND", "bind"),
     ("WRANGLE_TOKEN", "token"),
     ("WRANGLE_MAX_BODY_BYTES", "max_body_bytes"),
@@ -121,7 +124,9 @@ impl Settings {
         let path = file.map(Path::to_path_buf).or(from_env);
         let mut settings = match path {
             Some(p) => Self::from_file(&p)?,
-            None if Path::new("wrangle.toml").exists() => Self::from_file(Path::new("wrangle.toml"))?,
+            None if Path::new("wrangle.toml").exists() => {
+                Self::from_file(Path::new("wrangle.toml"))?
+            }
             None => Self::default(),
         };
         for (key, value) in &env {
@@ -158,8 +163,12 @@ impl Settings {
         match key {
             "WRANGLE_BIND" => self.bind = parse("WRANGLE_BIND", value)?,
             "WRANGLE_TOKEN" => self.token = Some(value.to_string()).filter(|t| !t.is_empty()),
-            "WRANGLE_MAX_BODY_BYTES" => self.max_body_bytes = parse("WRANGLE_MAX_BODY_BYTES", value)?,
-            "WRANGLE_RATE_LIMIT" => self.rate_limit_per_second = parse("WRANGLE_RATE_LIMIT", value)?,
+            "WRANGLE_MAX_BODY_BYTES" => {
+                self.max_body_bytes = parse("WRANGLE_MAX_BODY_BYTES", value)?
+            }
+            "WRANGLE_RATE_LIMIT" => {
+                self.rate_limit_per_second = parse("WRANGLE_RATE_LIMIT", value)?
+            }
             "WRANGLE_CORS_ORIGINS" => self.cors_origins = list(value),
             "WRANGLE_MIN_WORKERS" => self.min_workers = parse("WRANGLE_MIN_WORKERS", value)?,
             "WRANGLE_MAX_WORKERS" => self.max_workers = parse("WRANGLE_MAX_WORKERS", value)?,
@@ -180,7 +189,9 @@ impl Settings {
             "WRANGLE_TASK_TIMEOUT_SECS" => {
                 self.task_timeout_secs = parse("WRANGLE_TASK_TIMEOUT_SECS", value)?
             }
-            "WRANGLE_MAX_QUEUE_SIZE" => self.max_queue_size = parse("WRANGLE_MAX_QUEUE_SIZE", value)?,
+            "WRANGLE_MAX_QUEUE_SIZE" => {
+                self.max_queue_size = parse("WRANGLE_MAX_QUEUE_SIZE", value)?
+            }
             "WRANGLE_DEFAULT_RETRIES" => {
                 self.default_retries = parse("WRANGLE_DEFAULT_RETRIES", value)?
             }
@@ -198,7 +209,10 @@ impl Settings {
             return Err(Error::invalid("task_timeout_secs", "must be at least 1"));
         }
         if !(self.rate_limit_per_second >= 0.0 && self.rate_limit_per_second.is_finite()) {
-            return Err(Error::invalid("rate_limit_per_second", "must be a number >= 0"));
+            return Err(Error::invalid(
+                "rate_limit_per_second",
+                "must be a number >= 0",
+            ));
         }
         self.coordinator_config().validate()
     }
@@ -243,7 +257,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -251,12 +268,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wrangle-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("w.toml");
-        std::fs::write(&path, "min_workers = 3\nmax_workers = 6\nlabels = [\"gpu\"]\n").unwrap();
-        let s = Settings::load(Some(&path), env(&[("WRANGLE_MAX_WORKERS", "9"), ("HOME", "/x")])).unwrap();
+        std::fs::write(
+            &path,
+            "min_workers = 3\nmax_workers = 6\nlabels = [\"gpu\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&path),
+            env(&[("WRANGLE_MAX_WORKERS", "9"), ("HOME", "/x")]),
+        )
+        .unwrap();
         assert_eq!((s.min_workers, s.max_workers), (3, 9));
         assert_eq!(s.labels, vec!["gpu".to_string()]);
         std::fs::write(&path, "min_wrokers = 3\n").unwrap();
-        let err = Settings::load(Some(&path), env(&[])).unwrap_err().to_string();
+        let err = Settings::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("min_wrokers"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

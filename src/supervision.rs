@@ -31,7 +31,10 @@ impl RestartBudget {
     /// Checks for a window of zero length.
     pub fn validate(&self) -> Result<(), Error> {
         if self.within.is_zero() {
-            return Err(Error::invalid("restart_budget.within", "must be greater than zero"));
+            return Err(Error::invalid(
+                "restart_budget.within",
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }

@@ -61,7 +61,10 @@ pub(crate) mod opt_system_time_ms {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(v: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        v: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match v {
             Some(t) => s.serialize_some(&super::system_time_ms::to_ms(*t)),
             None => s.serialize_none(),

@@ -52,7 +52,10 @@ impl TaskHandler for Sleep {
                 _ = ctx.cancelled() => return Err(TaskError::permanent("cancelled")),
                 _ = tokio::time::sleep(step) => {}
             }
-            ctx.progress(i as f32 / 10.0, format!("slept {} ms", (step * i).as_millis()));
+            ctx.progress(
+                i as f32 / 10.0,
+                format!("slept {} ms", (step * i).as_millis()),
+            );
         }
         Ok(input.ms)
     }

@@ -66,7 +66,9 @@ pub(crate) async fn agents_nodes(state: State<ApiState>) -> Result<Json<Vec<Node
 
 /// Every worker with status, load, counters, labels and restarts.
 #[utoipa::path(get, path = "/workers", tag = "cluster", responses((status = 200, body = Vec<WorkerInfo>)))]
-pub(crate) async fn workers(State(state): State<ApiState>) -> Result<Json<Vec<WorkerInfo>>, ApiError> {
+pub(crate) async fn workers(
+    State(state): State<ApiState>,
+) -> Result<Json<Vec<WorkerInfo>>, ApiError> {
     Ok(Json(state.coordinator.get_workers().await?))
 }
 
@@ -89,7 +91,11 @@ pub(crate) async fn scale(
     let mut de = serde_json::Deserializer::from_slice(&body);
     let req: ScaleRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "workers".to_string() } else { path };
+        let field = if path == "." {
+            "workers".to_string()
+        } else {
+            path
+        };
         ApiError::bad(field, e.into_inner().to_string())
     })?;
     Ok(Json(state.coordinator.scale(req.workers).await?))
@@ -97,7 +103,9 @@ pub(crate) async fn scale(
 
 /// Queue, pool and mailbox counters, and the last scaling change.
 #[utoipa::path(get, path = "/stats", tag = "cluster", responses((status = 200, body = CoordinatorStats)))]
-pub(crate) async fn stats(State(state): State<ApiState>) -> Result<Json<CoordinatorStats>, ApiError> {
+pub(crate) async fn stats(
+    State(state): State<ApiState>,
+) -> Result<Json<CoordinatorStats>, ApiError> {
     Ok(Json(state.coordinator.get_stats().await?))
 }
 

@@ -93,13 +93,18 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
     }
 }
 
@@ -147,12 +152,18 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), security::auth));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::auth,
+        ));
     let mut app = Router::new()
         .route("/healthz", get(cluster::healthz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), security::rate_limit));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::rate_limit,
+        ));
     if !state.config.cors_origins.is_empty() {
         let origins = state
             .config

@@ -46,18 +46,51 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         let _ = writeln!(out, "wrangle_tasks{{status=\"{status}\"}} {n}");
     }
     for (name, help, v) in [
-        ("wrangle_tasks_submitted_total", "Tasks accepted.", q.submitted),
-        ("wrangle_tasks_completed_total", "Tasks completed.", q.completed),
-        ("wrangle_tasks_failed_total", "Tasks failed for good.", q.failed),
-        ("wrangle_tasks_cancelled_total", "Tasks cancelled.", q.cancelled),
-        ("wrangle_tasks_timed_out_total", "Tasks that timed out on their last attempt.", q.timed_out),
-        ("wrangle_task_retries_total", "Retries scheduled.", q.retried),
-        ("wrangle_leases_lost_total", "Leases taken back from dead or silent workers.", q.leases_lost),
+        (
+            "wrangle_tasks_submitted_total",
+            "Tasks accepted.",
+            q.submitted,
+        ),
+        (
+            "wrangle_tasks_completed_total",
+            "Tasks completed.",
+            q.completed,
+        ),
+        (
+            "wrangle_tasks_failed_total",
+            "Tasks failed for good.",
+            q.failed,
+        ),
+        (
+            "wrangle_tasks_cancelled_total",
+            "Tasks cancelled.",
+            q.cancelled,
+        ),
+        (
+            "wrangle_tasks_timed_out_total",
+            "Tasks that timed out on their last attempt.",
+            q.timed_out,
+        ),
+        (
+            "wrangle_task_retries_total",
+            "Retries scheduled.",
+            q.retried,
+        ),
+        (
+            "wrangle_leases_lost_total",
+            "Leases taken back from dead or silent workers.",
+            q.leases_lost,
+        ),
     ] {
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");
     }
-    metric(&mut out, "wrangle_queue_depth", "gauge", "Tasks waiting (queued and pending).");
+    metric(
+        &mut out,
+        "wrangle_queue_depth",
+        "gauge",
+        "Tasks waiting (queued and pending).",
+    );
     let _ = writeln!(out, "wrangle_queue_depth {}", q.queue_size);
     for (p, n) in [
         ("low", q.queued_by_priority.low),
@@ -65,9 +98,17 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         ("high", q.queued_by_priority.high),
         ("critical", q.queued_by_priority.critical),
     ] {
-        let _ = writeln!(out, "wrangle_queue_depth_by_priority{{priority=\"{p}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "wrangle_queue_depth_by_priority{{priority=\"{p}\"}} {n}"
+        );
     }
-    metric(&mut out, "wrangle_mailbox_depth", "gauge", "Messages waiting in actor mailboxes.");
+    metric(
+        &mut out,
+        "wrangle_mailbox_depth",
+        "gauge",
+        "Messages waiting in actor mailboxes.",
+    );
     let m = &stats.mailboxes;
     for (actor, n) in [
         ("coordinator", m.coordinator),
@@ -91,18 +132,58 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         let _ = writeln!(out, "wrangle_workers{{status={name}}} {n}");
     }
     let p = &stats.workers;
-    metric(&mut out, "wrangle_worker_slots", "gauge", "Task slots: busy and total.");
-    let _ = writeln!(out, "wrangle_worker_slots{{state=\"busy\"}} {}", p.current_tasks);
-    let _ = writeln!(out, "wrangle_worker_slots{{state=\"total\"}} {}", p.total_slots);
-    metric(&mut out, "wrangle_worker_restarts_total", "counter", "Workers restarted by their pool.");
+    metric(
+        &mut out,
+        "wrangle_worker_slots",
+        "gauge",
+        "Task slots: busy and total.",
+    );
+    let _ = writeln!(
+        out,
+        "wrangle_worker_slots{{state=\"busy\"}} {}",
+        p.current_tasks
+    );
+    let _ = writeln!(
+        out,
+        "wrangle_worker_slots{{state=\"total\"}} {}",
+        p.total_slots
+    );
+    metric(
+        &mut out,
+        "wrangle_worker_restarts_total",
+        "counter",
+        "Workers restarted by their pool.",
+    );
     let _ = writeln!(out, "wrangle_worker_restarts_total {}", p.restarts);
-    metric(&mut out, "wrangle_scale_decisions", "gauge", "Scaling changes kept in history.");
-    let _ = writeln!(out, "wrangle_scale_decisions {}", state.coordinator.scale_history().len());
+    metric(
+        &mut out,
+        "wrangle_scale_decisions",
+        "gauge",
+        "Scaling changes kept in history.",
+    );
+    let _ = writeln!(
+        out,
+        "wrangle_scale_decisions {}",
+        state.coordinator.scale_history().len()
+    );
     let tm = state.coordinator.queue().metrics();
-    histogram(&mut out, "wrangle_task_latency_seconds", "From submit to completion.", &tm.latency);
-    histogram(&mut out, "wrangle_task_run_seconds", "From lease to result of completed attempts.", &tm.run_time);
+    histogram(
+        &mut out,
+        "wrangle_task_latency_seconds",
+        "From submit to completion.",
+        &tm.latency,
+    );
+    histogram(
+        &mut out,
+        "wrangle_task_run_seconds",
+        "From lease to result of completed attempts.",
+        &tm.run_time,
+    );
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     ))
 }

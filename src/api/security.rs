@@ -49,7 +49,10 @@ impl RateLimiter {
     /// Takes one token for `client`; false when its bucket is empty.
     pub(crate) fn allow(&self, client: IpAddr) -> bool {
         let now = Instant::now();
-        let mut entry = self.buckets.entry(client).or_insert((self.limit.burst, now));
+        let mut entry = self
+            .buckets
+            .entry(client)
+            .or_insert((self.limit.burst, now));
         let (tokens, last) = *entry;
         let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.limit.per_second)
             .min(self.limit.burst);
@@ -131,7 +134,10 @@ mod tests {
         let ip = IpAddr::from([10, 0, 0, 1]);
         assert!(l.allow(ip) && l.allow(ip) && l.allow(ip));
         assert!(!l.allow(ip));
-        assert!(l.allow(IpAddr::from([10, 0, 0, 2])), "buckets are per client");
+        assert!(
+            l.allow(IpAddr::from([10, 0, 0, 2])),
+            "buckets are per client"
+        );
     }
 
     #[test]

@@ -79,15 +79,17 @@ impl TaskRequest {
             })?,
         };
         let payload = Payload::from(self.payload.unwrap_or(serde_json::Value::Null));
-        Ok(TaskSpec::from_payload(self.task_type, payload).with_options(TaskOptions {
-            priority,
-            timeout: self.timeout_ms.map(Duration::from_millis),
-            retries: self.retries,
-            labels: self.labels,
-            metadata: self.metadata,
-            idempotency_key: self.idempotency_key,
-            delay: self.delay_ms.map(Duration::from_millis),
-        }))
+        Ok(
+            TaskSpec::from_payload(self.task_type, payload).with_options(TaskOptions {
+                priority,
+                timeout: self.timeout_ms.map(Duration::from_millis),
+                retries: self.retries,
+                labels: self.labels,
+                metadata: self.metadata,
+                idempotency_key: self.idempotency_key,
+                delay: self.delay_ms.map(Duration::from_millis),
+            }),
+        )
     }
 }
 
@@ -107,7 +109,10 @@ struct SubmittedTask {
 }
 
 /// Reads a body as JSON, naming the offending field on error (`tasks[2].priority`).
-fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<serde_json::Value, ApiError> {
+fn parse_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(limit),
         _ => ApiError::bad("body", e.body_text()),
@@ -115,7 +120,10 @@ fn parse_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<serde
     serde_json::from_slice(&body).map_err(|e| ApiError::bad("body", format!("invalid JSON: {e}")))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, at: &str) -> Result<T, ApiError> {
+fn decode<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    at: &str,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let message = e.inner().to_string();
         let mut path = e.path().to_string();
@@ -134,7 +142,11 @@ fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, at: &str) ->
             "." => at.trim_end_matches('.').to_string(),
             p => format!("{at}{p}"),
         };
-        let field = if field.is_empty() { "body".to_string() } else { field };
+        let field = if field.is_empty() {
+            "body".to_string()
+        } else {
+            field
+        };
         ApiError::bad(field, message)
     })
 }
@@ -158,7 +170,12 @@ fn specs_from(state: &ApiState, body: serde_json::Value) -> Result<Vec<TaskSpec>
                 .collect()
         }
         v @ serde_json::Value::Object(_) => vec![(String::new(), v)],
-        _ => return Err(ApiError::bad("body", "expected a task object or an array of tasks")),
+        _ => {
+            return Err(ApiError::bad(
+                "body",
+                "expected a task object or an array of tasks",
+            ))
+        }
     };
     if items.is_empty() {
         return Err(ApiError::bad("tasks", "no tasks given"));
@@ -166,7 +183,11 @@ fn specs_from(state: &ApiState, body: serde_json::Value) -> Result<Vec<TaskSpec>
     if items.len() > state.config.max_batch {
         return Err(ApiError::bad(
             "tasks",
-            format!("{} tasks in one request; at most {}", items.len(), state.config.max_batch),
+            format!(
+                "{} tasks in one request; at most {}",
+                items.len(),
+                state.config.max_batch
+            ),
         ));
     }
     let known = state.coordinator.handlers().task_types();
@@ -253,14 +274,20 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
     let (digits, unit) = raw
         .find(|c: char| !c.is_ascii_digit())
         .map_or((raw, "ms"), |i| raw.split_at(i));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| ApiError::bad(field, format!("`{raw}` is not a duration like 500ms, 30s or 2m")))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        ApiError::bad(
+            field,
+            format!("`{raw}` is not a duration like 500ms, 30s or 2m"),
+        )
+    })?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(ApiError::bad(field, format!("unknown unit `{unit}`; use ms, s or m"))),
+        _ => Err(ApiError::bad(
+            field,
+            format!("unknown unit `{unit}`; use ms, s or m"),
+        )),
     }
 }
 
@@ -289,7 +316,11 @@ pub(crate) async fn wait(
         Err(e) => return Err(e.into()),
     };
     let snapshot = state.coordinator.get_task(id).await?;
-    let status = if finished { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if finished {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(snapshot)).into_response())
 }
 
@@ -382,7 +413,10 @@ pub(crate) async fn list(
 ) -> Result<Json<TaskPage>, ApiError> {
     let status = match p.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::bad("status", e))?),
+        Some(s) => Some(
+            s.parse::<TaskStatus>()
+                .map_err(|e| ApiError::bad("status", e))?,
+        ),
     };
     let limit = match p.limit.as_deref() {
         None => 100,
@@ -390,13 +424,22 @@ pub(crate) async fn list(
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::bad("limit", format!("`{l}` is not a number from 1 to {MAX_PAGE}")))?,
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "limit",
+                    format!("`{l}` is not a number from 1 to {MAX_PAGE}"),
+                )
+            })?,
     };
     let after = p
         .cursor
         .as_deref()
         .filter(|c| !c.is_empty())
-        .map(|c| c.parse().map_err(|_| ApiError::bad("cursor", format!("`{c}` is not a cursor from next_cursor"))))
+        .map(|c| {
+            c.parse().map_err(|_| {
+                ApiError::bad("cursor", format!("`{c}` is not a cursor from next_cursor"))
+            })
+        })
         .transpose()?;
     let query = TaskQuery {
         status,
@@ -404,7 +447,10 @@ pub(crate) async fn list(
         after,
         limit,
     };
-    Ok(Json(page(state.coordinator.queue().query(query).await?, limit)))
+    Ok(Json(page(
+        state.coordinator.queue().query(query).await?,
+        limit,
+    )))
 }
 
 async fn by_status(state: &ApiState, statuses: &[TaskStatus]) -> Result<Json<TaskPage>, ApiError> {
@@ -442,14 +488,21 @@ pub(crate) async fn in_progress(State(state): State<ApiState>) -> Result<Json<Ta
 pub(crate) async fn results(State(state): State<ApiState>) -> Result<Json<TaskPage>, ApiError> {
     by_status(
         &state,
-        &[TaskStatus::Completed, TaskStatus::Failed, TaskStatus::Timeout, TaskStatus::Cancelled],
+        &[
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Timeout,
+            TaskStatus::Cancelled,
+        ],
     )
     .await
 }
 
 /// The dead letters, oldest first.
 #[utoipa::path(get, path = "/tasks/dead_letters", tag = "tasks", responses((status = 200, body = TaskPage)))]
-pub(crate) async fn dead_letters(State(state): State<ApiState>) -> Result<Json<TaskPage>, ApiError> {
+pub(crate) async fn dead_letters(
+    State(state): State<ApiState>,
+) -> Result<Json<TaskPage>, ApiError> {
     Ok(Json(TaskPage {
         tasks: state.coordinator.dead_letters(MAX_PAGE).await?,
         next_cursor: None,

@@ -96,11 +96,21 @@ impl Actor for CoordinatorActor {
         args: CoordinatorArgs,
     ) -> Result<CoordinatorState, ActorProcessingErr> {
         let c = &args.config;
-        let (queue, _) =
-            QueueRef::spawn_inner(c.queue.clone(), args.events.clone(), Some(myself.get_cell()))
-                .await?;
-        let pool = spawn_pool(&myself, c, &queue, &args.handlers, &args.registry, &args.events)
-            .await?;
+        let (queue, _) = QueueRef::spawn_inner(
+            c.queue.clone(),
+            args.events.clone(),
+            Some(myself.get_cell()),
+        )
+        .await?;
+        let pool = spawn_pool(
+            &myself,
+            c,
+            &queue,
+            &args.handlers,
+            &args.registry,
+            &args.events,
+        )
+        .await?;
         let rule = ScaleRule {
             min_workers: c.min_workers,
             max_workers: c.max_workers,
@@ -109,8 +119,12 @@ impl Actor for CoordinatorActor {
             cooldown: c.scale_cooldown,
         };
         let me = Mailbox::new(myself, args.depth);
-        spawn_ticker(me.clone(), c.autoscale_interval, || CoordinatorMsg::Autoscale);
-        spawn_ticker(me.clone(), c.health_check_interval, || CoordinatorMsg::Health);
+        spawn_ticker(me.clone(), c.autoscale_interval, || {
+            CoordinatorMsg::Autoscale
+        });
+        spawn_ticker(me.clone(), c.health_check_interval, || {
+            CoordinatorMsg::Health
+        });
         Ok(CoordinatorState {
             autoscaler: Autoscaler::new(rule),
             pool_restarts: RestartTracker::new(args.config.restart_budget),

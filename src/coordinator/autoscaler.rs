@@ -88,7 +88,12 @@ impl Autoscaler {
     /// `scale_up_threshold` (to as many workers as keep it at the threshold); down by one
     /// when it is below `scale_down_threshold` and a worker's worth of slots is idle. Never
     /// within `cooldown` of the last change, never outside `min..=max`.
-    pub(crate) fn decide(&mut self, pool: &str, s: ScaleSignals, now: Instant) -> Option<ScaleDecision> {
+    pub(crate) fn decide(
+        &mut self,
+        pool: &str,
+        s: ScaleSignals,
+        now: Instant,
+    ) -> Option<ScaleDecision> {
         let r = self.rule;
         if let Some(last) = self.last_change {
             if now.saturating_duration_since(last) < r.cooldown {
@@ -165,8 +170,14 @@ mod tests {
     fn scales_down_one_at_a_time_only_with_idle_slots() {
         let now = Instant::now();
         assert_eq!(scaler().decide("p", signals(0, 4, 2), now).unwrap().to, 3);
-        assert!(scaler().decide("p", signals(0, 4, 16), now).is_none(), "all busy");
-        assert!(scaler().decide("p", signals(0, 1, 0), now).is_none(), "at min");
+        assert!(
+            scaler().decide("p", signals(0, 4, 16), now).is_none(),
+            "all busy"
+        );
+        assert!(
+            scaler().decide("p", signals(0, 1, 0), now).is_none(),
+            "at min"
+        );
     }
 
     #[test]
@@ -174,8 +185,12 @@ mod tests {
         let mut s = scaler();
         let now = Instant::now();
         assert!(s.decide("p", signals(100, 2, 8), now).is_some());
-        assert!(s.decide("p", signals(0, 8, 0), now + Duration::from_secs(29)).is_none());
-        assert!(s.decide("p", signals(0, 8, 0), now + Duration::from_secs(30)).is_some());
+        assert!(s
+            .decide("p", signals(0, 8, 0), now + Duration::from_secs(29))
+            .is_none());
+        assert!(s
+            .decide("p", signals(0, 8, 0), now + Duration::from_secs(30))
+            .is_some());
     }
 
     #[test]
@@ -184,6 +199,9 @@ mod tests {
             queue_mailbox: 50,
             ..signals(0, 1, 4)
         };
-        assert_eq!(scaler().decide("p", s, Instant::now()).unwrap().reason, "backlog");
+        assert_eq!(
+            scaler().decide("p", s, Instant::now()).unwrap().reason,
+            "backlog"
+        );
     }
 }

@@ -98,7 +98,10 @@ impl CoordinatorConfig {
         }
         let finite_non_negative = |v: f64| v.is_finite() && v >= 0.0;
         if !finite_non_negative(self.scale_up_threshold) {
-            return Err(Error::invalid("scale_up_threshold", "must be a number >= 0"));
+            return Err(Error::invalid(
+                "scale_up_threshold",
+                "must be a number >= 0",
+            ));
         }
         if !finite_non_negative(self.scale_down_threshold) {
             return Err(Error::invalid(
@@ -326,8 +329,15 @@ impl Coordinator {
     }
 
     /// Starts a coordinator with `config` and `handlers`.
-    pub async fn start(config: CoordinatorConfig, handlers: HandlerRegistry) -> Result<Self, Error> {
-        Self::builder().config(config).handlers(handlers).start().await
+    pub async fn start(
+        config: CoordinatorConfig,
+        handlers: HandlerRegistry,
+    ) -> Result<Self, Error> {
+        Self::builder()
+            .config(config)
+            .handlers(handlers)
+            .start()
+            .await
     }
 
     /// Registers (or replaces) a handler; running workers pick it up at once.

@@ -13,8 +13,11 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 
 /// A handler with its input and output types erased to JSON payloads.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
-    fn call(self: Arc<Self>, ctx: TaskContext, input: Payload)
-        -> BoxFuture<Result<Payload, TaskError>>;
+    fn call(
+        self: Arc<Self>,
+        ctx: TaskContext,
+        input: Payload,
+    ) -> BoxFuture<Result<Payload, TaskError>>;
 }
 
 struct Typed<H>(H);

@@ -196,7 +196,10 @@ impl Actor for WorkerPool {
         // Whatever it held goes back to the queue now, whatever happens next.
         state.registry.unregister(&id);
         state.queue_detach(&member);
-        let requested = matches!(reason.as_str(), crate::worker::DRAINED | crate::worker::STOPPED);
+        let requested = matches!(
+            reason.as_str(),
+            crate::worker::DRAINED | crate::worker::STOPPED
+        );
         if member.retiring || (requested && member.replacing.is_none()) {
             state.retired.0 += shared.completed();
             state.retired.1 += shared.failed();
@@ -290,7 +293,9 @@ impl PoolState {
             ));
         }
         if self.stopping.is_some() {
-            return Err(Error::Stopped { actor: "worker pool" });
+            return Err(Error::Stopped {
+                actor: "worker pool",
+            });
         }
         let before = self.active();
         for _ in before..target {

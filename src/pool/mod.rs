@@ -229,10 +229,7 @@ impl PoolRef {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self
             .mailbox
-            .send(PoolMsg::Stop {
-                graceful,
-                done: tx,
-            })
+            .send(PoolMsg::Stop { graceful, done: tx })
             .is_err()
         {
             return Ok(());

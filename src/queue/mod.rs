@@ -165,7 +165,9 @@ const QUEUE: &str = "task queue";
 
 impl QueueRef {
     /// Starts a queue actor (unsupervised; the coordinator starts its own linked one).
-    pub async fn spawn(config: QueueConfig) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
+    pub async fn spawn(
+        config: QueueConfig,
+    ) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
         Self::spawn_inner(config, crate::events::EventBus::default(), None).await
     }
 
@@ -230,7 +232,13 @@ impl QueueRef {
     pub async fn submit_batch_streaming(
         &self,
         specs: Vec<TaskSpec>,
-    ) -> Result<(Vec<Submitted>, mpsc::UnboundedReceiver<(TaskId, TaskOutcome)>), Error> {
+    ) -> Result<
+        (
+            Vec<Submitted>,
+            mpsc::UnboundedReceiver<(TaskId, TaskOutcome)>,
+        ),
+        Error,
+    > {
         let (tx, rx) = mpsc::unbounded_channel();
         let ids = self.submit_inner(specs, Some(Waiter::Stream(tx))).await?;
         Ok((ids, rx))
@@ -239,7 +247,9 @@ impl QueueRef {
     /// Submits one task and waits for its outcome.
     pub async fn submit_and_wait(&self, spec: TaskSpec) -> Result<(TaskId, TaskOutcome), Error> {
         let (tx, rx) = oneshot::channel();
-        let submitted = self.submit_inner(vec![spec], Some(Waiter::Once(tx))).await?;
+        let submitted = self
+            .submit_inner(vec![spec], Some(Waiter::Once(tx)))
+            .await?;
         let id = submitted[0].id;
         let outcome = rx.await.map_err(|_| Error::Stopped { actor: QUEUE })?;
         Ok((id, outcome))
@@ -252,7 +262,15 @@ impl QueueRef {
     ) -> Result<Vec<Submitted>, Error> {
         let result = self
             .mailbox
-            .call(|reply| QueueMsg::Submit { specs, waiter, reply }, None, QUEUE)
+            .call(
+                |reply| QueueMsg::Submit {
+                    specs,
+                    waiter,
+                    reply,
+                },
+                None,
+                QUEUE,
+            )
             .await?;
         Ok(result?)
     }
@@ -340,9 +358,7 @@ impl QueueRef {
 
     /// The queue's counters.
     pub async fn stats(&self) -> Result<QueueStats, Error> {
-        self.mailbox
-            .call(QueueMsg::Stats, None, QUEUE)
-            .await
+        self.mailbox.call(QueueMsg::Stats, None, QUEUE).await
     }
 
     /// Stops taking submits (they fail with `QueueError::Closed`), then answers once no

@@ -27,8 +27,7 @@ impl Capabilities {
         required.iter().all(|need| {
             self.labels.iter().any(|have| {
                 have == need
-                    || (!need.contains('=')
-                        && have.split_once('=').is_some_and(|(k, _)| k == need))
+                    || (!need.contains('=') && have.split_once('=').is_some_and(|(k, _)| k == need))
             })
         })
     }

@@ -110,10 +110,12 @@ impl fmt::Debug for ActorSink {
 
 impl LeaseSink for ActorSink {
     fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>> {
-        self.0.send(WorkerMsg::Deliver(leases)).map_err(|m| match m {
-            Some(WorkerMsg::Deliver(leases)) => leases,
-            _ => Vec::new(),
-        })
+        self.0
+            .send(WorkerMsg::Deliver(leases))
+            .map_err(|m| match m {
+                Some(WorkerMsg::Deliver(leases)) => leases,
+                _ => Vec::new(),
+            })
     }
 
     fn cancel(&self, task_id: TaskId) {
@@ -165,7 +167,9 @@ impl Actor for Worker {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         state.flush();
-        state.queue.detach(state.shared.id.clone(), state.shared.incarnation);
+        state
+            .queue
+            .detach(state.shared.id.clone(), state.shared.incarnation);
         state.shared.set_status(WorkerStatus::Stopped);
         state.registry.unregister(&state.shared.id);
         Ok(())
@@ -206,8 +210,8 @@ impl Actor for Worker {
             WorkerMsg::Handlers(handlers) => {
                 state.handlers = handlers;
                 if !state.draining {
-                    let free = state.shared.config.max_concurrent_tasks
-                        - state.running.len() as u32;
+                    let free =
+                        state.shared.config.max_concurrent_tasks - state.running.len() as u32;
                     state.flush();
                     state.announce(free);
                 }

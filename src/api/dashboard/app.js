@@ -276,6 +276,7 @@ async function tick() {
     await refreshStats();
     await refreshWorkers();
   } catch (err) {
+    console.error("dashboard refresh failed:", err);
     if (err.message !== "unauthorized") setConn("offline", "bad");
   }
 }
