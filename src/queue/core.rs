@@ -85,6 +85,8 @@ struct Run {
     finished_at: Option<SystemTime>,
     /// Position in the dead-letter list, while the task is there.
     dead_seq: Option<u64>,
+    /// Bumped each time the task is put under retention (see `QueueCore::finished`).
+    retention_tag: u32,
 }
 
 static NOT_RUN: Run = Run {
@@ -94,6 +96,7 @@ static NOT_RUN: Run = Run {
     error: None,
     finished_at: None,
     dead_seq: None,
+    retention_tag: 0,
 };
 
 impl Entry {
@@ -110,6 +113,7 @@ impl Entry {
                 error: None,
                 finished_at: None,
                 dead_seq: None,
+                retention_tag: 0,
             })
         })
     }
@@ -168,7 +172,9 @@ pub(crate) struct QueueCore {
     workers: HashMap<Arc<str>, Session>,
     idempotency: HashMap<String, TaskId>,
     /// Finished tasks, oldest first, for retention.
-    finished: VecDeque<TaskId>,
+    /// Each entry carries the task's retention tag when it was pushed; an entry whose tag
+    /// is no longer the task's own is stale (the task was re-queued or re-listed since).
+    finished: VecDeque<(TaskId, u32)>,
     dead: BTreeMap<u64, TaskId>,
     seq: u64,
     queued_by_priority: [usize; 4],
@@ -728,11 +734,11 @@ impl QueueCore {
         while self.dead.len() > self.config.max_dead_letters {
             let (_, oldest) = self.dead.pop_first().expect("not empty");
             tracing::warn!(task_id = %oldest, "dead-letter list full, dropping the oldest");
-            if let Some(e) = self.tasks.get_mut(&oldest) {
-                e.run_mut().dead_seq = None;
+            if self.tasks.get_mut(&oldest).is_some() {
+                self.tasks.get_mut(&oldest).expect("checked").run_mut().dead_seq = None;
                 // Retention may have passed it by while it was a dead letter: it is an
                 // ordinary finished task now, so it goes back under retention.
-                self.finished.push_back(oldest);
+                self.retain(oldest);
             }
         }
     }
@@ -742,13 +748,21 @@ impl QueueCore {
         e.status = status;
         e.run_mut().finished_at = Some(SystemTime::now());
         self.out.finished.push((id, outcome));
-        self.finished.push_back(id);
+        self.retain(id);
+    }
+
+    /// Puts a finished task under retention, pruning the oldest past `max_finished_tasks`.
+    fn retain(&mut self, id: TaskId) {
+        let run = self.tasks.get_mut(&id).expect("task exists").run_mut();
+        run.retention_tag += 1;
+        self.finished.push_back((id, run.retention_tag));
         while self.finished.len() > self.config.max_finished_tasks {
-            let oldest = self.finished.pop_front().expect("not empty");
-            let evict = self
-                .tasks
-                .get(&oldest)
-                .is_some_and(|e| e.status.is_finished() && e.run().dead_seq.is_none());
+            let (oldest, tag) = self.finished.pop_front().expect("not empty");
+            let evict = self.tasks.get(&oldest).is_some_and(|e| {
+                e.status.is_finished()
+                    && e.run().dead_seq.is_none()
+                    && e.run().retention_tag == tag
+            });
             if evict {
                 let e = self.tasks.remove(&oldest).expect("checked");
                 if let Some(key) = e.options.idempotency_key {

@@ -118,3 +118,27 @@ fn a_task_dropped_from_the_dead_letters_is_pruned_later() {
     assert!(h.core.tasks.len() <= 2, "{} tasks kept", h.core.tasks.len());
     h.check();
 }
+
+#[test]
+fn a_requeued_task_that_finishes_again_keeps_its_full_retention() {
+    let mut h = Harness::new(QueueConfig {
+        max_finished_tasks: 3,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 1);
+    // It finishes (dead-lettered: listed once), is re-queued, then finishes again.
+    let twice = dead_letter_one(&mut h);
+    h.core.requeue(twice).unwrap();
+    h.lease_one(twice);
+    h.complete("w", twice, 2);
+    h.core.credit("w", 1);
+    // Two newer tasks finish: with room for three, the twice-finished task must stay,
+    // although its first listing is now the oldest.
+    finish_one(&mut h);
+    finish_one(&mut h);
+    assert!(
+        h.core.snapshot(twice).is_some(),
+        "pruned by its stale first listing"
+    );
+    h.check();
+}
