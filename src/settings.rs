@@ -242,7 +242,7 @@ impl Settings {
         ApiConfig {
             token: self.token.clone(),
             max_body_bytes: self.max_body_bytes,
-            rate_limit: (self.rate_limit_per_second > 0.0).then(|| RateLimit {
+            rate_limit: (self.rate_limit_per_second > 0.0).then_some(RateLimit {
                 per_second: self.rate_limit_per_second,
                 burst: self.rate_limit_per_second * 2.0,
             }),

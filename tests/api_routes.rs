@@ -25,25 +25,41 @@ async fn coordinator() -> Coordinator {
     Coordinator::start(config, handlers).await.unwrap()
 }
 
-async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
+    let body = body
+        .map(|b| Body::from(b.to_string()))
+        .unwrap_or_else(Body::empty);
     let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
 }
 
 async fn raw(app: &Router, method: &str, uri: &str, body: &'static str) -> (StatusCode, Value) {
-    let req = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body))
+        .unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 async fn submitted(c: &Coordinator) -> u64 {
@@ -59,17 +75,34 @@ async fn task_routes_happy_path() {
     let c = coordinator().await;
     let app = router(c.clone(), ApiConfig::default());
 
-    let (s, v) = call(&app, "POST", "/tasks", Some(json!({"task_type": "echo", "payload": {"x": 1}})), None).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/tasks",
+        Some(json!({"task_type": "echo", "payload": {"x": 1}})),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let id = v["tasks"][0]["id"].as_str().unwrap().to_string();
 
-    let (s, v) = call(&app, "GET", &format!("/tasks/{id}/wait?timeout=5s"), None, None).await;
+    let (s, v) = call(
+        &app,
+        "GET",
+        &format!("/tasks/{id}/wait?timeout=5s"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "completed");
     assert_eq!(v["result"], json!({"x": 1}));
 
     let (s, v) = call(&app, "GET", &format!("/tasks/{id}"), None, None).await;
-    assert_eq!((s, v["attempts"].as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(
+        (s, v["attempts"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
 
     // A batch, in the `{"tasks": [...]}` form, with priorities by name and by level.
     let batch = json!({"tasks": [
@@ -80,44 +113,113 @@ async fn task_routes_happy_path() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["tasks"].as_array().unwrap().len(), 2);
 
-    let (s, v) = call(&app, "POST", "/tasks/submit", Some(json!({"task_type": "sleep", "payload": {"ms": 60000}})), None).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/tasks/submit",
+        Some(json!({"task_type": "sleep", "payload": {"ms": 60000}})),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
     let long = v["tasks"][0]["id"].as_str().unwrap().to_string();
 
     // Wait that runs out answers 202 with the task as it is.
-    let (s, v) = call(&app, "GET", &format!("/tasks/{long}/wait?timeout=50ms"), None, None).await;
+    let (s, v) = call(
+        &app,
+        "GET",
+        &format!("/tasks/{long}/wait?timeout=50ms"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert!(["queued", "running"].contains(&v["status"].as_str().unwrap()));
 
     let (s, v) = call(&app, "GET", "/tasks/in_progress", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(v["tasks"].as_array().unwrap().iter().any(|t| t["id"] == long.as_str()), "{v}");
+    assert!(
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == long.as_str()),
+        "{v}"
+    );
 
     let (s, v) = call(&app, "DELETE", &format!("/tasks/{long}"), None, None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "cancelled");
     let (s, _) = call(&app, "DELETE", &format!("/tasks/{long}"), None, None).await;
-    assert_eq!(s, StatusCode::CONFLICT, "cancelling a finished task conflicts");
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "cancelling a finished task conflicts"
+    );
 
     // A dead letter, re-queued.
-    let (_, v) = call(&app, "POST", "/tasks", Some(json!({"task_type": "fail", "payload": {"mode": "permanent"}})), None).await;
+    let (_, v) = call(
+        &app,
+        "POST",
+        "/tasks",
+        Some(json!({"task_type": "fail", "payload": {"mode": "permanent"}})),
+        None,
+    )
+    .await;
     let failed = v["tasks"][0]["id"].as_str().unwrap().to_string();
-    let (_, v) = call(&app, "GET", &format!("/tasks/{failed}/wait?timeout=5s"), None, None).await;
+    let (_, v) = call(
+        &app,
+        "GET",
+        &format!("/tasks/{failed}/wait?timeout=5s"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(v["status"], "failed");
     let (_, v) = call(&app, "GET", "/tasks/dead_letters", None, None).await;
     assert_eq!(v["tasks"][0]["id"], failed.as_str());
-    let (s, v) = call(&app, "POST", &format!("/tasks/{failed}/requeue"), None, None).await;
-    assert_eq!((s, v["previous_status"].as_str()), (StatusCode::OK, Some("failed")));
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/tasks/{failed}/requeue"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["previous_status"].as_str()),
+        (StatusCode::OK, Some("failed"))
+    );
     let (s, _) = call(&app, "POST", &format!("/tasks/{id}/requeue"), None, None).await;
-    assert_eq!(s, StatusCode::CONFLICT, "only dead letters can be re-queued");
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "only dead letters can be re-queued"
+    );
 
     // Lists: by status, by type, paged with a cursor.
-    let (_, v) = call(&app, "GET", "/tasks?status=completed&type=echo&limit=2", None, None).await;
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/tasks?status=completed&type=echo&limit=2",
+        None,
+        None,
+    )
+    .await;
     let first = v["tasks"].as_array().unwrap();
     assert_eq!(first.len(), 2, "{v}");
-    assert!(first.iter().all(|t| t["status"] == "completed" && t["task_type"] == "echo"));
+    assert!(first
+        .iter()
+        .all(|t| t["status"] == "completed" && t["task_type"] == "echo"));
     let cursor = v["next_cursor"].as_str().unwrap();
-    let (_, v) = call(&app, "GET", &format!("/tasks?status=completed&type=echo&limit=2&cursor={cursor}"), None, None).await;
+    let (_, v) = call(
+        &app,
+        "GET",
+        &format!("/tasks?status=completed&type=echo&limit=2&cursor={cursor}"),
+        None,
+        None,
+    )
+    .await;
     let second = v["tasks"].as_array().unwrap();
     assert!(!second.is_empty() && second.iter().all(|t| t["id"].as_str().unwrap() > cursor));
     for route in ["/tasks/queued", "/tasks/results"] {
@@ -138,11 +240,18 @@ async fn cluster_routes_happy_path() {
         let (s, v) = call(&app, "GET", route, None, None).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v[0]["workers"], 1);
-        assert!(v[0]["task_types"].as_array().unwrap().iter().any(|t| t == "echo"));
+        assert!(v[0]["task_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "echo"));
     }
     let (s, v) = call(&app, "POST", "/scale", Some(json!({"workers": 3})), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["from"].as_u64(), v["to"].as_u64(), v["reason"].as_str()), (Some(1), Some(3), Some("manual")));
+    assert_eq!(
+        (v["from"].as_u64(), v["to"].as_u64(), v["reason"].as_str()),
+        (Some(1), Some(3), Some("manual"))
+    );
     let (_, v) = call(&app, "GET", "/scale/history", None, None).await;
     assert_eq!(v.as_array().unwrap().len(), 1);
     let (s, v) = call(&app, "GET", "/stats", None, None).await;
@@ -155,7 +264,14 @@ async fn cluster_routes_happy_path() {
     assert_eq!(s, StatusCode::OK);
     let (s, v) = call(&app, "GET", "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    for path in ["/tasks", "/tasks/{id}", "/tasks/{id}/wait", "/scale", "/metrics", "/events"] {
+    for path in [
+        "/tasks",
+        "/tasks/{id}",
+        "/tasks/{id}/wait",
+        "/scale",
+        "/metrics",
+        "/events",
+    ] {
         assert!(v["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(v["components"]["schemas"]["TaskSnapshot"].is_object());
@@ -184,7 +300,10 @@ async fn metrics_are_prometheus_text() {
     ] {
         assert!(text.contains(line), "metrics lack `{line}`:\n{text}");
     }
-    for l in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let value = l.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "not a sample line: {l}");
     }
@@ -194,23 +313,44 @@ async fn metrics_are_prometheus_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_name_the_field_and_change_nothing() {
     let c = coordinator().await;
-    let app = router(c.clone(), ApiConfig { max_body_bytes: 4096, ..ApiConfig::default() });
+    let app = router(
+        c.clone(),
+        ApiConfig {
+            max_body_bytes: 4096,
+            ..ApiConfig::default()
+        },
+    );
     c.submit("echo", &0).await.unwrap();
     let before = submitted(&c).await;
 
     let (s, v) = raw(&app, "POST", "/tasks", "{\"task_type\": \"echo\",").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(field(&v), "body");
-    assert!(v["error"]["message"].as_str().unwrap().contains("invalid JSON"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
 
     let cases = [
         (json!({"task_type": "nope"}), "task_type"),
         (json!({"payload": {}}), "task_type"),
-        (json!({"task_type": "echo", "priority": "urgent"}), "priority"),
-        (json!({"task_type": "echo", "timeout_ms": "soon"}), "timeout_ms"),
+        (
+            json!({"task_type": "echo", "priority": "urgent"}),
+            "priority",
+        ),
+        (
+            json!({"task_type": "echo", "timeout_ms": "soon"}),
+            "timeout_ms",
+        ),
         (json!({"task_type": "echo", "colour": "red"}), "colour"),
-        (json!([{"task_type": "echo"}, {"task_type": "echo", "retries": -1}]), "[1].retries"),
-        (json!({"tasks": [{"task_type": "echo"}, {"task_type": "echo", "timeout_ms": 0}]}), "tasks[1]"),
+        (
+            json!([{"task_type": "echo"}, {"task_type": "echo", "retries": -1}]),
+            "[1].retries",
+        ),
+        (
+            json!({"tasks": [{"task_type": "echo"}, {"task_type": "echo", "timeout_ms": 0}]}),
+            "tasks[1]",
+        ),
         (json!({"tasks": "all of them"}), "tasks"),
         (json!([]), "tasks"),
         (json!(42), "body"),
@@ -218,28 +358,57 @@ async fn bad_requests_name_the_field_and_change_nothing() {
     for (body, want) in cases {
         let (s, v) = call(&app, "POST", "/tasks", Some(body.clone()), None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body} -> {v}");
-        assert!(field(&v).contains(want), "{body}: field `{}` should name `{want}`: {v}", field(&v));
+        assert!(
+            field(&v).contains(want),
+            "{body}: field `{}` should name `{want}`: {v}",
+            field(&v)
+        );
     }
     let (s, v) = call(&app, "GET", "/tasks?status=done", None, None).await;
     assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "status"));
-    assert!(v["error"]["message"].as_str().unwrap().contains("completed"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("completed"),
+        "{v}"
+    );
     let (s, v) = call(&app, "GET", "/tasks?limit=0", None, None).await;
     assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "limit"));
     let (s, v) = call(&app, "GET", "/tasks?cursor=abc", None, None).await;
     assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "cursor"));
     let (s, v) = call(&app, "GET", "/tasks/not-a-uuid", None, None).await;
     assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "id"));
-    let (s, v) = call(&app, "GET", "/tasks/01a20372-a089-7364-a7b9-a795edf89252/wait?timeout=soon", None, None).await;
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/tasks/01a20372-a089-7364-a7b9-a795edf89252/wait?timeout=soon",
+        None,
+        None,
+    )
+    .await;
     assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "timeout"));
     let (s, v) = call(&app, "POST", "/scale", Some(json!({"workers": 99})), None).await;
     assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "target"));
-    let (s, v) = call(&app, "POST", "/scale", Some(json!({"workers": "three"})), None).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/scale",
+        Some(json!({"workers": "three"})),
+        None,
+    )
+    .await;
     assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "workers"));
 
     // 404s.
     let unknown = "01a20372-a089-7364-a7b9-a795edf89252";
-    for (method, uri) in [("GET", format!("/tasks/{unknown}")), ("DELETE", format!("/tasks/{unknown}")),
-        ("POST", format!("/tasks/{unknown}/requeue")), ("GET", format!("/tasks/{unknown}/wait")), ("GET", "/no/such/route".to_string())] {
+    for (method, uri) in [
+        ("GET", format!("/tasks/{unknown}")),
+        ("DELETE", format!("/tasks/{unknown}")),
+        ("POST", format!("/tasks/{unknown}/requeue")),
+        ("GET", format!("/tasks/{unknown}/wait")),
+        ("GET", "/no/such/route".to_string()),
+    ] {
         let (s, v) = call(&app, method, &uri, None, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{method} {uri}: {v}");
         assert_eq!(v["error"]["code"], "not_found");
@@ -251,24 +420,57 @@ async fn bad_requests_name_the_field_and_change_nothing() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(v["error"]["code"], "payload_too_large");
 
-    assert_eq!(submitted(&c).await, before, "no rejected request may submit anything");
+    assert_eq!(
+        submitted(&c).await,
+        before,
+        "no rejected request may submit anything"
+    );
     let stats = c.get_stats().await.unwrap();
-    assert_eq!(stats.workers.worker_count, 1, "a rejected scale changes nothing");
+    assert_eq!(
+        stats.workers.worker_count, 1,
+        "a rejected scale changes nothing"
+    );
     c.stop(false).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_is_required_everywhere_but_healthz() {
     let c = coordinator().await;
-    let app = router(c.clone(), ApiConfig { token: Some("s3cret".into()), ..ApiConfig::default() });
+    let app = router(
+        c.clone(),
+        ApiConfig {
+            token: Some("s3cret".into()),
+            ..ApiConfig::default()
+        },
+    );
     let before = submitted(&c).await;
-    for (method, uri) in [("GET", "/stats"), ("GET", "/tasks"), ("POST", "/tasks"), ("GET", "/"), ("GET", "/metrics"),
-        ("GET", "/events"), ("GET", "/openapi.json"), ("POST", "/scale"), ("GET", "/workers")] {
+    for (method, uri) in [
+        ("GET", "/stats"),
+        ("GET", "/tasks"),
+        ("POST", "/tasks"),
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/events"),
+        ("GET", "/openapi.json"),
+        ("POST", "/scale"),
+        ("GET", "/workers"),
+    ] {
         let (s, v) = call(&app, method, uri, Some(json!({"task_type": "echo"})), None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {uri}");
         assert_eq!(v["error"]["code"], "unauthorized");
-        let (s, _) = call(&app, method, uri, Some(json!({"task_type": "echo"})), Some("wrong")).await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {uri} with a wrong token");
+        let (s, _) = call(
+            &app,
+            method,
+            uri,
+            Some(json!({"task_type": "echo"})),
+            Some("wrong"),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri} with a wrong token"
+        );
     }
     assert_eq!(submitted(&c).await, before);
     let (s, _) = call(&app, "GET", "/healthz", None, None).await;
@@ -276,21 +478,41 @@ async fn token_is_required_everywhere_but_healthz() {
     let (s, _) = call(&app, "GET", "/stats", None, Some("s3cret")).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = call(&app, "GET", "/stats?access_token=s3cret", None, None).await;
-    assert_eq!(s, StatusCode::OK, "the query form serves browsers' event streams");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the query form serves browsers' event streams"
+    );
     c.stop(false).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429() {
     let c = coordinator().await;
-    let limit = RateLimit { per_second: 0.01, burst: 3.0 };
-    let app = router(c.clone(), ApiConfig { rate_limit: Some(limit), ..ApiConfig::default() });
+    let limit = RateLimit {
+        per_second: 0.01,
+        burst: 3.0,
+    };
+    let app = router(
+        c.clone(),
+        ApiConfig {
+            rate_limit: Some(limit),
+            ..ApiConfig::default()
+        },
+    );
     for _ in 0..3 {
         let (s, _) = call(&app, "GET", "/stats", None, None).await;
         assert_eq!(s, StatusCode::OK);
     }
     let before = submitted(&c).await;
-    let (s, v) = call(&app, "POST", "/tasks", Some(json!({"task_type": "echo"})), None).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/tasks",
+        Some(json!({"task_type": "echo"})),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(v["error"]["code"], "rate_limited");
     assert_eq!(submitted(&c).await, before);
@@ -301,18 +523,33 @@ async fn rate_limit_answers_429() {
 async fn full_queue_is_503_and_accepts_nothing() {
     let handlers = HandlerRegistry::new();
     wrangle_actors::register_all(&handlers);
-    let mut config = CoordinatorConfig { min_workers: 1, max_workers: 1, auto_scale: false, ..Default::default() };
+    let mut config = CoordinatorConfig {
+        min_workers: 1,
+        max_workers: 1,
+        auto_scale: false,
+        ..Default::default()
+    };
     config.queue.max_queue_size = 3;
     // Labels no worker has keep the tasks waiting.
     let c = Coordinator::start(config, handlers).await.unwrap();
     let app = router(c.clone(), ApiConfig::default());
-    let waiting = |n: usize| json!((0..n).map(|_| json!({"task_type": "echo", "labels": ["gpu"]})).collect::<Vec<_>>());
+    let waiting = |n: usize| {
+        json!((0..n)
+            .map(|_| json!({"task_type": "echo", "labels": ["gpu"]}))
+            .collect::<Vec<_>>())
+    };
     let (s, _) = call(&app, "POST", "/tasks", Some(waiting(2)), None).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, v) = call(&app, "POST", "/tasks", Some(waiting(2)), None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("queue full"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("queue full"));
     let stats = c.get_stats().await.unwrap();
     assert_eq!((stats.queue.submitted, stats.queue.unroutable), (2, 2));
-    tokio::time::timeout(Duration::from_secs(5), c.stop(false)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), c.stop(false))
+        .await
+        .unwrap()
+        .unwrap();
 }

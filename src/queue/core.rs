@@ -735,7 +735,11 @@ impl QueueCore {
             let (_, oldest) = self.dead.pop_first().expect("not empty");
             tracing::warn!(task_id = %oldest, "dead-letter list full, dropping the oldest");
             if self.tasks.get_mut(&oldest).is_some() {
-                self.tasks.get_mut(&oldest).expect("checked").run_mut().dead_seq = None;
+                self.tasks
+                    .get_mut(&oldest)
+                    .expect("checked")
+                    .run_mut()
+                    .dead_seq = None;
                 // Retention may have passed it by while it was a dead letter: it is an
                 // ordinary finished task now, so it goes back under retention.
                 self.retain(oldest);
@@ -759,9 +763,7 @@ impl QueueCore {
         while self.finished.len() > self.config.max_finished_tasks {
             let (oldest, tag) = self.finished.pop_front().expect("not empty");
             let evict = self.tasks.get(&oldest).is_some_and(|e| {
-                e.status.is_finished()
-                    && e.run().dead_seq.is_none()
-                    && e.run().retention_tag == tag
+                e.status.is_finished() && e.run().dead_seq.is_none() && e.run().retention_tag == tag
             });
             if evict {
                 let e = self.tasks.remove(&oldest).expect("checked");

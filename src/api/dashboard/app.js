@@ -36,7 +36,8 @@ function setConn(text, cls) {
 
 function fmtNum(n) {
   if (n === null || n === undefined) return "–";
-  return n >= 10000 ? (n / 1000).toFixed(n >= 100000 ? 0 : 1) + "k" : String(Math.round(n));
+  if (n >= 10000) return (n / 1000).toFixed(n >= 100000 ? 0 : 1) + "k";
+  return n < 10 && !Number.isInteger(n) ? n.toFixed(1) : String(Math.round(n));
 }
 
 function age(ms) {
@@ -65,10 +66,11 @@ function drawChart(canvas, values, color) {
   g.strokeStyle = "#e3e6ec";
   g.fillStyle = "#6b7385";
   g.font = "11px system-ui";
+  g.textBaseline = "bottom";
   for (let i = 0; i <= 2; i++) {
-    const y = 8 + (h - 20) * (i / 2);
+    const y = 14 + (h - 26) * (i / 2);
     g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke();
-    g.fillText(fmtNum(max * (1 - i / 2)), 4, y - 2);
+    g.fillText(fmtNum(max * (1 - i / 2)), 4, y - 1);
   }
   if (values.length < 2) return;
   g.strokeStyle = color;
@@ -76,7 +78,7 @@ function drawChart(canvas, values, color) {
   g.beginPath();
   values.forEach((v, i) => {
     const x = (i / (HISTORY - 1)) * w + (HISTORY - values.length) * (w / (HISTORY - 1));
-    const y = 8 + (h - 20) * (1 - v / max);
+    const y = 14 + (h - 26) * (1 - v / max);
     if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
   });
   g.stroke();
@@ -237,6 +239,7 @@ $("submit-form").onsubmit = async (e) => {
       body: JSON.stringify({ task_type: $("submit-type").value, payload, priority: $("submit-priority").value }),
     });
     selected = res.tasks[0].id;
+    window.__selectedId = selected;
     out.textContent = "submitted " + selected.slice(-12);
     await refreshTasks();
   } catch (err) {

@@ -1,0 +1,137 @@
+//! The dashboard in a real browser: headless Chromium driven through chromedriver loads the
+//! page served by a running coordinator, submits a task through the form, and sees it reach
+//! `completed` in the task list without a reload; then checks a narrow window.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
+//! test says so and passes, except under `CI=true`, where it fails.
+
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::time::Duration;
+
+use serde_json::json;
+use webdriver::Browser;
+use wrangle::{Coordinator, CoordinatorConfig, HandlerRegistry};
+
+async fn serve() -> (Coordinator, String) {
+    let handlers = HandlerRegistry::new();
+    wrangle_actors::register_all(&handlers);
+    let config = CoordinatorConfig {
+        min_workers: 2,
+        max_workers: 4,
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = Coordinator::start(config, handlers).await.unwrap();
+    let app = wrangle::api::router(coordinator.clone(), wrangle::api::ApiConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(wrangle::api::serve(listener, app, std::future::pending()));
+    (coordinator, url)
+}
+
+async fn browser(width: u32, height: u32) -> Option<Browser> {
+    match Browser::start(width, height).await {
+        Ok(b) => Some(b),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the browser test must run in CI: {why}")
+        }
+        Err(why) => {
+            eprintln!("browser test not run: {why}");
+            None
+        }
+    }
+}
+
+fn screenshot_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("wrangle-dashboard-{name}.png"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_submits_a_task_and_shows_it_complete_live() {
+    let Some(b) = browser(1280, 800).await else {
+        return;
+    };
+    let (coordinator, url) = serve().await;
+    b.goto(&url).await;
+    let wait = Duration::from_secs(20);
+
+    // Live data arrives: workers listed, task types offered, the connection marked live.
+    b.wait_for(
+        "return document.querySelectorAll('#workers tbody tr').length === 2",
+        wait,
+    )
+    .await;
+    b.wait_for("return [...document.querySelectorAll('#submit-type option')].some(o => o.value === 'sleep')", wait)
+        .await;
+    b.wait_for(
+        "return document.getElementById('conn').textContent === 'live'",
+        wait,
+    )
+    .await;
+
+    // Mark this page load; a reload would lose the mark.
+    b.eval("window.__sameLoad = true; return true").await;
+    b.eval("document.getElementById('submit-type').value = 'sleep'; return true")
+        .await;
+    b.fill("#submit-payload", r#"{"ms": 400}"#).await;
+    b.click("#submit-button").await;
+
+    let id = b
+        .wait_for("return document.getElementById('submit-result').textContent.startsWith('submitted') && window.__selectedId", wait)
+        .await;
+    let id = id
+        .as_str()
+        .expect("the page exposes the submitted id")
+        .to_string();
+    let row = format!("document.querySelector('#task-list tr[data-id=\"{id}\"]')");
+    b.wait_for(&format!("return {row} !== null"), wait).await;
+    b.wait_for(
+        &format!("return {row} && {row}.dataset.status === 'completed'"),
+        wait,
+    )
+    .await;
+    assert_eq!(
+        b.eval("return window.__sameLoad === true").await,
+        json!(true),
+        "the page reloaded"
+    );
+    // The detail pane shows the result of the selected task.
+    b.wait_for(
+        "return document.getElementById('d-status').textContent === 'completed'",
+        wait,
+    )
+    .await;
+    assert_eq!(
+        b.eval("return document.getElementById('d-result').textContent.trim()")
+            .await,
+        json!("400")
+    );
+    let task = coordinator.get_task(id.parse().unwrap()).await.unwrap();
+    assert_eq!(task.status, wrangle::TaskStatus::Completed);
+    b.screenshot(&screenshot_path("wide")).await;
+    coordinator.stop(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_fits_a_narrow_window() {
+    let Some(b) = browser(400, 900).await else {
+        return;
+    };
+    let (coordinator, url) = serve().await;
+    b.goto(&url).await;
+    b.wait_for(
+        "return document.querySelectorAll('#workers tbody tr').length === 2",
+        Duration::from_secs(20),
+    )
+    .await;
+    let overflow = b
+        .eval("return document.documentElement.scrollWidth - window.innerWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the page scrolls sideways by {overflow}px"
+    );
+    b.screenshot(&screenshot_path("narrow")).await;
+    coordinator.stop(false).await.unwrap();
+}
