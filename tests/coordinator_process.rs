@@ -1,0 +1,191 @@
+//! The coordinator program as a user runs it: started as a process, tasks submitted with a
+//! plain HTTP client over a real socket, results read back, `/metrics` parsed, and a SIGTERM
+//! that stops it gracefully.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The compiled `coordinator` example, built if `cargo test` has not built it yet.
+fn coordinator_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join("coordinator");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", "coordinator"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the coordinator example failed");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Program(Child);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_program_over_a_real_socket() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(coordinator_binary())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("WRANGLE_TOKEN", "t0ken")
+        .env("WRANGLE_MIN_WORKERS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut program = Program(child);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator never answered /healthz"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let auth = |r: reqwest::RequestBuilder| r.bearer_auth("t0ken");
+
+    // Without the token: refused.
+    let r = http.get(format!("{base}/stats")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A batch of 200 echo tasks and one that fails for good.
+    let tasks: Vec<Value> = (0..200)
+        .map(|i| json!({"task_type": "echo", "payload": {"n": i}}))
+        .collect();
+    let r = auth(http.post(format!("{base}/tasks")))
+        .json(&tasks)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    let ids: Vec<String> = body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    let r = auth(http.post(format!("{base}/tasks")))
+        .json(&json!({"task_type": "fail", "payload": {"mode": "permanent", "message": "nope"}}))
+        .send()
+        .await
+        .unwrap();
+    let failing: Value = r.json().await.unwrap();
+    let failing = failing["tasks"][0]["id"].as_str().unwrap().to_string();
+
+    for (i, id) in ids.iter().enumerate() {
+        let r = auth(http.get(format!("{base}/tasks/{id}/wait?timeout=10s")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(t["status"], "completed");
+        assert_eq!(t["result"], json!({"n": i}));
+    }
+    let t: Value = auth(http.get(format!("{base}/tasks/{failing}/wait?timeout=10s")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (t["status"].as_str(), t["error"].as_str()),
+        (Some("failed"), Some("nope"))
+    );
+
+    // /metrics parses as Prometheus text and agrees with what we did.
+    let text = auth(http.get(format!("{base}/metrics")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        samples.insert(
+            name.to_string(),
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad sample: {line}")),
+        );
+    }
+    assert_eq!(samples["wrangle_tasks_completed_total"], 200.0);
+    assert_eq!(samples["wrangle_tasks_failed_total"], 1.0);
+    assert_eq!(samples["wrangle_tasks{status=\"dead_lettered\"}"], 1.0);
+    assert_eq!(samples["wrangle_task_latency_seconds_count"], 200.0);
+    assert_eq!(
+        samples["wrangle_task_latency_seconds_bucket{le=\"+Inf\"}"],
+        200.0
+    );
+    assert!(samples["wrangle_worker_slots{state=\"total\"}"] >= 2.0);
+
+    // SIGTERM: a graceful stop that reports what it finished, and exit code 0.
+    let pid = program.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = program.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    let mut out = String::new();
+    use std::io::Read;
+    program
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("dashboard: http://127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("stopped: 200 tasks completed, 0 unfinished"),
+        "{out}"
+    );
+}
