@@ -190,12 +190,13 @@ fn specs_from(state: &ApiState, body: serde_json::Value) -> Result<Vec<TaskSpec>
             ),
         ));
     }
-    let known = state.coordinator.handlers().task_types();
+    let handlers = state.coordinator.handlers();
     items
         .into_iter()
         .map(|(at, v)| {
             let req: TaskRequest = decode(v, &at)?;
-            if !known.iter().any(|t| **t == *req.task_type) {
+            if !handlers.contains(&req.task_type) {
+                let known = handlers.task_types();
                 let names: Vec<&str> = known.iter().map(|t| &**t).collect();
                 return Err(ApiError::bad(
                     format!("{at}task_type"),

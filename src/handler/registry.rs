@@ -76,6 +76,14 @@ impl HandlerRegistry {
         types
     }
 
+    /// True when `task_type` has a handler.
+    pub fn contains(&self, task_type: &str) -> bool {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(task_type)
+    }
+
     pub(crate) fn snapshot(&self) -> HandlerMap {
         self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
