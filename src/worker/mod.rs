@@ -247,6 +247,55 @@ pub struct WorkerRef {
 }
 
 impl WorkerRef {
+    /// Starts a standalone worker (outside any pool, so nobody restarts it) that pulls
+    /// tasks from `queue` with `handlers`, and can also run tasks directly with
+    /// [`execute_task`](Self::execute_task).
+    ///
+    /// ```
+    /// use wrangle::{handler_fn, HandlerRegistry, Payload, QueueConfig, QueueRef, TaskError, WorkerConfig, WorkerRef};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), wrangle::Error> {
+    /// let (queue, _) = QueueRef::spawn(QueueConfig::default()).await?;
+    /// let handlers = HandlerRegistry::new();
+    /// handlers.register("compute", handler_fn(|_ctx, x: i64| async move { Ok::<_, TaskError>(x * 2) }));
+    /// let worker = WorkerRef::start("worker-1", WorkerConfig::default(), &handlers, queue).await?;
+    /// let out = worker.execute_task("compute", Payload::encode(&21).unwrap()).await.unwrap();
+    /// assert_eq!(out.decode::<i64>().unwrap(), 42);
+    /// worker.stop(true);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start(
+        id: &str,
+        config: WorkerConfig,
+        handlers: &crate::handler::HandlerRegistry,
+        queue: crate::queue::QueueRef,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        if id.is_empty() {
+            return Err(Error::invalid("id", "must not be empty"));
+        }
+        let shared = Arc::new(WorkerShared::new(id.into(), "standalone".into(), config));
+        let args = WorkerArgs {
+            shared: shared.clone(),
+            handlers: handlers.snapshot(),
+            queue,
+            registry: WorkerRegistry::default(),
+            events: crate::events::EventBus::default(),
+        };
+        let (actor, _) = ractor::Actor::spawn(None, Worker, args)
+            .await
+            .map_err(|e| Error::Spawn {
+                actor: "worker",
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            mailbox: Mailbox::new(actor, shared.depth.clone()),
+            shared,
+        })
+    }
+
     /// The worker's id.
     pub fn id(&self) -> &str {
         &self.shared.id
