@@ -380,7 +380,9 @@ impl CoordinatorState {
         } else {
             0
         };
-        let _ = pool.stop(graceful).await;
+        // Past `shutdown_timeout` the wait is over: a graceful pool stop would wait on the
+        // running tasks again, without a limit, so what is still running is cancelled.
+        let _ = pool.stop(graceful && unfinished == 0).await;
         let stats = queue.stats().await.ok();
         queue.actor().stop(Some("coordinator stopped".into()));
         StopReport {

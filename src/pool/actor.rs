@@ -222,6 +222,10 @@ impl Actor for WorkerPool {
                 pool: state.name.clone(),
                 reason: why.clone(),
             });
+            // Failing kills the other workers without their `post_stop`, and this pool sees
+            // no event for them: hand their leases back and forget them now, or their tasks
+            // stay leased to dead workers and the health check chases them forever.
+            state.release_all();
             return Err(why.into());
         }
         let next = Arc::new(shared.restarted());
@@ -320,6 +324,16 @@ impl PoolState {
             }
         }
         Ok(before)
+    }
+
+    /// Detaches every worker from the queue (their leases go back) and the registry; for a
+    /// pool about to fail, whose workers ractor kills without `post_stop`.
+    fn release_all(&mut self) {
+        for (id, member) in std::mem::take(&mut self.members) {
+            self.registry.unregister(&id);
+            self.queue_detach(&member);
+        }
+        self.by_actor.clear();
     }
 
     /// The worker's own `post_stop` detaches too when it stops cleanly; after a kill or a

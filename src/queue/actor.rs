@@ -1,3 +1,4 @@
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -134,7 +135,7 @@ pub(crate) struct QueueState {
     /// The rules and the data.
     core: QueueCore,
     /// Waiters by task.
-    waiters: HashMap<TaskId, Vec<Waiter>>,
+    waiters: HashMap<TaskId, Waiting>,
     /// Where lifecycle events go.
     events: EventBus,
     /// This actor's own counted mailbox (for timers, and to read its depth).
@@ -204,9 +205,7 @@ impl Actor for TaskQueue {
                         Ok(())
                     }
                     Some(None) => {
-                        let list = state.waiters.entry(id).or_default();
-                        list.retain(|w| !w.is_closed());
-                        list.push(waiter);
+                        add_waiter(&mut state.waiters, id, waiter);
                         Ok(())
                     }
                 };
@@ -266,22 +265,65 @@ impl Actor for TaskQueue {
 
 fn register(state: &mut QueueState, ids: &[Submitted], waiter: Waiter) {
     match waiter.share() {
-        None => {
-            // A single waiter belongs to a single-task submit.
-            let id = ids[0].id;
-            match state.core.outcome(id) {
-                Some(Some(outcome)) => waiter.send(id, outcome),
-                _ => state.waiters.entry(id).or_default().push(waiter),
-            }
-        }
+        // A single waiter belongs to a single-task submit.
+        None => wait_or_answer(state, ids[0], waiter),
         Some(_) => {
             for s in ids {
                 let w = waiter.share().expect("stream waiters share");
-                match state.core.outcome(s.id) {
-                    Some(Some(outcome)) => w.send(s.id, outcome),
-                    _ => state.waiters.entry(s.id).or_default().push(w),
+                wait_or_answer(state, *s, w);
+            }
+        }
+    }
+}
+
+/// Answers at once for a task that already finished, or registers the waiter. Only a task
+/// that an idempotency key matched can have finished: one this submit made has not, so its
+/// lookup is skipped (this runs once per submitted task, on the queue's hot path).
+fn wait_or_answer(state: &mut QueueState, s: Submitted, waiter: Waiter) {
+    if s.existing {
+        if let Some(Some(outcome)) = state.core.outcome(s.id) {
+            waiter.send(s.id, outcome);
+            return;
+        }
+    }
+    add_waiter(&mut state.waiters, s.id, waiter);
+}
+
+/// The waiters of one task. Nearly every task has exactly one, held without a `Vec` so that
+/// registering it allocates nothing.
+#[derive(Debug)]
+enum Waiting {
+    One(Waiter),
+    Many(Vec<Waiter>),
+}
+
+impl Waiting {
+    fn send(self, id: TaskId, outcome: TaskOutcome) {
+        match self {
+            Self::One(w) => w.send(id, outcome),
+            Self::Many(list) => {
+                for w in list {
+                    w.send(id, outcome.clone());
                 }
             }
+        }
+    }
+}
+
+/// Adds a waiter for `id`, dropping the ones whose receiver is gone.
+fn add_waiter(waiters: &mut HashMap<TaskId, Waiting>, id: TaskId, waiter: Waiter) {
+    match waiters.entry(id) {
+        Entry::Vacant(slot) => {
+            slot.insert(Waiting::One(waiter));
+        }
+        Entry::Occupied(mut slot) => {
+            let mut list = match std::mem::replace(slot.get_mut(), Waiting::Many(Vec::new())) {
+                Waiting::One(w) => vec![w],
+                Waiting::Many(list) => list,
+            };
+            list.retain(|w| !w.is_closed());
+            list.push(waiter);
+            *slot.get_mut() = Waiting::Many(list);
         }
     }
 }
@@ -312,10 +354,8 @@ fn after_message(state: &mut QueueState, now: Instant) {
     }
     let out = std::mem::take(&mut state.core.out);
     for (id, outcome) in out.finished {
-        if let Some(waiters) = state.waiters.remove(&id) {
-            for w in waiters {
-                w.send(id, outcome.clone());
-            }
+        if let Some(waiting) = state.waiters.remove(&id) {
+            waiting.send(id, outcome);
         }
     }
     for (sink, id) in out.cancels {

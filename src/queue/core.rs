@@ -362,9 +362,11 @@ impl QueueCore {
             }
         }
         match self.workers.get_mut(&worker) {
+            // The same incarnation announcing again (its handlers changed): leases already
+            // on their way to it are not in its own count of free slots, so the queue keeps
+            // its credit count rather than take the worker's.
             Some(s) => {
                 s.caps = caps;
-                s.credits = credits;
                 s.sink = sink;
             }
             None => {

@@ -78,6 +78,9 @@ pub(crate) struct WorkerState {
     me: Mailbox<WorkerMsg>,
     /// Attempts running now, with their cancellation tokens.
     running: HashMap<TaskId, CancellationToken>,
+    /// How many of `running` are `execute_task` calls: they take no credit, so they are
+    /// left out when the free slots are counted.
+    direct: u32,
     /// Finished attempts not yet reported.
     reports: Vec<AttemptReport>,
     /// Slots freed since the last report.
@@ -143,6 +146,7 @@ impl Actor for Worker {
             events: args.events,
             me,
             running: HashMap::new(),
+            direct: 0,
             reports: Vec::new(),
             credits: 0,
             draining: false,
@@ -210,8 +214,14 @@ impl Actor for Worker {
             WorkerMsg::Handlers(handlers) => {
                 state.handlers = handlers;
                 if !state.draining {
-                    let free =
-                        state.shared.config.max_concurrent_tasks - state.running.len() as u32;
+                    // Direct runs take no credit. Saturating: leases still on their way here
+                    // when the queue reads this announce can put more attempts here than slots.
+                    let leased = state.running.len() as u32 - state.direct;
+                    let free = state
+                        .shared
+                        .config
+                        .max_concurrent_tasks
+                        .saturating_sub(leased);
                     state.flush();
                     state.announce(free);
                 }
@@ -284,6 +294,7 @@ impl WorkerState {
         let id = TaskId::new();
         let token = self.root.child_token();
         self.running.insert(id, token.clone());
+        self.direct += 1;
         self.shared.set_current(self.running.len() as u32);
         self.shared.set_status(WorkerStatus::Busy);
         let ctx = self.context(id, 1, task_type.clone(), token);
@@ -334,6 +345,7 @@ impl WorkerState {
             .count(matches!(outcome, AttemptOutcome::Completed(_)));
         match direct {
             Some(reply) => {
+                self.direct -= 1;
                 let _ = reply.send(match outcome {
                     AttemptOutcome::Completed(p) => Ok(p),
                     AttemptOutcome::Failed(e) => Err(e),

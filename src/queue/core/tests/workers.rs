@@ -165,3 +165,24 @@ fn leases_taken_back_from_a_worker_keep_their_queue_order() {
     assert_eq!(again, ids, "first in, first out after a lost worker too");
     h.check();
 }
+
+#[test]
+fn re_announcing_the_same_incarnation_keeps_the_queues_credit_count() {
+    let mut h = Harness::with_defaults();
+    h.worker("w", &["t"], &[], 2);
+    for _ in 0..4 {
+        h.submit(spec("t"));
+    }
+    assert_eq!(h.dispatch().len(), 2, "two slots, two leases");
+    // The worker has not received them yet and re-announces (its handlers changed) with
+    // what it believes are two free slots: the queue must not lease two more.
+    h.worker_incarnation("w", 1, &["t", "u"], &[], 2);
+    assert!(
+        h.dispatch().is_empty(),
+        "over-delivered past the worker's slots"
+    );
+    // A new incarnation starts fresh, and takes the old one's tasks back.
+    h.worker_incarnation("w", 2, &["t"], &[], 2);
+    assert_eq!(h.dispatch().len(), 2);
+    h.check();
+}
