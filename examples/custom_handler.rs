@@ -100,11 +100,15 @@ impl TaskHandler for QuoteHandler {
 
     async fn handle(&self, _ctx: TaskContext, req: QuoteRequest) -> Result<u64, TaskError> {
         let item = req.item.clone();
-        let quote = call_t!(self.card, |reply| RateCardMsg::Quote {
-            item: req.item,
-            quantity: req.quantity,
-            reply,
-        }, 1_000)
+        let quote = call_t!(
+            self.card,
+            |reply| RateCardMsg::Quote {
+                item: req.item,
+                quantity: req.quantity,
+                reply,
+            },
+            1_000
+        )
         // The card not answering may be temporary: let the queue retry.
         .map_err(|e| TaskError::retryable(format!("rate card unavailable: {e}")))?;
         // An unknown item will not become known by retrying.
@@ -125,7 +129,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut handles = Vec::new();
     for (item, quantity) in [("gpu-hour", 8), ("token-1k", 1500), ("gpu-hour", 1)] {
-        let spec = TaskSpec::new("quote", &QuoteRequest { item: item.into(), quantity })?;
+        let spec = TaskSpec::new(
+            "quote",
+            &QuoteRequest {
+                item: item.into(),
+                quantity,
+            },
+        )?;
         handles.push((item, quantity, coordinator.submit_async(spec).await?));
     }
     for (item, quantity, handle) in handles {
@@ -135,11 +145,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // An unknown item fails permanently, with the handler's message, and is dead-lettered.
     let err = coordinator
-        .submit("quote", &QuoteRequest { item: "moon".into(), quantity: 1 })
+        .submit(
+            "quote",
+            &QuoteRequest {
+                item: "moon".into(),
+                quantity: 1,
+            },
+        )
         .await
         .unwrap_err();
     println!("unknown item: {err}");
-    println!("dead letters: {}", coordinator.dead_letters(10).await?.len());
+    println!(
+        "dead letters: {}",
+        coordinator.dead_letters(10).await?.len()
+    );
 
     let quotes = call_t!(card, RateCardMsg::Count, 1_000)?;
     println!("the rate card gave {quotes} quotes");

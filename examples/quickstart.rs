@@ -23,12 +23,13 @@ struct Document {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let total: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().map_err(|_| format!("task count `{n}` is not a number"))?,
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("task count `{n}` is not a number"))?,
         None => 100_000,
     };
 
@@ -64,10 +65,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 4. Many tasks, in batches, with a progress bar fed by the results as they finish.
     let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template(
-            "{bar:40.cyan/blue} {pos}/{len} tasks  {per_sec}  eta {eta}",
-        )?
-        .progress_chars("##-"),
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} tasks  {per_sec}  eta {eta}")?
+            .progress_chars("##-"),
     );
     let started = Instant::now();
     let mut results = Vec::new();
@@ -105,7 +104,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "queue: submitted {}, completed {}, retried {}, dead-lettered {}",
-        stats.queue.submitted, stats.queue.completed, stats.queue.retried, stats.queue.dead_lettered
+        stats.queue.submitted,
+        stats.queue.completed,
+        stats.queue.retried,
+        stats.queue.dead_lettered
     );
     println!(
         "pool `{}`: {} workers, {} restarts",

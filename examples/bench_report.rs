@@ -1,0 +1,510 @@
+//! Benchmark report: the figures the README quotes, measured in one run, next to a bare
+//! ractor baseline measured in the same run (so the ratios hold on a noisy machine).
+//!
+//! - baseline: `call` round-trips per second and `cast`s per second on a bare ractor actor;
+//! - no-op (`echo`) tasks per second, from submit to result, with 1, 2 and 4 workers
+//!   (best of 3 runs), and how that compares with the baseline;
+//! - dispatch latency (submit to handler start), p50/p99/max, with 2 workers fed at half of
+//!   their measured peak rate in small paced batches: once on a fresh queue (its task table
+//!   still growing) and once in steady state (finished-task retention full);
+//! - resident memory per queued task with 1,000,000 tasks queued.
+//!
+//! The client (submits, waits for outcomes) runs as a task on the runtime, as a service's
+//! request handler would; a client blocked on a thread outside the runtime pays a cross-thread
+//! wake-up per outcome and measures that instead. Throughput runs are timed after a warm-up
+//! past `max_finished_tasks`, so every timed task also pays for evicting an old one.
+//!
+//! It measures and prints; it asserts nothing. The machine's load average is printed with
+//! the figures: on a shared machine, read the ratios and the CPU time per task. Run it in
+//! release mode:
+//!
+//! ```text
+//! cargo run --release --example bench_report
+//! cargo run --release --example bench_report -- 50000   # fewer tasks per throughput run
+//! ```
+
+use std::error::Error;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use wrangle::prelude::*;
+use wrangle::QueueConfig;
+
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Tasks per submit in the throughput runs.
+const CHUNK: usize = 10_000;
+/// Throughput runs per worker count; the best one is reported.
+const RUNS: usize = 3;
+/// Tasks queued for the memory figure.
+const QUEUED: usize = 1_000_000;
+/// How long the paced latency run submits.
+const LATENCY_RUN: Duration = Duration::from_secs(4);
+/// Warm-up of the steady-state runs: past the default `max_finished_tasks` (100,000), so
+/// the queue's task table has stopped growing and every new task evicts an old one.
+const STEADY_WARM_UP: usize = 120_000;
+/// Ractor messages per baseline run.
+const BASELINE_MESSAGES: usize = 200_000;
+/// Baseline runs; the best one is reported (they are short and the noisiest figure).
+const BASELINE_RUNS: usize = 5;
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    tokio::spawn(report()).await?
+}
+
+async fn report() -> Res<()> {
+    let tasks: usize = match std::env::args().nth(1) {
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("task count `{n}` is not a number"))?,
+        None => 200_000,
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load_before = load_average();
+    eprintln!("measuring (about a minute)...");
+
+    // Memory first, while the heap is fresh: later phases free memory that a 1M-task
+    // queue would otherwise reuse, hiding its cost.
+    let memory = queued_memory().await?;
+    let (call_rate, cast_rate) = ractor_baseline().await?;
+    let mut rates = Vec::new();
+    for workers in [1, 2, 4] {
+        rates.push((workers, noop_rate(workers, tasks).await?));
+    }
+    let half = rates[1].1.rate / 2.0;
+    let fresh = dispatch_latency(half, CHUNK).await?;
+    let steady = dispatch_latency(half, STEADY_WARM_UP).await?;
+    let load_after = load_average();
+
+    println!();
+    println!("wrangle bench report: {cpus} CPUs, tokio multi-thread runtime, release build");
+    println!("load average (1, 5, 15 min): {load_before} before, {load_after} after");
+    println!();
+    println!("baseline: bare ractor actor ({BASELINE_MESSAGES} messages, best of {BASELINE_RUNS})");
+    println!(
+        "  {:<34}{:>14}",
+        "call round-trip (ractor::call!)",
+        per_s(call_rate)
+    );
+    println!("  {:<34}{:>14}", "cast (send_message)", per_s(cast_rate));
+    println!();
+    println!("no-op tasks, submit to result ({tasks} tasks in batches of {CHUNK}, best of {RUNS})");
+    println!(
+        "  {:<9}{:>11}{:>16}{:>10}{:>14}",
+        "workers", "tasks/s", "CPU per task", "vs call", "in casts"
+    );
+    for (workers, t) in &rates {
+        println!(
+            "  {:<9}{:>11}{:>13.1} us{:>9.2}x{:>14.1}",
+            workers,
+            per_s(t.rate),
+            t.cpu_per_task.as_secs_f64() * 1e6,
+            t.rate / call_rate,
+            cast_rate / t.rate
+        );
+    }
+    println!(
+        "  (vs call: task rate / call rate; in casts: one task costs the time of that many casts)"
+    );
+    println!();
+    println!(
+        "dispatch latency, submit to handler start: 2 workers at {} tasks/s (50% of their peak)",
+        per_s(half)
+    );
+    println!(
+        "  {:<26}{:>8}{:>10}{:>11}{:>11}{:>11}{:>11}",
+        "queue", "tasks", "batch", "p50", "p99", "p99.9", "max"
+    );
+    for (name, l) in [
+        ("fresh (table growing)", &fresh),
+        ("steady (retention full)", &steady),
+    ] {
+        println!(
+            "  {:<26}{:>8}{:>10.0}{:>11}{:>11}{:>11}{:>11}",
+            name,
+            l.samples.len(),
+            l.mean_batch,
+            ms(l.percentile(0.50)),
+            ms(l.percentile(0.99)),
+            ms(l.percentile(0.999)),
+            ms(l.percentile(1.0))
+        );
+    }
+    println!(
+        "  (achieved {} and {} tasks/s; batch: mean tasks per paced submit)",
+        per_s(fresh.achieved_rate),
+        per_s(steady.achieved_rate)
+    );
+    println!();
+    println!("memory with {QUEUED} tasks queued (small JSON payload each, no worker serves them)");
+    println!(
+        "  RSS {:.1} MiB -> {:.1} MiB: {:.0} bytes per queued task",
+        memory.before as f64 / MIB,
+        memory.after as f64 / MIB,
+        memory.per_task()
+    );
+    println!();
+    println!("against the targets (measured, not asserted)");
+    let best = rates.iter().map(|r| r.1.rate).fold(0.0, f64::max);
+    target(
+        "no-op tasks/s, best worker count",
+        per_s(best),
+        ">= 200,000",
+        best >= 200_000.0,
+    );
+    let p99 = steady.percentile(0.99);
+    target(
+        "p99 dispatch latency, 50% load",
+        ms(p99),
+        "<= 1.000 ms",
+        p99 <= Duration::from_millis(1),
+    );
+    target(
+        "resident memory per queued task",
+        format!("{:.0} B", memory.per_task()),
+        "<= 1,024 B",
+        memory.per_task() <= 1024.0,
+    );
+    Ok(())
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn target(what: &str, got: String, goal: &str, met: bool) {
+    let verdict = if met { "met" } else { "MISSED" };
+    println!("  {what:<36}{got:>14}  target {goal:<12} {verdict}");
+}
+
+/// `1234567.8` as `1,234,568`.
+fn per_s(rate: f64) -> String {
+    let n = rate.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A config with exactly `workers` local workers and no autoscaling.
+fn fixed(workers: usize) -> CoordinatorConfig {
+    CoordinatorConfig {
+        min_workers: workers,
+        max_workers: workers.max(1),
+        auto_scale: false,
+        worker: WorkerConfig {
+            max_concurrent_tasks: 64,
+            ..WorkerConfig::default()
+        },
+        ..CoordinatorConfig::default()
+    }
+}
+
+// ----- baseline: a bare ractor actor ---------------------------------------------------------
+
+/// The smallest actor: answers pings, counts casts.
+struct Pong;
+
+enum PongMsg {
+    Ping(RpcReplyPort<()>),
+    Cast,
+}
+
+impl ractor::Message for PongMsg {}
+
+impl Actor for Pong {
+    type Msg = PongMsg;
+    type State = u64;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<PongMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(0)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<PongMsg>,
+        msg: PongMsg,
+        casts: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PongMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            PongMsg::Cast => *casts += 1,
+        }
+        Ok(())
+    }
+}
+
+/// Calls per second (one at a time) and casts per second (then one call to wait for them).
+async fn ractor_baseline() -> Res<(f64, f64)> {
+    let (actor, handle) = Actor::spawn(None, Pong, ()).await?;
+    let (mut call, mut cast) = (0.0f64, 0.0f64);
+    for _ in 0..BASELINE_RUNS {
+        let started = Instant::now();
+        for _ in 0..BASELINE_MESSAGES {
+            ractor::call!(actor, PongMsg::Ping)?;
+        }
+        call = call.max(BASELINE_MESSAGES as f64 / started.elapsed().as_secs_f64());
+
+        let started = Instant::now();
+        for _ in 0..BASELINE_MESSAGES {
+            actor.cast(PongMsg::Cast)?;
+        }
+        ractor::call!(actor, PongMsg::Ping)?;
+        cast = cast.max(BASELINE_MESSAGES as f64 / started.elapsed().as_secs_f64());
+    }
+    actor.stop(None);
+    handle.await?;
+    Ok((call, cast))
+}
+
+// ----- throughput ---------------------------------------------------------------------------
+
+/// One worker count's best run.
+struct Throughput {
+    rate: f64,
+    /// CPU time of the whole process (every thread) per task, in that run.
+    cpu_per_task: Duration,
+}
+
+/// No-op tasks per second with `workers` workers: the best of [`RUNS`] runs of `tasks`,
+/// after a warm-up past the finished-task retention.
+async fn noop_rate(workers: usize, tasks: usize) -> Res<Throughput> {
+    let coordinator = Coordinator::builder()
+        .config(fixed(workers))
+        .handler("echo", wrangle_actors::Echo)
+        .start()
+        .await?;
+    run_noop(&coordinator, STEADY_WARM_UP).await?;
+    let mut best = Throughput {
+        rate: 0.0,
+        cpu_per_task: Duration::ZERO,
+    };
+    for _ in 0..RUNS {
+        let cpu = cpu_time()?;
+        let elapsed = run_noop(&coordinator, tasks).await?;
+        let cpu = cpu_time()?.saturating_sub(cpu);
+        let rate = tasks as f64 / elapsed.as_secs_f64();
+        if rate > best.rate {
+            best = Throughput {
+                rate,
+                cpu_per_task: cpu / tasks as u32,
+            };
+        }
+    }
+    coordinator.stop(false).await?;
+    Ok(best)
+}
+
+/// CPU time this process has used, all threads, from `/proc/self/stat` (in 10 ms ticks).
+fn cpu_time() -> Res<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("unexpected /proc/self/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11).ok_or("no utime")?.parse::<u64>()?
+        + fields.get(12).ok_or("no stime")?.parse::<u64>()?;
+    // USER_HZ is 100 on every Linux platform Rust targets.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// The 1, 5 and 15 minute load averages, as the kernel prints them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Submits `tasks` echo tasks in batches of [`CHUNK`] and waits for every outcome.
+async fn run_noop(coordinator: &Coordinator, tasks: usize) -> Res<Duration> {
+    let spec = TaskSpec::from_payload("echo", Payload::null());
+    let batches: Vec<Vec<TaskSpec>> = (0..tasks)
+        .step_by(CHUNK)
+        .map(|start| vec![spec.clone(); CHUNK.min(tasks - start)])
+        .collect();
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let (ids, rx) = coordinator.queue().submit_batch_streaming(batch).await?;
+        streams.push((ids.len(), rx));
+    }
+    for (count, mut rx) in streams {
+        for _ in 0..count {
+            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+                Ok(Some((_, TaskOutcome::Completed { .. }))) => {}
+                Ok(Some((id, other))) => return Err(format!("task {id} ended {other:?}").into()),
+                Ok(None) | Err(_) => return Err("the runtime stopped answering".into()),
+            }
+        }
+    }
+    Ok(started.elapsed())
+}
+
+// ----- dispatch latency ---------------------------------------------------------------------
+
+struct Latency {
+    /// Submit-to-start time of every task, sorted.
+    samples: Vec<Duration>,
+    achieved_rate: f64,
+    mean_batch: f64,
+}
+
+impl Latency {
+    fn percentile(&self, q: f64) -> Duration {
+        let i = ((self.samples.len() as f64 * q).ceil() as usize).clamp(1, self.samples.len());
+        self.samples[i - 1]
+    }
+}
+
+/// Submits tasks at `rate` per second for [`LATENCY_RUN`] to 2 workers, in small batches
+/// paced by the clock, and records for every task the time from just before its submit to
+/// the start of its handler. `warm_up` no-op tasks run first.
+async fn dispatch_latency(rate: f64, warm_up: usize) -> Res<Latency> {
+    let total = (rate * LATENCY_RUN.as_secs_f64()) as usize;
+    // Nanoseconds since `epoch`: when each task was submitted, and how long it waited.
+    let epoch = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let waited: Arc<Vec<AtomicU64>> =
+        Arc::new((0..total).map(|_| AtomicU64::new(u64::MAX)).collect());
+    let started_count = Arc::new(AtomicUsize::new(0));
+    let stamp = {
+        let (sent, waited, started_count) = (sent.clone(), waited.clone(), started_count.clone());
+        handler_fn(move |_ctx, i: usize| {
+            let now = epoch.elapsed().as_nanos() as u64;
+            waited[i].store(
+                now.saturating_sub(sent[i].load(Ordering::Acquire)),
+                Ordering::Relaxed,
+            );
+            started_count.fetch_add(1, Ordering::Release);
+            async { Ok::<_, TaskError>(()) }
+        })
+    };
+    let coordinator = Coordinator::builder()
+        .config(fixed(2))
+        .handler("echo", wrangle_actors::Echo)
+        .handler("stamp", stamp)
+        .start()
+        .await?;
+    run_noop(&coordinator, warm_up).await?;
+
+    let started = Instant::now();
+    let (mut next, mut batches) = (0usize, 0usize);
+    while next < total {
+        let due = ((started.elapsed().as_secs_f64() * rate) as usize).min(total);
+        if due > next {
+            let specs = (next..due)
+                .map(|i| TaskSpec::new("stamp", &i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let now = epoch.elapsed().as_nanos() as u64;
+            for slot in &sent[next..due] {
+                slot.store(now, Ordering::Release);
+            }
+            coordinator.queue().submit_batch(specs).await?;
+            batches += 1;
+            next = due;
+        }
+        // The timer wheel ticks every millisecond: batches hold about `rate / 1000` tasks.
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let elapsed = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while started_count.load(Ordering::Acquire) < total {
+        if Instant::now() > deadline {
+            return Err("latency run: tasks did not all start within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    coordinator.stop(true).await?;
+    let mut samples: Vec<Duration> = waited
+        .iter()
+        .map(|w| Duration::from_nanos(w.load(Ordering::Relaxed)))
+        .collect();
+    samples.sort_unstable();
+    Ok(Latency {
+        samples,
+        achieved_rate: total as f64 / elapsed.as_secs_f64(),
+        mean_batch: total as f64 / batches.max(1) as f64,
+    })
+}
+
+// ----- memory -------------------------------------------------------------------------------
+
+struct Memory {
+    before: u64,
+    after: u64,
+}
+
+impl Memory {
+    fn per_task(&self) -> f64 {
+        self.after.saturating_sub(self.before) as f64 / QUEUED as f64
+    }
+}
+
+/// This process's resident set size in bytes, from `/proc/self/status`.
+fn rss_bytes() -> Res<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS line in /proc/self/status")?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// Queues [`QUEUED`] tasks of a type no worker serves (each with a small JSON payload, as
+/// `TaskSpec::new` makes it) and measures how much the resident set grew.
+async fn queued_memory() -> Res<Memory> {
+    let config = CoordinatorConfig {
+        queue: QueueConfig {
+            max_queue_size: QUEUED * 2,
+            ..QueueConfig::default()
+        },
+        ..fixed(1)
+    };
+    let coordinator = Coordinator::builder()
+        .config(config)
+        .handler("echo", wrangle_actors::Echo)
+        .start()
+        .await?;
+    run_noop(&coordinator, CHUNK).await?;
+    let before = rss_bytes()?;
+    for start in (0..QUEUED).step_by(CHUNK) {
+        let specs = (start..(start + CHUNK).min(QUEUED))
+            .map(|i| TaskSpec::new("unserved", &i))
+            .collect::<Result<Vec<_>, _>>()?;
+        coordinator.queue().submit_batch(specs).await?;
+    }
+    let stats = coordinator.queue().stats().await?;
+    let after = rss_bytes()?;
+    if stats.queued != QUEUED {
+        return Err(format!(
+            "expected {QUEUED} queued tasks, the queue holds {}",
+            stats.queued
+        )
+        .into());
+    }
+    coordinator.stop(false).await?;
+    Ok(Memory { before, after })
+}
