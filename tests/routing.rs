@@ -100,7 +100,7 @@ async fn a_labelled_task_waits_visibly_until_a_matching_worker_joins() {
     assert_eq!(snap.status, TaskStatus::Completed);
     assert!(!snap.unroutable);
     assert_eq!(snap.attempts.len(), 1);
-    assert_eq!(snap.attempts[0].worker, "gpu/w-1");
+    assert_eq!(&*snap.attempts[0].worker, "gpu/w-1");
     assert_eq!(c.get_stats().await.unwrap().queue.unroutable, 0);
 
     // With both pools attached, labelled tasks keep going to the tagged worker only.

@@ -71,7 +71,7 @@ async fn a_handler_panic_fails_only_its_task() {
         let snap = c.get_task(id).await.unwrap();
         assert_eq!(snap.status, TaskStatus::Failed);
         assert_eq!(snap.attempts.len(), 1, "a panic is permanent: no retry");
-        assert_eq!(snap.attempts[0].worker, worker);
+        assert_eq!(&*snap.attempts[0].worker, worker.as_str());
     }
 
     // The sleeps were not disturbed: still on their first attempt, and they complete there.
@@ -88,7 +88,7 @@ async fn a_handler_panic_fails_only_its_task() {
         );
         let snap = c.get_task(*id).await.unwrap();
         assert_eq!(snap.attempts.len(), 1, "never re-run");
-        assert_eq!(snap.attempts[0].worker, worker);
+        assert_eq!(&*snap.attempts[0].worker, worker.as_str());
     }
 
     let stats = c.get_stats().await.unwrap();
@@ -145,7 +145,11 @@ async fn a_killed_worker_is_restarted_and_its_task_still_completes() {
         [Some("lost".to_string()), Some("completed".to_string())],
         "the killed attempt is lost, the next one completes"
     );
-    assert_eq!(snap.attempts[1].worker, id, "the restarted worker ran it");
+    assert_eq!(
+        &*snap.attempts[1].worker,
+        id.as_str(),
+        "the restarted worker ran it"
+    );
 
     let stats = c.get_stats().await.unwrap();
     assert_eq!(stats.workers.restarts, 1);

@@ -1,5 +1,4 @@
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -11,7 +10,7 @@ use super::sink::{Capabilities, LeaseSink};
 use super::{QueueConfig, QueueError, QueueStats, Submitted};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::task::{TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
+use crate::task::{IdMap, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
 #[derive(Debug)]
@@ -135,7 +134,7 @@ pub(crate) struct QueueState {
     /// The rules and the data.
     core: QueueCore,
     /// Waiters by task.
-    waiters: HashMap<TaskId, Waiting>,
+    waiters: IdMap<Waiting>,
     /// Where lifecycle events go.
     events: EventBus,
     /// This actor's own counted mailbox (for timers, and to read its depth).
@@ -163,7 +162,7 @@ impl Actor for TaskQueue {
     ) -> Result<QueueState, ActorProcessingErr> {
         Ok(QueueState {
             core: QueueCore::with_metrics(args.config, args.metrics),
-            waiters: HashMap::new(),
+            waiters: IdMap::default(),
             events: args.events,
             me: Mailbox::new(myself, args.depth),
             wake_at: None,
@@ -311,7 +310,7 @@ impl Waiting {
 }
 
 /// Adds a waiter for `id`, dropping the ones whose receiver is gone.
-fn add_waiter(waiters: &mut HashMap<TaskId, Waiting>, id: TaskId, waiter: Waiter) {
+fn add_waiter(waiters: &mut IdMap<Waiting>, id: TaskId, waiter: Waiter) {
     match waiters.entry(id) {
         Entry::Vacant(slot) => {
             slot.insert(Waiting::One(waiter));

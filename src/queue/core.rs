@@ -16,7 +16,8 @@ use crate::events::EventKind;
 use crate::handler::TaskError;
 use crate::metrics::TaskMetrics;
 use crate::task::{
-    Attempt, Lease, Payload, TaskId, TaskOptions, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus,
+    Attempt, IdMap, IdSet, Lease, Payload, TaskId, TaskOptions, TaskOutcome, TaskSnapshot,
+    TaskSpec, TaskStatus,
 };
 
 /// How one attempt ended, as a worker reports it.
@@ -130,7 +131,7 @@ struct Session {
     caps: Capabilities,
     credits: u32,
     sink: Arc<dyn LeaseSink>,
-    leases: HashSet<TaskId>,
+    leases: IdSet,
 }
 
 /// Leases for one worker, from one dispatch.
@@ -162,7 +163,7 @@ struct Counters {
 
 pub(crate) struct QueueCore {
     config: QueueConfig,
-    tasks: HashMap<TaskId, Entry>,
+    tasks: IdMap<Entry>,
     classes: Vec<Class>,
     class_index: HashMap<ClassKey, usize>,
     /// Pending tasks by the time they become runnable.
@@ -192,9 +193,12 @@ impl QueueCore {
     }
 
     pub(crate) fn with_metrics(config: QueueConfig, metrics: Arc<TaskMetrics>) -> Self {
+        let capacity = config.max_finished_tasks.min(1 << 17);
         Self {
             config,
-            tasks: HashMap::new(),
+            // Sized for the finished tasks it keeps, so the table does not stall the queue
+            // while it doubles its way up (memory is only touched as entries arrive).
+            tasks: IdMap::with_capacity_and_hasher(capacity, Default::default()),
             classes: Vec::new(),
             class_index: HashMap::new(),
             delayed: BTreeSet::new(),
@@ -377,7 +381,7 @@ impl QueueCore {
                         caps,
                         credits,
                         sink,
-                        leases: HashSet::new(),
+                        leases: IdSet::default(),
                     },
                 );
             }
@@ -513,7 +517,7 @@ impl QueueCore {
         });
         run.attempts.push(Attempt {
             number: attempt,
-            worker: worker.to_string(),
+            worker: worker.clone(),
             started_at: SystemTime::now(),
             finished_at: None,
             outcome: None,

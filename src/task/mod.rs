@@ -6,6 +6,8 @@ mod spec;
 pub use payload::Payload;
 pub use spec::{TaskOptions, TaskSpec};
 
+pub(crate) type IdSet = std::collections::HashSet<TaskId, std::hash::BuildHasherDefault<IdHasher>>;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -14,9 +16,43 @@ use serde::{Deserialize, Serialize};
 
 /// A task's identity. Ids are UUIDv7: they sort by creation time and are unique across
 /// processes and restarts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskId(uuid::Uuid);
+
+/// Hashes as one `u64` folded from the id's 128 bits (of which 74 are random), so maps
+/// keyed by task id can use [`IdHasher`] instead of SipHash.
+impl std::hash::Hash for TaskId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let v = self.0.as_u128();
+        state.write_u64((v as u64) ^ ((v >> 64) as u64));
+    }
+}
+
+/// A hasher for keys that are already random `u64`s (task ids): one multiply, no SipHash.
+/// Task ids are made by the queue, never chosen by clients, so hash flooding is not a risk.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A `HashMap` keyed by task id.
+pub(crate) type IdMap<V> =
+    std::collections::HashMap<TaskId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 impl TaskId {
     /// A new id, later than every id this process made before.
@@ -222,7 +258,8 @@ pub struct Attempt {
     /// 1 for the first run, 2 for the first retry, ...
     pub number: u32,
     /// The worker that ran it.
-    pub worker: String,
+    #[schema(value_type = String)]
+    pub worker: std::sync::Arc<str>,
     /// When the worker took the lease (Unix ms in JSON).
     #[serde(with = "crate::util::system_time_ms", rename = "started_at_ms")]
     #[schema(value_type = u64)]

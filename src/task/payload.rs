@@ -12,7 +12,25 @@ pub struct Payload(Bytes);
 impl Payload {
     /// Serializes `value` to JSON.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::to_vec(value).map(|v| Self(Bytes::from(v)))
+        // Serialize into a reused buffer, then copy out exactly the bytes written: a
+        // million small queued payloads would otherwise each keep serde_json's 128-byte
+        // starting buffer.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                serde_json::to_writer(&mut *buf, value)?;
+                let out = Self(Bytes::copy_from_slice(&buf));
+                if buf.capacity() > 64 * 1024 {
+                    *buf = Vec::new();
+                }
+                Ok(out)
+            }
+            // A `Serialize` impl that encodes a payload itself: no shared buffer.
+            Err(_) => Ok(Self(Bytes::copy_from_slice(&serde_json::to_vec(value)?))),
+        })
     }
 
     /// Takes bytes that must already be valid JSON.

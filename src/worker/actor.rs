@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use crate::events::{EventBus, EventKind};
 use crate::handler::{HandlerMap, TaskContext, TaskError};
 use crate::mailbox::Mailbox;
 use crate::queue::{AttemptOutcome, AttemptReport, Capabilities, LeaseSink, QueueRef};
-use crate::task::{Lease, Payload, TaskId};
+use crate::task::{IdMap, Lease, Payload, TaskId};
 
 /// The worker actor. Workers are started by their [`WorkerPool`](crate::PoolRef).
 #[derive(Debug)]
@@ -77,7 +76,7 @@ pub(crate) struct WorkerState {
     /// This actor's own counted mailbox, for attempts to report to.
     me: Mailbox<WorkerMsg>,
     /// Attempts running now, with their cancellation tokens.
-    running: HashMap<TaskId, CancellationToken>,
+    running: IdMap<CancellationToken>,
     /// How many of `running` are `execute_task` calls: they take no credit, so they are
     /// left out when the free slots are counted.
     direct: u32,
@@ -145,7 +144,7 @@ impl Actor for Worker {
             registry: args.registry,
             events: args.events,
             me,
-            running: HashMap::new(),
+            running: IdMap::default(),
             direct: 0,
             reports: Vec::new(),
             credits: 0,
