@@ -1,0 +1,91 @@
+//! Reads: outcomes, snapshots, lists and counters.
+
+use super::*;
+
+impl QueueCore {
+    pub(crate) fn outcome(&self, id: TaskId) -> Option<Option<TaskOutcome>> {
+        let e = self.tasks.get(&id)?;
+        Some(match e.status {
+            TaskStatus::Completed => Some(TaskOutcome::Completed {
+                result: e.run().result.clone().unwrap_or_else(Payload::null),
+            }),
+            TaskStatus::Failed => Some(TaskOutcome::Failed {
+                error: e.run().error.clone().unwrap_or_default(),
+            }),
+            TaskStatus::Cancelled => Some(TaskOutcome::Cancelled),
+            TaskStatus::Timeout => Some(TaskOutcome::Timeout),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn snapshot(&self, id: TaskId) -> Option<TaskSnapshot> {
+        let e = self.tasks.get(&id)?;
+        Some(TaskSnapshot {
+            id,
+            task_type: e.task_type.to_string(),
+            status: e.status,
+            options: (*e.options).clone(),
+            payload: e.payload.clone(),
+            result: e.run().result.clone(),
+            error: e.run().error.clone(),
+            attempts: e.run().attempts.clone(),
+            created_at: e.created_at,
+            finished_at: e.run().finished_at,
+            unroutable: e.status == TaskStatus::Queued && !self.classes[e.class].routable,
+        })
+    }
+
+    /// Tasks with `status` (all when `None`), oldest first, at most `limit`, starting after
+    /// `after` (a cursor: the last id of the previous page).
+    pub(crate) fn list(&self, q: &crate::queue::TaskQuery) -> Vec<TaskSnapshot> {
+        let (status, after, limit) = (q.status, q.after, q.limit);
+        let mut ids: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(id, e)| {
+                status.is_none_or(|s| e.status == s)
+                    && after.is_none_or(|a| **id > a)
+                    && q.task_type.as_deref().is_none_or(|t| *e.task_type == *t)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        ids.into_iter().filter_map(|id| self.snapshot(id)).collect()
+    }
+
+    pub(crate) fn dead_letters(&self, limit: usize) -> Vec<TaskSnapshot> {
+        self.dead
+            .values()
+            .take(limit)
+            .filter_map(|id| self.snapshot(*id))
+            .collect()
+    }
+
+    pub(crate) fn stats(&self) -> QueueStats {
+        let queued: usize = self.queued_by_priority.iter().sum();
+        QueueStats {
+            queue_size: self.waiting(),
+            queued,
+            pending: self.delayed.len(),
+            queued_by_priority: crate::queue::PriorityCounts::from_array(self.queued_by_priority),
+            running: self.running,
+            submitted: self.counters.submitted,
+            completed: self.counters.completed,
+            failed: self.counters.failed,
+            cancelled: self.counters.cancelled,
+            timed_out: self.counters.timed_out,
+            retried: self.counters.retried,
+            leases_lost: self.counters.lease_lost,
+            dead_lettered: self.dead.len(),
+            unroutable: self
+                .classes
+                .iter()
+                .filter(|c| !c.routable)
+                .map(|c| c.live)
+                .sum(),
+            workers: self.workers.len(),
+            free_credits: self.workers.values().map(|w| w.credits as u64).sum(),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Results: what workers report, retries with backoff, lost leases, dead letters and
+//! retention.
+
+use super::*;
+
+impl QueueCore {
+    /// Records what a worker reports. Reports for leases the worker no longer holds are
+    /// stale (the task was cancelled, or re-leased after a timeout); a stale success is
+    /// still kept if the task has not finished since, because the work was done.
+    pub(crate) fn report(&mut self, worker: &str, reports: Vec<AttemptReport>, now: Instant) {
+        for r in reports {
+            let holds = self.tasks.get(&r.task_id).is_some_and(|e| {
+                e.run()
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| &*l.worker == worker && l.attempt == r.attempt)
+            });
+            if !holds {
+                self.stale_report(r);
+                continue;
+            }
+            let id = r.task_id;
+            match r.outcome {
+                AttemptOutcome::Completed(result) => {
+                    self.release(id, "completed", None);
+                    self.complete(id, result);
+                }
+                AttemptOutcome::Failed(err) => {
+                    self.release(id, "failed", Some(err.message().to_string()));
+                    self.failed_attempt(id, err.message().to_string(), err.is_retryable(), now);
+                }
+                AttemptOutcome::TimedOut(after) => {
+                    let msg = format!("timed out after {after:?}");
+                    self.release(id, "timeout", Some(msg.clone()));
+                    self.timed_out_attempt(id, msg, now);
+                }
+                AttemptOutcome::Cancelled => {
+                    // The worker stopped the attempt on its own (it was told to stop now):
+                    // the task was not cancelled, so it runs again elsewhere.
+                    let w: Arc<str> = Arc::from(worker);
+                    self.lose_lease(id, &w, "worker stopped the attempt");
+                }
+            }
+        }
+    }
+
+    pub(super) fn stale_report(&mut self, r: AttemptReport) {
+        let AttemptOutcome::Completed(result) = r.outcome else {
+            return;
+        };
+        let Some(e) = self.tasks.get(&r.task_id) else {
+            return;
+        };
+        match e.status {
+            TaskStatus::Queued => {
+                self.unready(r.task_id);
+                self.complete(r.task_id, result);
+            }
+            TaskStatus::Pending => {
+                let at = e.ready_at.expect("pending tasks have a ready time");
+                self.delayed.remove(&(at, r.task_id));
+                self.complete(r.task_id, result);
+            }
+            TaskStatus::Running => {
+                if let Some(holder) = self.release(r.task_id, "superseded", None) {
+                    if let Some(s) = self.workers.get(&holder) {
+                        self.out.cancels.push((s.sink.clone(), r.task_id));
+                    }
+                }
+                self.complete(r.task_id, result);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn complete(&mut self, id: TaskId, result: Payload) {
+        let e = self.tasks.get_mut(&id).expect("task exists");
+        if let Ok(d) = e.created_at.elapsed() {
+            self.metrics.latency.observe(d);
+        }
+        let run = e.run_mut();
+        let attempt = run.attempts.len() as u32;
+        if let Some(d) = run
+            .attempts
+            .last()
+            .and_then(|a| a.finished_at?.duration_since(a.started_at).ok())
+        {
+            self.metrics.run_time.observe(d);
+        }
+        run.result = Some(result.clone());
+        self.counters.completed += 1;
+        self.out.event(|| EventKind::TaskCompleted { id, attempt });
+        self.finish(id, TaskStatus::Completed, TaskOutcome::Completed { result });
+    }
+
+    pub(super) fn failed_attempt(
+        &mut self,
+        id: TaskId,
+        error: String,
+        retryable: bool,
+        now: Instant,
+    ) {
+        let e = self.tasks.get_mut(&id).expect("task exists");
+        e.run_mut().error = Some(error.clone());
+        let budget = e.options.retries.unwrap_or(self.config.default_retries);
+        if retryable && e.retries_used < budget {
+            self.retry(id, error, now);
+        } else {
+            self.counters.failed += 1;
+            self.dead_letter(id, TaskStatus::Failed, error.clone());
+            self.finish(id, TaskStatus::Failed, TaskOutcome::Failed { error });
+        }
+    }
+
+    pub(super) fn timed_out_attempt(&mut self, id: TaskId, error: String, now: Instant) {
+        let e = self.tasks.get_mut(&id).expect("task exists");
+        e.run_mut().error = Some(error.clone());
+        let budget = e.options.retries.unwrap_or(self.config.default_retries);
+        if e.retries_used < budget {
+            self.retry(id, error, now);
+        } else {
+            self.counters.timed_out += 1;
+            self.dead_letter(id, TaskStatus::Timeout, error);
+            self.finish(id, TaskStatus::Timeout, TaskOutcome::Timeout);
+        }
+    }
+
+    /// Exponential backoff with jitter: `base * 2^n`, capped, then scaled by 0.5..=1.0.
+    pub(super) fn backoff(&mut self, retries_used: u32) -> Duration {
+        let exp = self
+            .config
+            .retry_base_delay
+            .saturating_mul(1u32 << retries_used.min(20))
+            .min(self.config.retry_max_delay);
+        exp.mul_f64(0.5 + self.rng.f64() * 0.5)
+    }
+
+    pub(super) fn retry(&mut self, id: TaskId, error: String, now: Instant) {
+        let used = self.tasks[&id].retries_used;
+        let delay = self.backoff(used);
+        let e = self.tasks.get_mut(&id).expect("task exists");
+        e.retries_used += 1;
+        let attempt = e.run().attempts.len() as u32;
+        self.counters.retried += 1;
+        self.out.event(|| EventKind::TaskRetried {
+            id,
+            attempt,
+            error,
+            delay_ms: delay.as_millis() as u64,
+        });
+        self.make_pending(id, now + delay);
+    }
+
+    pub(super) fn lose_lease(&mut self, id: TaskId, worker: &Arc<str>, why: &str) {
+        if self.release(id, "lost", Some(why.to_string())).is_none() {
+            return;
+        }
+        self.counters.lease_lost += 1;
+        self.out.event(|| EventKind::LeaseLost {
+            id,
+            worker: worker.clone(),
+        });
+        let e = self.tasks.get_mut(&id).expect("task exists");
+        e.lease_losses += 1;
+        if e.lease_losses > self.config.max_lease_losses {
+            let error = format!(
+                "lost its worker {} times (last: {why}); dead-lettered to protect the workers",
+                e.lease_losses
+            );
+            e.run_mut().error = Some(error.clone());
+            self.counters.failed += 1;
+            self.dead_letter(id, TaskStatus::Failed, error.clone());
+            self.finish(id, TaskStatus::Failed, TaskOutcome::Failed { error });
+        } else {
+            self.make_ready(id);
+        }
+    }
+
+    pub(super) fn dead_letter(&mut self, id: TaskId, _status: TaskStatus, error: String) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.tasks
+            .get_mut(&id)
+            .expect("task exists")
+            .run_mut()
+            .dead_seq = Some(seq);
+        self.dead.insert(seq, id);
+        self.out.event(|| EventKind::TaskDeadLettered { id, error });
+        while self.dead.len() > self.config.max_dead_letters {
+            let (_, oldest) = self.dead.pop_first().expect("not empty");
+            tracing::warn!(task_id = %oldest, "dead-letter list full, dropping the oldest");
+            if self.tasks.get_mut(&oldest).is_some() {
+                self.tasks
+                    .get_mut(&oldest)
+                    .expect("checked")
+                    .run_mut()
+                    .dead_seq = None;
+                // Retention may have passed it by while it was a dead letter: it is an
+                // ordinary finished task now, so it goes back under retention.
+                self.retain(oldest);
+            }
+        }
+    }
+
+    pub(super) fn finish(&mut self, id: TaskId, status: TaskStatus, outcome: TaskOutcome) {
+        let e = self.tasks.get_mut(&id).expect("task exists");
+        e.status = status;
+        e.run_mut().finished_at = Some(SystemTime::now());
+        self.out.finished.push((id, outcome));
+        self.retain(id);
+    }
+
+    /// Puts a finished task under retention, pruning the oldest past `max_finished_tasks`.
+    pub(super) fn retain(&mut self, id: TaskId) {
+        let run = self.tasks.get_mut(&id).expect("task exists").run_mut();
+        run.retention_tag += 1;
+        self.finished.push_back((id, run.retention_tag));
+        while self.finished.len() > self.config.max_finished_tasks {
+            let (oldest, tag) = self.finished.pop_front().expect("not empty");
+            let evict = self.tasks.get(&oldest).is_some_and(|e| {
+                e.status.is_finished() && e.run().dead_seq.is_none() && e.run().retention_tag == tag
+            });
+            if evict {
+                let e = self.tasks.remove(&oldest).expect("checked");
+                if let Some(key) = e.options.idempotency_key {
+                    self.idempotency.remove(&key);
+                }
+            }
+        }
+    }
+}
