@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::Actor;
 use tokio::runtime::Runtime;
 use wrangle::prelude::*;
 
@@ -36,40 +36,9 @@ fn runtime() -> Runtime {
 
 // ----- baseline -----------------------------------------------------------------------------
 
-/// The smallest actor: answers pings, counts casts.
-struct Pong;
-
-enum PongMsg {
-    Ping(RpcReplyPort<()>),
-    Cast,
-}
-
-impl ractor::Message for PongMsg {}
-
-impl Actor for Pong {
-    type Msg = PongMsg;
-    type State = u64;
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<PongMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
-        Ok(0)
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<PongMsg>,
-        msg: PongMsg,
-        casts: &mut u64,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            PongMsg::Ping(reply) => {
-                let _ = reply.send(());
-            }
-            PongMsg::Cast => *casts += 1,
-        }
-        Ok(())
-    }
-}
+#[path = "support/pong.rs"]
+mod pong;
+use pong::{Pong, PongMsg};
 
 fn ractor_baseline(c: &mut Criterion) {
     let rt = runtime();

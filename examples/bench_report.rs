@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::Actor;
 use wrangle::prelude::*;
 use wrangle::QueueConfig;
 
@@ -212,40 +212,9 @@ fn fixed(workers: usize) -> CoordinatorConfig {
 
 // ----- baseline: a bare ractor actor ---------------------------------------------------------
 
-/// The smallest actor: answers pings, counts casts.
-struct Pong;
-
-enum PongMsg {
-    Ping(RpcReplyPort<()>),
-    Cast,
-}
-
-impl ractor::Message for PongMsg {}
-
-impl Actor for Pong {
-    type Msg = PongMsg;
-    type State = u64;
-    type Arguments = ();
-
-    async fn pre_start(&self, _: ActorRef<PongMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
-        Ok(0)
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<PongMsg>,
-        msg: PongMsg,
-        casts: &mut u64,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            PongMsg::Ping(reply) => {
-                let _ = reply.send(());
-            }
-            PongMsg::Cast => *casts += 1,
-        }
-        Ok(())
-    }
-}
+#[path = "../benches/support/pong.rs"]
+mod pong;
+use pong::{Pong, PongMsg};
 
 /// Calls per second (one at a time) and casts per second (then one call to wait for them).
 async fn ractor_baseline() -> Res<(f64, f64)> {
