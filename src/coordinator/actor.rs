@@ -356,14 +356,18 @@ impl CoordinatorState {
     /// the pool sees them die.
     fn health_check(&self) {
         let pool = self.pool();
-        for (worker, silent) in self.registry.silent_for(self.config.worker_timeout) {
+        let silent_workers = self
+            .registry
+            .silent_incarnations(self.config.worker_timeout);
+        for (worker, silent, incarnation) in silent_workers {
             tracing::warn!(%worker, silent_ms = silent.as_millis() as u64, "worker unresponsive");
             self.events.publish(EventKind::WorkerUnresponsive {
                 worker: worker.as_str().into(),
                 silent_ms: silent.as_millis() as u64,
             });
-            pool.replace(
+            pool.replace_incarnation(
                 &worker,
+                incarnation,
                 format!("no heartbeat for {} ms", silent.as_millis()),
             );
         }

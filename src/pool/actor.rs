@@ -31,7 +31,13 @@ pub(crate) enum PoolMsg {
     /// Handles to the workers.
     Workers(RpcReplyPort<Vec<WorkerRef>>),
     /// Kill a worker and start it again.
-    Replace { worker: String, reason: String },
+    /// Kill a worker and start it again; only the named incarnation, when one is given,
+    /// so a late request never kills the replacement.
+    Replace {
+        worker: String,
+        incarnation: Option<u64>,
+        reason: String,
+    },
     /// The shared handlers changed; pass the new set to every worker.
     HandlersChanged,
     /// Stop every worker, then the pool.
@@ -146,8 +152,16 @@ impl Actor for WorkerPool {
             PoolMsg::Workers(reply) => {
                 let _ = reply.send(state.members.values().map(|m| m.worker.clone()).collect());
             }
-            PoolMsg::Replace { worker, reason } => {
-                if let Some(m) = state.members.get_mut(worker.as_str()) {
+            PoolMsg::Replace {
+                worker,
+                incarnation,
+                reason,
+            } => {
+                let member = state
+                    .members
+                    .get_mut(worker.as_str())
+                    .filter(|m| incarnation.is_none_or(|i| i == m.worker.shared.incarnation));
+                if let Some(m) = member {
                     tracing::warn!(worker = %worker, %reason, "killing worker to replace it");
                     m.replacing = Some(reason);
                     m.worker.actor().kill();

@@ -217,9 +217,19 @@ impl PoolRef {
     /// Kills a worker and starts it again (used by health checks on a silent worker). Its
     /// leased tasks go back to the queue.
     pub fn replace(&self, worker: &str, reason: impl Into<String>) {
+        self.replace_incarnation(worker, None, reason.into());
+    }
+
+    pub(crate) fn replace_incarnation(
+        &self,
+        worker: &str,
+        incarnation: Option<u64>,
+        reason: String,
+    ) {
         let _ = self.mailbox.send(PoolMsg::Replace {
             worker: worker.into(),
-            reason: reason.into(),
+            incarnation,
+            reason,
         });
     }
 
@@ -241,5 +251,66 @@ impl PoolRef {
     /// The pool actor's mailbox depth.
     pub fn mailbox_depth(&self) -> u64 {
         self.mailbox.depth().get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{handler_fn, Coordinator, CoordinatorConfig, TaskError};
+
+    /// Under paused time a sleep returns only once every task is idle: whatever the pool
+    /// was going to do about a message has been done.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_replace_for_a_dead_incarnation_spares_its_replacement() {
+        let config = CoordinatorConfig {
+            min_workers: 1,
+            max_workers: 1,
+            auto_scale: false,
+            ..CoordinatorConfig::default()
+        };
+        let c = Coordinator::builder()
+            .config(config)
+            .handler(
+                "noop",
+                handler_fn(|_ctx, _: ()| async { Ok::<_, TaskError>(()) }),
+            )
+            .start()
+            .await
+            .unwrap();
+        let pool = c.pool();
+        let old = pool.worker_refs().await.unwrap().remove(0);
+        let old_incarnation = old.shared.incarnation;
+        pool.replace_incarnation(old.id(), Some(old_incarnation), "silent".into());
+        settle().await;
+        let new = pool.worker_refs().await.unwrap().remove(0);
+        assert_ne!(
+            new.shared.incarnation, old_incarnation,
+            "the worker was replaced"
+        );
+        assert_eq!(pool.stats().await.unwrap().restarts, 1);
+
+        // A second request about the old incarnation arrives late: nothing happens.
+        pool.replace_incarnation(new.id(), Some(old_incarnation), "silent".into());
+        settle().await;
+        assert_eq!(
+            pool.stats().await.unwrap().restarts,
+            1,
+            "the replacement was killed"
+        );
+        assert_eq!(
+            pool.worker_refs().await.unwrap()[0].shared.incarnation,
+            new.shared.incarnation
+        );
+        // Naming the live incarnation still replaces it.
+        pool.replace_incarnation(new.id(), Some(new.shared.incarnation), "silent".into());
+        settle().await;
+        assert_eq!(pool.stats().await.unwrap().restarts, 2);
+        c.stop(false).await.unwrap();
     }
 }

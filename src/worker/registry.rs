@@ -107,12 +107,24 @@ impl WorkerRegistry {
     /// Workers whose last heartbeat is older than `timeout`, with how long they have been
     /// silent.
     pub fn silent_for(&self, timeout: Duration) -> Vec<(String, Duration)> {
+        self.silent_incarnations(timeout)
+            .into_iter()
+            .map(|(id, silent, _)| (id, silent))
+            .collect()
+    }
+
+    /// Like [`silent_for`](Self::silent_for), with each local worker's incarnation.
+    pub(crate) fn silent_incarnations(
+        &self,
+        timeout: Duration,
+    ) -> Vec<(String, Duration, Option<u64>)> {
         let now = Instant::now();
         self.map
             .iter()
             .filter_map(|e| {
                 let silent = now.saturating_duration_since(e.last_heartbeat);
-                (silent > timeout).then(|| (e.key().to_string(), silent))
+                let incarnation = e.live.as_ref().map(|l| l.incarnation);
+                (silent > timeout).then(|| (e.key().to_string(), silent, incarnation))
             })
             .collect()
     }
