@@ -222,6 +222,21 @@ async fn task_routes_happy_path() {
     .await;
     let second = v["tasks"].as_array().unwrap();
     assert!(!second.is_empty() && second.iter().all(|t| t["id"].as_str().unwrap() > cursor));
+    // Newest first: the last task submitted leads, and the cursor pages backwards.
+    let (_, v) = call(&app, "GET", "/tasks?order=desc&limit=1", None, None).await;
+    assert_eq!(v["tasks"][0]["id"], failed.as_str(), "{v}");
+    let cursor = v["next_cursor"].as_str().unwrap();
+    let (_, v) = call(
+        &app,
+        "GET",
+        &format!("/tasks?order=desc&limit=1&cursor={cursor}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["tasks"][0]["id"], long.as_str(), "{v}");
+    let (s, v) = call(&app, "GET", "/tasks?order=sideways", None, None).await;
+    assert_eq!((s, field(&v)), (StatusCode::BAD_REQUEST, "order"));
     for route in ["/tasks/queued", "/tasks/results"] {
         let (s, v) = call(&app, "GET", route, None, None).await;
         assert_eq!(s, StatusCode::OK, "{route}");

@@ -380,6 +380,7 @@ pub(crate) struct ListParams {
     task_type: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    order: Option<String>,
 }
 
 /// A page of tasks.
@@ -401,12 +402,14 @@ fn page(tasks: Vec<TaskSnapshot>, limit: usize) -> TaskPage {
     TaskPage { tasks, next_cursor }
 }
 
-/// Lists tasks, oldest first, filtered by status and type, a page at a time.
+/// Lists tasks, oldest first (or newest with `order=desc`), filtered by status and type, a
+/// page at a time.
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     params(("status" = Option<String>, Query, description = "pending, queued, running, completed, failed, cancelled, timeout"),
            ("type" = Option<String>, Query, description = "task type"),
            ("limit" = Option<usize>, Query, description = "1..=1000, default 100"),
-           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+           ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc")),
     responses((status = 200, body = TaskPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<ApiState>,
@@ -442,11 +445,17 @@ pub(crate) async fn list(
             })
         })
         .transpose()?;
+    let newest_first = match p.order.as_deref() {
+        None | Some("") | Some("asc") => false,
+        Some("desc") => true,
+        Some(o) => return Err(ApiError::bad("order", format!("`{o}` is not asc or desc"))),
+    };
     let query = TaskQuery {
         status,
         task_type: p.task_type.filter(|t| !t.is_empty()),
         after,
         limit,
+        newest_first,
     };
     Ok(Json(page(
         state.coordinator.queue().query(query).await?,

@@ -87,10 +87,13 @@ pub struct TaskQuery {
     pub status: Option<TaskStatus>,
     /// Only tasks of this type.
     pub task_type: Option<String>,
-    /// Only tasks after this id (the last id of the previous page).
+    /// The cursor: only tasks past this id in the listing order (the last id of the
+    /// previous page).
     pub after: Option<TaskId>,
     /// At most this many.
     pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
 }
 
 /// Waiting tasks by priority.
@@ -322,6 +325,7 @@ impl QueueRef {
             after,
             limit,
             task_type: None,
+            newest_first: false,
         })
         .await
     }

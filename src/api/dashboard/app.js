@@ -148,8 +148,8 @@ function statusCell(status) {
 
 async function refreshTasks() {
   const status = $("status-filter").value;
-  const page = await api("/tasks?limit=1000" + (status ? "&status=" + status : ""));
-  const tasks = page.tasks.slice(-200).reverse();
+  const page = await api("/tasks?order=desc&limit=200" + (status ? "&status=" + status : ""));
+  const tasks = page.tasks;
   const body = $("task-list").tBodies[0];
   body.replaceChildren(...tasks.map((t) => {
     const tr = el("tr");

@@ -39,18 +39,38 @@ impl QueueCore {
     /// `after` (a cursor: the last id of the previous page).
     pub(crate) fn list(&self, q: &crate::queue::TaskQuery) -> Vec<TaskSnapshot> {
         let (status, after, limit) = (q.status, q.after, q.limit);
+        let past_cursor = |id: &TaskId| match (after, q.newest_first) {
+            (None, _) => true,
+            (Some(a), false) => *id > a,
+            (Some(a), true) => *id < a,
+        };
         let mut ids: Vec<TaskId> = self
             .tasks
             .iter()
             .filter(|(id, e)| {
                 status.is_none_or(|s| e.status == s)
-                    && after.is_none_or(|a| **id > a)
+                    && past_cursor(id)
                     && q.task_type.as_deref().is_none_or(|t| *e.task_type == *t)
             })
             .map(|(id, _)| *id)
             .collect();
-        ids.sort_unstable();
-        ids.truncate(limit);
+        // Ids sort by creation time. This runs inside the queue actor: select the page in
+        // linear time, and sort only the page, not every retained task.
+        let order = |a: &TaskId, b: &TaskId| {
+            if q.newest_first {
+                b.cmp(a)
+            } else {
+                a.cmp(b)
+            }
+        };
+        if limit == 0 {
+            return Vec::new();
+        }
+        if ids.len() > limit {
+            ids.select_nth_unstable_by(limit - 1, order);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable_by(order);
         ids.into_iter().filter_map(|id| self.snapshot(id)).collect()
     }
 

@@ -5,6 +5,7 @@
 //! which recounts the queue's bookkeeping from the tasks themselves.
 
 mod cancel;
+mod list;
 mod ordering;
 mod retention;
 mod retry;
