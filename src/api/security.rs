@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
@@ -31,6 +31,9 @@ impl Default for RateLimit {
     }
 }
 
+/// Past this many clients, idle ones are forgotten before a new one is added.
+const MAX_CLIENTS: usize = 10_000;
+
 /// Token buckets by client address.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
@@ -49,6 +52,13 @@ impl RateLimiter {
     /// Takes one token for `client`; false when its bucket is empty.
     pub(crate) fn allow(&self, client: IpAddr) -> bool {
         let now = Instant::now();
+        if self.buckets.len() >= MAX_CLIENTS && !self.buckets.contains_key(&client) {
+            // Forget clients idle long enough for their bucket to be full again.
+            let refill =
+                Duration::from_secs_f64(self.limit.burst / self.limit.per_second.max(1e-9));
+            self.buckets
+                .retain(|_, (_, last)| now.duration_since(*last) < refill);
+        }
         let mut entry = self
             .buckets
             .entry(client)
@@ -138,6 +148,22 @@ mod tests {
             l.allow(IpAddr::from([10, 0, 0, 2])),
             "buckets are per client"
         );
+    }
+
+    #[test]
+    fn idle_clients_are_forgotten_past_the_limit() {
+        let l = RateLimiter::new(RateLimit {
+            per_second: 1e9,
+            burst: 1.0,
+        });
+        for i in 0..MAX_CLIENTS as u32 {
+            assert!(l.allow(IpAddr::from(i.to_be_bytes())));
+        }
+        assert_eq!(l.buckets.len(), MAX_CLIENTS);
+        // Their buckets refill in a nanosecond: all idle, all forgotten for the newcomer.
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(l.allow(IpAddr::from([255, 255, 255, 255])));
+        assert_eq!(l.buckets.len(), 1);
     }
 
     #[test]
