@@ -155,6 +155,14 @@ async fn coordinator_program_over_a_real_socket() {
     );
     assert!(samples["wrangle_worker_slots{state=\"total\"}"] >= 2.0);
 
+    // A dashboard's event stream stays open; it must not hold the shutdown up.
+    let events = auth(http.get(format!("{base}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+
     // SIGTERM: a graceful stop that reports what it finished, and exit code 0.
     let pid = program.0.id().to_string();
     assert!(Command::new("kill")
@@ -174,6 +182,11 @@ async fn coordinator_program_over_a_real_socket() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
+    // The event stream was ended by the server, not cut.
+    tokio::time::timeout(Duration::from_secs(5), events.bytes())
+        .await
+        .expect("the event stream ended with the server")
+        .expect("the event stream closed cleanly");
     let mut out = String::new();
     use std::io::Read;
     program

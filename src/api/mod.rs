@@ -181,13 +181,24 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     app.with_state(state)
 }
 
+/// Fires when the server begins shutting down, so endless responses (the event stream) end
+/// and graceful shutdown does not wait on them forever.
+#[derive(Clone, Debug)]
+pub(crate) struct ShuttingDown(pub(crate) tokio_util::sync::CancellationToken);
+
 /// Serves `app` on `listener` until `shutdown` resolves, with each client's address known
-/// to the rate limiter.
+/// to the rate limiter. Open event streams end when shutdown begins; other requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let token = tokio_util::sync::CancellationToken::new();
+    let app = app.layer(axum::Extension(ShuttingDown(token.clone())));
+    let shutdown = async move {
+        shutdown.await;
+        token.cancel();
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

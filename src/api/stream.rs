@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::stream::{self, Stream};
+use axum::Extension;
+use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::ApiState;
+use super::{ApiState, ShuttingDown};
 
 /// Server-sent events, one per lifecycle event (`event:` is its kind, `data:` its JSON). A
 /// client that falls behind gets a `lagged` event saying how many it missed.
@@ -16,6 +17,7 @@ use super::ApiState;
     responses((status = 200, content_type = "text/event-stream", description = "lifecycle events")))]
 pub(crate) async fn events(
     State(state): State<ApiState>,
+    shutdown: Option<Extension<ShuttingDown>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.coordinator.events().subscribe();
     let stream = stream::unfold(rx, |mut rx| async move {
@@ -36,5 +38,9 @@ pub(crate) async fn events(
         };
         Some((Ok(event), rx))
     });
+    // Served by `api::serve`, the stream ends when the server shuts down (a router used
+    // on its own, in tests, has no such signal).
+    let token = shutdown.map(|Extension(s)| s.0).unwrap_or_default();
+    let stream = stream.take_until(token.cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
