@@ -95,8 +95,37 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     println!("dashboard: {url}");
     let app = wrangle::api::router(coordinator.clone(), settings.api_config());
     wrangle::api::serve(listener, app, shutdown_signal()).await?;
-    println!("stopping: letting queued and running tasks finish...");
-    let report = coordinator.stop(true).await?;
+    println!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");
+    let progress = {
+        let c = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Ok(s) = c.queue().stats().await {
+                    println!(
+                        "stopping: {} waiting, {} running, {} completed",
+                        s.queue_size, s.running, s.completed
+                    );
+                }
+            }
+        })
+    };
+    let report = tokio::select! {
+        r = coordinator.stop(true) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            let left = coordinator
+                .queue()
+                .stats()
+                .await
+                .map(|s| s.queue_size + s.running)
+                .unwrap_or(0);
+            eprintln!("stopped at once: {left} tasks unfinished were dropped");
+            std::process::exit(130);
+        }
+    };
+    progress.abort();
     println!(
         "stopped: {} tasks completed, {} unfinished",
         report.completed, report.unfinished
