@@ -67,7 +67,7 @@ pub use error::Error;
 pub use events::{Event, EventBus, EventKind};
 pub use handler::{handler_fn, FnHandler, HandlerRegistry, TaskContext, TaskError, TaskHandler};
 pub use mailbox::MailboxDepth;
-pub use metrics::{Histogram, TaskMetrics};
+pub use metrics::{Histogram, RateWindow, TaskMetrics, RATE_WINDOW_SECS};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
     Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,

@@ -65,6 +65,42 @@ impl Histogram {
     }
 }
 
+/// Events per second over the last few whole seconds, from a ring of per-second counts
+/// (relaxed atomics; a count racing a second's rollover may land in either second).
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    /// Per slot: the second it counts (Unix time) and its count.
+    slots: [(AtomicU64, AtomicU64); RING],
+}
+
+const RING: usize = 16;
+
+/// Whole seconds averaged by [`RateWindow::per_second`].
+pub const RATE_WINDOW_SECS: u64 = 10;
+
+impl RateWindow {
+    /// Counts one event in second `now_secs`.
+    pub fn record(&self, now_secs: u64) {
+        let (sec, count) = &self.slots[now_secs as usize % RING];
+        if sec.swap(now_secs, Ordering::Relaxed) != now_secs {
+            count.store(0, Ordering::Relaxed);
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events per second over the [`RATE_WINDOW_SECS`] whole seconds before `now_secs`.
+    pub fn per_second(&self, now_secs: u64) -> f64 {
+        let from = now_secs.saturating_sub(RATE_WINDOW_SECS);
+        let total: u64 = self
+            .slots
+            .iter()
+            .filter(|(sec, _)| (from..now_secs).contains(&sec.load(Ordering::Relaxed)))
+            .map(|(_, count)| count.load(Ordering::Relaxed))
+            .sum();
+        total as f64 / RATE_WINDOW_SECS as f64
+    }
+}
+
 /// Task timings recorded by the queue.
 #[derive(Debug, Default)]
 pub struct TaskMetrics {
@@ -72,11 +108,32 @@ pub struct TaskMetrics {
     pub latency: Histogram,
     /// From lease to result, for each completed attempt.
     pub run_time: Histogram,
+    /// Completions per second.
+    pub completions: RateWindow,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_window_averages_whole_past_seconds() {
+        let w = RateWindow::default();
+        for _ in 0..30 {
+            w.record(100);
+        }
+        for _ in 0..10 {
+            w.record(105);
+        }
+        w.record(110); // the current second is not counted yet
+        assert_eq!(w.per_second(110), 4.0);
+        assert_eq!(w.per_second(111), 1.1, "100 left the window, 110 entered");
+        // Second 116 reuses second 100's slot, starting it from zero: the window 107..117
+        // holds one event at 110 and one at 116.
+        w.record(116);
+        assert_eq!(w.per_second(117), 0.2);
+        assert_eq!(w.per_second(1000), 0.0);
+    }
 
     #[test]
     fn buckets_are_cumulative_and_quantiles_pick_the_bound() {

@@ -312,6 +312,7 @@ async fn metrics_are_prometheus_text() {
         "wrangle_mailbox_depth{actor=\"queue\"}",
         "wrangle_workers{status=\"idle\"}",
         "wrangle_worker_restarts_total 0",
+        "wrangle_throughput_tasks_per_second ",
     ] {
         assert!(text.contains(line), "metrics lack `{line}`:\n{text}");
     }

@@ -85,6 +85,22 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");
     }
+    let tm = state.coordinator.queue().metrics();
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    metric(
+        &mut out,
+        "wrangle_throughput_tasks_per_second",
+        "gauge",
+        "Tasks completed per second over the last 10 whole seconds.",
+    );
+    let _ = writeln!(
+        out,
+        "wrangle_throughput_tasks_per_second {}",
+        tm.completions.per_second(now_secs)
+    );
     metric(
         &mut out,
         "wrangle_queue_depth",
@@ -166,7 +182,6 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         "wrangle_scale_decisions {}",
         state.coordinator.scale_history().len()
     );
-    let tm = state.coordinator.queue().metrics();
     histogram(
         &mut out,
         "wrangle_task_latency_seconds",

@@ -78,6 +78,9 @@ impl QueueCore {
         if let Ok(d) = e.created_at.elapsed() {
             self.metrics.latency.observe(d);
         }
+        self.metrics
+            .completions
+            .record(crate::util::system_time_ms::to_ms(SystemTime::now()) / 1000);
         let run = e.run_mut();
         let attempt = run.attempts.len() as u32;
         if let Some(d) = run
