@@ -75,12 +75,13 @@ impl QueueCore {
 
     pub(super) fn complete(&mut self, id: TaskId, result: Payload) {
         let e = self.tasks.get_mut(&id).expect("task exists");
-        if let Ok(d) = e.created_at.elapsed() {
+        let now = SystemTime::now();
+        if let Ok(d) = now.duration_since(e.created_at) {
             self.metrics.latency.observe(d);
         }
         self.metrics
             .completions
-            .record(crate::util::system_time_ms::to_ms(SystemTime::now()) / 1000);
+            .record(crate::util::system_time_ms::to_ms(now) / 1000);
         let run = e.run_mut();
         let attempt = run.attempts.len() as u32;
         if let Some(d) = run
