@@ -359,6 +359,24 @@ impl Latency {
     }
 }
 
+/// The `stamp` tasks for indexes `range`, with their submit time recorded (nanoseconds since
+/// `epoch`) just before they are sent.
+fn stamped_batch(
+    range: std::ops::Range<usize>,
+    epoch: Instant,
+    sent: &[AtomicU64],
+) -> Result<Vec<TaskSpec>, wrangle::Error> {
+    let specs = range
+        .clone()
+        .map(|i| TaskSpec::new("stamp", &i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = epoch.elapsed().as_nanos() as u64;
+    for slot in &sent[range] {
+        slot.store(now, Ordering::Release);
+    }
+    Ok(specs)
+}
+
 /// How the latency run spaces its submits.
 #[derive(Clone, Copy)]
 enum Pacing {
@@ -406,13 +424,7 @@ async fn dispatch_latency(rate: f64, warm_up: usize, pacing: Pacing) -> Res<Late
             while next < total {
                 let due = ((started.elapsed().as_secs_f64() * rate) as usize).min(total);
                 if due > next {
-                    let specs = (next..due)
-                        .map(|i| TaskSpec::new("stamp", &i))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let now = epoch.elapsed().as_nanos() as u64;
-                    for slot in &sent[next..due] {
-                        slot.store(now, Ordering::Release);
-                    }
+                    let specs = stamped_batch(next..due, epoch, &sent)?;
                     coordinator.queue().submit_batch(specs).await?;
                     batches += 1;
                     next = due;
@@ -432,14 +444,8 @@ async fn dispatch_latency(rate: f64, warm_up: usize, pacing: Pacing) -> Res<Late
                 while next < total {
                     let due = ((started.elapsed().as_secs_f64() * rate) as usize).min(total);
                     if due > next {
-                        let specs = (next..due)
-                            .map(|i| TaskSpec::new("stamp", &i))
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| e.to_string())?;
-                        let now = epoch.elapsed().as_nanos() as u64;
-                        for slot in &sent[next..due] {
-                            slot.store(now, Ordering::Release);
-                        }
+                        let specs =
+                            stamped_batch(next..due, epoch, &sent).map_err(|e| e.to_string())?;
                         runtime
                             .block_on(queue.submit_batch(specs))
                             .map_err(|e| e.to_string())?;
