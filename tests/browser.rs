@@ -5,6 +5,8 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
 //! test says so and passes, except under `CI=true`, where it fails.
 
+#[path = "support/net.rs"]
+mod net;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 

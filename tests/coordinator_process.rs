@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "support/net.rs"]
+mod net;
+use net::free_port;
+
 /// The compiled `coordinator` example, built if `cargo test` has not built it yet.
 fn coordinator_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -23,14 +27,6 @@ fn coordinator_binary() -> PathBuf {
         assert!(status.success(), "building the coordinator example failed");
     }
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Program(Child);

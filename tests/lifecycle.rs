@@ -106,11 +106,7 @@ async fn a_graceful_stop_gives_up_on_stuck_tasks_after_the_shutdown_timeout() {
         handler_fn(move |ctx: TaskContext, _: ()| {
             let seen_tx = seen_tx.clone();
             async move {
-                let watcher = ctx.clone();
-                tokio::spawn(async move {
-                    watcher.cancelled().await;
-                    let _ = seen_tx.send(watcher.task_id());
-                });
+                report_cancellation(&ctx, seen_tx);
                 std::future::pending::<Result<(), TaskError>>().await
             }
         }),
@@ -237,11 +233,7 @@ async fn cancel_stops_a_queued_and_a_running_task() {
         handler_fn(move |ctx: TaskContext, _: ()| {
             let seen_tx = seen_tx.clone();
             async move {
-                let watcher = ctx.clone();
-                tokio::spawn(async move {
-                    watcher.cancelled().await;
-                    let _ = seen_tx.send(watcher.task_id());
-                });
+                report_cancellation(&ctx, seen_tx);
                 tokio::time::sleep(secs(3_600)).await;
                 Ok::<_, TaskError>(())
             }
@@ -371,4 +363,14 @@ async fn execute_task_runs_directly_on_one_worker() {
     assert_eq!(info.total_completed, 3);
     assert_eq!(info.current_tasks, 0);
     c.stop(true).await.unwrap();
+}
+
+/// Sends the task's id on `seen` once its cancellation token fires (the handler's future
+/// may be dropped before it could say so itself).
+fn report_cancellation(ctx: &TaskContext, seen: mpsc::UnboundedSender<wrangle::TaskId>) {
+    let watcher = ctx.clone();
+    tokio::spawn(async move {
+        watcher.cancelled().await;
+        let _ = seen.send(watcher.task_id());
+    });
 }

@@ -160,23 +160,13 @@ async fn a_handler_change_during_a_direct_execution_keeps_every_slot() {
         c.get_task(leased.id).await.unwrap().status == TaskStatus::Running
     })
     .await;
-    let direct = tokio::spawn({
-        let worker = worker.clone();
-        async move {
-            worker
-                .execute_task("sleep", serde_json::json!({ "ms": 500 }).into())
-                .await
-        }
-    });
+    let direct = sleep_directly(&worker, 500);
     eventually("both to run", secs(5), || async {
         worker.info().current_tasks == 2
     })
     .await;
 
-    c.register_handler(
-        "noop",
-        handler_fn(|_ctx: TaskContext, _: ()| async { Ok::<_, TaskError>(()) }),
-    );
+    register_noop(&c);
     assert_eq!(direct.await.unwrap().unwrap().decode::<u64>().unwrap(), 500);
     assert!(matches!(
         leased.wait(secs(5)).await.unwrap(),
@@ -209,26 +199,37 @@ async fn a_handler_change_during_a_direct_execution_keeps_every_slot() {
 async fn a_handler_change_while_only_a_direct_execution_runs_does_not_starve_the_worker() {
     let c = start(common::fixed_with_slots(1, 1), common::handlers()).await;
     let worker = c.pool().worker_refs().await.unwrap().remove(0);
-    let direct = tokio::spawn({
-        let worker = worker.clone();
-        async move {
-            worker
-                .execute_task("sleep", serde_json::json!({ "ms": 500 }).into())
-                .await
-        }
-    });
+    let direct = sleep_directly(&worker, 500);
     eventually("the direct run", secs(5), || async {
         worker.info().current_tasks == 1
     })
     .await;
-    c.register_handler(
-        "noop",
-        handler_fn(|_ctx: TaskContext, _: ()| async { Ok::<_, TaskError>(()) }),
-    );
+    register_noop(&c);
     direct.await.unwrap().unwrap();
 
     let done = tokio::time::timeout(secs(10), c.submit("noop", &())).await;
     assert!(done.is_ok(), "the worker's one slot was lost");
     assert_eq!(c.get_stats().await.unwrap().queue.free_credits, 1);
     c.stop(true).await.unwrap();
+}
+
+/// Runs a `sleep` of `ms` directly on `worker` (no queue, no slot), in the background.
+fn sleep_directly(
+    worker: &wrangle::WorkerRef,
+    ms: u64,
+) -> tokio::task::JoinHandle<Result<wrangle::Payload, TaskError>> {
+    let worker = worker.clone();
+    tokio::spawn(async move {
+        worker
+            .execute_task("sleep", serde_json::json!({ "ms": ms }).into())
+            .await
+    })
+}
+
+/// Registers a `noop` handler at runtime: every worker re-announces its task types.
+fn register_noop(c: &wrangle::Coordinator) {
+    c.register_handler(
+        "noop",
+        handler_fn(|_ctx: TaskContext, _: ()| async { Ok::<_, TaskError>(()) }),
+    );
 }

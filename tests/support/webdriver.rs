@@ -16,13 +16,7 @@ pub(crate) struct Browser {
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::net::free_port;
 
 /// Where Chromium and chromedriver are, or why they are not usable.
 pub(crate) fn find() -> Result<(String, String), String> {
