@@ -190,25 +190,6 @@ async fn report() -> Res<()> {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn target(what: &str, got: String, goal: &str, met: bool) {
-    let verdict = if met { "met" } else { "MISSED" };
-    println!("  {what:<36}{got:>14}  target {goal:<12} {verdict}");
-}
-
-/// `1234567.8` as `1,234,568`.
-fn per_s(rate: f64) -> String {
-    let n = rate.round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
@@ -226,6 +207,12 @@ fn fixed(workers: usize) -> CoordinatorConfig {
         ..CoordinatorConfig::default()
     }
 }
+
+#[path = "../benches/support/batches.rs"]
+mod batches;
+#[path = "../benches/support/report.rs"]
+mod report;
+use report::{cpu_time, load_average, per_s, target};
 
 // ----- baseline: a bare ractor actor ---------------------------------------------------------
 
@@ -294,53 +281,17 @@ async fn noop_rate(workers: usize, tasks: usize) -> Res<Throughput> {
     Ok(best)
 }
 
-/// CPU time this process has used, all threads, from `/proc/self/stat` (in 10 ms ticks).
-fn cpu_time() -> Res<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .ok_or("unexpected /proc/self/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11).ok_or("no utime")?.parse::<u64>()?
-        + fields.get(12).ok_or("no stime")?.parse::<u64>()?;
-    // USER_HZ is 100 on every Linux platform Rust targets.
-    Ok(Duration::from_millis(ticks * 10))
-}
-
-/// The 1, 5 and 15 minute load averages, as the kernel prints them.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// Submits `tasks` echo tasks in batches of [`CHUNK`] and waits for every outcome.
 async fn run_noop(coordinator: &Coordinator, tasks: usize) -> Res<Duration> {
     let spec = TaskSpec::from_payload("echo", Payload::null());
-    let batches: Vec<Vec<TaskSpec>> = (0..tasks)
-        .step_by(CHUNK)
-        .map(|start| vec![spec.clone(); CHUNK.min(tasks - start)])
-        .collect();
-    let started = Instant::now();
-    let mut streams = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let (ids, rx) = coordinator.queue().submit_batch_streaming(batch).await?;
-        streams.push((ids.len(), rx));
-    }
-    for (count, mut rx) in streams {
-        for _ in 0..count {
-            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
-                Ok(Some((_, TaskOutcome::Completed { .. }))) => {}
-                Ok(Some((id, other))) => return Err(format!("task {id} ended {other:?}").into()),
-                Ok(None) | Err(_) => return Err("the runtime stopped answering".into()),
-            }
-        }
-    }
-    Ok(started.elapsed())
+    batches::run_batches(
+        coordinator.queue(),
+        &spec,
+        tasks,
+        CHUNK,
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 // ----- dispatch latency ---------------------------------------------------------------------
@@ -354,8 +305,7 @@ struct Latency {
 
 impl Latency {
     fn percentile(&self, q: f64) -> Duration {
-        let i = ((self.samples.len() as f64 * q).ceil() as usize).clamp(1, self.samples.len());
-        self.samples[i - 1]
+        batches::quantile(&self.samples, q)
     }
 }
 

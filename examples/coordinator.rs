@@ -1,10 +1,14 @@
 //! The coordinator program: a coordinator with an autoscaled local worker pool running the
 //! `wrangle-actors` handlers (`echo`, `sleep`, `fail`), the HTTP API and the live dashboard.
-//! Ctrl-C (or SIGTERM) stops it gracefully: queued and running tasks finish first.
+//! Tasks are stored in `wrangle.db` (SQLite) unless told otherwise, so a restart picks up
+//! where the last run stopped. Ctrl-C (or SIGTERM) stops it gracefully: queued and running
+//! tasks finish first.
 //!
 //! ```text
 //! cargo run --release --example coordinator
 //! cargo run --release --example coordinator -- --bind 127.0.0.1:8080 --config wrangle.toml
+//! DATABASE_URL=postgres://wrangle:secret@127.0.0.1/wrangle cargo run --release --example coordinator
+//! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie s3cret
 //! cargo run --release --example coordinator -- --help
 //! ```
 
@@ -24,6 +28,13 @@ OPTIONS:
     --config <PATH>   settings file (TOML); default ./wrangle.toml when present
     --bind <ADDR>     where the HTTP server listens; default 127.0.0.1:7700
     --token <TOKEN>   require this bearer token on every route but /healthz
+    --database-url <URL>
+                      where tasks are stored: sqlite://PATH (created on first start),
+                      postgres://USER:PASSWORD@HOST:PORT/DB, or `memory`;
+                      default sqlite://wrangle.db (also DATABASE_URL)
+    --cluster-listen <ADDR>
+                      let nodes join here (for example 0.0.0.0:7450); off by default
+    --cookie <SECRET> the secret nodes must present (required with --cluster-listen)
     -h, --help        print this help
 
 Settings come from the file, then WRANGLE_* environment variables, then these flags.
@@ -44,6 +55,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut config: Option<PathBuf> = None;
     let mut bind = None;
     let mut token = None;
+    let mut database_url = None;
+    let mut cluster_listen = None;
+    let mut cookie = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -58,6 +72,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--config" => config = Some(value("--config")?.into()),
             "--bind" => bind = Some(value("--bind")?),
             "--token" => token = Some(value("--token")?),
+            "--database-url" => database_url = Some(value("--database-url")?),
+            "--cluster-listen" => cluster_listen = Some(value("--cluster-listen")?),
+            "--cookie" => cookie = Some(value("--cookie")?),
             other => return Err(format!("unknown argument `{other}` (see --help)").into()),
         }
     }
@@ -68,6 +85,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(t) = token {
         settings.apply_env("WRANGLE_TOKEN", &t)?;
     }
+    if let Some(url) = database_url {
+        settings.apply_env("WRANGLE_DATABASE_URL", &url)?;
+    }
+    if let Some(listen) = cluster_listen {
+        settings.apply_env("WRANGLE_CLUSTER_LISTEN", &listen)?;
+    }
+    if let Some(c) = cookie {
+        settings.apply_env("WRANGLE_COOKIE", &c)?;
+    }
+    settings.validate()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -83,6 +110,16 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let handlers = HandlerRegistry::new();
     wrangle_actors::register_all(&handlers);
     let coordinator = Coordinator::start(settings.coordinator_config(), handlers).await?;
+    match coordinator.store() {
+        Some(store) => {
+            let recovered = coordinator.queue().stats().await?.recovered;
+            println!(
+                "store: {} ({recovered} unfinished tasks recovered)",
+                store.config().redacted_url()
+            );
+        }
+        None => println!("store: none (tasks are kept in memory only)"),
+    }
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
@@ -92,9 +129,15 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         None => format!("http://{addr}/"),
     };
     println!("wrangle coordinator listening on {addr}");
+    if let Some(listen) = settings.cluster_listen {
+        println!(
+            "nodes join at {listen}: cargo run --release --example node -- --join {listen} \
+             --cookie <COOKIE>"
+        );
+    }
     println!("dashboard: {url}");
     let app = wrangle::api::router(coordinator.clone(), settings.api_config());
-    wrangle::api::serve(listener, app, shutdown_signal()).await?;
+    wrangle::api::serve(listener, app, wrangle::shutdown_signal()).await?;
     println!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");
     let progress = {
         let c = coordinator.clone();
@@ -131,25 +174,4 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         report.completed, report.unfinished
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -1,6 +1,7 @@
 //! The crate-level error, wrapping each module's own.
 
 use crate::queue::QueueError;
+use crate::store::StoreError;
 use crate::task::TaskId;
 
 /// Everything that can go wrong when using wrangle.
@@ -17,6 +18,9 @@ pub enum Error {
     /// The queue refused or could not answer.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The store could not be opened, migrated or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The task ended without a result.
     #[error("task {id} {status}: {error}")]
     TaskFailed {
@@ -52,6 +56,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// An actor that did not start: the reason its start-up gave, without ractor's
+    /// "Actor panicked during startup" wrapping around a plain error.
+    pub(crate) fn spawn(actor: &'static str, e: ractor::SpawnErr) -> Self {
+        let reason = match e {
+            ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        Self::Spawn { actor, reason }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Invalid {
             field,

@@ -133,6 +133,26 @@ pub enum EventKind {
     },
     /// The autoscaler (or a person) changed a pool's size.
     Scaled(crate::coordinator::ScaleDecision),
+    /// A node joined the coordinator (or joined again).
+    NodeJoined {
+        /// The node.
+        node: Arc<str>,
+        /// Its labels.
+        labels: Vec<String>,
+    },
+    /// A node was given up: its connection closed or it went silent. Its leases went back
+    /// to the queue.
+    NodeLost {
+        /// The node.
+        node: Arc<str>,
+        /// Why.
+        reason: String,
+    },
+    /// A node left on purpose (graceful shutdown).
+    NodeLeft {
+        /// The node.
+        node: Arc<str>,
+    },
 }
 
 /// The event stream. Cloning shares it.

@@ -37,6 +37,10 @@
 //! - `pool`: the worker pool actor, supervisor of its workers; [`PoolRef`] is its handle.
 //! - `coordinator`: the root supervisor with the autoscaler and health checks; the
 //!   [`Coordinator`] handle is the main entry point.
+//! - `cluster`: nodes across machines over ractor_cluster: the coordinator's gate, the
+//!   node program's agent and [`Node`] handle, the wire codec, liveness and reconnects.
+//! - `store`: durable state in SQLite or PostgreSQL: the [`Store`], its migrations, and the
+//!   writer actor that group-commits the queue's changes.
 //! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env).
 //! - `supervision`: restart budgets shared by every supervisor.
 //! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).
@@ -45,6 +49,7 @@
 //! - `error`: the crate-level [`Error`].
 
 pub mod api;
+mod cluster;
 mod coordinator;
 mod error;
 mod events;
@@ -54,11 +59,15 @@ mod metrics;
 mod pool;
 mod queue;
 pub mod settings;
+mod store;
 mod supervision;
 mod task;
 mod util;
 mod worker;
 
+pub use cluster::{
+    ClusterConfig, ClusterStats, LinkStatus, Node, NodeConfig, NodeStatus, RemoteNode, TlsFiles,
+};
 pub use coordinator::{
     Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats, MailboxStats,
     ScaleDecision, ScaleSignals, StopReport, TaskHandle,
@@ -71,13 +80,17 @@ pub use metrics::{Histogram, RateWindow, TaskMetrics, RATE_WINDOW_SECS};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
     Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,
-    TaskQuery,
+    TaskQuery, CLUSTER_FRAME_BYTES,
+};
+pub use store::{
+    migrate, Durability, MigrationReport, Store, StoreConfig, StoreError, StoreStats, WriterStats,
 };
 pub use supervision::RestartBudget;
 pub use task::{
     Attempt, Lease, Payload, TaskId, TaskOptions, TaskOutcome, TaskPriority, TaskSnapshot,
     TaskSpec, TaskStatus,
 };
+pub use util::shutdown_signal;
 pub use worker::{WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus};
 
 /// The names most programs need.

@@ -81,6 +81,18 @@ impl<M: Message> Mailbox<M> {
         })
     }
 
+    /// Sends `make()` after `delay`, unless the actor is gone by then.
+    pub(crate) fn send_after(&self, delay: Duration, make: impl FnOnce() -> M + Send + 'static)
+    where
+        M: Send,
+    {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = me.send(make());
+        });
+    }
+
     /// Sends a request and waits for the reply, up to `timeout` when given.
     pub(crate) async fn call<R: Send + 'static>(
         &self,

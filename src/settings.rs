@@ -8,8 +8,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::{ApiConfig, RateLimit};
+use crate::cluster::ClusterConfig;
 use crate::coordinator::CoordinatorConfig;
 use crate::error::Error;
+use crate::store::{Durability, StoreConfig};
+
+/// The `database_url` that keeps tasks in memory only.
+pub const IN_MEMORY: &str = "memory";
 
 /// Everything the coordinator program reads. Every field has a default; a file only lists
 /// what it changes. Unknown keys are refused, so a typo is an error, not a silent default.
@@ -57,6 +62,31 @@ pub struct Settings {
     /// A worker silent this long is replaced, in seconds. Default 30.
     /// Env `WRANGLE_WORKER_TIMEOUT_SECS`.
     pub worker_timeout_secs: u64,
+    /// Where tasks are stored: `sqlite://PATH` (created on first start),
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`, or `memory` for no store.
+    /// Default `sqlite://wrangle.db`. Env `DATABASE_URL` or `WRANGLE_DATABASE_URL`.
+    pub database_url: String,
+    /// When a submit returns: `committed` (after the task is in the database) or
+    /// `buffered` (at once; committed a few milliseconds later). Default `committed`.
+    /// Env `WRANGLE_DURABILITY`.
+    pub durability: Durability,
+    /// Finished tasks are deleted from the store this many hours after they finished;
+    /// 0 keeps them. Default 168 (7 days). Env `WRANGLE_RETENTION_HOURS`.
+    pub retention_hours: u64,
+    /// Where nodes join (`0.0.0.0:7450`); none (default) runs without a cluster.
+    /// Env `WRANGLE_CLUSTER_LISTEN`.
+    pub cluster_listen: Option<SocketAddr>,
+    /// The secret nodes must present; required with `cluster_listen`.
+    /// Env `WRANGLE_COOKIE`.
+    pub cookie: Option<String>,
+    /// PEM certificate chain and key for TLS between nodes and the coordinator; both or
+    /// neither. Env `WRANGLE_CLUSTER_TLS_CERT`, `WRANGLE_CLUSTER_TLS_KEY`.
+    pub cluster_tls_cert: Option<std::path::PathBuf>,
+    /// See `cluster_tls_cert`.
+    pub cluster_tls_key: Option<std::path::PathBuf>,
+    /// A node silent this long is given up and its tasks run elsewhere, in milliseconds;
+    /// nodes heartbeat five times as often. Default 1500. Env `WRANGLE_NODE_TIMEOUT_MS`.
+    pub node_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -80,6 +110,14 @@ impl Default for Settings {
             max_queue_size: c.queue.max_queue_size,
             default_retries: c.queue.default_retries,
             worker_timeout_secs: c.worker_timeout.as_secs(),
+            database_url: "sqlite://wrangle.db".into(),
+            durability: Durability::Committed,
+            retention_hours: 7 * 24,
+            cluster_listen: None,
+            cookie: None,
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            node_timeout_ms: 1_500,
         }
     }
 }
@@ -107,11 +145,23 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("WRANGLE_MAX_QUEUE_SIZE", "max_queue_size"),
     ("WRANGLE_DEFAULT_RETRIES", "default_retries"),
     ("WRANGLE_WORKER_TIMEOUT_SECS", "worker_timeout_secs"),
+    ("DATABASE_URL", "database_url"),
+    (
+        "WRANGLE_DATABASE_URL",
+        "database_url (wins over DATABASE_URL)",
+    ),
+    ("WRANGLE_DURABILITY", "durability"),
+    ("WRANGLE_RETENTION_HOURS", "retention_hours"),
+    ("WRANGLE_CLUSTER_LISTEN", "cluster_listen"),
+    ("WRANGLE_COOKIE", "cookie"),
+    ("WRANGLE_CLUSTER_TLS_CERT", "cluster_tls_cert"),
+    ("WRANGLE_CLUSTER_TLS_KEY", "cluster_tls_key"),
+    ("WRANGLE_NODE_TIMEOUT_MS", "node_timeout_ms"),
 ];
 
 impl Settings {
     /// Reads `file` when given (an error if it is missing), else `./wrangle.toml` when it
-    /// exists, then applies `WRANGLE_*` variables from `env`.
+    /// exists, then applies `WRANGLE_*` variables (and `DATABASE_URL`) from `env`.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -129,7 +179,10 @@ impl Settings {
             }
             None => Self::default(),
         };
-        for (key, value) in &env {
+        // `WRANGLE_DATABASE_URL` goes last, so it wins over the generic `DATABASE_URL`.
+        let (own_url, others): (Vec<_>, Vec<_>) =
+            env.iter().partition(|(k, _)| k == "WRANGLE_DATABASE_URL");
+        for (key, value) in others.into_iter().chain(own_url) {
             settings.apply_env(key, value)?;
         }
         settings.validate()?;
@@ -198,6 +251,31 @@ impl Settings {
             "WRANGLE_WORKER_TIMEOUT_SECS" => {
                 self.worker_timeout_secs = parse("WRANGLE_WORKER_TIMEOUT_SECS", value)?
             }
+            "DATABASE_URL" | "WRANGLE_DATABASE_URL" => self.database_url = value.to_string(),
+            "WRANGLE_DURABILITY" => {
+                self.durability = match value {
+                    "committed" => Durability::Committed,
+                    "buffered" => Durability::Buffered,
+                    _ => {
+                        return Err(Error::invalid(
+                            "WRANGLE_DURABILITY",
+                            format!("`{value}` is not `committed` or `buffered`"),
+                        ))
+                    }
+                }
+            }
+            "WRANGLE_RETENTION_HOURS" => {
+                self.retention_hours = parse("WRANGLE_RETENTION_HOURS", value)?
+            }
+            "WRANGLE_CLUSTER_LISTEN" => {
+                self.cluster_listen = Some(parse("WRANGLE_CLUSTER_LISTEN", value)?)
+            }
+            "WRANGLE_COOKIE" => self.cookie = Some(value.to_string()).filter(|c| !c.is_empty()),
+            "WRANGLE_CLUSTER_TLS_CERT" => self.cluster_tls_cert = Some(value.into()),
+            "WRANGLE_CLUSTER_TLS_KEY" => self.cluster_tls_key = Some(value.into()),
+            "WRANGLE_NODE_TIMEOUT_MS" => {
+                self.node_timeout_ms = parse("WRANGLE_NODE_TIMEOUT_MS", value)?
+            }
             _ => {}
         }
         Ok(())
@@ -212,6 +290,18 @@ impl Settings {
             return Err(Error::invalid(
                 "rate_limit_per_second",
                 "must be a number >= 0",
+            ));
+        }
+        if self.cluster_listen.is_some() && self.cookie.is_none() {
+            return Err(Error::invalid(
+                "cookie",
+                "required when cluster_listen is set (nodes must present it)",
+            ));
+        }
+        if self.cluster_tls_cert.is_some() != self.cluster_tls_key.is_some() {
+            return Err(Error::invalid(
+                "cluster_tls_cert",
+                "cluster_tls_cert and cluster_tls_key go together",
             ));
         }
         self.coordinator_config().validate()
@@ -234,7 +324,32 @@ impl Settings {
         c.worker.task_timeout = Some(Duration::from_secs(self.task_timeout_secs));
         c.queue.max_queue_size = self.max_queue_size;
         c.queue.default_retries = self.default_retries;
+        c.store = self.store_config();
+        c.cluster = self.cluster_listen.map(|listen| {
+            let mut cluster = ClusterConfig::new(listen, self.cookie.clone().unwrap_or_default());
+            cluster.node_timeout = Duration::from_millis(self.node_timeout_ms);
+            cluster.heartbeat_interval = (cluster.node_timeout / 5).max(Duration::from_millis(10));
+            cluster.tls = self
+                .cluster_tls_cert
+                .clone()
+                .zip(self.cluster_tls_key.clone())
+                .map(|(cert, key)| crate::TlsFiles { cert, key });
+            cluster
+        });
         c
+    }
+
+    /// The store's settings; `None` for `memory`.
+    pub fn store_config(&self) -> Option<StoreConfig> {
+        let url = self.database_url.trim();
+        if url.is_empty() || url == IN_MEMORY {
+            return None;
+        }
+        let mut store = StoreConfig::new(url);
+        store.durability = self.durability;
+        store.retention =
+            (self.retention_hours > 0).then(|| Duration::from_secs(self.retention_hours * 3600));
+        Some(store)
     }
 
     /// The HTTP server's settings.

@@ -273,6 +273,11 @@ async fn cluster_routes_happy_path() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["workers"]["worker_count"], 3);
     assert_eq!(v["running"], true);
+    assert_eq!(
+        v["store"],
+        Value::Null,
+        "this coordinator keeps tasks in memory"
+    );
     let (s, v) = call(&app, "GET", "/healthz", None, None).await;
     assert_eq!((s, v), (StatusCode::OK, Value::String("ok".into())));
     let (s, _) = call(&app, "GET", "/readyz", None, None).await;

@@ -71,6 +71,12 @@ async fn dashboard_submits_a_task_and_shows_it_complete_live() {
         wait,
     )
     .await;
+    // This coordinator has no store, and the header says so.
+    b.wait_for(
+        "return document.getElementById('store').textContent === 'store: none (memory only)'",
+        wait,
+    )
+    .await;
 
     // Mark this page load; a reload would lose the mark.
     b.eval("window.__sameLoad = true; return true").await;

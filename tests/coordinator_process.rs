@@ -2,8 +2,7 @@
 //! plain HTTP client over a real socket, results read back, `/metrics` parsed, and a SIGTERM
 //! that stops it gracefully.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -11,39 +10,20 @@ use serde_json::{json, Value};
 #[path = "support/net.rs"]
 mod net;
 use net::free_port;
-
-/// The compiled `coordinator` example, built if `cargo test` has not built it yet.
-fn coordinator_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join("coordinator");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "coordinator"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the coordinator example failed");
-    }
-    path
-}
-
-struct Program(Child);
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "support/programs.rs"]
+mod programs;
+use programs::{example_binary, Program};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_program_over_a_real_socket() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(coordinator_binary())
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(example_binary("coordinator"))
         .args(["--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("WRANGLE_DATABASE_URL")
         .env("WRANGLE_TOKEN", "t0ken")
         .env("WRANGLE_MIN_WORKERS", "2")
         .env("RUST_LOG", "warn")
@@ -150,6 +130,20 @@ async fn coordinator_program_over_a_real_socket() {
         200.0
     );
     assert!(samples["wrangle_worker_slots{state=\"total\"}"] >= 2.0);
+    assert!(samples["wrangle_store_commits_total"] >= 1.0);
+    let stats: Value = auth(http.get(format!("{base}/stats")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["store"]["backend"], "sqlite");
+    assert_eq!(stats["store"]["url"], "sqlite://wrangle.db");
+    assert_eq!(stats["store"]["durability"], "committed");
+    assert_eq!(stats["store"]["healthy"], true);
+    assert_eq!(samples["wrangle_store_failures_total"], 0.0);
+    assert_eq!(samples["wrangle_store_healthy"], 1.0);
 
     // A dashboard's event stream stays open; it must not hold the shutdown up.
     let events = auth(http.get(format!("{base}/events")))
@@ -197,4 +191,13 @@ async fn coordinator_program_over_a_real_socket() {
         out.contains("stopped: 200 tasks completed, 0 unfinished"),
         "{out}"
     );
+
+    // The default store: `wrangle.db` beside the program, holding what it did.
+    let store = wrangle::Store::open(wrangle::StoreConfig::sqlite(dir.path().join("wrangle.db")))
+        .await
+        .unwrap();
+    let counts = store.task_counts().await.unwrap();
+    assert_eq!(counts.get(&wrangle::TaskStatus::Completed), Some(&200));
+    assert_eq!(counts.get(&wrangle::TaskStatus::Failed), Some(&1));
+    store.close().await;
 }

@@ -14,16 +14,23 @@ use crate::coordinator::{CoordinatorStats, ScaleDecision};
 use crate::pool::PoolStats;
 use crate::worker::WorkerInfo;
 
-/// A machine taking part in the cluster. Today: the coordinator's own process; nodes that
-/// join over the network appear here too once they can.
+/// A machine taking part in the cluster: the coordinator's own process, and every node
+/// that joined over the network (online, lost or left).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct NodeInfo {
     /// The node's name.
     id: String,
     /// `coordinator` or `worker`.
     role: &'static str,
-    /// `online`.
-    status: &'static str,
+    /// `online`, `lost` or `left`.
+    status: crate::cluster::NodeStatus,
+    /// Its labels.
+    labels: Vec<String>,
+    /// Milliseconds since it was last heard from (0 for the coordinator).
+    silent_ms: u64,
+    /// Why it was lost, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_reason: Option<String>,
     /// Its pools.
     pools: Vec<PoolStats>,
     /// Its workers.
@@ -40,10 +47,14 @@ pub(crate) struct NodeInfo {
 #[utoipa::path(get, path = "/nodes", tag = "cluster", responses((status = 200, body = Vec<NodeInfo>)))]
 pub(crate) async fn nodes(State(state): State<ApiState>) -> Result<Json<Vec<NodeInfo>>, ApiError> {
     let pool = state.coordinator.pool().stats().await?;
-    Ok(Json(vec![NodeInfo {
+    let remote = state.coordinator.nodes().await?;
+    let mut nodes = vec![NodeInfo {
         id: state.node_name.clone(),
         role: "coordinator",
-        status: "online",
+        status: crate::cluster::NodeStatus::Online,
+        labels: Vec::new(),
+        silent_ms: 0,
+        lost_reason: None,
         workers: pool.worker_count,
         running: pool.current_tasks,
         capacity: pool.total_slots,
@@ -55,7 +66,21 @@ pub(crate) async fn nodes(State(state): State<ApiState>) -> Result<Json<Vec<Node
             .map(|t| t.to_string())
             .collect(),
         pools: vec![pool],
-    }]))
+    }];
+    nodes.extend(remote.into_iter().map(|n| NodeInfo {
+        id: n.name,
+        role: "worker",
+        status: n.status,
+        labels: n.labels,
+        silent_ms: n.silent_ms,
+        lost_reason: n.lost_reason,
+        workers: n.pool.worker_count,
+        running: n.pool.current_tasks,
+        capacity: n.pool.total_slots,
+        task_types: n.task_types,
+        pools: vec![n.pool],
+    }));
+    Ok(Json(nodes))
 }
 
 /// The same as `/nodes` (the route database-backed agent systems use).
@@ -69,7 +94,13 @@ pub(crate) async fn agents_nodes(state: State<ApiState>) -> Result<Json<Vec<Node
 pub(crate) async fn workers(
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<WorkerInfo>>, ApiError> {
-    Ok(Json(state.coordinator.get_workers().await?))
+    let mut workers = state.coordinator.get_workers().await?;
+    for node in state.coordinator.nodes().await? {
+        if node.status == crate::cluster::NodeStatus::Online {
+            workers.extend(node.workers);
+        }
+    }
+    Ok(Json(workers))
 }
 
 /// A scaling request.
@@ -125,9 +156,21 @@ pub(crate) async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
-    if state.coordinator.is_running() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
+    let store_down = state.coordinator.store().is_some_and(|s| {
+        !s.writer_stats()
+            .healthy
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
+    if !state.coordinator.is_running() {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    } else if store_down {
+        // Submits would be refused: send traffic elsewhere until commits succeed again.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: store unavailable",
+        )
+            .into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
     }
 }

@@ -131,7 +131,19 @@ impl From<Error> for ApiError {
                 }
                 QueueError::Full { .. } | QueueError::Closed => Self::Unavailable(q.to_string()),
                 QueueError::WaitTimeout { .. } => Self::Unavailable(q.to_string()),
+                // The database's own message may name hosts and users: it goes to the log.
+                QueueError::NotStored { reason } => {
+                    tracing::warn!(%reason, "submit refused: not stored");
+                    Self::Unavailable(
+                        "tasks not stored: the database is unavailable; nothing was accepted"
+                            .into(),
+                    )
+                }
             },
+            Error::Store(e) => {
+                tracing::warn!(error = %e, "store error");
+                Self::Unavailable("the database is unavailable".into())
+            }
             Error::Stopped { actor } => Self::Unavailable(format!("{actor} is not running")),
             other => Self::Internal(other.to_string()),
         }

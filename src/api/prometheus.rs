@@ -182,6 +182,77 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         "wrangle_scale_decisions {}",
         state.coordinator.scale_history().len()
     );
+    if let Some(store) = state.coordinator.store() {
+        let w = store.writer_stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, v) in [
+            (
+                "wrangle_store_commits_total",
+                "Store transactions committed.",
+                load(&w.commits),
+            ),
+            (
+                "wrangle_store_task_rows_total",
+                "Task rows written (inserts and updates).",
+                load(&w.task_rows),
+            ),
+            (
+                "wrangle_store_failures_total",
+                "Store commits that failed.",
+                load(&w.failures),
+            ),
+            (
+                "wrangle_store_pruned_total",
+                "Finished tasks deleted by retention.",
+                load(&w.pruned),
+            ),
+        ] {
+            metric(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        metric(
+            &mut out,
+            "wrangle_store_healthy",
+            "gauge",
+            "1 while the store's last commit succeeded.",
+        );
+        let healthy = w.healthy.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "wrangle_store_healthy {}", u8::from(healthy));
+    }
+    if let Some(c) = &stats.cluster {
+        metric(
+            &mut out,
+            "wrangle_cluster_nodes_online",
+            "gauge",
+            "Nodes online.",
+        );
+        let _ = writeln!(out, "wrangle_cluster_nodes_online {}", c.online);
+        for (name, help, v) in [
+            (
+                "wrangle_cluster_joins_total",
+                "Node joins accepted.",
+                c.joins,
+            ),
+            (
+                "wrangle_cluster_lost_total",
+                "Nodes given up (closed or silent).",
+                c.lost,
+            ),
+            (
+                "wrangle_cluster_refused_total",
+                "Node joins refused.",
+                c.refused,
+            ),
+            (
+                "wrangle_cluster_bad_frames_total",
+                "Frames from peers that did not decode.",
+                c.bad_frames,
+            ),
+        ] {
+            metric(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
     histogram(
         &mut out,
         "wrangle_task_latency_seconds",

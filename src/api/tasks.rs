@@ -190,13 +190,13 @@ fn specs_from(state: &ApiState, body: serde_json::Value) -> Result<Vec<TaskSpec>
             ),
         ));
     }
-    let handlers = state.coordinator.handlers();
+    let coordinator = &state.coordinator;
     items
         .into_iter()
         .map(|(at, v)| {
             let req: TaskRequest = decode(v, &at)?;
-            if !handlers.contains(&req.task_type) {
-                let known = handlers.task_types();
+            if !coordinator.serves(&req.task_type) {
+                let known = coordinator.task_types();
                 let names: Vec<&str> = known.iter().map(|t| &**t).collect();
                 return Err(ApiError::bad(
                     format!("{at}task_type"),

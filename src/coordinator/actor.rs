@@ -13,6 +13,7 @@ use crate::handler::HandlerRegistry;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::pool::{PoolArgs, PoolConfig, PoolRef};
 use crate::queue::QueueRef;
+use crate::store::Store;
 use crate::supervision::RestartTracker;
 use crate::worker::WorkerRegistry;
 
@@ -31,6 +32,10 @@ pub(crate) struct Shared {
     /// Replaced when the pool is restarted.
     pub(crate) pool: RwLock<PoolRef>,
     pub(crate) decisions: Mutex<VecDeque<ScaleDecision>>,
+    /// Online nodes' load, written by the cluster's gate.
+    pub(crate) remote: crate::cluster::RemoteLoadCell,
+    /// The listener for nodes, once started: its gate is this actor's child.
+    pub(crate) cluster: RwLock<Option<crate::cluster::Cluster>>,
 }
 
 /// The coordinator's messages. Built only by [`Coordinator`](super::Coordinator).
@@ -61,6 +66,7 @@ pub(crate) struct CoordinatorArgs {
     pub(crate) registry: WorkerRegistry,
     pub(crate) events: EventBus,
     pub(crate) depth: MailboxDepth,
+    pub(crate) store: Option<Store>,
 }
 
 /// The coordinator actor's state.
@@ -100,6 +106,7 @@ impl Actor for CoordinatorActor {
             c.queue.clone(),
             args.events.clone(),
             Some(myself.get_cell()),
+            args.store.clone(),
         )
         .await?;
         let pool = spawn_pool(
@@ -137,6 +144,8 @@ impl Actor for CoordinatorActor {
                 queue,
                 pool: RwLock::new(pool),
                 decisions: Mutex::new(VecDeque::new()),
+                remote: Default::default(),
+                cluster: RwLock::new(None),
             }),
             stopping: false,
         })
@@ -198,6 +207,22 @@ impl Actor for CoordinatorActor {
             tracing::error!(%reason, "task queue ended; coordinator stopping");
             return Err(format!("task queue ended: {reason}").into());
         }
+        let cluster = state
+            .shared
+            .cluster
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(cluster) = cluster.filter(|c| c.is_gate(id)) {
+            if !state.pool_restarts.allow(Instant::now()) {
+                return Err(
+                    format!("cluster gate failed past its restart budget: {reason}").into(),
+                );
+            }
+            tracing::warn!(%reason, "cluster gate ended; starting it again");
+            cluster.restart_gate(myself.get_cell()).await?;
+            return Ok(());
+        }
         let pool_id = state.pool().actor().get_id();
         if id != pool_id {
             return Ok(());
@@ -239,7 +264,7 @@ async fn spawn_pool(
     let args = PoolArgs {
         config,
         handlers: handlers.clone(),
-        queue: queue.clone(),
+        queue: crate::queue::Uplink::Queue(queue.clone()),
         registry: registry.clone(),
         events: events.clone(),
         depth: MailboxDepth::default(),
@@ -283,7 +308,12 @@ impl CoordinatorState {
         let queue = self.shared.queue.stats().await?;
         let pool = self.pool();
         let p = pool.stats().await?;
+        let remote = *self.shared.remote.read().unwrap_or_else(|e| e.into_inner());
         Ok(ScaleSignals {
+            remote_workers: remote.workers,
+            remote_busy_slots: remote.busy_slots,
+            remote_total_slots: remote.total_slots,
+            remote_mailbox: remote.mailbox,
             backlog: queue.queued.saturating_sub(queue.unroutable),
             queue_mailbox: self.shared.queue.mailbox_depth(),
             pool_mailbox: p.mailbox_depth,
@@ -356,6 +386,10 @@ impl CoordinatorState {
     /// the pool sees them die.
     fn health_check(&self) {
         let pool = self.pool();
+        let alive = self.registry.get_workers(None, &[]);
+        self.shared
+            .queue
+            .persist_heartbeats(alive.into_iter().map(|w| w.id.into()).collect());
         let silent_workers = self
             .registry
             .silent_incarnations(self.config.worker_timeout);
@@ -388,7 +422,21 @@ impl CoordinatorState {
         // running tasks again, without a limit, so what is still running is cancelled.
         let _ = pool.stop(graceful && unfinished == 0).await;
         let stats = queue.stats().await.ok();
-        queue.actor().stop(Some("coordinator stopped".into()));
+        queue.leave();
+        // Bounded: a store that stopped answering must not hold the stop up for ever.
+        match tokio::time::timeout(self.config.shutdown_timeout, queue.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "last changes could not be stored"),
+            Err(_) => tracing::warn!("the store did not commit the last changes in time"),
+        }
+        // Waited for, so that the database is free for the next queue once `stop` returns.
+        let _ = queue
+            .actor()
+            .stop_and_wait(
+                Some("coordinator stopped".into()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
         StopReport {
             graceful,
             unfinished: stats

@@ -23,6 +23,15 @@ pub struct ScaleSignals {
     pub total_slots: u64,
     /// Active (not draining) workers.
     pub workers: usize,
+    /// Workers on online nodes: they take the same backlog, so they count in the work per
+    /// worker (the local pool grows only for what they cannot absorb).
+    pub remote_workers: usize,
+    /// Tasks running on online nodes.
+    pub remote_busy_slots: u64,
+    /// Slots on online nodes.
+    pub remote_total_slots: u64,
+    /// Messages waiting in online nodes' pool and worker mailboxes, summed.
+    pub remote_mailbox: u64,
 }
 
 impl ScaleSignals {
@@ -100,13 +109,14 @@ impl Autoscaler {
                 return None;
             }
         }
-        let workers = s.workers.max(1);
+        let workers = (s.workers + s.remote_workers).max(1);
         let per_worker = s.pressure() as f64 / workers as f64;
         let (to, reason) = if s.workers < r.min_workers {
             (r.min_workers, "below_min")
         } else if per_worker > r.scale_up_threshold && s.workers < r.max_workers {
             let wanted = (s.pressure() as f64 / r.scale_up_threshold).ceil() as usize;
-            (wanted.clamp(s.workers + 1, r.max_workers), "backlog")
+            let local = wanted.saturating_sub(s.remote_workers);
+            (local.clamp(s.workers + 1, r.max_workers), "backlog")
         } else if per_worker < r.scale_down_threshold && s.workers > r.min_workers {
             let slots_per_worker = s.total_slots / s.workers as u64;
             let idle = s.total_slots.saturating_sub(s.busy_slots);
@@ -191,6 +201,28 @@ mod tests {
         assert!(s
             .decide("p", signals(0, 8, 0), now + Duration::from_secs(30))
             .is_some());
+    }
+
+    #[test]
+    fn remote_workers_share_the_backlog() {
+        let now = Instant::now();
+        // 45 waiting over 2 local workers would need 5; 3 online remote workers take their
+        // share, so the local pool grows to 2 + what is left.
+        let s = ScaleSignals {
+            remote_workers: 3,
+            remote_total_slots: 12,
+            ..signals(45, 2, 8)
+        };
+        let d = scaler().decide("p", s, now);
+        assert!(
+            d.is_none(),
+            "45 over 5 workers is 9 per worker, under 10: {d:?}"
+        );
+        let s = ScaleSignals {
+            remote_workers: 3,
+            ..signals(80, 2, 8)
+        };
+        assert_eq!(scaler().decide("p", s, now).unwrap().to, 5);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::handler::{HandlerRegistry, TaskHandler};
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::pool::{PoolRef, PoolStats};
 use crate::queue::{QueueConfig, QueueRef, QueueStats};
+use crate::store::{Store, StoreConfig};
 use crate::supervision::RestartBudget;
 use crate::task::{Payload, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 use crate::worker::{WorkerConfig, WorkerInfo, WorkerRegistry};
@@ -58,6 +59,11 @@ pub struct CoordinatorConfig {
     pub queue: QueueConfig,
     /// Restarts allowed to the pool (for its workers) and to the coordinator (for its pool).
     pub restart_budget: RestartBudget,
+    /// Where tasks are stored; `None` keeps them in memory only. Default `None`; the
+    /// coordinator example stores in `sqlite://wrangle.db` unless told otherwise.
+    pub store: Option<StoreConfig>,
+    /// Where nodes join over the network; `None` (default) runs without a cluster.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for CoordinatorConfig {
@@ -77,6 +83,8 @@ impl Default for CoordinatorConfig {
             worker: WorkerConfig::default(),
             queue: QueueConfig::default(),
             restart_budget: RestartBudget::default(),
+            store: None,
+            cluster: None,
         }
     }
 }
@@ -132,6 +140,12 @@ impl CoordinatorConfig {
         }
         self.worker.validate()?;
         self.queue.validate()?;
+        if let Some(store) = &self.store {
+            store.validate()?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         self.restart_budget.validate()
     }
 }
@@ -164,6 +178,10 @@ pub struct CoordinatorStats {
     pub mailboxes: MailboxStats,
     /// The last scaling change.
     pub last_scale: Option<ScaleDecision>,
+    /// The store, when tasks are stored.
+    pub store: Option<crate::store::StoreStats>,
+    /// The cluster, when nodes can join.
+    pub cluster: Option<crate::cluster::ClusterStats>,
 }
 
 /// What a stop left behind.
@@ -232,6 +250,7 @@ pub struct CoordinatorBuilder {
     handlers: HandlerRegistry,
     events: Option<EventBus>,
     registry: Option<WorkerRegistry>,
+    store: Option<Store>,
 }
 
 impl CoordinatorBuilder {
@@ -259,30 +278,68 @@ impl CoordinatorBuilder {
         self
     }
 
-    /// Starts the coordinator, its queue and its pool of `min_workers` workers.
+    /// Journals tasks to this (already open) store, instead of opening `config.store`.
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Starts the coordinator, its queue and its pool of `min_workers` workers. With a
+    /// store, the queue first reloads every unfinished task stored there; an unreachable
+    /// database fails here, naming its URL without the password.
     pub async fn start(self) -> Result<Coordinator, Error> {
         self.config.validate()?;
+        let store = match (self.store, &self.config.store) {
+            (Some(store), _) => Some(store),
+            (None, Some(config)) => Some(Store::open(config.clone()).await?),
+            (None, None) => None,
+        };
         let events = self.events.unwrap_or_default();
         let registry = self.registry.unwrap_or_default();
         let depth = MailboxDepth::default();
+        let cluster = self.config.cluster.clone();
         let args = CoordinatorArgs {
             config: self.config,
             handlers: self.handlers.clone(),
             registry: registry.clone(),
             events: events.clone(),
             depth: depth.clone(),
+            store,
         };
         let (actor, _join) = ractor::Actor::spawn(None, CoordinatorActor, args)
             .await
-            .map_err(|e| Error::Spawn {
-                actor: "coordinator",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::spawn("coordinator", e))?;
         let mailbox = Mailbox::new(actor, depth);
         let shared = mailbox
             .call(CoordinatorMsg::Shared, None, COORDINATOR)
             .await?;
+        let cluster = match &cluster {
+            Some(config) => {
+                match crate::cluster::Cluster::start(
+                    config,
+                    shared.queue.clone(),
+                    events.clone(),
+                    shared.remote.clone(),
+                    mailbox.actor().get_cell(),
+                )
+                .await
+                {
+                    Ok(c) => {
+                        *shared.cluster.write().unwrap_or_else(|e| e.into_inner()) =
+                            Some(c.clone());
+                        Some(c)
+                    }
+                    Err(e) => {
+                        // Without its listener the coordinator is not what was asked for.
+                        let _ = mailbox.actor().stop_and_wait(None, None).await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Coordinator {
+            cluster,
             mailbox,
             shared,
             handlers: self.handlers,
@@ -314,6 +371,8 @@ const COORDINATOR: &str = "coordinator";
 /// ```
 #[derive(Clone, Debug)]
 pub struct Coordinator {
+    /// The listener for nodes, when the cluster is on.
+    cluster: Option<crate::cluster::Cluster>,
     mailbox: Mailbox<CoordinatorMsg>,
     shared: Arc<Shared>,
     handlers: HandlerRegistry,
@@ -458,6 +517,8 @@ impl Coordinator {
             queue,
             workers,
             last_scale,
+            store: self.store().map(Store::stats),
+            cluster: self.cluster.as_ref().map(|c| c.stats()),
         })
     }
 
@@ -492,6 +553,11 @@ impl Coordinator {
         &self.shared.queue
     }
 
+    /// The store tasks are journaled to, if any.
+    pub fn store(&self) -> Option<&Store> {
+        self.shared.queue.store()
+    }
+
     /// The local pool (a new one after the coordinator restarted a failed pool).
     pub fn pool(&self) -> PoolRef {
         self.shared
@@ -514,6 +580,34 @@ impl Coordinator {
         )
     }
 
+    /// True when a local handler or an online node serves `task_type`.
+    pub fn serves(&self, task_type: &str) -> bool {
+        self.handlers.contains(task_type)
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.remote_types().iter().any(|t| &**t == task_type))
+    }
+
+    /// Task types served here or by online nodes, sorted.
+    pub fn task_types(&self) -> Vec<Arc<str>> {
+        let mut types = self.handlers.task_types();
+        if let Some(c) = &self.cluster {
+            types.extend(c.remote_types());
+        }
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    /// The nodes that joined over the network (empty without a cluster).
+    pub async fn nodes(&self) -> Result<Vec<crate::cluster::RemoteNode>, Error> {
+        match &self.cluster {
+            Some(c) => c.nodes().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Stops everything. Graceful: new submits are refused, queued and running tasks finish
     /// (up to `shutdown_timeout`), then workers, pool and queue stop. Otherwise running
     /// attempts are cancelled at once.
@@ -526,7 +620,12 @@ impl Coordinator {
                 None,
                 COORDINATOR,
             )
-            .await?;
+            .await;
+        // After the drain: remote workers report through the cluster until then.
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await;
+        }
+        let report = report?;
         actor.wait(Some(Duration::from_secs(10))).await.ok();
         Ok(report)
     }

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::events::{EventBus, EventKind};
 use crate::handler::HandlerRegistry;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::queue::QueueRef;
+use crate::queue::Uplink;
 use crate::supervision::RestartTracker;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg, WorkerRef, WorkerRegistry, WorkerShared};
 
@@ -52,7 +52,7 @@ impl ractor::Message for PoolMsg {}
 pub(crate) struct PoolArgs {
     pub(crate) config: PoolConfig,
     pub(crate) handlers: HandlerRegistry,
-    pub(crate) queue: QueueRef,
+    pub(crate) queue: Uplink,
     pub(crate) registry: WorkerRegistry,
     pub(crate) events: EventBus,
     pub(crate) depth: MailboxDepth,
@@ -75,7 +75,7 @@ pub(crate) struct PoolState {
     /// Handlers shared by all workers.
     handlers: HandlerRegistry,
     /// The queue the workers pull from.
-    queue: QueueRef,
+    queue: Uplink,
     /// Where workers heartbeat.
     registry: WorkerRegistry,
     /// Lifecycle events.

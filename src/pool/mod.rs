@@ -8,12 +8,12 @@ pub(crate) use actor::{PoolArgs, PoolMsg};
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::handler::{HandlerRegistry, TaskHandler};
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::queue::QueueRef;
+use crate::queue::{QueueRef, Uplink};
 use crate::supervision::RestartBudget;
 use crate::task::{Payload, TaskSpec};
 use crate::worker::{WorkerConfig, WorkerInfo, WorkerRef};
@@ -72,7 +72,7 @@ impl PoolConfig {
 }
 
 /// A pool's counters.
-#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolStats {
     /// The pool.
     pub name: String,
@@ -105,7 +105,7 @@ pub struct PoolStats {
 pub struct PoolRef {
     pub(crate) mailbox: Mailbox<PoolMsg>,
     pub(crate) handlers: HandlerRegistry,
-    pub(crate) queue: QueueRef,
+    pub(crate) queue: Uplink,
     pub(crate) name: Arc<str>,
 }
 
@@ -154,7 +154,7 @@ impl PoolRef {
             PoolArgs {
                 config,
                 handlers,
-                queue,
+                queue: Uplink::Queue(queue),
                 registry: Default::default(),
                 events: Default::default(),
                 depth: Default::default(),
@@ -182,7 +182,13 @@ impl PoolRef {
 
     /// Submits a task to the queue this pool pulls from and waits for its result.
     pub async fn submit(&self, spec: TaskSpec) -> Result<Payload, Error> {
-        let (id, outcome) = self.queue.submit_and_wait(spec).await?;
+        let Uplink::Queue(queue) = &self.queue else {
+            return Err(Error::invalid(
+                "pool",
+                "this pool runs on a node: submit through the coordinator",
+            ));
+        };
+        let (id, outcome) = queue.submit_and_wait(spec).await?;
         crate::coordinator::outcome_to_result(id, outcome)
     }
 

@@ -1,4 +1,5 @@
 use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -10,6 +11,7 @@ use super::sink::{Capabilities, LeaseSink};
 use super::{QueueConfig, QueueError, QueueStats, Submitted};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::store::{Ack, Durability, NodeRow, Store, StoreMsg, StoreOp};
 use crate::task::{IdMap, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
@@ -54,9 +56,11 @@ impl Waiter {
 
 /// The queue's messages. Built only by [`QueueRef`](super::QueueRef).
 pub(crate) enum QueueMsg {
-    /// Accept tasks (all or none); optionally wait for their outcomes.
+    /// Accept tasks (all or none); optionally wait for their outcomes. `known` holds the
+    /// idempotency keys the store already has, with their tasks.
     Submit {
         specs: Vec<TaskSpec>,
+        known: HashMap<String, TaskId>,
         waiter: Option<Waiter>,
         reply: RpcReplyPort<Result<Vec<Submitted>, QueueError>>,
     },
@@ -118,6 +122,16 @@ pub(crate) enum QueueMsg {
     },
     /// Time to promote delayed tasks and expire leases.
     Tick,
+    /// The store could not commit these submitted tasks: take them back out.
+    NotStored { ids: Vec<TaskId> },
+    /// Workers seen alive, for the store's registry.
+    Heartbeats(Vec<Arc<str>>),
+    /// Answer once everything changed so far is committed to the store.
+    Flush(RpcReplyPort<Result<(), crate::store::StoreError>>),
+    /// The coordinator is stopping: record its node as deregistered.
+    Leaving,
+    /// A remote node joined, left or was lost: record it.
+    Node(NodeRow),
 }
 
 impl ractor::Message for QueueMsg {}
@@ -127,6 +141,19 @@ pub(crate) struct QueueArgs {
     pub(crate) events: EventBus,
     pub(crate) depth: MailboxDepth,
     pub(crate) metrics: Arc<crate::metrics::TaskMetrics>,
+    pub(crate) store: Option<Store>,
+}
+
+/// The queue's link to its store.
+struct StoreLink {
+    writer: Mailbox<StoreMsg>,
+    durability: Durability,
+    /// Submits answered once their tasks are committed.
+    acks: Vec<Ack>,
+    /// The node this queue registered in the store.
+    node: Arc<str>,
+    /// This queue's hold on the database (one queue per database).
+    claim: Option<crate::store::Claim>,
 }
 
 /// The queue actor's state.
@@ -145,6 +172,8 @@ pub(crate) struct QueueState {
     closing: Option<Option<oneshot::Sender<()>>>,
     /// Messages handled since the last dispatch; bounds how long a flood defers it.
     since_dispatch: u32,
+    /// Where changes are journaled, when the queue has a store.
+    store: Option<StoreLink>,
 }
 
 /// Dispatch at the latest after this many messages, even if more are waiting.
@@ -160,15 +189,60 @@ impl Actor for TaskQueue {
         myself: ActorRef<QueueMsg>,
         args: QueueArgs,
     ) -> Result<QueueState, ActorProcessingErr> {
-        Ok(QueueState {
-            core: QueueCore::with_metrics(args.config, args.metrics),
+        let me = Mailbox::new(myself, args.depth);
+        let mut core = QueueCore::with_metrics(args.config, args.metrics);
+        let mut link = None;
+        if let Some(store) = args.store {
+            let node: Arc<str> = Arc::from(store.config().node.as_str());
+            core.persist_as(node.clone());
+            let claim = store.claim().await?;
+            let started = std::time::Instant::now();
+            let tasks = store.load().await?;
+            let restored = core.restore(tasks, Instant::now());
+            tracing::info!(
+                tasks = restored,
+                took = ?started.elapsed(),
+                backend = store.backend(),
+                "queue recovered from the store"
+            );
+            core.out.writes.push(StoreOp::Node(NodeRow {
+                id: node.clone(),
+                address: None,
+                labels: "[]".into(),
+                status: "active",
+                at_ms: crate::store::ms(std::time::SystemTime::now()),
+            }));
+            link = Some(StoreLink {
+                writer: store.start_writer(me.clone()).await?,
+                durability: store.config().durability,
+                acks: Vec::new(),
+                node,
+                claim: Some(claim),
+            });
+        }
+        let mut state = QueueState {
+            core,
             waiters: IdMap::default(),
             events: args.events,
-            me: Mailbox::new(myself, args.depth),
+            me,
             wake_at: None,
             closing: None,
             since_dispatch: 0,
-        })
+            store: link,
+        };
+        after_message(&mut state, Instant::now());
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<QueueMsg>,
+        state: &mut QueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(claim) = state.store.as_mut().and_then(|l| l.claim.take()) {
+            claim.release().await;
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -183,18 +257,27 @@ impl Actor for TaskQueue {
         match msg {
             QueueMsg::Submit {
                 specs,
+                known,
                 waiter,
                 reply,
             } => {
                 let result = if state.closing.is_some() {
                     Err(QueueError::Closed)
                 } else {
-                    state.core.submit(specs, now)
+                    state.core.submit_known(specs, &known, now)
                 };
                 if let (Ok(ids), Some(waiter)) = (&result, waiter) {
                     register(state, ids, waiter);
                 }
-                let _ = reply.send(result);
+                match (result, &mut state.store) {
+                    // Answered by the store writer once the tasks are committed.
+                    (Ok(submitted), Some(link)) if link.durability == Durability::Committed => {
+                        link.acks.push(Ack { reply, submitted });
+                    }
+                    (result, _) => {
+                        let _ = reply.send(result);
+                    }
+                }
             }
             QueueMsg::Wait { id, waiter, reply } => {
                 let answer = match state.core.outcome(id) {
@@ -256,6 +339,52 @@ impl Actor for TaskQueue {
                 state.wake_at = None;
                 state.core.tick(now);
             }
+            QueueMsg::NotStored { ids } => {
+                state.core.abandon(&ids);
+                for id in &ids {
+                    state.waiters.remove(id);
+                }
+            }
+            QueueMsg::Leaving => {
+                if let Some(link) = &state.store {
+                    state.core.out.writes.push(StoreOp::Node(NodeRow {
+                        id: link.node.clone(),
+                        address: None,
+                        labels: "[]".into(),
+                        status: "deregistered",
+                        at_ms: crate::store::ms(std::time::SystemTime::now()),
+                    }));
+                }
+            }
+            QueueMsg::Node(row) => {
+                if state.store.is_some() {
+                    state.core.out.writes.push(StoreOp::Node(row));
+                }
+            }
+            QueueMsg::Heartbeats(workers) => {
+                if state.store.is_some() {
+                    let at = crate::store::ms(std::time::SystemTime::now());
+                    state.core.out.writes.push(StoreOp::Heartbeat(workers, at));
+                }
+            }
+            QueueMsg::Flush(reply) => {
+                // Everything before it goes to the writer first, so the flush covers it.
+                send_writes(state);
+                match &state.store {
+                    Some(link) => {
+                        if let Err(Some(StoreMsg::Flush(reply))) =
+                            link.writer.send(StoreMsg::Flush(reply))
+                        {
+                            let _ = reply.send(Err(crate::store::StoreError::Unavailable(
+                                "store writer stopped".into(),
+                            )));
+                        }
+                    }
+                    None => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
         }
         after_message(state, now);
         Ok(())
@@ -280,9 +409,15 @@ fn register(state: &mut QueueState, ids: &[Submitted], waiter: Waiter) {
 /// lookup is skipped (this runs once per submitted task, on the queue's hot path).
 fn wait_or_answer(state: &mut QueueState, s: Submitted, waiter: Waiter) {
     if s.existing {
-        if let Some(Some(outcome)) = state.core.outcome(s.id) {
-            waiter.send(s.id, outcome);
-            return;
+        match state.core.outcome(s.id) {
+            Some(Some(outcome)) => {
+                waiter.send(s.id, outcome);
+                return;
+            }
+            // Known only to the store (it finished before a restart, or was pruned from
+            // memory): dropping the waiter tells the caller to look there.
+            None => return,
+            Some(None) => {}
         }
     }
     add_waiter(&mut state.waiters, s.id, waiter);
@@ -351,6 +486,7 @@ fn after_message(state: &mut QueueState, now: Instant) {
             }
         }
     }
+    send_writes(state);
     let out = std::mem::take(&mut state.core.out);
     for (id, outcome) in out.finished {
         if let Some(waiting) = state.waiters.remove(&id) {
@@ -379,5 +515,28 @@ fn after_message(state: &mut QueueState, now: Instant) {
                 let _ = tx.send(());
             }
         }
+    }
+}
+
+/// Hands the changes made so far, and the submits waiting on them, to the store writer.
+fn send_writes(state: &mut QueueState) {
+    let Some(link) = &mut state.store else {
+        return;
+    };
+    if state.core.out.writes.is_empty() && link.acks.is_empty() {
+        return;
+    }
+    let ops = std::mem::take(&mut state.core.out.writes);
+    let acks = std::mem::take(&mut link.acks);
+    if let Err(Some(StoreMsg::Write { acks, .. })) = link.writer.send(StoreMsg::Write { ops, acks })
+    {
+        let mut ids = Vec::new();
+        for ack in acks {
+            ids.extend(ack.submitted.iter().filter(|s| !s.existing).map(|s| s.id));
+            let _ = ack.reply.send(Err(QueueError::NotStored {
+                reason: "store writer stopped".into(),
+            }));
+        }
+        state.core.abandon(&ids);
     }
 }

@@ -26,7 +26,14 @@ pub struct QueueConfig {
     pub max_finished_tasks: usize,
     /// Dead letters kept; the oldest go first, with a warning. Default 100,000.
     pub max_dead_letters: usize,
+    /// Largest task payload, in bytes; a bigger one is refused at submit (with its whole
+    /// batch). The default, 16 MiB less 64 KiB, lets every task cross to a node in one
+    /// ractor_cluster frame (16 MiB) with room for the lease around it.
+    pub max_payload_bytes: usize,
 }
+
+/// ractor_cluster's default cap on one inbound frame.
+pub const CLUSTER_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -39,6 +46,7 @@ impl Default for QueueConfig {
             max_lease_losses: 5,
             max_finished_tasks: 100_000,
             max_dead_letters: 100_000,
+            max_payload_bytes: CLUSTER_FRAME_BYTES - 64 * 1024,
         }
     }
 }
@@ -48,6 +56,15 @@ impl QueueConfig {
     pub fn validate(&self) -> Result<(), Error> {
         if self.max_queue_size == 0 {
             return Err(Error::invalid("max_queue_size", "must be at least 1"));
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > CLUSTER_FRAME_BYTES - 1024 {
+            return Err(Error::invalid(
+                "max_payload_bytes",
+                format!(
+                    "must be between 1 and {} (a cluster frame less room for the lease)",
+                    CLUSTER_FRAME_BYTES - 1024
+                ),
+            ));
         }
         if self.retry_base_delay > self.retry_max_delay {
             return Err(Error::invalid(

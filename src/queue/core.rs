@@ -21,7 +21,7 @@ use crate::task::{
 };
 
 /// How one attempt ended, as a worker reports it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum AttemptOutcome {
     Completed(Payload),
     Failed(TaskError),
@@ -31,7 +31,7 @@ pub(crate) enum AttemptOutcome {
 }
 
 /// One finished attempt, reported by a worker.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AttemptReport {
     pub(crate) task_id: TaskId,
     pub(crate) attempt: u32,
@@ -48,6 +48,8 @@ pub(crate) struct Outbox {
     /// Lifecycle events, collected only while `events_on`.
     pub(crate) events: Vec<EventKind>,
     pub(crate) events_on: bool,
+    /// Changes for the store, in order; filled only when the queue has one.
+    pub(crate) writes: Vec<crate::store::StoreOp>,
 }
 
 impl Outbox {
@@ -152,6 +154,7 @@ struct Counters {
     timed_out: u64,
     retried: u64,
     lease_lost: u64,
+    recovered: u64,
 }
 
 pub(crate) struct QueueCore {
@@ -176,6 +179,8 @@ pub(crate) struct QueueCore {
     counters: Counters,
     rng: fastrand::Rng,
     metrics: Arc<TaskMetrics>,
+    /// With a store: the node name attempts are recorded under. `None`: nothing is written.
+    persist: Option<Arc<str>>,
     pub(crate) out: Outbox,
 }
 
@@ -206,6 +211,7 @@ impl QueueCore {
             counters: Counters::default(),
             rng: fastrand::Rng::new(),
             metrics,
+            persist: None,
             out: Outbox::default(),
         }
     }
@@ -223,9 +229,21 @@ impl QueueCore {
     // ----- submit -------------------------------------------------------------------------
 
     /// Accepts every spec, or none: an invalid spec or a full queue refuses the whole batch.
+    #[cfg(test)]
     pub(crate) fn submit(
         &mut self,
         specs: Vec<TaskSpec>,
+        now: Instant,
+    ) -> Result<Vec<Submitted>, QueueError> {
+        self.submit_known(specs, &HashMap::new(), now)
+    }
+
+    /// [`submit`](Self::submit), where `known` maps idempotency keys the store already holds
+    /// (for tasks that may no longer be in memory) to their tasks.
+    pub(crate) fn submit_known(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        known: &HashMap<String, TaskId>,
         now: Instant,
     ) -> Result<Vec<Submitted>, QueueError> {
         for (index, spec) in specs.iter().enumerate() {
@@ -233,6 +251,17 @@ impl QueueCore {
                 index,
                 reason: e.to_string(),
             })?;
+            let size = spec.payload().len();
+            if size > self.config.max_payload_bytes {
+                return Err(QueueError::InvalidTask {
+                    index,
+                    reason: format!(
+                        "payload is {size} bytes, over the {}-byte limit (max_payload_bytes: \
+                         a task must fit in one cluster frame)",
+                        self.config.max_payload_bytes
+                    ),
+                });
+            }
         }
         // New tasks this batch makes: a key already known, or repeated within the batch,
         // makes none.
@@ -240,7 +269,11 @@ impl QueueCore {
         let fresh = specs
             .iter()
             .filter(|s| match &s.options.idempotency_key {
-                Some(k) => !self.idempotency.contains_key(k) && keys.insert(k.as_str()),
+                Some(k) => {
+                    !self.idempotency.contains_key(k)
+                        && !known.contains_key(k)
+                        && keys.insert(k.as_str())
+                }
                 None => true,
             })
             .count();
@@ -255,7 +288,7 @@ impl QueueCore {
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             if let Some(key) = &spec.options.idempotency_key {
-                if let Some(&id) = self.idempotency.get(key) {
+                if let Some(&id) = self.idempotency.get(key).or_else(|| known.get(key)) {
                     out.push(Submitted { id, existing: true });
                     continue;
                 }
@@ -291,6 +324,7 @@ impl QueueCore {
                 Some(d) => self.make_pending(id, now + d),
                 None => self.make_ready(id),
             }
+            self.save_new(id);
             self.counters.submitted += 1;
             out.push(Submitted {
                 id,
@@ -324,6 +358,7 @@ impl QueueCore {
         class.heap.push(Ready { priority, seq, id });
         class.live += 1;
         self.queued_by_priority[priority.index()] += 1;
+        self.save(id);
     }
 
     pub(super) fn make_pending(&mut self, id: TaskId, at: Instant) {
@@ -331,6 +366,7 @@ impl QueueCore {
         e.status = TaskStatus::Pending;
         e.ready_at = Some(at);
         self.delayed.insert((at, id));
+        self.save(id);
     }
 
     /// Takes a queued task out of the ready counts (its heap entry goes stale).
@@ -426,6 +462,7 @@ impl QueueCore {
     }
 }
 
+mod persist;
 mod reads;
 mod results;
 mod workers;

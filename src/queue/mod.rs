@@ -6,15 +6,17 @@ mod config;
 mod core;
 mod ready;
 mod sink;
+mod uplink;
 
 pub(crate) use self::actor::TaskQueue;
-pub use self::config::QueueConfig;
+pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 pub use self::core::Submitted;
 pub use self::sink::Capabilities;
 
 pub(crate) use self::actor::{QueueMsg, Waiter};
 pub(crate) use self::core::{AttemptOutcome, AttemptReport};
 pub(crate) use self::sink::LeaseSink;
+pub(crate) use self::uplink::Uplink;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::Error;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::metrics::TaskMetrics;
+use crate::store::Store;
 use crate::task::{TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// What the queue refuses, and why.
@@ -66,6 +69,12 @@ pub enum QueueError {
         id: TaskId,
         /// Its status.
         status: TaskStatus,
+    },
+    /// The store could not commit the submit, so the tasks were not accepted.
+    #[error("tasks not stored: {reason}")]
+    NotStored {
+        /// The database's error.
+        reason: String,
     },
     /// The queue is shutting down and takes no new tasks.
     #[error("queue is shutting down and accepts no new tasks")]
@@ -147,6 +156,8 @@ pub struct QueueStats {
     pub retried: u64,
     /// Leases taken back from dead or silent workers.
     pub leases_lost: u64,
+    /// Tasks reloaded from the store at start (unfinished ones and dead letters).
+    pub recovered: u64,
     /// Tasks in the dead-letter list now.
     pub dead_lettered: usize,
     /// Queued tasks that no attached worker can take (unknown type or unmatched labels).
@@ -162,6 +173,8 @@ pub struct QueueStats {
 pub struct QueueRef {
     mailbox: Mailbox<QueueMsg>,
     metrics: Arc<TaskMetrics>,
+    /// Where finished tasks no longer in memory are looked up.
+    store: Option<Store>,
 }
 
 const QUEUE: &str = "task queue";
@@ -171,13 +184,29 @@ impl QueueRef {
     pub async fn spawn(
         config: QueueConfig,
     ) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
-        Self::spawn_inner(config, crate::events::EventBus::default(), None).await
+        Self::spawn_inner(config, crate::events::EventBus::default(), None, None).await
+    }
+
+    /// Starts a queue actor journaled to `store`: it first reloads every unfinished task
+    /// and dead letter stored there, then writes each change through the store's writer.
+    pub async fn spawn_with_store(
+        config: QueueConfig,
+        store: Store,
+    ) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
+        Self::spawn_inner(
+            config,
+            crate::events::EventBus::default(),
+            None,
+            Some(store),
+        )
+        .await
     }
 
     pub(crate) async fn spawn_inner(
         config: QueueConfig,
         events: crate::events::EventBus,
         supervisor: Option<ractor::ActorCell>,
+        store: Option<Store>,
     ) -> Result<(Self, ractor::concurrency::JoinHandle<()>), Error> {
         config.validate()?;
         let depth = MailboxDepth::default();
@@ -187,19 +216,18 @@ impl QueueRef {
             events,
             depth: depth.clone(),
             metrics: metrics.clone(),
+            store: store.clone(),
         };
         let spawned = match supervisor {
             Some(s) => ractor::Actor::spawn_linked(None, TaskQueue, args, s).await,
             None => ractor::Actor::spawn(None, TaskQueue, args).await,
         };
-        let (actor, handle) = spawned.map_err(|e| Error::Spawn {
-            actor: QUEUE,
-            reason: e.to_string(),
-        })?;
+        let (actor, handle) = spawned.map_err(|e| Error::spawn(QUEUE, e))?;
         Ok((
             Self {
                 mailbox: Mailbox::new(actor, depth),
                 metrics,
+                store,
             },
             handle,
         ))
@@ -254,8 +282,15 @@ impl QueueRef {
             .submit_inner(vec![spec], Some(Waiter::Once(tx)))
             .await?;
         let id = submitted[0].id;
-        let outcome = rx.await.map_err(|_| Error::Stopped { actor: QUEUE })?;
-        Ok((id, outcome))
+        match rx.await {
+            Ok(outcome) => Ok((id, outcome)),
+            // An idempotency key matched a task only the store still holds.
+            Err(_) if submitted[0].existing && self.store.is_some() => {
+                let outcome = self.wait_for(id, Duration::MAX).await?;
+                Ok((id, outcome))
+            }
+            Err(_) => Err(Error::Stopped { actor: QUEUE }),
+        }
     }
 
     async fn submit_inner(
@@ -263,11 +298,23 @@ impl QueueRef {
         specs: Vec<TaskSpec>,
         waiter: Option<Waiter>,
     ) -> Result<Vec<Submitted>, Error> {
+        // Keys from before a restart, or of tasks gone from memory, are only in the store.
+        let mut known = std::collections::HashMap::new();
+        if let Some(store) = &self.store {
+            let keys: Vec<&str> = specs
+                .iter()
+                .filter_map(|s| s.options.idempotency_key.as_deref())
+                .collect();
+            if !keys.is_empty() {
+                known = store.find_keys(&keys).await?;
+            }
+        }
         let result = self
             .mailbox
             .call(
                 |reply| QueueMsg::Submit {
                     specs,
+                    known,
                     waiter,
                     reply,
                 },
@@ -282,7 +329,8 @@ impl QueueRef {
     /// A task that already finished answers at once.
     pub async fn wait_for(&self, id: TaskId, timeout: Duration) -> Result<TaskOutcome, Error> {
         let (tx, rx) = oneshot::channel();
-        self.mailbox
+        let registered = self
+            .mailbox
             .call(
                 |reply| QueueMsg::Wait {
                     id,
@@ -292,7 +340,16 @@ impl QueueRef {
                 None,
                 QUEUE,
             )
-            .await??;
+            .await?;
+        if let Err(QueueError::NotFound(_)) = registered {
+            // Not in memory: a task that finished before a restart is in the store.
+            if let Some(store) = &self.store {
+                if let Some(outcome) = store.outcome(id).await? {
+                    return Ok(outcome);
+                }
+            }
+        }
+        registered?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) => Err(Error::Stopped { actor: QUEUE }),
@@ -306,10 +363,43 @@ impl QueueRef {
 
     /// Everything known about a task.
     pub async fn get_task(&self, id: TaskId) -> Result<TaskSnapshot, Error> {
-        self.mailbox
+        if let Some(task) = self
+            .mailbox
             .call(|reply| QueueMsg::Get { id, reply }, None, QUEUE)
             .await?
-            .ok_or(QueueError::NotFound(id).into())
+        {
+            return Ok(task);
+        }
+        match &self.store {
+            Some(store) => store.get_task(id).await?,
+            None => None,
+        }
+        .ok_or(QueueError::NotFound(id).into())
+    }
+
+    /// The store the queue journals to, if any.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Waits until every change made so far is committed to the store (at once without
+    /// one).
+    pub async fn flush(&self) -> Result<(), Error> {
+        Ok(self.mailbox.call(QueueMsg::Flush, None, QUEUE).await??)
+    }
+
+    /// Records in the store's registry that this queue's node is leaving (before a stop).
+    pub(crate) fn leave(&self) {
+        if self.store.is_some() {
+            let _ = self.mailbox.send(QueueMsg::Leaving);
+        }
+    }
+
+    /// Records in the store's registry that these workers are alive.
+    pub(crate) fn persist_heartbeats(&self, workers: Vec<Arc<str>>) {
+        if self.store.is_some() && !workers.is_empty() {
+            let _ = self.mailbox.send(QueueMsg::Heartbeats(workers));
+        }
     }
 
     /// Tasks with `status` (all when `None`), oldest first, at most `limit`, after the
@@ -330,8 +420,17 @@ impl QueueRef {
         .await
     }
 
-    /// The tasks matching `query`, oldest first.
+    /// The tasks matching `query`, oldest first. With a store, finished tasks (and listings
+    /// of every status) come from it, so they include tasks from before a restart and past
+    /// `max_finished_tasks`; waiting and running tasks come from memory, which leads.
     pub async fn query(&self, query: TaskQuery) -> Result<Vec<TaskSnapshot>, Error> {
+        if let Some(store) = &self.store {
+            if query.status.is_none_or(|s| s.is_finished()) {
+                // Whatever changed in memory so far is in the store first.
+                self.flush().await?;
+                return store.list(&query).await;
+            }
+        }
         self.mailbox
             .call(|reply| QueueMsg::List { query, reply }, None, QUEUE)
             .await
@@ -393,6 +492,11 @@ impl QueueRef {
             credits,
             sink,
         });
+    }
+
+    /// Records a remote node's state in the store (nothing without one).
+    pub(crate) fn record_node(&self, row: crate::store::NodeRow) {
+        let _ = self.mailbox.send(QueueMsg::Node(row));
     }
 
     pub(crate) fn detach(&self, worker: Arc<str>, incarnation: u64) {

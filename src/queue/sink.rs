@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::task::{Lease, TaskId};
 
 /// What a worker offers: the task types it has handlers for, and its labels.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// Task types with a handler.
     pub task_types: HashSet<Arc<str>>,

@@ -64,6 +64,10 @@ impl TaskId {
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0
     }
+
+    pub(crate) fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id)
+    }
 }
 
 impl Default for TaskId {
@@ -310,7 +314,7 @@ pub struct TaskSnapshot {
 }
 
 /// A task on its way to a worker: what a worker needs to run one attempt.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     /// The task's id.
     pub task_id: TaskId,

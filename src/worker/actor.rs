@@ -11,7 +11,7 @@ use super::{WorkerRegistry, WorkerShared, WorkerStatus};
 use crate::events::{EventBus, EventKind};
 use crate::handler::{HandlerMap, TaskContext, TaskError};
 use crate::mailbox::Mailbox;
-use crate::queue::{AttemptOutcome, AttemptReport, Capabilities, LeaseSink, QueueRef};
+use crate::queue::{AttemptOutcome, AttemptReport, Capabilities, LeaseSink, Uplink};
 use crate::task::{IdMap, Lease, Payload, TaskId};
 
 /// The worker actor. Workers are started by their [`WorkerPool`](crate::PoolRef).
@@ -53,7 +53,7 @@ impl ractor::Message for WorkerMsg {}
 pub(crate) struct WorkerArgs {
     pub(crate) shared: Arc<WorkerShared>,
     pub(crate) handlers: HandlerMap,
-    pub(crate) queue: QueueRef,
+    pub(crate) queue: Uplink,
     pub(crate) registry: WorkerRegistry,
     pub(crate) events: EventBus,
 }
@@ -68,7 +68,7 @@ pub(crate) struct WorkerState {
     /// Handlers by task type.
     handlers: HandlerMap,
     /// Where leases come from and reports go.
-    queue: QueueRef,
+    queue: Uplink,
     /// Where heartbeats go.
     registry: WorkerRegistry,
     /// Lifecycle events.

@@ -280,7 +280,7 @@ impl WorkerRef {
         let args = WorkerArgs {
             shared: shared.clone(),
             handlers: handlers.snapshot(),
-            queue,
+            queue: crate::queue::Uplink::Queue(queue),
             registry: WorkerRegistry::default(),
             events: crate::events::EventBus::default(),
         };

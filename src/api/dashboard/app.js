@@ -101,6 +101,11 @@ async function refreshStats() {
   $("c-unroutable").textContent = fmtNum(q.unroutable);
   $("c-workers").textContent = s.workers.worker_count + " / " + s.workers.max_workers;
   $("uptime").textContent = "up " + age(Date.now() - s.uptime_secs * 1000);
+  const st = s.store;
+  $("store").textContent = st
+    ? "store: " + st.url + (st.healthy ? "" : " (unavailable: submits refused)")
+    : "store: none (memory only)";
+  $("store").className = st && !st.healthy ? "pill bad" : "muted";
   const now = performance.now();
   if (lastCompleted !== null) {
     const rate = ((q.completed - lastCompleted) * 1000) / Math.max(1, now - lastTick);
@@ -130,10 +135,16 @@ async function refreshWorkers() {
       el("td", (w.tags || []).join(", ")));
     return tr;
   }));
-  $("nodes").textContent = nodes.map((n) =>
-    `${n.id} (${n.role}, ${n.status}): ${n.running}/${n.capacity} slots busy, serves ${n.task_types.join(", ")}`).join(" · ");
+  $("nodes").textContent = nodes.map((n) => {
+    const labels = (n.labels || []).length ? `, labels ${n.labels.join(", ")}` : "";
+    const state = n.status === "online"
+      ? `${n.running}/${n.capacity} slots busy, serves ${n.task_types.join(", ")}`
+      : `${n.lost_reason || n.status}, last heard ${fmtNum(Math.round(n.silent_ms / 1000))} s ago`;
+    return `${n.id} (${n.role}, ${n.status}${labels}): ${state}`;
+  }).join(" · ");
   const select = $("submit-type");
-  const types = [...new Set(nodes.flatMap((n) => n.task_types))];
+  const online = nodes.filter((n) => n.status === "online");
+  const types = [...new Set(online.flatMap((n) => n.task_types))];
   if (select.options.length !== types.length) {
     select.replaceChildren(...types.map((t) => el("option", t)));
     if (types.includes("sleep")) select.value = "sleep";

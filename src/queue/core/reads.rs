@@ -97,6 +97,7 @@ impl QueueCore {
             timed_out: self.counters.timed_out,
             retried: self.counters.retried,
             leases_lost: self.counters.lease_lost,
+            recovered: self.counters.recovered,
             dead_lettered: self.dead.len(),
             unroutable: self
                 .classes

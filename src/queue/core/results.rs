@@ -164,6 +164,12 @@ impl QueueCore {
             id,
             worker: worker.clone(),
         });
+        self.requeue_lost(id, why);
+    }
+
+    /// A task whose attempt ended with its worker (or its coordinator) gone: queued again,
+    /// or dead-lettered once it has lost its worker more than `max_lease_losses` times.
+    pub(super) fn requeue_lost(&mut self, id: TaskId, why: &str) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.lease_losses += 1;
         if e.lease_losses > self.config.max_lease_losses {
@@ -199,6 +205,7 @@ impl QueueCore {
                     .expect("checked")
                     .run_mut()
                     .dead_seq = None;
+                self.save(oldest);
                 // Retention may have passed it by while it was a dead letter: it is an
                 // ordinary finished task now, so it goes back under retention.
                 self.retain(oldest);
@@ -211,6 +218,7 @@ impl QueueCore {
         e.status = status;
         e.run_mut().finished_at = Some(SystemTime::now());
         self.out.finished.push((id, outcome));
+        self.save(id);
         self.retain(id);
     }
 

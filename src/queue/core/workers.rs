@@ -34,6 +34,7 @@ impl QueueCore {
                 s.sink = sink;
             }
             None => {
+                self.save_worker(&worker, &caps, true);
                 self.workers.insert(
                     worker,
                     Session {
@@ -59,6 +60,7 @@ impl QueueCore {
         }
         let session = self.workers.remove(worker).expect("session exists");
         let worker: Arc<str> = Arc::from(worker);
+        self.save_worker(&worker, &session.caps, false);
         // Back in the order they were queued in, not the set's.
         let mut ids: Vec<TaskId> = session.leases.into_iter().collect();
         ids.sort_unstable_by_key(|id| self.tasks[id].seq);
@@ -187,16 +189,19 @@ impl QueueCore {
             self.deadlines.insert((d, id));
         }
         self.running += 1;
-        let session = self.workers.get_mut(worker).expect("worker exists");
-        session.credits -= 1;
-        session.leases.insert(id);
-        Lease {
+        let lease = Lease {
             task_id: id,
             attempt,
             task_type: e.task_type.clone(),
             payload: e.payload.clone(),
             timeout: e.options.timeout,
-        }
+        };
+        let session = self.workers.get_mut(worker).expect("worker exists");
+        session.credits -= 1;
+        session.leases.insert(id);
+        self.save(id);
+        self.save_attempt(id);
+        lease
     }
 
     /// Ends a running task's lease, closing its attempt record.
@@ -221,6 +226,7 @@ impl QueueCore {
             s.leases.remove(&id);
         }
         self.running -= 1;
+        self.save_attempt(id);
         Some(hold.worker)
     }
 }

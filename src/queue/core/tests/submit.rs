@@ -186,3 +186,34 @@ fn a_delayed_task_is_pending_until_its_time() {
     assert_eq!(h.lease_one(id), 1);
     h.check();
 }
+
+#[test]
+fn a_payload_over_the_frame_limit_refuses_its_batch_naming_the_sizes() {
+    let mut h = Harness::new(QueueConfig {
+        max_payload_bytes: 1000,
+        ..QueueConfig::default()
+    });
+    let fits = TaskSpec::new("t", &"x".repeat(998)).unwrap(); // 1000 bytes with its quotes
+    let too_big = TaskSpec::new("t", &"x".repeat(999)).unwrap();
+    match h.submit_batch(vec![fits.clone(), too_big]) {
+        Err(QueueError::InvalidTask { index, reason }) => {
+            assert_eq!(index, 1);
+            assert!(reason.contains("1001 bytes"), "{reason}");
+            assert!(reason.contains("1000-byte limit"), "{reason}");
+        }
+        other => panic!("expected InvalidTask, got {other:?}"),
+    }
+    assert!(h.core.tasks.is_empty());
+    h.submit_batch(vec![fits]).unwrap();
+}
+
+#[test]
+fn a_payload_limit_past_the_cluster_frame_is_refused() {
+    let config = QueueConfig {
+        max_payload_bytes: crate::queue::config::CLUSTER_FRAME_BYTES,
+        ..QueueConfig::default()
+    };
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("max_payload_bytes"), "{err}");
+    assert!(QueueConfig::default().validate().is_ok());
+}

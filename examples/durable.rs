@@ -1,0 +1,186 @@
+//! A run that survives being killed: a coordinator on a store submits `--tasks` tasks (with
+//! idempotency keys `job-0`, `job-1`, ...) and waits for all of them. Kill it at any point,
+//! even with `kill -9`, and run the same command again: the tasks already stored are found by
+//! their keys instead of being submitted twice, finished ones are not run again, and the
+//! rest, including those that were running at the kill, run to completion.
+//!
+//! Each execution appends `KEY PID` to the `--journal` file, so executions can be counted.
+//!
+//! ```text
+//! cargo run --release --example durable -- --tasks 10000
+//! cargo run --release --example durable -- --database-url postgres://postgres@127.0.0.1/wrangle
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wrangle::{handler_fn, Coordinator, CoordinatorConfig, StoreConfig, TaskError, TaskSpec};
+
+const USAGE: &str = "\
+durable: submits tasks to a coordinator on a store and waits for them; safe to kill and rerun.
+
+USAGE:
+    cargo run --release --example durable -- [OPTIONS]
+
+OPTIONS:
+    --database-url <URL>  sqlite://PATH or postgres://...; default DATABASE_URL, else
+                          sqlite://durable.db
+    --tasks <N>           tasks to run (keys job-0 .. job-N-1); default 10000
+    --journal <PATH>      file each execution appends `KEY PID` to; default durable.log
+    --work-ms <MS>        time each task takes; default 1
+    --workers <N>         local workers; default 2
+    --slots <N>           tasks each worker runs at once; default 16
+    -h, --help            print this help
+";
+
+struct Args {
+    url: String,
+    tasks: usize,
+    journal: PathBuf,
+    work: Duration,
+    workers: usize,
+    slots: u32,
+}
+
+fn main() -> ExitCode {
+    match parse().and_then(|args| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(args))
+    }) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse() -> Result<Args, Box<dyn std::error::Error>> {
+    let mut a = Args {
+        url: std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://durable.db".into()),
+        tasks: 10_000,
+        journal: "durable.log".into(),
+        work: Duration::from_millis(1),
+        workers: 2,
+        slots: 16,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--database-url" => a.url = value("--database-url")?,
+            "--tasks" => a.tasks = value("--tasks")?.parse()?,
+            "--journal" => a.journal = value("--journal")?.into(),
+            "--work-ms" => a.work = Duration::from_millis(value("--work-ms")?.parse()?),
+            "--workers" => a.workers = value("--workers")?.parse()?,
+            "--slots" => a.slots = value("--slots")?.parse()?,
+            other => return Err(format!("unknown argument `{other}` (see --help)").into()),
+        }
+    }
+    Ok(a)
+}
+
+async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
+    let journal = Arc::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&args.journal)
+            .map_err(|e| format!("cannot open {}: {e}", args.journal.display()))?,
+    );
+    let pid = std::process::id();
+    let work = args.work;
+    let mut config = CoordinatorConfig {
+        min_workers: args.workers,
+        max_workers: args.workers,
+        auto_scale: false,
+        store: Some(StoreConfig::new(&args.url)),
+        ..CoordinatorConfig::default()
+    };
+    config.worker.max_concurrent_tasks = args.slots;
+    let coordinator = Coordinator::builder()
+        .config(config)
+        .handler(
+            "record",
+            handler_fn(move |_ctx, key: String| {
+                let journal = journal.clone();
+                async move {
+                    tokio::time::sleep(work).await;
+                    // One `write` of one short line to a file opened for appending: lines from
+                    // concurrent tasks never interleave, and a kill cannot split one.
+                    (&*journal)
+                        .write_all(format!("{key} {pid}\n").as_bytes())
+                        .map_err(|e| TaskError::retryable(format!("journal: {e}")))?;
+                    Ok::<_, TaskError>(key)
+                }
+            }),
+        )
+        .start()
+        .await?;
+    let stats = coordinator.queue().stats().await?;
+    println!(
+        "pid {pid}: store {} open, {} unfinished tasks recovered",
+        coordinator
+            .store()
+            .map(|s| s.config().redacted_url())
+            .unwrap_or_default(),
+        stats.recovered
+    );
+
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(args.tasks);
+    let mut existing = 0;
+    let keys: Vec<usize> = (0..args.tasks).collect();
+    for chunk in keys.chunks(500) {
+        let specs = chunk
+            .iter()
+            .map(|i| {
+                let key = format!("job-{i}");
+                Ok(TaskSpec::new("record", &key)?
+                    .idempotency_key(key)
+                    .retries(5))
+            })
+            .collect::<Result<Vec<_>, wrangle::Error>>()?;
+        for s in coordinator.queue().submit_batch(specs).await? {
+            existing += usize::from(s.existing);
+            ids.push(s.id);
+        }
+    }
+    println!(
+        "submitted {} tasks ({existing} already stored) in {:.2?}",
+        ids.len() - existing,
+        started.elapsed()
+    );
+
+    let mut completed = 0;
+    let mut other = 0;
+    for (n, id) in ids.iter().enumerate() {
+        match coordinator.wait_for(*id, Duration::from_secs(600)).await? {
+            wrangle::TaskOutcome::Completed { .. } => completed += 1,
+            outcome => {
+                other += 1;
+                eprintln!("task {id} ended {outcome:?}");
+            }
+        }
+        if (n + 1) % 2000 == 0 {
+            println!("finished {} / {}", n + 1, ids.len());
+        }
+    }
+    println!(
+        "all {} tasks finished in {:.2?}: {completed} completed, {other} not",
+        ids.len(),
+        started.elapsed()
+    );
+    coordinator.stop(true).await?;
+    Ok(other == 0)
+}

@@ -1,0 +1,667 @@
+//! The node's side of the cluster: the agent that stands in for the coordinator's queue.
+//!
+//! The node's workers make the same four calls on the agent that local workers make on the
+//! queue (attach, detach, credits, report); the agent batches them into one frame per burst
+//! and sends it to the coordinator's gate, and hands the leases that come back to the right
+//! worker. It also owns the link: it connects, says hello, heartbeats, notices a silent or
+//! vanished coordinator, and connects again with backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{
+    Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort, SupervisionEvent,
+};
+use serde::Serialize;
+
+use super::gate::{GateMsg, GATE_GROUP};
+use super::net::{Connector, SessionEvents};
+use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, Up};
+use crate::queue::{AttemptReport, Capabilities, LeaseSink};
+use crate::PoolRef;
+
+/// The process group of one node's agent: how the gate finds it.
+pub(crate) fn agent_group(node: &str) -> String {
+    format!("wrangle.node.{node}")
+}
+
+/// Frames go out once this many changes are waiting, even mid-burst.
+const MAX_BATCH: usize = 512;
+
+/// The agent actor.
+#[derive(Debug)]
+pub(crate) struct Agent;
+
+/// The agent's messages: frames from the coordinator, and calls from the node's workers.
+pub(crate) enum AgentMsg {
+    /// A frame from the coordinator.
+    Coordinator {
+        /// The coordinator's name.
+        from: String,
+        /// What it said.
+        body: FromGate,
+    },
+    /// A frame that did not decode.
+    Malformed(BadFrame),
+    /// A worker offers capabilities and free slots.
+    Attach {
+        worker: Arc<str>,
+        incarnation: u64,
+        caps: Capabilities,
+        credits: u32,
+        sink: Arc<dyn LeaseSink>,
+    },
+    /// A worker is gone.
+    Detach { worker: Arc<str>, incarnation: u64 },
+    /// A worker's free slots, outright.
+    SetCredits { worker: Arc<str>, credits: u32 },
+    /// A worker's finished attempts.
+    Report {
+        worker: Arc<str>,
+        reports: Vec<AttemptReport>,
+        credits: u32,
+    },
+    /// Send the waiting changes (queued behind the messages that made them).
+    Flush,
+    /// Heartbeat and liveness check.
+    Tick,
+    /// Connect to the coordinator now.
+    Connect,
+    /// How the last connection attempt went.
+    Connected(Result<(), String>),
+    /// A session of this node's server closed.
+    SessionClosed { authenticated: bool, addr: String },
+    /// The node's pool, once it exists.
+    Pool(PoolRef),
+    /// Leaving: say so to the coordinator, then answer.
+    Leave(RpcReplyPort<()>),
+    /// The link's state.
+    Status(RpcReplyPort<LinkStatus>),
+}
+
+impl BytesConvertable for AgentMsg {
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Self::Coordinator { from, body } => wire::encode(&from, &body),
+            _ => Vec::new(),
+        }
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        match wire::decode(&bytes) {
+            Ok((from, body)) => Self::Coordinator { from, body },
+            Err(bad) => Self::Malformed(bad),
+        }
+    }
+}
+
+/// The node's link to its coordinator, as [`Node::status`](super::Node::status) shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LinkStatus {
+    /// Registered with the coordinator, taking work.
+    pub joined: bool,
+    /// Times it has joined (1 after the first).
+    pub joins: u64,
+    /// Connection attempts that failed.
+    pub failed_connects: u64,
+    /// The last reason the coordinator gave for refusing it, or the last connection error.
+    pub last_error: Option<String>,
+    /// Frames from the coordinator that did not decode.
+    pub bad_frames: u64,
+}
+
+/// A worker of this node, as the agent tracks it.
+struct LocalWorker {
+    incarnation: u64,
+    caps: Capabilities,
+    sink: Arc<dyn LeaseSink>,
+    /// Free slots as far as the coordinator's leases and this worker's reports say.
+    free: i64,
+}
+
+pub(crate) struct AgentArgs {
+    pub(crate) name: Arc<str>,
+    pub(crate) hello: Hello,
+    pub(crate) connector: Connector,
+    pub(crate) heartbeat: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+}
+
+/// The agent's state.
+pub(crate) struct AgentState {
+    args: AgentArgs,
+    /// The coordinator's gate, once its process group reached this node.
+    gate: Option<ActorRef<GateMsg>>,
+    /// Registered with the gate.
+    joined: bool,
+    /// Heartbeat period and give-up timeout, as the gate set them.
+    heartbeat: Duration,
+    timeout: Duration,
+    /// When the gate was last heard from.
+    last_heard: Instant,
+    /// No hello before this (the gate refused, and said when to come back).
+    hold_until: Option<Instant>,
+    /// A connection attempt is under way or scheduled.
+    connecting: bool,
+    /// When the last connection attempt ended.
+    connected_at: Option<Instant>,
+    /// When the last heartbeat went out.
+    last_beat: Instant,
+    /// The next reconnect delay.
+    backoff: Duration,
+    /// The node's workers, to deliver leases to and to re-announce after a (re)join.
+    workers: HashMap<Arc<str>, LocalWorker>,
+    /// Changes waiting to go out in the next frame.
+    outbox: Vec<Up>,
+    /// A `Flush` is in the mailbox already.
+    flush_queued: bool,
+    /// The node's pool, read for the heartbeat's load.
+    pool: Option<PoolRef>,
+    /// A leave waiting for the gate's farewell.
+    leaving: Option<RpcReplyPort<()>>,
+    /// What `Node::status` shows.
+    status: LinkStatus,
+    /// To send itself flushes and reconnects.
+    myself: ActorRef<AgentMsg>,
+    /// Session-closed notices from the node server, while the agent lives.
+    _events: SessionEvents,
+}
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        args: AgentArgs,
+    ) -> Result<AgentState, ActorProcessingErr> {
+        ractor::pg::join(agent_group(&args.name), vec![myself.get_cell()]);
+        ractor::pg::monitor(GATE_GROUP.to_string(), myself.get_cell());
+        let me = myself.clone();
+        let events = args.connector.subscribe(move |closed| {
+            let _ = me.cast(AgentMsg::SessionClosed {
+                authenticated: closed.authenticated,
+                addr: closed.addr,
+            });
+        });
+        myself.send_interval(args.heartbeat.min(Duration::from_millis(250)), || {
+            AgentMsg::Tick
+        });
+        let _ = myself.cast(AgentMsg::Connect);
+        Ok(AgentState {
+            heartbeat: args.heartbeat,
+            timeout: args.heartbeat * 5,
+            backoff: args.reconnect_min,
+            args,
+            gate: None,
+            joined: false,
+            last_heard: Instant::now(),
+            hold_until: None,
+            connecting: false,
+            connected_at: None,
+            last_beat: Instant::now(),
+            workers: HashMap::new(),
+            outbox: Vec::new(),
+            flush_queued: false,
+            pool: None,
+            leaving: None,
+            status: LinkStatus {
+                joined: false,
+                joins: 0,
+                failed_connects: 0,
+                last_error: None,
+                bad_frames: 0,
+            },
+            myself,
+            _events: events,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        _state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::demonitor(GATE_GROUP.to_string(), _myself.get_id());
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::Coordinator { from, body } => state.on_frame(&from, body),
+            AgentMsg::Malformed(bad) => {
+                state.status.bad_frames += 1;
+                tracing::warn!(
+                    peer = bad.from.as_deref().unwrap_or("unknown"),
+                    reason = %bad.reason,
+                    count = state.status.bad_frames,
+                    "dropped a frame that did not decode"
+                );
+            }
+            AgentMsg::Attach {
+                worker,
+                incarnation,
+                caps,
+                credits,
+                sink,
+            } => {
+                let free = i64::from(credits);
+                state.push(Up::Attach {
+                    worker: worker.clone(),
+                    incarnation,
+                    caps: caps.clone(),
+                    credits,
+                });
+                state.workers.insert(
+                    worker,
+                    LocalWorker {
+                        incarnation,
+                        caps,
+                        sink,
+                        free,
+                    },
+                );
+            }
+            AgentMsg::Detach {
+                worker,
+                incarnation,
+            } => {
+                if state.workers.get(&worker).map(|w| w.incarnation) == Some(incarnation) {
+                    state.workers.remove(&worker);
+                }
+                state.push(Up::Detach {
+                    worker,
+                    incarnation,
+                });
+            }
+            AgentMsg::SetCredits { worker, credits } => {
+                if let Some(w) = state.workers.get_mut(&worker) {
+                    w.free = i64::from(credits);
+                }
+                state.push(Up::Credits { worker, credits });
+            }
+            AgentMsg::Report {
+                worker,
+                mut reports,
+                credits,
+            } => {
+                for r in &mut reports {
+                    refuse_oversized(r);
+                }
+                if let Some(w) = state.workers.get_mut(&worker) {
+                    w.free += i64::from(credits);
+                }
+                state.push(Up::Report {
+                    worker,
+                    reports,
+                    credits,
+                });
+            }
+            AgentMsg::Flush => {
+                state.flush_queued = false;
+                state.flush();
+            }
+            AgentMsg::Tick => state.tick().await,
+            AgentMsg::Connect => {
+                state.connecting = false;
+                state.connect();
+            }
+            AgentMsg::Connected(result) => {
+                state.connecting = false;
+                state.connected_at = Some(Instant::now());
+                if let Err(e) = result {
+                    state.status.failed_connects += 1;
+                    tracing::warn!(
+                        coordinator = %state.args.connector.address(),
+                        error = %e,
+                        retry_in_ms = state.backoff.as_millis() as u64,
+                        "could not reach the coordinator"
+                    );
+                    state.status.last_error = Some(e);
+                    state.retry_later();
+                }
+            }
+            AgentMsg::SessionClosed {
+                authenticated,
+                addr,
+            } => {
+                if !authenticated {
+                    let why = format!(
+                        "the coordinator at {addr} refused this node: authentication failed \
+                         (check --cookie)"
+                    );
+                    tracing::error!("{why}");
+                    state.status.last_error = Some(why);
+                    state.status.failed_connects += 1;
+                    state.retry_later();
+                }
+            }
+            AgentMsg::Pool(pool) => state.pool = Some(pool),
+            AgentMsg::Leave(reply) => {
+                state.flush();
+                match (&state.gate, state.joined) {
+                    (Some(gate), true) => {
+                        let _ = gate.cast(state.frame(FromNode::Leave));
+                        // Answered when the gate says farewell (the caller bounds the wait).
+                        state.leaving = Some(reply);
+                    }
+                    _ => {
+                        let _ = reply.send(());
+                    }
+                }
+                state.leave_link();
+            }
+            AgentMsg::Status(reply) => {
+                let _ = reply.send(state.status.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        event: SupervisionEvent,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(_) = event {
+            state.gate_changed();
+        }
+        Ok(())
+    }
+}
+
+impl AgentState {
+    fn frame(&self, body: FromNode) -> GateMsg {
+        GateMsg::Node {
+            from: self.args.name.to_string(),
+            body,
+        }
+    }
+
+    fn send(&self, body: FromNode) {
+        if let Some(gate) = &self.gate {
+            let _ = gate.cast(self.frame(body));
+        }
+    }
+
+    /// Queues a change for the gate; it goes out with the rest of its burst.
+    fn push(&mut self, up: Up) {
+        if !self.joined {
+            // Not registered: the welcome re-announces every worker as it is then, and
+            // reports for leases the coordinator has already handed out again are moot.
+            return;
+        }
+        self.outbox.push(up);
+        if self.outbox.len() >= MAX_BATCH {
+            self.flush();
+        } else if !self.flush_queued {
+            self.flush_queued = true;
+            let _ = self.myself.cast(AgentMsg::Flush);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.outbox);
+        for batch in wire::batches(items, wire::up_weight) {
+            self.send(FromNode::Up(batch));
+        }
+    }
+
+    fn on_frame(&mut self, from: &str, body: FromGate) {
+        self.last_heard = Instant::now();
+        match body {
+            FromGate::Welcome {
+                heartbeat_ms,
+                timeout_ms,
+            } => {
+                if self.joined {
+                    return;
+                }
+                self.heartbeat = Duration::from_millis(heartbeat_ms.max(1));
+                self.timeout = Duration::from_millis(timeout_ms.max(1));
+                self.joined = true;
+                self.backoff = self.args.reconnect_min;
+                self.status.joined = true;
+                self.status.joins += 1;
+                self.status.last_error = None;
+                tracing::info!(coordinator = %from, workers = self.workers.len(), "joined the coordinator");
+                let attach: Vec<Up> = self
+                    .workers
+                    .iter()
+                    .map(|(id, w)| Up::Attach {
+                        worker: id.clone(),
+                        incarnation: w.incarnation,
+                        caps: w.caps.clone(),
+                        credits: w.free.max(0) as u32,
+                    })
+                    .collect();
+                for up in attach {
+                    self.push(up);
+                }
+                self.flush();
+            }
+            FromGate::Refused {
+                reason,
+                retry_after_ms,
+            } => {
+                tracing::warn!(coordinator = %from, %reason, "the coordinator refused this node");
+                self.status.last_error = Some(reason);
+                self.leave_link();
+                self.hold_until = Some(Instant::now() + Duration::from_millis(retry_after_ms));
+            }
+            FromGate::Leases { worker, leases } => {
+                let Some(w) = self.workers.get_mut(&worker) else {
+                    // The worker is gone; its detach returns these to the queue.
+                    tracing::debug!(%worker, count = leases.len(), "leases for a worker that is gone");
+                    return;
+                };
+                w.free -= leases.len() as i64;
+                if let Err(returned) = w.sink.deliver(leases) {
+                    tracing::debug!(%worker, count = returned.len(), "worker refused leases");
+                }
+            }
+            FromGate::Cancel { worker, task_id } => {
+                if let Some(w) = self.workers.get(&worker) {
+                    w.sink.cancel(task_id);
+                }
+            }
+            FromGate::Ack => {}
+            FromGate::Farewell => {
+                if let Some(reply) = self.leaving.take() {
+                    let _ = reply.send(());
+                }
+            }
+            FromGate::Rejoin => {
+                if self.joined {
+                    tracing::warn!(coordinator = %from, "the coordinator lost track of this node; joining again");
+                }
+                self.leave_link();
+                self.hello();
+            }
+        }
+    }
+
+    /// Forgets the registration (not the connection).
+    fn leave_link(&mut self) {
+        self.joined = false;
+        self.status.joined = false;
+        self.outbox.clear();
+    }
+
+    fn hello(&self) {
+        if self.hold_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.send(FromNode::Hello(self.args.hello.clone()));
+    }
+
+    /// The gate's process group changed: it appeared, or it went with its session.
+    fn gate_changed(&mut self) {
+        let gate = ractor::pg::get_members(&GATE_GROUP.to_string())
+            .into_iter()
+            .find(|c| !c.get_id().is_local())
+            .map(ActorRef::<GateMsg>::from);
+        let same = match (&gate, &self.gate) {
+            (Some(a), Some(b)) => a.get_id() == b.get_id(),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        self.gate = gate;
+        self.leave_link();
+        if self.gate.is_some() {
+            self.last_heard = Instant::now();
+            self.hello();
+        } else {
+            tracing::warn!(coordinator = %self.args.connector.address(), "lost the coordinator; reconnecting");
+            self.retry_later();
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        if self.gate.is_none() {
+            // Connected, yet the gate never showed up: start over.
+            if !self.connecting
+                && self
+                    .connected_at
+                    .is_some_and(|t| now.duration_since(t) > self.timeout)
+            {
+                self.connected_at = None;
+                let connector = self.args.connector.clone();
+                tokio::spawn(async move { connector.close_sessions().await });
+                self.retry_later();
+            }
+            return;
+        }
+        if now.duration_since(self.last_heard) > self.timeout {
+            tracing::warn!(
+                coordinator = %self.args.connector.address(),
+                silent_ms = now.duration_since(self.last_heard).as_millis() as u64,
+                "the coordinator went silent; reconnecting"
+            );
+            self.gate = None;
+            self.leave_link();
+            let connector = self.args.connector.clone();
+            tokio::spawn(async move { connector.close_sessions().await });
+            self.retry_later();
+            return;
+        }
+        if !self.joined {
+            self.hello();
+            return;
+        }
+        if now.duration_since(self.last_beat) >= self.heartbeat {
+            self.last_beat = now;
+            let load = self.load().await;
+            self.send(FromNode::Heartbeat(load));
+        }
+    }
+
+    async fn load(&self) -> NodeLoad {
+        let (pool, workers) = match &self.pool {
+            Some(p) => (
+                p.stats().await.unwrap_or_default(),
+                p.workers().await.unwrap_or_default(),
+            ),
+            None => Default::default(),
+        };
+        NodeLoad {
+            pool,
+            workers,
+            agent_mailbox: 0,
+            bad_frames: self.status.bad_frames,
+        }
+    }
+
+    fn connect(&mut self) {
+        if self.gate.is_some() || self.connecting {
+            return;
+        }
+        self.connecting = true;
+        let connector = self.args.connector.clone();
+        let me = self.myself.clone();
+        tokio::spawn(async move {
+            let result = connector.connect().await;
+            let _ = me.cast(AgentMsg::Connected(result));
+        });
+    }
+
+    /// Schedules the next connection attempt, backing off (with jitter) up to the limit.
+    fn retry_later(&mut self) {
+        if self.connecting {
+            return;
+        }
+        self.connecting = true;
+        let jitter = 0.5 + fastrand::f64();
+        let delay = self.backoff.mul_f64(jitter);
+        self.backoff = (self.backoff * 2).min(self.args.reconnect_max);
+        let me = self.myself.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = me.cast(AgentMsg::Connect);
+        });
+    }
+}
+
+/// A result too big for one frame would end the session each time it is sent (and the
+/// task would run again and again): it fails the attempt instead, for good, saying why.
+fn refuse_oversized(report: &mut AttemptReport) {
+    if let crate::queue::AttemptOutcome::Completed(p) = &report.outcome {
+        if p.len() > wire::MAX_RESULT_BYTES {
+            let why = format!(
+                "result of {} bytes is larger than a cluster frame allows ({} bytes)",
+                p.len(),
+                wire::MAX_RESULT_BYTES
+            );
+            tracing::warn!(task_id = %report.task_id, "{why}");
+            report.outcome = crate::queue::AttemptOutcome::Failed(crate::TaskError::permanent(why));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::AttemptOutcome;
+    use crate::task::{Payload, TaskId};
+
+    fn report(bytes: usize) -> AttemptReport {
+        let text = "x".repeat(bytes.saturating_sub(2));
+        AttemptReport {
+            task_id: TaskId::new(),
+            attempt: 1,
+            outcome: AttemptOutcome::Completed(Payload::encode(&text).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_result_too_big_for_a_frame_fails_its_attempt_for_good() {
+        let mut fits = report(1024);
+        refuse_oversized(&mut fits);
+        assert!(matches!(fits.outcome, AttemptOutcome::Completed(_)));
+
+        let mut huge = report(wire::MAX_RESULT_BYTES + 10);
+        refuse_oversized(&mut huge);
+        let AttemptOutcome::Failed(e) = &huge.outcome else {
+            panic!("{:?}", huge.outcome);
+        };
+        assert!(!e.is_retryable());
+        assert!(e.message().contains("larger than a cluster frame"), "{}", e.message());
+    }
+}

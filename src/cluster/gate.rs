@@ -1,0 +1,689 @@
+//! The coordinator's side of the cluster: the gate every node talks to.
+//!
+//! One actor, in the process group [`GATE_GROUP`] so that nodes find it through ractor's
+//! process groups. For each node it keeps the node's workers attached to the queue, with a
+//! [`RemoteSink`] that sends their leases over the node's session. A node that goes silent
+//! past the timeout, or whose session closes, is given up at once: its workers are detached
+//! and the queue hands their leases out again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
+use serde::Serialize;
+
+use super::agent::{agent_group, AgentMsg};
+use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, Up};
+use super::NodeStatus;
+use crate::events::{EventBus, EventKind};
+use crate::queue::{LeaseSink, QueueRef};
+use crate::store::NodeRow;
+use crate::task::{Lease, TaskId};
+
+/// The process group the gate joins.
+pub(crate) const GATE_GROUP: &str = "wrangle.gate";
+
+/// The gate actor.
+#[derive(Debug)]
+pub(crate) struct Gate;
+
+/// The gate's messages: frames from nodes, and local requests.
+pub(crate) enum GateMsg {
+    /// A frame from a node.
+    Node {
+        /// The node's name.
+        from: String,
+        /// What it said.
+        body: FromNode,
+    },
+    /// A frame that did not decode.
+    Malformed(BadFrame),
+    /// Time to look for silent nodes.
+    Tick,
+    /// A node's session closed (`authenticated: false`: it never got past the cookie).
+    SessionClosed {
+        /// The peer's node name, when it said one.
+        peer: Option<String>,
+        /// Its address.
+        addr: String,
+        /// Whether it had authenticated.
+        authenticated: bool,
+    },
+    /// The nodes, for the API.
+    Nodes(RpcReplyPort<Vec<RemoteNode>>),
+}
+
+impl BytesConvertable for GateMsg {
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Self::Node { from, body } => wire::encode(&from, &body),
+            // Local requests never cross the network; an empty frame decodes as malformed.
+            _ => Vec::new(),
+        }
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        match wire::decode(&bytes) {
+            Ok((from, body)) => Self::Node { from, body },
+            Err(bad) => Self::Malformed(bad),
+        }
+    }
+}
+
+/// What the gate is started with.
+pub(crate) struct GateArgs {
+    pub(crate) name: Arc<str>,
+    pub(crate) queue: QueueRef,
+    pub(crate) events: EventBus,
+    pub(crate) heartbeat: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_joins_per_minute: usize,
+    pub(crate) server: Option<ActorRef<ractor_cluster::NodeServerMessage>>,
+    /// Task types the online nodes serve, for the API's check of submitted types.
+    pub(crate) remote_types: RemoteTypes,
+    /// The online nodes' summed load, for the autoscaler.
+    pub(crate) load: super::RemoteLoadCell,
+    /// Joins, losses, refusals and bad frames, for `/stats` and `/metrics`.
+    pub(crate) counters: Arc<super::ClusterCounters>,
+}
+
+/// Task types served by online nodes, shared with the coordinator's handle.
+pub(crate) type RemoteTypes = Arc<std::sync::RwLock<std::collections::BTreeSet<Arc<str>>>>;
+
+/// A node as the API shows it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RemoteNode {
+    /// Its name.
+    pub name: String,
+    /// `online`, `lost` or `left`.
+    pub status: NodeStatus,
+    /// Where its node server listens.
+    pub address: String,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// Task types it serves.
+    pub task_types: Vec<String>,
+    /// The wrangle version it runs.
+    pub version: String,
+    /// Its pool's counters, from its last heartbeat.
+    pub pool: crate::PoolStats,
+    /// Its workers, from its last heartbeat.
+    pub workers: Vec<crate::worker::WorkerInfo>,
+    /// Milliseconds since it was last heard from.
+    pub silent_ms: u64,
+    /// How many times it has joined.
+    pub joins: u64,
+    /// Frames from it that did not decode.
+    pub bad_frames: u64,
+    /// Why it was lost, when it was.
+    pub lost_reason: Option<String>,
+}
+
+/// One node as the gate tracks it.
+struct NodeEntry {
+    hello: Hello,
+    agent: ActorRef<AgentMsg>,
+    status: NodeStatus,
+    last_seen: Instant,
+    /// Attached workers with their incarnations.
+    workers: HashMap<Arc<str>, u64>,
+    /// Task types its workers announced.
+    task_types: std::collections::BTreeSet<Arc<str>>,
+    load: NodeLoad,
+    /// When it joined, recently: re-joins past the limit are refused for a while.
+    joins: VecDeque<Instant>,
+    total_joins: u64,
+    bad_frames: u64,
+    lost_reason: Option<String>,
+    /// Set once `Rejoin` was sent, so a stream of frames gets one answer.
+    told_rejoin: bool,
+}
+
+/// The gate's state.
+pub(crate) struct GateState {
+    args: GateArgs,
+    nodes: HashMap<String, NodeEntry>,
+    /// Frames whose sender could not be read.
+    anonymous_bad_frames: u64,
+}
+
+impl Actor for Gate {
+    type Msg = GateMsg;
+    type State = GateState;
+    type Arguments = GateArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GateMsg>,
+        args: GateArgs,
+    ) -> Result<GateState, ActorProcessingErr> {
+        ractor::pg::join(GATE_GROUP.to_string(), vec![myself.get_cell()]);
+        myself.send_interval(tick_period(args.heartbeat, args.timeout), || GateMsg::Tick);
+        Ok(GateState {
+            args,
+            nodes: HashMap::new(),
+            anonymous_bad_frames: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<GateMsg>,
+        msg: GateMsg,
+        state: &mut GateState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GateMsg::Node { from, body } => state.on_frame(from, body),
+            GateMsg::Malformed(bad) => state.malformed(bad),
+            GateMsg::Tick => state.tick(),
+            GateMsg::SessionClosed {
+                peer,
+                addr,
+                authenticated,
+            } => match (peer, authenticated) {
+                (Some(peer), true) => state.lose(&peer, "its connection closed"),
+                (peer, _) => tracing::warn!(
+                    peer = peer.as_deref().unwrap_or("unknown"),
+                    %addr,
+                    "refused a node that did not authenticate (wrong cookie?)"
+                ),
+            },
+            GateMsg::Nodes(reply) => {
+                let _ = reply.send(state.list());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often the gate looks for silent nodes.
+pub(crate) fn tick_period(heartbeat: Duration, timeout: Duration) -> Duration {
+    (timeout / 10).min(heartbeat).max(Duration::from_millis(10))
+}
+
+impl GateState {
+    fn send(&self, agent: &ActorRef<AgentMsg>, body: FromGate) {
+        if matches!(body, FromGate::Refused { .. }) {
+            super::ClusterCounters::bump(&self.args.counters.refused);
+        }
+        let _ = agent.cast(AgentMsg::Coordinator {
+            from: self.args.name.to_string(),
+            body,
+        });
+    }
+
+    fn on_frame(&mut self, from: String, body: FromNode) {
+        let body = match body {
+            FromNode::Hello(hello) => return self.hello(from, hello),
+            body => body,
+        };
+        let online = match self.nodes.get_mut(&from) {
+            Some(n) => {
+                n.last_seen = Instant::now();
+                n.status == NodeStatus::Online
+            }
+            None => false,
+        };
+        if !online {
+            // Someone this gate does not know (it restarted, or gave the node up): ask once
+            // for a hello; what it sent now refers to leases that were handed out again.
+            return self.ask_rejoin(&from);
+        }
+        let node = self.nodes.get_mut(&from).expect("checked above");
+        match body {
+            FromNode::Hello(_) => unreachable!("handled above"),
+            FromNode::Up(items) => {
+                let agent = node.agent.clone();
+                let types = node.task_types.len();
+                for item in items {
+                    apply(&self.args, &from, node, &agent, item);
+                }
+                if node.task_types.len() != types {
+                    self.publish();
+                }
+            }
+            FromNode::Heartbeat(load) => {
+                node.load = load;
+                let agent = node.agent.clone();
+                self.send(&agent, FromGate::Ack);
+                self.publish();
+            }
+            FromNode::Leave => {
+                let agent = node.agent.clone();
+                self.detach_all(&from);
+                let node = self.nodes.get_mut(&from).expect("checked above");
+                node.status = NodeStatus::Left;
+                self.publish();
+                tracing::info!(node = %from, "node left");
+                self.send(&agent, FromGate::Farewell);
+                self.record(&from, "deregistered");
+                self.args
+                    .events
+                    .publish(EventKind::NodeLeft { node: from.into() });
+            }
+        }
+    }
+
+    fn ask_rejoin(&mut self, from: &str) {
+        if let Some(n) = self.nodes.get_mut(from) {
+            if n.told_rejoin {
+                return;
+            }
+            n.told_rejoin = true;
+            let agent = n.agent.clone();
+            self.send(&agent, FromGate::Rejoin);
+        } else if let Some(agent) = find_agent(from) {
+            // Unknown entirely: answered every time, the node stops sending once it hears.
+            self.send(&agent, FromGate::Rejoin);
+        }
+    }
+
+    fn hello(&mut self, from: String, hello: Hello) {
+        let now = Instant::now();
+        let Some(agent) = find_agent(&from) else {
+            // Its process group has not reached this side yet; it says hello again shortly.
+            tracing::debug!(node = %from, "hello before the node's agent is known");
+            return;
+        };
+        if from == *self.args.name {
+            return self.send(
+                &agent,
+                FromGate::Refused {
+                    reason: format!("node name `{from}` is the coordinator's own"),
+                    retry_after_ms: 60_000,
+                },
+            );
+        }
+        let limit = self.args.max_joins_per_minute;
+        let mut replaced = false;
+        if let Some(n) = self.nodes.get_mut(&from) {
+            if n.status == NodeStatus::Online && n.hello.instance == hello.instance {
+                // The same process saying hello again (it missed the welcome).
+                n.last_seen = now;
+                n.agent = agent.clone();
+                return self.welcome(&agent);
+            }
+            if let Err(wait) = admit(&mut n.joins, now, limit) {
+                let joins = n.joins.len();
+                tracing::warn!(node = %from, joins, "node flapping: join refused for now");
+                return self.send(
+                    &agent,
+                    FromGate::Refused {
+                        reason: format!(
+                            "joined {joins} times in the last minute; try again in {} ms",
+                            wait.as_millis()
+                        ),
+                        retry_after_ms: wait.as_millis() as u64,
+                    },
+                );
+            }
+            replaced = n.status == NodeStatus::Online;
+        }
+        if replaced {
+            // Another process under the same name: the old one's work goes back.
+            self.lose(&from, "a new process joined under its name");
+        }
+        let (joins, total_joins, bad_frames) = match self.nodes.remove(&from) {
+            Some(old) => (old.joins, old.total_joins, old.bad_frames),
+            None => (VecDeque::new(), 0, 0),
+        };
+        // What it says it serves counts at once; its workers' announcements follow.
+        let task_types = hello
+            .task_types
+            .iter()
+            .map(|t| Arc::from(t.as_str()))
+            .collect();
+        let mut entry = NodeEntry {
+            hello,
+            agent: agent.clone(),
+            status: NodeStatus::Online,
+            last_seen: now,
+            workers: HashMap::new(),
+            task_types,
+            load: NodeLoad::default(),
+            joins,
+            total_joins: total_joins + 1,
+            bad_frames,
+            lost_reason: None,
+            told_rejoin: false,
+        };
+        entry.joins.push_back(now);
+        tracing::info!(
+            node = %from,
+            labels = ?entry.hello.labels,
+            task_types = ?entry.hello.task_types,
+            address = %entry.hello.address,
+            "node joined"
+        );
+        let labels = entry.hello.labels.clone();
+        self.nodes.insert(from.clone(), entry);
+        super::ClusterCounters::bump(&self.args.counters.joins);
+        self.publish();
+        self.record(&from, "active");
+        self.args.events.publish(EventKind::NodeJoined {
+            node: from.into(),
+            labels,
+        });
+        self.welcome(&agent);
+    }
+
+    fn welcome(&self, agent: &ActorRef<AgentMsg>) {
+        self.send(
+            agent,
+            FromGate::Welcome {
+                heartbeat_ms: self.args.heartbeat.as_millis() as u64,
+                timeout_ms: self.args.timeout.as_millis() as u64,
+            },
+        );
+    }
+
+    fn malformed(&mut self, bad: BadFrame) {
+        super::ClusterCounters::bump(&self.args.counters.bad_frames);
+        let count = match bad.from.as_deref().and_then(|f| self.nodes.get_mut(f)) {
+            Some(n) => {
+                n.bad_frames += 1;
+                n.bad_frames
+            }
+            None => {
+                self.anonymous_bad_frames += 1;
+                self.anonymous_bad_frames
+            }
+        };
+        tracing::warn!(
+            peer = bad.from.as_deref().unwrap_or("unknown"),
+            reason = %bad.reason,
+            count,
+            "dropped a frame that did not decode"
+        );
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let silent: Vec<(String, Duration)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.status == NodeStatus::Online)
+            .map(|(name, n)| (name.clone(), now.duration_since(n.last_seen)))
+            .filter(|(_, quiet)| *quiet > self.args.timeout)
+            .collect();
+        for (name, quiet) in silent {
+            self.lose(&name, &format!("silent for {} ms", quiet.as_millis()));
+            self.close_session(&name);
+        }
+        for n in self.nodes.values_mut() {
+            n.told_rejoin = false;
+        }
+    }
+
+    /// Gives a node up: every lease its workers hold goes back to the queue now.
+    fn lose(&mut self, name: &str, reason: &str) {
+        let Some(n) = self.nodes.get(name) else {
+            return;
+        };
+        if n.status != NodeStatus::Online {
+            return;
+        }
+        let workers = n.workers.len();
+        self.detach_all(name);
+        let n = self.nodes.get_mut(name).expect("checked above");
+        n.status = NodeStatus::Lost;
+        n.lost_reason = Some(reason.to_string());
+        super::ClusterCounters::bump(&self.args.counters.lost);
+        self.publish();
+        tracing::warn!(node = %name, %reason, workers, "node lost; its tasks go back to the queue");
+        self.record(name, "lost");
+        self.args.events.publish(EventKind::NodeLost {
+            node: name.into(),
+            reason: reason.to_string(),
+        });
+    }
+
+    fn detach_all(&mut self, name: &str) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            for (worker, incarnation) in n.workers.drain() {
+                self.args.queue.detach(worker, incarnation);
+            }
+            n.task_types.clear();
+        }
+        self.publish();
+    }
+
+    /// Shares what the online nodes serve and their load.
+    fn publish(&self) {
+        let online = || {
+            self.nodes
+                .values()
+                .filter(|n| n.status == NodeStatus::Online)
+        };
+        self.args.counters.online.store(
+            online().count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut load = super::RemoteLoad::default();
+        for n in online() {
+            let p = &n.load.pool;
+            load.workers += p.worker_count.saturating_sub(p.draining);
+            load.busy_slots += p.current_tasks;
+            load.total_slots += p.total_slots;
+            load.mailbox += p.mailbox_depth + p.worker_mailbox_depth + n.load.agent_mailbox;
+        }
+        *self.args.load.write().unwrap_or_else(|e| e.into_inner()) = load;
+        let types = self
+            .nodes
+            .values()
+            .filter(|n| n.status == NodeStatus::Online)
+            .flat_map(|n| n.task_types.iter().cloned())
+            .collect();
+        *self
+            .args
+            .remote_types
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = types;
+    }
+
+    /// Ends the session of a node given up for silence, so that when the network heals it
+    /// connects afresh instead of talking over a session both sides have written off.
+    fn close_session(&self, name: &str) {
+        let Some(server) = self.args.server.clone() else {
+            return;
+        };
+        let name = name.to_string();
+        tokio::spawn(async move {
+            super::net::close_sessions_with(&server, Some(&name)).await;
+        });
+    }
+
+    fn record(&self, name: &str, status: &'static str) {
+        let Some(n) = self.nodes.get(name) else {
+            return;
+        };
+        self.args.queue.record_node(NodeRow {
+            id: name.into(),
+            address: Some(n.hello.address.clone()),
+            labels: serde_json::to_string(&n.hello.labels).expect("strings serialize"),
+            status,
+            at_ms: crate::store::ms(SystemTime::now()),
+        });
+    }
+
+    fn list(&self) -> Vec<RemoteNode> {
+        let now = Instant::now();
+        let mut nodes: Vec<RemoteNode> = self
+            .nodes
+            .iter()
+            .map(|(name, n)| RemoteNode {
+                name: name.clone(),
+                status: n.status,
+                address: n.hello.address.clone(),
+                labels: n.hello.labels.clone(),
+                task_types: n.hello.task_types.clone(),
+                version: n.hello.version.clone(),
+                pool: n.load.pool.clone(),
+                workers: n.load.workers.clone(),
+                silent_ms: now.duration_since(n.last_seen).as_millis() as u64,
+                joins: n.total_joins,
+                bad_frames: n.bad_frames,
+                lost_reason: n.lost_reason.clone(),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        nodes
+    }
+}
+
+/// The window of the join rate limit.
+const JOIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Admits a join unless `limit` joins happened in the last minute; then says how long until
+/// the oldest of them leaves the window. Admitted joins are recorded by the caller.
+fn admit(joins: &mut VecDeque<Instant>, now: Instant, limit: usize) -> Result<(), Duration> {
+    while joins
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > JOIN_WINDOW)
+    {
+        joins.pop_front();
+    }
+    match joins.front() {
+        Some(oldest) if joins.len() >= limit => {
+            Err(JOIN_WINDOW.saturating_sub(now.duration_since(*oldest)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies one worker-side change from an online node.
+fn apply(args: &GateArgs, from: &str, node: &mut NodeEntry, agent: &ActorRef<AgentMsg>, item: Up) {
+    let worker = match &item {
+        Up::Attach { worker, .. }
+        | Up::Detach { worker, .. }
+        | Up::Credits { worker, .. }
+        | Up::Report { worker, .. } => worker.clone(),
+    };
+    // A node speaks only for its own workers: `node/w-N`.
+    if worker.split_once('/').map(|(n, _)| n) != Some(from) {
+        tracing::warn!(node = %from, %worker, "ignored a change for a worker of another node");
+        return;
+    }
+    match item {
+        Up::Attach {
+            worker,
+            incarnation,
+            caps,
+            credits,
+        } => {
+            node.workers.insert(worker.clone(), incarnation);
+            node.task_types.extend(caps.task_types.iter().cloned());
+            let sink = Arc::new(RemoteSink {
+                agent: agent.clone(),
+                worker: worker.clone(),
+                from: args.name.clone(),
+            });
+            args.queue.attach(worker, incarnation, caps, credits, sink);
+        }
+        Up::Detach {
+            worker,
+            incarnation,
+        } => {
+            if node.workers.get(&worker) == Some(&incarnation) {
+                node.workers.remove(&worker);
+            }
+            args.queue.detach(worker, incarnation);
+        }
+        Up::Credits { worker, credits } => args.queue.set_credits(worker, credits),
+        Up::Report {
+            worker,
+            reports,
+            credits,
+        } => args.queue.report(worker, reports, credits),
+    }
+}
+
+/// The agent of a node, found through its process group.
+fn find_agent(node: &str) -> Option<ActorRef<AgentMsg>> {
+    ractor::pg::get_members(&agent_group(node))
+        .into_iter()
+        .find(|cell| !cell.get_id().is_local())
+        .map(ActorRef::from)
+}
+
+/// Where the queue sends a remote worker's leases: over its node's session.
+struct RemoteSink {
+    agent: ActorRef<AgentMsg>,
+    worker: Arc<str>,
+    from: Arc<str>,
+}
+
+impl std::fmt::Debug for RemoteSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSink")
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+impl LeaseSink for RemoteSink {
+    fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>> {
+        use ractor::ActorStatus::{Stopped, Stopping};
+        if matches!(self.agent.get_status(), Stopping | Stopped) {
+            return Err(leases);
+        }
+        // If the session dies with these on the way, the node is lost and its workers'
+        // leases go back to the queue then.
+        for batch in wire::batches(leases, |l| l.payload.len()) {
+            let _ = self.agent.cast(AgentMsg::Coordinator {
+                from: self.from.to_string(),
+                body: FromGate::Leases {
+                    worker: self.worker.clone(),
+                    leases: batch,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn cancel(&self, task_id: TaskId) {
+        let _ = self.agent.cast(AgentMsg::Coordinator {
+            from: self.from.to_string(),
+            body: FromGate::Cancel {
+                worker: self.worker.clone(),
+                task_id,
+            },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_node_is_refused_until_its_oldest_join_ages_out() {
+        let start = Instant::now();
+        let mut joins = VecDeque::new();
+        for i in 0..3 {
+            let at = start + Duration::from_secs(i * 10);
+            assert_eq!(admit(&mut joins, at, 3), Ok(()));
+            joins.push_back(at);
+        }
+        // A fourth join 30 s in: the first (at 0 s) leaves the window at 60 s.
+        let at = start + Duration::from_secs(30);
+        assert_eq!(admit(&mut joins, at, 3), Err(Duration::from_secs(30)));
+        // Past the window, it is admitted again.
+        let at = start + Duration::from_secs(61);
+        assert_eq!(admit(&mut joins, at, 3), Ok(()));
+        assert_eq!(joins.len(), 2, "the join at 0 s aged out");
+    }
+
+    #[test]
+    fn local_requests_never_go_on_the_wire_and_garbage_decodes_as_malformed() {
+        let (tx, _rx) = ractor::concurrency::oneshot();
+        let local = GateMsg::Nodes(tx.into());
+        let bytes = local.into_bytes();
+        assert!(bytes.is_empty());
+        let GateMsg::Malformed(bad) = GateMsg::from_bytes(bytes) else {
+            panic!("an empty frame decoded as a message");
+        };
+        assert_eq!(bad.from, None);
+    }
+}

@@ -1,0 +1,306 @@
+//! The codec: every message that crosses machines is encoded here, once, with postcard.
+//!
+//! A frame is `(WIRE_VERSION, sender name, body)`. The sender's name comes first so that a
+//! body that does not decode (a peer on another version, a corrupted frame) can still be
+//! blamed on someone: decoding never fails, it yields a `Malformed` message that the
+//! receiver counts and logs with the peer's name.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::pool::PoolStats;
+use crate::queue::{AttemptReport, Capabilities};
+use crate::task::{Lease, TaskId};
+use crate::worker::WorkerInfo;
+
+/// Bumped whenever a wire type changes shape.
+pub(crate) const WIRE_VERSION: u8 = 1;
+
+/// Encodes a frame. Wire types are plain data: encoding cannot fail short of running out of
+/// memory, which a panic reports as well as anything could.
+pub(crate) fn encode<B: Serialize>(from: &str, body: &B) -> Vec<u8> {
+    postcard::to_stdvec(&(WIRE_VERSION, from, body)).expect("wire types always encode")
+}
+
+/// Decodes a frame into its sender and body, or says what was wrong with it (naming the
+/// sender when at least that much was readable).
+pub(crate) fn decode<B: DeserializeOwned>(bytes: &[u8]) -> Result<(String, B), BadFrame> {
+    let bad = |from: Option<String>, reason: String| BadFrame { from, reason };
+    let (version, rest) = postcard::take_from_bytes::<u8>(bytes)
+        .map_err(|e| bad(None, format!("empty or truncated frame: {e}")))?;
+    let (from, rest) = postcard::take_from_bytes::<String>(rest)
+        .map_err(|e| bad(None, format!("unreadable sender name: {e}")))?;
+    if version != WIRE_VERSION {
+        return Err(bad(
+            Some(from),
+            format!("wire version {version}, expected {WIRE_VERSION}"),
+        ));
+    }
+    match postcard::from_bytes::<B>(rest) {
+        Ok(body) => Ok((from, body)),
+        Err(e) => Err(bad(Some(from), format!("undecodable body: {e}"))),
+    }
+}
+
+/// Payload bytes one frame carries at most when it batches several tasks; a single task
+/// whose payload is bigger travels alone (payloads are limited at submit to
+/// `QueueConfig::max_payload_bytes`, under one frame). ractor_cluster drops the session of a
+/// peer that sends a frame over its limit (16 MiB), so batches are cut to stay far below it.
+pub(crate) const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most a single result may weigh to cross the network: one frame less room for the
+/// rest of its message.
+pub(crate) const MAX_RESULT_BYTES: usize = crate::CLUSTER_FRAME_BYTES - 64 * 1024;
+
+/// Splits `items` into batches of at most [`BATCH_BYTES`] payload bytes (by `weight`), in
+/// order; an item heavier than that goes alone.
+pub(crate) fn batches<T>(items: Vec<T>, weight: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let w = weight(&item);
+        if !current.is_empty() && bytes + w > BATCH_BYTES {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += w;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Payload bytes a worker-side change carries (results of completed attempts).
+pub(crate) fn up_weight(up: &Up) -> usize {
+    match up {
+        Up::Report { reports, .. } => reports.iter().map(report_weight).sum(),
+        _ => 0,
+    }
+}
+
+fn report_weight(r: &AttemptReport) -> usize {
+    match &r.outcome {
+        crate::queue::AttemptOutcome::Completed(p) => p.len(),
+        crate::queue::AttemptOutcome::Failed(e) => e.message().len(),
+        _ => 0,
+    }
+}
+
+/// A frame that did not decode.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct BadFrame {
+    /// The sender, when its name was readable.
+    pub(crate) from: Option<String>,
+    /// What was wrong.
+    pub(crate) reason: String,
+}
+
+/// What a node sends the coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum FromNode {
+    /// First contact, or contact again after the coordinator forgot the node.
+    Hello(Hello),
+    /// Its workers' side of the credit protocol, batched.
+    Up(Vec<Up>),
+    /// Alive, with its pool's load.
+    Heartbeat(NodeLoad),
+    /// Leaving for good (graceful shutdown, after draining).
+    Leave,
+}
+
+/// A node introducing itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// Random per process: tells a restarted node from the same one saying hello again.
+    pub(crate) instance: u64,
+    /// Its labels (`gpu=a100`).
+    pub(crate) labels: Vec<String>,
+    /// Task types its workers have handlers for.
+    pub(crate) task_types: Vec<String>,
+    /// Where its node server listens (`host:port`).
+    pub(crate) address: String,
+    /// The wrangle version it runs.
+    pub(crate) version: String,
+}
+
+/// One change on a node's worker side: the same four calls a local worker makes on the queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Up {
+    /// A worker (or a new incarnation of it) offers capabilities and free slots.
+    Attach {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// Which life of the worker.
+        incarnation: u64,
+        /// Its task types and labels.
+        caps: Capabilities,
+        /// Free slots.
+        credits: u32,
+    },
+    /// A worker is gone.
+    Detach {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// Which life of it ended.
+        incarnation: u64,
+    },
+    /// A worker's free slots, outright (0 while draining).
+    Credits {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// Free slots.
+        credits: u32,
+    },
+    /// Finished attempts and the slots they freed.
+    Report {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// The attempts.
+        reports: Vec<AttemptReport>,
+        /// Slots freed.
+        credits: u32,
+    },
+}
+
+/// A node's load, sent with each heartbeat: what the autoscaler and the API read.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct NodeLoad {
+    /// Its pool's counters (mailbox depths and busy slots included).
+    pub(crate) pool: PoolStats,
+    /// Its workers.
+    pub(crate) workers: Vec<WorkerInfo>,
+    /// Messages waiting in the node agent's mailbox.
+    pub(crate) agent_mailbox: u64,
+    /// Frames from the coordinator that did not decode.
+    pub(crate) bad_frames: u64,
+}
+
+/// What the coordinator sends a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum FromGate {
+    /// The node is registered: heartbeat this often; silence this long means lost.
+    Welcome {
+        /// Heartbeat period, ms.
+        heartbeat_ms: u64,
+        /// Silence after which each side gives the other up, ms.
+        timeout_ms: u64,
+    },
+    /// The node may not join now.
+    Refused {
+        /// Why.
+        reason: String,
+        /// When to try again, ms.
+        retry_after_ms: u64,
+    },
+    /// Leases for one of its workers.
+    Leases {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// The leases.
+        leases: Vec<Lease>,
+    },
+    /// Stop one attempt.
+    Cancel {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// The task.
+        task_id: TaskId,
+    },
+    /// Answer to a heartbeat.
+    Ack,
+    /// The coordinator does not know this node (it restarted, or gave the node up):
+    /// say hello again.
+    Rejoin,
+    /// The node's leave was recorded: it may close its session.
+    Farewell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::AttemptOutcome;
+    use crate::task::Payload;
+
+    #[test]
+    fn a_frame_round_trips_with_its_sender() {
+        let lease = Lease {
+            task_id: TaskId::new(),
+            attempt: 2,
+            task_type: "echo".into(),
+            payload: Payload::encode(&serde_json::json!({"x": [1, 2]})).unwrap(),
+            timeout: Some(std::time::Duration::from_millis(1500)),
+        };
+        let body = FromGate::Leases {
+            worker: "n1/w-1".into(),
+            leases: vec![lease.clone()],
+        };
+        let (from, back) = decode::<FromGate>(&encode("coordinator", &body)).unwrap();
+        assert_eq!(from, "coordinator");
+        let FromGate::Leases { worker, leases } = back else {
+            panic!("decoded {back:?}");
+        };
+        assert_eq!(&*worker, "n1/w-1");
+        assert_eq!(leases[0].task_id, lease.task_id);
+        assert_eq!(leases[0].payload, lease.payload);
+        assert_eq!(leases[0].timeout, lease.timeout);
+
+        let up = FromNode::Up(vec![Up::Report {
+            worker: "n1/w-1".into(),
+            reports: vec![AttemptReport {
+                task_id: lease.task_id,
+                attempt: 2,
+                outcome: AttemptOutcome::Failed(crate::TaskError::permanent("no")),
+            }],
+            credits: 1,
+        }]);
+        let (_, back) = decode::<FromNode>(&encode("n1", &up)).unwrap();
+        let FromNode::Up(items) = back else {
+            panic!("decoded {back:?}");
+        };
+        let Up::Report { reports, .. } = &items[0] else {
+            panic!("decoded {items:?}");
+        };
+        let AttemptOutcome::Failed(e) = &reports[0].outcome else {
+            panic!("decoded {reports:?}");
+        };
+        assert_eq!(e.message(), "no");
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn batches_stay_under_the_budget_and_heavy_items_go_alone() {
+        let mb = 1024 * 1024;
+        let sizes = vec![mb, mb, mb, mb, 6 * mb, mb, 0, 0];
+        let cut = batches(sizes, |s| *s);
+        assert_eq!(
+            cut,
+            vec![vec![mb, mb, mb, mb], vec![6 * mb], vec![mb, 0, 0]]
+        );
+        assert!(batches(Vec::<usize>::new(), |s| *s).is_empty());
+    }
+
+    #[test]
+    fn bad_frames_are_described_and_blamed_when_possible() {
+        let empty = decode::<FromNode>(&[]).unwrap_err();
+        assert_eq!(empty.from, None);
+        assert!(empty.reason.contains("truncated"), "{}", empty.reason);
+
+        let mut garbage = encode("n7", &FromNode::Leave);
+        garbage.truncate(garbage.len() - 1);
+        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let bad = decode::<FromNode>(&garbage).unwrap_err();
+        assert_eq!(bad.from.as_deref(), Some("n7"));
+        assert!(bad.reason.contains("undecodable body"), "{}", bad.reason);
+
+        let mut future = encode("n8", &FromNode::Leave);
+        future[0] = WIRE_VERSION + 1;
+        let bad = decode::<FromNode>(&future).unwrap_err();
+        assert_eq!(bad.from.as_deref(), Some("n8"));
+        assert!(bad.reason.contains("wire version"), "{}", bad.reason);
+    }
+}

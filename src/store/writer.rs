@@ -1,0 +1,392 @@
+//! The store writer: one actor that turns the queue's stream of changes into few, large
+//! transactions (group commit).
+//!
+//! Changes pile up while a commit is in flight; the next commit takes all of them at once,
+//! so under load one fsync carries thousands of changes, and at rest a lone submit commits
+//! at once. Later changes to a task replace earlier ones not yet written, so a task that is
+//! submitted, leased and completed between two commits costs one row.
+//!
+//! A submit waiting for durability is answered only after its commit. If a commit fails,
+//! the submits in it are refused (their tasks are dropped from the queue again, so nothing
+//! runs that the caller was told failed) and the other changes are kept and retried with
+//! backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::db::Db;
+use super::rows::{ms, AttemptRow, NewTask, NodeRow, StoreOp, TaskState, WorkerRow};
+use super::StoreError;
+use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::queue::{QueueError, QueueMsg, Submitted};
+use crate::task::{IdMap, TaskId};
+
+/// The store writer actor. Started by the queue, linked to it.
+#[derive(Debug)]
+pub(crate) struct StoreWriter;
+
+/// A submit answered once its tasks are committed.
+pub(crate) struct Ack {
+    pub(crate) reply: RpcReplyPort<Result<Vec<Submitted>, QueueError>>,
+    pub(crate) submitted: Vec<Submitted>,
+}
+
+/// The writer's messages.
+pub(crate) enum StoreMsg {
+    /// Changes from the queue, in the order it made them, and the submits to answer once
+    /// they are committed.
+    Write { ops: Vec<StoreOp>, acks: Vec<Ack> },
+    /// Commit everything sent before this now; answer when done.
+    Flush(RpcReplyPort<Result<(), StoreError>>),
+    /// Try again after a failed commit.
+    Retry,
+    /// Delete finished tasks past their retention.
+    Prune,
+}
+
+impl ractor::Message for StoreMsg {}
+
+pub(crate) struct WriterArgs {
+    pub(crate) db: Db,
+    pub(crate) depth: MailboxDepth,
+    pub(crate) queue: Mailbox<QueueMsg>,
+    pub(crate) retention: Option<Duration>,
+    pub(crate) prune_interval: Duration,
+    pub(crate) max_batch: usize,
+    pub(crate) stats: Arc<WriterStats>,
+}
+
+/// The writer's counters, read by `/metrics` and the benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Task rows written (inserts and updates).
+    pub task_rows: AtomicU64,
+    /// Commits that failed.
+    pub failures: AtomicU64,
+    /// Finished tasks deleted by retention.
+    pub pruned: AtomicU64,
+    /// False from a failed commit until the next one succeeds.
+    pub healthy: AtomicBool,
+}
+
+/// One transaction's worth of rows.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// New tasks, with their latest state.
+    pub(crate) inserts: Vec<(NewTask, TaskState)>,
+    /// Tasks already stored, with their latest state.
+    pub(crate) updates: Vec<TaskState>,
+    pub(crate) attempts: Vec<AttemptRow>,
+    pub(crate) workers: Vec<WorkerRow>,
+    pub(crate) nodes: Vec<NodeRow>,
+    pub(crate) heartbeats: Vec<(Vec<Arc<str>>, i64)>,
+}
+
+#[derive(Default)]
+struct TaskWrite {
+    new: Option<NewTask>,
+    state: Option<TaskState>,
+}
+
+/// Changes not written yet, merged by key.
+#[derive(Default)]
+struct Pending {
+    tasks: IdMap<TaskWrite>,
+    attempts: HashMap<(TaskId, i64), AttemptRow>,
+    workers: HashMap<Arc<str>, WorkerRow>,
+    nodes: HashMap<Arc<str>, NodeRow>,
+    heartbeats: Vec<(Vec<Arc<str>>, i64)>,
+    acks: Vec<Ack>,
+    flushes: Vec<RpcReplyPort<Result<(), StoreError>>>,
+}
+
+impl Pending {
+    fn add(&mut self, op: StoreOp) {
+        match op {
+            StoreOp::Insert(t) => {
+                let id = t.id;
+                self.tasks.entry(id).or_default().new = Some(t);
+            }
+            StoreOp::State(s) => {
+                let id = s.id;
+                self.tasks.entry(id).or_default().state = Some(s);
+            }
+            StoreOp::Attempt(a) => {
+                self.attempts.insert((a.task_id, a.number), a);
+            }
+            StoreOp::Worker(w) => {
+                self.workers.insert(w.id.clone(), w);
+            }
+            StoreOp::Node(n) => {
+                self.nodes.insert(n.id.clone(), n);
+            }
+            StoreOp::Heartbeat(ids, at) => self.heartbeats.push((ids, at)),
+        }
+    }
+
+    /// True when no row waits (only answers may).
+    fn no_rows(&self) -> bool {
+        self.tasks.is_empty()
+            && self.attempts.is_empty()
+            && self.workers.is_empty()
+            && self.nodes.is_empty()
+            && self.heartbeats.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+            && self.attempts.is_empty()
+            && self.workers.is_empty()
+            && self.nodes.is_empty()
+            && self.heartbeats.is_empty()
+            && self.acks.is_empty()
+            && self.flushes.is_empty()
+    }
+
+    /// The rows to write. The pending changes stay until the commit succeeds.
+    fn batch(&self) -> Batch {
+        let mut batch = Batch::default();
+        for w in self.tasks.values() {
+            match (&w.new, &w.state) {
+                (Some(new), Some(state)) => batch.inserts.push((new.clone(), state.clone())),
+                (None, Some(state)) => batch.updates.push(state.clone()),
+                // The queue always sends a task's state with its insert.
+                (Some(new), None) => {
+                    tracing::error!(task_id = %new.id, "task insert without a state; not written")
+                }
+                (None, None) => {}
+            }
+        }
+        // Oldest first, so that rows go in in the order tasks were made.
+        batch.inserts.sort_unstable_by_key(|(t, _)| t.id);
+        batch.attempts = self.attempts.values().cloned().collect();
+        batch.workers = self.workers.values().cloned().collect();
+        batch.nodes = self.nodes.values().cloned().collect();
+        batch.heartbeats = self.heartbeats.clone();
+        batch
+    }
+
+    /// Drops everything about tasks that will not be stored.
+    fn forget(&mut self, ids: &[TaskId]) {
+        for id in ids {
+            self.tasks.remove(id);
+        }
+        if !ids.is_empty() {
+            let gone: crate::task::IdSet = ids.iter().copied().collect();
+            self.attempts.retain(|(id, _), _| !gone.contains(id));
+        }
+    }
+
+    fn clear_rows(&mut self) {
+        self.tasks.clear();
+        self.attempts.clear();
+        self.workers.clear();
+        self.nodes.clear();
+        self.heartbeats.clear();
+    }
+}
+
+/// The writer's state.
+pub(crate) struct WriterState {
+    db: Db,
+    /// Own mailbox, counted: an empty mailbox is the signal to commit.
+    me: Mailbox<StoreMsg>,
+    /// Where tasks that could not be stored are reported.
+    queue: Mailbox<QueueMsg>,
+    pending: Pending,
+    /// Set after a failed commit: the error, and when to try again. Submits arriving
+    /// before then are refused at once instead of waiting on a database that is down.
+    failing: Option<(String, Duration)>,
+    retention: Option<Duration>,
+    prune_interval: Duration,
+    /// Commit early once this many tasks are pending, even while more changes arrive.
+    max_batch: usize,
+    stats: Arc<WriterStats>,
+}
+
+impl Actor for StoreWriter {
+    type Msg = StoreMsg;
+    type State = WriterState;
+    type Arguments = WriterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StoreMsg>,
+        args: WriterArgs,
+    ) -> Result<WriterState, ActorProcessingErr> {
+        args.stats.healthy.store(true, Ordering::Relaxed);
+        let me = Mailbox::new(myself, args.depth);
+        if args.retention.is_some() {
+            me.send_after(Duration::from_secs(1), || StoreMsg::Prune);
+        }
+        Ok(WriterState {
+            db: args.db,
+            me,
+            queue: args.queue,
+            pending: Pending::default(),
+            failing: None,
+            retention: args.retention,
+            prune_interval: args.prune_interval,
+            max_batch: args.max_batch.max(1),
+            stats: args.stats,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<StoreMsg>,
+        msg: StoreMsg,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.me.depth().received();
+        match msg {
+            StoreMsg::Write { ops, acks } => {
+                for op in ops {
+                    state.pending.add(op);
+                }
+                if let Some((error, _)) = &state.failing {
+                    // The database is down: refuse these submits now rather than hold them.
+                    let error = error.clone();
+                    refuse(state, acks, &error);
+                } else {
+                    state.pending.acks.extend(acks);
+                }
+            }
+            StoreMsg::Flush(reply) => {
+                state.pending.flushes.push(reply);
+                if state.failing.is_some() {
+                    commit(state).await;
+                    return Ok(());
+                }
+            }
+            StoreMsg::Retry => {
+                if state.failing.is_some() {
+                    commit(state).await;
+                    return Ok(());
+                }
+            }
+            StoreMsg::Prune => {
+                prune(state).await;
+                state
+                    .me
+                    .send_after(state.prune_interval, || StoreMsg::Prune);
+            }
+        }
+        // Whatever the message, changes left pending by a busier moment go now if nothing
+        // else is waiting: a tick must never be the last message before a quiet spell.
+        let quiet = state.me.depth().get() == 0;
+        if state.failing.is_none() && (quiet || state.pending.tasks.len() >= state.max_batch) {
+            commit(state).await;
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<StoreMsg>,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !state.pending.is_empty() {
+            commit(state).await;
+        }
+        Ok(())
+    }
+}
+
+/// Writes everything pending in one transaction, then answers the waiting submits.
+async fn commit(state: &mut WriterState) {
+    if state.pending.is_empty() {
+        return;
+    }
+    if state.pending.no_rows() && state.pending.acks.is_empty() && state.failing.is_none() {
+        // Only flushes wait, and everything before them is committed.
+        for reply in std::mem::take(&mut state.pending.flushes) {
+            let _ = reply.send(Ok(()));
+        }
+        return;
+    }
+    let batch = state.pending.batch();
+    let rows = (batch.inserts.len() + batch.updates.len()) as u64;
+    match state.db.write(&batch).await {
+        Ok(()) => {
+            state.stats.commits.fetch_add(1, Ordering::Relaxed);
+            state.stats.task_rows.fetch_add(rows, Ordering::Relaxed);
+            if state.failing.take().is_some() {
+                tracing::info!("store writes succeed again");
+                state.stats.healthy.store(true, Ordering::Relaxed);
+            }
+            state.pending.clear_rows();
+            for ack in std::mem::take(&mut state.pending.acks) {
+                let _ = ack.reply.send(Ok(ack.submitted));
+            }
+            for reply in std::mem::take(&mut state.pending.flushes) {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            let error = format!("database unavailable: {e}");
+            state.stats.failures.fetch_add(1, Ordering::Relaxed);
+            state.stats.healthy.store(false, Ordering::Relaxed);
+            let backoff = match &state.failing {
+                Some((_, last)) => (*last * 2).min(Duration::from_secs(5)),
+                None => Duration::from_millis(100),
+            };
+            tracing::error!(error = %e, retry_in = ?backoff, "store commit failed");
+            let acks = std::mem::take(&mut state.pending.acks);
+            refuse(state, acks, &error);
+            for reply in std::mem::take(&mut state.pending.flushes) {
+                let _ = reply.send(Err(StoreError::Unavailable(error.clone())));
+            }
+            state.failing = Some((error, backoff));
+            state.me.send_after(backoff, || StoreMsg::Retry);
+        }
+    }
+}
+
+/// Answers submits with an error and takes their new tasks back out of the queue.
+fn refuse(state: &mut WriterState, acks: Vec<Ack>, error: &str) {
+    let mut ids = Vec::new();
+    for ack in acks {
+        let fresh: Vec<TaskId> = ack
+            .submitted
+            .iter()
+            .filter(|s| !s.existing)
+            .map(|s| s.id)
+            .collect();
+        state.pending.forget(&fresh);
+        ids.extend(fresh);
+        let _ = ack.reply.send(Err(QueueError::NotStored {
+            reason: error.to_string(),
+        }));
+    }
+    if !ids.is_empty() {
+        let _ = state.queue.send(QueueMsg::NotStored { ids });
+    }
+}
+
+async fn prune(state: &mut WriterState) {
+    let Some(retention) = state.retention else {
+        return;
+    };
+    let cutoff = SystemTime::now()
+        .checked_sub(retention)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    match state.db.prune(ms(cutoff)).await {
+        Ok(0) => {}
+        Ok(n) => {
+            state.stats.pruned.fetch_add(n, Ordering::Relaxed);
+            tracing::info!(
+                tasks = n,
+                ?retention,
+                "pruned finished tasks past retention"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "pruning finished tasks failed"),
+    }
+}

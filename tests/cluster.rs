@@ -1,0 +1,397 @@
+//! Across machines, on loopback: the coordinator program and node programs as separate OS
+//! processes joined over TCP (ractor_cluster), driven through the coordinator's HTTP API.
+//! Nodes run `journal` tasks, which only nodes serve; each execution is journaled with its
+//! attempt and node, so executions can be counted.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/programs.rs"]
+mod programs;
+#[path = "support/cluster.rs"]
+mod rig;
+
+use rig::{all_completed, executions, node_is, submit, until, Api, Coordinator, COOKIE};
+
+const JOIN: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_tasks_land_on_matching_nodes_and_a_killed_node_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let c = Coordinator::start(dir.path());
+    let gpu = c.node("gpu-1", "gpu=a100,region=eu", COOKIE);
+    let mut cpu = c.node("cpu-1", "region=us", COOKIE);
+    until("both nodes online", JOIN, || async {
+        node_is(&http, &c, "gpu-1", "online").await && node_is(&http, &c, "cpu-1", "online").await
+    })
+    .await;
+
+    // Labels route: `gpu` only to gpu-1, `region=us` only to cpu-1.
+    let on_gpu = submit(&http, &c, 20, 1, &["gpu"]).await;
+    let on_us = submit(&http, &c, 20, 1, &["region=us"]).await;
+    all_completed(&http, &c, &on_gpu, JOIN).await;
+    all_completed(&http, &c, &on_us, JOIN).await;
+    let runs = executions(&[&gpu.journal, &cpu.journal]);
+    for id in &on_gpu {
+        assert_eq!(runs[id], vec![(1, "gpu-1".to_string())], "{id}");
+    }
+    for id in &on_us {
+        assert_eq!(runs[id], vec![(1, "cpu-1".to_string())], "{id}");
+    }
+
+    // Unlabelled work spreads over both; cpu-1 is killed once it has run some of it.
+    let before = executions(&[&gpu.journal, &cpu.journal]);
+    let ids = submit(&http, &c, 300, 40, &[]).await;
+    until("cpu-1 to run 30 of the batch", JOIN, || async {
+        executions(&[&cpu.journal])
+            .keys()
+            .filter(|k| !before.contains_key(*k))
+            .count()
+            >= 30
+    })
+    .await;
+    cpu.kill();
+    let killed_at = std::time::Instant::now();
+    let cpu_runs: HashSet<String> = executions(&[&cpu.journal]).into_keys().collect();
+    all_completed(&http, &c, &ids, Duration::from_secs(60)).await;
+    println!(
+        "after the kill, the last tasks finished within {:?}",
+        killed_at.elapsed()
+    );
+    until("cpu-1 listed as lost", JOIN, || {
+        node_is(&http, &c, "cpu-1", "lost")
+    })
+    .await;
+
+    let runs = executions(&[&gpu.journal, &cpu.journal]);
+    let mut twice = 0;
+    for id in &ids {
+        let r = runs.get(id).unwrap_or_else(|| panic!("{id} never ran"));
+        if r.len() > 1 {
+            twice += 1;
+            // Only a task cpu-1 had started could run again, and then once more at most.
+            assert!(cpu_runs.contains(id), "{id} ran twice without cpu-1: {r:?}");
+            assert_eq!(r.len(), 2, "{id}: {r:?}");
+            assert_eq!(r[0].1, "cpu-1", "{id}: {r:?}");
+        }
+    }
+    // cpu-1 had 2 workers x 4 slots: at most 8 attempts were in flight on it.
+    assert!(twice <= 8, "{twice} tasks ran twice; cpu-1 had 8 slots");
+    println!(
+        "killed node: {} of 300 tasks ran on it, {twice} were in flight and ran again elsewhere",
+        ids.iter().filter(|id| cpu_runs.contains(*id)).count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_again_by_themselves_after_the_coordinator_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut c = Coordinator::start(dir.path());
+    let node = c.node("n-1", "zone=a", COOKIE);
+    until("n-1 online", JOIN, || node_is(&http, &c, "n-1", "online")).await;
+    let first = submit(&http, &c, 5, 1, &["zone=a"]).await;
+    all_completed(&http, &c, &first, JOIN).await;
+
+    // kill -9 the coordinator, start it again on the same ports and database.
+    let (http_port, cluster_port) = (c.http, c.cluster);
+    c.process.0.kill().unwrap();
+    c.process.0.wait().unwrap();
+    drop(c);
+    let c = Coordinator::start_on(dir.path(), http_port, cluster_port);
+    until("n-1 to join the new coordinator", JOIN, || {
+        node_is(&http, &c, "n-1", "online")
+    })
+    .await;
+    let second = submit(&http, &c, 5, 1, &["zone=a"]).await;
+    all_completed(&http, &c, &second, JOIN).await;
+    let runs = executions(&[&node.journal]);
+    // A completion is committed a few milliseconds after it is reported, so a first-batch
+    // task whose completion was not yet committed at the kill may run once more.
+    for id in &first {
+        assert!(runs[id].len() <= 2, "{id}: {:?}", runs[id]);
+    }
+    for id in &second {
+        assert_eq!(runs[id].len(), 1, "{id}: {:?}", runs[id]);
+    }
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("lost the coordinator"), "{log}");
+    assert_eq!(log.matches("joined the coordinator").count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_cookie_is_refused_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let c = Coordinator::start(dir.path());
+    let good = c.node("good", "zone=a", COOKIE);
+    let bad = c.node("intruder", "secret-hardware", "not-the-cookie");
+    until("the good node online", JOIN, || {
+        node_is(&http, &c, "good", "online")
+    })
+    .await;
+    // A task only the intruder could serve, submitted while it knocks.
+    let stuck = submit(&http, &c, 1, 1, &["secret-hardware"]).await;
+    until("the intruder to be refused twice", JOIN, || async {
+        bad.log_text().matches("authentication failed").count() >= 2
+    })
+    .await;
+    let t = rig::task(&http, &c, &stuck[0]).await;
+    assert_eq!(t["status"], "queued", "{t}");
+    assert!(
+        !rig::nodes(&http, &c)
+            .await
+            .iter()
+            .any(|n| n["id"] == "intruder"),
+        "the intruder is listed"
+    );
+    assert!(
+        executions(&[&bad.journal]).is_empty(),
+        "the intruder ran a task"
+    );
+    let coordinator_log =
+        std::fs::read_to_string(dir.path().join(format!("coordinator-{}.log", c.http))).unwrap();
+    assert!(
+        coordinator_log.contains("did not authenticate"),
+        "{coordinator_log}"
+    );
+    drop(good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_node_before_it_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let c = Coordinator::start(dir.path());
+    let mut node = c.node("drainer", "drain", COOKIE);
+    until("drainer online", JOIN, || {
+        node_is(&http, &c, "drainer", "online")
+    })
+    .await;
+    // Eight slots, eight tasks of 1.5 s each: all running when the signal comes.
+    let ids = submit(&http, &c, 8, 1_500, &["drain"]).await;
+    until("all eight running", JOIN, || async {
+        executions(&[&node.journal]).len() == 8
+    })
+    .await;
+    let pid = node.process.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || {
+        let s = node.process.0.wait().unwrap();
+        (s, node)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "the node exited with {}", status.0);
+    // Every task finished on the node, once, before it left.
+    for id in &ids {
+        let t = rig::task(&http, &c, id).await;
+        assert_eq!(t["status"], "completed", "{t}");
+        assert_eq!(t["attempts"].as_array().unwrap().len(), 1, "{t}");
+    }
+    until("drainer listed as left", JOIN, || {
+        node_is(&http, &c, "drainer", "left")
+    })
+    .await;
+}
+
+/// A frame in whatever bytes the test wants, sent to a remote actor as is.
+struct RawFrame(Vec<u8>);
+
+impl ractor::BytesConvertable for RawFrame {
+    fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_counted_and_logged_with_the_peer_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let c = Coordinator::start(dir.path());
+
+    // This test process joins as a bare ractor_cluster peer named `garbler` and sends the
+    // coordinator's gate frames that are not wrangle messages.
+    let server = ractor_cluster::NodeServer::new(
+        0,
+        COOKIE.to_string(),
+        "garbler".to_string(),
+        "127.0.0.1".to_string(),
+        None,
+        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr([127, 0, 0, 1].into());
+    let (server, _) = ractor::Actor::spawn(None, server, ()).await.unwrap();
+    until("the coordinator to listen", JOIN, || async {
+        ractor_cluster::client_connect(&server, format!("127.0.0.1:{}", c.cluster))
+            .await
+            .is_ok()
+    })
+    .await;
+    until("the gate's process group to arrive", JOIN, || async {
+        !ractor::pg::get_members(&"wrangle.gate".to_string()).is_empty()
+    })
+    .await;
+    let gate: ractor::ActorRef<RawFrame> = ractor::pg::get_members(&"wrangle.gate".to_string())[0]
+        .clone()
+        .into();
+    // Version 1, sender `garbler` (postcard: length then bytes), then a body that is no
+    // message; then an empty frame.
+    let mut frame = vec![1, 7];
+    frame.extend_from_slice(b"garbler");
+    frame.extend_from_slice(&[0xff, 0xfe, 0xfd]);
+    gate.cast(RawFrame(frame)).unwrap();
+    gate.cast(RawFrame(Vec::new())).unwrap();
+
+    until("two bad frames counted", JOIN, || async {
+        let text = http
+            .get(c.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("wrangle_cluster_bad_frames_total 2")
+    })
+    .await;
+    let log =
+        std::fs::read_to_string(dir.path().join(format!("coordinator-{}.log", c.http))).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("did not decode") && l.contains("garbler")),
+        "{log}"
+    );
+
+    // The coordinator carries on: a node joins and runs work.
+    let node = c.node("after", "zone=z", COOKIE);
+    until("a node online", JOIN, || {
+        node_is(&http, &c, "after", "online")
+    })
+    .await;
+    let ids = submit(&http, &c, 3, 1, &["zone=z"]).await;
+    all_completed(&http, &c, &ids, JOIN).await;
+    assert_eq!(executions(&[&node.journal]).len(), 3);
+    server.stop(None);
+}
+
+/// A throwaway CA and a certificate for `localhost` signed by it, made with `openssl`.
+fn certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wrangle test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_over_tls_and_a_clear_text_node_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let http = reqwest::Client::new();
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let c = Coordinator::start_with(
+        dir.path(),
+        net::free_port(),
+        net::free_port(),
+        &[
+            ("WRANGLE_CLUSTER_TLS_CERT", &cert),
+            ("WRANGLE_CLUSTER_TLS_KEY", &key),
+        ],
+    );
+    let ca = dir.path().join("ca.pem");
+    let secure = c.node_with(
+        "secure",
+        "tls",
+        COOKIE,
+        &[
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--tls-server-name",
+            "localhost",
+        ],
+    );
+    let plain = c.node("plain", "plain", COOKIE);
+    until("the TLS node online", JOIN, || {
+        node_is(&http, &c, "secure", "online")
+    })
+    .await;
+    let ids = submit(&http, &c, 5, 1, &["tls"]).await;
+    all_completed(&http, &c, &ids, JOIN).await;
+    assert_eq!(executions(&[&secure.journal]).len(), 5);
+    // The clear-text node keeps being turned away and is never listed.
+    until("the clear-text node to fail twice", JOIN, || async {
+        let log = plain.log_text();
+        log.matches("refused this node").count() + log.matches("could not reach").count() >= 2
+    })
+    .await;
+    assert!(
+        !rig::nodes(&http, &c)
+            .await
+            .iter()
+            .any(|n| n["id"] == "plain"),
+        "a clear-text node joined a TLS listener"
+    );
+}

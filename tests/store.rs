@@ -1,0 +1,519 @@
+//! The store on real databases: an SQLite file in a temporary directory, and a fresh
+//! database on the PostgreSQL server named by `DATABASE_URL` (`.ci/run` starts one; under
+//! `CI=true` its absence fails the PostgreSQL tests). Each scenario runs on both.
+
+mod common;
+#[path = "support/databases.rs"]
+mod databases;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::Connection;
+use wrangle::{
+    Coordinator, CoordinatorConfig, Error, QueueError, Store, StoreConfig, TaskId, TaskOutcome,
+    TaskQuery, TaskSpec, TaskStatus,
+};
+
+use common::{eventually, fixed, handlers};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One test per backend for each scenario below.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$scenario(super::databases::sqlite_url(dir.path(), "store")).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(url) = super::databases::fresh_postgres(stringify!($scenario)).await
+                    else {
+                        return;
+                    };
+                    super::$scenario(url.clone()).await;
+                    super::databases::drop_postgres(&url).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_restart_keeps_results_keys_dead_letters_and_registry,
+    unfinished_tasks_run_after_a_restart_with_their_attempts_kept,
+    a_row_that_no_longer_decodes_fails_alone_and_the_rest_load,
+    retention_prunes_old_finished_tasks_only,
+    migrations_run_once,
+    buffered_submits_are_stored_with_the_next_group,
+    a_second_coordinator_on_the_same_database_is_refused,
+);
+
+fn on(url: &str, workers: usize) -> CoordinatorConfig {
+    let mut store = StoreConfig::new(url);
+    store.prune_interval = Duration::from_millis(50);
+    CoordinatorConfig {
+        store: Some(store),
+        ..fixed(workers)
+    }
+}
+
+async fn started(config: CoordinatorConfig) -> Coordinator {
+    Coordinator::start(config, handlers())
+        .await
+        .expect("coordinator starts on its store")
+}
+
+async fn a_restart_keeps_results_keys_dead_letters_and_registry(url: String) {
+    let first = started(on(&url, 2)).await;
+    let keyed = first
+        .submit_async(
+            TaskSpec::new("echo", &json!({"n": 1}))
+                .unwrap()
+                .idempotency_key("order-1"),
+        )
+        .await
+        .unwrap();
+    let plain = first
+        .submit_async(TaskSpec::new("echo", &json!({"n": 2})).unwrap())
+        .await
+        .unwrap();
+    let doomed = first
+        .submit_async(
+            TaskSpec::new(
+                "fail",
+                &json!({"mode": "permanent", "message": "bad input"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    for h in [&keyed, &plain, &doomed] {
+        h.wait(WAIT).await.unwrap();
+    }
+    let old_workers: Vec<String> = first
+        .get_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    first.stop(true).await.unwrap();
+    let store = Store::open(StoreConfig::new(&url)).await.unwrap();
+    assert_eq!(
+        store.nodes().await.unwrap(),
+        vec![("coordinator".to_string(), "deregistered".to_string())],
+        "a graceful stop deregisters the node"
+    );
+    store.close().await;
+
+    let second = started(on(&url, 1)).await;
+    second.queue().flush().await.unwrap();
+    assert_eq!(
+        second.store().unwrap().nodes().await.unwrap(),
+        vec![("coordinator".to_string(), "active".to_string())]
+    );
+    // Results readable, and waits on finished tasks answer at once.
+    let t = second.get_task(keyed.id).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Completed);
+    assert_eq!(
+        t.result.unwrap().decode::<serde_json::Value>().unwrap(),
+        json!({"n": 1})
+    );
+    assert_eq!(t.attempts.len(), 1);
+    assert_eq!(t.attempts[0].outcome.as_deref(), Some("completed"));
+    let answered = tokio::time::timeout(
+        Duration::from_millis(500),
+        second.wait_for(plain.id, Duration::from_secs(60)),
+    )
+    .await
+    .expect("a finished task's wait answers at once");
+    assert!(matches!(answered.unwrap(), TaskOutcome::Completed { .. }));
+    // Listings include the tasks finished before the restart, in id order, with cursors.
+    let completed: Vec<TaskId> = second
+        .list_tasks(Some(TaskStatus::Completed), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(completed, vec![keyed.id, plain.id]);
+    let newest = second
+        .queue()
+        .query(TaskQuery {
+            limit: 1,
+            newest_first: true,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        newest.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![doomed.id]
+    );
+    assert_eq!(newest[0].attempts.len(), 1);
+    let next = second
+        .queue()
+        .query(TaskQuery {
+            limit: 10,
+            newest_first: true,
+            after: Some(doomed.id),
+            task_type: Some("echo".into()),
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![plain.id, keyed.id]
+    );
+    // The idempotency key is honoured: the existing task, not a new one.
+    let again = second
+        .submit_async(
+            TaskSpec::new("echo", &json!({"n": 99}))
+                .unwrap()
+                .idempotency_key("order-1"),
+        )
+        .await
+        .unwrap();
+    assert!(again.existing);
+    assert_eq!(again.id, keyed.id);
+    // The dead-letter set, intact.
+    let dead: Vec<TaskId> = second
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(dead, vec![doomed.id]);
+    let t = second.get_task(doomed.id).await.unwrap();
+    assert_eq!(
+        (t.status, t.error.as_deref()),
+        (TaskStatus::Failed, Some("bad input"))
+    );
+    // Re-queued from the dead letters, it runs again (and fails again, for good).
+    second.requeue(doomed.id).await.unwrap();
+    assert!(matches!(
+        second.wait_for(doomed.id, WAIT).await.unwrap(),
+        TaskOutcome::Failed { .. }
+    ));
+    // The registry: the first run's workers deregistered, this run's active.
+    let rows: HashMap<String, String> = second
+        .store()
+        .unwrap()
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let new_workers: Vec<String> = second
+        .get_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    for w in &old_workers {
+        if !new_workers.contains(w) {
+            assert_eq!(
+                rows.get(w).map(String::as_str),
+                Some("deregistered"),
+                "{w}: {rows:?}"
+            );
+        }
+    }
+    for w in &new_workers {
+        assert_eq!(
+            rows.get(w).map(String::as_str),
+            Some("active"),
+            "{w}: {rows:?}"
+        );
+    }
+    second.stop(true).await.unwrap();
+}
+
+async fn unfinished_tasks_run_after_a_restart_with_their_attempts_kept(url: String) {
+    let first = started(on(&url, 1)).await;
+    // One task running (for a minute), one waiting behind a delay.
+    let running = first
+        .submit_async(
+            TaskSpec::new("sleep", &json!({"ms": 60_000}))
+                .unwrap()
+                .retries(2),
+        )
+        .await
+        .unwrap();
+    let delayed = first
+        .submit_async(
+            TaskSpec::new("echo", &json!("later"))
+                .unwrap()
+                .delay(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    eventually("the sleep task to run", WAIT, || async {
+        first.get_task(running.id).await.unwrap().status == TaskStatus::Running
+    })
+    .await;
+    first.queue().flush().await.unwrap();
+    // An immediate stop: the running attempt is cut off, nothing finishes.
+    let report = first.stop(false).await.unwrap();
+    assert_eq!(report.unfinished, 2);
+
+    let second = started(on(&url, 1)).await;
+    assert_eq!(second.queue().stats().await.unwrap().recovered, 2);
+    second.cancel_task(running.id).await.unwrap();
+    let t = second.get_task(running.id).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert!(
+        !t.attempts.is_empty() && t.attempts[0].finished_at.is_some(),
+        "the cut-off attempt is kept, closed: {:?}",
+        t.attempts
+    );
+    assert!(matches!(
+        second.wait_for(delayed.id, WAIT).await.unwrap(),
+        TaskOutcome::Completed { .. }
+    ));
+    second.stop(true).await.unwrap();
+}
+
+async fn a_row_that_no_longer_decodes_fails_alone_and_the_rest_load(url: String) {
+    let first = started(on(&url, 1)).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let spec = TaskSpec::new("echo", &json!(n))
+            .unwrap()
+            .delay(Duration::from_secs(3600));
+        ids.push(first.submit_async(spec).await.unwrap().id);
+    }
+    first.stop(false).await.unwrap();
+    // A newer or older program wrote options this one cannot read.
+    corrupt_options(&url, ids[1]).await;
+
+    let second = started(on(&url, 1)).await;
+    assert_eq!(second.queue().stats().await.unwrap().recovered, 2);
+    let bad = second.get_task(ids[1]).await.unwrap();
+    assert_eq!(bad.status, TaskStatus::Failed);
+    let error = bad.error.unwrap();
+    assert!(error.contains("no longer decodes"), "{error}");
+    for id in [ids[0], ids[2]] {
+        assert_eq!(
+            second.get_task(id).await.unwrap().status,
+            TaskStatus::Pending
+        );
+    }
+    // Marked failed in the database too, so the next start does not trip on it again.
+    let counts = second.store().unwrap().task_counts().await.unwrap();
+    assert_eq!(counts.get(&TaskStatus::Failed), Some(&1), "{counts:?}");
+    second.stop(false).await.unwrap();
+}
+
+/// Overwrites a stored task's options with text that is not JSON.
+async fn corrupt_options(url: &str, id: TaskId) {
+    let sql = "UPDATE tasks SET options = 'not json {' WHERE id = $1";
+    let uuid: uuid::Uuid = id.to_string().parse().unwrap();
+    let changed = if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql)
+            .bind(uuid)
+            .execute(&mut c)
+            .await
+            .unwrap()
+            .rows_affected()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql)
+            .bind(uuid)
+            .execute(&mut c)
+            .await
+            .unwrap()
+            .rows_affected()
+    };
+    assert_eq!(changed, 1);
+}
+
+async fn retention_prunes_old_finished_tasks_only(url: String) {
+    let mut config = on(&url, 1);
+    config.store.as_mut().unwrap().retention = Some(Duration::from_millis(1));
+    let c = started(config).await;
+    let done = c
+        .submit_async(TaskSpec::new("echo", &json!(1)).unwrap())
+        .await
+        .unwrap();
+    let dead = c
+        .submit_async(TaskSpec::new("fail", &json!({"mode": "permanent"})).unwrap())
+        .await
+        .unwrap();
+    let waiting = c
+        .submit_async(
+            TaskSpec::new("echo", &json!(2))
+                .unwrap()
+                .delay(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    done.wait(WAIT).await.unwrap();
+    dead.wait(WAIT).await.unwrap();
+    let store = c.store().unwrap().clone();
+    eventually("the finished task to be pruned", WAIT, || async {
+        store.get_task(done.id).await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        store
+            .writer_stats()
+            .pruned
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert_eq!(
+        store.get_task(dead.id).await.unwrap().map(|t| t.status),
+        Some(TaskStatus::Failed),
+        "dead letters are kept until re-queued"
+    );
+    assert_eq!(
+        store.get_task(waiting.id).await.unwrap().map(|t| t.status),
+        Some(TaskStatus::Pending)
+    );
+    c.stop(false).await.unwrap();
+}
+
+async fn buffered_submits_are_stored_with_the_next_group(url: String) {
+    let mut config = on(&url, 1);
+    config.store.as_mut().unwrap().durability = wrangle::Durability::Buffered;
+    let first = started(config.clone()).await;
+    let specs = (0..100)
+        .map(|n| {
+            TaskSpec::new("echo", &json!(n))
+                .unwrap()
+                .delay(Duration::from_secs(3600))
+        })
+        .collect();
+    let ids = first.submit_batch(specs).await.unwrap();
+    first.queue().flush().await.unwrap();
+    let counts = first.store().unwrap().task_counts().await.unwrap();
+    assert_eq!(counts.get(&TaskStatus::Pending), Some(&100), "{counts:?}");
+    first.stop(false).await.unwrap();
+
+    let second = started(config).await;
+    assert_eq!(second.queue().stats().await.unwrap().recovered, 100);
+    for id in ids {
+        assert_eq!(
+            second.get_task(id).await.unwrap().status,
+            TaskStatus::Pending
+        );
+    }
+    second.stop(false).await.unwrap();
+}
+
+async fn a_second_coordinator_on_the_same_database_is_refused(url: String) {
+    let first = started(on(&url, 1)).await;
+    let err = Coordinator::start(on(&url, 1), handlers())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("in use by another wrangle coordinator"),
+        "{err}"
+    );
+    // The first one is unharmed, and once it stops the database is free.
+    let h = first
+        .submit_async(TaskSpec::new("echo", &json!("still here")).unwrap())
+        .await
+        .unwrap();
+    h.wait(WAIT).await.unwrap();
+    first.stop(true).await.unwrap();
+    let second = started(on(&url, 1)).await;
+    assert_eq!(
+        second.get_task(h.id).await.unwrap().status,
+        TaskStatus::Completed
+    );
+    second.stop(true).await.unwrap();
+}
+
+async fn migrations_run_once(url: String) {
+    let first = wrangle::migrate(&url).await.unwrap();
+    assert_eq!(first.applied, vec![1]);
+    let again = wrangle::migrate(&url).await.unwrap();
+    assert!(again.applied.is_empty());
+    assert_eq!(again.version, first.version);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_without_its_password() {
+    let mut config = StoreConfig::new("postgres://wrangle:s3cret@127.0.0.1:1/tasks");
+    config.connect_timeout = Duration::from_secs(2);
+    let err = Store::open(config).await.unwrap_err().to_string();
+    assert!(
+        err.contains("postgres://wrangle:***@127.0.0.1:1/tasks"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+
+    let err = Store::open(StoreConfig::new("mysql://localhost/x"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected sqlite://PATH or postgres://"),
+        "{err}"
+    );
+
+    let err = Coordinator::start(on("sqlite:///no/such/dir/w.db", 1), handlers())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sqlite:///no/such/dir/w.db"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_that_disappears_refuses_submits_and_never_claims_them() {
+    let Some(url) = databases::fresh_postgres("disappears").await else {
+        return;
+    };
+    let c = started(on(&url, 1)).await;
+    let before = c
+        .submit_async(TaskSpec::new("echo", &json!("kept")).unwrap())
+        .await
+        .unwrap();
+    before.wait(WAIT).await.unwrap();
+
+    databases::drop_postgres(&url).await;
+    let mut refused = 0;
+    for n in 0..20 {
+        match c
+            .submit_async(TaskSpec::new("echo", &json!(n)).unwrap())
+            .await
+        {
+            Err(Error::Queue(QueueError::NotStored { reason })) => {
+                assert!(!reason.is_empty());
+                refused += 1;
+            }
+            Ok(h) => panic!("task {} reported accepted with its database gone", h.id),
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(refused, 20);
+    let stats = c.store().unwrap().writer_stats();
+    assert!(!stats.healthy.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(stats.failures.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // What was accepted before stays readable in memory, and a stop does not hang.
+    assert_eq!(
+        c.get_task(before.id).await.unwrap().status,
+        TaskStatus::Completed
+    );
+    tokio::time::timeout(Duration::from_secs(30), c.stop(true))
+        .await
+        .expect("stop returns with the database gone")
+        .unwrap();
+}

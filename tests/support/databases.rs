@@ -1,0 +1,75 @@
+//! The databases the store tests run on: a fresh SQLite file, and a fresh database on the
+//! PostgreSQL server named by `DATABASE_URL` (which `.ci/run` starts).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sqlx::Connection;
+
+/// A fresh SQLite file in `dir`.
+pub(crate) fn sqlite_url(dir: &std::path::Path, name: &str) -> String {
+    format!("sqlite://{}", dir.join(format!("{name}.db")).display())
+}
+
+/// The PostgreSQL server's URL, or `None` (and a note) when none is configured. Under CI
+/// (`CI=true`) a missing server is a failure, not a skip.
+pub(crate) fn postgres_server() -> Option<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but DATABASE_URL names no PostgreSQL server: the PostgreSQL tests cannot run")
+        }
+        _ => {
+            eprintln!("DATABASE_URL is not a postgres:// URL: PostgreSQL test not run");
+            None
+        }
+    }
+}
+
+/// A new, empty database on the PostgreSQL server, named after the test; its URL.
+pub(crate) async fn fresh_postgres(test: &str) -> Option<String> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let server = postgres_server()?;
+    let name = format!(
+        "wrangle_{test}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    Some(with_database(&server, &name))
+}
+
+/// Drops a database made by [`fresh_postgres`], cutting off anyone still connected.
+#[allow(dead_code)]
+pub(crate) async fn drop_postgres(url: &str) {
+    let name = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let server = postgres_server().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
