@@ -662,6 +662,10 @@ mod tests {
             panic!("{:?}", huge.outcome);
         };
         assert!(!e.is_retryable());
-        assert!(e.message().contains("larger than a cluster frame"), "{}", e.message());
+        assert!(
+            e.message().contains("larger than a cluster frame"),
+            "{}",
+            e.message()
+        );
     }
 }
