@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wrangle::{handler_fn, Coordinator, CoordinatorConfig, StoreConfig, TaskError, TaskSpec};
@@ -33,6 +33,9 @@ OPTIONS:
     --work-ms <MS>        time each task takes; default 1
     --workers <N>         local workers; default 2
     --slots <N>           tasks each worker runs at once; default 16
+    --hang-after <N>      after N executions in this process, every further one journals
+                          and then hangs, so a kill finds tasks surely running (the crash
+                          test uses it); default never
     -h, --help            print this help
 ";
 
@@ -43,6 +46,7 @@ struct Args {
     work: Duration,
     workers: usize,
     slots: u32,
+    hang_after: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn parse() -> Result<Args, Box<dyn std::error::Error>> {
         work: Duration::from_millis(1),
         workers: 2,
         slots: 16,
+        hang_after: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -84,6 +89,7 @@ fn parse() -> Result<Args, Box<dyn std::error::Error>> {
             "--work-ms" => a.work = Duration::from_millis(value("--work-ms")?.parse()?),
             "--workers" => a.workers = value("--workers")?.parse()?,
             "--slots" => a.slots = value("--slots")?.parse()?,
+            "--hang-after" => a.hang_after = Some(value("--hang-after")?.parse()?),
             other => return Err(format!("unknown argument `{other}` (see --help)").into()),
         }
     }
@@ -91,13 +97,16 @@ fn parse() -> Result<Args, Box<dyn std::error::Error>> {
 }
 
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let journal = Arc::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&args.journal)
-            .map_err(|e| format!("cannot open {}: {e}", args.journal.display()))?,
-    );
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.journal)
+        .map_err(|e| format!("cannot open {}: {e}", args.journal.display()))?;
+    // The file and how many executions this process has journaled: counted and written
+    // under one lock, so the journal's lines past `--hang-after` are exactly the tasks that
+    // hang.
+    let journal = Arc::new(Mutex::new((file, 0usize)));
+    let hang_after = args.hang_after;
     let pid = std::process::id();
     let work = args.work;
     let mut config = CoordinatorConfig {
@@ -116,11 +125,18 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
                 let journal = journal.clone();
                 async move {
                     tokio::time::sleep(work).await;
-                    // One `write` of one short line to a file opened for appending: lines from
-                    // concurrent tasks never interleave, and a kill cannot split one.
-                    (&*journal)
-                        .write_all(format!("{key} {pid}\n").as_bytes())
-                        .map_err(|e| TaskError::retryable(format!("journal: {e}")))?;
+                    let hang = {
+                        let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+                        // One `write` of one short line to a file opened for appending: a
+                        // kill cannot split one.
+                        j.0.write_all(format!("{key} {pid}\n").as_bytes())
+                            .map_err(|e| TaskError::retryable(format!("journal: {e}")))?;
+                        j.1 += 1;
+                        hang_after.is_some_and(|n| j.1 > n)
+                    };
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
                     Ok::<_, TaskError>(key)
                 }
             }),

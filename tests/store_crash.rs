@@ -1,6 +1,7 @@
 //! The crash test, on both backends: the `durable` example (a coordinator on a store whose
 //! handler journals every execution) is started as a child process with 10,000 tasks, killed
-//! with SIGKILL mid-run, and started again. Every task must end `Completed`, none may be lost,
+//! with SIGKILL mid-run (while tasks are surely running: past a third of the tasks, the first
+//! run's executions hang), and started again. Every task must end `Completed`, none may be lost,
 //! and a task may run twice only if it was in flight at the kill: executed before it, but not
 //! yet stored as completed.
 
@@ -19,21 +20,36 @@ use programs::{example_binary, Program};
 
 const TASKS: usize = 10_000;
 
+/// When the first run is killed.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// At full speed, once a third of the tasks have run: wherever the writer is, even in
+    /// the middle of a commit.
+    Busy,
+    /// Once the tasks past the first third hang and one of them is stored as running: the
+    /// kill is sure to cut off running tasks, whose recovery is then checked.
+    WithTasksRunning,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_kill_9_mid_run_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = databases::sqlite_url(dir.path(), "crash");
-    crash_and_restart("sqlite", &url, dir.path()).await;
+    for kill in [Kill::Busy, Kill::WithTasksRunning] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = databases::sqlite_url(dir.path(), "crash");
+        crash_and_restart("sqlite", &url, dir.path(), kill).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_kill_9_mid_run_loses_nothing() {
-    let Some(url) = databases::fresh_postgres("crash").await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    crash_and_restart("postgres", &url, dir.path()).await;
-    databases::drop_postgres(&url).await;
+    for kill in [Kill::Busy, Kill::WithTasksRunning] {
+        let Some(url) = databases::fresh_postgres("crash").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        crash_and_restart("postgres", &url, dir.path(), kill).await;
+        databases::drop_postgres(&url).await;
+    }
 }
 
 fn durable(url: &str, journal: &Path) -> Command {
@@ -62,23 +78,55 @@ fn journal(path: &Path) -> HashMap<String, HashMap<u32, usize>> {
     runs
 }
 
-async fn crash_and_restart(backend: &str, url: &str, dir: &Path) {
+async fn crash_and_restart(backend: &str, url: &str, dir: &Path, kill: Kill) {
     let log = dir.join("executions.log");
 
-    // First run: killed once about a third of the tasks have run.
-    let mut first = Program(durable(url, &log).spawn().unwrap());
+    let third = TASKS / 3;
+    let mut first = durable(url, &log);
+    if let Kill::WithTasksRunning = kill {
+        first.args(["--hang-after", &third.to_string()]);
+    }
+    let mut first = Program(first.spawn().unwrap());
+    // Opened once the first run has migrated the database and begun running tasks, so the
+    // two never migrate it at once.
+    let mut store = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let ran = std::fs::read_to_string(&log).map_or(0, |t| t.lines().count());
-        if ran >= TASKS / 3 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let ran: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+        let time_to_kill = match kill {
+            Kill::Busy => ran.len() >= third,
+            Kill::WithTasksRunning if ran.len() > third => {
+                let store = match &store {
+                    Some(s) => s,
+                    None => store.insert(Store::open(StoreConfig::new(url)).await.unwrap()),
+                };
+                // The tasks past the first third are the ones that hang.
+                let mut stored_running = false;
+                for id in store.find_keys(&ran[third..]).await.unwrap().values() {
+                    let task = store.get_task(*id).await.unwrap().unwrap();
+                    stored_running |= task.status == TaskStatus::Running;
+                }
+                stored_running
+            }
+            Kill::WithTasksRunning => false,
+        };
+        if time_to_kill {
             break;
         }
         assert!(
             first.0.try_wait().unwrap().is_none(),
             "the first run ended before it could be killed"
         );
-        assert!(Instant::now() < deadline, "only {ran} tasks ran in 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "{kill:?}: in 120 s only {} tasks ran",
+            ran.len()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(store) = store {
+        store.close().await;
     }
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
@@ -119,10 +167,12 @@ async fn crash_and_restart(backend: &str, url: &str, dir: &Path) {
             running.push(*id);
         }
     }
-    assert!(
-        !running.is_empty(),
-        "no task was stored as running at the kill"
-    );
+    if let Kill::WithTasksRunning = kill {
+        assert!(
+            !running.is_empty(),
+            "no task was stored as running at the kill"
+        );
+    }
     store.close().await;
 
     // Second run: resumes, and exits 0 only when every task completed.
@@ -178,7 +228,7 @@ async fn crash_and_restart(backend: &str, url: &str, dir: &Path) {
         assert_eq!(by_pid.values().sum::<usize>(), 2, "{key}: {by_pid:?}");
     }
     println!(
-        "{backend} crash test: {} of {TASKS} tasks ran before the kill, {} were in flight at \
+        "{backend} crash test, killed {kill:?}: {} of {TASKS} tasks ran before the kill, {} were in flight at \
          it (ran, not yet stored as completed; {} of them stored as running, {unstored} whose \
          submit was not yet committed), {} ran twice",
         before.len(),
