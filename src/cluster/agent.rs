@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::gate::{GateMsg, GATE_GROUP};
 use super::net::{Connector, SessionEvents};
 use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, Up};
-use crate::queue::{AttemptReport, Capabilities, LeaseSink};
+use crate::queue::{AttemptReport, Capabilities, LeaseSink, WorkerCall};
 use crate::PoolRef;
 
 /// The process group of one node's agent: how the gate finds it.
@@ -44,24 +44,8 @@ pub(crate) enum AgentMsg {
     },
     /// A frame that did not decode.
     Malformed(BadFrame),
-    /// A worker offers capabilities and free slots.
-    Attach {
-        worker: Arc<str>,
-        incarnation: u64,
-        caps: Capabilities,
-        credits: u32,
-        sink: Arc<dyn LeaseSink>,
-    },
-    /// A worker is gone.
-    Detach { worker: Arc<str>, incarnation: u64 },
-    /// A worker's free slots, outright.
-    SetCredits { worker: Arc<str>, credits: u32 },
-    /// A worker's finished attempts.
-    Report {
-        worker: Arc<str>,
-        reports: Vec<AttemptReport>,
-        credits: u32,
-    },
+    /// One of this node's workers, as it would speak to a queue in its own process.
+    Worker(WorkerCall),
     /// Send the waiting changes (queued behind the messages that made them).
     Flush,
     /// Heartbeat and liveness check.
@@ -247,65 +231,7 @@ impl Actor for Agent {
                     "dropped a frame that did not decode"
                 );
             }
-            AgentMsg::Attach {
-                worker,
-                incarnation,
-                caps,
-                credits,
-                sink,
-            } => {
-                let free = i64::from(credits);
-                state.push(Up::Attach {
-                    worker: worker.clone(),
-                    incarnation,
-                    caps: caps.clone(),
-                    credits,
-                });
-                state.workers.insert(
-                    worker,
-                    LocalWorker {
-                        incarnation,
-                        caps,
-                        sink,
-                        free,
-                    },
-                );
-            }
-            AgentMsg::Detach {
-                worker,
-                incarnation,
-            } => {
-                if state.workers.get(&worker).map(|w| w.incarnation) == Some(incarnation) {
-                    state.workers.remove(&worker);
-                }
-                state.push(Up::Detach {
-                    worker,
-                    incarnation,
-                });
-            }
-            AgentMsg::SetCredits { worker, credits } => {
-                if let Some(w) = state.workers.get_mut(&worker) {
-                    w.free = i64::from(credits);
-                }
-                state.push(Up::Credits { worker, credits });
-            }
-            AgentMsg::Report {
-                worker,
-                mut reports,
-                credits,
-            } => {
-                for r in &mut reports {
-                    refuse_oversized(r);
-                }
-                if let Some(w) = state.workers.get_mut(&worker) {
-                    w.free += i64::from(credits);
-                }
-                state.push(Up::Report {
-                    worker,
-                    reports,
-                    credits,
-                });
-            }
+            AgentMsg::Worker(call) => state.worker_call(call),
             AgentMsg::Flush => {
                 state.flush_queued = false;
                 state.flush();
@@ -391,6 +317,72 @@ impl AgentState {
     fn send(&self, body: FromNode) {
         if let Some(gate) = &self.gate {
             let _ = gate.cast(self.frame(body));
+        }
+    }
+
+    /// A call from one of this node's workers: kept for the welcome's re-announce, and
+    /// queued for the gate as a wire change.
+    fn worker_call(&mut self, call: WorkerCall) {
+        match call {
+            WorkerCall::Attach {
+                worker,
+                incarnation,
+                caps,
+                credits,
+                sink,
+            } => {
+                let free = i64::from(credits);
+                self.push(Up::Attach {
+                    worker: worker.clone(),
+                    incarnation,
+                    caps: caps.clone(),
+                    credits,
+                });
+                self.workers.insert(
+                    worker,
+                    LocalWorker {
+                        incarnation,
+                        caps,
+                        sink,
+                        free,
+                    },
+                );
+            }
+            WorkerCall::Detach {
+                worker,
+                incarnation,
+            } => {
+                if self.workers.get(&worker).map(|w| w.incarnation) == Some(incarnation) {
+                    self.workers.remove(&worker);
+                }
+                self.push(Up::Detach {
+                    worker,
+                    incarnation,
+                });
+            }
+            WorkerCall::SetCredits { worker, credits } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.free = i64::from(credits);
+                }
+                self.push(Up::Credits { worker, credits });
+            }
+            WorkerCall::Report {
+                worker,
+                mut reports,
+                credits,
+            } => {
+                for r in &mut reports {
+                    refuse_oversized(r);
+                }
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.free += i64::from(credits);
+                }
+                self.push(Up::Report {
+                    worker,
+                    reports,
+                    credits,
+                });
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use super::agent::{agent_group, AgentMsg};
 use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, Up};
 use super::NodeStatus;
 use crate::events::{EventBus, EventKind};
-use crate::queue::{LeaseSink, QueueRef};
+use crate::queue::{LeaseSink, QueueRef, WorkerCall};
 use crate::store::NodeRow;
 use crate::task::{Lease, TaskId};
 
@@ -442,7 +442,10 @@ impl GateState {
     fn detach_all(&mut self, name: &str) {
         if let Some(n) = self.nodes.get_mut(name) {
             for (worker, incarnation) in n.workers.drain() {
-                self.args.queue.detach(worker, incarnation);
+                self.args.queue.worker_call(WorkerCall::Detach {
+                    worker,
+                    incarnation,
+                });
             }
             n.task_types.clear();
         }
@@ -579,7 +582,13 @@ fn apply(args: &GateArgs, from: &str, node: &mut NodeEntry, agent: &ActorRef<Age
                 worker: worker.clone(),
                 from: args.name.clone(),
             });
-            args.queue.attach(worker, incarnation, caps, credits, sink);
+            args.queue.worker_call(WorkerCall::Attach {
+                worker,
+                incarnation,
+                caps,
+                credits,
+                sink,
+            });
         }
         Up::Detach {
             worker,
@@ -588,14 +597,23 @@ fn apply(args: &GateArgs, from: &str, node: &mut NodeEntry, agent: &ActorRef<Age
             if node.workers.get(&worker) == Some(&incarnation) {
                 node.workers.remove(&worker);
             }
-            args.queue.detach(worker, incarnation);
+            args.queue.worker_call(WorkerCall::Detach {
+                worker,
+                incarnation,
+            });
         }
-        Up::Credits { worker, credits } => args.queue.set_credits(worker, credits),
+        Up::Credits { worker, credits } => args
+            .queue
+            .worker_call(WorkerCall::SetCredits { worker, credits }),
         Up::Report {
             worker,
             reports,
             credits,
-        } => args.queue.report(worker, reports, credits),
+        } => args.queue.worker_call(WorkerCall::Report {
+            worker,
+            reports,
+            credits,
+        }),
     }
 }
 

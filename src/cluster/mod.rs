@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::events::EventBus;
 use crate::handler::HandlerRegistry;
 use crate::pool::{PoolArgs, PoolConfig, PoolRef};
-use crate::queue::{AttemptReport, Capabilities, LeaseSink, QueueRef, Uplink};
+use crate::queue::{QueueRef, Uplink, WorkerCall};
 use crate::worker::WorkerConfig;
 
 /// Where a node stands with the coordinator.
@@ -589,39 +589,7 @@ fn host_of(address: &str) -> &str {
 pub(crate) struct AgentLink(ActorRef<AgentMsg>);
 
 impl AgentLink {
-    pub(crate) fn attach(
-        &self,
-        worker: Arc<str>,
-        incarnation: u64,
-        caps: Capabilities,
-        credits: u32,
-        sink: Arc<dyn LeaseSink>,
-    ) {
-        let _ = self.0.cast(AgentMsg::Attach {
-            worker,
-            incarnation,
-            caps,
-            credits,
-            sink,
-        });
-    }
-
-    pub(crate) fn detach(&self, worker: Arc<str>, incarnation: u64) {
-        let _ = self.0.cast(AgentMsg::Detach {
-            worker,
-            incarnation,
-        });
-    }
-
-    pub(crate) fn set_credits(&self, worker: Arc<str>, credits: u32) {
-        let _ = self.0.cast(AgentMsg::SetCredits { worker, credits });
-    }
-
-    pub(crate) fn report(&self, worker: Arc<str>, reports: Vec<AttemptReport>, credits: u32) {
-        let _ = self.0.cast(AgentMsg::Report {
-            worker,
-            reports,
-            credits,
-        });
+    pub(crate) fn worker_call(&self, call: WorkerCall) {
+        let _ = self.0.cast(AgentMsg::Worker(call));
     }
 }

@@ -7,8 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::core::{AttemptReport, QueueCore};
-use super::sink::{Capabilities, LeaseSink};
-use super::{QueueConfig, QueueError, QueueStats, Submitted};
+use super::{QueueConfig, QueueError, QueueStats, Submitted, WorkerCall};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::store::{Ack, Durability, NodeRow, Store, StoreMsg, StoreOp};
@@ -102,24 +101,8 @@ pub(crate) enum QueueMsg {
         drained: oneshot::Sender<()>,
         reply: RpcReplyPort<()>,
     },
-    /// A worker (or a new incarnation of one) offers capabilities and credits.
-    Attach {
-        worker: Arc<str>,
-        incarnation: u64,
-        caps: Capabilities,
-        credits: u32,
-        sink: Arc<dyn LeaseSink>,
-    },
-    /// A worker is gone; its leases go back to the queue.
-    Detach { worker: Arc<str>, incarnation: u64 },
-    /// A worker sets its credits outright (0 while draining).
-    SetCredits { worker: Arc<str>, credits: u32 },
-    /// A worker reports finished attempts and returns their slots as credits.
-    Report {
-        worker: Arc<str>,
-        reports: Vec<AttemptReport>,
-        credits: u32,
-    },
+    /// The worker side of the credit protocol: attach, detach, credits, reports.
+    Worker(WorkerCall),
     /// Time to promote delayed tasks and expire leases.
     Tick,
     /// The store could not commit these submitted tasks: take them back out.
@@ -315,26 +298,30 @@ impl Actor for TaskQueue {
                 state.closing = Some(Some(drained));
                 let _ = reply.send(());
             }
-            QueueMsg::Attach {
-                worker,
-                incarnation,
-                caps,
-                credits,
-                sink,
-            } => state.core.attach(worker, incarnation, caps, credits, sink),
-            QueueMsg::Detach {
-                worker,
-                incarnation,
-            } => state.core.detach(&worker, incarnation),
-            QueueMsg::SetCredits { worker, credits } => state.core.set_credits(&worker, credits),
-            QueueMsg::Report {
-                worker,
-                reports,
-                credits,
-            } => {
-                state.core.report(&worker, reports, now);
-                state.core.credit(&worker, credits);
-            }
+            QueueMsg::Worker(call) => match call {
+                WorkerCall::Attach {
+                    worker,
+                    incarnation,
+                    caps,
+                    credits,
+                    sink,
+                } => state.core.attach(worker, incarnation, caps, credits, sink),
+                WorkerCall::Detach {
+                    worker,
+                    incarnation,
+                } => state.core.detach(&worker, incarnation),
+                WorkerCall::SetCredits { worker, credits } => {
+                    state.core.set_credits(&worker, credits)
+                }
+                WorkerCall::Report {
+                    worker,
+                    reports,
+                    credits,
+                } => {
+                    state.core.report(&worker, reports, now);
+                    state.core.credit(&worker, credits);
+                }
+            },
             QueueMsg::Tick => {
                 state.wake_at = None;
                 state.core.tick(now);

@@ -16,7 +16,7 @@ pub use self::sink::Capabilities;
 pub(crate) use self::actor::{QueueMsg, Waiter};
 pub(crate) use self::core::{AttemptOutcome, AttemptReport};
 pub(crate) use self::sink::LeaseSink;
-pub(crate) use self::uplink::Uplink;
+pub(crate) use self::uplink::{Uplink, WorkerCall};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -477,44 +477,14 @@ impl QueueRef {
 
     // ----- the worker side ----------------------------------------------------------------
 
-    pub(crate) fn attach(
-        &self,
-        worker: Arc<str>,
-        incarnation: u64,
-        caps: Capabilities,
-        credits: u32,
-        sink: Arc<dyn LeaseSink>,
-    ) {
-        let _ = self.mailbox.send(QueueMsg::Attach {
-            worker,
-            incarnation,
-            caps,
-            credits,
-            sink,
-        });
+    /// A call of the worker side of the credit protocol, from a local worker or, through
+    /// the gate, a node's.
+    pub(crate) fn worker_call(&self, call: WorkerCall) {
+        let _ = self.mailbox.send(QueueMsg::Worker(call));
     }
 
     /// Records a remote node's state in the store (nothing without one).
     pub(crate) fn record_node(&self, row: crate::store::NodeRow) {
         let _ = self.mailbox.send(QueueMsg::Node(row));
-    }
-
-    pub(crate) fn detach(&self, worker: Arc<str>, incarnation: u64) {
-        let _ = self.mailbox.send(QueueMsg::Detach {
-            worker,
-            incarnation,
-        });
-    }
-
-    pub(crate) fn set_credits(&self, worker: Arc<str>, credits: u32) {
-        let _ = self.mailbox.send(QueueMsg::SetCredits { worker, credits });
-    }
-
-    pub(crate) fn report(&self, worker: Arc<str>, reports: Vec<AttemptReport>, credits: u32) {
-        let _ = self.mailbox.send(QueueMsg::Report {
-            worker,
-            reports,
-            credits,
-        });
     }
 }
