@@ -13,13 +13,15 @@ use std::time::{Duration, Instant, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
 use serde::Serialize;
 
-use super::agent::{agent_group, AgentMsg};
-use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, Up};
+mod remote;
+
+use self::remote::{apply, find_agent};
+use super::agent::AgentMsg;
+use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad};
 use super::NodeStatus;
 use crate::events::{EventBus, EventKind};
-use crate::queue::{LeaseSink, QueueRef, WorkerCall};
+use crate::queue::{QueueRef, WorkerCall};
 use crate::store::NodeRow;
-use crate::task::{Lease, TaskId};
 
 /// The process group the gate joins.
 pub(crate) const GATE_GROUP: &str = "wrangle.gate";
@@ -555,153 +557,5 @@ fn admit(joins: &mut VecDeque<Instant>, now: Instant, limit: usize) -> Result<()
     }
 }
 
-/// Applies one worker-side change from an online node.
-fn apply(args: &GateArgs, from: &str, node: &mut NodeEntry, agent: &ActorRef<AgentMsg>, item: Up) {
-    let worker = match &item {
-        Up::Attach { worker, .. }
-        | Up::Detach { worker, .. }
-        | Up::Credits { worker, .. }
-        | Up::Report { worker, .. } => worker.clone(),
-    };
-    // A node speaks only for its own workers: `node/w-N`.
-    if worker.split_once('/').map(|(n, _)| n) != Some(from) {
-        tracing::warn!(node = %from, %worker, "ignored a change for a worker of another node");
-        return;
-    }
-    match item {
-        Up::Attach {
-            worker,
-            incarnation,
-            caps,
-            credits,
-        } => {
-            node.workers.insert(worker.clone(), incarnation);
-            node.task_types.extend(caps.task_types.iter().cloned());
-            let sink = Arc::new(RemoteSink {
-                agent: agent.clone(),
-                worker: worker.clone(),
-                from: args.name.clone(),
-            });
-            args.queue.worker_call(WorkerCall::Attach {
-                worker,
-                incarnation,
-                caps,
-                credits,
-                sink,
-            });
-        }
-        Up::Detach {
-            worker,
-            incarnation,
-        } => {
-            if node.workers.get(&worker) == Some(&incarnation) {
-                node.workers.remove(&worker);
-            }
-            args.queue.worker_call(WorkerCall::Detach {
-                worker,
-                incarnation,
-            });
-        }
-        Up::Credits { worker, credits } => args
-            .queue
-            .worker_call(WorkerCall::SetCredits { worker, credits }),
-        Up::Report {
-            worker,
-            reports,
-            credits,
-        } => args.queue.worker_call(WorkerCall::Report {
-            worker,
-            reports,
-            credits,
-        }),
-    }
-}
-
-/// The agent of a node, found through its process group.
-fn find_agent(node: &str) -> Option<ActorRef<AgentMsg>> {
-    ractor::pg::get_members(&agent_group(node))
-        .into_iter()
-        .find(|cell| !cell.get_id().is_local())
-        .map(ActorRef::from)
-}
-
-/// Where the queue sends a remote worker's leases: over its node's session.
-struct RemoteSink {
-    agent: ActorRef<AgentMsg>,
-    worker: Arc<str>,
-    from: Arc<str>,
-}
-
-impl std::fmt::Debug for RemoteSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteSink")
-            .field("worker", &self.worker)
-            .finish()
-    }
-}
-
-impl LeaseSink for RemoteSink {
-    fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>> {
-        use ractor::ActorStatus::{Stopped, Stopping};
-        if matches!(self.agent.get_status(), Stopping | Stopped) {
-            return Err(leases);
-        }
-        // If the session dies with these on the way, the node is lost and its workers'
-        // leases go back to the queue then.
-        for batch in wire::batches(leases, |l| l.payload.len()) {
-            let _ = self.agent.cast(AgentMsg::Coordinator {
-                from: self.from.to_string(),
-                body: FromGate::Leases {
-                    worker: self.worker.clone(),
-                    leases: batch,
-                },
-            });
-        }
-        Ok(())
-    }
-
-    fn cancel(&self, task_id: TaskId) {
-        let _ = self.agent.cast(AgentMsg::Coordinator {
-            from: self.from.to_string(),
-            body: FromGate::Cancel {
-                worker: self.worker.clone(),
-                task_id,
-            },
-        });
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flapping_node_is_refused_until_its_oldest_join_ages_out() {
-        let start = Instant::now();
-        let mut joins = VecDeque::new();
-        for i in 0..3 {
-            let at = start + Duration::from_secs(i * 10);
-            assert_eq!(admit(&mut joins, at, 3), Ok(()));
-            joins.push_back(at);
-        }
-        // A fourth join 30 s in: the first (at 0 s) leaves the window at 60 s.
-        let at = start + Duration::from_secs(30);
-        assert_eq!(admit(&mut joins, at, 3), Err(Duration::from_secs(30)));
-        // Past the window, it is admitted again.
-        let at = start + Duration::from_secs(61);
-        assert_eq!(admit(&mut joins, at, 3), Ok(()));
-        assert_eq!(joins.len(), 2, "the join at 0 s aged out");
-    }
-
-    #[test]
-    fn local_requests_never_go_on_the_wire_and_garbage_decodes_as_malformed() {
-        let (tx, _rx) = ractor::concurrency::oneshot();
-        let local = GateMsg::Nodes(tx.into());
-        let bytes = local.into_bytes();
-        assert!(bytes.is_empty());
-        let GateMsg::Malformed(bad) = GateMsg::from_bytes(bytes) else {
-            panic!("an empty frame decoded as a message");
-        };
-        assert_eq!(bad.from, None);
-    }
-}
+mod tests;

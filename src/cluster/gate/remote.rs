@@ -1,0 +1,134 @@
+//! The gate's side of remote workers: their changes applied to the queue, and the sink
+//! through which the queue sends them leases over their node's session.
+
+use std::sync::Arc;
+
+use ractor::ActorRef;
+
+use super::super::agent::{agent_group, AgentMsg};
+use super::super::wire::{self, FromGate, Up};
+use super::{GateArgs, NodeEntry};
+use crate::queue::{LeaseSink, WorkerCall};
+use crate::task::{Lease, TaskId};
+
+/// Applies one worker-side change from an online node.
+pub(super) fn apply(
+    args: &GateArgs,
+    from: &str,
+    node: &mut NodeEntry,
+    agent: &ActorRef<AgentMsg>,
+    item: Up,
+) {
+    let worker = match &item {
+        Up::Attach { worker, .. }
+        | Up::Detach { worker, .. }
+        | Up::Credits { worker, .. }
+        | Up::Report { worker, .. } => worker.clone(),
+    };
+    // A node speaks only for its own workers: `node/w-N`.
+    if worker.split_once('/').map(|(n, _)| n) != Some(from) {
+        tracing::warn!(node = %from, %worker, "ignored a change for a worker of another node");
+        return;
+    }
+    match item {
+        Up::Attach {
+            worker,
+            incarnation,
+            caps,
+            credits,
+        } => {
+            node.workers.insert(worker.clone(), incarnation);
+            node.task_types.extend(caps.task_types.iter().cloned());
+            let sink = Arc::new(RemoteSink {
+                agent: agent.clone(),
+                worker: worker.clone(),
+                from: args.name.clone(),
+            });
+            args.queue.worker_call(WorkerCall::Attach {
+                worker,
+                incarnation,
+                caps,
+                credits,
+                sink,
+            });
+        }
+        Up::Detach {
+            worker,
+            incarnation,
+        } => {
+            if node.workers.get(&worker) == Some(&incarnation) {
+                node.workers.remove(&worker);
+            }
+            args.queue.worker_call(WorkerCall::Detach {
+                worker,
+                incarnation,
+            });
+        }
+        Up::Credits { worker, credits } => args
+            .queue
+            .worker_call(WorkerCall::SetCredits { worker, credits }),
+        Up::Report {
+            worker,
+            reports,
+            credits,
+        } => args.queue.worker_call(WorkerCall::Report {
+            worker,
+            reports,
+            credits,
+        }),
+    }
+}
+
+/// The agent of a node, found through its process group.
+pub(super) fn find_agent(node: &str) -> Option<ActorRef<AgentMsg>> {
+    ractor::pg::get_members(&agent_group(node))
+        .into_iter()
+        .find(|cell| !cell.get_id().is_local())
+        .map(ActorRef::from)
+}
+
+/// Where the queue sends a remote worker's leases: over its node's session.
+struct RemoteSink {
+    agent: ActorRef<AgentMsg>,
+    worker: Arc<str>,
+    from: Arc<str>,
+}
+
+impl std::fmt::Debug for RemoteSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSink")
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+impl LeaseSink for RemoteSink {
+    fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>> {
+        use ractor::ActorStatus::{Stopped, Stopping};
+        if matches!(self.agent.get_status(), Stopping | Stopped) {
+            return Err(leases);
+        }
+        // If the session dies with these on the way, the node is lost and its workers'
+        // leases go back to the queue then.
+        for batch in wire::batches(leases, |l| l.payload.len()) {
+            let _ = self.agent.cast(AgentMsg::Coordinator {
+                from: self.from.to_string(),
+                body: FromGate::Leases {
+                    worker: self.worker.clone(),
+                    leases: batch,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn cancel(&self, task_id: TaskId) {
+        let _ = self.agent.cast(AgentMsg::Coordinator {
+            from: self.from.to_string(),
+            body: FromGate::Cancel {
+                worker: self.worker.clone(),
+                task_id,
+            },
+        });
+    }
+}

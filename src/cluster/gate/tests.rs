@@ -1,0 +1,38 @@
+//! The gate's join rate limit and its local messages.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ractor::BytesConvertable;
+
+use super::*;
+
+#[test]
+fn a_flapping_node_is_refused_until_its_oldest_join_ages_out() {
+    let start = Instant::now();
+    let mut joins = VecDeque::new();
+    for i in 0..3 {
+        let at = start + Duration::from_secs(i * 10);
+        assert_eq!(admit(&mut joins, at, 3), Ok(()));
+        joins.push_back(at);
+    }
+    // A fourth join 30 s in: the first (at 0 s) leaves the window at 60 s.
+    let at = start + Duration::from_secs(30);
+    assert_eq!(admit(&mut joins, at, 3), Err(Duration::from_secs(30)));
+    // Past the window, it is admitted again.
+    let at = start + Duration::from_secs(61);
+    assert_eq!(admit(&mut joins, at, 3), Ok(()));
+    assert_eq!(joins.len(), 2, "the join at 0 s aged out");
+}
+
+#[test]
+fn local_requests_never_go_on_the_wire_and_garbage_decodes_as_malformed() {
+    let (tx, _rx) = ractor::concurrency::oneshot();
+    let local = GateMsg::Nodes(tx.into());
+    let bytes = local.into_bytes();
+    assert!(bytes.is_empty());
+    let GateMsg::Malformed(bad) = GateMsg::from_bytes(bytes) else {
+        panic!("an empty frame decoded as a message");
+    };
+    assert_eq!(bad.from, None);
+}
