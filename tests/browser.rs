@@ -66,6 +66,13 @@ async fn dashboard_submits_a_task_and_shows_it_complete_live() {
     .await;
     b.wait_for("return [...document.querySelectorAll('#submit-type option')].some(o => o.value === 'sleep')", wait)
         .await;
+    // The nodes table lists the coordinator's own process as online.
+    b.wait_for(
+        "const r = document.querySelector('#nodes tbody tr[data-status=online]'); \
+         return r !== null && r.textContent.includes('(coordinator)')",
+        wait,
+    )
+    .await;
     b.wait_for(
         "return document.getElementById('conn').textContent === 'live'",
         wait,

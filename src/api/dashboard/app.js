@@ -135,13 +135,19 @@ async function refreshWorkers() {
       el("td", (w.tags || []).join(", ")));
     return tr;
   }));
-  $("nodes").textContent = nodes.map((n) => {
-    const labels = (n.labels || []).length ? `, labels ${n.labels.join(", ")}` : "";
-    const state = n.status === "online"
-      ? `${n.running}/${n.capacity} slots busy, serves ${n.task_types.join(", ")}`
-      : `${n.lost_reason || n.status}, last heard ${fmtNum(Math.round(n.silent_ms / 1000))} s ago`;
-    return `${n.id} (${n.role}, ${n.status}${labels}): ${state}`;
-  }).join(" · ");
+  $("nodes").tBodies[0].replaceChildren(...nodes.map((n) => {
+    const tr = el("tr");
+    tr.dataset.node = n.id;
+    tr.dataset.status = n.status;
+    const status = statusCell(n.status);
+    if (n.lost_reason) status.append(el("span", " " + n.lost_reason, "muted"));
+    tr.append(el("td", n.role === "coordinator" ? n.id + " (coordinator)" : n.id), status,
+      el("td", n.status === "online" ? n.running + " / " + n.capacity : "–"),
+      el("td", String(n.workers)),
+      el("td", n.role === "coordinator" ? "–" : age(Date.now() - n.silent_ms) + " ago"),
+      el("td", (n.labels || []).join(", ")), el("td", n.task_types.join(", ")));
+    return tr;
+  }));
   const select = $("submit-type");
   const online = nodes.filter((n) => n.status === "online");
   const types = [...new Set(online.flatMap((n) => n.task_types))];
