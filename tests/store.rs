@@ -56,6 +56,8 @@ on_both!(
     migrations_run_once,
     buffered_submits_are_stored_with_the_next_group,
     a_second_coordinator_on_the_same_database_is_refused,
+    a_key_another_task_stored_first_does_not_leave_a_task_unstored,
+    a_refused_task_leaves_no_attempt_rows,
 );
 
 fn on(url: &str, workers: usize) -> CoordinatorConfig {
@@ -516,4 +518,157 @@ async fn postgres_that_disappears_refuses_submits_and_never_claims_them() {
         .await
         .expect("stop returns with the database gone")
         .unwrap();
+}
+
+/// Attempt rows whose task is not stored.
+const ORPHAN_ATTEMPTS: &str =
+    "SELECT COUNT(*) FROM attempts WHERE task_id NOT IN (SELECT id FROM tasks)";
+
+async fn a_key_another_task_stored_first_does_not_leave_a_task_unstored(url: String) {
+    let mut config = on(&url, 1);
+    config.store.as_mut().unwrap().durability = wrangle::Durability::Buffered;
+    // Finished tasks leave memory at once (with their idempotency keys).
+    config.queue.max_finished_tasks = 1;
+    let c = started(config).await;
+    let store = c.store().unwrap().clone();
+    let warm = c
+        .submit_async(TaskSpec::new("echo", &json!("warm")).unwrap())
+        .await
+        .unwrap();
+    warm.wait(WAIT).await.unwrap();
+
+    // The database takes no new task for a while: the first task with the key runs and
+    // leaves memory before its row is stored.
+    databases::stop_task_inserts(&url).await;
+    let keyed = || {
+        TaskSpec::new("echo", &json!("once"))
+            .unwrap()
+            .idempotency_key("pay-7")
+    };
+    let first = c.submit_async(keyed()).await.unwrap();
+    first.wait(WAIT).await.unwrap();
+    let other = c
+        .submit_async(TaskSpec::new("echo", &json!("other")).unwrap())
+        .await
+        .unwrap();
+    other.wait(WAIT).await.unwrap();
+    // Neither memory nor the store knows the key now, so a second task is made for it.
+    let second = c.submit_async(keyed()).await.unwrap();
+    assert!(!second.existing);
+    second.wait(WAIT).await.unwrap();
+    databases::allow_task_inserts(&url).await;
+    c.queue().flush().await.unwrap();
+
+    // The store holds the key for the first task; the second cannot be stored under it.
+    let stored = store.get_task(first.id).await.unwrap().map(|t| t.status);
+    assert_eq!(stored, Some(TaskStatus::Completed));
+    // Whatever the queue still shows as a task, after a flush, is in the store.
+    let in_store = store.get_task(second.id).await.unwrap().is_some();
+    let in_queue = c.get_task(second.id).await.is_ok();
+    assert_eq!(
+        in_queue, in_store,
+        "the queue shows the second task: {in_queue}; the store has it: {in_store}"
+    );
+    // The key answers with the task the store holds for it.
+    let again = c.submit_async(keyed()).await.unwrap();
+    assert!(again.existing);
+    assert_eq!(again.id, first.id);
+    assert_eq!(databases::count(&url, ORPHAN_ATTEMPTS).await, 0);
+    c.stop(false).await.unwrap();
+}
+
+async fn a_refused_task_leaves_no_attempt_rows(url: String) {
+    let runs = common::Runs::default();
+    let handlers = handlers();
+    handlers.register("counted", common::counted_sleep(runs.clone()));
+    let c = Coordinator::start(on(&url, 1), handlers).await.unwrap();
+    let warm = c
+        .submit_async(TaskSpec::new("echo", &json!("warm")).unwrap())
+        .await
+        .unwrap();
+    warm.wait(WAIT).await.unwrap();
+
+    databases::stop_task_inserts(&url).await;
+    // The idle worker takes the task at once; then its commit fails, so the submit is
+    // refused and the task taken back from the worker.
+    let refused = c
+        .submit_async(TaskSpec::new("counted", &json!({"ms": 60_000})).unwrap())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Queue(QueueError::NotStored { .. }))),
+        "{refused:?}"
+    );
+    eventually("the refused task to have started", WAIT, || async {
+        runs.all().len() == 1
+    })
+    .await;
+    eventually("the refused task to be taken back", WAIT, || async {
+        c.queue().stats().await.unwrap().running == 0
+    })
+    .await;
+    databases::allow_task_inserts(&url).await;
+    c.queue().flush().await.unwrap();
+    assert_eq!(
+        databases::count(&url, ORPHAN_ATTEMPTS).await,
+        0,
+        "an attempt was stored for a task that never was"
+    );
+    c.stop(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_key_taken_while_its_commit_waits_answers_with_the_stored_task() {
+    let Some(url) = databases::fresh_postgres("key_taken").await else {
+        return;
+    };
+    let mut config = on(&url, 1);
+    config.queue.max_finished_tasks = 1;
+    let c = started(config).await;
+    let warm = c
+        .submit_async(TaskSpec::new("echo", &json!("warm")).unwrap())
+        .await
+        .unwrap();
+    warm.wait(WAIT).await.unwrap();
+
+    // Reads go on, but every write to `tasks` waits until this transaction ends.
+    let mut lock = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE tasks IN SHARE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let keyed = || {
+        TaskSpec::new("echo", &json!("once"))
+            .unwrap()
+            .idempotency_key("pay-8")
+    };
+    let completed = |n: u64| {
+        let c = c.clone();
+        async move { c.queue().stats().await.unwrap().completed >= n }
+    };
+    let submit = |spec: TaskSpec| {
+        let q = c.queue().clone();
+        tokio::spawn(async move { q.submit(spec).await })
+    };
+    // The first task with the key runs (its commit waits), then leaves memory.
+    let first = submit(keyed());
+    eventually("the first keyed task to finish", WAIT, || completed(2)).await;
+    let other = submit(TaskSpec::new("echo", &json!("other")).unwrap());
+    eventually("another task to finish", WAIT, || completed(3)).await;
+    let second = submit(keyed());
+    eventually("the second keyed task to finish", WAIT, || completed(4)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+
+    let first = first.await.unwrap().unwrap();
+    assert!(!first.existing);
+    other.await.unwrap().unwrap();
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(
+        (second.id, second.existing),
+        (first.id, true),
+        "a submit answered as committed names the task stored for its key"
+    );
+    let store = c.store().unwrap();
+    assert!(store.get_task(second.id).await.unwrap().is_some());
+    c.stop(false).await.unwrap();
+    databases::drop_postgres(&url).await;
 }

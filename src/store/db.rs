@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
-use super::rows::{AttemptRow, StoredTask};
+use super::rows::{AttemptRow, NewTask, StoredTask, TaskState};
 use super::writer::Batch;
 use super::{StoreConfig, StoreError};
 use crate::task::TaskId;
@@ -99,7 +99,57 @@ macro_rules! write_batch {
     ($pool:expr, $db:ty, $batch:expr) => {{
         let batch: &Batch = $batch;
         let mut tx = $pool.begin().await?;
-        for chunk in chunks(&batch.inserts) {
+        // A new task whose idempotency key another task holds (stored, or older in this
+        // batch) cannot be stored: `ON CONFLICT DO NOTHING` would drop it without a word
+        // while its submit is answered as committed. Such tasks are left out here and
+        // reported, so the writer can answer with the task that holds the key.
+        let mut holders: HashMap<&str, TaskId> = HashMap::new();
+        let keys: Vec<&str> = batch
+            .inserts
+            .iter()
+            .filter_map(|(t, _)| t.idempotency_key.as_deref())
+            .collect();
+        for chunk in chunks(&keys) {
+            let mut qb = QueryBuilder::<$db>::new(
+                "SELECT idempotency_key, id FROM tasks WHERE idempotency_key IN (",
+            );
+            let mut list = qb.separated(", ");
+            for k in chunk {
+                list.push_bind(*k);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                let key: String = row.try_get(0)?;
+                let id: uuid::Uuid = row.try_get(1)?;
+                if let Some(k) = chunk.iter().find(|k| **k == key) {
+                    holders.insert(k, TaskId::from_uuid(id));
+                }
+            }
+        }
+        let mut taken = Vec::new();
+        // Oldest first (the batch is sorted by id), so within a batch the first task made
+        // with a key keeps it.
+        let inserts: Vec<&(NewTask, TaskState)> = batch
+            .inserts
+            .iter()
+            .filter(|(t, _)| {
+                let Some(key) = t.idempotency_key.as_deref() else {
+                    return true;
+                };
+                match holders.get(key) {
+                    Some(&holder) if holder != t.id => {
+                        taken.push(KeyTaken { task: t.id, holder });
+                        false
+                    }
+                    Some(_) => true,
+                    None => {
+                        holders.insert(key, t.id);
+                        true
+                    }
+                }
+            })
+            .collect();
+        for chunk in chunks(&inserts) {
             let mut qb = QueryBuilder::<$db>::new(format!(
                 "INSERT INTO tasks ({TASK_COLUMNS}, priority, idempotency_key) "
             ));
@@ -150,10 +200,12 @@ macro_rules! write_batch {
             );
             qb.build().execute(&mut *tx).await?;
         }
+        // Only attempts of stored tasks: a task whose submit was refused (or whose key
+        // was taken) may still report an attempt, and its row would belong to nothing.
         for chunk in chunks(&batch.attempts) {
             let mut qb = QueryBuilder::<$db>::new(
-                "INSERT INTO attempts (task_id, number, worker, node, started_at_ms, \
-                 finished_at_ms, outcome, error) ",
+                "WITH v (task_id, number, worker, node, started_at_ms, finished_at_ms, \
+                 outcome, error) AS (",
             );
             qb.push_values(chunk, |mut b, a| {
                 b.push_bind(a.task_id.as_uuid())
@@ -166,7 +218,11 @@ macro_rules! write_batch {
                     .push_bind(a.error.as_deref());
             });
             qb.push(
-                " ON CONFLICT (task_id, number) DO UPDATE SET worker = excluded.worker, \
+                ") INSERT INTO attempts (task_id, number, worker, node, started_at_ms, \
+                 finished_at_ms, outcome, error) SELECT task_id, number, worker, node, \
+                 started_at_ms, finished_at_ms, outcome, error FROM v \
+                 WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.id = v.task_id) \
+                 ON CONFLICT (task_id, number) DO UPDATE SET worker = excluded.worker, \
                  node = excluded.node, started_at_ms = excluded.started_at_ms, \
                  finished_at_ms = excluded.finished_at_ms, outcome = excluded.outcome, \
                  error = excluded.error",
@@ -231,8 +287,17 @@ macro_rules! write_batch {
                 qb.build().execute(&mut *tx).await?;
             }
         }
-        tx.commit().await
+        tx.commit().await.map(|()| taken)
     }};
+}
+
+/// A new task not stored because another task holds its idempotency key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyTaken {
+    /// The task left out.
+    pub(crate) task: TaskId,
+    /// The task holding the key.
+    pub(crate) holder: TaskId,
 }
 
 /// Runs `$body` once per backend: `$pool` is the pool and `$db` its sqlx database type, so
@@ -379,8 +444,9 @@ impl Db {
         on_pool!(self, |pool, _DB| pool.close().await)
     }
 
-    /// Writes one batch in one transaction.
-    pub(crate) async fn write(&self, batch: &Batch) -> Result<(), sqlx::Error> {
+    /// Writes one batch in one transaction. Returns the new tasks left out because another
+    /// task holds their idempotency key.
+    pub(crate) async fn write(&self, batch: &Batch) -> Result<Vec<KeyTaken>, sqlx::Error> {
         on_pool!(self, |pool, DB| write_batch!(pool, DB, batch))
     }
 

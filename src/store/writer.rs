@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::db::Db;
+use super::db::{Db, KeyTaken};
 use super::rows::{ms, AttemptRow, NewTask, NodeRow, StoreOp, TaskState, WorkerRow};
 use super::StoreError;
 use crate::mailbox::{Mailbox, MailboxDepth};
@@ -314,7 +314,7 @@ async fn commit(state: &mut WriterState) {
     let batch = state.pending.batch();
     let rows = (batch.inserts.len() + batch.updates.len()) as u64;
     match state.db.write(&batch).await {
-        Ok(()) => {
+        Ok(taken) => {
             state.stats.commits.fetch_add(1, Ordering::Relaxed);
             state.stats.task_rows.fetch_add(rows, Ordering::Relaxed);
             if state.failing.take().is_some() {
@@ -322,7 +322,16 @@ async fn commit(state: &mut WriterState) {
                 state.stats.healthy.store(true, Ordering::Relaxed);
             }
             state.pending.clear_rows();
-            for ack in std::mem::take(&mut state.pending.acks) {
+            let holders = key_taken(state, &taken);
+            for mut ack in std::mem::take(&mut state.pending.acks) {
+                for s in &mut ack.submitted {
+                    if let Some(&holder) = holders.get(&s.id) {
+                        *s = Submitted {
+                            id: holder,
+                            existing: true,
+                        };
+                    }
+                }
                 let _ = ack.reply.send(Ok(ack.submitted));
             }
             for reply in std::mem::take(&mut state.pending.flushes) {
@@ -347,6 +356,28 @@ async fn commit(state: &mut WriterState) {
             state.me.send_after(backoff, || StoreMsg::Retry);
         }
     }
+}
+
+/// Tasks the database would not store because another task holds their idempotency key
+/// (made while the holder was neither stored nor in memory): they go back out of the queue,
+/// like a refused submit, and their submits are answered with the holder. Returns each
+/// left-out task's holder.
+fn key_taken(state: &mut WriterState, taken: &[KeyTaken]) -> IdMap<TaskId> {
+    let mut holders = IdMap::default();
+    if taken.is_empty() {
+        return holders;
+    }
+    for t in taken {
+        tracing::warn!(
+            task_id = %t.task,
+            holder = %t.holder,
+            "task not stored: another task holds its idempotency key"
+        );
+        holders.insert(t.task, t.holder);
+    }
+    let ids = taken.iter().map(|t| t.task).collect();
+    let _ = state.queue.send(QueueMsg::NotStored { ids });
+    holders
 }
 
 /// Answers submits with an error and takes their new tasks back out of the queue.

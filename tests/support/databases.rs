@@ -73,3 +73,61 @@ fn with_database(url: &str, name: &str) -> String {
     };
     format!("{base}/{name}{query}")
 }
+
+/// Runs one SQL script on the database at `url` (SQLite or PostgreSQL), on its own
+/// connection.
+#[allow(dead_code)]
+pub(crate) async fn execute(url: &str, sql: &str) {
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    }
+}
+
+/// Makes every insert into `tasks` fail (a trigger), while reads and every other write
+/// still work: a database that refuses new tasks, deterministically.
+#[allow(dead_code)]
+pub(crate) async fn stop_task_inserts(url: &str) {
+    let sql = if url.starts_with("sqlite:") {
+        "CREATE TRIGGER stop_task_inserts BEFORE INSERT ON tasks \
+         BEGIN SELECT RAISE(ABORT, 'task inserts stopped by the test'); END;"
+    } else {
+        "CREATE FUNCTION stop_task_inserts() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'task inserts stopped by the test'; END $$; \
+         CREATE TRIGGER stop_task_inserts BEFORE INSERT ON tasks \
+         FOR EACH ROW EXECUTE FUNCTION stop_task_inserts();"
+    };
+    execute(url, sql).await;
+}
+
+/// Undoes [`stop_task_inserts`].
+#[allow(dead_code)]
+pub(crate) async fn allow_task_inserts(url: &str) {
+    let sql = if url.starts_with("sqlite:") {
+        "DROP TRIGGER stop_task_inserts;"
+    } else {
+        "DROP TRIGGER stop_task_inserts ON tasks; DROP FUNCTION stop_task_inserts();"
+    };
+    execute(url, sql).await;
+}
+
+/// How many rows `sql` (a `SELECT COUNT(*) ...`) counts.
+#[allow(dead_code)]
+pub(crate) async fn count(url: &str, sql: &str) -> i64 {
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let n = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        n
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let n = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        n
+    }
+}
