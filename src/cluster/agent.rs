@@ -145,6 +145,8 @@ pub(crate) struct AgentState {
     pool: Option<PoolRef>,
     /// A leave waiting for the gate's farewell.
     leaving: Option<RpcReplyPort<()>>,
+    /// Left on purpose: no more hellos.
+    left: bool,
     /// What `Node::status` shows.
     status: LinkStatus,
     /// To send itself flushes and reconnects.
@@ -193,6 +195,7 @@ impl Actor for Agent {
             flush_queued: false,
             pool: None,
             leaving: None,
+            left: false,
             status: LinkStatus {
                 joined: false,
                 joins: 0,
@@ -272,20 +275,7 @@ impl Actor for Agent {
                 }
             }
             AgentMsg::Pool(pool) => state.pool = Some(pool),
-            AgentMsg::Leave(reply) => {
-                state.flush();
-                match (&state.gate, state.joined) {
-                    (Some(gate), true) => {
-                        let _ = gate.cast(state.frame(FromNode::Leave));
-                        // Answered when the gate says farewell (the caller bounds the wait).
-                        state.leaving = Some(reply);
-                    }
-                    _ => {
-                        let _ = reply.send(());
-                    }
-                }
-                state.leave_link();
-            }
+            AgentMsg::Leave(reply) => state.leave(reply),
             AgentMsg::Status(reply) => {
                 let _ = reply.send(state.status.clone());
             }
@@ -331,7 +321,14 @@ impl AgentState {
                 credits,
                 sink,
             } => {
-                let free = i64::from(credits);
+                let free = match self.workers.get(&worker) {
+                    // The same incarnation announcing again (its handlers changed): leases
+                    // already on their way to it are not in its own count of free slots,
+                    // so the agent keeps its count, as the queue does. Taking the worker's
+                    // would announce too many free slots after the next join.
+                    Some(w) if w.incarnation == incarnation => w.free,
+                    _ => i64::from(credits),
+                };
                 self.push(Up::Attach {
                     worker: worker.clone(),
                     incarnation,
@@ -377,11 +374,22 @@ impl AgentState {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.free += i64::from(credits);
                 }
-                self.push(Up::Report {
-                    worker,
-                    reports,
-                    credits,
-                });
+                // A frame carries whole changes: results finished together are cut into
+                // several reports here, or they would make one frame past the limit (and
+                // the coordinator would end the session, losing the node, every time). The
+                // freed slots go with the first.
+                let mut credits = Some(credits);
+                let mut parts = wire::batches(reports, wire::report_weight);
+                if parts.is_empty() {
+                    parts.push(Vec::new());
+                }
+                for reports in parts {
+                    self.push(Up::Report {
+                        worker: worker.clone(),
+                        reports,
+                        credits: credits.take().unwrap_or(0),
+                    });
+                }
             }
         }
     }
@@ -389,8 +397,14 @@ impl AgentState {
     /// Queues a change for the gate; it goes out with the rest of its burst.
     fn push(&mut self, up: Up) {
         if !self.joined {
-            // Not registered: the welcome re-announces every worker as it is then, and
-            // reports for leases the coordinator has already handed out again are moot.
+            // Not registered: the welcome re-announces every worker as it is then. The
+            // rest waits for the welcome and goes out before that announce: a gate that
+            // restarted finds the leases still held by the queue, which needs the reports,
+            // freed slots and detaches; a coordinator that handed the leases out again
+            // ignores them (keeping a result that came in before the task ran again).
+            if !matches!(up, Up::Attach { .. }) {
+                self.outbox.push(up);
+            }
             return;
         }
         self.outbox.push(up);
@@ -403,7 +417,7 @@ impl AgentState {
     }
 
     fn flush(&mut self) {
-        if self.outbox.is_empty() {
+        if self.outbox.is_empty() || !self.joined {
             return;
         }
         let items = std::mem::take(&mut self.outbox);
@@ -486,15 +500,35 @@ impl AgentState {
         }
     }
 
-    /// Forgets the registration (not the connection).
+    /// Leaves for good: says so to the gate, and never says hello again (a hello before
+    /// the agent stops would register the node anew, and it would then be listed as lost,
+    /// not left, when its session closes).
+    fn leave(&mut self, reply: RpcReplyPort<()>) {
+        self.flush();
+        match (&self.gate, self.joined) {
+            (Some(gate), true) => {
+                let _ = gate.cast(self.frame(FromNode::Leave));
+                // Answered when the gate says farewell (the caller bounds the wait).
+                self.leaving = Some(reply);
+            }
+            _ => {
+                let _ = reply.send(());
+            }
+        }
+        self.left = true;
+        self.leave_link();
+    }
+
+    /// Forgets the registration (not the connection). Changes not yet sent wait for the
+    /// next welcome, but for announces: the welcome makes its own.
     fn leave_link(&mut self) {
         self.joined = false;
         self.status.joined = false;
-        self.outbox.clear();
+        self.outbox.retain(|up| !matches!(up, Up::Attach { .. }));
     }
 
     fn hello(&self) {
-        if self.hold_until.is_some_and(|t| Instant::now() < t) {
+        if self.left || self.hold_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
         self.send(FromNode::Hello(self.args.hello.clone()));
@@ -661,3 +695,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod link_tests;

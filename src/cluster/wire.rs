@@ -83,7 +83,8 @@ pub(crate) fn up_weight(up: &Up) -> usize {
     }
 }
 
-fn report_weight(r: &AttemptReport) -> usize {
+/// Payload bytes one finished attempt carries.
+pub(crate) fn report_weight(r: &AttemptReport) -> usize {
     match &r.outcome {
         crate::queue::AttemptOutcome::Completed(p) => p.len(),
         crate::queue::AttemptOutcome::Failed(e) => e.message().len(),

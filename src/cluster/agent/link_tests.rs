@@ -1,0 +1,356 @@
+//! The agent's side of the credit protocol, frame by frame: an agent state whose gate is a
+//! local actor that hands every frame to the test.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::queue::AttemptOutcome;
+use crate::task::{Lease, Payload, TaskId};
+
+/// Stands in for the coordinator's gate: every frame goes to the test.
+struct Tap;
+
+impl Actor for Tap {
+    type Msg = GateMsg;
+    type State = mpsc::UnboundedSender<FromNode>;
+    type Arguments = mpsc::UnboundedSender<FromNode>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<GateMsg>,
+        tx: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(tx)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<GateMsg>,
+        msg: GateMsg,
+        tx: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let GateMsg::Node { body, .. } = msg {
+            let _ = tx.send(body);
+        }
+        Ok(())
+    }
+}
+
+/// Stands in for the agent's own mailbox (the flushes it sends itself): the test flushes.
+struct Void;
+
+impl Actor for Void {
+    type Msg = AgentMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        _: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// A worker's sink that keeps what it is given.
+#[derive(Debug, Default)]
+struct Kept(Mutex<Vec<Lease>>);
+
+impl LeaseSink for Kept {
+    fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>> {
+        self.0.lock().unwrap().extend(leases);
+        Ok(())
+    }
+    fn cancel(&self, _task_id: TaskId) {}
+}
+
+struct Rig {
+    state: AgentState,
+    frames: mpsc::UnboundedReceiver<FromNode>,
+    sink: Arc<Kept>,
+}
+
+const W: &str = "n1/w-1";
+
+impl Rig {
+    /// An agent of node `n1`, joined, with worker `n1/w-1` (incarnation 1, 4 free slots).
+    async fn joined() -> Self {
+        let (tx, frames) = mpsc::unbounded_channel();
+        let (gate, _) = Actor::spawn(None, Tap, tx).await.unwrap();
+        let (void, _) = Actor::spawn(None, Void, ()).await.unwrap();
+        let server = super::super::net::start_server(
+            "n1",
+            "127.0.0.1:0".parse().unwrap(),
+            "cookie",
+            None,
+            ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        )
+        .await
+        .unwrap();
+        let connector = Connector {
+            server,
+            address: "127.0.0.1:9".into(),
+            tls: None,
+            timeout: Duration::from_secs(1),
+        };
+        let events = connector.subscribe(|_| {});
+        let args = AgentArgs {
+            name: "n1".into(),
+            hello: Hello {
+                instance: 7,
+                labels: Vec::new(),
+                task_types: vec!["t".into()],
+                address: "127.0.0.1:0".into(),
+                version: "test".into(),
+            },
+            connector,
+            heartbeat: Duration::from_millis(100),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(1),
+        };
+        let mut state = AgentState {
+            heartbeat: args.heartbeat,
+            timeout: args.heartbeat * 5,
+            backoff: args.reconnect_min,
+            args,
+            gate: Some(gate),
+            joined: false,
+            last_heard: Instant::now(),
+            hold_until: None,
+            connecting: false,
+            connected_at: None,
+            last_beat: Instant::now(),
+            workers: HashMap::new(),
+            outbox: Vec::new(),
+            flush_queued: false,
+            pool: None,
+            leaving: None,
+            left: false,
+            status: LinkStatus {
+                joined: false,
+                joins: 0,
+                failed_connects: 0,
+                last_error: None,
+                bad_frames: 0,
+            },
+            myself: void,
+            _events: events,
+        };
+        let sink = Arc::new(Kept::default());
+        state.worker_call(attach(4, sink.clone()));
+        let mut rig = Self {
+            state,
+            frames,
+            sink,
+        };
+        rig.welcome();
+        // The welcome's announce of the worker.
+        let ups = rig.ups_until_attach().await;
+        assert!(
+            matches!(ups[..], [Up::Attach { credits: 4, .. }]),
+            "{ups:?}"
+        );
+        rig
+    }
+
+    fn welcome(&mut self) {
+        self.state.on_frame(
+            "coordinator",
+            FromGate::Welcome {
+                heartbeat_ms: 100,
+                timeout_ms: 1000,
+            },
+        );
+    }
+
+    fn leases(&mut self, count: usize) -> Vec<Lease> {
+        let leases: Vec<Lease> = (0..count).map(|_| lease()).collect();
+        self.state.on_frame(
+            "coordinator",
+            FromGate::Leases {
+                worker: W.into(),
+                leases: leases.clone(),
+            },
+        );
+        assert_eq!(self.sink.0.lock().unwrap().len(), count);
+        leases
+    }
+
+    /// Every change the agent sends, in order, up to and with the next attach.
+    async fn ups_until_attach(&mut self) -> Vec<Up> {
+        let mut ups = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.frames.recv())
+                .await
+                .expect("no attach within 5 s")
+                .expect("the tap is gone");
+            let FromNode::Up(items) = frame else {
+                continue;
+            };
+            let done = items.iter().any(|u| matches!(u, Up::Attach { .. }));
+            ups.extend(items);
+            if done {
+                return ups;
+            }
+        }
+    }
+}
+
+fn attach(credits: u32, sink: Arc<Kept>) -> WorkerCall {
+    WorkerCall::Attach {
+        worker: W.into(),
+        incarnation: 1,
+        caps: Capabilities {
+            task_types: HashSet::from([Arc::from("t")]),
+            labels: Vec::new(),
+        },
+        credits,
+        sink,
+    }
+}
+
+fn lease() -> Lease {
+    Lease {
+        task_id: TaskId::new(),
+        attempt: 1,
+        task_type: "t".into(),
+        payload: Payload::encode(&1).unwrap(),
+        timeout: None,
+    }
+}
+
+fn completed(lease: &Lease, bytes: usize) -> AttemptReport {
+    AttemptReport {
+        task_id: lease.task_id,
+        attempt: lease.attempt,
+        outcome: AttemptOutcome::Completed(Payload::encode(&"x".repeat(bytes)).unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn results_finished_together_go_out_in_frames_the_coordinator_accepts() {
+    let mut rig = Rig::joined().await;
+    let leases = rig.leases(3);
+    // Three results of 7 MiB each, reported in one go (the worker batches its reports):
+    // each fits in a frame, together they do not.
+    let reports = leases.iter().map(|l| completed(l, 7 << 20)).collect();
+    rig.state.worker_call(WorkerCall::Report {
+        worker: W.into(),
+        reports,
+        credits: 3,
+    });
+    rig.state.flush();
+    let (mut reported, mut credits) = (0, 0);
+    while reported < 3 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), rig.frames.recv())
+            .await
+            .expect("all three reports sent within 5 s")
+            .expect("the tap is gone");
+        let bytes = rig.state.frame(frame.clone()).into_bytes().len();
+        assert!(
+            bytes < crate::CLUSTER_FRAME_BYTES,
+            "a frame of {bytes} bytes: the coordinator drops the session of a peer that sends it"
+        );
+        let FromNode::Up(items) = frame else {
+            continue;
+        };
+        for up in items {
+            if let Up::Report {
+                reports,
+                credits: c,
+                ..
+            } = up
+            {
+                reported += reports.len();
+                credits += c;
+            }
+        }
+    }
+    assert_eq!(credits, 3, "every freed slot is returned, once");
+}
+
+#[tokio::test]
+async fn a_worker_announcing_again_does_not_forget_the_leases_on_their_way_to_it() {
+    let mut rig = Rig::joined().await;
+    rig.leases(2);
+    // Its handlers changed before it took the two leases from its mailbox: it counts 4 free.
+    rig.state.worker_call(attach(4, rig.sink.clone()));
+    rig.state.flush();
+    rig.ups_until_attach().await;
+    // After the next join the coordinator's queue believes what the agent announces.
+    rig.state.on_frame("coordinator", FromGate::Rejoin);
+    rig.welcome();
+    let ups = rig.ups_until_attach().await;
+    assert!(
+        matches!(ups[..], [Up::Attach { credits: 2, .. }]),
+        "two of four slots are taken: {ups:?}"
+    );
+}
+
+#[tokio::test]
+async fn what_workers_say_while_the_link_is_down_reaches_the_coordinator_after_the_welcome() {
+    let mut rig = Rig::joined().await;
+    let leases = rig.leases(2);
+    // One attempt finishes just before the coordinator asks the node to join again (its
+    // frame not yet sent), the other while the node is not joined.
+    rig.state.worker_call(WorkerCall::Report {
+        worker: W.into(),
+        reports: vec![completed(&leases[0], 10)],
+        credits: 1,
+    });
+    rig.state.on_frame("coordinator", FromGate::Rejoin);
+    rig.state.worker_call(WorkerCall::Report {
+        worker: W.into(),
+        reports: vec![completed(&leases[1], 10)],
+        credits: 1,
+    });
+    rig.welcome();
+    // A gate that kept the worker's leases (it restarted; the queue did not) needs both
+    // reports and their credits; one that handed them out again ignores them before the
+    // attach starts the worker afresh with what is free.
+    let ups = rig.ups_until_attach().await;
+    let ids: Vec<TaskId> = ups
+        .iter()
+        .flat_map(|u| match u {
+            Up::Report { reports, .. } => reports.iter().map(|r| r.task_id).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(ids, vec![leases[0].task_id, leases[1].task_id], "{ups:?}");
+    assert!(
+        matches!(ups.last(), Some(Up::Attach { credits: 4, .. })),
+        "the attach comes last, with every slot free: {ups:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_left_does_not_say_hello_again_before_it_stops() {
+    let mut rig = Rig::joined().await;
+    let (tx, _farewell) = ractor::concurrency::oneshot();
+    rig.state.leave(tx.into());
+    // The agent ticks on until the node stops it (after the farewell, or 2 s without one).
+    rig.state.tick().await;
+    rig.state.on_frame("coordinator", FromGate::Rejoin);
+    // A frame behind them: everything the agent sent before it has arrived.
+    rig.state.send(FromNode::Heartbeat(NodeLoad::default()));
+    let mut said = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), rig.frames.recv())
+            .await
+            .expect("the last frame within 5 s")
+            .expect("the tap is gone");
+        match frame {
+            FromNode::Heartbeat(_) => break,
+            FromNode::Hello(_) => said.push("hello"),
+            FromNode::Leave => said.push("leave"),
+            FromNode::Up(_) => said.push("up"),
+        }
+    }
+    assert_eq!(said, vec!["leave"]);
+}
