@@ -170,7 +170,16 @@ macro_rules! write_batch {
                     .push_bind(t.priority)
                     .push_bind(t.idempotency_key.as_deref());
             });
-            qb.push(" ON CONFLICT DO NOTHING");
+            // A retried batch meets the rows of a commit that landed though the client saw
+            // it fail (the connection dropped after the server committed): the latest
+            // state wins, so a task finished since is not left stored as `queued`. Keys
+            // held by other tasks were left out above.
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                 retries_used = excluded.retries_used, lease_losses = excluded.lease_losses, \
+                 ready_at_ms = excluded.ready_at_ms, finished_at_ms = excluded.finished_at_ms, \
+                 result = excluded.result, error = excluded.error, dead_seq = excluded.dead_seq",
+            );
             qb.build().execute(&mut *tx).await?;
         }
         for chunk in chunks(&batch.updates) {
@@ -562,23 +571,44 @@ impl Db {
     /// Deletes finished tasks (not dead letters) that finished before `before_ms`, with
     /// their attempts. Returns how many tasks went.
     pub(crate) async fn prune(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
-        let old = "SELECT id FROM tasks WHERE finished_at_ms < $1 AND dead_seq IS NULL";
-        let attempts = format!("DELETE FROM attempts WHERE task_id IN ({old})");
-        let tasks = "DELETE FROM tasks WHERE finished_at_ms < $1 AND dead_seq IS NULL";
-        on_pool!(self, |pool, DB| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(&attempts)
-                .bind(before_ms)
-                .execute(&mut *tx)
-                .await?;
-            let n = sqlx::query(tasks)
-                .bind(before_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(n)
-        })
+        let old = "finished_at_ms < $1 AND dead_seq IS NULL";
+        match self {
+            // The first statement takes the database's write lock, so no commit lands
+            // between the two: the tasks deleted are those whose attempts were.
+            Db::Sqlite(pool) => {
+                let attempts = format!(
+                    "DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE {old})"
+                );
+                let tasks = format!("DELETE FROM tasks WHERE {old}");
+                let mut tx = pool.begin().await?;
+                sqlx::query(&attempts)
+                    .bind(before_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let n = sqlx::query(&tasks)
+                    .bind(before_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+            // Under READ COMMITTED a commit between two statements could make a task
+            // prunable after its attempts were looked for; one statement deletes exactly
+            // the attempts of the tasks it deletes.
+            Db::Postgres(pool) => {
+                let sql = format!(
+                    "WITH gone AS (DELETE FROM tasks WHERE {old} RETURNING id), \
+                     a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM gone)) \
+                     SELECT count(*) FROM gone"
+                );
+                let n: i64 = sqlx::query_scalar(&sql)
+                    .bind(before_ms)
+                    .fetch_one(pool)
+                    .await?;
+                Ok(n.max(0) as u64)
+            }
+        }
     }
 
     /// Marks every worker and node still `active` as `lost`: they belonged to a coordinator
@@ -683,6 +713,89 @@ mod tests {
             assert_eq!(parts.concat(), items);
             assert!(parts.iter().all(|p| CHUNK_SIZES.contains(&p.len())));
             assert!(parts.windows(2).all(|w| w[0].len() >= w[1].len()));
+        }
+    }
+
+    /// The stores for these tests: an SQLite file in `dir`, and a fresh database on the
+    /// PostgreSQL server of `DATABASE_URL` when one is named (`.ci/run` starts one).
+    async fn urls(dir: &std::path::Path) -> Vec<String> {
+        use sqlx::Connection;
+        let mut urls = vec![format!("sqlite://{}", dir.join("db.db").display())];
+        if let Some(server) = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| u.starts_with("postgres"))
+        {
+            let name = format!("wrangle_db_unit_{}", std::process::id());
+            let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                sqlx::query(&sql).execute(&mut admin).await.unwrap();
+            }
+            let (base, _) = server.rsplit_once('/').unwrap();
+            urls.push(format!("{base}/{name}"));
+        }
+        urls
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_written_again_keeps_its_latest_state() {
+        use crate::task::{Payload, TaskOptions, TaskStatus};
+        let dir = tempfile::tempdir().unwrap();
+        for url in urls(dir.path()).await {
+            let db = Db::connect(&StoreConfig::new(&url)).await.unwrap();
+            super::super::migrate::run(&db).await.unwrap();
+            let id = TaskId::new();
+            let new = NewTask::new(
+                id,
+                "t".into(),
+                Payload::from_json_bytes(&b"1"[..]).unwrap(),
+                &TaskOptions::default(),
+                std::time::SystemTime::now(),
+            );
+            let state = |status, result: Option<&'static [u8]>| TaskState {
+                id,
+                status,
+                retries_used: 0,
+                lease_losses: 0,
+                ready_at_ms: None,
+                finished_at_ms: result.map(|_| 7),
+                result: result.map(|r| Payload::from_json_bytes(r).unwrap()),
+                error: None,
+                dead_seq: None,
+            };
+            // The first commit landed though it was reported failed; the retry carries the
+            // task again, finished meanwhile.
+            let first = Batch {
+                inserts: vec![(new.clone(), state(TaskStatus::Queued, None))],
+                ..Batch::default()
+            };
+            db.write(&first).await.unwrap();
+            let retry = Batch {
+                inserts: vec![(new, state(TaskStatus::Completed, Some(b"2")))],
+                ..Batch::default()
+            };
+            db.write(&retry).await.unwrap();
+            let row = db.get(id).await.unwrap().unwrap();
+            assert_eq!(row.status, "completed", "{url}");
+            assert_eq!(row.result.as_deref(), Some(&b"2"[..]), "{url}");
+            assert_eq!(row.finished_at_ms, Some(7), "{url}");
+            db.close().await;
+            if let Some((server, name)) = url
+                .starts_with("postgres")
+                .then(|| url.rsplit_once('/'))
+                .flatten()
+            {
+                use sqlx::Connection;
+                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+                    .await
+                    .unwrap();
+                sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+            }
         }
     }
 
