@@ -263,6 +263,7 @@ impl GateState {
                 self.args
                     .events
                     .publish(EventKind::NodeLeft { node: from.into() });
+                self.forget_departed();
             }
         }
     }
@@ -439,6 +440,20 @@ impl GateState {
             node: name.into(),
             reason: reason.to_string(),
         });
+        self.forget_departed();
+    }
+
+    /// Keeps the nodes that are gone (lost or left) to the [`MAX_DEPARTED`] heard from
+    /// last: nodes named at random (the default) that come and go would otherwise grow the
+    /// table, and `/nodes`, for as long as the coordinator runs.
+    fn forget_departed(&mut self) {
+        let departed = self
+            .nodes
+            .iter()
+            .map(|(name, n)| (name.as_str(), n.status, n.last_seen));
+        for name in oldest_departed(departed, MAX_DEPARTED) {
+            self.nodes.remove(&name);
+        }
     }
 
     fn detach_all(&mut self, name: &str) {
@@ -535,6 +550,29 @@ impl GateState {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         nodes
     }
+}
+
+/// Nodes that are gone (lost or left) the gate keeps listing, at most.
+const MAX_DEPARTED: usize = 1_000;
+
+/// The departed nodes past the `keep` heard from last, to forget.
+fn oldest_departed<'a>(
+    nodes: impl Iterator<Item = (&'a str, NodeStatus, Instant)>,
+    keep: usize,
+) -> Vec<String> {
+    let mut departed: Vec<(Instant, &str)> = nodes
+        .filter(|(_, status, _)| *status != NodeStatus::Online)
+        .map(|(name, _, seen)| (seen, name))
+        .collect();
+    if departed.len() <= keep {
+        return Vec::new();
+    }
+    departed.sort_unstable();
+    let excess = departed.len() - keep;
+    departed[..excess]
+        .iter()
+        .map(|(_, name)| name.to_string())
+        .collect()
 }
 
 /// The window of the join rate limit.

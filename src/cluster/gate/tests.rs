@@ -36,3 +36,19 @@ fn local_requests_never_go_on_the_wire_and_garbage_decodes_as_malformed() {
     };
     assert_eq!(bad.from, None);
 }
+
+#[test]
+fn only_the_departed_nodes_heard_from_longest_ago_are_forgotten() {
+    let start = Instant::now();
+    let at = |s| start + Duration::from_secs(s);
+    let nodes = [
+        ("old-online", NodeStatus::Online, at(0)),
+        ("lost-1", NodeStatus::Lost, at(1)),
+        ("left-2", NodeStatus::Left, at(2)),
+        ("lost-3", NodeStatus::Lost, at(3)),
+    ];
+    assert!(oldest_departed(nodes.into_iter(), 3).is_empty());
+    let mut gone = oldest_departed(nodes.into_iter(), 1);
+    gone.sort();
+    assert_eq!(gone, vec!["left-2".to_string(), "lost-1".to_string()]);
+}
