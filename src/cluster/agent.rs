@@ -178,34 +178,7 @@ impl Actor for Agent {
             AgentMsg::Tick
         });
         let _ = myself.cast(AgentMsg::Connect);
-        Ok(AgentState {
-            heartbeat: args.heartbeat,
-            timeout: args.heartbeat * 5,
-            backoff: args.reconnect_min,
-            args,
-            gate: None,
-            joined: false,
-            last_heard: Instant::now(),
-            hold_until: None,
-            connecting: false,
-            connected_at: None,
-            last_beat: Instant::now(),
-            workers: HashMap::new(),
-            outbox: Vec::new(),
-            flush_queued: false,
-            pool: None,
-            leaving: None,
-            left: false,
-            status: LinkStatus {
-                joined: false,
-                joins: 0,
-                failed_connects: 0,
-                last_error: None,
-                bad_frames: 0,
-            },
-            myself,
-            _events: events,
-        })
+        Ok(AgentState::new(args, myself, events))
     }
 
     async fn post_stop(
@@ -297,6 +270,38 @@ impl Actor for Agent {
 }
 
 impl AgentState {
+    /// A fresh state: not connected, not joined, nothing waiting to be sent.
+    fn new(args: AgentArgs, myself: ActorRef<AgentMsg>, events: SessionEvents) -> Self {
+        Self {
+            heartbeat: args.heartbeat,
+            timeout: args.heartbeat * 5,
+            backoff: args.reconnect_min,
+            args,
+            gate: None,
+            joined: false,
+            last_heard: Instant::now(),
+            hold_until: None,
+            connecting: false,
+            connected_at: None,
+            last_beat: Instant::now(),
+            workers: HashMap::new(),
+            outbox: Vec::new(),
+            flush_queued: false,
+            pool: None,
+            leaving: None,
+            left: false,
+            status: LinkStatus {
+                joined: false,
+                joins: 0,
+                failed_connects: 0,
+                last_error: None,
+                bad_frames: 0,
+            },
+            myself,
+            _events: events,
+        }
+    }
+
     fn frame(&self, body: FromNode) -> GateMsg {
         GateMsg::Node {
             from: self.args.name.to_string(),

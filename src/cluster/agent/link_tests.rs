@@ -114,34 +114,8 @@ impl Rig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(1),
         };
-        let mut state = AgentState {
-            heartbeat: args.heartbeat,
-            timeout: args.heartbeat * 5,
-            backoff: args.reconnect_min,
-            args,
-            gate: Some(gate),
-            joined: false,
-            last_heard: Instant::now(),
-            hold_until: None,
-            connecting: false,
-            connected_at: None,
-            last_beat: Instant::now(),
-            workers: HashMap::new(),
-            outbox: Vec::new(),
-            flush_queued: false,
-            pool: None,
-            leaving: None,
-            left: false,
-            status: LinkStatus {
-                joined: false,
-                joins: 0,
-                failed_connects: 0,
-                last_error: None,
-                bad_frames: 0,
-            },
-            myself: void,
-            _events: events,
-        };
+        let mut state = AgentState::new(args, void, events);
+        state.gate = Some(gate);
         let sink = Arc::new(Kept::default());
         state.worker_call(attach(4, sink.clone()));
         let mut rig = Self {
