@@ -87,8 +87,8 @@ pub use store::{
 };
 pub use supervision::RestartBudget;
 pub use task::{
-    Attempt, Lease, Payload, TaskId, TaskOptions, TaskOutcome, TaskPriority, TaskSnapshot,
-    TaskSpec, TaskStatus,
+    Attempt, Lease, LeaseToken, LeaseTokenError, Payload, TaskId, TaskOptions, TaskOutcome,
+    TaskPriority, TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub use util::shutdown_signal;
 pub use worker::{WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus};

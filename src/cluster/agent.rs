@@ -396,6 +396,7 @@ impl AgentState {
                     });
                 }
             }
+            WorkerCall::Extend { worker, leases } => self.push(Up::Extend { worker, leases }),
         }
     }
 
@@ -676,7 +677,11 @@ mod tests {
         let text = "x".repeat(bytes.saturating_sub(2));
         AttemptReport {
             task_id: TaskId::new(),
-            attempt: 1,
+            token: crate::task::LeaseToken {
+                epoch: 1,
+                attempt: 1,
+                nonce: 7,
+            },
             outcome: AttemptOutcome::Completed(Payload::encode(&text).unwrap()),
         }
     }

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::pool::PoolStats;
 use crate::queue::{AttemptReport, Capabilities};
-use crate::task::{Lease, TaskId};
+use crate::task::{Lease, LeaseToken, TaskId};
 use crate::worker::WorkerInfo;
 
 /// Bumped whenever a wire type changes shape.
-pub(crate) const WIRE_VERSION: u8 = 1;
+pub(crate) const WIRE_VERSION: u8 = 2;
 
 /// Encodes a frame. Wire types are plain data: encoding cannot fail short of running out of
 /// memory, which a panic reports as well as anything could.
@@ -166,6 +166,13 @@ pub(crate) enum Up {
         /// Slots freed.
         credits: u32,
     },
+    /// A worker still runs these attempts: extend their leases.
+    Extend {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// The tasks and the tokens of the leases they run under.
+        leases: Vec<(TaskId, LeaseToken)>,
+    },
 }
 
 /// A node's load, sent with each heartbeat: what the autoscaler and the API read.
@@ -231,10 +238,15 @@ mod tests {
     fn a_frame_round_trips_with_its_sender() {
         let lease = Lease {
             task_id: TaskId::new(),
-            attempt: 2,
+            token: LeaseToken {
+                epoch: 1,
+                attempt: 2,
+                nonce: 42,
+            },
             task_type: "echo".into(),
             payload: Payload::encode(&serde_json::json!({"x": [1, 2]})).unwrap(),
             timeout: Some(std::time::Duration::from_millis(1500)),
+            lease_time: None,
         };
         let body = FromGate::Leases {
             worker: "n1/w-1".into(),
@@ -254,7 +266,7 @@ mod tests {
             worker: "n1/w-1".into(),
             reports: vec![AttemptReport {
                 task_id: lease.task_id,
-                attempt: 2,
+                token: lease.token,
                 outcome: AttemptOutcome::Failed(crate::TaskError::permanent("no")),
             }],
             credits: 1,

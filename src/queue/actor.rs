@@ -321,6 +321,7 @@ impl Actor for TaskQueue {
                     state.core.report(&worker, reports, now);
                     state.core.credit(&worker, credits);
                 }
+                WorkerCall::Extend { worker, leases } => state.core.extend(&worker, &leases, now),
             },
             QueueMsg::Tick => {
                 state.wake_at = None;
@@ -464,7 +465,7 @@ fn after_message(state: &mut QueueState, now: Instant) {
                     .into_iter()
                     .map(|l| AttemptReport {
                         task_id: l.task_id,
-                        attempt: l.attempt,
+                        token: l.token,
                         outcome: super::AttemptOutcome::Cancelled,
                     })
                     .collect();

@@ -17,6 +17,11 @@ pub struct QueueConfig {
     /// Extra time past a task's timeout before its lease is taken back from a worker that
     /// never reported. Default 5 s.
     pub lease_grace: Duration,
+    /// How long the lease of a task without a timeout lasts unless its worker extends it
+    /// (wrangle's workers extend theirs every third of it while the handler runs). A worker
+    /// or node that stays alive but never reports loses such a task after this long; a
+    /// node's heartbeat never extends a lease. Default 60 s.
+    pub lease_time: Duration,
     /// How many times a task may lose its worker (worker died, went silent) before it is
     /// dead-lettered instead of queued again; stops one poisonous task from killing workers
     /// forever. Default 5.
@@ -43,6 +48,7 @@ impl Default for QueueConfig {
             retry_base_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_secs(30),
             lease_grace: Duration::from_secs(5),
+            lease_time: Duration::from_secs(60),
             max_lease_losses: 5,
             max_finished_tasks: 100_000,
             max_dead_letters: 100_000,
@@ -64,6 +70,12 @@ impl QueueConfig {
                     "must be between 1 and {} (a cluster frame less room for the lease)",
                     CLUSTER_FRAME_BYTES - 1024
                 ),
+            ));
+        }
+        if self.lease_time < Duration::from_millis(30) {
+            return Err(Error::invalid(
+                "lease_time",
+                "must be at least 30 ms (workers extend a lease every third of it)",
             ));
         }
         if self.retry_base_delay > self.retry_max_delay {

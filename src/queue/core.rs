@@ -16,8 +16,8 @@ use crate::events::EventKind;
 use crate::handler::TaskError;
 use crate::metrics::TaskMetrics;
 use crate::task::{
-    Attempt, IdMap, IdSet, Lease, Payload, TaskId, TaskOptions, TaskOutcome, TaskSnapshot,
-    TaskSpec, TaskStatus,
+    Attempt, IdMap, IdSet, Lease, LeaseToken, Payload, TaskId, TaskOptions, TaskOutcome,
+    TaskSnapshot, TaskSpec, TaskStatus,
 };
 
 /// How one attempt ended, as a worker reports it.
@@ -34,7 +34,8 @@ pub(crate) enum AttemptOutcome {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AttemptReport {
     pub(crate) task_id: TaskId,
-    pub(crate) attempt: u32,
+    /// The token of the lease the attempt ran under; a report with any other is refused.
+    pub(crate) token: LeaseToken,
     pub(crate) outcome: AttemptOutcome,
 }
 
@@ -115,10 +116,14 @@ impl Entry {
     }
 }
 
+/// The lease a running task is held under.
 struct LeaseHold {
+    /// The worker holding it.
     worker: Arc<str>,
-    attempt: u32,
-    deadline: Option<Instant>,
+    /// The token its reports must carry.
+    token: LeaseToken,
+    /// When it is taken back unless reported on (or, without a task timeout, extended).
+    deadline: Instant,
 }
 
 struct Session {
@@ -155,13 +160,18 @@ struct Counters {
     retried: u64,
     lease_lost: u64,
     recovered: u64,
+    /// Reports and extends refused because their token was not the current lease's.
+    stale_reports: u64,
 }
 
 pub(crate) struct QueueCore {
     config: QueueConfig,
     tasks: IdMap<Entry>,
+    /// Routing classes by slot; a retired class (no task left) keeps its slot, empty, in
+    /// `free_classes` until a new class reuses it.
     classes: Vec<Class>,
     class_index: HashMap<ClassKey, usize>,
+    free_classes: Vec<usize>,
     /// Pending tasks by the time they become runnable.
     delayed: BTreeSet<(Instant, TaskId)>,
     /// Running tasks by lease deadline.
@@ -179,6 +189,12 @@ pub(crate) struct QueueCore {
     counters: Counters,
     rng: fastrand::Rng,
     metrics: Arc<TaskMetrics>,
+    /// The coordinator's epoch: the first part of every lease token. Raised by the store at
+    /// each start, so tokens granted before a restart never match again.
+    epoch: u64,
+    /// Where lease nonces come from: a cryptographic generator, so that nobody who sees some
+    /// tokens can predict another's.
+    nonces: rand::rngs::StdRng,
     /// With a store: the node name attempts are recorded under. `None`: nothing is written.
     persist: Option<Arc<str>>,
     pub(crate) out: Outbox,
@@ -199,6 +215,7 @@ impl QueueCore {
             tasks: IdMap::with_capacity_and_hasher(capacity, Default::default()),
             classes: Vec::new(),
             class_index: HashMap::new(),
+            free_classes: Vec::new(),
             delayed: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             workers: HashMap::new(),
@@ -211,9 +228,16 @@ impl QueueCore {
             counters: Counters::default(),
             rng: fastrand::Rng::new(),
             metrics,
+            epoch: 0,
+            nonces: rand::SeedableRng::from_entropy(),
             persist: None,
             out: Outbox::default(),
         }
+    }
+
+    /// Sets the epoch that every lease granted from now on carries (see [`LeaseToken`]).
+    pub(crate) fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
     }
 
     /// Tasks waiting to run (queued now or pending a delay).
@@ -334,16 +358,48 @@ impl QueueCore {
         Ok(out)
     }
 
+    /// The class of a new task entry (the caller inserts the entry), made if needed.
     pub(super) fn class_for(&mut self, task_type: &Arc<str>, labels: &[String]) -> usize {
         let key = ClassKey::new(task_type.clone(), labels);
         if let Some(&i) = self.class_index.get(&key) {
+            self.classes[i].tasks += 1;
             return i;
         }
         let mut class = Class::new(key.clone());
         class.routable = self.workers.values().any(|w| class.accepts(&w.caps));
-        self.classes.push(class);
-        self.class_index.insert(key, self.classes.len() - 1);
-        self.classes.len() - 1
+        class.tasks = 1;
+        let slot = match self.free_classes.pop() {
+            Some(slot) => {
+                self.classes[slot] = class;
+                slot
+            }
+            None => {
+                self.classes.push(class);
+                self.classes.len() - 1
+            }
+        };
+        self.class_index.insert(key, slot);
+        slot
+    }
+
+    /// Takes a task out of memory; its class is retired once no task of it is left.
+    fn remove_entry(&mut self, id: TaskId) -> Option<Entry> {
+        let e = self.tasks.remove(&id)?;
+        let class = &mut self.classes[e.class];
+        class.tasks -= 1;
+        if class.tasks == 0 {
+            debug_assert_eq!(class.live, 0, "a class with queued tasks has tasks");
+            self.class_index.remove(&class.key);
+            class.heap = Default::default();
+            class.routable = true;
+            self.free_classes.push(e.class);
+        }
+        if let Some(key) = &e.options.idempotency_key {
+            if self.idempotency.get(key) == Some(&id) {
+                self.idempotency.remove(key);
+            }
+        }
+        Some(e)
     }
 
     pub(super) fn make_ready(&mut self, id: TaskId) {

@@ -158,6 +158,9 @@ pub struct QueueStats {
     pub leases_lost: u64,
     /// Tasks reloaded from the store at start (unfinished ones and dead letters).
     pub recovered: u64,
+    /// Reports and lease extensions refused because they did not carry the token of the
+    /// task's current lease (late, from before a restart, or forged).
+    pub stale_reports: u64,
     /// Tasks in the dead-letter list now.
     pub dead_lettered: usize,
     /// Queued tasks that no attached worker can take (unknown type or unmatched labels).

@@ -57,6 +57,10 @@ pub(crate) struct Class {
     pub(crate) live: usize,
     /// Whether any attached worker can take tasks of this class.
     pub(crate) routable: bool,
+    /// Tasks in memory (in any status) that belong to this class. At zero the class is
+    /// retired and its slot reused, so label churn does not grow the queue's memory or the
+    /// classes each dispatch scans.
+    pub(crate) tasks: usize,
 }
 
 impl Class {
@@ -66,6 +70,7 @@ impl Class {
             heap: BinaryHeap::new(),
             live: 0,
             routable: false,
+            tasks: 0,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{AttemptReport, Capabilities, LeaseSink, QueueRef};
 use crate::cluster::AgentLink;
+use crate::task::{LeaseToken, TaskId};
 
 /// One message of the worker side of the credit protocol. The queue and a node's agent
 /// take the same four, so a worker cannot tell which one it talks to.
@@ -28,6 +29,12 @@ pub(crate) enum WorkerCall {
         worker: Arc<str>,
         reports: Vec<AttemptReport>,
         credits: u32,
+    },
+    /// A worker still runs these attempts: their leases (tasks without a timeout) last
+    /// another `lease_time`.
+    Extend {
+        worker: Arc<str>,
+        leases: Vec<(TaskId, LeaseToken)>,
     },
 }
 
@@ -79,6 +86,11 @@ impl Uplink {
             reports,
             credits,
         });
+    }
+
+    /// The worker still runs these attempts: extend their leases.
+    pub(crate) fn extend(&self, worker: Arc<str>, leases: Vec<(TaskId, LeaseToken)>) {
+        self.send(WorkerCall::Extend { worker, leases });
     }
 
     fn send(&self, call: WorkerCall) {

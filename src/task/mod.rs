@@ -1,8 +1,10 @@
 //! The task model: ids, priorities, statuses, options and payloads.
 
+mod lease;
 mod payload;
 mod spec;
 
+pub use lease::{Lease, LeaseToken, LeaseTokenError};
 pub use payload::Payload;
 pub use spec::{TaskOptions, TaskSpec};
 
@@ -10,7 +12,7 @@ pub(crate) type IdSet = std::collections::HashSet<TaskId, std::hash::BuildHasher
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -311,19 +313,4 @@ pub struct TaskSnapshot {
     /// True while it waits in the queue with no worker able to take it (unknown task type or
     /// unmatched labels).
     pub unroutable: bool,
-}
-
-/// A task on its way to a worker: what a worker needs to run one attempt.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Lease {
-    /// The task's id.
-    pub task_id: TaskId,
-    /// The attempt number this lease is for (1-based).
-    pub attempt: u32,
-    /// The handler to run.
-    pub task_type: std::sync::Arc<str>,
-    /// The task's input.
-    pub payload: Payload,
-    /// How long the attempt may run (the task's own timeout, else the worker's default).
-    pub timeout: Option<Duration>,
 }

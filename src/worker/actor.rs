@@ -12,7 +12,7 @@ use crate::events::{EventBus, EventKind};
 use crate::handler::{HandlerMap, TaskContext, TaskError};
 use crate::mailbox::Mailbox;
 use crate::queue::{AttemptOutcome, AttemptReport, Capabilities, LeaseSink, Uplink};
-use crate::task::{IdMap, Lease, Payload, TaskId};
+use crate::task::{IdMap, Lease, LeaseToken, Payload, TaskId};
 
 /// The worker actor. Workers are started by their [`WorkerPool`](crate::PoolRef).
 #[derive(Debug)]
@@ -27,10 +27,9 @@ pub(crate) enum WorkerMsg {
     /// An attempt ended.
     Done {
         task_id: TaskId,
-        attempt: u32,
         outcome: AttemptOutcome,
-        /// Set for `execute_task` calls, which bypass the queue.
-        direct: Option<oneshot::Sender<Result<Payload, TaskError>>>,
+        /// Where the outcome goes.
+        origin: Origin,
     },
     /// Run one task directly.
     Execute {
@@ -40,6 +39,8 @@ pub(crate) enum WorkerMsg {
     },
     /// Time to heartbeat.
     Heartbeat,
+    /// Time to extend the leases of running attempts whose tasks have no timeout.
+    Extend,
     /// The pool's handlers changed: use the new set and tell the queue.
     Handlers(HandlerMap),
     /// Finish running tasks, take no new ones, then stop.
@@ -77,6 +78,11 @@ pub(crate) struct WorkerState {
     me: Mailbox<WorkerMsg>,
     /// Attempts running now, with their cancellation tokens.
     running: IdMap<CancellationToken>,
+    /// Leases of running attempts that last `lease_time` unless extended (tasks without a
+    /// timeout): their tokens and when each was last extended.
+    extending: IdMap<Extending>,
+    /// Set while an `Extend` message is scheduled.
+    extend_scheduled: bool,
     /// How many of `running` are `execute_task` calls: they take no credit, so they are
     /// left out when the free slots are counted.
     direct: u32,
@@ -99,6 +105,24 @@ impl fmt::Debug for WorkerState {
             .field("running", &self.running.len())
             .finish()
     }
+}
+
+/// Where an attempt came from, so its outcome goes back there.
+pub(crate) enum Origin {
+    /// A lease from the queue: the outcome is reported with the lease's token.
+    Lease(LeaseToken),
+    /// An `execute_task` call, which bypasses the queue: the outcome answers it.
+    Direct(oneshot::Sender<Result<Payload, TaskError>>),
+}
+
+/// A running attempt whose lease its worker extends.
+struct Extending {
+    /// The lease's token, which the extend carries.
+    token: LeaseToken,
+    /// How often to extend: a third of the lease's `lease_time`.
+    every: Duration,
+    /// When it was granted or last extended.
+    last: tokio::time::Instant,
 }
 
 /// Delivers a worker's leases into its mailbox.
@@ -145,6 +169,8 @@ impl Actor for Worker {
             events: args.events,
             me,
             running: IdMap::default(),
+            extending: IdMap::default(),
+            extend_scheduled: false,
             direct: 0,
             reports: Vec::new(),
             credits: 0,
@@ -198,10 +224,10 @@ impl Actor for Worker {
             }
             WorkerMsg::Done {
                 task_id,
-                attempt,
                 outcome,
-                direct,
-            } => state.done(task_id, attempt, outcome, direct),
+                origin,
+            } => state.done(task_id, outcome, origin),
+            WorkerMsg::Extend => state.extend_leases(),
             WorkerMsg::Execute {
                 task_type,
                 input,
@@ -262,14 +288,30 @@ impl WorkerState {
     fn start(&mut self, lease: Lease) {
         let token = self.root.child_token();
         self.running.insert(lease.task_id, token.clone());
+        if let Some(lease_time) = lease.lease_time {
+            self.extending.insert(
+                lease.task_id,
+                Extending {
+                    token: lease.token,
+                    every: lease_time / 3,
+                    last: tokio::time::Instant::now(),
+                },
+            );
+            self.schedule_extend(lease_time / 3);
+        }
         self.shared.set_current(self.running.len() as u32);
         self.shared.set_status(WorkerStatus::Busy);
         self.events.publish(EventKind::TaskStarted {
             id: lease.task_id,
             worker: self.shared.id.clone(),
-            attempt: lease.attempt,
+            attempt: lease.attempt(),
         });
-        let ctx = self.context(lease.task_id, lease.attempt, lease.task_type.clone(), token);
+        let ctx = self.context(
+            lease.task_id,
+            lease.attempt(),
+            lease.task_type.clone(),
+            token,
+        );
         let handler = self.handlers.get(&lease.task_type).cloned();
         let timeout = lease.timeout.or(self.shared.config.task_timeout);
         let me = self.me.clone();
@@ -277,9 +319,8 @@ impl WorkerState {
             let outcome = run_attempt(handler, ctx, lease.payload, timeout).await;
             let _ = me.send(WorkerMsg::Done {
                 task_id: lease.task_id,
-                attempt: lease.attempt,
                 outcome,
-                direct: None,
+                origin: Origin::Lease(lease.token),
             });
         });
     }
@@ -304,9 +345,8 @@ impl WorkerState {
             let outcome = run_attempt(handler, ctx, input, timeout).await;
             let _ = me.send(WorkerMsg::Done {
                 task_id: id,
-                attempt: 1,
                 outcome,
-                direct: Some(reply),
+                origin: Origin::Direct(reply),
             });
         });
     }
@@ -328,22 +368,17 @@ impl WorkerState {
         }
     }
 
-    fn done(
-        &mut self,
-        task_id: TaskId,
-        attempt: u32,
-        outcome: AttemptOutcome,
-        direct: Option<oneshot::Sender<Result<Payload, TaskError>>>,
-    ) {
+    fn done(&mut self, task_id: TaskId, outcome: AttemptOutcome, origin: Origin) {
         self.running.remove(&task_id);
+        self.extending.remove(&task_id);
         self.shared.set_current(self.running.len() as u32);
         if self.running.is_empty() && !self.draining {
             self.shared.set_status(WorkerStatus::Idle);
         }
         self.shared
             .count(matches!(outcome, AttemptOutcome::Completed(_)));
-        match direct {
-            Some(reply) => {
+        match origin {
+            Origin::Direct(reply) => {
                 self.direct -= 1;
                 let _ = reply.send(match outcome {
                     AttemptOutcome::Completed(p) => Ok(p),
@@ -354,16 +389,55 @@ impl WorkerState {
                     AttemptOutcome::Cancelled => Err(TaskError::retryable("cancelled")),
                 });
             }
-            None => {
+            Origin::Lease(token) => {
                 self.reports.push(AttemptReport {
                     task_id,
-                    attempt,
+                    token,
                     outcome,
                 });
                 if !self.draining {
                     self.credits += 1;
                 }
             }
+        }
+    }
+
+    /// Sends `Extend` to this worker after `after`, unless one is already on its way.
+    fn schedule_extend(&mut self, after: Duration) {
+        if self.extend_scheduled {
+            return;
+        }
+        self.extend_scheduled = true;
+        let me = self.me.clone();
+        let stop = self.root.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(after) => { let _ = me.send(WorkerMsg::Extend); }
+            }
+        });
+    }
+
+    /// Extends, in one message, every lease due for it (a third of its `lease_time` since
+    /// the last), and schedules the next round while any such lease runs.
+    fn extend_leases(&mut self) {
+        self.extend_scheduled = false;
+        let now = tokio::time::Instant::now();
+        let mut due = Vec::new();
+        let mut next: Option<Duration> = None;
+        for (id, e) in self.extending.iter_mut() {
+            if now.duration_since(e.last) >= e.every {
+                e.last = now;
+                due.push((*id, e.token));
+            }
+            let wait = e.every.saturating_sub(now.duration_since(e.last));
+            next = Some(next.map_or(wait, |n| n.min(wait)));
+        }
+        if !due.is_empty() {
+            self.queue.extend(self.shared.id.clone(), due);
+        }
+        if let Some(wait) = next {
+            self.schedule_extend(wait.max(Duration::from_millis(1)));
         }
     }
 

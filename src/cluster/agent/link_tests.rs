@@ -192,17 +192,22 @@ fn attach(credits: u32, sink: Arc<Kept>) -> WorkerCall {
 fn lease() -> Lease {
     Lease {
         task_id: TaskId::new(),
-        attempt: 1,
+        token: crate::task::LeaseToken {
+            epoch: 1,
+            attempt: 1,
+            nonce: fastrand::u64(..),
+        },
         task_type: "t".into(),
         payload: Payload::encode(&1).unwrap(),
         timeout: None,
+        lease_time: None,
     }
 }
 
 fn completed(lease: &Lease, bytes: usize) -> AttemptReport {
     AttemptReport {
         task_id: lease.task_id,
-        attempt: lease.attempt,
+        token: lease.token,
         outcome: AttemptOutcome::Completed(Payload::encode(&"x".repeat(bytes)).unwrap()),
     }
 }

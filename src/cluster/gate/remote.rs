@@ -23,7 +23,8 @@ pub(super) fn apply(
         Up::Attach { worker, .. }
         | Up::Detach { worker, .. }
         | Up::Credits { worker, .. }
-        | Up::Report { worker, .. } => worker.clone(),
+        | Up::Report { worker, .. }
+        | Up::Extend { worker, .. } => worker.clone(),
     };
     // A node speaks only for its own workers: `node/w-N`.
     if worker.split_once('/').map(|(n, _)| n) != Some(from) {
@@ -76,6 +77,9 @@ pub(super) fn apply(
             reports,
             credits,
         }),
+        Up::Extend { worker, leases } => args
+            .queue
+            .worker_call(WorkerCall::Extend { worker, leases }),
     }
 }
 

@@ -229,12 +229,7 @@ impl QueueCore {
                     }
                 }
             }
-            let e = self.tasks.remove(&id).expect("checked");
-            if let Some(key) = e.options.idempotency_key {
-                if self.idempotency.get(&key) == Some(&id) {
-                    self.idempotency.remove(&key);
-                }
-            }
+            self.remove_entry(id);
             self.counters.submitted = self.counters.submitted.saturating_sub(1);
             tracing::warn!(task_id = %id, "task dropped: the store did not commit its submit");
         }

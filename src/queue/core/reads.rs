@@ -98,6 +98,7 @@ impl QueueCore {
             retried: self.counters.retried,
             leases_lost: self.counters.lease_lost,
             recovered: self.counters.recovered,
+            stale_reports: self.counters.stale_reports,
             dead_lettered: self.dead.len(),
             unroutable: self
                 .classes

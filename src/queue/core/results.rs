@@ -4,22 +4,19 @@
 use super::*;
 
 impl QueueCore {
-    /// Records what a worker reports. Reports for leases the worker no longer holds are
-    /// stale (the task was cancelled, or re-leased after a timeout); a stale success is
-    /// still kept if the task has not finished since, because the work was done.
+    /// Records what a worker reports. A report counts only when it carries the token of
+    /// the lease its task runs under now, from the worker holding it: anything else (a
+    /// report from before a restart, a late one after the lease expired or the task was
+    /// cancelled, one for a task the sender never leased) is refused, counted and logged.
+    /// The queue never takes a stale success as the task's result: a task that was handed
+    /// out again finishes by its current attempt, exactly once.
     pub(crate) fn report(&mut self, worker: &str, reports: Vec<AttemptReport>, now: Instant) {
         for r in reports {
-            let holds = self.tasks.get(&r.task_id).is_some_and(|e| {
-                e.run()
-                    .lease
-                    .as_ref()
-                    .is_some_and(|l| &*l.worker == worker && l.attempt == r.attempt)
-            });
-            if !holds {
-                self.stale_report(r);
+            let id = r.task_id;
+            if !self.holds(worker, id, &r.token) {
+                self.refuse_stale(worker, id, &r.token, "report");
                 continue;
             }
-            let id = r.task_id;
             match r.outcome {
                 AttemptOutcome::Completed(result) => {
                     self.release(id, "completed", None);
@@ -41,35 +38,6 @@ impl QueueCore {
                     self.lose_lease(id, &w, "worker stopped the attempt");
                 }
             }
-        }
-    }
-
-    pub(super) fn stale_report(&mut self, r: AttemptReport) {
-        let AttemptOutcome::Completed(result) = r.outcome else {
-            return;
-        };
-        let Some(e) = self.tasks.get(&r.task_id) else {
-            return;
-        };
-        match e.status {
-            TaskStatus::Queued => {
-                self.unready(r.task_id);
-                self.complete(r.task_id, result);
-            }
-            TaskStatus::Pending => {
-                let at = e.ready_at.expect("pending tasks have a ready time");
-                self.delayed.remove(&(at, r.task_id));
-                self.complete(r.task_id, result);
-            }
-            TaskStatus::Running => {
-                if let Some(holder) = self.release(r.task_id, "superseded", None) {
-                    if let Some(s) = self.workers.get(&holder) {
-                        self.out.cancels.push((s.sink.clone(), r.task_id));
-                    }
-                }
-                self.complete(r.task_id, result);
-            }
-            _ => {}
         }
     }
 
@@ -233,10 +201,7 @@ impl QueueCore {
                 e.status.is_finished() && e.run().dead_seq.is_none() && e.run().retention_tag == tag
             });
             if evict {
-                let e = self.tasks.remove(&oldest).expect("checked");
-                if let Some(key) = e.options.idempotency_key {
-                    self.idempotency.remove(&key);
-                }
+                self.remove_entry(oldest);
             }
         }
     }

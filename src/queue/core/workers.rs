@@ -166,35 +166,42 @@ impl QueueCore {
 
     pub(super) fn lease_to(&mut self, id: TaskId, worker: &Arc<str>, now: Instant) -> Lease {
         self.unready(id);
-        let grace = self.config.lease_grace;
+        let nonce = rand::RngCore::next_u64(&mut self.nonces);
+        let (epoch, grace, lease_time) =
+            (self.epoch, self.config.lease_grace, self.config.lease_time);
         let e = self.tasks.get_mut(&id).expect("task exists");
-        let attempt = e.run().attempts.len() as u32 + 1;
-        let deadline = e.options.timeout.map(|t| now + t + grace);
+        let token = LeaseToken {
+            epoch,
+            attempt: e.run().attempts.len() as u32 + 1,
+            nonce,
+        };
+        // A task with a timeout is bounded by it; one without holds its lease for
+        // `lease_time` at a time, extended only by its worker's explicit extend.
+        let deadline = now + e.options.timeout.map_or(lease_time, |t| t + grace);
         e.status = TaskStatus::Running;
         let run = e.run_mut();
         run.lease = Some(LeaseHold {
             worker: worker.clone(),
-            attempt,
+            token,
             deadline,
         });
         run.attempts.push(Attempt {
-            number: attempt,
+            number: token.attempt,
             worker: worker.clone(),
             started_at: SystemTime::now(),
             finished_at: None,
             outcome: None,
             error: None,
         });
-        if let Some(d) = deadline {
-            self.deadlines.insert((d, id));
-        }
+        self.deadlines.insert((deadline, id));
         self.running += 1;
         let lease = Lease {
             task_id: id,
-            attempt,
+            token,
             task_type: e.task_type.clone(),
             payload: e.payload.clone(),
             timeout: e.options.timeout,
+            lease_time: e.options.timeout.is_none().then_some(lease_time),
         };
         let session = self.workers.get_mut(worker).expect("worker exists");
         session.credits -= 1;
@@ -202,6 +209,58 @@ impl QueueCore {
         self.save(id);
         self.save_attempt(id);
         lease
+    }
+
+    /// True when `worker` holds the lease of task `id` whose token is `token`.
+    pub(super) fn holds(&self, worker: &str, id: TaskId, token: &LeaseToken) -> bool {
+        self.tasks.get(&id).is_some_and(|e| {
+            e.run()
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.token == *token && &*l.worker == worker)
+        })
+    }
+
+    /// Counts and logs a report or extend whose token is not the current lease's.
+    pub(super) fn refuse_stale(
+        &mut self,
+        worker: &str,
+        id: TaskId,
+        token: &LeaseToken,
+        what: &str,
+    ) {
+        self.counters.stale_reports += 1;
+        tracing::warn!(
+            task_id = %id,
+            worker,
+            epoch = token.epoch,
+            attempt = token.attempt,
+            what,
+            "refused a report that does not answer the current lease"
+        );
+    }
+
+    /// Extends the leases `worker` holds on tasks without a timeout to `lease_time` from
+    /// now. Leases it does not hold (stale tokens) are refused and counted; leases of tasks
+    /// with a timeout are bounded by it and stay as they are.
+    pub(crate) fn extend(&mut self, worker: &str, leases: &[(TaskId, LeaseToken)], now: Instant) {
+        let lease_time = self.config.lease_time;
+        for &(id, token) in leases {
+            if !self.holds(worker, id, &token) {
+                self.refuse_stale(worker, id, &token, "extend");
+                continue;
+            }
+            let e = self.tasks.get_mut(&id).expect("held");
+            if e.options.timeout.is_some() {
+                continue;
+            }
+            let hold = e.run_mut().lease.as_mut().expect("held");
+            let old = hold.deadline;
+            hold.deadline = now + lease_time;
+            let new = hold.deadline;
+            self.deadlines.remove(&(old, id));
+            self.deadlines.insert((new, id));
+        }
     }
 
     /// Ends a running task's lease, closing its attempt record.
@@ -219,9 +278,7 @@ impl QueueCore {
             a.outcome = Some(outcome.to_string());
             a.error = error;
         }
-        if let Some(d) = hold.deadline {
-            self.deadlines.remove(&(d, id));
-        }
+        self.deadlines.remove(&(hold.deadline, id));
         if let Some(s) = self.workers.get_mut(&hold.worker) {
             s.leases.remove(&id);
         }

@@ -25,7 +25,9 @@ use super::{AttemptOutcome, AttemptReport, LeaseSink, QueueCore};
 use crate::events::EventKind;
 use crate::handler::TaskError;
 use crate::queue::{Capabilities, QueueConfig, QueueError, Submitted};
-use crate::task::{Lease, Payload, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
+use crate::task::{
+    Lease, LeaseToken, Payload, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus,
+};
 
 /// A fake worker's end of the queue: records what it was handed and told to stop.
 #[derive(Debug, Default)]
@@ -41,7 +43,7 @@ impl TestSink {
 
     fn leased(&self) -> Vec<(TaskId, u32)> {
         let leases = self.leases.lock().unwrap();
-        leases.iter().map(|l| (l.task_id, l.attempt)).collect()
+        leases.iter().map(|l| (l.task_id, l.attempt())).collect()
     }
 }
 
@@ -62,6 +64,9 @@ struct Harness {
     core: QueueCore,
     now: Instant,
     sinks: HashMap<String, Arc<TestSink>>,
+    /// The token of every lease handed out, by worker, task and attempt: what an honest
+    /// worker reports with.
+    tokens: HashMap<(String, TaskId, u32), LeaseToken>,
 }
 
 impl Harness {
@@ -72,6 +77,7 @@ impl Harness {
             core,
             now: Instant::now(),
             sinks: HashMap::new(),
+            tokens: HashMap::new(),
         }
     }
 
@@ -124,11 +130,11 @@ impl Harness {
     fn dispatch(&mut self) -> Vec<(String, TaskId, u32)> {
         let mut out = Vec::new();
         for d in self.core.dispatch(self.now) {
-            out.extend(
-                d.leases
-                    .iter()
-                    .map(|l| (d.worker.to_string(), l.task_id, l.attempt)),
-            );
+            for l in &d.leases {
+                let key = (d.worker.to_string(), l.task_id, l.attempt());
+                self.tokens.insert(key, l.token);
+                out.push((d.worker.to_string(), l.task_id, l.attempt()));
+            }
             d.sink.deliver(d.leases).expect("test sinks accept");
         }
         self.flush();
@@ -143,10 +149,33 @@ impl Harness {
         leased[0].2
     }
 
+    /// Reports as worker `worker` would for its lease of `id`'s attempt `attempt`: with the
+    /// token it was handed, or, for a lease it never had, with a token it made up.
     fn report(&mut self, worker: &str, id: TaskId, attempt: u32, outcome: AttemptOutcome) {
+        let token = self.token(worker, id, attempt);
+        self.report_with(worker, id, token, outcome);
+    }
+
+    /// The token `worker` was handed for `id`'s attempt `attempt`, or a guess at one.
+    fn token(&self, worker: &str, id: TaskId, attempt: u32) -> LeaseToken {
+        let key = (worker.to_string(), id, attempt);
+        self.tokens.get(&key).copied().unwrap_or(LeaseToken {
+            epoch: self.core.epoch,
+            attempt,
+            nonce: fastrand::u64(..),
+        })
+    }
+
+    fn report_with(
+        &mut self,
+        worker: &str,
+        id: TaskId,
+        token: LeaseToken,
+        outcome: AttemptOutcome,
+    ) {
         let r = AttemptReport {
             task_id: id,
-            attempt,
+            token,
             outcome,
         };
         self.core.report(worker, vec![r], self.now);
@@ -227,6 +256,25 @@ impl Harness {
         let c = &self.core;
         let mut by_priority = [0usize; 4];
         let mut class_live = vec![0usize; c.classes.len()];
+        let mut class_tasks = vec![0usize; c.classes.len()];
+        for e in c.tasks.values() {
+            class_tasks[e.class] += 1;
+        }
+        let counted: Vec<usize> = c.classes.iter().map(|k| k.tasks).collect();
+        assert_eq!(class_tasks, counted, "tasks per class");
+        for (slot, class) in c.classes.iter().enumerate() {
+            let indexed = c.class_index.get(&class.key) == Some(&slot);
+            assert_eq!(
+                indexed,
+                class.tasks > 0,
+                "class {slot} indexed iff it has tasks"
+            );
+            assert_eq!(
+                c.free_classes.contains(&slot),
+                class.tasks == 0,
+                "free slot {slot}"
+            );
+        }
         let (mut running, mut pending) = (0, 0);
         for (id, e) in &c.tasks {
             match e.status {
@@ -248,9 +296,7 @@ impl Harness {
                     let lease = e.run().lease.as_ref().expect("running task has a lease");
                     let session = &c.workers[&lease.worker];
                     assert!(session.leases.contains(id), "{id} missing from its session");
-                    if let Some(d) = lease.deadline {
-                        assert!(c.deadlines.contains(&(d, *id)));
-                    }
+                    assert!(c.deadlines.contains(&(lease.deadline, *id)));
                 }
                 _ => assert!(e.run().lease.is_none(), "finished task {id} holds a lease"),
             }
@@ -260,6 +306,7 @@ impl Harness {
         assert_eq!(class_live, live, "live tasks per class");
         assert_eq!(running, c.running, "running");
         assert_eq!(pending, c.delayed.len(), "delayed entries");
+        assert_eq!(c.deadlines.len(), running, "one deadline per lease");
         for (_, id) in &c.deadlines {
             assert_eq!(c.tasks[id].status, TaskStatus::Running, "deadline of {id}");
         }

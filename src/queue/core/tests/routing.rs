@@ -57,6 +57,7 @@ fn an_unknown_task_type_waits_and_is_never_dropped() {
     assert!(h.snap(mystery).unroutable);
     assert!(!h.snap(known).unroutable);
     assert_eq!(h.core.stats().unroutable, 1);
+    h.complete("w", known, 1);
 
     h.advance(Duration::from_secs(3600));
     assert!(h.dispatch().is_empty());
@@ -94,5 +95,29 @@ fn a_worker_takes_only_the_classes_it_serves() {
     assert_eq!(h.dispatch(), vec![("wb".to_string(), b, 1)]);
     assert_eq!(b_sink.leased(), vec![(b, 1)]);
     assert_eq!(h.status(a), TaskStatus::Queued);
+    h.check();
+}
+
+#[test]
+fn routing_classes_are_retired_with_their_last_task() {
+    // Label churn: every task asks for a label never seen before. Once the tasks have
+    // finished and left memory, their classes go too, and new ones reuse the slots.
+    let mut h = Harness::new(QueueConfig {
+        max_finished_tasks: 4,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &["zone"], 1);
+    for round in 0..50u32 {
+        let id = h.submit(spec("t").label(format!("zone={round}")));
+        assert_eq!(h.lease_one(id), 1);
+        h.complete("w", id, 1);
+        h.core.credit("w", 1);
+    }
+    assert!(
+        h.core.classes.len() <= 6,
+        "{} class slots for 5 tasks in memory",
+        h.core.classes.len()
+    );
+    assert_eq!(h.core.class_index.len(), h.core.tasks.len());
     h.check();
 }

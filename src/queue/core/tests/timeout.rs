@@ -1,5 +1,7 @@
-//! Timeouts: a reported timeout retries while the budget lasts, then ends as `Timeout`; a
-//! lease with no report is taken back after the task's timeout plus `lease_grace`.
+//! Timeouts and lease deadlines: a reported timeout retries while the budget lasts, then
+//! ends as `Timeout`; a lease with no report is taken back after the task's timeout plus
+//! `lease_grace`, or, for a task without a timeout, after `lease_time` unless its worker
+//! extends it.
 
 use super::*;
 
@@ -88,13 +90,54 @@ fn a_silent_lease_is_taken_back_after_timeout_plus_grace() {
 }
 
 #[test]
-fn a_lease_without_a_timeout_never_expires() {
-    let mut h = Harness::with_defaults();
+fn a_lease_without_a_timeout_expires_unless_its_worker_extends_it() {
+    let lease_time = Duration::from_secs(30);
+    let mut h = Harness::new(QueueConfig {
+        lease_time,
+        ..QueueConfig::default()
+    });
+    let w = h.worker("w", &["t"], &[], 2);
+    let kept = h.submit(spec("t"));
+    let dropped = h.submit(spec("t"));
+    assert_eq!(h.dispatch().len(), 2);
+    assert_eq!(h.next_wake_in(), Some(lease_time));
+
+    // The worker extends one lease twice; a stranger's extend of the other is refused.
+    for _ in 0..2 {
+        h.advance(Duration::from_secs(20));
+        let token = h.token("w", kept, 1);
+        h.core.extend("w", &[(kept, token)], h.now);
+    }
+    let token = h.token("w", dropped, 1);
+    h.core.extend("stranger", &[(dropped, token)], h.now);
+    assert_eq!(h.core.stats().stale_reports, 1);
+
+    // 40 s in: the one never extended was taken back at 30 s; the other runs on.
+    assert_eq!(h.status(dropped), TaskStatus::Queued);
+    assert_eq!(w.cancelled(), vec![dropped]);
+    assert_eq!(h.status(kept), TaskStatus::Running);
+    h.advance(Duration::from_secs(29));
+    assert_eq!(h.status(kept), TaskStatus::Running);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.status(kept), TaskStatus::Queued);
+    assert_eq!(h.snap(kept).attempts[0].outcome.as_deref(), Some("lost"));
+    h.check();
+}
+
+#[test]
+fn a_lease_with_a_timeout_is_bounded_by_it_and_not_extended() {
+    let mut h = Harness::new(QueueConfig {
+        lease_grace: Duration::from_secs(1),
+        ..QueueConfig::default()
+    });
     h.worker("w", &["t"], &[], 1);
-    let id = h.submit(spec("t"));
+    let id = h.submit(spec("t").timeout(Duration::from_secs(2)));
     h.lease_one(id);
-    assert_eq!(h.core.next_wake(), None);
-    h.advance(Duration::from_secs(24 * 3600));
+    let token = h.token("w", id, 1);
+    h.core.extend("w", &[(id, token)], h.now);
+    h.advance(Duration::from_millis(2_999));
     assert_eq!(h.status(id), TaskStatus::Running);
+    h.advance(Duration::from_millis(2));
+    assert_eq!(h.status(id), TaskStatus::Queued);
     h.check();
 }
