@@ -19,6 +19,7 @@ mod claim;
 mod db;
 mod migrate;
 mod rows;
+mod text;
 mod writer;
 
 pub use migrate::MigrationReport;
