@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn a_bound_smaller_than_the_marker_keeps_only_the_marker() {
-        let cut = storable(&"x".repeat(50), 3);
+        let long = "x".repeat(50);
+        let cut = storable(&long, 3);
         assert_eq!(cut, "… [50 bytes cut]");
     }
 
