@@ -58,6 +58,7 @@ on_both!(
     a_second_coordinator_on_the_same_database_is_refused,
     a_key_another_task_stored_first_does_not_leave_a_task_unstored,
     a_refused_task_leaves_no_attempt_rows,
+    each_start_claims_a_higher_epoch,
 );
 
 fn on(url: &str, workers: usize) -> CoordinatorConfig {
@@ -443,9 +444,40 @@ async fn a_second_coordinator_on_the_same_database_is_refused(url: String) {
     second.stop(true).await.unwrap();
 }
 
+async fn each_start_claims_a_higher_epoch(url: String) {
+    let reader = Store::open(StoreConfig::new(&url)).await.unwrap();
+    assert_eq!(reader.epoch(), 0, "a new database has no claim yet");
+    reader.close().await;
+    let first = started(on(&url, 1)).await;
+    let one = first.store().unwrap().epoch();
+    assert_eq!(one, 1);
+    first.stop(true).await.unwrap();
+    // Opening without claiming (a report, a migration) reads the epoch and leaves it.
+    let reader = Store::open(StoreConfig::new(&url)).await.unwrap();
+    assert_eq!(reader.epoch(), one);
+    reader.close().await;
+    let second = started(on(&url, 1)).await;
+    let two = second.store().unwrap().epoch();
+    assert!(two > one, "epoch {two} after {one}");
+    // A coordinator refused the claim does not move the epoch.
+    let refused = Coordinator::start(on(&url, 1), handlers()).await;
+    assert!(refused.is_err());
+    second.stop(true).await.unwrap();
+    let third = started(on(&url, 1)).await;
+    assert_eq!(third.store().unwrap().epoch(), two + 1);
+    third.stop(true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_store_counts_epochs_from_one() {
+    let c = started(on("sqlite::memory:", 1)).await;
+    assert_eq!(c.store().unwrap().epoch(), 1);
+    c.stop(true).await.unwrap();
+}
+
 async fn migrations_run_once(url: String) {
     let first = wrangle::migrate(&url).await.unwrap();
-    assert_eq!(first.applied, vec![1]);
+    assert_eq!(first.applied, vec![1, 2]);
     let again = wrangle::migrate(&url).await.unwrap();
     assert!(again.applied.is_empty());
     assert_eq!(again.version, first.version);

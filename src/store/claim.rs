@@ -1,11 +1,12 @@
-//! One queue per database: the claim a queue takes on its database at start.
+//! One queue per database: the claim a queue takes on its database at start, and the
+//! coordinator epoch it increments in the same transaction.
 
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
-use super::db::redact;
+use super::db::{redact, Db};
 use super::{StoreConfig, StoreError};
 
 /// Proof that this process is the one journaling into a database: an exclusive lock on
@@ -39,38 +40,49 @@ impl Claim {
     }
 }
 
-/// Takes the [`Claim`] on the database at `config.url`, or says who holds it.
-pub(crate) async fn claim(config: &StoreConfig) -> Result<Claim, StoreError> {
+/// Increments the coordinator epoch and returns the new value.
+const BUMP_EPOCH: &str =
+    "UPDATE coordinator_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch";
+
+/// Reads the coordinator epoch the last claim left (0 before any).
+pub(crate) async fn current_epoch(db: &Db) -> Result<u64, sqlx::Error> {
+    let sql = "SELECT epoch FROM coordinator_epoch WHERE id = 1";
+    let epoch: Option<i64> = match db {
+        Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
+        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
+    };
+    Ok(epoch.unwrap_or(0).max(0) as u64)
+}
+
+/// Takes the [`Claim`] on the database at `config.url`, or says who holds it, and
+/// increments the coordinator epoch while holding it: on PostgreSQL the advisory lock and
+/// the increment are one transaction (a session lock taken in a transaction outlives its
+/// commit); on SQLite the increment is committed under the file lock. Returns the claim and
+/// the new epoch.
+pub(crate) async fn claim(config: &StoreConfig, db: &Db) -> Result<(Claim, u64), StoreError> {
     let url = config.url.as_str();
     let in_use = || StoreError::InUse { url: redact(url) };
     let unreachable = |e: sqlx::Error| StoreError::Unreachable {
         url: redact(url),
         reason: e.to_string(),
     };
+    let no_epoch = |e: sqlx::Error| {
+        StoreError::Unavailable(format!("cannot increment the coordinator epoch: {e}"))
+    };
     if url.starts_with("sqlite:") {
-        let options = SqliteConnectOptions::from_str(url).map_err(unreachable)?;
-        let file = options.get_filename();
-        if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
-            return Ok(Claim::Nothing);
-        }
-        let path = format!("{}.lock", file.display());
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::Unreachable {
-                url: redact(url),
-                reason: format!("cannot open {path}: {e}"),
-            })?;
-        match lock.try_lock() {
-            Ok(()) => Ok(Claim::File(lock)),
-            Err(std::fs::TryLockError::WouldBlock) => Err(in_use()),
-            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unreachable {
-                url: redact(url),
-                reason: format!("cannot lock {path}: {e}"),
-            }),
-        }
+        let claim = lock_file(config)?;
+        let Db::Sqlite(pool) = db else {
+            return Err(StoreError::Unavailable(
+                "an sqlite url opened a postgres pool".into(),
+            ));
+        };
+        let mut tx = pool.begin().await.map_err(no_epoch)?;
+        let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(no_epoch)?;
+        tx.commit().await.map_err(no_epoch)?;
+        Ok((claim, epoch.max(0) as u64))
     } else {
         let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
         let mut conn = tokio::time::timeout(
@@ -80,16 +92,55 @@ pub(crate) async fn claim(config: &StoreConfig) -> Result<Claim, StoreError> {
         .await
         .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
         .map_err(unreachable)?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(QUEUE_LOCK)
-            .fetch_one(&mut conn)
+        let mut tx = sqlx::Connection::begin(&mut conn)
             .await
             .map_err(unreachable)?;
-        if got {
-            Ok(Claim::Postgres(conn))
-        } else {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(QUEUE_LOCK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unreachable)?;
+        if !got {
+            drop(tx);
             let _ = sqlx::Connection::close(conn).await;
-            Err(in_use())
+            return Err(in_use());
         }
+        let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(no_epoch)?;
+        tx.commit().await.map_err(no_epoch)?;
+        Ok((Claim::Postgres(conn), epoch.max(0) as u64))
+    }
+}
+
+/// The lock file beside an SQLite database (none for an in-memory one).
+fn lock_file(config: &StoreConfig) -> Result<Claim, StoreError> {
+    let url = config.url.as_str();
+    let options = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Unreachable {
+        url: redact(url),
+        reason: e.to_string(),
+    })?;
+    let file = options.get_filename();
+    if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
+        return Ok(Claim::Nothing);
+    }
+    let path = format!("{}.lock", file.display());
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Unreachable {
+            url: redact(url),
+            reason: format!("cannot open {path}: {e}"),
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Claim::File(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { url: redact(url) }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unreachable {
+            url: redact(url),
+            reason: format!("cannot lock {path}: {e}"),
+        }),
     }
 }

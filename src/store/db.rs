@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
 use super::rows::{AttemptRow, NewTask, StoredTask, TaskState};
+use super::text;
 use super::writer::Batch;
 use super::{StoreConfig, StoreError};
 use crate::task::TaskId;
@@ -109,20 +110,23 @@ macro_rules! write_batch {
             .iter()
             .filter_map(|(t, _)| t.idempotency_key.as_deref())
             .collect();
+        // Keys as stored (NUL replaced), so that lookups match what inserts wrote.
+        let stored_keys: Vec<std::borrow::Cow<'_, str>> =
+            keys.iter().map(|k| text::without_nul(k)).collect();
         for chunk in chunks(&keys) {
             let mut qb = QueryBuilder::<$db>::new(
                 "SELECT idempotency_key, id FROM tasks WHERE idempotency_key IN (",
             );
             let mut list = qb.separated(", ");
             for k in chunk {
-                list.push_bind(*k);
+                list.push_bind(text::without_nul(k));
             }
             qb.push(")");
             for row in qb.build().fetch_all(&mut *tx).await? {
                 let key: String = row.try_get(0)?;
                 let id: uuid::Uuid = row.try_get(1)?;
-                if let Some(k) = chunk.iter().find(|k| **k == key) {
-                    holders.insert(k, TaskId::from_uuid(id));
+                if let Some(i) = stored_keys.iter().position(|k| *k == key) {
+                    holders.insert(keys[i], TaskId::from_uuid(id));
                 }
             }
         }
@@ -155,9 +159,9 @@ macro_rules! write_batch {
             ));
             qb.push_values(chunk, |mut b, (t, s)| {
                 b.push_bind(t.id.as_uuid())
-                    .push_bind(&*t.task_type)
+                    .push_bind(text::without_nul(&t.task_type))
                     .push_bind(t.payload.as_bytes())
-                    .push_bind(t.options.as_str())
+                    .push_bind(text::without_nul(&t.options))
                     .push_bind(s.status.as_str())
                     .push_bind(s.retries_used)
                     .push_bind(s.lease_losses)
@@ -165,10 +169,10 @@ macro_rules! write_batch {
                     .push_bind(s.ready_at_ms)
                     .push_bind(s.finished_at_ms)
                     .push_bind(s.result.as_ref().map(|r| r.as_bytes()))
-                    .push_bind(s.error.as_deref())
+                    .push_bind(text::message(s.error.as_deref()))
                     .push_bind(s.dead_seq)
                     .push_bind(t.priority)
-                    .push_bind(t.idempotency_key.as_deref());
+                    .push_bind(t.idempotency_key.as_deref().map(text::without_nul));
             });
             // A retried batch meets the rows of a commit that landed though the client saw
             // it fail (the connection dropped after the server committed): the latest
@@ -195,7 +199,7 @@ macro_rules! write_batch {
                     .push_bind(s.ready_at_ms)
                     .push_bind(s.finished_at_ms)
                     .push_bind(s.result.as_ref().map(|r| r.as_bytes()))
-                    .push_bind(s.error.as_deref())
+                    .push_bind(text::message(s.error.as_deref()))
                     .push_bind(s.dead_seq);
             });
             // The `IN` makes SQLite drive the update from the id index; with the join
@@ -219,12 +223,12 @@ macro_rules! write_batch {
             qb.push_values(chunk, |mut b, a| {
                 b.push_bind(a.task_id.as_uuid())
                     .push_bind(a.number)
-                    .push_bind(&*a.worker)
-                    .push_bind(&*a.node)
+                    .push_bind(text::name(&a.worker))
+                    .push_bind(text::name(&a.node))
                     .push_bind(a.started_at_ms)
                     .push_bind(a.finished_at_ms)
-                    .push_bind(a.outcome.as_deref())
-                    .push_bind(a.error.as_deref());
+                    .push_bind(text::message(a.outcome.as_deref()))
+                    .push_bind(text::message(a.error.as_deref()));
             });
             qb.push(
                 ") INSERT INTO attempts (task_id, number, worker, node, started_at_ms, \
@@ -253,10 +257,10 @@ macro_rules! write_batch {
                  deregistered_at_ms = excluded.deregistered_at_ms"
             };
             sqlx::query(sql)
-                .bind(&*w.id)
-                .bind(&*w.node)
-                .bind(w.labels.as_str())
-                .bind(w.task_types.as_str())
+                .bind(text::name(&w.id))
+                .bind(text::name(&w.node))
+                .bind(text::name(&w.labels))
+                .bind(text::name(&w.task_types))
                 .bind(w.at_ms)
                 .execute(&mut *tx)
                 .await?;
@@ -276,9 +280,9 @@ macro_rules! write_batch {
                  deregistered_at_ms = excluded.deregistered_at_ms"
             };
             sqlx::query(sql)
-                .bind(&*n.id)
-                .bind(n.address.as_deref())
-                .bind(n.labels.as_str())
+                .bind(text::name(&n.id))
+                .bind(n.address.as_deref().map(text::name))
+                .bind(text::name(&n.labels))
                 .bind(n.at_ms)
                 .execute(&mut *tx)
                 .await?;
@@ -290,7 +294,7 @@ macro_rules! write_batch {
                 qb.push(" WHERE status = 'active' AND id IN (");
                 let mut list = qb.separated(", ");
                 for id in chunk {
-                    list.push_bind(&**id);
+                    list.push_bind(text::name(id));
                 }
                 qb.push(")");
                 qb.build().execute(&mut *tx).await?;
@@ -555,13 +559,15 @@ impl Db {
                 );
                 let mut list = qb.separated(", ");
                 for k in chunk {
-                    list.push_bind(*k);
+                    list.push_bind(text::without_nul(k));
                 }
                 qb.push(")");
                 for row in qb.build().fetch_all(pool).await? {
                     let key: String = row.try_get(0)?;
                     let id: uuid::Uuid = row.try_get(1)?;
-                    found.insert(key, TaskId::from_uuid(id));
+                    // Answer under the key asked for, which may hold a NUL stored as U+FFFD.
+                    let asked = chunk.iter().find(|k| text::without_nul(k) == key);
+                    found.insert(asked.map_or(key, |k| k.to_string()), TaskId::from_uuid(id));
                 }
             })
         }
@@ -637,7 +643,7 @@ impl Db {
         let id = id.as_uuid();
         on_pool!(self, |pool, _DB| {
             sqlx::query(sql)
-                .bind(error)
+                .bind(text::message(Some(error)))
                 .bind(at_ms)
                 .bind(id)
                 .execute(pool)

@@ -15,12 +15,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tasks",
-    sqlite: include_str!("../../migrations/sqlite/0001_tasks.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_tasks.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tasks",
+        sqlite: include_str!("../../migrations/sqlite/0001_tasks.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_tasks.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "coordinator_epoch",
+        sqlite: include_str!("../../migrations/sqlite/0002_coordinator_epoch.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_coordinator_epoch.sql"),
+    },
+];
 
 /// What [`migrate`](super::migrate) did.
 #[derive(Clone, Debug, PartialEq, Eq)]

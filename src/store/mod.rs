@@ -19,6 +19,7 @@ mod claim;
 mod db;
 mod migrate;
 mod rows;
+mod text;
 mod writer;
 
 pub use migrate::MigrationReport;
@@ -29,6 +30,7 @@ pub(crate) use rows::{ms, AttemptRow, NewTask, NodeRow, Recovered, StoreOp, Task
 pub(crate) use writer::{Ack, StoreMsg};
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -212,6 +214,8 @@ pub struct Store {
     db: db::Db,
     config: Arc<StoreConfig>,
     stats: Arc<WriterStats>,
+    /// The coordinator epoch: read at open, set by the claim that increments it.
+    epoch: Arc<AtomicU64>,
 }
 
 /// Connects to the database at `url` and brings its schema up to date: what the
@@ -231,17 +235,29 @@ impl Store {
         config.validate()?;
         let db = db::Db::connect(&config).await?;
         migrate::run(&db).await?;
-        tracing::info!(backend = db.backend(), url = %config.redacted_url(), "store open");
+        let epoch = claim::current_epoch(&db).await.map_err(StoreError::from)?;
+        tracing::info!(backend = db.backend(), url = %config.redacted_url(), epoch, "store open");
         Ok(Self {
             db,
             config: Arc::new(config),
             stats: Arc::default(),
+            epoch: Arc::new(AtomicU64::new(epoch)),
         })
     }
 
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         self.db.backend()
+    }
+
+    /// The coordinator epoch: a number kept in the database and incremented each time a
+    /// coordinator claims it at start (in the claim's transaction), so a coordinator's epoch
+    /// is larger than that of every coordinator that ran on this database before it. Leases
+    /// carry it for fencing. Before this store's queue claims the database it is the epoch
+    /// of the last claim (0 for a new database); an in-memory database counts too, from 1
+    /// at its first claim.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The settings it was opened with.
@@ -349,9 +365,13 @@ impl Store {
         Ok(self.get_task(id).await?.and_then(|t| outcome_of(&t)))
     }
 
-    /// Claims the database for one queue; see [`Claim`].
+    /// Claims the database for one queue (see [`Claim`]) and increments the coordinator
+    /// epoch in the same transaction; [`Store::epoch`] answers the new value from then on.
     pub(crate) async fn claim(&self) -> Result<Claim, Error> {
-        Ok(claim::claim(&self.config).await?)
+        let (claim, epoch) = claim::claim(&self.config, &self.db).await?;
+        self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(epoch, "database claimed");
+        Ok(claim)
     }
 
     /// The ids of stored tasks holding these idempotency keys (keys not stored are left out).
