@@ -179,6 +179,8 @@ impl Actor for TaskQueue {
             let node: Arc<str> = Arc::from(store.config().node.as_str());
             core.persist_as(node.clone());
             let claim = store.claim().await?;
+            // Raised by the claim: leases granted before this start never match again.
+            core.set_epoch(store.epoch());
             let started = std::time::Instant::now();
             let tasks = store.load().await?;
             let restored = core.restore(tasks, Instant::now());

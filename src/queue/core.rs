@@ -236,6 +236,8 @@ impl QueueCore {
     }
 
     /// Sets the epoch that every lease granted from now on carries (see [`LeaseToken`]).
+    /// A queue without a store keeps epoch 0: its tasks die with it, so no report can
+    /// outlive them.
     pub(crate) fn set_epoch(&mut self, epoch: u64) {
         self.epoch = epoch;
     }

@@ -106,9 +106,11 @@ fn routing_classes_are_retired_with_their_last_task() {
         max_finished_tasks: 4,
         ..QueueConfig::default()
     });
-    h.worker("w", &["t"], &["zone"], 1);
+    let labels: Vec<String> = (0..50).map(|i| format!("rack-{i}")).collect();
+    let labels: Vec<&str> = labels.iter().map(|l| l.as_str()).collect();
+    h.worker("w", &["t"], &labels, 1);
     for round in 0..50u32 {
-        let id = h.submit(spec("t").label(format!("zone={round}")));
+        let id = h.submit(spec("t").label(format!("rack-{round}")));
         assert_eq!(h.lease_one(id), 1);
         h.complete("w", id, 1);
         h.core.credit("w", 1);
