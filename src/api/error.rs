@@ -129,7 +129,9 @@ impl From<Error> for ApiError {
                 QueueError::AlreadyFinished { .. } | QueueError::NotDeadLettered { .. } => {
                     Self::Conflict(q.to_string())
                 }
-                QueueError::Full { .. } | QueueError::Closed => Self::Unavailable(q.to_string()),
+                QueueError::Full { .. } | QueueError::FullBytes { .. } | QueueError::Closed => {
+                    Self::Unavailable(q.to_string())
+                }
                 QueueError::WaitTimeout { .. } => Self::Unavailable(q.to_string()),
                 // The database's own message may name hosts and users: it goes to the log.
                 QueueError::NotStored { reason } => {

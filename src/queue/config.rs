@@ -31,6 +31,16 @@ pub struct QueueConfig {
     pub max_finished_tasks: usize,
     /// Dead letters kept; the oldest go first, with a warning. Default 100,000.
     pub max_dead_letters: usize,
+    /// Most payload bytes of unfinished tasks (waiting or running) held at once; a submit
+    /// that would pass it is refused whole, like one past `max_queue_size`. Default 4 GiB.
+    pub max_queue_bytes: u64,
+    /// Most bytes (payload, result and error) of finished tasks kept in memory for
+    /// `get_task` and `wait_for`, besides `max_finished_tasks`; the oldest go first (the
+    /// store still has them). Default 512 MiB.
+    pub max_finished_bytes: u64,
+    /// Most bytes (payload and error) of dead letters kept in memory, besides
+    /// `max_dead_letters`; the oldest go first, with a warning. Default 512 MiB.
+    pub max_dead_letter_bytes: u64,
     /// Largest task payload, in bytes; a bigger one is refused at submit (with its whole
     /// batch). The default, 16 MiB less 64 KiB, lets every task cross to a node in one
     /// ractor_cluster frame (16 MiB) with room for the lease around it.
@@ -52,6 +62,9 @@ impl Default for QueueConfig {
             max_lease_losses: 5,
             max_finished_tasks: 100_000,
             max_dead_letters: 100_000,
+            max_queue_bytes: 4 << 30,
+            max_finished_bytes: 512 << 20,
+            max_dead_letter_bytes: 512 << 20,
             max_payload_bytes: CLUSTER_FRAME_BYTES - 64 * 1024,
         }
     }

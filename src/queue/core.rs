@@ -80,6 +80,10 @@ struct Entry {
     run: Option<Box<Run>>,
 }
 
+/// Bytes counted for a finished task beyond its payload, result and error: the entry, its
+/// options and attempts, and its place in the indexes (measured: about 500 B).
+const ENTRY_OVERHEAD: usize = 512;
+
 /// What a task gathers once it runs.
 struct Run {
     attempts: Vec<Attempt>,
@@ -113,6 +117,15 @@ impl Entry {
 
     fn run_mut(&mut self) -> &mut Run {
         self.run.get_or_insert_with(|| Box::new(NOT_RUN))
+    }
+
+    /// The memory a finished task holds, for the byte bounds: its payload, result and error,
+    /// and a fixed share for the entry itself.
+    fn bytes(&self) -> u64 {
+        let run = self.run();
+        let text =
+            run.result.as_ref().map_or(0, |r| r.len()) + run.error.as_ref().map_or(0, |e| e.len());
+        (ENTRY_OVERHEAD + self.payload.len() + text) as u64
     }
 }
 
@@ -183,6 +196,12 @@ pub(crate) struct QueueCore {
     /// is no longer the task's own is stale (the task was re-queued or re-listed since).
     finished: VecDeque<(TaskId, u32)>,
     dead: BTreeMap<u64, TaskId>,
+    /// Payload bytes of unfinished tasks (bounded by `max_queue_bytes`).
+    live_bytes: u64,
+    /// Bytes of finished tasks kept for retention, dead letters aside.
+    finished_bytes: u64,
+    /// Bytes of dead letters.
+    dead_bytes: u64,
     seq: u64,
     queued_by_priority: [usize; 4],
     running: usize,
@@ -222,6 +241,9 @@ impl QueueCore {
             idempotency: HashMap::new(),
             finished: VecDeque::new(),
             dead: BTreeMap::new(),
+            live_bytes: 0,
+            finished_bytes: 0,
+            dead_bytes: 0,
             seq: 0,
             queued_by_priority: [0; 4],
             running: 0,
@@ -310,6 +332,14 @@ impl QueueCore {
                 refused: specs.len(),
             });
         }
+        let bytes: u64 = specs.iter().map(|s| s.payload().len() as u64).sum();
+        if self.live_bytes + bytes > self.config.max_queue_bytes {
+            return Err(QueueError::FullBytes {
+                capacity: self.config.max_queue_bytes,
+                held: self.live_bytes,
+                refused: bytes,
+            });
+        }
         let created_at = SystemTime::now();
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -325,6 +355,7 @@ impl QueueCore {
             }
             let class = self.class_for(&spec.task_type, &spec.options.labels);
             let delay = spec.options.delay.filter(|d| !d.is_zero());
+            self.live_bytes += spec.payload.len() as u64;
             self.out.event(|| EventKind::TaskSubmitted {
                 id,
                 task_type: spec.task_type.clone(),
@@ -387,6 +418,12 @@ impl QueueCore {
     /// Takes a task out of memory; its class is retired once no task of it is left.
     fn remove_entry(&mut self, id: TaskId) -> Option<Entry> {
         let e = self.tasks.remove(&id)?;
+        let bytes = e.bytes();
+        match (e.status.is_finished(), e.run().dead_seq.is_some()) {
+            (false, _) => self.live_bytes -= e.payload.len() as u64,
+            (true, true) => self.dead_bytes -= bytes,
+            (true, false) => self.finished_bytes -= bytes,
+        }
         let class = &mut self.classes[e.class];
         class.tasks -= 1;
         if class.tasks == 0 {
@@ -469,9 +506,12 @@ impl QueueCore {
                 status: e.status,
             });
         };
+        let bytes = e.bytes();
         e.retries_used = 0;
         e.lease_losses = 0;
         e.run_mut().finished_at = None;
+        self.dead_bytes -= bytes;
+        self.live_bytes += e.payload.len() as u64;
         self.dead.remove(&seq);
         match e.status {
             TaskStatus::Failed => self.counters.failed -= 1,

@@ -43,6 +43,17 @@ pub enum QueueError {
         /// Tasks in the refused submit.
         refused: usize,
     },
+    /// The unfinished tasks' payloads hold `max_queue_bytes`; nothing of the batch was
+    /// accepted.
+    #[error("queue full: {held} of {capacity} payload bytes held, {refused} bytes refused")]
+    FullBytes {
+        /// `max_queue_bytes`.
+        capacity: u64,
+        /// Payload bytes of unfinished tasks now.
+        held: u64,
+        /// Payload bytes of the refused submit.
+        refused: u64,
+    },
     /// A task in the batch is invalid; nothing of the batch was accepted.
     #[error("task {index} of the batch is invalid: {reason}")]
     InvalidTask {
@@ -163,6 +174,12 @@ pub struct QueueStats {
     pub stale_reports: u64,
     /// Tasks in the dead-letter list now.
     pub dead_lettered: usize,
+    /// Payload bytes of unfinished tasks (bounded by `max_queue_bytes`).
+    pub live_bytes: u64,
+    /// Bytes of finished tasks kept in memory (bounded by `max_finished_bytes`).
+    pub finished_bytes: u64,
+    /// Bytes of dead letters (bounded by `max_dead_letter_bytes`).
+    pub dead_letter_bytes: u64,
     /// Queued tasks that no attached worker can take (unknown type or unmatched labels).
     pub unroutable: usize,
     /// Workers attached.

@@ -149,6 +149,9 @@ impl QueueCore {
                 },
             );
             restored += 1;
+            if !r.status.is_finished() {
+                self.live_bytes += self.tasks[&id].payload.len() as u64;
+            }
             match r.status {
                 status if status.is_finished() => {
                     if let Some(seq) = r.dead_seq {
@@ -159,6 +162,7 @@ impl QueueCore {
                             .run_mut()
                             .dead_seq = Some(seq);
                         self.dead.insert(seq, id);
+                        self.dead_bytes += self.tasks[&id].bytes();
                         match status {
                             TaskStatus::Failed => self.counters.failed += 1,
                             TaskStatus::Timeout => self.counters.timed_out += 1,

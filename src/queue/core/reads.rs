@@ -100,6 +100,9 @@ impl QueueCore {
             recovered: self.counters.recovered,
             stale_reports: self.counters.stale_reports,
             dead_lettered: self.dead.len(),
+            live_bytes: self.live_bytes,
+            finished_bytes: self.finished_bytes,
+            dead_letter_bytes: self.dead_bytes,
             unroutable: self
                 .classes
                 .iter()

@@ -163,16 +163,16 @@ impl QueueCore {
             .run_mut()
             .dead_seq = Some(seq);
         self.dead.insert(seq, id);
+        self.dead_bytes += self.tasks[&id].bytes();
         self.out.event(|| EventKind::TaskDeadLettered { id, error });
-        while self.dead.len() > self.config.max_dead_letters {
+        while self.dead.len() > self.config.max_dead_letters
+            || (self.dead_bytes > self.config.max_dead_letter_bytes && !self.dead.is_empty())
+        {
             let (_, oldest) = self.dead.pop_first().expect("not empty");
             tracing::warn!(task_id = %oldest, "dead-letter list full, dropping the oldest");
-            if self.tasks.get_mut(&oldest).is_some() {
-                self.tasks
-                    .get_mut(&oldest)
-                    .expect("checked")
-                    .run_mut()
-                    .dead_seq = None;
+            if let Some(e) = self.tasks.get_mut(&oldest) {
+                self.dead_bytes -= e.bytes();
+                e.run_mut().dead_seq = None;
                 self.save(oldest);
                 // Retention may have passed it by while it was a dead letter: it is an
                 // ordinary finished task now, so it goes back under retention.
@@ -183,6 +183,8 @@ impl QueueCore {
 
     pub(super) fn finish(&mut self, id: TaskId, status: TaskStatus, outcome: TaskOutcome) {
         let e = self.tasks.get_mut(&id).expect("task exists");
+        debug_assert!(!e.status.is_finished(), "a task finishes once");
+        self.live_bytes -= e.payload.len() as u64;
         e.status = status;
         e.run_mut().finished_at = Some(SystemTime::now());
         self.out.finished.push((id, outcome));
@@ -190,13 +192,22 @@ impl QueueCore {
         self.retain(id);
     }
 
-    /// Puts a finished task under retention, pruning the oldest past `max_finished_tasks`.
+    /// Puts a finished task under retention, pruning the oldest past `max_finished_tasks`
+    /// or `max_finished_bytes`. Dead letters are kept until they leave the dead-letter list.
     pub(super) fn retain(&mut self, id: TaskId) {
-        let run = self.tasks.get_mut(&id).expect("task exists").run_mut();
+        let e = self.tasks.get_mut(&id).expect("task exists");
+        if e.run().dead_seq.is_none() {
+            self.finished_bytes += e.bytes();
+        }
+        let run = e.run_mut();
         run.retention_tag += 1;
         self.finished.push_back((id, run.retention_tag));
-        while self.finished.len() > self.config.max_finished_tasks {
-            let (oldest, tag) = self.finished.pop_front().expect("not empty");
+        while self.finished.len() > self.config.max_finished_tasks
+            || self.finished_bytes > self.config.max_finished_bytes
+        {
+            let Some((oldest, tag)) = self.finished.pop_front() else {
+                break;
+            };
             let evict = self.tasks.get(&oldest).is_some_and(|e| {
                 e.status.is_finished() && e.run().dead_seq.is_none() && e.run().retention_tag == tag
             });

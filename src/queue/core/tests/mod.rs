@@ -320,6 +320,19 @@ impl Harness {
             assert_eq!(e.run().dead_seq, Some(*seq), "dead-letter seq of {id}");
             assert!(matches!(e.status, TaskStatus::Failed | TaskStatus::Timeout));
         }
+        let (mut live, mut finished, mut dead) = (0u64, 0u64, 0u64);
+        for e in c.tasks.values() {
+            match (e.status.is_finished(), e.run().dead_seq.is_some()) {
+                (false, _) => live += e.payload.len() as u64,
+                (true, true) => dead += e.bytes(),
+                (true, false) => finished += e.bytes(),
+            }
+        }
+        assert_eq!(
+            (live, finished, dead),
+            (c.live_bytes, c.finished_bytes, c.dead_bytes),
+            "bytes held (live, finished, dead)"
+        );
         let stats = c.stats();
         assert_eq!(stats.queue_size, stats.queued + stats.pending);
         assert_eq!(stats.dead_lettered, c.dead.len());

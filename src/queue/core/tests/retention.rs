@@ -142,3 +142,75 @@ fn a_requeued_task_that_finishes_again_keeps_its_full_retention() {
     );
     h.check();
 }
+
+/// A payload of about `n` bytes.
+fn sized(task_type: &str, n: usize) -> TaskSpec {
+    TaskSpec::from_payload(task_type, Payload::from(serde_json::json!("x".repeat(n))))
+}
+
+#[test]
+fn the_queue_refuses_a_batch_past_its_byte_bound_whole() {
+    let mut h = Harness::new(QueueConfig {
+        max_queue_bytes: 10_000,
+        ..QueueConfig::default()
+    });
+    h.submit(sized("t", 6_000));
+    let refused = h.submit_batch(vec![sized("t", 100), sized("t", 4_000)]);
+    assert!(
+        matches!(
+            refused,
+            Err(QueueError::FullBytes {
+                capacity: 10_000,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        h.core.stats().queue_size,
+        1,
+        "nothing of the refused batch was taken"
+    );
+    // Finished tasks free their share.
+    h.worker("w", &["t"], &[], 1);
+    let leased = h.dispatch();
+    h.complete("w", leased[0].1, 1);
+    h.submit_batch(vec![sized("t", 100), sized("t", 4_000)])
+        .expect("room again");
+    h.check();
+}
+
+#[test]
+fn finished_tasks_and_dead_letters_are_bounded_in_bytes_too() {
+    let mut h = Harness::new(QueueConfig {
+        max_finished_bytes: 20_000,
+        max_dead_letter_bytes: 20_000,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["ok", "bad"], &[], 100);
+    let ok: Vec<TaskId> = (0..10).map(|_| h.submit(sized("ok", 5_000))).collect();
+    let bad: Vec<TaskId> = (0..10)
+        .map(|_| h.submit(sized("bad", 5_000).retries(0)))
+        .collect();
+    assert_eq!(h.dispatch().len(), 20);
+    for &id in &ok {
+        h.complete("w", id, 1);
+    }
+    // About 5.5 KB each: three fit under 20,000 bytes.
+    let kept: Vec<TaskId> = ok
+        .iter()
+        .copied()
+        .filter(|id| h.core.snapshot(*id).is_some())
+        .collect();
+    assert_eq!(kept, ok[7..].to_vec(), "the newest finished tasks are kept");
+    for &id in &bad {
+        h.fail("w", id, 1, TaskError::permanent("no"));
+    }
+    assert_eq!(
+        h.dead_ids(),
+        bad[7..].to_vec(),
+        "the newest dead letters are kept"
+    );
+    assert!(h.core.finished_bytes <= 20_000 && h.core.dead_bytes <= 20_000);
+    h.check();
+}
