@@ -31,6 +31,11 @@ pub struct QueueConfig {
     pub max_finished_tasks: usize,
     /// Dead letters kept; the oldest go first, with a warning. Default 100,000.
     pub max_dead_letters: usize,
+    /// Strict priority serves a higher priority first, always: under a steady stream of
+    /// `High` tasks, `Low` ones wait for ever. With `Some(age)`, a task that has waited in
+    /// the queue longer than `age` is served before younger tasks, oldest first, whatever
+    /// their priority; within `age`, priority order holds. Default `None` (strict).
+    pub priority_aging: Option<Duration>,
     /// Most payload bytes of unfinished tasks (waiting or running) held at once; a submit
     /// that would pass it is refused whole, like one past `max_queue_size`. Default 4 GiB.
     pub max_queue_bytes: u64,
@@ -62,6 +67,7 @@ impl Default for QueueConfig {
             max_lease_losses: 5,
             max_finished_tasks: 100_000,
             max_dead_letters: 100_000,
+            priority_aging: None,
             max_queue_bytes: 4 << 30,
             max_finished_bytes: 512 << 20,
             max_dead_letter_bytes: 512 << 20,

@@ -185,6 +185,9 @@ pub(crate) struct QueueCore {
     classes: Vec<Class>,
     class_index: HashMap<ClassKey, usize>,
     free_classes: Vec<usize>,
+    /// The latest time the queue was told (each call that takes a `now` sets it): when a
+    /// task became ready, for priority aging.
+    clock: Instant,
     /// Pending tasks by the time they become runnable.
     delayed: BTreeSet<(Instant, TaskId)>,
     /// Running tasks by lease deadline.
@@ -235,6 +238,7 @@ impl QueueCore {
             classes: Vec::new(),
             class_index: HashMap::new(),
             free_classes: Vec::new(),
+            clock: Instant::now(),
             delayed: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             workers: HashMap::new(),
@@ -294,6 +298,7 @@ impl QueueCore {
         known: &HashMap<String, TaskId>,
         now: Instant,
     ) -> Result<Vec<Submitted>, QueueError> {
+        self.clock = self.clock.max(now);
         for (index, spec) in specs.iter().enumerate() {
             spec.validate().map_err(|e| QueueError::InvalidTask {
                 index,
@@ -430,6 +435,7 @@ impl QueueCore {
             debug_assert_eq!(class.live, 0, "a class with queued tasks has tasks");
             self.class_index.remove(&class.key);
             class.heap = Default::default();
+            class.arrivals = Default::default();
             class.routable = true;
             self.free_classes.push(e.class);
         }
@@ -450,7 +456,11 @@ impl QueueCore {
         e.ready_at = None;
         let priority = e.options.priority;
         let class = &mut self.classes[e.class];
-        class.heap.push(Ready { priority, seq, id });
+        let ready = Ready { priority, seq, id };
+        class.heap.push(ready);
+        if self.config.priority_aging.is_some() {
+            class.arrivals.push_back((self.clock, ready));
+        }
         class.live += 1;
         self.queued_by_priority[priority.index()] += 1;
         self.save(id);
@@ -526,6 +536,7 @@ impl QueueCore {
     /// Moves pending tasks whose time has come into the queue and takes back leases past
     /// their deadline. Returns when it next needs to run.
     pub(crate) fn tick(&mut self, now: Instant) -> Option<Instant> {
+        self.clock = self.clock.max(now);
         while let Some(&(at, id)) = self.delayed.first() {
             if at > now {
                 break;

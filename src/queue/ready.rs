@@ -2,7 +2,7 @@
 //! priority heap. A worker's request scans only the classes it can serve.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use crate::task::{TaskId, TaskPriority};
@@ -53,6 +53,9 @@ pub(crate) struct Class {
     pub(crate) key: ClassKey,
     /// May hold stale entries (cancelled or re-queued tasks); they are skipped on pop.
     pub(crate) heap: BinaryHeap<Ready>,
+    /// With priority aging on: the same tasks in the order they became ready, with when.
+    /// Entries of tasks served through the heap go stale and are dropped from the front.
+    pub(crate) arrivals: VecDeque<(tokio::time::Instant, Ready)>,
     /// Live queued tasks in this class.
     pub(crate) live: usize,
     /// Whether any attached worker can take tasks of this class.
@@ -68,6 +71,7 @@ impl Class {
         Self {
             key,
             heap: BinaryHeap::new(),
+            arrivals: VecDeque::new(),
             live: 0,
             routable: false,
             tasks: 0,

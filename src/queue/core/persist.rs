@@ -104,6 +104,7 @@ impl QueueCore {
     /// is closed as `lost` and counts as a lost lease, so a task that brings the whole
     /// process down is dead-lettered after `max_lease_losses` restarts instead of looping.
     pub(crate) fn restore(&mut self, tasks: Vec<Recovered>, now: Instant) -> usize {
+        self.clock = self.clock.max(now);
         // Reloaded rows are already stored as they are: only what changes is written back.
         let persist = self.persist.take();
         let mut changed = Vec::new();

@@ -11,6 +11,7 @@ impl QueueCore {
     /// The queue never takes a stale success as the task's result: a task that was handed
     /// out again finishes by its current attempt, exactly once.
     pub(crate) fn report(&mut self, worker: &str, reports: Vec<AttemptReport>, now: Instant) {
+        self.clock = self.clock.max(now);
         for r in reports {
             let id = r.task_id;
             if !self.holds(worker, id, &r.token) {

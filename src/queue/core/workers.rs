@@ -93,6 +93,7 @@ impl QueueCore {
     /// Leases queued tasks to workers with credits, best first. Workers with the most free
     /// credits are served first, which balances load without asking anyone.
     pub(crate) fn dispatch(&mut self, now: Instant) -> Vec<Delivery> {
+        self.clock = self.clock.max(now);
         if self.queued_by_priority.iter().all(|&n| n == 0) {
             return Vec::new();
         }
@@ -116,7 +117,10 @@ impl QueueCore {
             }
             let mut leases = Vec::new();
             while self.workers[&worker].credits > 0 {
-                let Some(id) = self.pop_best(&matching) else {
+                let Some(id) = self
+                    .pop_aged(&matching)
+                    .or_else(|| self.pop_best(&matching))
+                else {
                     break;
                 };
                 leases.push(self.lease_to(id, &worker, now));
@@ -133,6 +137,33 @@ impl QueueCore {
             }
         }
         deliveries
+    }
+
+    /// With priority aging on: the oldest live task among `classes` that has waited past
+    /// `priority_aging`, taken out of the queue; `None` when none has.
+    fn pop_aged(&mut self, classes: &[usize]) -> Option<TaskId> {
+        let age = self.config.priority_aging?;
+        let mut oldest: Option<(usize, Ready)> = None;
+        for &c in classes {
+            let arrivals = &mut self.classes[c].arrivals;
+            while let Some(&(at, r)) = arrivals.front() {
+                let live = self
+                    .tasks
+                    .get(&r.id)
+                    .is_some_and(|e| e.status == TaskStatus::Queued && e.seq == r.seq);
+                if live {
+                    if at + age <= self.clock && oldest.is_none_or(|(_, o)| r.seq < o.seq) {
+                        oldest = Some((c, r));
+                    }
+                    break;
+                }
+                arrivals.pop_front();
+            }
+        }
+        let (c, r) = oldest?;
+        // Its heap entry goes stale once the task runs, and is skipped there.
+        self.classes[c].arrivals.pop_front();
+        Some(r.id)
     }
 
     /// Pops the best live task among `classes`: highest priority, then oldest.

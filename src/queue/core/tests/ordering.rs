@@ -197,3 +197,56 @@ fn a_retried_task_goes_behind_its_priority() {
     assert_eq!(h.lease_one(first), 2);
     h.check();
 }
+
+/// A stream of `High` tasks, one leased per step, with one `Low` task waiting among them:
+/// the step at which the `Low` one is leased, if it is within `steps`.
+fn low_served_at(aging: Option<Duration>, steps: usize) -> Option<usize> {
+    let mut h = Harness::new(QueueConfig {
+        priority_aging: aging,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 0);
+    let low = h.submit(spec("t").priority(TaskPriority::Low));
+    for _ in 0..3 {
+        h.submit(spec("t").priority(TaskPriority::High));
+    }
+    for step in 0..steps {
+        h.advance(Duration::from_secs(1));
+        h.submit(spec("t").priority(TaskPriority::High));
+        h.core.credit("w", 1);
+        let leased = h.dispatch();
+        assert_eq!(leased.len(), 1);
+        let (_, id, _) = leased[0];
+        h.complete("w", id, 1);
+        h.check();
+        if id == low {
+            return Some(step);
+        }
+    }
+    None
+}
+
+#[test]
+fn strict_priority_starves_low_and_aging_cures_it() {
+    assert_eq!(low_served_at(None, 100), None, "strict: Low waits for ever");
+    // With aging at 10 s, the Low task goes first once it has waited 10 s.
+    assert_eq!(low_served_at(Some(Duration::from_secs(10)), 100), Some(9));
+}
+
+#[test]
+fn aged_tasks_go_oldest_first_and_younger_ones_keep_priority_order() {
+    let mut h = Harness::new(QueueConfig {
+        priority_aging: Some(Duration::from_secs(5)),
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 0);
+    let old_low = h.submit(spec("t").priority(TaskPriority::Low));
+    let old_normal = h.submit(spec("t"));
+    h.advance(Duration::from_secs(6));
+    let young_low = h.submit(spec("t").priority(TaskPriority::Low));
+    let young_high = h.submit(spec("t").priority(TaskPriority::High));
+    h.core.credit("w", 4);
+    let order: Vec<TaskId> = h.dispatch().into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(order, vec![old_low, old_normal, young_high, young_low]);
+    h.check();
+}
