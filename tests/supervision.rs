@@ -332,3 +332,75 @@ async fn a_pool_past_its_restart_budget_is_replaced_and_no_task_is_lost() {
     assert!(quiet.is_err(), "no worker is unresponsive: {quiet:?}");
     c.stop(true).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_added_to_the_coordinator_is_listed_health_checked_and_stopped_with_it() {
+    let config = CoordinatorConfig {
+        worker: WorkerConfig {
+            heartbeat_interval: ms(100),
+            ..WorkerConfig::default()
+        },
+        worker_timeout: ms(500),
+        health_check_interval: ms(100),
+        ..fixed(1)
+    };
+    let c = start(config, handlers()).await;
+    let gpu_handlers = wrangle::HandlerRegistry::new();
+    gpu_handlers.register(
+        "infer",
+        wrangle::handler_fn(|ctx: wrangle::TaskContext, ms_: u64| async move {
+            tokio::time::sleep(ms(ms_)).await;
+            Ok::<_, wrangle::TaskError>(ctx.worker().to_string())
+        }),
+    );
+    let pool_config = wrangle::PoolConfig {
+        name: "gpu".into(),
+        min_workers: 1,
+        max_workers: 1,
+        worker: WorkerConfig {
+            heartbeat_interval: ms(100),
+            ..WorkerConfig::default()
+        },
+        ..wrangle::PoolConfig::default()
+    };
+    let gpu = c
+        .add_pool(pool_config.clone(), gpu_handlers.clone())
+        .await
+        .unwrap();
+    // One name, one pool.
+    let again = c.add_pool(pool_config, gpu_handlers).await;
+    assert!(
+        matches!(&again, Err(wrangle::Error::Invalid { field, .. }) if *field == "name"),
+        "{again:?}"
+    );
+    assert!(c.serves("infer"), "its task types are served here");
+    let ids: Vec<String> = c
+        .get_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert!(ids.contains(&"gpu/w-1".to_string()), "{ids:?}");
+
+    // Its worker goes silent mid-task: the health check replaces it through its own pool.
+    let task = c
+        .submit_async(TaskSpec::new("infer", &2_000u64).unwrap())
+        .await
+        .unwrap();
+    eventually("the task to run", secs(5), || async {
+        c.get_task(task.id).await.unwrap().status == TaskStatus::Running
+    })
+    .await;
+    let worker = gpu.worker_refs().await.unwrap().remove(0);
+    worker.stall(secs(3_600));
+    let ran_on: String = task.result(secs(30)).await.unwrap();
+    assert_eq!(ran_on, "gpu/w-1");
+    let snap = c.get_task(task.id).await.unwrap();
+    assert_eq!(snap.attempts.len(), 2, "{:?}", snap.attempts);
+    assert_eq!(snap.attempts[0].outcome.as_deref(), Some("lost"));
+    assert_eq!(gpu.stats().await.unwrap().restarts, 1);
+
+    c.stop(true).await.unwrap();
+    assert!(!gpu.actor().get_status().eq(&ractor::ActorStatus::Running));
+}

@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     pub(crate) remote: crate::cluster::RemoteLoadCell,
     /// The listener for nodes, once started: its gate is this actor's child.
     pub(crate) cluster: RwLock<Option<crate::cluster::Cluster>>,
+    /// The handlers of pools added with `Coordinator::add_pool`: their task types are
+    /// served here too.
+    pub(crate) extra_handlers: RwLock<Vec<HandlerRegistry>>,
 }
 
 /// The coordinator's messages. Built only by [`Coordinator`](super::Coordinator).
@@ -46,6 +49,12 @@ pub(crate) enum CoordinatorMsg {
     Autoscale,
     /// Health-check tick.
     Health,
+    /// Start another pool under this coordinator.
+    AddPool {
+        config: PoolConfig,
+        handlers: HandlerRegistry,
+        reply: RpcReplyPort<Result<PoolRef, Error>>,
+    },
     /// Manual scale.
     Scale {
         target: usize,
@@ -87,6 +96,9 @@ pub(crate) struct CoordinatorState {
     autoscaler: Autoscaler,
     /// Pool restarts against the budget.
     pool_restarts: RestartTracker,
+    /// Pools added with `Coordinator::add_pool`: supervised, health-checked and stopped
+    /// like the local pool (each with what it is restarted from), but not autoscaled.
+    extra_pools: Vec<ExtraPool>,
     /// Set once a stop began: children ending is then expected.
     stopping: bool,
 }
@@ -146,8 +158,10 @@ impl Actor for CoordinatorActor {
                 decisions: Mutex::new(VecDeque::new()),
                 remote: Default::default(),
                 cluster: RwLock::new(None),
+                extra_handlers: RwLock::new(Vec::new()),
             }),
             stopping: false,
+            extra_pools: Vec::new(),
         })
     }
 
@@ -171,6 +185,13 @@ impl Actor for CoordinatorActor {
                 if !state.stopping {
                     state.health_check();
                 }
+            }
+            CoordinatorMsg::AddPool {
+                config,
+                handlers,
+                reply,
+            } => {
+                let _ = reply.send(state.add_pool(&myself, config, handlers).await);
             }
             CoordinatorMsg::Scale { target, reply } => {
                 let _ = reply.send(state.manual_scale(target).await);
@@ -223,6 +244,20 @@ impl Actor for CoordinatorActor {
             cluster.restart_gate(myself.get_cell()).await?;
             return Ok(());
         }
+        if let Some(i) = state
+            .extra_pools
+            .iter()
+            .position(|p| p.pool.actor().get_id() == id)
+        {
+            if !state.pool_restarts.allow(Instant::now()) {
+                return Err(format!("worker pool failed past its restart budget: {reason}").into());
+            }
+            let extra = &state.extra_pools[i];
+            tracing::warn!(pool = %extra.config.name, %reason, "worker pool ended; starting it again");
+            let args = pool_args(extra.config.clone(), &extra.handlers, state);
+            state.extra_pools[i].pool = PoolRef::spawn(args, Some(myself.get_cell())).await?.0;
+            return Ok(());
+        }
         let pool_id = state.pool().actor().get_id();
         if id != pool_id {
             return Ok(());
@@ -270,6 +305,25 @@ async fn spawn_pool(
         depth: MailboxDepth::default(),
     };
     Ok(PoolRef::spawn(args, Some(myself.get_cell())).await?.0)
+}
+
+/// A pool added with `Coordinator::add_pool`, with what it is restarted from.
+struct ExtraPool {
+    config: PoolConfig,
+    handlers: HandlerRegistry,
+    pool: PoolRef,
+}
+
+/// A pool's arguments under this coordinator: its queue, worker registry and events.
+fn pool_args(config: PoolConfig, handlers: &HandlerRegistry, state: &CoordinatorState) -> PoolArgs {
+    PoolArgs {
+        config,
+        handlers: handlers.clone(),
+        queue: crate::queue::Uplink::Queue(state.shared.queue.clone()),
+        registry: state.registry.clone(),
+        events: state.events.clone(),
+        depth: MailboxDepth::default(),
+    }
 }
 
 /// Sends `make()` every `every` through the counted mailbox, until the actor is gone.
@@ -384,8 +438,51 @@ impl CoordinatorState {
 
     /// Replaces workers whose heartbeats stopped; their leases go back to the queue when
     /// the pool sees them die.
+    async fn add_pool(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        config: PoolConfig,
+        handlers: HandlerRegistry,
+    ) -> Result<PoolRef, Error> {
+        if self.stopping {
+            return Err(Error::invalid("pool", "the coordinator is stopping"));
+        }
+        let taken = config.name == self.config.pool_name
+            || self
+                .extra_pools
+                .iter()
+                .any(|p| p.config.name == config.name);
+        if taken {
+            return Err(Error::invalid(
+                "name",
+                format!("a pool named {:?} already runs here", config.name),
+            ));
+        }
+        let args = pool_args(config.clone(), &handlers, self);
+        let pool = PoolRef::spawn(args, Some(myself.get_cell())).await?.0;
+        self.shared
+            .extra_handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handlers.clone());
+        self.extra_pools.push(ExtraPool {
+            config,
+            handlers,
+            pool: pool.clone(),
+        });
+        Ok(pool)
+    }
+
+    /// The pool a worker belongs to (worker ids are `POOL/w-N`).
+    fn pool_of(&self, worker: &str) -> PoolRef {
+        let name = worker.split_once('/').map_or("", |(pool, _)| pool);
+        self.extra_pools
+            .iter()
+            .find(|p| p.config.name == name)
+            .map_or_else(|| self.pool(), |p| p.pool.clone())
+    }
+
     fn health_check(&self) {
-        let pool = self.pool();
         let alive = self.registry.get_workers(None, &[]);
         self.shared
             .queue
@@ -399,7 +496,7 @@ impl CoordinatorState {
                 worker: worker.as_str().into(),
                 silent_ms: silent.as_millis() as u64,
             });
-            pool.replace_incarnation(
+            self.pool_of(&worker).replace_incarnation(
                 &worker,
                 incarnation,
                 format!("no heartbeat for {} ms", silent.as_millis()),
@@ -420,6 +517,9 @@ impl CoordinatorState {
         };
         // Past `shutdown_timeout` the wait is over: a graceful pool stop would wait on the
         // running tasks again, without a limit, so what is still running is cancelled.
+        for extra in &self.extra_pools {
+            let _ = extra.pool.stop(graceful && unfinished == 0).await;
+        }
         let _ = pool.stop(graceful && unfinished == 0).await;
         let stats = queue.stats().await.ok();
         queue.leave();

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::events::EventBus;
 use crate::handler::{HandlerRegistry, TaskHandler};
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::pool::{PoolRef, PoolStats};
+use crate::pool::{PoolConfig, PoolRef, PoolStats};
 use crate::queue::{QueueConfig, QueueRef, QueueStats};
 use crate::store::{Store, StoreConfig};
 use crate::supervision::RestartBudget;
@@ -489,6 +489,49 @@ impl Coordinator {
             .await?
     }
 
+    /// Starts another pool of workers under this coordinator, pulling from its queue: it
+    /// is supervised (restarted within the restart budget), its workers are health-checked
+    /// and listed with the others (`get_workers`, `/workers`), and it stops with the
+    /// coordinator. The autoscaler sizes only the local pool; size this one with
+    /// [`PoolRef::scale`]. Pool names are unique (worker ids are `POOL/w-N`).
+    ///
+    /// ```
+    /// # use wrangle::prelude::*;
+    /// # use wrangle::{HandlerRegistry, PoolConfig};
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), wrangle::Error> {
+    /// let coordinator = Coordinator::builder().start().await?;
+    /// let gpu = HandlerRegistry::new();
+    /// gpu.register("infer", handler_fn(|_ctx, x: u32| async move { Ok::<_, TaskError>(x * 2) }));
+    /// let pool = coordinator
+    ///     .add_pool(PoolConfig { name: "gpu".into(), ..PoolConfig::default() }, gpu)
+    ///     .await?;
+    /// let doubled: u32 = coordinator.submit("infer", &21).await?.decode().expect("a number");
+    /// assert_eq!(doubled, 42);
+    /// # let _ = pool;
+    /// # coordinator.stop(true).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn add_pool(
+        &self,
+        config: PoolConfig,
+        handlers: HandlerRegistry,
+    ) -> Result<PoolRef, Error> {
+        config.validate()?;
+        self.mailbox
+            .call(
+                |reply| CoordinatorMsg::AddPool {
+                    config,
+                    handlers,
+                    reply,
+                },
+                None,
+                COORDINATOR,
+            )
+            .await?
+    }
+
     /// Every registered worker, by id.
     pub async fn get_workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         Ok(self.registry.get_workers(None, &[]))
@@ -580,18 +623,30 @@ impl Coordinator {
         )
     }
 
-    /// True when a local handler or an online node serves `task_type`.
+    /// True when a local handler (of any pool here) or an online node serves `task_type`.
     pub fn serves(&self, task_type: &str) -> bool {
         self.handlers.contains(task_type)
+            || self.extra_handlers().iter().any(|h| h.contains(task_type))
             || self
                 .cluster
                 .as_ref()
                 .is_some_and(|c| c.remote_types().iter().any(|t| &**t == task_type))
     }
 
+    fn extra_handlers(&self) -> Vec<HandlerRegistry> {
+        self.shared
+            .extra_handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Task types served here or by online nodes, sorted.
     pub fn task_types(&self) -> Vec<Arc<str>> {
         let mut types = self.handlers.task_types();
+        for h in self.extra_handlers() {
+            types.extend(h.task_types());
+        }
         if let Some(c) = &self.cluster {
             types.extend(c.remote_types());
         }

@@ -144,7 +144,10 @@ impl PoolRef {
         ))
     }
 
-    /// Starts a standalone pool pulling from `queue`, with `min_workers` workers.
+    /// Starts a standalone pool pulling from `queue`, with `min_workers` workers. It lives
+    /// outside any coordinator: nothing restarts it, health-checks its workers or lists
+    /// them. Under a [`Coordinator`](crate::Coordinator), use
+    /// [`Coordinator::add_pool`](crate::Coordinator::add_pool) instead.
     pub async fn start(
         config: PoolConfig,
         queue: QueueRef,
