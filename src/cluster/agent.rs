@@ -406,8 +406,8 @@ impl AgentState {
             // Not registered: the welcome re-announces every worker as it is then. The
             // rest waits for the welcome and goes out before that announce: a gate that
             // restarted finds the leases still held by the queue, which needs the reports,
-            // freed slots and detaches; a coordinator that handed the leases out again
-            // ignores them (keeping a result that came in before the task ran again).
+            // freed slots and detaches; a coordinator that restarted (a newer epoch) or
+            // handed the leases out again refuses them by their fencing tokens.
             if !matches!(up, Up::Attach { .. }) {
                 self.outbox.push(up);
             }
