@@ -19,6 +19,7 @@ mod claim;
 mod db;
 mod migrate;
 mod rows;
+mod split;
 mod text;
 mod writer;
 
@@ -206,6 +207,9 @@ pub struct StoreStats {
     pub failures: u64,
     /// Finished tasks deleted by retention.
     pub pruned: u64,
+    /// Rows the database refused for good and the writer left out (see
+    /// [`WriterStats::rejected_rows`]).
+    pub rejected_rows: u64,
 }
 
 /// A connected, migrated store. Cloning shares the connections.
@@ -280,6 +284,7 @@ impl Store {
             commits: self.stats.commits.load(Relaxed),
             failures: self.stats.failures.load(Relaxed),
             pruned: self.stats.pruned.load(Relaxed),
+            rejected_rows: self.stats.rejected_rows.load(Relaxed),
         }
     }
 
