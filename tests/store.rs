@@ -59,6 +59,7 @@ on_both!(
     a_key_another_task_stored_first_does_not_leave_a_task_unstored,
     a_refused_task_leaves_no_attempt_rows,
     each_start_claims_a_higher_epoch,
+    a_dead_letter_that_no_longer_decodes_is_marked_once_and_pruned,
 );
 
 fn on(url: &str, workers: usize) -> CoordinatorConfig {
@@ -319,6 +320,50 @@ async fn a_row_that_no_longer_decodes_fails_alone_and_the_rest_load(url: String)
     let counts = second.store().unwrap().task_counts().await.unwrap();
     assert_eq!(counts.get(&TaskStatus::Failed), Some(&1), "{counts:?}");
     second.stop(false).await.unwrap();
+}
+
+async fn a_dead_letter_that_no_longer_decodes_is_marked_once_and_pruned(url: String) {
+    let first = started(on(&url, 1)).await;
+    let dead = first
+        .submit_async(
+            TaskSpec::new("fail", &json!({"mode": "permanent"}))
+                .unwrap()
+                .retries(0),
+        )
+        .await
+        .unwrap();
+    dead.wait(WAIT).await.unwrap();
+    first.stop(true).await.unwrap();
+    const DEAD: &str = "SELECT COUNT(*) FROM tasks WHERE dead_seq IS NOT NULL";
+    assert_eq!(databases::count(&url, DEAD).await, 1, "a dead letter");
+    corrupt_options(&url, dead.id).await;
+
+    let second = started(on(&url, 1)).await;
+    let marked = second.get_task(dead.id).await.unwrap();
+    assert_eq!(marked.status, TaskStatus::Failed);
+    assert!(marked.error.unwrap().contains("no longer decodes"));
+    second.stop(true).await.unwrap();
+    assert_eq!(
+        databases::count(&url, DEAD).await,
+        0,
+        "marked once, it is no longer a dead letter to load again"
+    );
+    let finished_at = "SELECT COALESCE(MAX(finished_at_ms), 0) FROM tasks";
+    let marked_at = databases::count(&url, finished_at).await;
+
+    let third = started(on(&url, 1)).await;
+    assert_eq!(third.queue().stats().await.unwrap().recovered, 0);
+    third.stop(true).await.unwrap();
+    assert_eq!(
+        databases::count(&url, finished_at).await,
+        marked_at,
+        "not marked again"
+    );
+    // And retention takes it like any finished task.
+    let store = Store::open(StoreConfig::new(&url)).await.unwrap();
+    assert_eq!(store.prune(Duration::ZERO).await.unwrap(), 1);
+    assert!(store.get_task(dead.id).await.unwrap().is_none());
+    store.close().await;
 }
 
 /// Overwrites a stored task's options with text that is not JSON.

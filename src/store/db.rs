@@ -631,15 +631,18 @@ impl Db {
         })
     }
 
-    /// Marks a task failed in place (a row that no longer decodes).
+    /// Marks a task failed in place (a row that no longer decodes). It leaves the
+    /// dead-letter list too: it cannot be re-run, and a dead letter would be loaded (and
+    /// marked again) at every start and never pruned; as a plain failed task it falls
+    /// under retention.
     pub(crate) async fn fail_task(
         &self,
         id: TaskId,
         error: &str,
         at_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE tasks SET status = 'failed', error = $1, finished_at_ms = $2 \
-                   WHERE id = $3";
+        let sql = "UPDATE tasks SET status = 'failed', error = $1, finished_at_ms = $2, \
+                   dead_seq = NULL WHERE id = $3";
         let id = id.as_uuid();
         on_pool!(self, |pool, _DB| {
             sqlx::query(sql)
