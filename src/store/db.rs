@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
 use super::rows::{AttemptRow, NewTask, StoredTask, TaskState};
@@ -417,6 +419,9 @@ impl Db {
                     reason: e.to_string(),
                 })?
                 .create_if_missing(true)
+                // Takes on a new file (before its first table); an existing file made
+                // without it is rewritten once at open (see `retention`).
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(if config.sqlite_fsync_every_commit {
                     SqliteSynchronous::Full

@@ -21,7 +21,9 @@ use crate::task::TaskId;
 /// PostgreSQL: SQLSTATE classes 22 (data exception), 23 (integrity constraint violation)
 /// except 23505 (a unique key taken by a commit that raced this one: the next try looks the
 /// holder up), and 54 (program limit exceeded). SQLite: `SQLITE_TOOBIG`,
-/// `SQLITE_CONSTRAINT` (except unique and primary key, as above) and `SQLITE_MISMATCH`.
+/// `SQLITE_CONSTRAINT` (except unique and primary key, as above, and a trigger's
+/// `RAISE(ABORT)`, which like PostgreSQL's plain `RAISE EXCEPTION` (P0001) an operator
+/// uses to hold writes for a while) and `SQLITE_MISMATCH`.
 /// A value the driver cannot encode is incurable too. Everything else (I/O, a lost
 /// connection, serialization failures, locks, a server going away) is worth a retry.
 pub(crate) fn incurable(db: &Db, e: &sqlx::Error) -> bool {
@@ -43,13 +45,17 @@ pub(crate) fn incurable(db: &Db, e: &sqlx::Error) -> bool {
                     const CONSTRAINT: i64 = 19;
                     const MISMATCH: i64 = 20;
                     const CONSTRAINT_PRIMARYKEY: i64 = 1555;
+                    const CONSTRAINT_TRIGGER: i64 = 1811;
                     const CONSTRAINT_UNIQUE: i64 = 2067;
                     let Ok(code) = code.parse::<i64>() else {
                         return false;
                     };
                     match code & 0xff {
                         TOOBIG | MISMATCH => true,
-                        CONSTRAINT => !matches!(code, CONSTRAINT_PRIMARYKEY | CONSTRAINT_UNIQUE),
+                        CONSTRAINT => !matches!(
+                            code,
+                            CONSTRAINT_PRIMARYKEY | CONSTRAINT_UNIQUE | CONSTRAINT_TRIGGER
+                        ),
                         _ => false,
                     }
                 }

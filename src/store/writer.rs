@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::db::{Db, KeyTaken};
+use super::retention::{self, Retention};
 use super::rows::{ms, AttemptRow, NewTask, NodeRow, StoreOp, TaskState, WorkerRow};
 use super::split::{self, Key, Split, Unit};
 use super::StoreError;
@@ -57,7 +58,7 @@ pub(crate) struct WriterArgs {
     pub(crate) db: Db,
     pub(crate) depth: MailboxDepth,
     pub(crate) queue: Mailbox<QueueMsg>,
-    pub(crate) retention: Option<Duration>,
+    pub(crate) retention: Retention,
     pub(crate) prune_interval: Duration,
     pub(crate) max_batch: usize,
     pub(crate) stats: Arc<WriterStats>,
@@ -79,6 +80,11 @@ pub struct WriterStats {
     /// reason where even that could be stored. Exported as
     /// `wrangle_store_rejected_rows_total`.
     pub rejected_rows: AtomicU64,
+    /// The database's size in bytes at the last prune interval.
+    pub database_bytes: AtomicU64,
+    /// Free bytes on the SQLite file's disk at the last prune interval (`u64::MAX` when
+    /// not known).
+    pub disk_free_bytes: AtomicU64,
     /// False from a failed commit until the next one succeeds.
     pub healthy: AtomicBool,
 }
@@ -276,7 +282,7 @@ pub(crate) struct WriterState {
     /// Set after a failed commit: the error, and when to try again. Submits arriving
     /// before then are refused at once instead of waiting on a database that is down.
     failing: Option<(String, Duration)>,
-    retention: Option<Duration>,
+    retention: Retention,
     prune_interval: Duration,
     /// Commit early once this many tasks are pending, even while more changes arrive.
     max_batch: usize,
@@ -294,10 +300,12 @@ impl Actor for StoreWriter {
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
         args.stats.healthy.store(true, Ordering::Relaxed);
+        args.stats
+            .disk_free_bytes
+            .store(u64::MAX, Ordering::Relaxed);
         let me = Mailbox::new(myself, args.depth);
-        if args.retention.is_some() {
-            me.send_after(Duration::from_secs(1), || StoreMsg::Prune);
-        }
+        // Runs even without bounds: it measures the database and the disk.
+        me.send_after(Duration::from_secs(1), || StoreMsg::Prune);
         Ok(WriterState {
             db: args.db,
             me,
@@ -622,23 +630,77 @@ fn refuse(state: &mut WriterState, acks: Vec<Ack>, error: &str) {
     }
 }
 
+/// Applies retention (age, count, size), gives freed space back, and measures the
+/// database and its disk, warning when either runs short.
 async fn prune(state: &mut WriterState) {
-    let Some(retention) = state.retention else {
-        return;
-    };
-    let cutoff = SystemTime::now()
-        .checked_sub(retention)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    match state.db.prune(ms(cutoff)).await {
-        Ok(0) => {}
-        Ok(n) => {
-            state.stats.pruned.fetch_add(n, Ordering::Relaxed);
-            tracing::info!(
-                tasks = n,
-                ?retention,
-                "pruned finished tasks past retention"
+    let db = state.db.clone();
+    let r = state.retention.clone();
+    let mut cutoffs = Vec::new();
+    if let Some(age) = r.age {
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        cutoffs.push(("age", Ok(Some(ms(cutoff)))));
+    }
+    if let Some(max) = r.max_tasks {
+        cutoffs.push(("count", retention::cutoff_keeping(&db, max).await));
+    }
+    if let Some(max) = r.max_bytes {
+        cutoffs.push(("size", retention::cutoff_for_size(&db, max).await));
+    }
+    let mut pruned = 0;
+    for (bound, cutoff) in cutoffs {
+        let result = match cutoff {
+            Ok(Some(before_ms)) => db.prune(before_ms).await,
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                pruned += n;
+                state.stats.pruned.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(tasks = n, bound, "pruned finished tasks past retention");
+            }
+            Err(e) => tracing::warn!(error = %e, bound, "pruning finished tasks failed"),
+        }
+    }
+    if pruned > 0 {
+        if let Err(e) = retention::give_back(&db).await {
+            tracing::warn!(error = %e, "giving freed pages back failed");
+        }
+    }
+    measure(state, &r).await;
+}
+
+/// Measures the database and its disk into the stats, warning when the database nears its
+/// byte bound or the disk runs low.
+async fn measure(state: &mut WriterState, r: &Retention) {
+    match retention::database_bytes(&state.db).await {
+        Ok(bytes) => {
+            state.stats.database_bytes.store(bytes, Ordering::Relaxed);
+            if let Some(max) = r.max_bytes {
+                if bytes >= max / 100 * retention::SIZE_WARN_PERCENT {
+                    tracing::warn!(
+                        database_bytes = bytes,
+                        max_bytes = max,
+                        "store database past {}% of retention_max_bytes",
+                        retention::SIZE_WARN_PERCENT
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "measuring the database size failed"),
+    }
+    if let Some((free, total)) = r.path.as_deref().and_then(retention::disk_space) {
+        state.stats.disk_free_bytes.store(free, Ordering::Relaxed);
+        if total > 0 && free < total / 100 * retention::LOW_DISK_PERCENT {
+            tracing::warn!(
+                disk_free_bytes = free,
+                disk_bytes = total,
+                "disk under the store is below {}% free",
+                retention::LOW_DISK_PERCENT
             );
         }
-        Err(e) => tracing::warn!(error = %e, "pruning finished tasks failed"),
     }
 }

@@ -166,15 +166,18 @@ async fn an_oversized_error_message_is_cut_to_the_documented_bound(url: String) 
 /// Makes the database refuse, for good (a constraint violation, not a retryable error),
 /// every task row `condition` (SQL on `NEW`) holds for, on `event` (`INSERT` or `UPDATE`).
 async fn refuse_for_good(url: &str, event: &str, condition: &str) {
+    // SQLite: a NOT NULL violation in a table the trigger writes (a trigger's own
+    // RAISE(ABORT) counts as curable, like PostgreSQL's plain RAISE EXCEPTION).
     let sql = if url.starts_with("sqlite:") {
         format!(
-            "CREATE TRIGGER refuse_{event} BEFORE {event} ON tasks WHEN {condition} \
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+            "CREATE TABLE IF NOT EXISTS refused_by_the_test (n INTEGER NOT NULL); \
+             CREATE TRIGGER refuse_{event} BEFORE {event} ON tasks WHEN {condition} \
+             BEGIN INSERT INTO refused_by_the_test (n) VALUES (NULL); END;"
         )
     } else {
         format!(
             "CREATE FUNCTION refuse_{event}() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'refused by the test' \
+             $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'refused_by_the_test' \
              USING ERRCODE = '23514'; END IF; RETURN NEW; END $$; \
              CREATE TRIGGER refuse_{event} BEFORE {event} ON tasks \
              FOR EACH ROW EXECUTE FUNCTION refuse_{event}();"
@@ -205,7 +208,7 @@ async fn a_task_the_database_refuses_for_good_is_refused_and_the_rest_commit(url
             let Err(Error::Queue(QueueError::NotStored { reason })) = result else {
                 panic!("the refused task's submit: {result:?}");
             };
-            assert!(reason.contains("refused by the test"), "{reason}");
+            assert!(reason.contains("refused_by_the_test"), "{reason}");
         } else {
             stored.push(result.expect("the other submits commit"));
         }
@@ -287,7 +290,7 @@ async fn a_change_the_database_refuses_for_good_records_the_task_failed(url: Str
     let t = store.get_task(poisoned.id).await.unwrap().unwrap();
     let error = t.error.unwrap();
     assert!(error.contains("not stored"), "{error}");
-    assert!(error.contains("refused by the test"), "{error}");
+    assert!(error.contains("refused_by_the_test"), "{error}");
     c.queue().flush().await.unwrap();
     let stats = store.stats();
     assert!(stats.healthy);
