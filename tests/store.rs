@@ -59,6 +59,8 @@ on_both!(
     a_key_another_task_stored_first_does_not_leave_a_task_unstored,
     a_refused_task_leaves_no_attempt_rows,
     each_start_claims_a_higher_epoch,
+    a_dead_letter_that_no_longer_decodes_is_marked_once_and_pruned,
+    a_count_bound_prunes_the_oldest_finished_tasks_whatever_their_age,
 );
 
 fn on(url: &str, workers: usize) -> CoordinatorConfig {
@@ -319,6 +321,182 @@ async fn a_row_that_no_longer_decodes_fails_alone_and_the_rest_load(url: String)
     let counts = second.store().unwrap().task_counts().await.unwrap();
     assert_eq!(counts.get(&TaskStatus::Failed), Some(&1), "{counts:?}");
     second.stop(false).await.unwrap();
+}
+
+async fn a_dead_letter_that_no_longer_decodes_is_marked_once_and_pruned(url: String) {
+    let first = started(on(&url, 1)).await;
+    let dead = first
+        .submit_async(
+            TaskSpec::new("fail", &json!({"mode": "permanent"}))
+                .unwrap()
+                .retries(0),
+        )
+        .await
+        .unwrap();
+    dead.wait(WAIT).await.unwrap();
+    first.stop(true).await.unwrap();
+    const DEAD: &str = "SELECT COUNT(*) FROM tasks WHERE dead_seq IS NOT NULL";
+    assert_eq!(databases::count(&url, DEAD).await, 1, "a dead letter");
+    corrupt_options(&url, dead.id).await;
+
+    let second = started(on(&url, 1)).await;
+    let marked = second.get_task(dead.id).await.unwrap();
+    assert_eq!(marked.status, TaskStatus::Failed);
+    assert!(marked.error.unwrap().contains("no longer decodes"));
+    second.stop(true).await.unwrap();
+    assert_eq!(
+        databases::count(&url, DEAD).await,
+        0,
+        "marked once, it is no longer a dead letter to load again"
+    );
+    let finished_at = "SELECT COALESCE(MAX(finished_at_ms), 0) FROM tasks";
+    let marked_at = databases::count(&url, finished_at).await;
+
+    let third = started(on(&url, 1)).await;
+    assert_eq!(third.queue().stats().await.unwrap().recovered, 0);
+    third.stop(true).await.unwrap();
+    assert_eq!(
+        databases::count(&url, finished_at).await,
+        marked_at,
+        "not marked again"
+    );
+    // And retention takes it like any finished task.
+    let store = Store::open(StoreConfig::new(&url)).await.unwrap();
+    assert_eq!(store.prune(Duration::ZERO).await.unwrap(), 1);
+    assert!(store.get_task(dead.id).await.unwrap().is_none());
+    store.close().await;
+}
+
+async fn a_count_bound_prunes_the_oldest_finished_tasks_whatever_their_age(url: String) {
+    let mut config = on(&url, 1);
+    let store_config = config.store.as_mut().unwrap();
+    store_config.retention = None;
+    store_config.retention_max_tasks = Some(10);
+    let c = started(config).await;
+    let dead = c
+        .submit_async(
+            TaskSpec::new("fail", &json!({"mode": "permanent"}))
+                .unwrap()
+                .retries(0),
+        )
+        .await
+        .unwrap();
+    let waiting = c
+        .submit_async(
+            TaskSpec::new("echo", &json!("later"))
+                .unwrap()
+                .delay(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let mut done = Vec::new();
+    for n in 0..60 {
+        let h = c
+            .submit_async(TaskSpec::new("echo", &json!(n)).unwrap())
+            .await
+            .unwrap();
+        done.push(h);
+    }
+    for h in &done {
+        h.wait(WAIT).await.unwrap();
+    }
+    dead.wait(WAIT).await.unwrap();
+    c.queue().flush().await.unwrap();
+    let store = c.store().unwrap().clone();
+    eventually("the finished tasks beyond 10 to be pruned", WAIT, || {
+        let store = store.clone();
+        async move {
+            let counts = store.task_counts().await.unwrap();
+            counts.get(&TaskStatus::Completed).copied().unwrap_or(0) <= 10
+        }
+    })
+    .await;
+    assert!(store.stats().pruned >= 50, "{:?}", store.stats());
+    eventually("the size to be measured", WAIT, || async {
+        store.stats().database_bytes > 0
+    })
+    .await;
+    assert_eq!(
+        store.get_task(dead.id).await.unwrap().map(|t| t.status),
+        Some(TaskStatus::Failed),
+        "dead letters are not counted out"
+    );
+    assert_eq!(
+        store.get_task(waiting.id).await.unwrap().map(|t| t.status),
+        Some(TaskStatus::Pending),
+        "unfinished tasks are never pruned"
+    );
+    c.stop(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_gives_pruned_space_back_even_in_a_file_made_without_incremental_vacuum() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = databases::sqlite_url(dir.path(), "store");
+    let file = dir.path().join("store.db");
+    // A file made the way older wrangle made them: no auto_vacuum.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE made_before (x INTEGER)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    const AUTO_VACUUM: &str = "SELECT auto_vacuum FROM pragma_auto_vacuum()";
+    assert_eq!(databases::count(&url, AUTO_VACUUM).await, 0);
+
+    let mut config = on(&url, 1);
+    let keep_all = config.store.as_mut().unwrap();
+    keep_all.retention = None;
+    keep_all.retention_max_tasks = None;
+    keep_all.retention_max_bytes = None;
+    let first = started(config).await;
+    let big = "x".repeat(8 * 1024);
+    let mut handles = Vec::new();
+    for n in 0..300 {
+        let spec = TaskSpec::new("echo", &json!({"n": n, "big": big})).unwrap();
+        handles.push(first.submit_async(spec).await.unwrap());
+    }
+    for h in &handles {
+        h.wait(WAIT).await.unwrap();
+    }
+    first.stop(true).await.unwrap();
+    assert_eq!(
+        databases::count(&url, AUTO_VACUUM).await,
+        2,
+        "the file was switched to incremental vacuum at open"
+    );
+    let store = Store::open(StoreConfig::new(&url)).await.unwrap();
+    let before = store.database_bytes().await.unwrap();
+    store.close().await;
+    let file_before = std::fs::metadata(&file).unwrap().len();
+    assert!(before > 4 << 20, "{before} bytes");
+
+    let mut config = on(&url, 1);
+    config.store.as_mut().unwrap().retention_max_tasks = Some(10);
+    let second = started(config).await;
+    let store = second.store().unwrap().clone();
+    eventually("the space of pruned tasks to be given back", WAIT, || {
+        let store = store.clone();
+        async move { store.database_bytes().await.unwrap() < before / 4 }
+    })
+    .await;
+    assert!(store.stats().pruned >= 290);
+    eventually("the disk to be measured", WAIT, || async {
+        store.stats().disk_free_bytes.is_some()
+    })
+    .await;
+    second.stop(true).await.unwrap();
+    store.close().await;
+    // The log's pages reach the file at a checkpoint (at the latest when the last
+    // connection closes).
+    databases::execute(&url, "PRAGMA wal_checkpoint(TRUNCATE)").await;
+    let file_after = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        file_after < file_before / 4,
+        "the file shrank: {file_before} -> {file_after} bytes"
+    );
 }
 
 /// Overwrites a stored task's options with text that is not JSON.

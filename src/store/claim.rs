@@ -114,6 +114,19 @@ pub(crate) async fn claim(config: &StoreConfig, db: &Db) -> Result<(Claim, u64),
     }
 }
 
+/// The file of an SQLite database at `url`; `None` for PostgreSQL or an in-memory one.
+pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
+        return None;
+    }
+    Some(file.to_path_buf())
+}
+
 /// The lock file beside an SQLite database (none for an in-memory one).
 fn lock_file(config: &StoreConfig) -> Result<Claim, StoreError> {
     let url = config.url.as_str();

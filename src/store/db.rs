@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
 use super::rows::{AttemptRow, NewTask, StoredTask, TaskState};
@@ -417,6 +419,9 @@ impl Db {
                     reason: e.to_string(),
                 })?
                 .create_if_missing(true)
+                // Takes on a new file (before its first table); an existing file made
+                // without it is rewritten once at open (see `retention`).
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(if config.sqlite_fsync_every_commit {
                     SqliteSynchronous::Full
@@ -631,15 +636,18 @@ impl Db {
         })
     }
 
-    /// Marks a task failed in place (a row that no longer decodes).
+    /// Marks a task failed in place (a row that no longer decodes). It leaves the
+    /// dead-letter list too: it cannot be re-run, and a dead letter would be loaded (and
+    /// marked again) at every start and never pruned; as a plain failed task it falls
+    /// under retention.
     pub(crate) async fn fail_task(
         &self,
         id: TaskId,
         error: &str,
         at_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE tasks SET status = 'failed', error = $1, finished_at_ms = $2 \
-                   WHERE id = $3";
+        let sql = "UPDATE tasks SET status = 'failed', error = $1, finished_at_ms = $2, \
+                   dead_seq = NULL WHERE id = $3";
         let id = id.as_uuid();
         on_pool!(self, |pool, _DB| {
             sqlx::query(sql)

@@ -18,7 +18,9 @@
 mod claim;
 mod db;
 mod migrate;
+mod retention;
 mod rows;
+mod split;
 mod text;
 mod writer;
 
@@ -63,6 +65,17 @@ pub struct StoreConfig {
     /// Finished tasks older than this are deleted in the background; `None` keeps them.
     /// Dead letters are kept until re-queued. Default 7 days.
     pub retention: Option<Duration>,
+    /// At most this many finished tasks are kept: beyond it the oldest finished go at the
+    /// next prune, whatever their age (dead letters and unfinished tasks are never counted
+    /// out). `None` keeps any number. Default 1,000,000 (about 730 MB of small tasks).
+    pub retention_max_tasks: Option<u64>,
+    /// The database's size bound in bytes. SQLite: past it the oldest finished tasks go
+    /// until the file is back under 90 % of it, and the file shrinks (incremental vacuum).
+    /// PostgreSQL does not shrink its files (freed space is reused), so there it is only
+    /// measured and warned about and `retention_max_tasks` holds the size. Either way a
+    /// warning is logged once the database passes 80 % of it. `None` sets no bound.
+    /// Default 8 GiB.
+    pub retention_max_bytes: Option<u64>,
     /// How often retention runs. Default 60 s.
     pub prune_interval: Duration,
     /// Commit as soon as this many tasks have pending changes, even while more arrive.
@@ -88,6 +101,8 @@ impl StoreConfig {
             url: url.into(),
             durability: Durability::Committed,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_max_tasks: Some(1_000_000),
+            retention_max_bytes: Some(8 << 30),
             prune_interval: Duration::from_secs(60),
             max_batch: 10_000,
             max_connections: 4,
@@ -108,6 +123,18 @@ impl StoreConfig {
             return Err(Error::invalid(
                 "store.prune_interval",
                 "must be greater than zero",
+            ));
+        }
+        if self.retention_max_tasks == Some(0) {
+            return Err(Error::invalid(
+                "store.retention_max_tasks",
+                "must be at least 1 (or unset, to keep any number)",
+            ));
+        }
+        if self.retention_max_bytes.is_some_and(|b| b < 1 << 20) {
+            return Err(Error::invalid(
+                "store.retention_max_bytes",
+                "must be at least 1 MiB (1048576) (or unset, for no bound)",
             ));
         }
         if self.max_batch == 0 {
@@ -206,6 +233,15 @@ pub struct StoreStats {
     pub failures: u64,
     /// Finished tasks deleted by retention.
     pub pruned: u64,
+    /// Rows the database refused for good and the writer left out (see
+    /// [`WriterStats::rejected_rows`]).
+    pub rejected_rows: u64,
+    /// The database's size in bytes (SQLite: pages × page size; PostgreSQL:
+    /// `pg_database_size`), measured at each prune interval; 0 until first measured.
+    pub database_bytes: u64,
+    /// Free bytes on the disk holding an SQLite file, measured with `database_bytes`;
+    /// `None` for PostgreSQL, or before the first measure.
+    pub disk_free_bytes: Option<u64>,
 }
 
 /// A connected, migrated store. Cloning shares the connections.
@@ -235,6 +271,12 @@ impl Store {
         config.validate()?;
         let db = db::Db::connect(&config).await?;
         migrate::run(&db).await?;
+        if retention::enable_incremental_vacuum(&db)
+            .await
+            .map_err(StoreError::from)?
+        {
+            tracing::info!("sqlite file rewritten with incremental vacuum");
+        }
         let epoch = claim::current_epoch(&db).await.map_err(StoreError::from)?;
         tracing::info!(backend = db.backend(), url = %config.redacted_url(), epoch, "store open");
         Ok(Self {
@@ -280,6 +322,12 @@ impl Store {
             commits: self.stats.commits.load(Relaxed),
             failures: self.stats.failures.load(Relaxed),
             pruned: self.stats.pruned.load(Relaxed),
+            rejected_rows: self.stats.rejected_rows.load(Relaxed),
+            database_bytes: self.stats.database_bytes.load(Relaxed),
+            disk_free_bytes: match self.stats.disk_free_bytes.load(Relaxed) {
+                u64::MAX => None,
+                free => Some(free),
+            },
         }
     }
 
@@ -353,6 +401,14 @@ impl Store {
             .map_err(StoreError::from)?)
     }
 
+    /// The database's size in bytes now (SQLite: pages × page size, which shrinks after a
+    /// prune; PostgreSQL: `pg_database_size`).
+    pub async fn database_bytes(&self) -> Result<u64, Error> {
+        Ok(retention::database_bytes(&self.db)
+            .await
+            .map_err(StoreError::from)?)
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.db.close().await;
@@ -420,7 +476,12 @@ impl Store {
             db: self.db.clone(),
             depth: depth.clone(),
             queue: queue.clone(),
-            retention: self.config.retention,
+            retention: retention::Retention {
+                age: self.config.retention,
+                max_tasks: self.config.retention_max_tasks,
+                max_bytes: self.config.retention_max_bytes,
+                path: claim::sqlite_file(&self.config.url),
+            },
             prune_interval: self.config.prune_interval,
             max_batch: self.config.max_batch,
             stats: self.stats.clone(),

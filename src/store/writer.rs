@@ -9,7 +9,9 @@
 //! A submit waiting for durability is answered only after its commit. If a commit fails,
 //! the submits in it are refused (their tasks are dropped from the queue again, so nothing
 //! runs that the caller was told failed) and the other changes are kept and retried with
-//! backoff.
+//! backoff. A batch the database refuses for good (a value it will never take) is written
+//! piece by piece instead ([`super::split`]): the refused rows are left out, their submits
+//! refused, their tasks recorded failed with the reason, and the rest committed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,11 +21,13 @@ use std::time::{Duration, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::db::{Db, KeyTaken};
+use super::retention::{self, Retention};
 use super::rows::{ms, AttemptRow, NewTask, NodeRow, StoreOp, TaskState, WorkerRow};
+use super::split::{self, Key, Split, Unit};
 use super::StoreError;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::queue::{QueueError, QueueMsg, Submitted};
-use crate::task::{IdMap, TaskId};
+use crate::task::{IdMap, IdSet, TaskId, TaskStatus};
 
 /// The store writer actor. Started by the queue, linked to it.
 #[derive(Debug)]
@@ -54,7 +58,7 @@ pub(crate) struct WriterArgs {
     pub(crate) db: Db,
     pub(crate) depth: MailboxDepth,
     pub(crate) queue: Mailbox<QueueMsg>,
-    pub(crate) retention: Option<Duration>,
+    pub(crate) retention: Retention,
     pub(crate) prune_interval: Duration,
     pub(crate) max_batch: usize,
     pub(crate) stats: Arc<WriterStats>,
@@ -71,6 +75,16 @@ pub struct WriterStats {
     pub failures: AtomicU64,
     /// Finished tasks deleted by retention.
     pub pruned: AtomicU64,
+    /// Rows the database refused for good (a value no retry makes storable): each was left
+    /// out of its batch so the rest could commit, and its task recorded failed with the
+    /// reason where even that could be stored. Exported as
+    /// `wrangle_store_rejected_rows_total`.
+    pub rejected_rows: AtomicU64,
+    /// The database's size in bytes at the last prune interval.
+    pub database_bytes: AtomicU64,
+    /// Free bytes on the SQLite file's disk at the last prune interval (`u64::MAX` when
+    /// not known).
+    pub disk_free_bytes: AtomicU64,
     /// False from a failed commit until the next one succeeds.
     pub healthy: AtomicBool,
 }
@@ -172,6 +186,71 @@ impl Pending {
         batch
     }
 
+    /// The pending rows cut into units for [`split::write_split`]: the new tasks of one
+    /// submit together (a submit is stored whole or refused whole), every other task with
+    /// its attempts alone, every registry row and heartbeat alone; oldest tasks first.
+    fn units(&self) -> Vec<Unit> {
+        let mut seen = IdSet::default();
+        let mut tasks: Vec<(TaskId, Unit)> = Vec::new();
+        for ack in &self.acks {
+            let unit: Unit = ack
+                .submitted
+                .iter()
+                .filter(|s| !s.existing && self.tasks.contains_key(&s.id) && seen.insert(s.id))
+                .map(|s| Key::Task(s.id))
+                .collect();
+            if let Some(Key::Task(first)) = unit.first() {
+                tasks.push((*first, unit));
+            }
+        }
+        let alone = self
+            .tasks
+            .keys()
+            .chain(self.attempts.keys().map(|(id, _)| id));
+        for &id in alone {
+            if seen.insert(id) {
+                tasks.push((id, vec![Key::Task(id)]));
+            }
+        }
+        tasks.sort_unstable_by_key(|(id, _)| *id);
+        let mut units: Vec<Unit> = tasks.into_iter().map(|(_, unit)| unit).collect();
+        units.extend(self.workers.keys().map(|w| vec![Key::Worker(w.clone())]));
+        units.extend(self.nodes.keys().map(|n| vec![Key::Node(n.clone())]));
+        units.extend((0..self.heartbeats.len()).map(|i| vec![Key::Heartbeat(i)]));
+        units
+    }
+
+    /// The rows of some units, as [`Pending::batch`] builds them for all.
+    fn batch_of(&self, units: &[Unit]) -> Batch {
+        let mut batch = Batch::default();
+        let mut ids = IdSet::default();
+        for key in units.iter().flatten() {
+            match key {
+                Key::Task(id) => {
+                    ids.insert(*id);
+                    match self.tasks.get(id).map(|w| (&w.new, &w.state)) {
+                        Some((Some(new), Some(state))) => {
+                            batch.inserts.push((new.clone(), state.clone()))
+                        }
+                        Some((None, Some(state))) => batch.updates.push(state.clone()),
+                        _ => {}
+                    }
+                }
+                Key::Worker(w) => batch.workers.extend(self.workers.get(w).cloned()),
+                Key::Node(n) => batch.nodes.extend(self.nodes.get(n).cloned()),
+                Key::Heartbeat(i) => batch.heartbeats.extend(self.heartbeats.get(*i).cloned()),
+            }
+        }
+        batch.inserts.sort_unstable_by_key(|(t, _)| t.id);
+        batch.attempts = self
+            .attempts
+            .values()
+            .filter(|a| ids.contains(&a.task_id))
+            .cloned()
+            .collect();
+        batch
+    }
+
     /// Drops everything about tasks that will not be stored.
     fn forget(&mut self, ids: &[TaskId]) {
         for id in ids {
@@ -203,7 +282,7 @@ pub(crate) struct WriterState {
     /// Set after a failed commit: the error, and when to try again. Submits arriving
     /// before then are refused at once instead of waiting on a database that is down.
     failing: Option<(String, Duration)>,
-    retention: Option<Duration>,
+    retention: Retention,
     prune_interval: Duration,
     /// Commit early once this many tasks are pending, even while more changes arrive.
     max_batch: usize,
@@ -221,10 +300,12 @@ impl Actor for StoreWriter {
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
         args.stats.healthy.store(true, Ordering::Relaxed);
+        args.stats
+            .disk_free_bytes
+            .store(u64::MAX, Ordering::Relaxed);
         let me = Mailbox::new(myself, args.depth);
-        if args.retention.is_some() {
-            me.send_after(Duration::from_secs(1), || StoreMsg::Prune);
-        }
+        // Runs even without bounds: it measures the database and the disk.
+        me.send_after(Duration::from_secs(1), || StoreMsg::Prune);
         Ok(WriterState {
             db: args.db,
             me,
@@ -314,47 +395,195 @@ async fn commit(state: &mut WriterState) {
     let batch = state.pending.batch();
     let rows = (batch.inserts.len() + batch.updates.len()) as u64;
     match state.db.write(&batch).await {
-        Ok(taken) => {
-            state.stats.commits.fetch_add(1, Ordering::Relaxed);
-            state.stats.task_rows.fetch_add(rows, Ordering::Relaxed);
-            if state.failing.take().is_some() {
-                tracing::info!("store writes succeed again");
-                state.stats.healthy.store(true, Ordering::Relaxed);
+        Ok(taken) => committed(state, &taken, rows, 1),
+        Err(e) if split::incurable(&state.db, &e) => {
+            tracing::warn!(
+                error = %e,
+                rows,
+                "the database refused a batch for good; writing it piece by piece"
+            );
+            drop(batch);
+            let units = state.pending.units();
+            let pending = &state.pending;
+            let result = split::write_split(&state.db, units, |u| pending.batch_of(u)).await;
+            match result {
+                Ok(done) => {
+                    let rows = rows.saturating_sub(refused_rows(state, &done));
+                    let commits = done.commits;
+                    let taken = take_refused(state, done).await;
+                    committed(state, &taken, rows, commits);
+                }
+                Err((done, e)) => {
+                    // The rows refused so far are settled; the rest is retried as usual.
+                    take_refused(state, done).await;
+                    failed(state, e);
+                }
             }
-            state.pending.clear_rows();
-            let holders = key_taken(state, &taken);
-            for mut ack in std::mem::take(&mut state.pending.acks) {
-                for s in &mut ack.submitted {
-                    if let Some(&holder) = holders.get(&s.id) {
-                        *s = Submitted {
-                            id: holder,
-                            existing: true,
-                        };
+        }
+        Err(e) => failed(state, e),
+    }
+}
+
+/// How many of the batch's task rows were refused.
+fn refused_rows(state: &WriterState, done: &Split) -> u64 {
+    let refused = done.refused.iter().flat_map(|(unit, _)| unit);
+    refused
+        .filter(|k| matches!(k, Key::Task(id) if state.pending.tasks.contains_key(id)))
+        .count() as u64
+}
+
+/// A commit succeeded: the pending rows are stored; answers the submits and flushes.
+fn committed(state: &mut WriterState, taken: &[KeyTaken], rows: u64, commits: u64) {
+    state.stats.commits.fetch_add(commits, Ordering::Relaxed);
+    state.stats.task_rows.fetch_add(rows, Ordering::Relaxed);
+    if state.failing.take().is_some() {
+        tracing::info!("store writes succeed again");
+        state.stats.healthy.store(true, Ordering::Relaxed);
+    }
+    state.pending.clear_rows();
+    let holders = key_taken(state, taken);
+    for mut ack in std::mem::take(&mut state.pending.acks) {
+        for s in &mut ack.submitted {
+            if let Some(&holder) = holders.get(&s.id) {
+                *s = Submitted {
+                    id: holder,
+                    existing: true,
+                };
+            }
+        }
+        let _ = ack.reply.send(Ok(ack.submitted));
+    }
+    for reply in std::mem::take(&mut state.pending.flushes) {
+        let _ = reply.send(Ok(()));
+    }
+}
+
+/// A commit failed for a reason a retry may cure: refuses the waiting submits and tries
+/// the rest again after a backoff.
+fn failed(state: &mut WriterState, e: sqlx::Error) {
+    let error = format!("database unavailable: {e}");
+    state.stats.failures.fetch_add(1, Ordering::Relaxed);
+    state.stats.healthy.store(false, Ordering::Relaxed);
+    let backoff = match &state.failing {
+        Some((_, last)) => (*last * 2).min(Duration::from_secs(5)),
+        None => Duration::from_millis(100),
+    };
+    tracing::error!(error = %e, retry_in = ?backoff, "store commit failed");
+    let acks = std::mem::take(&mut state.pending.acks);
+    refuse(state, acks, &error);
+    for reply in std::mem::take(&mut state.pending.flushes) {
+        let _ = reply.send(Err(StoreError::Unavailable(error.clone())));
+    }
+    state.failing = Some((error, backoff));
+    state.me.send_after(backoff, || StoreMsg::Retry);
+}
+
+/// Settles the units the database refused for good: a new task is not stored (its submit
+/// is refused with the reason); a stored task whose change was refused is recorded failed
+/// with the reason instead, when even that can be stored; a registry row or heartbeat is
+/// dropped. Every such row is counted in `rejected_rows`, and the queue is told which
+/// tasks it could not store. Returns the key holders found by the pieces that committed.
+async fn take_refused(state: &mut WriterState, done: Split) -> Vec<KeyTaken> {
+    let mut fresh = IdSet::default();
+    let mut unstored = Vec::new();
+    let mut heartbeats = Vec::new();
+    let mut reasons: IdMap<String> = IdMap::default();
+    for (unit, reason) in &done.refused {
+        for key in unit {
+            state.stats.rejected_rows.fetch_add(1, Ordering::Relaxed);
+            match key {
+                Key::Task(id) => {
+                    let write = state.pending.tasks.remove(id);
+                    state.pending.forget(&[*id]);
+                    reasons.insert(*id, reason.clone());
+                    match write {
+                        Some(TaskWrite { new: Some(_), .. }) => {
+                            fresh.insert(*id);
+                        }
+                        Some(TaskWrite {
+                            new: None,
+                            state: Some(s),
+                        }) => {
+                            record_failed(state, s, reason).await;
+                            unstored.push(*id);
+                        }
+                        _ => tracing::error!(task_id = %id, %reason, "attempt rows dropped"),
                     }
                 }
-                let _ = ack.reply.send(Ok(ack.submitted));
-            }
-            for reply in std::mem::take(&mut state.pending.flushes) {
-                let _ = reply.send(Ok(()));
+                Key::Worker(w) => {
+                    state.pending.workers.remove(w);
+                    tracing::error!(worker = %w, %reason, "worker registry row dropped");
+                }
+                Key::Node(n) => {
+                    state.pending.nodes.remove(n);
+                    tracing::error!(node = %n, %reason, "node registry row dropped");
+                }
+                Key::Heartbeat(i) => heartbeats.push(*i),
             }
         }
-        Err(e) => {
-            let error = format!("database unavailable: {e}");
-            state.stats.failures.fetch_add(1, Ordering::Relaxed);
-            state.stats.healthy.store(false, Ordering::Relaxed);
-            let backoff = match &state.failing {
-                Some((_, last)) => (*last * 2).min(Duration::from_secs(5)),
-                None => Duration::from_millis(100),
-            };
-            tracing::error!(error = %e, retry_in = ?backoff, "store commit failed");
-            let acks = std::mem::take(&mut state.pending.acks);
-            refuse(state, acks, &error);
-            for reply in std::mem::take(&mut state.pending.flushes) {
-                let _ = reply.send(Err(StoreError::Unavailable(error.clone())));
-            }
-            state.failing = Some((error, backoff));
-            state.me.send_after(backoff, || StoreMsg::Retry);
+    }
+    heartbeats.sort_unstable();
+    for i in heartbeats.into_iter().rev() {
+        if i < state.pending.heartbeats.len() {
+            state.pending.heartbeats.remove(i);
+            tracing::error!("worker heartbeat dropped: the database refused it");
         }
+    }
+    // Submits holding a refused new task are refused whole (their tasks form one unit).
+    let (refused, kept): (Vec<Ack>, Vec<Ack>) = std::mem::take(&mut state.pending.acks)
+        .into_iter()
+        .partition(|ack| ack.submitted.iter().any(|s| fresh.contains(&s.id)));
+    state.pending.acks = kept;
+    for ack in refused {
+        let reason = ack
+            .submitted
+            .iter()
+            .find_map(|s| reasons.get(&s.id))
+            .cloned()
+            .unwrap_or_default();
+        for s in &ack.submitted {
+            fresh.remove(&s.id);
+        }
+        let error = format!("the database refused the task: {reason}");
+        refuse(state, vec![ack], &error);
+    }
+    // New tasks without a waiting submit (buffered durability) go out of the queue too.
+    unstored.extend(fresh);
+    if !unstored.is_empty() {
+        let _ = state.queue.send(QueueMsg::NotStored { ids: unstored });
+    }
+    done.taken
+}
+
+/// Stores a task whose change the database refused as failed, with the reason; when even
+/// that is refused the task keeps its last stored state.
+async fn record_failed(state: &mut WriterState, s: TaskState, reason: &str) {
+    let id = s.id;
+    let error = format!("not stored: the database refused this task's change: {reason}");
+    let fallback = TaskState {
+        status: TaskStatus::Failed,
+        ready_at_ms: None,
+        finished_at_ms: Some(ms(SystemTime::now())),
+        result: None,
+        error: Some(error.clone()),
+        dead_seq: None,
+        ..s
+    };
+    let batch = Batch {
+        updates: vec![fallback],
+        ..Batch::default()
+    };
+    match state.db.write(&batch).await {
+        Ok(_) => {
+            state.stats.commits.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(task_id = %id, %error, "task recorded failed");
+        }
+        Err(e) => tracing::error!(
+            task_id = %id,
+            %reason,
+            error = %e,
+            "task change dropped: the database refused it, and its failure too"
+        ),
     }
 }
 
@@ -401,23 +630,77 @@ fn refuse(state: &mut WriterState, acks: Vec<Ack>, error: &str) {
     }
 }
 
+/// Applies retention (age, count, size), gives freed space back, and measures the
+/// database and its disk, warning when either runs short.
 async fn prune(state: &mut WriterState) {
-    let Some(retention) = state.retention else {
-        return;
-    };
-    let cutoff = SystemTime::now()
-        .checked_sub(retention)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    match state.db.prune(ms(cutoff)).await {
-        Ok(0) => {}
-        Ok(n) => {
-            state.stats.pruned.fetch_add(n, Ordering::Relaxed);
-            tracing::info!(
-                tasks = n,
-                ?retention,
-                "pruned finished tasks past retention"
+    let db = state.db.clone();
+    let r = state.retention.clone();
+    let mut cutoffs = Vec::new();
+    if let Some(age) = r.age {
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        cutoffs.push(("age", Ok(Some(ms(cutoff)))));
+    }
+    if let Some(max) = r.max_tasks {
+        cutoffs.push(("count", retention::cutoff_keeping(&db, max).await));
+    }
+    if let Some(max) = r.max_bytes {
+        cutoffs.push(("size", retention::cutoff_for_size(&db, max).await));
+    }
+    let mut pruned = 0;
+    for (bound, cutoff) in cutoffs {
+        let result = match cutoff {
+            Ok(Some(before_ms)) => db.prune(before_ms).await,
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                pruned += n;
+                state.stats.pruned.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(tasks = n, bound, "pruned finished tasks past retention");
+            }
+            Err(e) => tracing::warn!(error = %e, bound, "pruning finished tasks failed"),
+        }
+    }
+    if pruned > 0 {
+        if let Err(e) = retention::give_back(&db).await {
+            tracing::warn!(error = %e, "giving freed pages back failed");
+        }
+    }
+    measure(state, &r).await;
+}
+
+/// Measures the database and its disk into the stats, warning when the database nears its
+/// byte bound or the disk runs low.
+async fn measure(state: &mut WriterState, r: &Retention) {
+    match retention::database_bytes(&state.db).await {
+        Ok(bytes) => {
+            state.stats.database_bytes.store(bytes, Ordering::Relaxed);
+            if let Some(max) = r.max_bytes {
+                if bytes >= max / 100 * retention::SIZE_WARN_PERCENT {
+                    tracing::warn!(
+                        database_bytes = bytes,
+                        max_bytes = max,
+                        "store database past {}% of retention_max_bytes",
+                        retention::SIZE_WARN_PERCENT
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "measuring the database size failed"),
+    }
+    if let Some((free, total)) = r.path.as_deref().and_then(retention::disk_space) {
+        state.stats.disk_free_bytes.store(free, Ordering::Relaxed);
+        if total > 0 && free < total / 100 * retention::LOW_DISK_PERCENT {
+            tracing::warn!(
+                disk_free_bytes = free,
+                disk_bytes = total,
+                "disk under the store is below {}% free",
+                retention::LOW_DISK_PERCENT
             );
         }
-        Err(e) => tracing::warn!(error = %e, "pruning finished tasks failed"),
     }
 }
