@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::gate::{GateMsg, GATE_GROUP};
 use super::net::{Connector, SessionEvents};
-use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, Up};
+use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, SessionKey, Up};
 use crate::queue::{AttemptReport, Capabilities, LeaseSink, WorkerCall};
 use crate::PoolRef;
 
@@ -67,14 +67,17 @@ pub(crate) enum AgentMsg {
 impl BytesConvertable for AgentMsg {
     fn into_bytes(self) -> Vec<u8> {
         match self {
-            Self::Coordinator { from, body } => wire::encode(&from, &body),
+            Self::Coordinator { from, body } => wire::encode(&from, wire::NO_KEY, &body),
             _ => Vec::new(),
         }
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
         match wire::decode(&bytes) {
-            Ok((from, body)) => Self::Coordinator { from, body },
+            Ok(frame) => Self::Coordinator {
+                from: frame.from,
+                body: frame.body,
+            },
             Err(bad) => Self::Malformed(bad),
         }
     }
@@ -120,6 +123,9 @@ pub(crate) struct AgentState {
     gate: Option<ActorRef<GateMsg>>,
     /// Registered with the gate.
     joined: bool,
+    /// The key the gate's welcome gave: in every frame, it tells the gate this node's frames
+    /// from another node's that claim its name.
+    key: SessionKey,
     /// Heartbeat period and give-up timeout, as the gate set them.
     heartbeat: Duration,
     timeout: Duration,
@@ -279,6 +285,7 @@ impl AgentState {
             args,
             gate: None,
             joined: false,
+            key: wire::NO_KEY,
             last_heard: Instant::now(),
             hold_until: None,
             connecting: false,
@@ -305,6 +312,7 @@ impl AgentState {
     fn frame(&self, body: FromNode) -> GateMsg {
         GateMsg::Node {
             from: self.args.name.to_string(),
+            key: self.key,
             body,
         }
     }
@@ -437,10 +445,12 @@ impl AgentState {
             FromGate::Welcome {
                 heartbeat_ms,
                 timeout_ms,
+                key,
             } => {
-                if self.joined {
+                if self.joined || self.left {
                     return;
                 }
+                self.key = key;
                 self.heartbeat = Duration::from_millis(heartbeat_ms.max(1));
                 self.timeout = Duration::from_millis(timeout_ms.max(1));
                 self.joined = true;

@@ -148,6 +148,9 @@ pub struct ClusterStats {
     pub refused: u64,
     /// Frames from peers that did not decode, dropped.
     pub bad_frames: u64,
+    /// Frames refused because they named a node other than the one whose session they
+    /// came on (a node speaking, reporting or leaving for another).
+    pub forged_frames: u64,
 }
 
 /// The counters behind [`ClusterStats`], written by the gate.
@@ -158,6 +161,7 @@ pub(crate) struct ClusterCounters {
     pub(crate) lost: std::sync::atomic::AtomicU64,
     pub(crate) refused: std::sync::atomic::AtomicU64,
     pub(crate) bad_frames: std::sync::atomic::AtomicU64,
+    pub(crate) forged_frames: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterCounters {
@@ -173,6 +177,7 @@ impl ClusterCounters {
             lost: get(&self.lost),
             refused: get(&self.refused),
             bad_frames: get(&self.bad_frames),
+            forged_frames: get(&self.forged_frames),
         }
     }
 }
@@ -216,6 +221,8 @@ struct GateSpec {
     remote_types: gate::RemoteTypes,
     counters: Arc<ClusterCounters>,
     server: ActorRef<ractor_cluster::NodeServerMessage>,
+    /// The listener's authenticated sessions, shared by every gate started.
+    sessions: net::SessionTable,
 }
 
 impl GateSpec {
@@ -229,6 +236,7 @@ impl GateSpec {
             timeout: c.node_timeout,
             max_joins_per_minute: c.max_joins_per_minute,
             server: Some(self.server.clone()),
+            sessions: self.sessions.clone(),
             remote_types: self.remote_types.clone(),
             load: self.load.clone(),
             counters: self.counters.clone(),
@@ -280,19 +288,15 @@ impl Cluster {
             remote_types: Default::default(),
             counters: Default::default(),
             server: server.clone(),
+            sessions: net::SessionTable::default(),
         });
         let gate = Arc::new(std::sync::RwLock::new(spec.spawn(supervisor).await?));
         let to_gate = gate.clone();
-        let watcher = net::Connector {
-            server: server.clone(),
-            address: config.listen.to_string(),
-            tls: None,
-            timeout: Duration::from_secs(1),
-        }
-        .subscribe(move |closed| {
+        let watcher = net::SessionEvents::subscribe(&server, spec.sessions.clone(), move |closed| {
             let gate = to_gate.read().unwrap_or_else(|e| e.into_inner()).clone();
             let _ = gate.cast(GateMsg::SessionClosed {
                 peer: closed.peer,
+                session: closed.session,
                 addr: closed.addr,
                 authenticated: closed.authenticated,
             });

@@ -139,6 +139,7 @@ impl Rig {
             FromGate::Welcome {
                 heartbeat_ms: 100,
                 timeout_ms: 1000,
+                key: 7,
             },
         );
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ractor::ActorRef;
 
 use super::super::agent::{agent_group, AgentMsg};
+use super::super::net::{session_of, SessionId, SessionTable};
 use super::super::wire::{self, FromGate, Up};
 use super::{GateArgs, NodeEntry};
 use crate::queue::{LeaseSink, WorkerCall};
@@ -79,12 +80,30 @@ pub(super) fn apply(
     }
 }
 
-/// The agent of a node, found through its process group.
-pub(super) fn find_agent(node: &str) -> Option<ActorRef<AgentMsg>> {
-    ractor::pg::get_members(&agent_group(node))
+/// The agent of node `node`, found through its process group, on a session authenticated
+/// under that name: whoever else joins the group (any peer can) is not it. When the node has
+/// agents on several sessions (it connected again), the newest other than `registered` (the
+/// one it is registered through) is the one saying hello.
+pub(super) fn find_agent(
+    node: &str,
+    sessions: &SessionTable,
+    registered: Option<ractor::ActorId>,
+) -> Option<ActorRef<AgentMsg>> {
+    let mut bound: Vec<(SessionId, ractor::ActorCell)> = ractor::pg::get_members(&agent_group(node))
         .into_iter()
-        .find(|cell| !cell.get_id().is_local())
-        .map(ActorRef::from)
+        .filter_map(|cell| {
+            let session = session_of(&cell)?;
+            (sessions.name_of(session).as_deref() == Some(node)).then_some((session, cell))
+        })
+        .collect();
+    bound.sort_by_key(|(session, _)| *session);
+    let newest_other = bound
+        .iter()
+        .rev()
+        .find(|(_, cell)| Some(cell.get_id()) != registered);
+    newest_other
+        .or_else(|| bound.last())
+        .map(|(_, cell)| ActorRef::from(cell.clone()))
 }
 
 /// Where the queue sends a remote worker's leases: over its node's session.
