@@ -661,8 +661,31 @@ impl AgentState {
 }
 
 /// A result too big for one frame would end the session each time it is sent (and the
-/// task would run again and again): it fails the attempt instead, for good, saying why.
+/// task would run again and again): it fails the attempt instead, for good, saying why. A
+/// failure's message longer than [`wire::MAX_ERROR_BYTES`] is cut to that, saying so; the
+/// failure stays retryable or not as it was.
 fn refuse_oversized(report: &mut AttemptReport) {
+    if let crate::queue::AttemptOutcome::Failed(e) = &report.outcome {
+        if e.message().len() > wire::MAX_ERROR_BYTES {
+            let message = e.message();
+            let mut end = wire::MAX_ERROR_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = format!(
+                "{}... (cut: the message had {} bytes)",
+                &message[..end],
+                message.len()
+            );
+            tracing::warn!(task_id = %report.task_id, bytes = message.len(), "failure message cut to fit a cluster frame");
+            report.outcome = crate::queue::AttemptOutcome::Failed(if e.is_retryable() {
+                crate::TaskError::retryable(cut)
+            } else {
+                crate::TaskError::permanent(cut)
+            });
+        }
+        return;
+    }
     if let crate::queue::AttemptOutcome::Completed(p) = &report.outcome {
         if p.len() > wire::MAX_RESULT_BYTES {
             let why = format!(
@@ -689,6 +712,45 @@ mod tests {
             attempt: 1,
             outcome: AttemptOutcome::Completed(Payload::encode(&text).unwrap()),
         }
+    }
+
+    #[test]
+    fn a_failure_message_too_big_is_cut_and_keeps_its_kind() {
+        let failed = |e: crate::TaskError| AttemptReport {
+            task_id: TaskId::new(),
+            attempt: 1,
+            outcome: AttemptOutcome::Failed(e),
+        };
+        // 20 MiB of a two-byte character: more than a frame, and no cut may split one.
+        let huge = "é".repeat(10 * 1024 * 1024);
+        for retryable in [true, false] {
+            let e = if retryable {
+                crate::TaskError::retryable(huge.clone())
+            } else {
+                crate::TaskError::permanent(huge.clone())
+            };
+            let mut r = failed(e);
+            refuse_oversized(&mut r);
+            let AttemptOutcome::Failed(e) = &r.outcome else {
+                panic!("{:?}", r.outcome);
+            };
+            assert!(
+                e.message().len() <= wire::MAX_ERROR_BYTES + 64,
+                "{}",
+                e.message().len()
+            );
+            assert!(e.message().starts_with("éé"));
+            assert!(e
+                .message()
+                .ends_with("(cut: the message had 20971520 bytes)"));
+            assert_eq!(e.is_retryable(), retryable);
+        }
+        let mut small = failed(crate::TaskError::permanent("no"));
+        refuse_oversized(&mut small);
+        let AttemptOutcome::Failed(e) = &small.outcome else {
+            panic!("{:?}", small.outcome);
+        };
+        assert_eq!(e.message(), "no");
     }
 
     #[test]

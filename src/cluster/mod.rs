@@ -292,15 +292,16 @@ impl Cluster {
         });
         let gate = Arc::new(std::sync::RwLock::new(spec.spawn(supervisor).await?));
         let to_gate = gate.clone();
-        let watcher = net::SessionEvents::subscribe(&server, spec.sessions.clone(), move |closed| {
-            let gate = to_gate.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let _ = gate.cast(GateMsg::SessionClosed {
-                peer: closed.peer,
-                session: closed.session,
-                addr: closed.addr,
-                authenticated: closed.authenticated,
+        let watcher =
+            net::SessionEvents::subscribe(&server, spec.sessions.clone(), move |closed| {
+                let gate = to_gate.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let _ = gate.cast(GateMsg::SessionClosed {
+                    peer: closed.peer,
+                    session: closed.session,
+                    addr: closed.addr,
+                    authenticated: closed.authenticated,
+                });
             });
-        });
         tracing::info!(listen = %config.listen, tls = config.tls.is_some(), "listening for nodes");
         Ok(Self {
             server,

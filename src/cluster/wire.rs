@@ -94,6 +94,11 @@ pub(crate) const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// rest of its message.
 pub(crate) const MAX_RESULT_BYTES: usize = crate::CLUSTER_FRAME_BYTES - 64 * 1024;
 
+/// The most of a failure's message that crosses the network; longer ones are cut (a stack
+/// trace or a tool's whole output gains nothing past this, and a message past a frame would
+/// end the session every time the attempt is reported).
+pub(crate) const MAX_ERROR_BYTES: usize = 64 * 1024;
+
 /// Splits `items` into batches of at most [`BATCH_BYTES`] payload bytes (by `weight`), in
 /// order; an item heavier than that goes alone.
 pub(crate) fn batches<T>(items: Vec<T>, weight: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
@@ -304,7 +309,9 @@ mod tests {
             }],
             credits: 1,
         }]);
-        let back = decode::<FromNode>(&encode("n1", u128::MAX, &up)).unwrap().body;
+        let back = decode::<FromNode>(&encode("n1", u128::MAX, &up))
+            .unwrap()
+            .body;
         let FromNode::Up(items) = back else {
             panic!("decoded {back:?}");
         };

@@ -103,7 +103,10 @@ async fn a_node_cannot_leave_say_hello_or_report_for_another() {
     let http = reqwest::Client::new();
     let c = Coordinator::start(dir.path());
     let victim = c.node("victim", "zone=v", COOKIE);
-    until("victim online", JOIN, || node_is(&http, &c, "victim", "online")).await;
+    until("victim online", JOIN, || {
+        node_is(&http, &c, "victim", "online")
+    })
+    .await;
 
     // `mallory` holds the cookie and its own session, and claims to be `victim`: without
     // the key the coordinator gave victim's session, with a key it made up, and as a new
@@ -115,7 +118,8 @@ async fn a_node_cannot_leave_say_hello_or_report_for_another() {
     gate.cast(frame("victim", 0, LEAVE)).unwrap();
     gate.cast(frame("victim", 12345, LEAVE)).unwrap();
     // An empty batch of worker changes: the smallest report there is.
-    gate.cast(frame("victim", 0, (UP, Vec::<u8>::new()))).unwrap();
+    gate.cast(frame("victim", 0, (UP, Vec::<u8>::new())))
+        .unwrap();
     let hello = (
         HELLO,
         (

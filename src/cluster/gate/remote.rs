@@ -89,13 +89,14 @@ pub(super) fn find_agent(
     sessions: &SessionTable,
     registered: Option<ractor::ActorId>,
 ) -> Option<ActorRef<AgentMsg>> {
-    let mut bound: Vec<(SessionId, ractor::ActorCell)> = ractor::pg::get_members(&agent_group(node))
-        .into_iter()
-        .filter_map(|cell| {
-            let session = session_of(&cell)?;
-            (sessions.name_of(session).as_deref() == Some(node)).then_some((session, cell))
-        })
-        .collect();
+    let mut bound: Vec<(SessionId, ractor::ActorCell)> =
+        ractor::pg::get_members(&agent_group(node))
+            .into_iter()
+            .filter_map(|cell| {
+                let session = session_of(&cell)?;
+                (sessions.name_of(session).as_deref() == Some(node)).then_some((session, cell))
+            })
+            .collect();
     bound.sort_by_key(|(session, _)| *session);
     let newest_other = bound
         .iter()
