@@ -270,6 +270,9 @@ pub(crate) enum FromGate {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::queue::AttemptOutcome;
