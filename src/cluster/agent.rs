@@ -112,6 +112,8 @@ pub(crate) struct AgentArgs {
     pub(crate) hello: Hello,
     pub(crate) connector: Connector,
     pub(crate) heartbeat: Duration,
+    /// Each worker's slots (the node's workers share one configuration).
+    pub(crate) slots: u32,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
 }
@@ -347,6 +349,7 @@ impl AgentState {
                     incarnation,
                     caps: caps.clone(),
                     credits,
+                    slots: self.args.slots,
                 });
                 self.workers.insert(
                     worker,
@@ -390,17 +393,18 @@ impl AgentState {
                 // A frame carries whole changes: results finished together are cut into
                 // several reports here, or they would make one frame past the limit (and
                 // the coordinator would end the session, losing the node, every time). The
-                // freed slots go with the first.
-                let mut credits = Some(credits);
+                // freed slots go with the last, once every attempt they belong to is
+                // reported (the gate lets through no more slots than are free then).
                 let mut parts = wire::batches(reports, wire::report_weight);
                 if parts.is_empty() {
                     parts.push(Vec::new());
                 }
-                for reports in parts {
+                let last = parts.len() - 1;
+                for (i, reports) in parts.into_iter().enumerate() {
                     self.push(Up::Report {
                         worker: worker.clone(),
                         reports,
-                        credits: credits.take().unwrap_or(0),
+                        credits: if i == last { credits } else { 0 },
                     });
                 }
             }
@@ -467,6 +471,7 @@ impl AgentState {
                         incarnation: w.incarnation,
                         caps: w.caps.clone(),
                         credits: w.free.max(0) as u32,
+                        slots: self.args.slots,
                     })
                     .collect();
                 for up in attach {

@@ -151,6 +151,9 @@ pub struct ClusterStats {
     /// Frames refused because they named a node other than the one whose session they
     /// came on (a node speaking, reporting or leaving for another).
     pub forged_frames: u64,
+    /// Times a node asked for credits past its workers' declared slots or its declared
+    /// capacity, and got only those.
+    pub credits_clamped: u64,
 }
 
 /// The counters behind [`ClusterStats`], written by the gate.
@@ -162,6 +165,7 @@ pub(crate) struct ClusterCounters {
     pub(crate) refused: std::sync::atomic::AtomicU64,
     pub(crate) bad_frames: std::sync::atomic::AtomicU64,
     pub(crate) forged_frames: std::sync::atomic::AtomicU64,
+    pub(crate) credits_clamped: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterCounters {
@@ -178,6 +182,7 @@ impl ClusterCounters {
             refused: get(&self.refused),
             bad_frames: get(&self.bad_frames),
             forged_frames: get(&self.forged_frames),
+            credits_clamped: get(&self.credits_clamped),
         }
     }
 }
@@ -508,6 +513,8 @@ impl Node {
                 .collect(),
             address: config.listen.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            capacity: (config.workers as u64 * u64::from(config.worker.max_concurrent_tasks))
+                .min(u64::from(u32::MAX)) as u32,
         };
         let name: Arc<str> = config.name.as_str().into();
         let args = AgentArgs {
@@ -515,6 +522,7 @@ impl Node {
             hello,
             connector,
             heartbeat: config.heartbeat_interval,
+            slots: config.worker.max_concurrent_tasks,
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max,
         };

@@ -172,6 +172,8 @@ pub(crate) struct Hello {
     pub(crate) address: String,
     /// The wrangle version it runs.
     pub(crate) version: String,
+    /// Task slots of all its workers together: what its workers may hold at most.
+    pub(crate) capacity: u32,
 }
 
 /// One change on a node's worker side: the same four calls a local worker makes on the queue.
@@ -187,6 +189,8 @@ pub(crate) enum Up {
         caps: Capabilities,
         /// Free slots.
         credits: u32,
+        /// Its slots: what it may hold at most (free slots plus tasks running).
+        slots: u32,
     },
     /// A worker is gone.
     Detach {

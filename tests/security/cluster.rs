@@ -21,6 +21,10 @@ use rig::{all_completed, executions, node_is, submit, until, Api, Coordinator, C
 
 const JOIN: Duration = Duration::from_secs(30);
 
+/// This process's ractor process groups are one namespace: the tests that join a
+/// coordinator as a peer take turns, so that each finds its own coordinator's gate.
+static PEER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The wire version of wrangle's frames (`src/cluster/wire.rs`).
 const WIRE_VERSION: u8 = 2;
 
@@ -99,6 +103,7 @@ async fn node(http: &reqwest::Client, c: &Coordinator, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cannot_leave_say_hello_or_report_for_another() {
+    let _turn = PEER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let c = Coordinator::start(dir.path());
@@ -128,6 +133,7 @@ async fn a_node_cannot_leave_say_hello_or_report_for_another() {
             vec!["journal".to_string()],
             "127.0.0.1:1",
             "0",
+            8u32,
         ),
     );
     gate.cast(frame("victim", 0, hello)).unwrap();
@@ -157,5 +163,131 @@ async fn a_node_cannot_leave_say_hello_or_report_for_another() {
             .any(|l| l.contains("refused") && l.contains("victim")),
         "{log}"
     );
-    server.stop(None);
+    server.stop_and_wait(None, None).await.unwrap();
+}
+
+/// Stands in for a node's agent in this process: every frame the coordinator sends it goes
+/// to the test.
+struct FakeAgent;
+
+impl ractor::Actor for FakeAgent {
+    type Msg = RawFrame;
+    type State = tokio::sync::mpsc::UnboundedSender<Vec<u8>>;
+    type Arguments = tokio::sync::mpsc::UnboundedSender<Vec<u8>>;
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<RawFrame>,
+        tx: Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(tx)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ractor::ActorRef<RawFrame>,
+        msg: RawFrame,
+        tx: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let _ = tx.send(msg.0);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gets_no_more_tasks_than_its_declared_slots() {
+    let _turn = PEER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let c = Coordinator::start(dir.path());
+
+    // `hoarder` is a node written by hand: an agent in its process group, which says hello
+    // declaring 2 slots in all, then asks for every task there is.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (agent, _) = ractor::Actor::spawn(None, FakeAgent, tx).await.unwrap();
+    ractor::pg::join("wrangle.node.hoarder".to_string(), vec![agent.get_cell()]);
+    let (server, gate) = intruder(&c, "hoarder").await;
+    const HELLO: u32 = 0;
+    const UP: u32 = 1;
+    const HEARTBEAT: u32 = 2;
+    const ATTACH: u32 = 0;
+    const CREDITS: u32 = 2;
+    const REPORT: u32 = 3;
+    let hello = (
+        HELLO,
+        (
+            1u64,
+            Vec::<String>::new(),
+            vec!["journal".to_string()],
+            "127.0.0.1:1",
+            "0",
+            2u32,
+        ),
+    );
+    let mut key = None;
+    until("a welcome", JOIN, || {
+        gate.cast(frame("hoarder", 0, hello.clone())).unwrap();
+        // Welcome: version, sender, key, variant 0, heartbeat_ms, timeout_ms, key.
+        while let Ok(bytes) = rx.try_recv() {
+            if let Ok(((_, _, _, 0u32, _, _, k), _)) =
+                postcard::take_from_bytes::<(u8, String, u128, u32, u64, u64, u128)>(&bytes)
+            {
+                key = Some(k);
+            }
+        }
+        std::future::ready(key.is_some())
+    })
+    .await;
+    let key = key.unwrap();
+    // Heartbeats keep it online.
+    let beating = gate.clone();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            let load = (
+                HEARTBEAT,
+                (wrangle::PoolStats::default(), Vec::<u8>::new(), 0u64, 0u64),
+            );
+            let _ = beating.cast(frame("hoarder", key, load));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    let ids = submit(&http, &c, 10, 1, &[]).await;
+    let caps = (vec!["journal".to_string()], Vec::<String>::new());
+    let attach = (ATTACH, "hoarder/w-1", 1u64, caps, u32::MAX, 8u32);
+    gate.cast(frame("hoarder", key, (UP, vec![attach])))
+        .unwrap();
+    // Leases: version, sender, key, variant 2, worker, then how many leases.
+    let mut leases = 0;
+    until("two leases", JOIN, || {
+        while let Ok(bytes) = rx.try_recv() {
+            if let Ok(((_, _, _, 2u32, _, n), _)) =
+                postcard::take_from_bytes::<(u8, String, u128, u32, String, usize)>(&bytes)
+            {
+                leases += n;
+            }
+        }
+        std::future::ready(leases >= 2)
+    })
+    .await;
+    // Holding two, it claims every slot there is free: outright, and freed by no report.
+    let credits = (CREDITS, "hoarder/w-1", u32::MAX);
+    let report = (REPORT, "hoarder/w-1", Vec::<u8>::new(), u32::MAX);
+    gate.cast(frame("hoarder", key, (UP, vec![credits])))
+        .unwrap();
+    gate.cast(frame("hoarder", key, (UP, vec![report])))
+        .unwrap();
+    until("three clamps counted", JOIN, || async {
+        stats(&http, &c).await["cluster"]["credits_clamped"] == 3
+    })
+    .await;
+    // The queue has handled what the gate passed on before it answers this.
+    let s = stats(&http, &c).await;
+    assert_eq!(s["queue"]["running"], 2, "{s}");
+    assert_eq!(s["cluster"]["online"], 1, "{s}");
+    assert_eq!(ids.len(), 10);
+    heartbeats.abort();
+    ractor::pg::leave("wrangle.node.hoarder".to_string(), vec![agent.get_cell()]);
+    agent.stop(None);
+    server.stop_and_wait(None, None).await.unwrap();
 }

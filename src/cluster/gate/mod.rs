@@ -19,7 +19,17 @@ use std::time::{Duration, Instant, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
 use serde::Serialize;
 
+mod credits;
 mod remote;
+
+/// A worker of a node, as the gate keeps it attached to the queue.
+#[derive(Debug)]
+struct RemoteWorker {
+    /// Which life of it is attached.
+    incarnation: u64,
+    /// What it may hold.
+    ledger: credits::Ledger,
+}
 
 use self::remote::{apply, find_agent};
 use super::agent::AgentMsg;
@@ -149,8 +159,8 @@ struct NodeEntry {
     key: SessionKey,
     status: NodeStatus,
     last_seen: Instant,
-    /// Attached workers with their incarnations.
-    workers: HashMap<Arc<str>, u64>,
+    /// Attached workers with their incarnations and credits.
+    workers: HashMap<Arc<str>, RemoteWorker>,
     /// Task types its workers announced.
     task_types: std::collections::BTreeSet<Arc<str>>,
     load: NodeLoad,
@@ -532,7 +542,7 @@ impl GateState {
 
     fn detach_all(&mut self, name: &str) {
         if let Some(n) = self.nodes.get_mut(name) {
-            for (worker, incarnation) in n.workers.drain() {
+            for (worker, RemoteWorker { incarnation, .. }) in n.workers.drain() {
                 self.args.queue.worker_call(WorkerCall::Detach {
                     worker,
                     incarnation,

@@ -25,14 +25,18 @@ fn hello() -> impl Strategy<Value = Hello> {
         prop::collection::vec(name(), 0..4),
         name(),
         name(),
+        any::<u32>(),
     )
-        .prop_map(|(instance, labels, task_types, address, version)| Hello {
-            instance,
-            labels,
-            task_types,
-            address,
-            version,
-        })
+        .prop_map(
+            |(instance, labels, task_types, address, version, capacity)| Hello {
+                instance,
+                labels,
+                task_types,
+                address,
+                version,
+                capacity,
+            },
+        )
 }
 
 fn up() -> impl Strategy<Value = Up> {
@@ -43,19 +47,22 @@ fn up() -> impl Strategy<Value = Up> {
             // A set's order is not kept; one type keeps the bytes comparable.
             prop::collection::vec(name(), 0..2),
             prop::collection::vec(name(), 0..3),
-            any::<u32>(),
+            (any::<u32>(), any::<u32>()),
         )
-            .prop_map(|(worker, incarnation, types, labels, credits)| Up::Attach {
-                worker,
-                incarnation,
-                caps: Capabilities {
-                    task_types: types
-                        .iter()
-                        .map(|t| Arc::from(t.as_str()))
-                        .collect::<HashSet<_>>(),
-                    labels,
-                },
-                credits,
+            .prop_map(|(worker, incarnation, types, labels, (credits, slots))| {
+                Up::Attach {
+                    worker,
+                    incarnation,
+                    caps: Capabilities {
+                        task_types: types
+                            .iter()
+                            .map(|t| Arc::from(t.as_str()))
+                            .collect::<HashSet<_>>(),
+                        labels,
+                    },
+                    credits,
+                    slots,
+                }
             }),
         (worker(), any::<u64>()).prop_map(|(worker, incarnation)| Up::Detach {
             worker,
