@@ -65,9 +65,11 @@ impl Ledger {
         credits
     }
 
-    /// The worker set its free slots outright: the credits to pass on.
+    /// The worker set its free slots outright: the credits to pass on. Credits still at
+    /// the queue count as held: the queue may hand them out before it takes the new value.
     pub(super) fn set(&mut self, credits: u32) -> u32 {
-        let room = u64::from(self.slots).saturating_sub(self.in_flight());
+        let held = self.in_flight() + self.at_queue();
+        let room = u64::from(self.slots).saturating_sub(held);
         let credits = u64::from(credits).min(room);
         self.base = credits;
         self.added = 0;
@@ -110,6 +112,10 @@ mod tests {
         // Draining, then back.
         assert_eq!(l.set(0), 0);
         assert_eq!(l.set(4), 4);
+        // Credits the queue has not used yet may still go out before it takes a new value.
+        let mut l = Ledger::new(4);
+        assert_eq!(l.attach(4), 4);
+        assert_eq!(l.set(4), 0);
     }
 
     #[test]
