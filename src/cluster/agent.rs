@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::gate::{GateMsg, GATE_GROUP};
 use super::net::{Connector, SessionEvents};
-use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, Up};
+use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, SessionKey, Up};
 use crate::queue::{AttemptReport, Capabilities, LeaseSink, WorkerCall};
 use crate::PoolRef;
 
@@ -67,14 +67,17 @@ pub(crate) enum AgentMsg {
 impl BytesConvertable for AgentMsg {
     fn into_bytes(self) -> Vec<u8> {
         match self {
-            Self::Coordinator { from, body } => wire::encode(&from, &body),
+            Self::Coordinator { from, body } => wire::encode(&from, wire::NO_KEY, &body),
             _ => Vec::new(),
         }
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
         match wire::decode(&bytes) {
-            Ok((from, body)) => Self::Coordinator { from, body },
+            Ok(frame) => Self::Coordinator {
+                from: frame.from,
+                body: frame.body,
+            },
             Err(bad) => Self::Malformed(bad),
         }
     }
@@ -109,6 +112,8 @@ pub(crate) struct AgentArgs {
     pub(crate) hello: Hello,
     pub(crate) connector: Connector,
     pub(crate) heartbeat: Duration,
+    /// Each worker's slots (the node's workers share one configuration).
+    pub(crate) slots: u32,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
 }
@@ -120,6 +125,9 @@ pub(crate) struct AgentState {
     gate: Option<ActorRef<GateMsg>>,
     /// Registered with the gate.
     joined: bool,
+    /// The key the gate's welcome gave: in every frame, it tells the gate this node's frames
+    /// from another node's that claim its name.
+    key: SessionKey,
     /// Heartbeat period and give-up timeout, as the gate set them.
     heartbeat: Duration,
     timeout: Duration,
@@ -279,6 +287,7 @@ impl AgentState {
             args,
             gate: None,
             joined: false,
+            key: wire::NO_KEY,
             last_heard: Instant::now(),
             hold_until: None,
             connecting: false,
@@ -305,6 +314,7 @@ impl AgentState {
     fn frame(&self, body: FromNode) -> GateMsg {
         GateMsg::Node {
             from: self.args.name.to_string(),
+            key: self.key,
             body,
         }
     }
@@ -339,6 +349,7 @@ impl AgentState {
                     incarnation,
                     caps: caps.clone(),
                     credits,
+                    slots: self.args.slots,
                 });
                 self.workers.insert(
                     worker,
@@ -382,17 +393,18 @@ impl AgentState {
                 // A frame carries whole changes: results finished together are cut into
                 // several reports here, or they would make one frame past the limit (and
                 // the coordinator would end the session, losing the node, every time). The
-                // freed slots go with the first.
-                let mut credits = Some(credits);
+                // freed slots go with the last, once every attempt they belong to is
+                // reported (the gate lets through no more slots than are free then).
                 let mut parts = wire::batches(reports, wire::report_weight);
                 if parts.is_empty() {
                     parts.push(Vec::new());
                 }
-                for reports in parts {
+                let last = parts.len() - 1;
+                for (i, reports) in parts.into_iter().enumerate() {
                     self.push(Up::Report {
                         worker: worker.clone(),
                         reports,
-                        credits: credits.take().unwrap_or(0),
+                        credits: if i == last { credits } else { 0 },
                     });
                 }
             }
@@ -438,10 +450,12 @@ impl AgentState {
             FromGate::Welcome {
                 heartbeat_ms,
                 timeout_ms,
+                key,
             } => {
-                if self.joined {
+                if self.joined || self.left {
                     return;
                 }
+                self.key = key;
                 self.heartbeat = Duration::from_millis(heartbeat_ms.max(1));
                 self.timeout = Duration::from_millis(timeout_ms.max(1));
                 self.joined = true;
@@ -458,6 +472,7 @@ impl AgentState {
                         incarnation: w.incarnation,
                         caps: w.caps.clone(),
                         credits: w.free.max(0) as u32,
+                        slots: self.args.slots,
                     })
                     .collect();
                 for up in attach {
@@ -652,8 +667,31 @@ impl AgentState {
 }
 
 /// A result too big for one frame would end the session each time it is sent (and the
-/// task would run again and again): it fails the attempt instead, for good, saying why.
+/// task would run again and again): it fails the attempt instead, for good, saying why. A
+/// failure's message longer than [`wire::MAX_ERROR_BYTES`] is cut to that, saying so; the
+/// failure stays retryable or not as it was.
 fn refuse_oversized(report: &mut AttemptReport) {
+    if let crate::queue::AttemptOutcome::Failed(e) = &report.outcome {
+        if e.message().len() > wire::MAX_ERROR_BYTES {
+            let message = e.message();
+            let mut end = wire::MAX_ERROR_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = format!(
+                "{}... (cut: the message had {} bytes)",
+                &message[..end],
+                message.len()
+            );
+            tracing::warn!(task_id = %report.task_id, bytes = message.len(), "failure message cut to fit a cluster frame");
+            report.outcome = crate::queue::AttemptOutcome::Failed(if e.is_retryable() {
+                crate::TaskError::retryable(cut)
+            } else {
+                crate::TaskError::permanent(cut)
+            });
+        }
+        return;
+    }
     if let crate::queue::AttemptOutcome::Completed(p) = &report.outcome {
         if p.len() > wire::MAX_RESULT_BYTES {
             let why = format!(
@@ -684,6 +722,49 @@ mod tests {
             },
             outcome: AttemptOutcome::Completed(Payload::encode(&text).unwrap()),
         }
+    }
+
+    #[test]
+    fn a_failure_message_too_big_is_cut_and_keeps_its_kind() {
+        let failed = |e: crate::TaskError| AttemptReport {
+            task_id: TaskId::new(),
+            token: crate::task::LeaseToken {
+                epoch: 1,
+                attempt: 1,
+                nonce: 7,
+            },
+            outcome: AttemptOutcome::Failed(e),
+        };
+        // 20 MiB of a two-byte character: more than a frame, and no cut may split one.
+        let huge = "é".repeat(10 * 1024 * 1024);
+        for retryable in [true, false] {
+            let e = if retryable {
+                crate::TaskError::retryable(huge.clone())
+            } else {
+                crate::TaskError::permanent(huge.clone())
+            };
+            let mut r = failed(e);
+            refuse_oversized(&mut r);
+            let AttemptOutcome::Failed(e) = &r.outcome else {
+                panic!("{:?}", r.outcome);
+            };
+            assert!(
+                e.message().len() <= wire::MAX_ERROR_BYTES + 64,
+                "{}",
+                e.message().len()
+            );
+            assert!(e.message().starts_with("éé"));
+            assert!(e
+                .message()
+                .ends_with("(cut: the message had 20971520 bytes)"));
+            assert_eq!(e.is_retryable(), retryable);
+        }
+        let mut small = failed(crate::TaskError::permanent("no"));
+        refuse_oversized(&mut small);
+        let AttemptOutcome::Failed(e) = &small.outcome else {
+            panic!("{:?}", small.outcome);
+        };
+        assert_eq!(e.message(), "no");
     }
 
     #[test]

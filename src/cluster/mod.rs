@@ -148,6 +148,12 @@ pub struct ClusterStats {
     pub refused: u64,
     /// Frames from peers that did not decode, dropped.
     pub bad_frames: u64,
+    /// Frames refused because they named a node other than the one whose session they
+    /// came on (a node speaking, reporting or leaving for another).
+    pub forged_frames: u64,
+    /// Times a node asked for credits past its workers' declared slots or its declared
+    /// capacity, and got only those.
+    pub credits_clamped: u64,
 }
 
 /// The counters behind [`ClusterStats`], written by the gate.
@@ -158,6 +164,8 @@ pub(crate) struct ClusterCounters {
     pub(crate) lost: std::sync::atomic::AtomicU64,
     pub(crate) refused: std::sync::atomic::AtomicU64,
     pub(crate) bad_frames: std::sync::atomic::AtomicU64,
+    pub(crate) forged_frames: std::sync::atomic::AtomicU64,
+    pub(crate) credits_clamped: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterCounters {
@@ -173,6 +181,8 @@ impl ClusterCounters {
             lost: get(&self.lost),
             refused: get(&self.refused),
             bad_frames: get(&self.bad_frames),
+            forged_frames: get(&self.forged_frames),
+            credits_clamped: get(&self.credits_clamped),
         }
     }
 }
@@ -216,6 +226,8 @@ struct GateSpec {
     remote_types: gate::RemoteTypes,
     counters: Arc<ClusterCounters>,
     server: ActorRef<ractor_cluster::NodeServerMessage>,
+    /// The listener's authenticated sessions, shared by every gate started.
+    sessions: net::SessionTable,
 }
 
 impl GateSpec {
@@ -229,6 +241,7 @@ impl GateSpec {
             timeout: c.node_timeout,
             max_joins_per_minute: c.max_joins_per_minute,
             server: Some(self.server.clone()),
+            sessions: self.sessions.clone(),
             remote_types: self.remote_types.clone(),
             load: self.load.clone(),
             counters: self.counters.clone(),
@@ -280,23 +293,20 @@ impl Cluster {
             remote_types: Default::default(),
             counters: Default::default(),
             server: server.clone(),
+            sessions: net::SessionTable::default(),
         });
         let gate = Arc::new(std::sync::RwLock::new(spec.spawn(supervisor).await?));
         let to_gate = gate.clone();
-        let watcher = net::Connector {
-            server: server.clone(),
-            address: config.listen.to_string(),
-            tls: None,
-            timeout: Duration::from_secs(1),
-        }
-        .subscribe(move |closed| {
-            let gate = to_gate.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let _ = gate.cast(GateMsg::SessionClosed {
-                peer: closed.peer,
-                addr: closed.addr,
-                authenticated: closed.authenticated,
+        let watcher =
+            net::SessionEvents::subscribe(&server, spec.sessions.clone(), move |closed| {
+                let gate = to_gate.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let _ = gate.cast(GateMsg::SessionClosed {
+                    peer: closed.peer,
+                    session: closed.session,
+                    addr: closed.addr,
+                    authenticated: closed.authenticated,
+                });
             });
-        });
         tracing::info!(listen = %config.listen, tls = config.tls.is_some(), "listening for nodes");
         Ok(Self {
             server,
@@ -503,6 +513,8 @@ impl Node {
                 .collect(),
             address: config.listen.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            capacity: (config.workers as u64 * u64::from(config.worker.max_concurrent_tasks))
+                .min(u64::from(u32::MAX)) as u32,
         };
         let name: Arc<str> = config.name.as_str().into();
         let args = AgentArgs {
@@ -510,6 +522,7 @@ impl Node {
             hello,
             connector,
             heartbeat: config.heartbeat_interval,
+            slots: config.worker.max_concurrent_tasks,
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max,
         };

@@ -1,7 +1,7 @@
 //! The network under the cluster: ractor_cluster node servers, TLS, connecting, and
 //! watching sessions open and close.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -143,7 +143,7 @@ impl Connector {
         &self,
         on_close: impl Fn(ClosedSession) + Send + Sync + 'static,
     ) -> SessionEvents {
-        SessionEvents::subscribe(&self.server, on_close)
+        SessionEvents::subscribe(&self.server, SessionTable::default(), on_close)
     }
 }
 
@@ -155,16 +155,60 @@ fn describe_connect_error(e: ractor_cluster::ClientConnectErr) -> String {
     }
 }
 
-/// Ends the sessions of `server`: all of them, or those with the peer named `node`.
-pub(crate) async fn close_sessions_with(server: &ActorRef<NodeServerMessage>, node: Option<&str>) {
+/// Ends the sessions of `server`: all of them, or the one with the session id `only`.
+pub(crate) async fn close_sessions_with(
+    server: &ActorRef<NodeServerMessage>,
+    only: Option<SessionId>,
+) {
     let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 1_000) else {
         return;
     };
-    for ses in sessions.values() {
-        let peer = ses.peer_name.as_ref().map(|n| node_name(&n.name));
-        if node.is_none() || peer == node {
+    for (id, ses) in &sessions {
+        if only.is_none_or(|only| only == *id) {
             ses.actor.stop(Some("wrangle gave the peer up".into()));
         }
+    }
+}
+
+/// ractor_cluster's id of one session of a node server (its `NodeId`): a new connection
+/// gets a new one, and the actors a peer advertises carry it (`ActorId::Remote`).
+pub(crate) type SessionId = ractor_cluster::NodeId;
+
+/// The session an actor of a peer came on, or `None` for a local actor.
+pub(crate) fn session_of(actor: &ractor::ActorCell) -> Option<SessionId> {
+    match actor.get_id() {
+        ActorId::Remote { node_id, .. } => Some(node_id),
+        ActorId::Local(_) => None,
+    }
+}
+
+/// The authenticated sessions of a node server: session id to the node name its peer
+/// proved it holds the cookie under. Written by the session events, read by the gate.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SessionTable(Arc<std::sync::RwLock<HashMap<SessionId, String>>>);
+
+impl SessionTable {
+    /// The node name of an authenticated session.
+    pub(crate) fn name_of(&self, session: SessionId) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+            .cloned()
+    }
+
+    fn insert(&self, session: SessionId, name: String) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session, name);
+    }
+
+    fn remove(&self, session: SessionId) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&session);
     }
 }
 
@@ -178,6 +222,8 @@ pub(crate) fn node_name(peer: &str) -> &str {
 pub(crate) struct ClosedSession {
     /// The peer's node name, when it said one.
     pub(crate) peer: Option<String>,
+    /// Which session it was: a node that re-connected has a new one.
+    pub(crate) session: SessionId,
     /// The peer's address.
     pub(crate) addr: String,
     /// Whether it got past the cookie.
@@ -191,8 +237,11 @@ pub(crate) struct SessionEvents {
 }
 
 impl SessionEvents {
-    fn subscribe(
+    /// Watches `server`'s sessions: `table` is kept to its authenticated sessions, and
+    /// `on_close` called for each session that closes.
+    pub(crate) fn subscribe(
         server: &ActorRef<NodeServerMessage>,
+        table: SessionTable,
         on_close: impl Fn(ClosedSession) + Send + Sync + 'static,
     ) -> Self {
         let id = format!("wrangle-{}", fastrand::u64(..));
@@ -200,6 +249,7 @@ impl SessionEvents {
             id: id.clone(),
             subscription: Box::new(Watcher {
                 authenticated: Mutex::default(),
+                table,
                 on_close: Box::new(on_close),
             }),
         });
@@ -220,6 +270,7 @@ impl Drop for SessionEvents {
 
 struct Watcher {
     authenticated: Mutex<HashSet<ActorId>>,
+    table: SessionTable,
     on_close: Box<dyn Fn(ClosedSession) + Send + Sync>,
 }
 
@@ -231,6 +282,10 @@ impl NodeEventSubscription for Watcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(ses.actor.get_id());
+        if let Some(peer) = &ses.peer_name {
+            self.table
+                .insert(ses.node_id, node_name(&peer.name).to_string());
+        }
     }
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
@@ -239,8 +294,10 @@ impl NodeEventSubscription for Watcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ses.actor.get_id());
+        self.table.remove(ses.node_id);
         (self.on_close)(ClosedSession {
             peer: ses.peer_name.map(|n| node_name(&n.name).to_string()),
+            session: ses.node_id,
             addr: ses.peer_addr,
             authenticated,
         });

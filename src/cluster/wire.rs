@@ -1,9 +1,15 @@
 //! The codec: every message that crosses machines is encoded here, once, with postcard.
 //!
-//! A frame is `(WIRE_VERSION, sender name, body)`. The sender's name comes first so that a
-//! body that does not decode (a peer on another version, a corrupted frame) can still be
-//! blamed on someone: decoding never fails, it yields a `Malformed` message that the
+//! A frame is `(WIRE_VERSION, sender name, session key, body)`. The sender's name comes first
+//! so that a body that does not decode (a peer on another version, a corrupted frame) can
+//! still be blamed on someone: decoding never fails, it yields a `Malformed` message that the
 //! receiver counts and logs with the peer's name.
+//!
+//! The name is a claim, not an identity: ractor_cluster hands a frame to its actor without
+//! saying which session it came on. The session key is what binds a frame to a session: the
+//! gate draws one at random for each registration and sends it only over the session the node
+//! was registered on (in `Welcome`); the node puts it in every frame after that, and the gate
+//! refuses frames whose key is not the one of the node they name.
 
 use std::sync::Arc;
 
@@ -18,15 +24,45 @@ use crate::worker::WorkerInfo;
 /// Bumped whenever a wire type changes shape.
 pub(crate) const WIRE_VERSION: u8 = 2;
 
-/// Encodes a frame. Wire types are plain data: encoding cannot fail short of running out of
-/// memory, which a panic reports as well as anything could.
-pub(crate) fn encode<B: Serialize>(from: &str, body: &B) -> Vec<u8> {
-    postcard::to_stdvec(&(WIRE_VERSION, from, body)).expect("wire types always encode")
+/// The secret that binds a node's frames to the session it was registered on (128 random
+/// bits from the operating system).
+pub(crate) type SessionKey = u128;
+
+/// The key of a frame sent before any welcome (a hello).
+pub(crate) const NO_KEY: SessionKey = 0;
+
+/// A fresh session key, from the operating system's random source.
+pub(crate) fn new_session_key() -> SessionKey {
+    let mut bytes = [0u8; 16];
+    // Without an OS random source, a key guessed would let one node speak for another:
+    // fall back to a clock-seeded value only in that (unheard-of) case, loudly.
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        tracing::error!(error = %e, "no OS random source for session keys");
+        return fastrand::u128(1..) ^ std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos());
+    }
+    SessionKey::from_le_bytes(bytes).max(1)
 }
 
-/// Decodes a frame into its sender and body, or says what was wrong with it (naming the
-/// sender when at least that much was readable).
-pub(crate) fn decode<B: DeserializeOwned>(bytes: &[u8]) -> Result<(String, B), BadFrame> {
+/// A decoded frame.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Frame<B> {
+    /// The name the sender claims.
+    pub(crate) from: String,
+    /// The session key it carries ([`NO_KEY`] before a welcome).
+    pub(crate) key: SessionKey,
+    /// What it says.
+    pub(crate) body: B,
+}
+
+/// Encodes a frame. Wire types are plain data: encoding cannot fail short of running out of
+/// memory, which a panic reports as well as anything could.
+pub(crate) fn encode<B: Serialize>(from: &str, key: SessionKey, body: &B) -> Vec<u8> {
+    postcard::to_stdvec(&(WIRE_VERSION, from, key, body)).expect("wire types always encode")
+}
+
+/// Decodes a frame into its sender, key and body, or says what was wrong with it (naming
+/// the sender when at least that much was readable). Never panics, whatever the bytes.
+pub(crate) fn decode<B: DeserializeOwned>(bytes: &[u8]) -> Result<Frame<B>, BadFrame> {
     let bad = |from: Option<String>, reason: String| BadFrame { from, reason };
     let (version, rest) = postcard::take_from_bytes::<u8>(bytes)
         .map_err(|e| bad(None, format!("empty or truncated frame: {e}")))?;
@@ -38,8 +74,12 @@ pub(crate) fn decode<B: DeserializeOwned>(bytes: &[u8]) -> Result<(String, B), B
             format!("wire version {version}, expected {WIRE_VERSION}"),
         ));
     }
+    let (key, rest) = match postcard::take_from_bytes::<SessionKey>(rest) {
+        Ok(read) => read,
+        Err(e) => return Err(bad(Some(from), format!("unreadable session key: {e}"))),
+    };
     match postcard::from_bytes::<B>(rest) {
-        Ok(body) => Ok((from, body)),
+        Ok(body) => Ok(Frame { from, key, body }),
         Err(e) => Err(bad(Some(from), format!("undecodable body: {e}"))),
     }
 }
@@ -53,6 +93,11 @@ pub(crate) const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// The most a single result may weigh to cross the network: one frame less room for the
 /// rest of its message.
 pub(crate) const MAX_RESULT_BYTES: usize = crate::CLUSTER_FRAME_BYTES - 64 * 1024;
+
+/// The most of a failure's message that crosses the network; longer ones are cut (a stack
+/// trace or a tool's whole output gains nothing past this, and a message past a frame would
+/// end the session every time the attempt is reported).
+pub(crate) const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Splits `items` into batches of at most [`BATCH_BYTES`] payload bytes (by `weight`), in
 /// order; an item heavier than that goes alone.
@@ -127,6 +172,8 @@ pub(crate) struct Hello {
     pub(crate) address: String,
     /// The wrangle version it runs.
     pub(crate) version: String,
+    /// Task slots of all its workers together: what its workers may hold at most.
+    pub(crate) capacity: u32,
 }
 
 /// One change on a node's worker side: the same four calls a local worker makes on the queue.
@@ -142,6 +189,8 @@ pub(crate) enum Up {
         caps: Capabilities,
         /// Free slots.
         credits: u32,
+        /// Its slots: what it may hold at most (free slots plus tasks running).
+        slots: u32,
     },
     /// A worker is gone.
     Detach {
@@ -197,6 +246,9 @@ pub(crate) enum FromGate {
         heartbeat_ms: u64,
         /// Silence after which each side gives the other up, ms.
         timeout_ms: u64,
+        /// The key the node puts in every frame from now on; sent only over the session
+        /// the node is registered on.
+        key: SessionKey,
     },
     /// The node may not join now.
     Refused {
@@ -229,6 +281,9 @@ pub(crate) enum FromGate {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::queue::AttemptOutcome;
@@ -252,8 +307,10 @@ mod tests {
             worker: "n1/w-1".into(),
             leases: vec![lease.clone()],
         };
-        let (from, back) = decode::<FromGate>(&encode("coordinator", &body)).unwrap();
-        assert_eq!(from, "coordinator");
+        let frame = decode::<FromGate>(&encode("coordinator", 42, &body)).unwrap();
+        assert_eq!(frame.from, "coordinator");
+        assert_eq!(frame.key, 42);
+        let back = frame.body;
         let FromGate::Leases { worker, leases } = back else {
             panic!("decoded {back:?}");
         };
@@ -271,7 +328,9 @@ mod tests {
             }],
             credits: 1,
         }]);
-        let (_, back) = decode::<FromNode>(&encode("n1", &up)).unwrap();
+        let back = decode::<FromNode>(&encode("n1", u128::MAX, &up))
+            .unwrap()
+            .body;
         let FromNode::Up(items) = back else {
             panic!("decoded {back:?}");
         };
@@ -303,14 +362,14 @@ mod tests {
         assert_eq!(empty.from, None);
         assert!(empty.reason.contains("truncated"), "{}", empty.reason);
 
-        let mut garbage = encode("n7", &FromNode::Leave);
+        let mut garbage = encode("n7", NO_KEY, &FromNode::Leave);
         garbage.truncate(garbage.len() - 1);
         garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
         let bad = decode::<FromNode>(&garbage).unwrap_err();
         assert_eq!(bad.from.as_deref(), Some("n7"));
         assert!(bad.reason.contains("undecodable body"), "{}", bad.reason);
 
-        let mut future = encode("n8", &FromNode::Leave);
+        let mut future = encode("n8", NO_KEY, &FromNode::Leave);
         future[0] = WIRE_VERSION + 1;
         let bad = decode::<FromNode>(&future).unwrap_err();
         assert_eq!(bad.from.as_deref(), Some("n8"));

@@ -108,9 +108,11 @@ impl Rig {
                 task_types: vec!["t".into()],
                 address: "127.0.0.1:0".into(),
                 version: "test".into(),
+                capacity: 4,
             },
             connector,
             heartbeat: Duration::from_millis(100),
+            slots: 4,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(1),
         };
@@ -139,6 +141,7 @@ impl Rig {
             FromGate::Welcome {
                 heartbeat_ms: 100,
                 timeout_ms: 1000,
+                key: 7,
             },
         );
     }

@@ -5,6 +5,12 @@
 //! [`RemoteSink`] that sends their leases over the node's session. A node that goes silent
 //! past the timeout, or whose session closes, is given up at once: its workers are detached
 //! and the queue hands their leases out again.
+//!
+//! A node is the session it registered on, not the name in its frames: the gate answers a
+//! hello only through an agent on a session authenticated under the name the hello claims,
+//! hands that session a random key in its welcome, and refuses every later frame that names
+//! the node without that key (a frame from another node claiming its name). A closed session
+//! loses the node only if it is the session the node is registered on now.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,11 +19,22 @@ use std::time::{Duration, Instant, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
 use serde::Serialize;
 
+mod credits;
 mod remote;
+
+/// A worker of a node, as the gate keeps it attached to the queue.
+#[derive(Debug)]
+struct RemoteWorker {
+    /// Which life of it is attached.
+    incarnation: u64,
+    /// What it may hold.
+    ledger: credits::Ledger,
+}
 
 use self::remote::{apply, find_agent};
 use super::agent::AgentMsg;
-use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad};
+use super::net::{session_of, SessionId, SessionTable};
+use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, SessionKey};
 use super::NodeStatus;
 use crate::events::{EventBus, EventKind};
 use crate::queue::{QueueRef, WorkerCall};
@@ -34,8 +51,10 @@ pub(crate) struct Gate;
 pub(crate) enum GateMsg {
     /// A frame from a node.
     Node {
-        /// The node's name.
+        /// The node's name, as the frame claims it.
         from: String,
+        /// The session key the frame carries.
+        key: SessionKey,
         /// What it said.
         body: FromNode,
     },
@@ -47,6 +66,8 @@ pub(crate) enum GateMsg {
     SessionClosed {
         /// The peer's node name, when it said one.
         peer: Option<String>,
+        /// Which session closed.
+        session: SessionId,
         /// Its address.
         addr: String,
         /// Whether it had authenticated.
@@ -59,7 +80,7 @@ pub(crate) enum GateMsg {
 impl BytesConvertable for GateMsg {
     fn into_bytes(self) -> Vec<u8> {
         match self {
-            Self::Node { from, body } => wire::encode(&from, &body),
+            Self::Node { from, key, body } => wire::encode(&from, key, &body),
             // Local requests never cross the network; an empty frame decodes as malformed.
             _ => Vec::new(),
         }
@@ -67,7 +88,11 @@ impl BytesConvertable for GateMsg {
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
         match wire::decode(&bytes) {
-            Ok((from, body)) => Self::Node { from, body },
+            Ok(frame) => Self::Node {
+                from: frame.from,
+                key: frame.key,
+                body: frame.body,
+            },
             Err(bad) => Self::Malformed(bad),
         }
     }
@@ -82,6 +107,8 @@ pub(crate) struct GateArgs {
     pub(crate) timeout: Duration,
     pub(crate) max_joins_per_minute: usize,
     pub(crate) server: Option<ActorRef<ractor_cluster::NodeServerMessage>>,
+    /// The node server's authenticated sessions and the names they proved.
+    pub(crate) sessions: SessionTable,
     /// Task types the online nodes serve, for the API's check of submitted types.
     pub(crate) remote_types: RemoteTypes,
     /// The online nodes' summed load, for the autoscaler.
@@ -126,10 +153,14 @@ pub struct RemoteNode {
 struct NodeEntry {
     hello: Hello,
     agent: ActorRef<AgentMsg>,
+    /// The session it is registered on (`None`: an agent in this process, in tests).
+    session: Option<SessionId>,
+    /// The key its frames must carry, sent only over that session.
+    key: SessionKey,
     status: NodeStatus,
     last_seen: Instant,
-    /// Attached workers with their incarnations.
-    workers: HashMap<Arc<str>, u64>,
+    /// Attached workers with their incarnations and credits.
+    workers: HashMap<Arc<str>, RemoteWorker>,
     /// Task types its workers announced.
     task_types: std::collections::BTreeSet<Arc<str>>,
     load: NodeLoad,
@@ -176,15 +207,16 @@ impl Actor for Gate {
         state: &mut GateState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            GateMsg::Node { from, body } => state.on_frame(from, body),
+            GateMsg::Node { from, key, body } => state.on_frame(from, key, body),
             GateMsg::Malformed(bad) => state.malformed(bad),
             GateMsg::Tick => state.tick(),
             GateMsg::SessionClosed {
                 peer,
+                session,
                 addr,
                 authenticated,
             } => match (peer, authenticated) {
-                (Some(peer), true) => state.lose(&peer, "its connection closed"),
+                (Some(peer), true) => state.session_closed(&peer, session),
                 (peer, _) => tracing::warn!(
                     peer = peer.as_deref().unwrap_or("unknown"),
                     %addr,
@@ -215,12 +247,16 @@ impl GateState {
         });
     }
 
-    fn on_frame(&mut self, from: String, body: FromNode) {
+    fn on_frame(&mut self, from: String, key: SessionKey, body: FromNode) {
         let body = match body {
             FromNode::Hello(hello) => return self.hello(from, hello),
             body => body,
         };
         let online = match self.nodes.get_mut(&from) {
+            Some(n) if n.status == NodeStatus::Online && n.key != key => {
+                // Not the session the node registered on: another node using its name.
+                return self.forged(&from, "a frame without the key of the node it names");
+            }
             Some(n) => {
                 n.last_seen = Instant::now();
                 n.status == NodeStatus::Online
@@ -276,17 +312,44 @@ impl GateState {
             n.told_rejoin = true;
             let agent = n.agent.clone();
             self.send(&agent, FromGate::Rejoin);
-        } else if let Some(agent) = find_agent(from) {
+        } else if let Some(agent) = find_agent(from, &self.args.sessions, None) {
             // Unknown entirely: answered every time, the node stops sending once it hears.
             self.send(&agent, FromGate::Rejoin);
         }
     }
 
+    /// Counts and logs a frame that claims a node it does not come from; nothing else
+    /// happens (in particular the named node is not asked to join again).
+    fn forged(&mut self, claimed: &str, what: &str) {
+        super::ClusterCounters::bump(&self.args.counters.forged_frames);
+        tracing::warn!(node = %claimed, "refused {what}");
+    }
+
+    /// A session closed: the node registered on it is lost. A session the node left
+    /// already (it connected again, and the close of the old one arrives late) is not it.
+    fn session_closed(&mut self, peer: &str, session: SessionId) {
+        match self.nodes.get(peer) {
+            Some(n) if n.session.is_some_and(|s| s != session) => tracing::debug!(
+                node = %peer,
+                session,
+                current = ?n.session,
+                "an old session of the node closed"
+            ),
+            _ => self.lose(peer, "its connection closed"),
+        }
+    }
+
     fn hello(&mut self, from: String, hello: Hello) {
         let now = Instant::now();
-        let Some(agent) = find_agent(&from) else {
-            // Its process group has not reached this side yet; it says hello again shortly.
-            tracing::debug!(node = %from, "hello before the node's agent is known");
+        let registered = self
+            .nodes
+            .get(&from)
+            .filter(|n| n.status == NodeStatus::Online)
+            .map(|n| n.agent.get_id());
+        let Some(agent) = find_agent(&from, &self.args.sessions, registered) else {
+            // Its process group has not reached this side yet (it says hello again
+            // shortly), or no session was authenticated under that name.
+            tracing::debug!(node = %from, "hello without an agent on a session of that name");
             return;
         };
         if from == *self.args.name {
@@ -301,11 +364,28 @@ impl GateState {
         let limit = self.args.max_joins_per_minute;
         let mut replaced = false;
         if let Some(n) = self.nodes.get_mut(&from) {
-            if n.status == NodeStatus::Online && n.hello.instance == hello.instance {
-                // The same process saying hello again (it missed the welcome).
+            let online = n.status == NodeStatus::Online;
+            if online && n.agent.get_id() == agent.get_id() {
+                // The session it is registered on: the same process saying hello again (it
+                // missed the welcome). Another instance on that session is someone else's
+                // hello under its name: the node keeps its registration either way.
+                let (key, same) = (n.key, n.hello.instance == hello.instance);
+                if !same {
+                    return self.forged(&from, "a hello under the name of a registered node");
+                }
+                n.last_seen = now;
+                return self.welcome(&agent, key);
+            }
+            if online && n.hello.instance == hello.instance {
+                // The same process on a new session (it connected again before the old
+                // one was seen to close): it moves there, with a new key.
                 n.last_seen = now;
                 n.agent = agent.clone();
-                return self.welcome(&agent);
+                n.session = session_of(&agent.get_cell());
+                n.key = wire::new_session_key();
+                let key = n.key;
+                tracing::info!(node = %from, session = ?n.session, "node moved to a new session");
+                return self.welcome(&agent, key);
             }
             if let Err(wait) = admit(&mut n.joins, now, limit) {
                 let joins = n.joins.len();
@@ -339,6 +419,8 @@ impl GateState {
             .collect();
         let mut entry = NodeEntry {
             hello,
+            session: session_of(&agent.get_cell()),
+            key: wire::new_session_key(),
             agent: agent.clone(),
             status: NodeStatus::Online,
             last_seen: now,
@@ -360,6 +442,7 @@ impl GateState {
             "node joined"
         );
         let labels = entry.hello.labels.clone();
+        let key = entry.key;
         self.nodes.insert(from.clone(), entry);
         super::ClusterCounters::bump(&self.args.counters.joins);
         self.publish();
@@ -368,15 +451,16 @@ impl GateState {
             node: from.into(),
             labels,
         });
-        self.welcome(&agent);
+        self.welcome(&agent, key);
     }
 
-    fn welcome(&self, agent: &ActorRef<AgentMsg>) {
+    fn welcome(&self, agent: &ActorRef<AgentMsg>, key: SessionKey) {
         self.send(
             agent,
             FromGate::Welcome {
                 heartbeat_ms: self.args.heartbeat.as_millis() as u64,
                 timeout_ms: self.args.timeout.as_millis() as u64,
+                key,
             },
         );
     }
@@ -458,7 +542,7 @@ impl GateState {
 
     fn detach_all(&mut self, name: &str) {
         if let Some(n) = self.nodes.get_mut(name) {
-            for (worker, incarnation) in n.workers.drain() {
+            for (worker, RemoteWorker { incarnation, .. }) in n.workers.drain() {
                 self.args.queue.worker_call(WorkerCall::Detach {
                     worker,
                     incarnation,
@@ -508,9 +592,11 @@ impl GateState {
         let Some(server) = self.args.server.clone() else {
             return;
         };
-        let name = name.to_string();
+        let Some(session) = self.nodes.get(name).and_then(|n| n.session) else {
+            return;
+        };
         tokio::spawn(async move {
-            super::net::close_sessions_with(&server, Some(&name)).await;
+            super::net::close_sessions_with(&server, Some(session)).await;
         });
     }
 

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use ractor::ActorRef;
 
 use super::super::agent::{agent_group, AgentMsg};
+use super::super::net::{session_of, SessionId, SessionTable};
 use super::super::wire::{self, FromGate, Up};
-use super::{GateArgs, NodeEntry};
+use super::credits::Ledger;
+use super::{GateArgs, NodeEntry, RemoteWorker};
 use crate::queue::{LeaseSink, WorkerCall};
 use crate::task::{Lease, TaskId};
 
@@ -37,14 +39,37 @@ pub(super) fn apply(
             incarnation,
             caps,
             credits,
+            slots,
         } => {
-            node.workers.insert(worker.clone(), incarnation);
-            node.task_types.extend(caps.task_types.iter().cloned());
+            // Its slots, within what the node's capacity leaves after its other workers.
+            let others: u64 = node
+                .workers
+                .iter()
+                .filter(|(id, _)| **id != worker)
+                .map(|(_, w)| u64::from(w.ledger.slots))
+                .sum();
+            let left = u64::from(node.hello.capacity).saturating_sub(others);
+            let allowed = u64::from(slots).min(left) as u32;
+            let mut ledger = Ledger::new(allowed);
+            let passed = ledger.attach(credits);
+            if allowed < slots || passed < credits {
+                clamped(args, from, &worker, "attach", credits, passed);
+            }
             let sink = Arc::new(RemoteSink {
                 agent: agent.clone(),
                 worker: worker.clone(),
                 from: args.name.clone(),
+                delivered: ledger.delivered(),
             });
+            node.workers.insert(
+                worker.clone(),
+                RemoteWorker {
+                    incarnation,
+                    ledger,
+                },
+            );
+            node.task_types.extend(caps.task_types.iter().cloned());
+            let credits = passed;
             args.queue.worker_call(WorkerCall::Attach {
                 worker,
                 incarnation,
@@ -57,7 +82,7 @@ pub(super) fn apply(
             worker,
             incarnation,
         } => {
-            if node.workers.get(&worker) == Some(&incarnation) {
+            if node.workers.get(&worker).map(|w| w.incarnation) == Some(incarnation) {
                 node.workers.remove(&worker);
             }
             args.queue.worker_call(WorkerCall::Detach {
@@ -65,30 +90,83 @@ pub(super) fn apply(
                 incarnation,
             });
         }
-        Up::Credits { worker, credits } => args
-            .queue
-            .worker_call(WorkerCall::SetCredits { worker, credits }),
+        Up::Credits { worker, credits } => {
+            // A worker that is not attached has no credits to set.
+            let Some(w) = node.workers.get_mut(&worker) else {
+                return;
+            };
+            let passed = w.ledger.set(credits);
+            if passed < credits {
+                clamped(args, from, &worker, "credits", credits, passed);
+            }
+            args.queue.worker_call(WorkerCall::SetCredits {
+                worker,
+                credits: passed,
+            })
+        }
         Up::Report {
             worker,
             reports,
             credits,
-        } => args.queue.worker_call(WorkerCall::Report {
-            worker,
-            reports,
-            credits,
-        }),
+        } => {
+            // The reports always go through; the slots they free only up to the worker's.
+            let passed = match node.workers.get_mut(&worker) {
+                Some(w) => w.ledger.report(reports.len(), credits),
+                None => 0,
+            };
+            if passed < credits {
+                clamped(args, from, &worker, "report", credits, passed);
+            }
+            args.queue.worker_call(WorkerCall::Report {
+                worker,
+                reports,
+                credits: passed,
+            })
+        }
         Up::Extend { worker, leases } => args
             .queue
             .worker_call(WorkerCall::Extend { worker, leases }),
     }
 }
 
-/// The agent of a node, found through its process group.
-pub(super) fn find_agent(node: &str) -> Option<ActorRef<AgentMsg>> {
-    ractor::pg::get_members(&agent_group(node))
-        .into_iter()
-        .find(|cell| !cell.get_id().is_local())
-        .map(ActorRef::from)
+/// Counts and logs credits asked for past a worker's slots or its node's capacity.
+fn clamped(args: &GateArgs, node: &str, worker: &str, change: &str, asked: u32, passed: u32) {
+    super::super::ClusterCounters::bump(&args.counters.credits_clamped);
+    tracing::warn!(
+        %node,
+        %worker,
+        change,
+        asked,
+        passed,
+        "credits past the worker's declared slots or its node's capacity: clamped"
+    );
+}
+
+/// The agent of node `node`, found through its process group, on a session authenticated
+/// under that name: whoever else joins the group (any peer can) is not it. When the node has
+/// agents on several sessions (it connected again), the newest other than `registered` (the
+/// one it is registered through) is the one saying hello.
+pub(super) fn find_agent(
+    node: &str,
+    sessions: &SessionTable,
+    registered: Option<ractor::ActorId>,
+) -> Option<ActorRef<AgentMsg>> {
+    let mut bound: Vec<(SessionId, ractor::ActorCell)> =
+        ractor::pg::get_members(&agent_group(node))
+            .into_iter()
+            .filter_map(|cell| {
+                let session = session_of(&cell)?;
+                (sessions.name_of(session).as_deref() == Some(node)).then_some((session, cell))
+            })
+            .collect();
+    bound.sort_by_key(|(session, _)| *session);
+    let newest_other = bound
+        .iter()
+        .rev()
+        .find(|(_, cell)| Some(cell.get_id()) != registered);
+    newest_other
+        .or_else(|| bound.last())
+        .map(|(_, cell)| ActorRef::from(cell.clone()))
 }
 
 /// Where the queue sends a remote worker's leases: over its node's session.
@@ -96,6 +174,8 @@ struct RemoteSink {
     agent: ActorRef<AgentMsg>,
     worker: Arc<str>,
     from: Arc<str>,
+    /// Leases delivered, for the worker's ledger.
+    delivered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for RemoteSink {
@@ -112,6 +192,8 @@ impl LeaseSink for RemoteSink {
         if matches!(self.agent.get_status(), Stopping | Stopped) {
             return Err(leases);
         }
+        self.delivered
+            .fetch_add(leases.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // If the session dies with these on the way, the node is lost and its workers'
         // leases go back to the queue then.
         for batch in wire::batches(leases, |l| l.payload.len()) {
