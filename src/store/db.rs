@@ -12,9 +12,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
+use super::pending::Batch;
 use super::rows::{AttemptRow, NewTask, StoredTask, TaskState};
 use super::text;
-use super::writer::Batch;
 use super::{StoreConfig, StoreError};
 use crate::task::TaskId;
 

@@ -18,6 +18,7 @@
 mod claim;
 mod db;
 mod migrate;
+mod pending;
 mod retention;
 mod rows;
 mod split;

@@ -10,9 +10,12 @@
 //! size is measured and warned about.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
 use super::db::Db;
+use super::rows::ms;
+use super::writer::WriterStats;
 
 /// Retention settings, as the writer applies them.
 #[derive(Clone, Debug, Default)]
@@ -170,5 +173,78 @@ pub(crate) fn disk_space(path: &Path) -> Option<(u64, u64)> {
     {
         let _ = path;
         None
+    }
+}
+
+/// Applies retention (age, count, size), gives freed space back, and measures the
+/// database and its disk, warning when either runs short.
+pub(crate) async fn apply(db: &Db, r: &Retention, stats: &WriterStats) {
+    let mut cutoffs = Vec::new();
+    if let Some(age) = r.age {
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        cutoffs.push(("age", Ok(Some(ms(cutoff)))));
+    }
+    if let Some(max) = r.max_tasks {
+        cutoffs.push(("count", cutoff_keeping(db, max).await));
+    }
+    if let Some(max) = r.max_bytes {
+        cutoffs.push(("size", cutoff_for_size(db, max).await));
+    }
+    let mut pruned = 0;
+    for (bound, cutoff) in cutoffs {
+        let result = match cutoff {
+            Ok(Some(before_ms)) => db.prune(before_ms).await,
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                pruned += n;
+                stats.pruned.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(tasks = n, bound, "pruned finished tasks past retention");
+            }
+            Err(e) => tracing::warn!(error = %e, bound, "pruning finished tasks failed"),
+        }
+    }
+    if pruned > 0 {
+        if let Err(e) = give_back(db).await {
+            tracing::warn!(error = %e, "giving freed pages back failed");
+        }
+    }
+    measure(db, r, stats).await;
+}
+
+/// Measures the database and its disk into the stats, warning when the database nears its
+/// byte bound or the disk runs low.
+async fn measure(db: &Db, r: &Retention, stats: &WriterStats) {
+    match database_bytes(db).await {
+        Ok(bytes) => {
+            stats.database_bytes.store(bytes, Ordering::Relaxed);
+            if let Some(max) = r.max_bytes {
+                if bytes >= max / 100 * SIZE_WARN_PERCENT {
+                    tracing::warn!(
+                        database_bytes = bytes,
+                        max_bytes = max,
+                        "store database past {}% of retention_max_bytes",
+                        SIZE_WARN_PERCENT
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "measuring the database size failed"),
+    }
+    if let Some((free, total)) = r.path.as_deref().and_then(disk_space) {
+        stats.disk_free_bytes.store(free, Ordering::Relaxed);
+        if total > 0 && free < total / 100 * LOW_DISK_PERCENT {
+            tracing::warn!(
+                disk_free_bytes = free,
+                disk_bytes = total,
+                "disk under the store is below {}% free",
+                LOW_DISK_PERCENT
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use super::db::{Db, KeyTaken};
-use super::writer::Batch;
+use super::pending::Batch;
 use crate::task::TaskId;
 
 /// True when retrying the same rows cannot succeed: the database refused the data itself.

@@ -13,7 +13,6 @@
 //! piece by piece instead ([`super::split`]): the refused rows are left out, their submits
 //! refused, their tasks recorded failed with the reason, and the rest committed.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,9 +20,10 @@ use std::time::{Duration, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::db::{Db, KeyTaken};
+use super::pending::{Batch, Pending, TaskWrite};
 use super::retention::{self, Retention};
-use super::rows::{ms, AttemptRow, NewTask, NodeRow, StoreOp, TaskState, WorkerRow};
-use super::split::{self, Key, Split, Unit};
+use super::rows::{ms, StoreOp, TaskState};
+use super::split::{self, Key, Split};
 use super::StoreError;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::queue::{QueueError, QueueMsg, Submitted};
@@ -87,188 +87,6 @@ pub struct WriterStats {
     pub disk_free_bytes: AtomicU64,
     /// False from a failed commit until the next one succeeds.
     pub healthy: AtomicBool,
-}
-
-/// One transaction's worth of rows.
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    /// New tasks, with their latest state.
-    pub(crate) inserts: Vec<(NewTask, TaskState)>,
-    /// Tasks already stored, with their latest state.
-    pub(crate) updates: Vec<TaskState>,
-    pub(crate) attempts: Vec<AttemptRow>,
-    pub(crate) workers: Vec<WorkerRow>,
-    pub(crate) nodes: Vec<NodeRow>,
-    pub(crate) heartbeats: Vec<(Vec<Arc<str>>, i64)>,
-}
-
-#[derive(Default)]
-struct TaskWrite {
-    new: Option<NewTask>,
-    state: Option<TaskState>,
-}
-
-/// Changes not written yet, merged by key.
-#[derive(Default)]
-struct Pending {
-    tasks: IdMap<TaskWrite>,
-    attempts: HashMap<(TaskId, i64), AttemptRow>,
-    workers: HashMap<Arc<str>, WorkerRow>,
-    nodes: HashMap<Arc<str>, NodeRow>,
-    heartbeats: Vec<(Vec<Arc<str>>, i64)>,
-    acks: Vec<Ack>,
-    flushes: Vec<RpcReplyPort<Result<(), StoreError>>>,
-}
-
-impl Pending {
-    fn add(&mut self, op: StoreOp) {
-        match op {
-            StoreOp::Insert(t) => {
-                let id = t.id;
-                self.tasks.entry(id).or_default().new = Some(t);
-            }
-            StoreOp::State(s) => {
-                let id = s.id;
-                self.tasks.entry(id).or_default().state = Some(s);
-            }
-            StoreOp::Attempt(a) => {
-                self.attempts.insert((a.task_id, a.number), a);
-            }
-            StoreOp::Worker(w) => {
-                self.workers.insert(w.id.clone(), w);
-            }
-            StoreOp::Node(n) => {
-                self.nodes.insert(n.id.clone(), n);
-            }
-            StoreOp::Heartbeat(ids, at) => self.heartbeats.push((ids, at)),
-        }
-    }
-
-    /// True when no row waits (only answers may).
-    fn no_rows(&self) -> bool {
-        self.tasks.is_empty()
-            && self.attempts.is_empty()
-            && self.workers.is_empty()
-            && self.nodes.is_empty()
-            && self.heartbeats.is_empty()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-            && self.attempts.is_empty()
-            && self.workers.is_empty()
-            && self.nodes.is_empty()
-            && self.heartbeats.is_empty()
-            && self.acks.is_empty()
-            && self.flushes.is_empty()
-    }
-
-    /// The rows to write. The pending changes stay until the commit succeeds.
-    fn batch(&self) -> Batch {
-        let mut batch = Batch::default();
-        for w in self.tasks.values() {
-            match (&w.new, &w.state) {
-                (Some(new), Some(state)) => batch.inserts.push((new.clone(), state.clone())),
-                (None, Some(state)) => batch.updates.push(state.clone()),
-                // The queue always sends a task's state with its insert.
-                (Some(new), None) => {
-                    tracing::error!(task_id = %new.id, "task insert without a state; not written")
-                }
-                (None, None) => {}
-            }
-        }
-        // Oldest first, so that rows go in in the order tasks were made.
-        batch.inserts.sort_unstable_by_key(|(t, _)| t.id);
-        batch.attempts = self.attempts.values().cloned().collect();
-        batch.workers = self.workers.values().cloned().collect();
-        batch.nodes = self.nodes.values().cloned().collect();
-        batch.heartbeats = self.heartbeats.clone();
-        batch
-    }
-
-    /// The pending rows cut into units for [`split::write_split`]: the new tasks of one
-    /// submit together (a submit is stored whole or refused whole), every other task with
-    /// its attempts alone, every registry row and heartbeat alone; oldest tasks first.
-    fn units(&self) -> Vec<Unit> {
-        let mut seen = IdSet::default();
-        let mut tasks: Vec<(TaskId, Unit)> = Vec::new();
-        for ack in &self.acks {
-            let unit: Unit = ack
-                .submitted
-                .iter()
-                .filter(|s| !s.existing && self.tasks.contains_key(&s.id) && seen.insert(s.id))
-                .map(|s| Key::Task(s.id))
-                .collect();
-            if let Some(Key::Task(first)) = unit.first() {
-                tasks.push((*first, unit));
-            }
-        }
-        let alone = self
-            .tasks
-            .keys()
-            .chain(self.attempts.keys().map(|(id, _)| id));
-        for &id in alone {
-            if seen.insert(id) {
-                tasks.push((id, vec![Key::Task(id)]));
-            }
-        }
-        tasks.sort_unstable_by_key(|(id, _)| *id);
-        let mut units: Vec<Unit> = tasks.into_iter().map(|(_, unit)| unit).collect();
-        units.extend(self.workers.keys().map(|w| vec![Key::Worker(w.clone())]));
-        units.extend(self.nodes.keys().map(|n| vec![Key::Node(n.clone())]));
-        units.extend((0..self.heartbeats.len()).map(|i| vec![Key::Heartbeat(i)]));
-        units
-    }
-
-    /// The rows of some units, as [`Pending::batch`] builds them for all.
-    fn batch_of(&self, units: &[Unit]) -> Batch {
-        let mut batch = Batch::default();
-        let mut ids = IdSet::default();
-        for key in units.iter().flatten() {
-            match key {
-                Key::Task(id) => {
-                    ids.insert(*id);
-                    match self.tasks.get(id).map(|w| (&w.new, &w.state)) {
-                        Some((Some(new), Some(state))) => {
-                            batch.inserts.push((new.clone(), state.clone()))
-                        }
-                        Some((None, Some(state))) => batch.updates.push(state.clone()),
-                        _ => {}
-                    }
-                }
-                Key::Worker(w) => batch.workers.extend(self.workers.get(w).cloned()),
-                Key::Node(n) => batch.nodes.extend(self.nodes.get(n).cloned()),
-                Key::Heartbeat(i) => batch.heartbeats.extend(self.heartbeats.get(*i).cloned()),
-            }
-        }
-        batch.inserts.sort_unstable_by_key(|(t, _)| t.id);
-        batch.attempts = self
-            .attempts
-            .values()
-            .filter(|a| ids.contains(&a.task_id))
-            .cloned()
-            .collect();
-        batch
-    }
-
-    /// Drops everything about tasks that will not be stored.
-    fn forget(&mut self, ids: &[TaskId]) {
-        for id in ids {
-            self.tasks.remove(id);
-        }
-        if !ids.is_empty() {
-            let gone: crate::task::IdSet = ids.iter().copied().collect();
-            self.attempts.retain(|(id, _), _| !gone.contains(id));
-        }
-    }
-
-    fn clear_rows(&mut self) {
-        self.tasks.clear();
-        self.attempts.clear();
-        self.workers.clear();
-        self.nodes.clear();
-        self.heartbeats.clear();
-    }
 }
 
 /// The writer's state.
@@ -353,7 +171,7 @@ impl Actor for StoreWriter {
                 }
             }
             StoreMsg::Prune => {
-                prune(state).await;
+                retention::apply(&state.db, &state.retention, &state.stats).await;
                 state
                     .me
                     .send_after(state.prune_interval, || StoreMsg::Prune);
@@ -627,80 +445,5 @@ fn refuse(state: &mut WriterState, acks: Vec<Ack>, error: &str) {
     }
     if !ids.is_empty() {
         let _ = state.queue.send(QueueMsg::NotStored { ids });
-    }
-}
-
-/// Applies retention (age, count, size), gives freed space back, and measures the
-/// database and its disk, warning when either runs short.
-async fn prune(state: &mut WriterState) {
-    let db = state.db.clone();
-    let r = state.retention.clone();
-    let mut cutoffs = Vec::new();
-    if let Some(age) = r.age {
-        let cutoff = SystemTime::now()
-            .checked_sub(age)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        cutoffs.push(("age", Ok(Some(ms(cutoff)))));
-    }
-    if let Some(max) = r.max_tasks {
-        cutoffs.push(("count", retention::cutoff_keeping(&db, max).await));
-    }
-    if let Some(max) = r.max_bytes {
-        cutoffs.push(("size", retention::cutoff_for_size(&db, max).await));
-    }
-    let mut pruned = 0;
-    for (bound, cutoff) in cutoffs {
-        let result = match cutoff {
-            Ok(Some(before_ms)) => db.prune(before_ms).await,
-            Ok(None) => Ok(0),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(0) => {}
-            Ok(n) => {
-                pruned += n;
-                state.stats.pruned.fetch_add(n, Ordering::Relaxed);
-                tracing::info!(tasks = n, bound, "pruned finished tasks past retention");
-            }
-            Err(e) => tracing::warn!(error = %e, bound, "pruning finished tasks failed"),
-        }
-    }
-    if pruned > 0 {
-        if let Err(e) = retention::give_back(&db).await {
-            tracing::warn!(error = %e, "giving freed pages back failed");
-        }
-    }
-    measure(state, &r).await;
-}
-
-/// Measures the database and its disk into the stats, warning when the database nears its
-/// byte bound or the disk runs low.
-async fn measure(state: &mut WriterState, r: &Retention) {
-    match retention::database_bytes(&state.db).await {
-        Ok(bytes) => {
-            state.stats.database_bytes.store(bytes, Ordering::Relaxed);
-            if let Some(max) = r.max_bytes {
-                if bytes >= max / 100 * retention::SIZE_WARN_PERCENT {
-                    tracing::warn!(
-                        database_bytes = bytes,
-                        max_bytes = max,
-                        "store database past {}% of retention_max_bytes",
-                        retention::SIZE_WARN_PERCENT
-                    );
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "measuring the database size failed"),
-    }
-    if let Some((free, total)) = r.path.as_deref().and_then(retention::disk_space) {
-        state.stats.disk_free_bytes.store(free, Ordering::Relaxed);
-        if total > 0 && free < total / 100 * retention::LOW_DISK_PERCENT {
-            tracing::warn!(
-                disk_free_bytes = free,
-                disk_bytes = total,
-                "disk under the store is below {}% free",
-                retention::LOW_DISK_PERCENT
-            );
-        }
     }
 }

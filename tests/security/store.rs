@@ -49,6 +49,7 @@ on_both!(
     an_oversized_error_message_is_cut_to_the_documented_bound,
     a_task_the_database_refuses_for_good_is_refused_and_the_rest_commit,
     a_change_the_database_refuses_for_good_records_the_task_failed,
+    a_registry_row_the_database_refuses_for_good_is_dropped,
 );
 
 fn on(url: &str) -> CoordinatorConfig {
@@ -166,21 +167,26 @@ async fn an_oversized_error_message_is_cut_to_the_documented_bound(url: String) 
 /// Makes the database refuse, for good (a constraint violation, not a retryable error),
 /// every task row `condition` (SQL on `NEW`) holds for, on `event` (`INSERT` or `UPDATE`).
 async fn refuse_for_good(url: &str, event: &str, condition: &str) {
+    refuse_for_good_on(url, "tasks", event, condition).await;
+}
+
+/// [`refuse_for_good`] on any table.
+async fn refuse_for_good_on(url: &str, table: &str, event: &str, condition: &str) {
     // SQLite: a NOT NULL violation in a table the trigger writes (a trigger's own
     // RAISE(ABORT) counts as curable, like PostgreSQL's plain RAISE EXCEPTION).
     let sql = if url.starts_with("sqlite:") {
         format!(
             "CREATE TABLE IF NOT EXISTS refused_by_the_test (n INTEGER NOT NULL); \
-             CREATE TRIGGER refuse_{event} BEFORE {event} ON tasks WHEN {condition} \
+             CREATE TRIGGER refuse_{table}_{event} BEFORE {event} ON {table} WHEN {condition} \
              BEGIN INSERT INTO refused_by_the_test (n) VALUES (NULL); END;"
         )
     } else {
         format!(
-            "CREATE FUNCTION refuse_{event}() RETURNS trigger LANGUAGE plpgsql AS \
+            "CREATE FUNCTION refuse_{table}_{event}() RETURNS trigger LANGUAGE plpgsql AS \
              $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'refused_by_the_test' \
              USING ERRCODE = '23514'; END IF; RETURN NEW; END $$; \
-             CREATE TRIGGER refuse_{event} BEFORE {event} ON tasks \
-             FOR EACH ROW EXECUTE FUNCTION refuse_{event}();"
+             CREATE TRIGGER refuse_{table}_{event} BEFORE {event} ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION refuse_{table}_{event}();"
         )
     };
     crate::databases::execute(url, &sql).await;
@@ -298,6 +304,32 @@ async fn a_change_the_database_refuses_for_good_records_the_task_failed(url: Str
     assert!(stats.rejected_rows >= 1);
     assert_eq!(
         store.get_task(fine.id).await.unwrap().map(|t| t.status),
+        Some(TaskStatus::Completed)
+    );
+    c.stop(true).await.unwrap();
+}
+
+async fn a_registry_row_the_database_refuses_for_good_is_dropped(url: String) {
+    // The first run makes the schema; the second's worker rows are refused.
+    started(&url).await.stop(true).await.unwrap();
+    refuse_for_good_on(&url, "workers", "INSERT", "NEW.status = 'active'").await;
+    let c = started(&url).await;
+    let h = c
+        .submit_async(TaskSpec::new("echo", &json!("runs")).unwrap())
+        .await
+        .expect("tasks are stored");
+    h.wait(WAIT).await.unwrap();
+    c.queue().flush().await.unwrap();
+    let store = c.store().unwrap().clone();
+    eventually("the refused worker rows to be counted", WAIT, || async {
+        store.stats().rejected_rows >= 1
+    })
+    .await;
+    let stats = store.stats();
+    assert!(stats.healthy);
+    assert_eq!(stats.failures, 0, "nothing was retried");
+    assert_eq!(
+        store.get_task(h.id).await.unwrap().map(|t| t.status),
         Some(TaskStatus::Completed)
     );
     c.stop(true).await.unwrap();
