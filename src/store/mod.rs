@@ -17,6 +17,7 @@
 
 mod claim;
 mod db;
+mod dropped;
 mod migrate;
 mod pending;
 mod retention;

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::db::{Db, KeyTaken};
+use super::dropped::{Dropped, Fate};
 use super::pending::{Batch, Pending, TaskWrite};
 use super::retention::{self, Retention};
 use super::rows::{ms, StoreOp, TaskState};
@@ -105,6 +106,8 @@ pub(crate) struct WriterState {
     /// Commit early once this many tasks are pending, even while more changes arrive.
     max_batch: usize,
     stats: Arc<WriterStats>,
+    /// New tasks recently left out, so no later submit is told they exist.
+    dropped: Dropped,
 }
 
 impl Actor for StoreWriter {
@@ -134,6 +137,7 @@ impl Actor for StoreWriter {
             prune_interval: args.prune_interval,
             max_batch: args.max_batch.max(1),
             stats: args.stats,
+            dropped: Dropped::default(),
         })
     }
 
@@ -154,7 +158,17 @@ impl Actor for StoreWriter {
                     let error = error.clone();
                     refuse(state, acks, &error);
                 } else {
-                    state.pending.acks.extend(acks);
+                    for mut ack in acks {
+                        match state.dropped.settle(&mut ack.submitted) {
+                            None => state.pending.acks.push(ack),
+                            Some(lost) => {
+                                let error = format!(
+                                    "task {lost}, which holds this submit's idempotency key,                                      was not stored; submit again"
+                                );
+                                refuse(state, vec![ack], &error);
+                            }
+                        }
+                    }
                 }
             }
             StoreMsg::Flush(reply) => {
@@ -366,6 +380,9 @@ async fn take_refused(state: &mut WriterState, done: Split) -> Vec<KeyTaken> {
         refuse(state, vec![ack], &error);
     }
     // New tasks without a waiting submit (buffered durability) go out of the queue too.
+    for &id in &fresh {
+        state.dropped.note(id, Fate::Lost);
+    }
     unstored.extend(fresh);
     if !unstored.is_empty() {
         let _ = state.queue.send(QueueMsg::NotStored { ids: unstored });
@@ -421,6 +438,7 @@ fn key_taken(state: &mut WriterState, taken: &[KeyTaken]) -> IdMap<TaskId> {
             "task not stored: another task holds its idempotency key"
         );
         holders.insert(t.task, t.holder);
+        state.dropped.note(t.task, Fate::HeldBy(t.holder));
     }
     let ids = taken.iter().map(|t| t.task).collect();
     let _ = state.queue.send(QueueMsg::NotStored { ids });
@@ -438,6 +456,9 @@ fn refuse(state: &mut WriterState, acks: Vec<Ack>, error: &str) {
             .map(|s| s.id)
             .collect();
         state.pending.forget(&fresh);
+        for &id in &fresh {
+            state.dropped.note(id, Fate::Lost);
+        }
         ids.extend(fresh);
         let _ = ack.reply.send(Err(QueueError::NotStored {
             reason: error.to_string(),
