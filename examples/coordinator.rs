@@ -27,7 +27,12 @@ USAGE:
 OPTIONS:
     --config <PATH>   settings file (TOML); default ./wrangle.toml when present
     --bind <ADDR>     where the HTTP server listens; default 127.0.0.1:7700
-    --token <TOKEN>   require this bearer token on every route but /healthz
+    --token <TOKEN>   require this bearer token (every scope) on every route but /healthz
+                      and the dashboard's login page; scoped tokens go in the file
+                      (`tokens = [...]`) or WRANGLE_TOKENS
+    --dangerously-allow-public-without-token
+                      let --bind name an address beyond loopback with no token: anyone who
+                      reaches the port controls the coordinator (refused otherwise)
     --database-url <URL>
                       where tasks are stored: sqlite://PATH (created on first start),
                       postgres://USER:PASSWORD@HOST:PORT/DB, or `memory`;
@@ -58,6 +63,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut database_url = None;
     let mut cluster_listen = None;
     let mut cookie = None;
+    let mut public_without_token = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -75,6 +81,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--database-url" => database_url = Some(value("--database-url")?),
             "--cluster-listen" => cluster_listen = Some(value("--cluster-listen")?),
             "--cookie" => cookie = Some(value("--cookie")?),
+            "--dangerously-allow-public-without-token" => public_without_token = true,
             other => return Err(format!("unknown argument `{other}` (see --help)").into()),
         }
     }
@@ -93,6 +100,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(c) = cookie {
         settings.apply_env("WRANGLE_COOKIE", &c)?;
+    }
+    if public_without_token {
+        settings.dangerously_allow_public_without_token = true;
     }
     settings.validate()?;
     tracing_subscriber::fmt()
@@ -124,18 +134,26 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
     let addr = listener.local_addr()?;
-    let url = match &settings.token {
-        Some(t) => format!("http://{addr}/?access_token={t}"),
-        None => format!("http://{addr}/"),
-    };
     println!("wrangle coordinator listening on {addr}");
+    if settings.is_public_without_token() {
+        eprintln!(
+            "WARNING: the API listens on {addr}, beyond this machine, with NO TOKEN: anyone who \
+             reaches this port can submit, cancel and scale (--dangerously-allow-public-without-token)"
+        );
+    }
     if let Some(listen) = settings.cluster_listen {
         println!(
             "nodes join at {listen}: cargo run --release --example node -- --join {listen} \
              --cookie <COOKIE>"
         );
     }
-    println!("dashboard: {url}");
+    // The token is never printed: the dashboard asks for it once and keeps it in a cookie.
+    let login = if settings.token.is_some() || !settings.tokens.is_empty() {
+        " (log in with your token)"
+    } else {
+        ""
+    };
+    println!("dashboard: http://{addr}/{login}");
     let app = wrangle::api::router(coordinator.clone(), settings.api_config());
     wrangle::api::serve(listener, app, wrangle::shutdown_signal()).await?;
     println!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::{ApiConfig, RateLimit};
+use crate::api::{ApiConfig, ApiToken, RateLimit, Scope};
 use crate::cluster::ClusterConfig;
 use crate::coordinator::CoordinatorConfig;
 use crate::error::Error;
@@ -23,8 +23,18 @@ pub const IN_MEMORY: &str = "memory";
 pub struct Settings {
     /// Where the HTTP server listens. Default `127.0.0.1:7700`. Env `WRANGLE_BIND`.
     pub bind: SocketAddr,
-    /// Bearer token required by the API. Default none. Env `WRANGLE_TOKEN`.
+    /// Bearer token required by the API, with every scope. Must not be empty. Default none.
+    /// Env `WRANGLE_TOKEN`.
     pub token: Option<String>,
+    /// Tokens with their own scopes, in a file as
+    /// `tokens = [{ token = "...", scopes = ["read", "submit"] }]`, in env as
+    /// `read+submit=TOKEN,read=OTHER`. Scopes: `read`, `submit`, `work`, `operate`, `admin`.
+    /// Default none. Env `WRANGLE_TOKENS`.
+    pub tokens: Vec<ApiToken>,
+    /// Lets the API listen beyond loopback (`0.0.0.0`, a LAN address) with no token, so
+    /// anyone who reaches the port controls the coordinator. Default false: such a `bind` is
+    /// refused. Env `WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN`.
+    pub dangerously_allow_public_without_token: bool,
     /// Largest request body in bytes. Default 2 MiB. Env `WRANGLE_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
     /// Requests per second per client; 0 turns the limit off. Default 20000.
@@ -33,6 +43,10 @@ pub struct Settings {
     /// Origins allowed by CORS (comma-separated in env). Default none.
     /// Env `WRANGLE_CORS_ORIGINS`.
     pub cors_origins: Vec<String>,
+    /// Host names, besides IP addresses and `localhost`, that requests may name in `Host`
+    /// (comma-separated in env; `.corp.example` allows every name under it); others get 421.
+    /// Default none. Env `WRANGLE_ALLOWED_HOSTS`.
+    pub allowed_hosts: Vec<String>,
     /// Fewest local workers. Default 2. Env `WRANGLE_MIN_WORKERS`.
     pub min_workers: usize,
     /// Most local workers. Default 8. Env `WRANGLE_MAX_WORKERS`.
@@ -95,9 +109,12 @@ impl Default for Settings {
         Self {
             bind: ([127, 0, 0, 1], 7700).into(),
             token: None,
+            tokens: Vec::new(),
+            dangerously_allow_public_without_token: false,
             max_body_bytes: 2 * 1024 * 1024,
             rate_limit_per_second: RateLimit::default().per_second,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             min_workers: 2,
             max_workers: 8,
             max_concurrent_tasks: 16,
@@ -130,9 +147,15 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("WRANGLE_BIND", "bind"),
     ("WRANGLE_TOKEN", "token"),
+    ("WRANGLE_TOKENS", "tokens (`read+submit=TOKEN,read=OTHER`)"),
+    (
+        "WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN",
+        "dangerously_allow_public_without_token",
+    ),
     ("WRANGLE_MAX_BODY_BYTES", "max_body_bytes"),
     ("WRANGLE_RATE_LIMIT", "rate_limit_per_second"),
     ("WRANGLE_CORS_ORIGINS", "cors_origins"),
+    ("WRANGLE_ALLOWED_HOSTS", "allowed_hosts"),
     ("WRANGLE_MIN_WORKERS", "min_workers"),
     ("WRANGLE_MAX_WORKERS", "max_workers"),
     ("WRANGLE_MAX_CONCURRENT_TASKS", "max_concurrent_tasks"),
@@ -215,7 +238,13 @@ impl Settings {
         }
         match key {
             "WRANGLE_BIND" => self.bind = parse("WRANGLE_BIND", value)?,
-            "WRANGLE_TOKEN" => self.token = Some(value.to_string()).filter(|t| !t.is_empty()),
+            // Kept even when empty, so `validate` refuses it rather than running open.
+            "WRANGLE_TOKEN" => self.token = Some(value.to_string()),
+            "WRANGLE_TOKENS" => self.tokens = parse_tokens(value)?,
+            "WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN" => {
+                self.dangerously_allow_public_without_token =
+                    parse("WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN", value)?
+            }
             "WRANGLE_MAX_BODY_BYTES" => {
                 self.max_body_bytes = parse("WRANGLE_MAX_BODY_BYTES", value)?
             }
@@ -223,6 +252,7 @@ impl Settings {
                 self.rate_limit_per_second = parse("WRANGLE_RATE_LIMIT", value)?
             }
             "WRANGLE_CORS_ORIGINS" => self.cors_origins = list(value),
+            "WRANGLE_ALLOWED_HOSTS" => self.allowed_hosts = list(value),
             "WRANGLE_MIN_WORKERS" => self.min_workers = parse("WRANGLE_MIN_WORKERS", value)?,
             "WRANGLE_MAX_WORKERS" => self.max_workers = parse("WRANGLE_MAX_WORKERS", value)?,
             "WRANGLE_MAX_CONCURRENT_TASKS" => {
@@ -283,6 +313,7 @@ impl Settings {
 
     /// Checks every setting by building the configs from it.
     pub fn validate(&self) -> Result<(), Error> {
+        self.validate_api_access()?;
         if self.task_timeout_secs == 0 {
             return Err(Error::invalid("task_timeout_secs", "must be at least 1"));
         }
@@ -305,6 +336,52 @@ impl Settings {
             ));
         }
         self.coordinator_config().validate()
+    }
+
+    /// No empty token, no token without scopes, and no listener beyond loopback without a
+    /// token unless `dangerously_allow_public_without_token` says so.
+    fn validate_api_access(&self) -> Result<(), Error> {
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(Error::invalid(
+                "token",
+                "is empty; set a secret, or remove the setting to run without a token",
+            ));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.token.trim().is_empty() {
+                return Err(Error::invalid(
+                    "tokens",
+                    format!("tokens[{i}].token is empty"),
+                ));
+            }
+            if t.scopes.is_empty() {
+                return Err(Error::invalid(
+                    "tokens",
+                    format!(
+                        "tokens[{i}].scopes is empty; give read, submit, work, operate or admin"
+                    ),
+                ));
+            }
+        }
+        let open = self.token.is_none() && self.tokens.is_empty();
+        if open && !self.bind.ip().is_loopback() && !self.dangerously_allow_public_without_token {
+            return Err(Error::invalid(
+                "token",
+                format!(
+                    "the API would listen on {} (beyond this machine) with no token: set a \
+                     token (--token, WRANGLE_TOKEN), bind 127.0.0.1, or pass \
+                     --dangerously-allow-public-without-token",
+                    self.bind
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the API is reachable beyond this machine with no token (allowed only by
+    /// `dangerously_allow_public_without_token`); programs say so loudly.
+    pub fn is_public_without_token(&self) -> bool {
+        self.token.is_none() && self.tokens.is_empty() && !self.bind.ip().is_loopback()
     }
 
     /// The coordinator's settings.
@@ -356,15 +433,44 @@ impl Settings {
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             token: self.token.clone(),
+            tokens: self.tokens.clone(),
             max_body_bytes: self.max_body_bytes,
             rate_limit: (self.rate_limit_per_second > 0.0).then_some(RateLimit {
                 per_second: self.rate_limit_per_second,
                 burst: self.rate_limit_per_second * 2.0,
             }),
             cors_origins: self.cors_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
             ..ApiConfig::default()
         }
     }
+}
+
+/// Parses `read+submit=TOKEN,read=OTHER`: scopes joined by `+`, then `=` and the token.
+fn parse_tokens(value: &str) -> Result<Vec<ApiToken>, Error> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, entry)| {
+            let (scopes, token) = entry.split_once('=').ok_or_else(|| {
+                Error::invalid(
+                    "WRANGLE_TOKENS",
+                    format!("entry {i} is not `scope+scope=TOKEN`"),
+                )
+            })?;
+            let scopes = scopes
+                .split('+')
+                .map(|s| s.parse::<Scope>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::invalid("WRANGLE_TOKENS", format!("entry {i}: {e}")))?;
+            Ok(ApiToken {
+                token: token.to_string(),
+                scopes,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -413,5 +519,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("min_workers"), "{err}");
+    }
+
+    #[test]
+    fn public_bind_without_token_is_refused_unless_dangerously_allowed() {
+        let err = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("token") && err.contains("0.0.0.0:7700"),
+            "{err}"
+        );
+        for with in [
+            ("WRANGLE_TOKEN", "s3cret"),
+            ("WRANGLE_TOKENS", "read=r3ader"),
+            ("WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN", "true"),
+        ] {
+            let s = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700"), with])).unwrap();
+            assert_eq!(
+                s.is_public_without_token(),
+                with.0.starts_with("WRANGLE_DANGER")
+            );
+        }
+        let s = Settings::load(None, env(&[("WRANGLE_BIND", "[::1]:7700")])).unwrap();
+        assert!(!s.is_public_without_token(), "loopback needs no token");
+    }
+
+    #[test]
+    fn empty_tokens_are_configuration_errors() {
+        for pairs in [
+            &[("WRANGLE_TOKEN", "")][..],
+            &[("WRANGLE_TOKEN", "  ")][..],
+            &[("WRANGLE_TOKENS", "read=")][..],
+            &[("WRANGLE_TOKENS", "=abc")][..],
+            &[("WRANGLE_TOKENS", "reed=abc")][..],
+        ] {
+            let err = Settings::load(None, env(pairs));
+            assert!(err.is_err(), "{pairs:?} was accepted");
+        }
+        let s =
+            Settings::load(None, env(&[("WRANGLE_TOKENS", "read+submit=a=b, admin=c")])).unwrap();
+        assert_eq!(s.tokens.len(), 2);
+        assert_eq!(s.tokens[0].token, "a=b");
+        assert_eq!(s.tokens[0].scopes.len(), 2);
+        let toml_tokens: Settings =
+            toml::from_str("tokens = [{ token = \"x\", scopes = [\"operate\"] }]").unwrap();
+        assert_eq!(toml_tokens.tokens[0].scopes.len(), 1);
     }
 }

@@ -9,15 +9,18 @@
 //! # }
 //! ```
 
+mod auth;
 mod cluster;
 mod dashboard;
 mod error;
+mod guard;
 mod prometheus;
-mod security;
+mod rate_limit;
 mod stream;
 mod tasks;
 
-pub use security::RateLimit;
+pub use auth::{ApiToken, Scope};
+pub use rate_limit::RateLimit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,14 +34,19 @@ use utoipa::OpenApi;
 
 use crate::coordinator::Coordinator;
 use error::ApiError;
-use security::{RateLimiter, SharedLimiter};
+use rate_limit::{RateLimiter, SharedLimiter};
 
 /// Settings of the HTTP server.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// When set, every route but `/healthz` needs `Authorization: Bearer <token>` (or
-    /// `?access_token=<token>`, for browsers' event streams). Default none.
+    /// A token with every scope. When this or `tokens` is set, every route but `/healthz`,
+    /// `/login`, `/logout` and the dashboard's page and assets needs
+    /// `Authorization: Bearer <token>` (or the cookie `POST /login` sets). An empty token
+    /// never matches. Default none.
     pub token: Option<String>,
+    /// Tokens with their own scopes (`read`, `submit`, `work`, `operate`, `admin`); a
+    /// request whose token lacks its route's scope is answered 403. Default none.
+    pub tokens: Vec<ApiToken>,
     /// Largest request body, in bytes. Default 2 MiB.
     pub max_body_bytes: usize,
     /// Most tasks in one submit. Default 10,000.
@@ -47,8 +55,13 @@ pub struct ApiConfig {
     /// 40,000.
     pub rate_limit: Option<RateLimit>,
     /// Origins allowed to call the API from a browser on another origin. Default none
-    /// (CORS off).
+    /// (CORS off). A request whose `Origin` is neither one of these nor the server's own is
+    /// answered 403.
     pub cors_origins: Vec<String>,
+    /// Host names (besides IP addresses and `localhost`) a request's `Host` may name, for
+    /// example `wrangle.internal`; `.corp.example` allows every name under it. A request for
+    /// any other name is answered 421, which defeats DNS rebinding. Default none.
+    pub allowed_hosts: Vec<String>,
     /// The name this node shows in `/nodes`. Default the host name.
     pub node_name: String,
 }
@@ -57,10 +70,12 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             token: None,
+            tokens: Vec::new(),
             max_body_bytes: 2 * 1024 * 1024,
             max_batch: 10_000,
             rate_limit: Some(RateLimit::default()),
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".into()),
         }
     }
@@ -73,6 +88,8 @@ pub(crate) struct ApiState {
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: SharedLimiter,
     pub(crate) node_name: String,
+    /// `token` (with every scope) and `tokens`, together.
+    pub(crate) tokens: Arc<[ApiToken]>,
 }
 
 #[derive(OpenApi)]
@@ -83,7 +100,7 @@ pub(crate) struct ApiState {
         tasks::requeue, tasks::queued, tasks::in_progress, tasks::results, tasks::dead_letters,
         cluster::nodes, cluster::agents_nodes, cluster::workers, cluster::scale,
         cluster::scale_history, cluster::stats, cluster::healthz, cluster::readyz,
-        stream::events, prometheus::metrics,
+        stream::events, prometheus::metrics, auth::login, auth::logout,
     ),
     modifiers(&BearerAuth),
 )]
@@ -121,12 +138,19 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-/// Builds the router: every route, auth, body limit, rate limit and CORS.
+/// Builds the router: every route, auth, JSON-only bodies, `Host`/`Origin` checks, body
+/// limit, rate limit and CORS.
 pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     let state = ApiState {
         coordinator,
         limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
         node_name: config.node_name.clone(),
+        tokens: config
+            .token
+            .iter()
+            .map(ApiToken::full)
+            .chain(config.tokens.iter().cloned())
+            .collect(),
         config: Arc::new(config),
     };
     let protected = Router::new()
@@ -151,18 +175,26 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            security::auth,
+            auth::authorize,
+        ));
+    let guarded = protected
+        .layer(middleware::from_fn(guard::json_only))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::host_and_origin,
         ));
     let mut app = Router::new()
         .route("/healthz", get(cluster::healthz))
-        .merge(protected)
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            security::rate_limit,
+            rate_limit::rate_limit,
         ));
     if !state.config.cors_origins.is_empty() {
         let origins = state

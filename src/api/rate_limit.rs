@@ -1,11 +1,10 @@
-//! Bearer-token auth and per-client rate limiting, on the server itself.
+//! Per-client rate limiting, on the server itself.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
@@ -95,39 +94,6 @@ pub(crate) async fn rate_limit(
     next.run(req).await
 }
 
-/// Requires the bearer token (header, or `access_token` query parameter for browsers'
-/// event streams) when one is configured.
-pub(crate) async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.config.token.as_deref() else {
-        return next.run(req).await;
-    };
-    let from_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let from_query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "access_token")
-            .map(|(_, v)| v.to_owned())
-    });
-    let ok = [from_header, from_query]
-        .into_iter()
-        .flatten()
-        .any(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()));
-    if ok {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Shared so tests can build a limiter of their own.
 pub(crate) type SharedLimiter = Option<Arc<RateLimiter>>;
 
@@ -164,12 +130,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1));
         assert!(l.allow(IpAddr::from([255, 255, 255, 255])));
         assert_eq!(l.buckets.len(), 1);
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }
