@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::error::{ApiError, ErrorBody};
 use super::ApiState;
@@ -31,11 +32,13 @@ pub(crate) struct TaskRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     priority: Option<PriorityInput>,
-    /// How long one attempt may run, in milliseconds.
+    /// How long one attempt may run, in milliseconds: 1 to 2,592,000,000 (30 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2_592_000_000_u64)]
     timeout_ms: Option<u64>,
-    /// Retries after a failed attempt.
+    /// Retries after a failed attempt: 0 to 100.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     retries: Option<u32>,
     /// Labels a worker must have.
     #[serde(default)]
@@ -46,8 +49,9 @@ pub(crate) struct TaskRequest {
     /// A repeated submit with this key returns the existing task.
     #[serde(default)]
     idempotency_key: Option<String>,
-    /// Do not run before this many milliseconds.
+    /// Do not run before this many milliseconds: 0 to 31,536,000,000 (365 days).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 31_536_000_000_u64)]
     delay_ms: Option<u64>,
 }
 
@@ -79,17 +83,31 @@ impl TaskRequest {
             })?,
         };
         let payload = Payload::from(self.payload.unwrap_or(serde_json::Value::Null));
-        Ok(
-            TaskSpec::from_payload(self.task_type, payload).with_options(TaskOptions {
-                priority,
-                timeout: self.timeout_ms.map(Duration::from_millis),
-                retries: self.retries,
-                labels: self.labels,
-                metadata: self.metadata,
-                idempotency_key: self.idempotency_key,
-                delay: self.delay_ms.map(Duration::from_millis),
-            }),
-        )
+        let options = TaskOptions {
+            priority,
+            timeout: self.timeout_ms.map(Duration::from_millis),
+            retries: self.retries,
+            labels: self.labels,
+            metadata: self.metadata,
+            idempotency_key: self.idempotency_key,
+            delay: self.delay_ms.map(Duration::from_millis),
+        };
+        // Checked here, before anything is queued, to name the field as the client wrote it.
+        options.validate().map_err(|e| match e {
+            crate::Error::Invalid {
+                field: name,
+                reason,
+            } => {
+                let name = match name {
+                    "timeout" => "timeout_ms",
+                    "delay" => "delay_ms",
+                    other => other,
+                };
+                ApiError::bad(format!("{field}{name}"), reason)
+            }
+            other => other.into(),
+        })?;
+        Ok(TaskSpec::from_payload(self.task_type, payload).with_options(options))
     }
 }
 
@@ -108,16 +126,116 @@ struct SubmittedTask {
     existing: bool,
 }
 
-/// Reads a body as JSON, naming the offending field on error (`tasks[2].priority`).
-fn parse_body(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<serde_json::Value, ApiError> {
-    let body = body.map_err(|e| match e.status() {
+/// Reads a body, answering 413 past the limit.
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(limit),
         _ => ApiError::bad("body", e.body_text()),
-    })?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad("body", format!("invalid JSON: {e}")))
+    })
+}
+
+/// The error a batch past its limit stops the parse with.
+const TOO_MANY: &str = "too many tasks";
+
+/// A JSON array read as raw elements, refused as soon as it holds more than `max`: the
+/// count is checked while parsing, so a body of a million tiny tasks is never built into a
+/// million values.
+struct BoundedArray {
+    max: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BoundedArray {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BoundedArray {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of tasks")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if items.len() == self.max {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// A parse error, or the batch limit that stopped the parse.
+fn invalid_batch(e: serde_json::Error, max: usize) -> ApiError {
+    if e.to_string().starts_with(TOO_MANY) {
+        ApiError::bad(
+            "tasks",
+            format!("more than {max} tasks in one request; at most {max}"),
+        )
+    } else {
+        ApiError::bad("body", format!("invalid JSON: {e}"))
+    }
+}
+
+/// An array of at most `max` raw elements, and nothing after it.
+fn bounded_array(raw: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let items = BoundedArray { max }
+        .deserialize(&mut de)
+        .map_err(|e| invalid_batch(e, max))?;
+    de.end().map_err(|e| invalid_batch(e, max))?;
+    Ok(items)
+}
+
+/// Each element with the path that names it (`tasks[2].`).
+fn numbered<'a>(items: Vec<&'a RawValue>, prefix: &str) -> Vec<(String, &'a RawValue)> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (format!("{prefix}[{i}]."), v))
+        .collect()
+}
+
+/// Splits a body (one task, an array, or `{"tasks": [...]}`) into its tasks' raw JSON,
+/// each with the path that names it in errors (`[2].`, `tasks[2].`).
+fn split_batch(body: &[u8], max: usize) -> Result<Vec<(String, &RawValue)>, ApiError> {
+    let invalid = |e: serde_json::Error| invalid_batch(e, max);
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    let items = match start.map(|i| body[i]) {
+        Some(b'[') => numbered(bounded_array(body, max)?, ""),
+        Some(b'{') => {
+            // An object's keys are few (a task has ten fields); its values stay raw.
+            let mut map: std::collections::HashMap<String, &RawValue> =
+                serde_json::from_slice(body).map_err(invalid)?;
+            match map.remove("tasks") {
+                Some(tasks) if tasks.get().trim_start().starts_with('[') => {
+                    numbered(bounded_array(tasks.get().as_bytes(), max)?, "tasks")
+                }
+                Some(_) => return Err(ApiError::bad("tasks", "expected an array of tasks")),
+                None => {
+                    let whole: &RawValue = serde_json::from_slice(body).map_err(invalid)?;
+                    vec![(String::new(), whole)]
+                }
+            }
+        }
+        Some(_) => {
+            // Still parse it, so malformed JSON is reported as such.
+            serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(invalid)?;
+            return Err(ApiError::bad(
+                "body",
+                "expected a task object or an array of tasks",
+            ));
+        }
+        None => return Err(ApiError::bad("body", "invalid JSON: the body is empty")),
+    };
+    Ok(items)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -152,49 +270,18 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// Turns a body (one task, an array, or `{"tasks": [...]}`) into specs.
-fn specs_from(state: &ApiState, body: serde_json::Value) -> Result<Vec<TaskSpec>, ApiError> {
-    let items: Vec<(String, serde_json::Value)> = match body {
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (format!("[{i}]."), v))
-            .collect(),
-        serde_json::Value::Object(mut map) if map.contains_key("tasks") => {
-            let Some(serde_json::Value::Array(items)) = map.remove("tasks") else {
-                return Err(ApiError::bad("tasks", "expected an array of tasks"));
-            };
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (format!("tasks[{i}]."), v))
-                .collect()
-        }
-        v @ serde_json::Value::Object(_) => vec![(String::new(), v)],
-        _ => {
-            return Err(ApiError::bad(
-                "body",
-                "expected a task object or an array of tasks",
-            ))
-        }
-    };
+fn specs_from(state: &ApiState, body: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
+    let items = split_batch(body, state.config.max_batch)?;
     if items.is_empty() {
         return Err(ApiError::bad("tasks", "no tasks given"));
-    }
-    if items.len() > state.config.max_batch {
-        return Err(ApiError::bad(
-            "tasks",
-            format!(
-                "{} tasks in one request; at most {}",
-                items.len(),
-                state.config.max_batch
-            ),
-        ));
     }
     let coordinator = &state.coordinator;
     items
         .into_iter()
-        .map(|(at, v)| {
-            let req: TaskRequest = decode(v, &at)?;
+        .map(|(at, raw)| {
+            let value: serde_json::Value = serde_json::from_str(raw.get())
+                .map_err(|e| ApiError::bad("body", format!("invalid JSON: {e}")))?;
+            let req: TaskRequest = decode(value, &at)?;
             if !coordinator.serves(&req.task_type) {
                 let known = coordinator.task_types();
                 let names: Vec<&str> = known.iter().map(|t| &**t).collect();
@@ -223,8 +310,8 @@ pub(crate) async fn submit(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = parse_body(body, state.config.max_body_bytes)?;
-    let specs = specs_from(&state, body)?;
+    let body = read_body(body, state.config.max_body_bytes)?;
+    let specs = specs_from(&state, &body)?;
     let submitted = state.coordinator.queue().submit_batch(specs).await?;
     let tasks = submitted
         .into_iter()
@@ -281,10 +368,14 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
             format!("`{raw}` is not a duration like 500ms, 30s or 2m"),
         )
     })?;
+    let too_long = || ApiError::bad(field, format!("`{raw}` is too long a duration"));
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(too_long),
         _ => Err(ApiError::bad(
             field,
             format!("unknown unit `{unit}`; use ms, s or m"),
