@@ -419,7 +419,7 @@ async fn a_batch_past_its_limit_is_refused_before_the_rest_is_parsed() {
         },
     );
     // Eleven tasks, then bytes that are not JSON: the count stops the parse first.
-    let eleven = vec![r#"{"task_type": "echo"}"#; 11].join(",");
+    let eleven = [r#"{"task_type": "echo"}"#; 11].join(",");
     for body in [
         format!("[{eleven}, this is not json"),
         format!(r#"{{"tasks": [{eleven}]}}"#),
@@ -433,7 +433,7 @@ async fn a_batch_past_its_limit_is_refused_before_the_rest_is_parsed() {
             .unwrap()
             .contains("at most 10"));
     }
-    let ten = vec![r#"{"task_type": "echo"}"#; 10].join(",");
+    let ten = [r#"{"task_type": "echo"}"#; 10].join(",");
     let (s, _, _) = send(&app, "POST", "/tasks", &[JSON], &format!("[{ten}]")).await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(submitted(&c).await, 10);
