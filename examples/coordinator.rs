@@ -40,6 +40,8 @@ OPTIONS:
     --cluster-listen <ADDR>
                       let nodes join here (for example 0.0.0.0:7450); off by default
     --cookie <SECRET> the secret nodes must present (required with --cluster-listen)
+    --tls-cert <PEM>, --tls-key <PEM>
+                      serve the API over HTTPS with this certificate chain and key
     -h, --help        print this help
 
 Settings come from the file, then WRANGLE_* environment variables, then these flags.
@@ -64,6 +66,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut cluster_listen = None;
     let mut cookie = None;
     let mut public_without_token = false;
+    let mut tls_cert = None;
+    let mut tls_key = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -82,6 +86,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--cluster-listen" => cluster_listen = Some(value("--cluster-listen")?),
             "--cookie" => cookie = Some(value("--cookie")?),
             "--dangerously-allow-public-without-token" => public_without_token = true,
+            "--tls-cert" => tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => tls_key = Some(value("--tls-key")?),
             other => return Err(format!("unknown argument `{other}` (see --help)").into()),
         }
     }
@@ -100,6 +106,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(c) = cookie {
         settings.apply_env("WRANGLE_COOKIE", &c)?;
+    }
+    if let Some(path) = tls_cert {
+        settings.apply_env("WRANGLE_TLS_CERT", &path)?;
+    }
+    if let Some(path) = tls_key {
+        settings.apply_env("WRANGLE_TLS_KEY", &path)?;
     }
     if public_without_token {
         settings.dangerously_allow_public_without_token = true;
@@ -134,6 +146,11 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
     let addr = listener.local_addr()?;
+    let scheme = if settings.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("wrangle coordinator listening on {addr}");
     if settings.is_public_without_token() {
         eprintln!(
@@ -153,9 +170,15 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         ""
     };
-    println!("dashboard: http://{addr}/{login}");
+    println!("dashboard: {scheme}://{addr}/{login}");
     let app = wrangle::api::router(coordinator.clone(), settings.api_config());
-    wrangle::api::serve(listener, app, wrangle::shutdown_signal()).await?;
+    wrangle::api::serve_with(
+        listener,
+        app,
+        settings.serve_config(),
+        wrangle::shutdown_signal(),
+    )
+    .await?;
     println!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");
     let progress = {
         let c = coordinator.clone();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::{ApiConfig, ApiToken, RateLimit, Scope};
+use crate::api::{ApiConfig, ApiToken, RateLimit, Scope, ServeConfig, TlsFiles};
 use crate::cluster::ClusterConfig;
 use crate::coordinator::CoordinatorConfig;
 use crate::error::Error;
@@ -37,9 +37,32 @@ pub struct Settings {
     pub dangerously_allow_public_without_token: bool,
     /// Largest request body in bytes. Default 2 MiB. Env `WRANGLE_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
-    /// Requests per second per client; 0 turns the limit off. Default 20000.
-    /// Env `WRANGLE_RATE_LIMIT`.
+    /// Requests per second per client (an IPv4 address or an IPv6 /64), bursts of twice as
+    /// many; 0 turns the limit off. Default 50000. Env `WRANGLE_RATE_LIMIT`.
     pub rate_limit_per_second: f64,
+    /// Most tasks in one submit. Default 10000. Env `WRANGLE_MAX_BATCH`.
+    pub max_batch: usize,
+    /// Most HTTP connections open at once. Default 32768. Env `WRANGLE_MAX_CONNECTIONS`.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head (and finish the TLS handshake), in
+    /// milliseconds. Default 10000. Env `WRANGLE_HEADER_READ_TIMEOUT_MS`.
+    pub header_read_timeout_ms: u64,
+    /// Time a request body has to arrive, in milliseconds. Default 30000.
+    /// Env `WRANGLE_BODY_READ_TIMEOUT_MS`.
+    pub body_read_timeout_ms: u64,
+    /// Most `/events` and `/wait` streams one client holds open. Default 16384.
+    /// Env `WRANGLE_MAX_STREAMS_PER_CLIENT`.
+    pub max_streams_per_client: usize,
+    /// An `/events` stream ends after this many seconds. Default 3600.
+    /// Env `WRANGLE_MAX_EVENT_STREAM_SECS`.
+    pub max_event_stream_secs: u64,
+    /// Longest `/tasks/{id}/wait`, in seconds. Default 300. Env `WRANGLE_MAX_WAIT_SECS`.
+    pub max_wait_secs: u64,
+    /// PEM certificate chain and key: the API serves HTTPS; both or neither.
+    /// Env `WRANGLE_TLS_CERT`, `WRANGLE_TLS_KEY`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Origins allowed by CORS (comma-separated in env). Default none.
     /// Env `WRANGLE_CORS_ORIGINS`.
     pub cors_origins: Vec<String>,
@@ -106,6 +129,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         let c = CoordinatorConfig::default();
+        let api = ApiConfig::default();
+        let serve = ServeConfig::default();
         Self {
             bind: ([127, 0, 0, 1], 7700).into(),
             token: None,
@@ -113,6 +138,15 @@ impl Default for Settings {
             dangerously_allow_public_without_token: false,
             max_body_bytes: 2 * 1024 * 1024,
             rate_limit_per_second: RateLimit::default().per_second,
+            max_batch: api.max_batch,
+            max_connections: serve.max_connections,
+            header_read_timeout_ms: serve.header_read_timeout.as_millis() as u64,
+            body_read_timeout_ms: api.body_read_timeout.as_millis() as u64,
+            max_streams_per_client: api.max_streams_per_client,
+            max_event_stream_secs: api.max_event_stream.as_secs(),
+            max_wait_secs: api.max_wait.as_secs(),
+            tls_cert: None,
+            tls_key: None,
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             min_workers: 2,
@@ -154,6 +188,15 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("WRANGLE_MAX_BODY_BYTES", "max_body_bytes"),
     ("WRANGLE_RATE_LIMIT", "rate_limit_per_second"),
+    ("WRANGLE_MAX_BATCH", "max_batch"),
+    ("WRANGLE_MAX_CONNECTIONS", "max_connections"),
+    ("WRANGLE_HEADER_READ_TIMEOUT_MS", "header_read_timeout_ms"),
+    ("WRANGLE_BODY_READ_TIMEOUT_MS", "body_read_timeout_ms"),
+    ("WRANGLE_MAX_STREAMS_PER_CLIENT", "max_streams_per_client"),
+    ("WRANGLE_MAX_EVENT_STREAM_SECS", "max_event_stream_secs"),
+    ("WRANGLE_MAX_WAIT_SECS", "max_wait_secs"),
+    ("WRANGLE_TLS_CERT", "tls_cert"),
+    ("WRANGLE_TLS_KEY", "tls_key"),
     ("WRANGLE_CORS_ORIGINS", "cors_origins"),
     ("WRANGLE_ALLOWED_HOSTS", "allowed_hosts"),
     ("WRANGLE_MIN_WORKERS", "min_workers"),
@@ -251,6 +294,25 @@ impl Settings {
             "WRANGLE_RATE_LIMIT" => {
                 self.rate_limit_per_second = parse("WRANGLE_RATE_LIMIT", value)?
             }
+            "WRANGLE_MAX_BATCH" => self.max_batch = parse("WRANGLE_MAX_BATCH", value)?,
+            "WRANGLE_MAX_CONNECTIONS" => {
+                self.max_connections = parse("WRANGLE_MAX_CONNECTIONS", value)?
+            }
+            "WRANGLE_HEADER_READ_TIMEOUT_MS" => {
+                self.header_read_timeout_ms = parse("WRANGLE_HEADER_READ_TIMEOUT_MS", value)?
+            }
+            "WRANGLE_BODY_READ_TIMEOUT_MS" => {
+                self.body_read_timeout_ms = parse("WRANGLE_BODY_READ_TIMEOUT_MS", value)?
+            }
+            "WRANGLE_MAX_STREAMS_PER_CLIENT" => {
+                self.max_streams_per_client = parse("WRANGLE_MAX_STREAMS_PER_CLIENT", value)?
+            }
+            "WRANGLE_MAX_EVENT_STREAM_SECS" => {
+                self.max_event_stream_secs = parse("WRANGLE_MAX_EVENT_STREAM_SECS", value)?
+            }
+            "WRANGLE_MAX_WAIT_SECS" => self.max_wait_secs = parse("WRANGLE_MAX_WAIT_SECS", value)?,
+            "WRANGLE_TLS_CERT" => self.tls_cert = Some(value.into()),
+            "WRANGLE_TLS_KEY" => self.tls_key = Some(value.into()),
             "WRANGLE_CORS_ORIGINS" => self.cors_origins = list(value),
             "WRANGLE_ALLOWED_HOSTS" => self.allowed_hosts = list(value),
             "WRANGLE_MIN_WORKERS" => self.min_workers = parse("WRANGLE_MIN_WORKERS", value)?,
@@ -363,6 +425,25 @@ impl Settings {
                 ));
             }
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::invalid(
+                "tls_cert",
+                "tls_cert and tls_key go together",
+            ));
+        }
+        for (name, zero) in [
+            ("max_batch", self.max_batch == 0),
+            ("max_connections", self.max_connections == 0),
+            ("header_read_timeout_ms", self.header_read_timeout_ms == 0),
+            ("body_read_timeout_ms", self.body_read_timeout_ms == 0),
+            ("max_streams_per_client", self.max_streams_per_client == 0),
+            ("max_event_stream_secs", self.max_event_stream_secs == 0),
+            ("max_wait_secs", self.max_wait_secs == 0),
+        ] {
+            if zero {
+                return Err(Error::invalid(name, "must be at least 1"));
+            }
+        }
         let open = self.token.is_none() && self.tokens.is_empty();
         if open && !self.bind.ip().is_loopback() && !self.dangerously_allow_public_without_token {
             return Err(Error::invalid(
@@ -429,6 +510,19 @@ impl Settings {
         Some(store)
     }
 
+    /// The HTTP server's connection settings: limits and TLS.
+    pub fn serve_config(&self) -> ServeConfig {
+        ServeConfig {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
+        }
+    }
+
     /// The HTTP server's settings.
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
@@ -441,6 +535,11 @@ impl Settings {
             }),
             cors_origins: self.cors_origins.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
+            max_batch: self.max_batch,
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_streams_per_client: self.max_streams_per_client,
+            max_event_stream: Duration::from_secs(self.max_event_stream_secs),
+            max_wait: Duration::from_secs(self.max_wait_secs),
             ..ApiConfig::default()
         }
     }

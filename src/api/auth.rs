@@ -217,13 +217,15 @@ pub(crate) struct LoggedIn {
               (status = 415, body = super::error::ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<ApiState>,
+    tls: Option<axum::Extension<super::OverTls>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let login: Login = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("token", format!("expected {{\"token\": \"...\"}}: {e}")))?;
     let scopes = scopes_of(&state.tokens, &login.token).ok_or(ApiError::Unauthorized)?;
+    let secure = if tls.is_some() { "; Secure" } else { "" };
     let value = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
         utf8_percent_encode(&login.token, NON_ALPHANUMERIC)
     );
     let cookie =

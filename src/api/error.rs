@@ -31,6 +31,8 @@ pub(crate) enum ApiError {
     PayloadTooLarge(usize),
     /// 429.
     RateLimited,
+    /// 429: the client holds its maximum of open streams.
+    TooManyStreams(usize),
     /// 503: the runtime cannot take it now (queue full, shutting down).
     Unavailable(String),
     /// 500: logged here, answered without details.
@@ -116,6 +118,12 @@ impl IntoResponse for ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests from this client; retry shortly".to_string(),
+                None,
+            ),
+            Self::TooManyStreams(max) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!("this client already holds {max} open streams; close one first"),
                 None,
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, None),

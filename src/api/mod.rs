@@ -16,15 +16,18 @@ mod error;
 mod guard;
 mod prometheus;
 mod rate_limit;
+mod serve;
 mod stream;
+mod streams;
 mod tasks;
+mod tls;
 
 pub use auth::{ApiToken, Scope};
 pub use rate_limit::RateLimit;
+pub use serve::{serve, serve_with, ServeConfig, TlsFiles};
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -51,9 +54,19 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Most tasks in one submit. Default 10,000.
     pub max_batch: usize,
-    /// Per-client rate limit; `None` turns it off. Default 20,000 requests/s, bursts of
-    /// 40,000.
+    /// Per-client rate limit (a client is an IPv4 address or an IPv6 /64); `None` turns it
+    /// off. Default 50,000 requests/s, bursts of 100,000.
     pub rate_limit: Option<RateLimit>,
+    /// A request body must arrive within this (slow-body clients). Default 30 s.
+    pub body_read_timeout: Duration,
+    /// Most `/events` and `/tasks/{id}/wait` streams one client (IPv4 address or IPv6 /64)
+    /// holds open at once; past it, 429. Default 16,384.
+    pub max_streams_per_client: usize,
+    /// An `/events` stream ends after this long (browsers reconnect by themselves).
+    /// Default 1 hour.
+    pub max_event_stream: Duration,
+    /// Longest `/tasks/{id}/wait?timeout=`; longer asks are cut to it. Default 5 minutes.
+    pub max_wait: Duration,
     /// Origins allowed to call the API from a browser on another origin. Default none
     /// (CORS off). A request whose `Origin` is neither one of these nor the server's own is
     /// answered 403.
@@ -74,6 +87,10 @@ impl Default for ApiConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_batch: 10_000,
             rate_limit: Some(RateLimit::default()),
+            body_read_timeout: Duration::from_secs(30),
+            max_streams_per_client: 16_384,
+            max_event_stream: Duration::from_secs(3600),
+            max_wait: Duration::from_secs(300),
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".into()),
@@ -90,6 +107,8 @@ pub(crate) struct ApiState {
     pub(crate) node_name: String,
     /// `token` (with every scope) and `tokens`, together.
     pub(crate) tokens: Arc<[ApiToken]>,
+    /// Open streams by client.
+    pub(crate) streams: Arc<streams::StreamSlots>,
 }
 
 #[derive(OpenApi)]
@@ -151,6 +170,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             .map(ApiToken::full)
             .chain(config.tokens.iter().cloned())
             .collect(),
+        streams: Arc::new(streams::StreamSlots::new(config.max_streams_per_client)),
         config: Arc::new(config),
     };
     let protected = Router::new()
@@ -161,7 +181,13 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/tasks/results", get(tasks::results))
         .route("/tasks/dead_letters", get(tasks::dead_letters))
         .route("/tasks/{id}", get(tasks::get).delete(tasks::cancel))
-        .route("/tasks/{id}/wait", get(tasks::wait))
+        .route(
+            "/tasks/{id}/wait",
+            get(tasks::wait).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
         .route("/tasks/{id}/requeue", post(tasks::requeue))
         .route("/nodes", get(cluster::nodes))
         .route("/agents/nodes", get(cluster::agents_nodes))
@@ -170,7 +196,13 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/scale/history", get(cluster::scale_history))
         .route("/stats", get(cluster::stats))
         .route("/readyz", get(cluster::readyz))
-        .route("/events", get(stream::events))
+        .route(
+            "/events",
+            get(stream::events).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
         .route("/metrics", get(prometheus::metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/", get(dashboard::index))
@@ -182,7 +214,11 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             state.clone(),
             auth::authorize,
         ));
+    // The body timeout sits inside `json_only`, which reads the body's own size hint.
     let guarded = protected
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.body_read_timeout,
+        ))
         .layer(middleware::from_fn(guard::json_only))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -213,28 +249,11 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     app.with_state(state)
 }
 
+/// Marks a request that arrived over TLS (the login cookie is then `Secure`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OverTls;
+
 /// Fires when the server begins shutting down, so endless responses (the event stream) end
 /// and graceful shutdown does not wait on them forever.
 #[derive(Clone, Debug)]
 pub(crate) struct ShuttingDown(pub(crate) tokio_util::sync::CancellationToken);
-
-/// Serves `app` on `listener` until `shutdown` resolves, with each client's address known
-/// to the rate limiter. Open event streams end when shutdown begins; other requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let token = tokio_util::sync::CancellationToken::new();
-    let app = app.layer(axum::Extension(ShuttingDown(token.clone())));
-    let shutdown = async move {
-        shutdown.await;
-        token.cancel();
-    };
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}

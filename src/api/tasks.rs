@@ -383,14 +383,16 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
     }
 }
 
-/// Waits until the task finishes or `timeout` (default 30s, at most 5m) passes. 200 with
-/// the finished task, or 202 with the task as it is when the wait ran out.
+/// Waits until the task finishes or `timeout` (default 30s, at most `max_wait`, 5m by
+/// default) passes. 200 with the finished task, or 202 with the task as it is when the wait
+/// ran out. A client holds at most `max_streams_per_client` waits and event streams at once.
 #[utoipa::path(get, path = "/tasks/{id}/wait", tag = "tasks",
     params(("id" = String, Path, description = "task id"),
            ("timeout" = Option<String>, Query, description = "e.g. 500ms, 30s, 2m")),
     responses((status = 200, body = TaskSnapshot, description = "finished"),
               (status = 202, body = TaskSnapshot, description = "still running when the wait ran out"),
-              (status = 404, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "too many open waits and streams from this client")))]
 pub(crate) async fn wait(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -401,7 +403,7 @@ pub(crate) async fn wait(
         Some(t) => parse_duration(t, "timeout")?,
         None => Duration::from_secs(30),
     }
-    .min(Duration::from_secs(300));
+    .min(state.config.max_wait);
     let finished = match state.coordinator.wait_for(id, timeout).await {
         Ok(_) => true,
         Err(crate::Error::Queue(crate::QueueError::WaitTimeout { .. })) => false,

@@ -464,3 +464,6 @@ async fn wait_durations_that_overflow_are_400() {
     }
     c.stop(false).await.unwrap();
 }
+
+#[path = "http_limits.rs"]
+mod limits;
