@@ -14,6 +14,7 @@ mod cluster;
 mod dashboard;
 mod error;
 mod guard;
+mod openapi_status;
 mod prometheus;
 mod rate_limit;
 mod serve;
@@ -37,6 +38,7 @@ use utoipa::OpenApi;
 
 use crate::coordinator::Coordinator;
 use error::ApiError;
+use openapi_status::CommonResponses;
 use rate_limit::{RateLimiter, SharedLimiter};
 
 /// Settings of the HTTP server.
@@ -121,7 +123,8 @@ pub(crate) struct ApiState {
         cluster::scale_history, cluster::stats, cluster::healthz, cluster::readyz,
         stream::events, prometheus::metrics, auth::login, auth::logout,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth, &CommonResponses),
 )]
 struct ApiDoc;
 

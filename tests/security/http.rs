@@ -465,5 +465,33 @@ async fn wait_durations_that_overflow_are_400() {
     c.stop(false).await.unwrap();
 }
 
+#[test]
+fn the_openapi_document_states_the_limits_and_status_codes_the_server_uses() {
+    let doc = serde_json::to_value(wrangle::api::openapi()).unwrap();
+    let responses = |method: &str, path: &str| -> Vec<String> {
+        doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let submit = responses("post", "/tasks");
+    for code in ["201", "400", "401", "403", "413", "415", "421", "429"] {
+        assert!(
+            submit.contains(&code.to_string()),
+            "POST /tasks lacks {code}: {submit:?}"
+        );
+    }
+    let stats = responses("get", "/stats");
+    assert!(stats.contains(&"421".to_string()) && !stats.contains(&"415".to_string()));
+    assert!(!responses("get", "/healthz").contains(&"401".to_string()));
+    let task = &doc["components"]["schemas"]["TaskRequest"]["properties"];
+    assert_eq!(task["retries"]["maximum"], 100);
+    assert_eq!(task["delay_ms"]["maximum"], 31_536_000_000u64);
+    assert_eq!(task["timeout_ms"]["maximum"], 2_592_000_000u64);
+    assert!(doc["paths"]["/login"]["post"].is_object());
+}
+
 #[path = "http_limits.rs"]
 mod limits;
