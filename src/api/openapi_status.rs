@@ -29,6 +29,10 @@ impl utoipa::Modify for CommonResponses {
 }
 
 fn add_common(op: &mut Operation, path: &str, public: bool) {
+    if public {
+        // No token needed: an empty list overrides the document's bearer requirement.
+        op.security = Some(Vec::new());
+    }
     let mut common = vec![(
         "429",
         "rate limited, or too many open streams from this client",
@@ -45,6 +49,9 @@ fn add_common(op: &mut Operation, path: &str, public: bool) {
             "401",
             "missing or invalid bearer token (when tokens are configured)",
         ));
+    }
+    if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+        common.push(("400", "a malformed parameter; `field` names it"));
     }
     if op.request_body.is_some() {
         common.push(("400", "malformed body; `field` names what to fix"));

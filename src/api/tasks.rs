@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use crate::task::{Payload, TaskId, TaskOptions, TaskPriority, TaskSnapshot, Task
 pub(crate) struct TaskRequest {
     /// The task type (a registered handler).
     #[serde(alias = "type")]
+    #[schema(min_length = 1)]
     task_type: String,
     /// The input, any JSON (alias `data`).
     #[serde(default, alias = "data")]
@@ -334,6 +335,12 @@ pub(crate) async fn submit_compat(
     submit(state, body).await
 }
 
+/// A query string that does not parse (a parameter given twice, say), as JSON like every
+/// other error.
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::bad("query", e.body_text())
+}
+
 pub(crate) fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::bad("id", format!("`{raw}` is not a task id (a UUID)")))
@@ -341,7 +348,7 @@ pub(crate) fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// One task: status, options, input, result or error, attempts.
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)")),
     responses((status = 200, body = TaskSnapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<ApiState>,
@@ -387,8 +394,8 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
 /// default) passes. 200 with the finished task, or 202 with the task as it is when the wait
 /// ran out. A client holds at most `max_streams_per_client` waits and event streams at once.
 #[utoipa::path(get, path = "/tasks/{id}/wait", tag = "tasks",
-    params(("id" = String, Path, description = "task id"),
-           ("timeout" = Option<String>, Query, description = "e.g. 500ms, 30s, 2m")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)"),
+           ("timeout" = Option<String>, Query, pattern = "^[0-9]{1,15}(ms|s|m)?$", description = "e.g. 500ms, 30s, 2m; at most max_wait (5m by default)")),
     responses((status = 200, body = TaskSnapshot, description = "finished"),
               (status = 202, body = TaskSnapshot, description = "still running when the wait ran out"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -396,9 +403,10 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
 pub(crate) async fn wait(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-    Query(params): Query<WaitParams>,
+    params: Result<Query<WaitParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    let Query(params) = params.map_err(query_error)?;
     let timeout = match params.timeout.as_deref() {
         Some(t) => parse_duration(t, "timeout")?,
         None => Duration::from_secs(30),
@@ -431,7 +439,7 @@ pub(crate) struct TaskChange {
 
 /// Cancels a task; a running one is told to stop.
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)")),
     responses((status = 200, body = TaskChange), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "already finished")))]
 pub(crate) async fn cancel(
@@ -449,7 +457,7 @@ pub(crate) async fn cancel(
 
 /// Puts a dead-lettered task back in the queue with a fresh retry budget.
 #[utoipa::path(post, path = "/tasks/{id}/requeue", tag = "tasks",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)")),
     responses((status = 200, body = TaskChange), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "not dead-lettered")))]
 pub(crate) async fn requeue(
@@ -500,14 +508,15 @@ fn page(tasks: Vec<TaskSnapshot>, limit: usize) -> TaskPage {
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     params(("status" = Option<String>, Query, description = "pending, queued, running, completed, failed, cancelled, timeout"),
            ("type" = Option<String>, Query, description = "task type"),
-           ("limit" = Option<usize>, Query, description = "1..=1000, default 100"),
+           ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
            ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc")),
     responses((status = 200, body = TaskPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<ApiState>,
-    Query(p): Query<ListParams>,
+    p: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<TaskPage>, ApiError> {
+    let Query(p) = p.map_err(query_error)?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(

@@ -462,6 +462,16 @@ async fn wait_durations_that_overflow_are_400() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{timeout}");
         assert_eq!(v["error"]["field"], "timeout");
     }
+    // A query string that does not parse is answered in JSON like every other error.
+    for uri in [
+        "/tasks?limit=1&limit=2".to_string(),
+        format!("/tasks/{id}/wait?timeout=1&timeout=2"),
+    ] {
+        let (s, v, h) = send(&app, "GET", &uri, &[], "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(h["content-type"], "application/json", "{uri}");
+        assert_eq!(v["error"]["field"], "query");
+    }
     c.stop(false).await.unwrap();
 }
 
