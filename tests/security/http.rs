@@ -505,3 +505,54 @@ fn the_openapi_document_states_the_limits_and_status_codes_the_server_uses() {
 
 #[path = "http_limits.rs"]
 mod limits;
+
+/// Every kind of refused request, then one accepted: the store holds exactly the one.
+async fn refused_requests_store_nothing(url: &str) {
+    let config = wrangle::CoordinatorConfig {
+        store: Some(wrangle::StoreConfig::new(url)),
+        ..common::fixed(1)
+    };
+    let c = common::start(config, common::handlers()).await;
+    let app = router(c.clone(), scoped());
+    let submit = bearer("subm1t");
+    let submit = (submit.0, submit.1.as_str());
+    let reader = bearer("r3ader");
+    let refused: [(&[(&str, &str)], &str); 6] = [
+        (&[submit, ("content-type", "text/plain")], TASK),
+        (&[submit, JSON, ("host", "attacker.example")], TASK),
+        (&[submit, JSON, ("origin", "https://evil.example")], TASK),
+        (&[(reader.0, &reader.1), JSON], TASK),
+        (&[JSON], TASK),
+        (
+            &[submit, JSON],
+            r#"[{"task_type": "echo"}, {"task_type": "echo", "retries": 4294967295}]"#,
+        ),
+    ];
+    for (headers, body) in refused {
+        let (s, _, _) = send(&app, "POST", "/tasks", headers, body).await;
+        assert!(s.is_client_error(), "{headers:?}: {s}");
+    }
+    let (s, _, _) = send(&app, "POST", "/tasks", &[submit, JSON], TASK).await;
+    assert_eq!(s, StatusCode::CREATED);
+    c.stop(true).await.unwrap();
+    assert_eq!(
+        crate::databases::count(url, "SELECT COUNT(*) FROM tasks").await,
+        1,
+        "only the accepted task reached {url}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_store_nothing_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    refused_requests_store_nothing(&crate::databases::sqlite_url(dir.path(), "refused")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_store_nothing_in_postgres() {
+    let Some(url) = crate::databases::fresh_postgres("http_refused").await else {
+        return;
+    };
+    refused_requests_store_nothing(&url).await;
+    crate::databases::drop_postgres(&url).await;
+}
