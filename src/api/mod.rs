@@ -10,6 +10,7 @@
 //! ```
 
 mod auth;
+mod batch;
 mod cluster;
 mod dashboard;
 mod error;
