@@ -299,5 +299,15 @@ mod tests {
         );
         assert_eq!(cookie(&h, COOKIE).as_deref(), Some("s ;=3"));
         assert!(!format!("{:?}", ApiToken::full("hunter2")).contains("hunter2"));
+        let config = super::super::ApiConfig {
+            token: Some("hunter3".into()),
+            tokens: vec![ApiToken::full("hunter4")],
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter3") && !shown.contains("hunter4"),
+            "{shown}"
+        );
     }
 }

@@ -42,8 +42,8 @@ use error::ApiError;
 use openapi_status::CommonResponses;
 use rate_limit::{RateLimiter, SharedLimiter};
 
-/// Settings of the HTTP server.
-#[derive(Clone, Debug)]
+/// Settings of the HTTP server. Its `Debug` form hides the tokens.
+#[derive(Clone)]
 pub struct ApiConfig {
     /// A token with every scope. When this or `tokens` is set, every route but `/healthz`,
     /// `/login`, `/logout` and the dashboard's page and assets needs
@@ -98,6 +98,25 @@ impl Default for ApiConfig {
             allowed_hosts: Vec::new(),
             node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".into()),
         }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch", &self.max_batch)
+            .field("rate_limit", &self.rate_limit)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_streams_per_client", &self.max_streams_per_client)
+            .field("max_event_stream", &self.max_event_stream)
+            .field("max_wait", &self.max_wait)
+            .field("cors_origins", &self.cors_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("node_name", &self.node_name)
+            .finish()
     }
 }
 
