@@ -27,7 +27,12 @@ USAGE:
 OPTIONS:
     --config <PATH>   settings file (TOML); default ./wrangle.toml when present
     --bind <ADDR>     where the HTTP server listens; default 127.0.0.1:7700
-    --token <TOKEN>   require this bearer token on every route but /healthz
+    --token <TOKEN>   require this bearer token (every scope) on every route but /healthz
+                      and the dashboard's login page; scoped tokens go in the file
+                      (`tokens = [...]`) or WRANGLE_TOKENS
+    --dangerously-allow-public-without-token
+                      let --bind name an address beyond loopback with no token: anyone who
+                      reaches the port controls the coordinator (refused otherwise)
     --database-url <URL>
                       where tasks are stored: sqlite://PATH (created on first start),
                       postgres://USER:PASSWORD@HOST:PORT/DB, or `memory`;
@@ -35,6 +40,8 @@ OPTIONS:
     --cluster-listen <ADDR>
                       let nodes join here (for example 0.0.0.0:7450); off by default
     --cookie <SECRET> the secret nodes must present (required with --cluster-listen)
+    --tls-cert <PEM>, --tls-key <PEM>
+                      serve the API over HTTPS with this certificate chain and key
     -h, --help        print this help
 
 Settings come from the file, then WRANGLE_* environment variables, then these flags.
@@ -58,6 +65,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut database_url = None;
     let mut cluster_listen = None;
     let mut cookie = None;
+    let mut public_without_token = false;
+    let mut tls_cert = None;
+    let mut tls_key = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -75,6 +85,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--database-url" => database_url = Some(value("--database-url")?),
             "--cluster-listen" => cluster_listen = Some(value("--cluster-listen")?),
             "--cookie" => cookie = Some(value("--cookie")?),
+            "--dangerously-allow-public-without-token" => public_without_token = true,
+            "--tls-cert" => tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => tls_key = Some(value("--tls-key")?),
             other => return Err(format!("unknown argument `{other}` (see --help)").into()),
         }
     }
@@ -93,6 +106,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(c) = cookie {
         settings.apply_env("WRANGLE_COOKIE", &c)?;
+    }
+    if let Some(path) = tls_cert {
+        settings.apply_env("WRANGLE_TLS_CERT", &path)?;
+    }
+    if let Some(path) = tls_key {
+        settings.apply_env("WRANGLE_TLS_KEY", &path)?;
+    }
+    if public_without_token {
+        settings.dangerously_allow_public_without_token = true;
     }
     settings.validate()?;
     tracing_subscriber::fmt()
@@ -124,20 +146,39 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
     let addr = listener.local_addr()?;
-    let url = match &settings.token {
-        Some(t) => format!("http://{addr}/?access_token={t}"),
-        None => format!("http://{addr}/"),
+    let scheme = if settings.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
     };
     println!("wrangle coordinator listening on {addr}");
+    if settings.is_public_without_token() {
+        eprintln!(
+            "WARNING: the API listens on {addr}, beyond this machine, with NO TOKEN: anyone who \
+             reaches this port can submit, cancel and scale (--dangerously-allow-public-without-token)"
+        );
+    }
     if let Some(listen) = settings.cluster_listen {
         println!(
             "nodes join at {listen}: cargo run --release --example node -- --join {listen} \
              --cookie <COOKIE>"
         );
     }
-    println!("dashboard: {url}");
+    // The token is never printed: the dashboard asks for it once and keeps it in a cookie.
+    let login = if settings.token.is_some() || !settings.tokens.is_empty() {
+        " (log in with your token)"
+    } else {
+        ""
+    };
+    println!("dashboard: {scheme}://{addr}/{login}");
     let app = wrangle::api::router(coordinator.clone(), settings.api_config());
-    wrangle::api::serve(listener, app, wrangle::shutdown_signal()).await?;
+    wrangle::api::serve_with(
+        listener,
+        app,
+        settings.serve_config(),
+        wrangle::shutdown_signal(),
+    )
+    .await?;
     println!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");
     let progress = {
         let c = coordinator.clone();

@@ -33,11 +33,9 @@ async fn start() -> Result<(Coordinator, String), Box<dyn std::error::Error>> {
         ..CoordinatorConfig::default()
     };
     let coordinator = Coordinator::start(config, handlers).await?;
-    let api = ApiConfig {
-        rate_limit: None,
-        ..ApiConfig::default()
-    };
-    let app = router(coordinator.clone(), api);
+    // The server's defaults, limits on: its rate limit (50,000 requests/s per client, bursts
+    // of 100,000), connection cap and timeouts must let this load through.
+    let app = router(coordinator.clone(), ApiConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(serve(listener, app, std::future::pending()));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::{ApiConfig, RateLimit};
+use crate::api::{ApiConfig, ApiToken, RateLimit, Scope, ServeConfig, TlsFiles};
 use crate::cluster::ClusterConfig;
 use crate::coordinator::CoordinatorConfig;
 use crate::error::Error;
@@ -23,16 +23,53 @@ pub const IN_MEMORY: &str = "memory";
 pub struct Settings {
     /// Where the HTTP server listens. Default `127.0.0.1:7700`. Env `WRANGLE_BIND`.
     pub bind: SocketAddr,
-    /// Bearer token required by the API. Default none. Env `WRANGLE_TOKEN`.
+    /// Bearer token required by the API, with every scope. Must not be empty. Default none.
+    /// Env `WRANGLE_TOKEN`.
     pub token: Option<String>,
+    /// Tokens with their own scopes, in a file as
+    /// `tokens = [{ token = "...", scopes = ["read", "submit"] }]`, in env as
+    /// `read+submit=TOKEN,read=OTHER`. Scopes: `read`, `submit`, `work`, `operate`, `admin`.
+    /// Default none. Env `WRANGLE_TOKENS`.
+    pub tokens: Vec<ApiToken>,
+    /// Lets the API listen beyond loopback (`0.0.0.0`, a LAN address) with no token, so
+    /// anyone who reaches the port controls the coordinator. Default false: such a `bind` is
+    /// refused. Env `WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN`.
+    pub dangerously_allow_public_without_token: bool,
     /// Largest request body in bytes. Default 2 MiB. Env `WRANGLE_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
-    /// Requests per second per client; 0 turns the limit off. Default 20000.
-    /// Env `WRANGLE_RATE_LIMIT`.
+    /// Requests per second per client (an IPv4 address or an IPv6 /64), bursts of twice as
+    /// many; 0 turns the limit off. Default 50000. Env `WRANGLE_RATE_LIMIT`.
     pub rate_limit_per_second: f64,
+    /// Most tasks in one submit. Default 10000. Env `WRANGLE_MAX_BATCH`.
+    pub max_batch: usize,
+    /// Most HTTP connections open at once. Default 32768. Env `WRANGLE_MAX_CONNECTIONS`.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head (and finish the TLS handshake), in
+    /// milliseconds. Default 10000. Env `WRANGLE_HEADER_READ_TIMEOUT_MS`.
+    pub header_read_timeout_ms: u64,
+    /// Time a request body has to arrive, in milliseconds. Default 30000.
+    /// Env `WRANGLE_BODY_READ_TIMEOUT_MS`.
+    pub body_read_timeout_ms: u64,
+    /// Most `/events` and `/wait` streams one client holds open. Default 16384.
+    /// Env `WRANGLE_MAX_STREAMS_PER_CLIENT`.
+    pub max_streams_per_client: usize,
+    /// An `/events` stream ends after this many seconds. Default 3600.
+    /// Env `WRANGLE_MAX_EVENT_STREAM_SECS`.
+    pub max_event_stream_secs: u64,
+    /// Longest `/tasks/{id}/wait`, in seconds. Default 300. Env `WRANGLE_MAX_WAIT_SECS`.
+    pub max_wait_secs: u64,
+    /// PEM certificate chain and key: the API serves HTTPS; both or neither.
+    /// Env `WRANGLE_TLS_CERT`, `WRANGLE_TLS_KEY`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Origins allowed by CORS (comma-separated in env). Default none.
     /// Env `WRANGLE_CORS_ORIGINS`.
     pub cors_origins: Vec<String>,
+    /// Host names, besides IP addresses and `localhost`, that requests may name in `Host`
+    /// (comma-separated in env; `.corp.example` allows every name under it); others get 421.
+    /// Default none. Env `WRANGLE_ALLOWED_HOSTS`.
+    pub allowed_hosts: Vec<String>,
     /// Fewest local workers. Default 2. Env `WRANGLE_MIN_WORKERS`.
     pub min_workers: usize,
     /// Most local workers. Default 8. Env `WRANGLE_MAX_WORKERS`.
@@ -92,12 +129,26 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         let c = CoordinatorConfig::default();
+        let api = ApiConfig::default();
+        let serve = ServeConfig::default();
         Self {
             bind: ([127, 0, 0, 1], 7700).into(),
             token: None,
+            tokens: Vec::new(),
+            dangerously_allow_public_without_token: false,
             max_body_bytes: 2 * 1024 * 1024,
             rate_limit_per_second: RateLimit::default().per_second,
+            max_batch: api.max_batch,
+            max_connections: serve.max_connections,
+            header_read_timeout_ms: serve.header_read_timeout.as_millis() as u64,
+            body_read_timeout_ms: api.body_read_timeout.as_millis() as u64,
+            max_streams_per_client: api.max_streams_per_client,
+            max_event_stream_secs: api.max_event_stream.as_secs(),
+            max_wait_secs: api.max_wait.as_secs(),
+            tls_cert: None,
+            tls_key: None,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             min_workers: 2,
             max_workers: 8,
             max_concurrent_tasks: 16,
@@ -130,9 +181,24 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("WRANGLE_BIND", "bind"),
     ("WRANGLE_TOKEN", "token"),
+    ("WRANGLE_TOKENS", "tokens (`read+submit=TOKEN,read=OTHER`)"),
+    (
+        "WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN",
+        "dangerously_allow_public_without_token",
+    ),
     ("WRANGLE_MAX_BODY_BYTES", "max_body_bytes"),
     ("WRANGLE_RATE_LIMIT", "rate_limit_per_second"),
+    ("WRANGLE_MAX_BATCH", "max_batch"),
+    ("WRANGLE_MAX_CONNECTIONS", "max_connections"),
+    ("WRANGLE_HEADER_READ_TIMEOUT_MS", "header_read_timeout_ms"),
+    ("WRANGLE_BODY_READ_TIMEOUT_MS", "body_read_timeout_ms"),
+    ("WRANGLE_MAX_STREAMS_PER_CLIENT", "max_streams_per_client"),
+    ("WRANGLE_MAX_EVENT_STREAM_SECS", "max_event_stream_secs"),
+    ("WRANGLE_MAX_WAIT_SECS", "max_wait_secs"),
+    ("WRANGLE_TLS_CERT", "tls_cert"),
+    ("WRANGLE_TLS_KEY", "tls_key"),
     ("WRANGLE_CORS_ORIGINS", "cors_origins"),
+    ("WRANGLE_ALLOWED_HOSTS", "allowed_hosts"),
     ("WRANGLE_MIN_WORKERS", "min_workers"),
     ("WRANGLE_MAX_WORKERS", "max_workers"),
     ("WRANGLE_MAX_CONCURRENT_TASKS", "max_concurrent_tasks"),
@@ -215,14 +281,40 @@ impl Settings {
         }
         match key {
             "WRANGLE_BIND" => self.bind = parse("WRANGLE_BIND", value)?,
-            "WRANGLE_TOKEN" => self.token = Some(value.to_string()).filter(|t| !t.is_empty()),
+            // Kept even when empty, so `validate` refuses it rather than running open.
+            "WRANGLE_TOKEN" => self.token = Some(value.to_string()),
+            "WRANGLE_TOKENS" => self.tokens = parse_tokens(value)?,
+            "WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN" => {
+                self.dangerously_allow_public_without_token =
+                    parse("WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN", value)?
+            }
             "WRANGLE_MAX_BODY_BYTES" => {
                 self.max_body_bytes = parse("WRANGLE_MAX_BODY_BYTES", value)?
             }
             "WRANGLE_RATE_LIMIT" => {
                 self.rate_limit_per_second = parse("WRANGLE_RATE_LIMIT", value)?
             }
+            "WRANGLE_MAX_BATCH" => self.max_batch = parse("WRANGLE_MAX_BATCH", value)?,
+            "WRANGLE_MAX_CONNECTIONS" => {
+                self.max_connections = parse("WRANGLE_MAX_CONNECTIONS", value)?
+            }
+            "WRANGLE_HEADER_READ_TIMEOUT_MS" => {
+                self.header_read_timeout_ms = parse("WRANGLE_HEADER_READ_TIMEOUT_MS", value)?
+            }
+            "WRANGLE_BODY_READ_TIMEOUT_MS" => {
+                self.body_read_timeout_ms = parse("WRANGLE_BODY_READ_TIMEOUT_MS", value)?
+            }
+            "WRANGLE_MAX_STREAMS_PER_CLIENT" => {
+                self.max_streams_per_client = parse("WRANGLE_MAX_STREAMS_PER_CLIENT", value)?
+            }
+            "WRANGLE_MAX_EVENT_STREAM_SECS" => {
+                self.max_event_stream_secs = parse("WRANGLE_MAX_EVENT_STREAM_SECS", value)?
+            }
+            "WRANGLE_MAX_WAIT_SECS" => self.max_wait_secs = parse("WRANGLE_MAX_WAIT_SECS", value)?,
+            "WRANGLE_TLS_CERT" => self.tls_cert = Some(value.into()),
+            "WRANGLE_TLS_KEY" => self.tls_key = Some(value.into()),
             "WRANGLE_CORS_ORIGINS" => self.cors_origins = list(value),
+            "WRANGLE_ALLOWED_HOSTS" => self.allowed_hosts = list(value),
             "WRANGLE_MIN_WORKERS" => self.min_workers = parse("WRANGLE_MIN_WORKERS", value)?,
             "WRANGLE_MAX_WORKERS" => self.max_workers = parse("WRANGLE_MAX_WORKERS", value)?,
             "WRANGLE_MAX_CONCURRENT_TASKS" => {
@@ -283,6 +375,7 @@ impl Settings {
 
     /// Checks every setting by building the configs from it.
     pub fn validate(&self) -> Result<(), Error> {
+        self.validate_api_access()?;
         if self.task_timeout_secs == 0 {
             return Err(Error::invalid("task_timeout_secs", "must be at least 1"));
         }
@@ -305,6 +398,71 @@ impl Settings {
             ));
         }
         self.coordinator_config().validate()
+    }
+
+    /// No empty token, no token without scopes, and no listener beyond loopback without a
+    /// token unless `dangerously_allow_public_without_token` says so.
+    fn validate_api_access(&self) -> Result<(), Error> {
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(Error::invalid(
+                "token",
+                "is empty; set a secret, or remove the setting to run without a token",
+            ));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.token.trim().is_empty() {
+                return Err(Error::invalid(
+                    "tokens",
+                    format!("tokens[{i}].token is empty"),
+                ));
+            }
+            if t.scopes.is_empty() {
+                return Err(Error::invalid(
+                    "tokens",
+                    format!(
+                        "tokens[{i}].scopes is empty; give read, submit, work, operate or admin"
+                    ),
+                ));
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::invalid(
+                "tls_cert",
+                "tls_cert and tls_key go together",
+            ));
+        }
+        for (name, zero) in [
+            ("max_batch", self.max_batch == 0),
+            ("max_connections", self.max_connections == 0),
+            ("header_read_timeout_ms", self.header_read_timeout_ms == 0),
+            ("body_read_timeout_ms", self.body_read_timeout_ms == 0),
+            ("max_streams_per_client", self.max_streams_per_client == 0),
+            ("max_event_stream_secs", self.max_event_stream_secs == 0),
+            ("max_wait_secs", self.max_wait_secs == 0),
+        ] {
+            if zero {
+                return Err(Error::invalid(name, "must be at least 1"));
+            }
+        }
+        let open = self.token.is_none() && self.tokens.is_empty();
+        if open && !self.bind.ip().is_loopback() && !self.dangerously_allow_public_without_token {
+            return Err(Error::invalid(
+                "token",
+                format!(
+                    "the API would listen on {} (beyond this machine) with no token: set a \
+                     token (--token, WRANGLE_TOKEN), bind 127.0.0.1, or pass \
+                     --dangerously-allow-public-without-token",
+                    self.bind
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the API is reachable beyond this machine with no token (allowed only by
+    /// `dangerously_allow_public_without_token`); programs say so loudly.
+    pub fn is_public_without_token(&self) -> bool {
+        self.token.is_none() && self.tokens.is_empty() && !self.bind.ip().is_loopback()
     }
 
     /// The coordinator's settings.
@@ -352,19 +510,66 @@ impl Settings {
         Some(store)
     }
 
+    /// The HTTP server's connection settings: limits and TLS.
+    pub fn serve_config(&self) -> ServeConfig {
+        ServeConfig {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
+        }
+    }
+
     /// The HTTP server's settings.
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             token: self.token.clone(),
+            tokens: self.tokens.clone(),
             max_body_bytes: self.max_body_bytes,
             rate_limit: (self.rate_limit_per_second > 0.0).then_some(RateLimit {
                 per_second: self.rate_limit_per_second,
                 burst: self.rate_limit_per_second * 2.0,
             }),
             cors_origins: self.cors_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            max_batch: self.max_batch,
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_streams_per_client: self.max_streams_per_client,
+            max_event_stream: Duration::from_secs(self.max_event_stream_secs),
+            max_wait: Duration::from_secs(self.max_wait_secs),
             ..ApiConfig::default()
         }
     }
+}
+
+/// Parses `read+submit=TOKEN,read=OTHER`: scopes joined by `+`, then `=` and the token.
+fn parse_tokens(value: &str) -> Result<Vec<ApiToken>, Error> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, entry)| {
+            let (scopes, token) = entry.split_once('=').ok_or_else(|| {
+                Error::invalid(
+                    "WRANGLE_TOKENS",
+                    format!("entry {i} is not `scope+scope=TOKEN`"),
+                )
+            })?;
+            let scopes = scopes
+                .split('+')
+                .map(|s| s.parse::<Scope>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::invalid("WRANGLE_TOKENS", format!("entry {i}: {e}")))?;
+            Ok(ApiToken {
+                token: token.to_string(),
+                scopes,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -413,5 +618,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("min_workers"), "{err}");
+    }
+
+    #[test]
+    fn public_bind_without_token_is_refused_unless_dangerously_allowed() {
+        let err = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("token") && err.contains("0.0.0.0:7700"),
+            "{err}"
+        );
+        for with in [
+            ("WRANGLE_TOKEN", "s3cret"),
+            ("WRANGLE_TOKENS", "read=r3ader"),
+            ("WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN", "true"),
+        ] {
+            let s = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700"), with])).unwrap();
+            assert_eq!(
+                s.is_public_without_token(),
+                with.0.starts_with("WRANGLE_DANGER")
+            );
+        }
+        let s = Settings::load(None, env(&[("WRANGLE_BIND", "[::1]:7700")])).unwrap();
+        assert!(!s.is_public_without_token(), "loopback needs no token");
+    }
+
+    #[test]
+    fn empty_tokens_are_configuration_errors() {
+        for pairs in [
+            &[("WRANGLE_TOKEN", "")][..],
+            &[("WRANGLE_TOKEN", "  ")][..],
+            &[("WRANGLE_TOKENS", "read=")][..],
+            &[("WRANGLE_TOKENS", "=abc")][..],
+            &[("WRANGLE_TOKENS", "reed=abc")][..],
+        ] {
+            let err = Settings::load(None, env(pairs));
+            assert!(err.is_err(), "{pairs:?} was accepted");
+        }
+        let s =
+            Settings::load(None, env(&[("WRANGLE_TOKENS", "read+submit=a=b, admin=c")])).unwrap();
+        assert_eq!(s.tokens.len(), 2);
+        assert_eq!(s.tokens[0].token, "a=b");
+        assert_eq!(s.tokens[0].scopes.len(), 2);
+        let toml_tokens: Settings =
+            toml::from_str("tokens = [{ token = \"x\", scopes = [\"operate\"] }]").unwrap();
+        assert_eq!(toml_tokens.tokens[0].scopes.len(), 1);
     }
 }

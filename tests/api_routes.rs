@@ -36,6 +36,9 @@ async fn call(
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
     let body = body
         .map(|b| Body::from(b.to_string()))
         .unwrap_or_else(Body::empty);
@@ -51,6 +54,7 @@ async fn raw(app: &Router, method: &str, uri: &str, body: &'static str) -> (Stat
     let req = Request::builder()
         .method(method)
         .uri(uri)
+        .header("content-type", "application/json")
         .body(Body::from(body))
         .unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
@@ -469,7 +473,6 @@ async fn token_is_required_everywhere_but_healthz() {
         ("GET", "/stats"),
         ("GET", "/tasks"),
         ("POST", "/tasks"),
-        ("GET", "/"),
         ("GET", "/metrics"),
         ("GET", "/events"),
         ("GET", "/openapi.json"),
@@ -501,9 +504,14 @@ async fn token_is_required_everywhere_but_healthz() {
     let (s, _) = call(&app, "GET", "/stats?access_token=s3cret", None, None).await;
     assert_eq!(
         s,
-        StatusCode::OK,
-        "the query form serves browsers' event streams"
+        StatusCode::UNAUTHORIZED,
+        "the secret never travels in a URL (browsers log in for a cookie)"
     );
+    // The dashboard's page and assets are public: they hold no data.
+    for uri in ["/", "/assets/app.js", "/assets/style.css"] {
+        let (s, _) = call(&app, "GET", uri, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+    }
     c.stop(false).await.unwrap();
 }
 

@@ -1,5 +1,6 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver loads the
-//! page served by a running coordinator, submits a task through the form, and sees it reach
+//! page served by a running coordinator that requires a token, logs in through the page's
+//! form (a wrong token first), submits a task through the form, and sees it reach
 //! `completed` in the task list without a reload; then checks a narrow window.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
@@ -16,7 +17,9 @@ use serde_json::json;
 use webdriver::Browser;
 use wrangle::{Coordinator, CoordinatorConfig, HandlerRegistry};
 
-async fn serve() -> (Coordinator, String) {
+const TOKEN: &str = "dash-board s3cret;=%";
+
+async fn serve(token: Option<&str>) -> (Coordinator, String) {
     let handlers = HandlerRegistry::new();
     wrangle_actors::register_all(&handlers);
     let config = CoordinatorConfig {
@@ -25,7 +28,11 @@ async fn serve() -> (Coordinator, String) {
         ..CoordinatorConfig::default()
     };
     let coordinator = Coordinator::start(config, handlers).await.unwrap();
-    let app = wrangle::api::router(coordinator.clone(), wrangle::api::ApiConfig::default());
+    let api = wrangle::api::ApiConfig {
+        token: token.map(str::to_owned),
+        ..wrangle::api::ApiConfig::default()
+    };
+    let app = wrangle::api::router(coordinator.clone(), api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(wrangle::api::serve(listener, app, std::future::pending()));
@@ -54,9 +61,26 @@ async fn dashboard_submits_a_task_and_shows_it_complete_live() {
     let Some(b) = browser(1280, 800).await else {
         return;
     };
-    let (coordinator, url) = serve().await;
+    let (coordinator, url) = serve(Some(TOKEN)).await;
     b.goto(&url).await;
     let wait = Duration::from_secs(20);
+
+    // A token is required: the page (public, with its assets) asks for it.
+    b.wait_for(
+        "return !document.getElementById('token-form').hidden && \
+         document.getElementById('conn').textContent === 'log in'",
+        wait,
+    )
+    .await;
+    b.fill("#token", "not the token").await;
+    b.click("#login-button").await;
+    b.wait_for(
+        "return document.getElementById('conn').textContent === 'wrong token'",
+        wait,
+    )
+    .await;
+    b.fill("#token", TOKEN).await;
+    b.click("#login-button").await;
 
     // Live data arrives: workers listed, task types offered, the connection marked live.
     b.wait_for(
@@ -84,6 +108,16 @@ async fn dashboard_submits_a_task_and_shows_it_complete_live() {
         wait,
     )
     .await;
+
+    // The secret is in no URL, no script-readable cookie, no storage.
+    assert_eq!(
+        b.eval(&format!(
+            "return [location.href, document.cookie, JSON.stringify(localStorage)] \
+             .some(s => s.includes({TOKEN:?}) || s.includes(encodeURIComponent({TOKEN:?})))"
+        ))
+        .await,
+        json!(false)
+    );
 
     // Mark this page load; a reload would lose the mark.
     b.eval("window.__sameLoad = true; return true").await;
@@ -133,7 +167,7 @@ async fn dashboard_fits_a_narrow_window() {
     let Some(b) = browser(400, 900).await else {
         return;
     };
-    let (coordinator, url) = serve().await;
+    let (coordinator, url) = serve(None).await;
     b.goto(&url).await;
     b.wait_for(
         "return document.querySelectorAll('#workers tbody tr').length === 2",

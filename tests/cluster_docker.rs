@@ -223,6 +223,8 @@ async fn partitioned_and_killed_node_containers_lose_no_task() {
         "/bin/coordinator",
         "--bind",
         "0.0.0.0:7700",
+        // Published on the host's loopback only (`-p 127.0.0.1:...`), so no token.
+        "--dangerously-allow-public-without-token",
         "--database-url",
         "memory",
         "--cluster-listen",

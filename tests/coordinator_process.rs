@@ -187,6 +187,7 @@ async fn coordinator_program_over_a_real_socket() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(out.contains("dashboard: http://127.0.0.1:"), "{out}");
+    assert!(!out.contains("t0ken"), "the secret is never printed: {out}");
     assert!(
         out.contains("stopped: 200 tasks completed, 0 unfinished"),
         "{out}"
@@ -200,4 +201,68 @@ async fn coordinator_program_over_a_real_socket() {
     assert_eq!(counts.get(&wrangle::TaskStatus::Completed), Some(&200));
     assert_eq!(counts.get(&wrangle::TaskStatus::Failed), Some(&1));
     store.close().await;
+}
+
+/// Runs the coordinator program with `args` and `env` until it exits (it must, at once) and
+/// returns its exit success and its standard error.
+fn refused_start(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(example_binary("coordinator"));
+    cmd.args(args)
+        .current_dir(dir.path())
+        .env_remove("WRANGLE_TOKEN")
+        .env_remove("WRANGLE_TOKENS")
+        .env("WRANGLE_DATABASE_URL", "memory");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut program = Program(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = program.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the program kept running: {args:?} {env:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    program
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.success(), err)
+}
+
+#[test]
+fn public_bind_without_a_token_and_empty_tokens_refuse_to_start() {
+    let port = free_port().to_string();
+    let public = format!("0.0.0.0:{port}");
+    let (ok, err) = refused_start(&["--bind", &public], &[]);
+    assert!(!ok, "started on {public} with no token");
+    assert!(
+        err.contains("--dangerously-allow-public-without-token"),
+        "{err}"
+    );
+    let (ok, err) = refused_start(&["--token", ""], &[]);
+    assert!(
+        !ok && err.contains("token"),
+        "an empty --token started: {err}"
+    );
+    let (ok, err) = refused_start(&[], &[("WRANGLE_TOKEN", "")]);
+    assert!(
+        !ok && err.contains("token"),
+        "an empty WRANGLE_TOKEN started: {err}"
+    );
 }

@@ -15,6 +15,14 @@ pub(crate) enum ApiError {
     BadRequest { field: String, message: String },
     /// 401: missing or wrong bearer token.
     Unauthorized,
+    /// 403: the token is valid but lacks the scope the route needs.
+    MissingScope(&'static str),
+    /// 403: a browser sent the request from another site's page.
+    ForeignOrigin,
+    /// 421: `Host` names a server this is not (DNS rebinding).
+    MisdirectedHost,
+    /// 415: a body that is not `application/json` (the content type given, if any).
+    UnsupportedMediaType(String),
     /// 404.
     NotFound(String),
     /// 409: the request is valid but conflicts with the task's state.
@@ -23,6 +31,8 @@ pub(crate) enum ApiError {
     PayloadTooLarge(usize),
     /// 429.
     RateLimited,
+    /// 429: the client holds its maximum of open streams.
+    TooManyStreams(usize),
     /// 503: the runtime cannot take it now (queue full, shutting down).
     Unavailable(String),
     /// 500: logged here, answered without details.
@@ -67,6 +77,35 @@ impl IntoResponse for ApiError {
                 "missing or invalid bearer token".to_string(),
                 None,
             ),
+            Self::MissingScope(scope) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token lacks the `{scope}` scope this route needs"),
+                None,
+            ),
+            Self::ForeignOrigin => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "requests from another site's page are refused".to_string(),
+                Some("origin".to_string()),
+            ),
+            Self::MisdirectedHost => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                "this server does not answer for that host name; add it to allowed_hosts"
+                    .to_string(),
+                Some("host".to_string()),
+            ),
+            Self::UnsupportedMediaType(given) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                if given.is_empty() {
+                    "a body needs `content-type: application/json`".to_string()
+                } else {
+                    format!("content type `{given}` refused; send `application/json`")
+                },
+                Some("content-type".to_string()),
+            ),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, None),
             Self::PayloadTooLarge(limit) => (
@@ -79,6 +118,12 @@ impl IntoResponse for ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests from this client; retry shortly".to_string(),
+                None,
+            ),
+            Self::TooManyStreams(max) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!("this client already holds {max} open streams; close one first"),
                 None,
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, None),

@@ -9,19 +9,27 @@
 //! # }
 //! ```
 
+mod auth;
+mod batch;
 mod cluster;
 mod dashboard;
 mod error;
+mod guard;
+mod openapi_status;
 mod prometheus;
-mod security;
+mod rate_limit;
+mod serve;
 mod stream;
+mod streams;
 mod tasks;
+mod tls;
 
-pub use security::RateLimit;
+pub use auth::{ApiToken, Scope};
+pub use rate_limit::RateLimit;
+pub use serve::{serve, serve_with, ServeConfig, TlsFiles};
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -31,24 +39,45 @@ use utoipa::OpenApi;
 
 use crate::coordinator::Coordinator;
 use error::ApiError;
-use security::{RateLimiter, SharedLimiter};
+use openapi_status::CommonResponses;
+use rate_limit::{RateLimiter, SharedLimiter};
 
-/// Settings of the HTTP server.
-#[derive(Clone, Debug)]
+/// Settings of the HTTP server. Its `Debug` form hides the tokens.
+#[derive(Clone)]
 pub struct ApiConfig {
-    /// When set, every route but `/healthz` needs `Authorization: Bearer <token>` (or
-    /// `?access_token=<token>`, for browsers' event streams). Default none.
+    /// A token with every scope. When this or `tokens` is set, every route but `/healthz`,
+    /// `/login`, `/logout` and the dashboard's page and assets needs
+    /// `Authorization: Bearer <token>` (or the cookie `POST /login` sets). An empty token
+    /// never matches. Default none.
     pub token: Option<String>,
+    /// Tokens with their own scopes (`read`, `submit`, `work`, `operate`, `admin`); a
+    /// request whose token lacks its route's scope is answered 403. Default none.
+    pub tokens: Vec<ApiToken>,
     /// Largest request body, in bytes. Default 2 MiB.
     pub max_body_bytes: usize,
     /// Most tasks in one submit. Default 10,000.
     pub max_batch: usize,
-    /// Per-client rate limit; `None` turns it off. Default 20,000 requests/s, bursts of
-    /// 40,000.
+    /// Per-client rate limit (a client is an IPv4 address or an IPv6 /64); `None` turns it
+    /// off. Default 50,000 requests/s, bursts of 100,000.
     pub rate_limit: Option<RateLimit>,
+    /// A request body must arrive within this (slow-body clients). Default 30 s.
+    pub body_read_timeout: Duration,
+    /// Most `/events` and `/tasks/{id}/wait` streams one client (IPv4 address or IPv6 /64)
+    /// holds open at once; past it, 429. Default 16,384.
+    pub max_streams_per_client: usize,
+    /// An `/events` stream ends after this long (browsers reconnect by themselves).
+    /// Default 1 hour.
+    pub max_event_stream: Duration,
+    /// Longest `/tasks/{id}/wait?timeout=`; longer asks are cut to it. Default 5 minutes.
+    pub max_wait: Duration,
     /// Origins allowed to call the API from a browser on another origin. Default none
-    /// (CORS off).
+    /// (CORS off). A request whose `Origin` is neither one of these nor the server's own is
+    /// answered 403.
     pub cors_origins: Vec<String>,
+    /// Host names (besides IP addresses and `localhost`) a request's `Host` may name, for
+    /// example `wrangle.internal`; `.corp.example` allows every name under it. A request for
+    /// any other name is answered 421, which defeats DNS rebinding. Default none.
+    pub allowed_hosts: Vec<String>,
     /// The name this node shows in `/nodes`. Default the host name.
     pub node_name: String,
 }
@@ -57,12 +86,37 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             token: None,
+            tokens: Vec::new(),
             max_body_bytes: 2 * 1024 * 1024,
             max_batch: 10_000,
             rate_limit: Some(RateLimit::default()),
+            body_read_timeout: Duration::from_secs(30),
+            max_streams_per_client: 16_384,
+            max_event_stream: Duration::from_secs(3600),
+            max_wait: Duration::from_secs(300),
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".into()),
         }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch", &self.max_batch)
+            .field("rate_limit", &self.rate_limit)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_streams_per_client", &self.max_streams_per_client)
+            .field("max_event_stream", &self.max_event_stream)
+            .field("max_wait", &self.max_wait)
+            .field("cors_origins", &self.cors_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("node_name", &self.node_name)
+            .finish()
     }
 }
 
@@ -73,6 +127,10 @@ pub(crate) struct ApiState {
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: SharedLimiter,
     pub(crate) node_name: String,
+    /// `token` (with every scope) and `tokens`, together.
+    pub(crate) tokens: Arc<[ApiToken]>,
+    /// Open streams by client.
+    pub(crate) streams: Arc<streams::StreamSlots>,
 }
 
 #[derive(OpenApi)]
@@ -83,9 +141,10 @@ pub(crate) struct ApiState {
         tasks::requeue, tasks::queued, tasks::in_progress, tasks::results, tasks::dead_letters,
         cluster::nodes, cluster::agents_nodes, cluster::workers, cluster::scale,
         cluster::scale_history, cluster::stats, cluster::healthz, cluster::readyz,
-        stream::events, prometheus::metrics,
+        stream::events, prometheus::metrics, auth::login, auth::logout,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth, &CommonResponses),
 )]
 struct ApiDoc;
 
@@ -121,12 +180,20 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-/// Builds the router: every route, auth, body limit, rate limit and CORS.
+/// Builds the router: every route, auth, JSON-only bodies, `Host`/`Origin` checks, body
+/// limit, rate limit and CORS.
 pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     let state = ApiState {
         coordinator,
         limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
         node_name: config.node_name.clone(),
+        tokens: config
+            .token
+            .iter()
+            .map(ApiToken::full)
+            .chain(config.tokens.iter().cloned())
+            .collect(),
+        streams: Arc::new(streams::StreamSlots::new(config.max_streams_per_client)),
         config: Arc::new(config),
     };
     let protected = Router::new()
@@ -137,7 +204,13 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/tasks/results", get(tasks::results))
         .route("/tasks/dead_letters", get(tasks::dead_letters))
         .route("/tasks/{id}", get(tasks::get).delete(tasks::cancel))
-        .route("/tasks/{id}/wait", get(tasks::wait))
+        .route(
+            "/tasks/{id}/wait",
+            get(tasks::wait).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
         .route("/tasks/{id}/requeue", post(tasks::requeue))
         .route("/nodes", get(cluster::nodes))
         .route("/agents/nodes", get(cluster::agents_nodes))
@@ -146,23 +219,41 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/scale/history", get(cluster::scale_history))
         .route("/stats", get(cluster::stats))
         .route("/readyz", get(cluster::readyz))
-        .route("/events", get(stream::events))
+        .route(
+            "/events",
+            get(stream::events).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
         .route("/metrics", get(prometheus::metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            security::auth,
+            auth::authorize,
+        ));
+    // The body timeout sits inside `json_only`, which reads the body's own size hint.
+    let guarded = protected
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.body_read_timeout,
+        ))
+        .layer(middleware::from_fn(guard::json_only))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::host_and_origin,
         ));
     let mut app = Router::new()
         .route("/healthz", get(cluster::healthz))
-        .merge(protected)
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            security::rate_limit,
+            rate_limit::rate_limit,
         ));
     if !state.config.cors_origins.is_empty() {
         let origins = state
@@ -181,28 +272,11 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     app.with_state(state)
 }
 
+/// Marks a request that arrived over TLS (the login cookie is then `Secure`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OverTls;
+
 /// Fires when the server begins shutting down, so endless responses (the event stream) end
 /// and graceful shutdown does not wait on them forever.
 #[derive(Clone, Debug)]
 pub(crate) struct ShuttingDown(pub(crate) tokio_util::sync::CancellationToken);
-
-/// Serves `app` on `listener` until `shutdown` resolves, with each client's address known
-/// to the rate limiter. Open event streams end when shutdown begins; other requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let token = tokio_util::sync::CancellationToken::new();
-    let app = app.layer(axum::Extension(ShuttingDown(token.clone())));
-    let shutdown = async move {
-        shutdown.await;
-        token.cancel();
-    };
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}

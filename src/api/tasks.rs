@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{decode, read_body, split_batch};
 use super::error::{ApiError, ErrorBody};
 use super::ApiState;
 use crate::queue::TaskQuery;
@@ -22,6 +23,7 @@ use crate::task::{Payload, TaskId, TaskOptions, TaskPriority, TaskSnapshot, Task
 pub(crate) struct TaskRequest {
     /// The task type (a registered handler).
     #[serde(alias = "type")]
+    #[schema(min_length = 1)]
     task_type: String,
     /// The input, any JSON (alias `data`).
     #[serde(default, alias = "data")]
@@ -31,11 +33,13 @@ pub(crate) struct TaskRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     priority: Option<PriorityInput>,
-    /// How long one attempt may run, in milliseconds.
+    /// How long one attempt may run, in milliseconds: 1 to 2,592,000,000 (30 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2_592_000_000_u64)]
     timeout_ms: Option<u64>,
-    /// Retries after a failed attempt.
+    /// Retries after a failed attempt: 0 to 100.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     retries: Option<u32>,
     /// Labels a worker must have.
     #[serde(default)]
@@ -46,8 +50,9 @@ pub(crate) struct TaskRequest {
     /// A repeated submit with this key returns the existing task.
     #[serde(default)]
     idempotency_key: Option<String>,
-    /// Do not run before this many milliseconds.
+    /// Do not run before this many milliseconds: 0 to 31,536,000,000 (365 days).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 31_536_000_000_u64)]
     delay_ms: Option<u64>,
 }
 
@@ -79,17 +84,31 @@ impl TaskRequest {
             })?,
         };
         let payload = Payload::from(self.payload.unwrap_or(serde_json::Value::Null));
-        Ok(
-            TaskSpec::from_payload(self.task_type, payload).with_options(TaskOptions {
-                priority,
-                timeout: self.timeout_ms.map(Duration::from_millis),
-                retries: self.retries,
-                labels: self.labels,
-                metadata: self.metadata,
-                idempotency_key: self.idempotency_key,
-                delay: self.delay_ms.map(Duration::from_millis),
-            }),
-        )
+        let options = TaskOptions {
+            priority,
+            timeout: self.timeout_ms.map(Duration::from_millis),
+            retries: self.retries,
+            labels: self.labels,
+            metadata: self.metadata,
+            idempotency_key: self.idempotency_key,
+            delay: self.delay_ms.map(Duration::from_millis),
+        };
+        // Checked here, before anything is queued, to name the field as the client wrote it.
+        options.validate().map_err(|e| match e {
+            crate::Error::Invalid {
+                field: name,
+                reason,
+            } => {
+                let name = match name {
+                    "timeout" => "timeout_ms",
+                    "delay" => "delay_ms",
+                    other => other,
+                };
+                ApiError::bad(format!("{field}{name}"), reason)
+            }
+            other => other.into(),
+        })?;
+        Ok(TaskSpec::from_payload(self.task_type, payload).with_options(options))
     }
 }
 
@@ -108,93 +127,19 @@ struct SubmittedTask {
     existing: bool,
 }
 
-/// Reads a body as JSON, naming the offending field on error (`tasks[2].priority`).
-fn parse_body(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<serde_json::Value, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(limit),
-        _ => ApiError::bad("body", e.body_text()),
-    })?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad("body", format!("invalid JSON: {e}")))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    at: &str,
-) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let message = e.inner().to_string();
-        let mut path = e.path().to_string();
-        // serde reports a missing or unknown field at the object's own path: name it.
-        for marker in ["missing field `", "unknown field `"] {
-            if let Some(rest) = message.strip_prefix(marker) {
-                let name = rest.split('`').next().unwrap_or_default();
-                path = match path.as_str() {
-                    "." => name.to_string(),
-                    p if p.ends_with(name) => p.to_string(),
-                    p => format!("{p}.{name}"),
-                };
-            }
-        }
-        let field = match path.as_str() {
-            "." => at.trim_end_matches('.').to_string(),
-            p => format!("{at}{p}"),
-        };
-        let field = if field.is_empty() {
-            "body".to_string()
-        } else {
-            field
-        };
-        ApiError::bad(field, message)
-    })
-}
-
 /// Turns a body (one task, an array, or `{"tasks": [...]}`) into specs.
-fn specs_from(state: &ApiState, body: serde_json::Value) -> Result<Vec<TaskSpec>, ApiError> {
-    let items: Vec<(String, serde_json::Value)> = match body {
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (format!("[{i}]."), v))
-            .collect(),
-        serde_json::Value::Object(mut map) if map.contains_key("tasks") => {
-            let Some(serde_json::Value::Array(items)) = map.remove("tasks") else {
-                return Err(ApiError::bad("tasks", "expected an array of tasks"));
-            };
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (format!("tasks[{i}]."), v))
-                .collect()
-        }
-        v @ serde_json::Value::Object(_) => vec![(String::new(), v)],
-        _ => {
-            return Err(ApiError::bad(
-                "body",
-                "expected a task object or an array of tasks",
-            ))
-        }
-    };
+fn specs_from(state: &ApiState, body: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
+    let items = split_batch(body, state.config.max_batch)?;
     if items.is_empty() {
         return Err(ApiError::bad("tasks", "no tasks given"));
-    }
-    if items.len() > state.config.max_batch {
-        return Err(ApiError::bad(
-            "tasks",
-            format!(
-                "{} tasks in one request; at most {}",
-                items.len(),
-                state.config.max_batch
-            ),
-        ));
     }
     let coordinator = &state.coordinator;
     items
         .into_iter()
-        .map(|(at, v)| {
-            let req: TaskRequest = decode(v, &at)?;
+        .map(|(at, raw)| {
+            let value: serde_json::Value = serde_json::from_str(raw.get())
+                .map_err(|e| ApiError::bad("body", format!("invalid JSON: {e}")))?;
+            let req: TaskRequest = decode(value, &at)?;
             if !coordinator.serves(&req.task_type) {
                 let known = coordinator.task_types();
                 let names: Vec<&str> = known.iter().map(|t| &**t).collect();
@@ -223,8 +168,8 @@ pub(crate) async fn submit(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = parse_body(body, state.config.max_body_bytes)?;
-    let specs = specs_from(&state, body)?;
+    let body = read_body(body, state.config.max_body_bytes)?;
+    let specs = specs_from(&state, &body)?;
     let submitted = state.coordinator.queue().submit_batch(specs).await?;
     let tasks = submitted
         .into_iter()
@@ -247,6 +192,12 @@ pub(crate) async fn submit_compat(
     submit(state, body).await
 }
 
+/// A query string that does not parse (a parameter given twice, say), as JSON like every
+/// other error.
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::bad("query", e.body_text())
+}
+
 pub(crate) fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::bad("id", format!("`{raw}` is not a task id (a UUID)")))
@@ -254,7 +205,7 @@ pub(crate) fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// One task: status, options, input, result or error, attempts.
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)")),
     responses((status = 200, body = TaskSnapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<ApiState>,
@@ -281,10 +232,14 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
             format!("`{raw}` is not a duration like 500ms, 30s or 2m"),
         )
     })?;
+    let too_long = || ApiError::bad(field, format!("`{raw}` is too long a duration"));
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(too_long),
         _ => Err(ApiError::bad(
             field,
             format!("unknown unit `{unit}`; use ms, s or m"),
@@ -292,25 +247,28 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
     }
 }
 
-/// Waits until the task finishes or `timeout` (default 30s, at most 5m) passes. 200 with
-/// the finished task, or 202 with the task as it is when the wait ran out.
+/// Waits until the task finishes or `timeout` (default 30s, at most `max_wait`, 5m by
+/// default) passes. 200 with the finished task, or 202 with the task as it is when the wait
+/// ran out. A client holds at most `max_streams_per_client` waits and event streams at once.
 #[utoipa::path(get, path = "/tasks/{id}/wait", tag = "tasks",
-    params(("id" = String, Path, description = "task id"),
-           ("timeout" = Option<String>, Query, description = "e.g. 500ms, 30s, 2m")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)"),
+           ("timeout" = Option<String>, Query, pattern = "^[0-9]{1,15}(ms|s|m)?$", description = "e.g. 500ms, 30s, 2m; at most max_wait (5m by default)")),
     responses((status = 200, body = TaskSnapshot, description = "finished"),
               (status = 202, body = TaskSnapshot, description = "still running when the wait ran out"),
-              (status = 404, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "too many open waits and streams from this client")))]
 pub(crate) async fn wait(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-    Query(params): Query<WaitParams>,
+    params: Result<Query<WaitParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    let Query(params) = params.map_err(query_error)?;
     let timeout = match params.timeout.as_deref() {
         Some(t) => parse_duration(t, "timeout")?,
         None => Duration::from_secs(30),
     }
-    .min(Duration::from_secs(300));
+    .min(state.config.max_wait);
     let finished = match state.coordinator.wait_for(id, timeout).await {
         Ok(_) => true,
         Err(crate::Error::Queue(crate::QueueError::WaitTimeout { .. })) => false,
@@ -338,7 +296,7 @@ pub(crate) struct TaskChange {
 
 /// Cancels a task; a running one is told to stop.
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)")),
     responses((status = 200, body = TaskChange), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "already finished")))]
 pub(crate) async fn cancel(
@@ -356,7 +314,7 @@ pub(crate) async fn cancel(
 
 /// Puts a dead-lettered task back in the queue with a fresh retry budget.
 #[utoipa::path(post, path = "/tasks/{id}/requeue", tag = "tasks",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, format = Uuid, description = "task id (a UUID)")),
     responses((status = 200, body = TaskChange), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "not dead-lettered")))]
 pub(crate) async fn requeue(
@@ -407,14 +365,15 @@ fn page(tasks: Vec<TaskSnapshot>, limit: usize) -> TaskPage {
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     params(("status" = Option<String>, Query, description = "pending, queued, running, completed, failed, cancelled, timeout"),
            ("type" = Option<String>, Query, description = "task type"),
-           ("limit" = Option<usize>, Query, description = "1..=1000, default 100"),
+           ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
            ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc")),
     responses((status = 200, body = TaskPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<ApiState>,
-    Query(p): Query<ListParams>,
+    p: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<TaskPage>, ApiError> {
+    let Query(p) = p.map_err(query_error)?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(

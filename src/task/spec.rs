@@ -35,10 +35,39 @@ pub struct TaskOptions {
 }
 
 impl TaskOptions {
-    /// Checks the options for values no task can run with.
+    /// Most retries a task may ask for: 100. More would keep a failing task cycling for
+    /// days; a larger budget is a re-queue away.
+    pub const MAX_RETRIES: u32 = 100;
+    /// Longest `timeout` of one attempt: 30 days (deadlines past it overflow clocks).
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// Longest `delay` before a first run: 365 days (a delay of 2^63 ms and more would wrap
+    /// to "now" once stored as a signed timestamp).
+    pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// Checks the options for values no task can run with, and for values past the
+    /// documented maximums ([`Self::MAX_RETRIES`], [`Self::MAX_TIMEOUT`],
+    /// [`Self::MAX_DELAY`]).
     pub fn validate(&self) -> Result<(), Error> {
         if self.timeout == Some(Duration::ZERO) {
             return Err(Error::invalid("timeout", "must be greater than zero"));
+        }
+        if self.timeout.is_some_and(|t| t > Self::MAX_TIMEOUT) {
+            return Err(Error::invalid(
+                "timeout",
+                format!("at most {} ms (30 days)", Self::MAX_TIMEOUT.as_millis()),
+            ));
+        }
+        if self.retries.is_some_and(|r| r > Self::MAX_RETRIES) {
+            return Err(Error::invalid(
+                "retries",
+                format!("at most {}", Self::MAX_RETRIES),
+            ));
+        }
+        if self.delay.is_some_and(|d| d > Self::MAX_DELAY) {
+            return Err(Error::invalid(
+                "delay",
+                format!("at most {} ms (365 days)", Self::MAX_DELAY.as_millis()),
+            ));
         }
         if let Some(label) = self.labels.iter().find(|l| l.trim().is_empty()) {
             return Err(Error::invalid(
@@ -165,5 +194,50 @@ impl TaskSpec {
             return Err(Error::invalid("task_type", "must not be empty"));
         }
         self.options.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_past_their_maximums_are_refused_and_name_the_field() {
+        let at_max = TaskOptions {
+            timeout: Some(TaskOptions::MAX_TIMEOUT),
+            retries: Some(TaskOptions::MAX_RETRIES),
+            delay: Some(TaskOptions::MAX_DELAY),
+            ..TaskOptions::default()
+        };
+        at_max.validate().unwrap();
+        let cases = [
+            (
+                "timeout",
+                TaskOptions {
+                    timeout: Some(Duration::from_millis(u64::MAX)),
+                    ..TaskOptions::default()
+                },
+            ),
+            (
+                "retries",
+                TaskOptions {
+                    retries: Some(u32::MAX),
+                    ..TaskOptions::default()
+                },
+            ),
+            (
+                "delay",
+                TaskOptions {
+                    delay: Some(Duration::from_millis(1 << 63)),
+                    ..TaskOptions::default()
+                },
+            ),
+        ];
+        for (field, options) in cases {
+            match options.validate() {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 }

@@ -2,8 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
-let token = params.get("access_token") || localStorage.getItem("wrangle-token") || "";
+// With a token set, the page logs in once (POST /login) and the server keeps the token in
+// an HttpOnly cookie: it never appears in a URL, and this script never stores it.
 let selected = null;
 const series = { depth: [], rate: [] };
 const HISTORY = 300;
@@ -12,11 +12,10 @@ let lastTick = null;
 
 async function api(path, options = {}) {
   const headers = Object.assign({ "content-type": "application/json" }, options.headers || {});
-  if (token) headers.authorization = "Bearer " + token;
-  const res = await fetch(path, Object.assign({}, options, { headers }));
+  const res = await fetch(path, Object.assign({ credentials: "same-origin" }, options, { headers }));
   if (res.status === 401) {
     $("token-form").hidden = false;
-    setConn("token needed", "bad");
+    setConn("log in", "bad");
     throw new Error("unauthorized");
   }
   const text = await res.text();
@@ -220,8 +219,7 @@ async function loadDecisions() {
 }
 
 function connectEvents() {
-  const url = "/events" + (token ? "?access_token=" + encodeURIComponent(token) : "");
-  const source = new EventSource(url);
+  const source = new EventSource("/events");
   const events = $("events");
   let pending = false;
   const onEvent = (e) => {
@@ -284,11 +282,20 @@ $("d-requeue").onclick = async () => {
   refreshTasks();
 };
 $("status-filter").onchange = () => refreshTasks();
-$("token-form").onsubmit = (e) => {
+$("token-form").onsubmit = async (e) => {
   e.preventDefault();
-  token = $("token").value;
-  localStorage.setItem("wrangle-token", token);
-  location.reload();
+  const res = await fetch("/login", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ token: $("token").value }),
+  });
+  $("token").value = "";
+  if (res.ok) {
+    location.reload();
+  } else {
+    setConn(res.status === 401 ? "wrong token" : "login failed", "bad");
+  }
 };
 
 async function tick() {
