@@ -122,8 +122,8 @@ async fn a_node_cannot_leave_say_hello_or_report_for_another() {
     const HELLO: u32 = 0;
     gate.cast(frame("victim", 0, LEAVE)).unwrap();
     gate.cast(frame("victim", 12345, LEAVE)).unwrap();
-    // An empty batch of worker changes: the smallest report there is.
-    gate.cast(frame("victim", 0, (UP, Vec::<u8>::new())))
+    // An empty batch of worker changes (frame number 1): the smallest report there is.
+    gate.cast(frame("victim", 0, (UP, 1u64, Vec::<u8>::new())))
         .unwrap();
     let hello = (
         HELLO,
@@ -255,7 +255,7 @@ async fn a_node_gets_no_more_tasks_than_its_declared_slots() {
     let ids = submit(&http, &c, 10, 1, &[]).await;
     let caps = (vec!["journal".to_string()], Vec::<String>::new());
     let attach = (ATTACH, "hoarder/w-1", 1u64, caps, u32::MAX, 8u32);
-    gate.cast(frame("hoarder", key, (UP, vec![attach])))
+    gate.cast(frame("hoarder", key, (UP, 1u64, vec![attach])))
         .unwrap();
     // Leases: version, sender, key, variant 2, worker, then how many leases.
     let mut leases = 0;
@@ -273,9 +273,9 @@ async fn a_node_gets_no_more_tasks_than_its_declared_slots() {
     // Holding two, it claims every slot there is free: outright, and freed by no report.
     let credits = (CREDITS, "hoarder/w-1", u32::MAX);
     let report = (REPORT, "hoarder/w-1", Vec::<u8>::new(), u32::MAX);
-    gate.cast(frame("hoarder", key, (UP, vec![credits])))
+    gate.cast(frame("hoarder", key, (UP, 2u64, vec![credits])))
         .unwrap();
-    gate.cast(frame("hoarder", key, (UP, vec![report])))
+    gate.cast(frame("hoarder", key, (UP, 3u64, vec![report])))
         .unwrap();
     until("three clamps counted", JOIN, || async {
         stats(&http, &c).await["cluster"]["credits_clamped"] == 3

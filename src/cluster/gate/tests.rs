@@ -119,6 +119,7 @@ async fn gate_with_node_on(session: SessionId) -> GateState {
             bad_frames: 0,
             lost_reason: None,
             told_rejoin: false,
+            up_to: 0,
         },
     );
     state
