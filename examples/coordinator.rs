@@ -8,9 +8,16 @@
 //! cargo run --release --example coordinator
 //! cargo run --release --example coordinator -- --bind 127.0.0.1:8080 --config wrangle.toml
 //! DATABASE_URL=postgres://wrangle:secret@127.0.0.1/wrangle cargo run --release --example coordinator
-//! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie s3cret
+//! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie-file cookie.txt
 //! cargo run --release --example coordinator -- --help
 //! ```
+//!
+//! Secrets: `--cookie` and `--token` show in `ps` to every user of the machine; give the
+//! cookie with `--cookie-file` or the `WRANGLE_COOKIE` / `WRANGLE_COOKIE_FILE` environment
+//! variables instead (and the token with `WRANGLE_TOKEN`). Without TLS (`WRANGLE_CLUSTER_TLS_CERT`
+//! and `_KEY`) the cookie is not sent as such, but its challenge digest is (a weak cookie can
+//! be guessed from it offline), and every frame after the handshake (tasks, results, the
+//! node's session key) crosses in clear text, open to reading and injection on the path.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,13 +46,17 @@ OPTIONS:
                       default sqlite://wrangle.db (also DATABASE_URL)
     --cluster-listen <ADDR>
                       let nodes join here (for example 0.0.0.0:7450); off by default
-    --cookie <SECRET> the secret nodes must present (required with --cluster-listen)
+    --cookie <SECRET> the secret nodes must present (required with --cluster-listen);
+                      shows in `ps`: prefer --cookie-file or WRANGLE_COOKIE
+    --cookie-file <PATH>
+                      read the cookie from this file (its trailing newline dropped)
     --tls-cert <PEM>, --tls-key <PEM>
                       serve the API over HTTPS with this certificate chain and key
     -h, --help        print this help
 
 Settings come from the file, then WRANGLE_* environment variables, then these flags.
 The file uses the setting names below (for example `max_workers = 16`).
+Without TLS, node sessions (every task and result) cross the network in clear text.
 ";
 
 fn main() -> ExitCode {
@@ -68,6 +79,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut public_without_token = false;
     let mut tls_cert = None;
     let mut tls_key = None;
+    let mut cookie_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -88,6 +100,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--dangerously-allow-public-without-token" => public_without_token = true,
             "--tls-cert" => tls_cert = Some(value("--tls-cert")?),
             "--tls-key" => tls_key = Some(value("--tls-key")?),
+            "--cookie-file" => cookie_file = Some(value("--cookie-file")?),
             other => return Err(format!("unknown argument `{other}` (see --help)").into()),
         }
     }
@@ -106,6 +119,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(c) = cookie {
         settings.apply_env("WRANGLE_COOKIE", &c)?;
+    }
+    if let Some(path) = cookie_file {
+        settings.apply_env("WRANGLE_COOKIE_FILE", &path)?;
     }
     if let Some(path) = tls_cert {
         settings.apply_env("WRANGLE_TLS_CERT", &path)?;

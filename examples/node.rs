@@ -6,9 +6,15 @@
 //!
 //! ```text
 //! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie s3cret
-//! cargo run --release --example node -- --join 127.0.0.1:7450 --cookie s3cret --labels gpu=a100,region=eu --workers 4
+//! cargo run --release --example node -- --join 127.0.0.1:7450 --cookie-file cookie.txt --labels gpu=a100,region=eu --workers 4
+//! WRANGLE_COOKIE=s3cret cargo run --release --example node -- --join 127.0.0.1:7450
 //! cargo run --release --example node -- --help
 //! ```
+//!
+//! `--cookie` shows in `ps` to every user of the machine: prefer `--cookie-file` or the
+//! `WRANGLE_COOKIE` / `WRANGLE_COOKIE_FILE` environment variables. Without `--tls-ca` the
+//! session is clear text: the cookie's challenge digest (a weak cookie can be guessed from
+//! it offline) and every task and result after it can be read and altered on the path.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,11 +28,13 @@ const USAGE: &str = "\
 wrangle node: workers on this machine that join a coordinator and run its tasks.
 
 USAGE:
-    cargo run --release --example node -- --join HOST:PORT --cookie SECRET [OPTIONS]
+    cargo run --release --example node -- --join HOST:PORT --cookie-file PATH [OPTIONS]
 
 OPTIONS:
     --join <HOST:PORT>    the coordinator's cluster address (env WRANGLE_JOIN)
-    --cookie <SECRET>     the coordinator's cookie (env WRANGLE_COOKIE)
+    --cookie <SECRET>     the coordinator's cookie (env WRANGLE_COOKIE); shows in `ps`:
+                          prefer --cookie-file or the environment
+    --cookie-file <PATH>  read the cookie from this file (env WRANGLE_COOKIE_FILE)
     --name <NAME>         this node's name, unique in the cluster; default node-<random>
                           (env WRANGLE_NODE_NAME)
     --labels <A,B=C>      labels tasks can require, comma-separated (env WRANGLE_LABELS)
@@ -55,6 +63,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut join = env("WRANGLE_JOIN");
     let mut cookie = env("WRANGLE_COOKIE");
+    let mut cookie_file = env("WRANGLE_COOKIE_FILE");
     let mut name = env("WRANGLE_NODE_NAME");
     let mut labels = env("WRANGLE_LABELS");
     let mut workers = 4usize;
@@ -77,6 +86,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--join" => join = Some(value("--join")?),
             "--cookie" => cookie = Some(value("--cookie")?),
+            "--cookie-file" => cookie_file = Some(value("--cookie-file")?),
             "--name" => name = Some(value("--name")?),
             "--labels" => labels = Some(value("--labels")?),
             "--workers" => workers = number("--workers", value("--workers")?)? as usize,
@@ -89,7 +99,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let join = join.ok_or("--join HOST:PORT is required (see --help)")?;
-    let cookie = cookie.ok_or("--cookie is required (see --help)")?;
+    if let Some(path) = cookie_file {
+        cookie = Some(wrangle::settings::read_secret_file(
+            "--cookie-file",
+            path.as_ref(),
+        )?);
+    }
+    let cookie = cookie.ok_or("--cookie-file or --cookie is required (see --help)")?;
     let mut config = NodeConfig::new(join, cookie);
     if let Some(n) = name {
         config.name = n;

@@ -114,7 +114,8 @@ pub struct Settings {
     /// Env `WRANGLE_CLUSTER_LISTEN`.
     pub cluster_listen: Option<SocketAddr>,
     /// The secret nodes must present; required with `cluster_listen`.
-    /// Env `WRANGLE_COOKIE`.
+    /// Env `WRANGLE_COOKIE`, or `WRANGLE_COOKIE_FILE` (a file holding it), which keep it
+    /// out of `ps` where a `--cookie` flag would show.
     pub cookie: Option<String>,
     /// PEM certificate chain and key for TLS between nodes and the coordinator; both or
     /// neither. Env `WRANGLE_CLUSTER_TLS_CERT`, `WRANGLE_CLUSTER_TLS_KEY`.
@@ -220,6 +221,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("WRANGLE_RETENTION_HOURS", "retention_hours"),
     ("WRANGLE_CLUSTER_LISTEN", "cluster_listen"),
     ("WRANGLE_COOKIE", "cookie"),
+    ("WRANGLE_COOKIE_FILE", "cookie, read from this file"),
     ("WRANGLE_CLUSTER_TLS_CERT", "cluster_tls_cert"),
     ("WRANGLE_CLUSTER_TLS_KEY", "cluster_tls_key"),
     ("WRANGLE_NODE_TIMEOUT_MS", "node_timeout_ms"),
@@ -363,6 +365,9 @@ impl Settings {
                 self.cluster_listen = Some(parse("WRANGLE_CLUSTER_LISTEN", value)?)
             }
             "WRANGLE_COOKIE" => self.cookie = Some(value.to_string()).filter(|c| !c.is_empty()),
+            "WRANGLE_COOKIE_FILE" => {
+                self.cookie = Some(read_secret_file("WRANGLE_COOKIE_FILE", value.as_ref())?)
+            }
             "WRANGLE_CLUSTER_TLS_CERT" => self.cluster_tls_cert = Some(value.into()),
             "WRANGLE_CLUSTER_TLS_KEY" => self.cluster_tls_key = Some(value.into()),
             "WRANGLE_NODE_TIMEOUT_MS" => {
@@ -572,9 +577,70 @@ fn parse_tokens(value: &str) -> Result<Vec<ApiToken>, Error> {
         .collect()
 }
 
+/// Longest secret [`read_secret_file`] reads.
+pub const MAX_SECRET_BYTES: u64 = 4096;
+
+/// Reads a secret (a cookie, a token) from the file at `path`, without its trailing
+/// newline, so that it need not be passed as a flag (flags show in `ps`). An unreadable,
+/// empty or larger than [`MAX_SECRET_BYTES`] file is an error naming `field`.
+pub fn read_secret_file(field: &'static str, path: &std::path::Path) -> Result<String, Error> {
+    let bad = |why: String| Error::invalid(field, format!("{}: {why}", path.display()));
+    let len = std::fs::metadata(path)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    if len > MAX_SECRET_BYTES {
+        return Err(bad(format!(
+            "{len} bytes; a secret file holds at most {MAX_SECRET_BYTES}"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(bad("the file is empty".into()));
+    }
+    Ok(secret.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cookie_comes_from_a_file_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cookie");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let s = Settings::load(
+            None,
+            env(&[("WRANGLE_COOKIE_FILE", path.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(s.cookie.as_deref(), Some("s3cret"));
+        std::fs::write(&path, "\n").unwrap();
+        let err = Settings::load(
+            None,
+            env(&[("WRANGLE_COOKIE_FILE", path.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("WRANGLE_COOKIE_FILE") && err.contains("empty"),
+            "{err}"
+        );
+        std::fs::write(&path, "x".repeat(5000)).unwrap();
+        let err = read_secret_file("cookie_file", &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cookie_file") && err.contains("5000 bytes"),
+            "{err}"
+        );
+        let missing = dir.path().join("missing");
+        let err = read_secret_file("cookie_file", &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cookie_file"), "{err}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -13,7 +13,9 @@ mod programs;
 #[path = "support/cluster.rs"]
 mod rig;
 
-use rig::{all_completed, executions, node_is, submit, until, Api, Coordinator, COOKIE};
+use rig::{
+    all_completed, certificates, executions, node_is, submit, until, Api, Coordinator, COOKIE,
+};
 
 const JOIN: Duration = Duration::from_secs(30);
 
@@ -283,67 +285,6 @@ async fn malformed_frames_are_counted_and_logged_with_the_peer_name() {
     all_completed(&http, &c, &ids, JOIN).await;
     assert_eq!(executions(&[&node.journal]).len(), 3);
     server.stop(None);
-}
-
-/// A throwaway CA and a certificate for `localhost` signed by it, made with `openssl`.
-fn certificates(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=wrangle test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,9 @@ pub(crate) fn agent_group(node: &str) -> String {
 /// Frames go out once this many changes are waiting, even mid-burst.
 const MAX_BATCH: usize = 512;
 
+/// `Up` frames whose reports are kept until the gate acknowledges them, at most.
+const MAX_UNACKED: usize = 4096;
+
 /// The agent actor.
 #[derive(Debug)]
 pub(crate) struct Agent;
@@ -147,6 +150,11 @@ pub(crate) struct AgentState {
     workers: HashMap<Arc<str>, LocalWorker>,
     /// Changes waiting to go out in the next frame.
     outbox: Vec<Up>,
+    /// The number of the last `Up` frame sent.
+    seq: u64,
+    /// The reports of `Up` frames the gate has not acknowledged yet, by frame number:
+    /// sent again after the next welcome, in case the gate that got them died.
+    unacked: std::collections::VecDeque<(u64, Vec<Up>)>,
     /// A `Flush` is in the mailbox already.
     flush_queued: bool,
     /// The node's pool, read for the heartbeat's load.
@@ -295,6 +303,8 @@ impl AgentState {
             last_beat: Instant::now(),
             workers: HashMap::new(),
             outbox: Vec::new(),
+            seq: 0,
+            unacked: std::collections::VecDeque::new(),
             flush_queued: false,
             pool: None,
             leaving: None,
@@ -439,8 +449,23 @@ impl AgentState {
             return;
         }
         let items = std::mem::take(&mut self.outbox);
-        for batch in wire::batches(items, wire::up_weight) {
-            self.send(FromNode::Up(batch));
+        for items in wire::batches(items, wire::up_weight) {
+            self.seq += 1;
+            let reports: Vec<Up> = items
+                .iter()
+                .filter(|u| matches!(u, Up::Report { .. }))
+                .cloned()
+                .collect();
+            if !reports.is_empty() {
+                if self.unacked.len() >= MAX_UNACKED {
+                    // A gate that never acknowledges (it is not answering heartbeats
+                    // either, and will be given up): keep the newest.
+                    self.unacked.pop_front();
+                }
+                self.unacked.push_back((self.seq, reports));
+            }
+            let seq = self.seq;
+            self.send(FromNode::Up { seq, items });
         }
     }
 
@@ -464,6 +489,30 @@ impl AgentState {
                 self.status.joins += 1;
                 self.status.last_error = None;
                 tracing::info!(coordinator = %from, workers = self.workers.len(), "joined the coordinator");
+                // Reports a gate got and did not acknowledge go again, first: if it died
+                // with them, the queue still holds their leases (a queue that handed them
+                // out again, or recorded them already, ignores them). Their freed slots go
+                // nowhere: the announce below sets each worker's free slots outright.
+                let again: Vec<Up> = std::mem::take(&mut self.unacked)
+                    .into_iter()
+                    .flat_map(|(_, reports)| reports)
+                    .map(|up| match up {
+                        Up::Report {
+                            worker, reports, ..
+                        } => Up::Report {
+                            worker,
+                            reports,
+                            credits: 0,
+                        },
+                        other => other,
+                    })
+                    .collect();
+                if !again.is_empty() {
+                    tracing::info!(frames = again.len(), "sending unacknowledged reports again");
+                }
+                let waiting = std::mem::take(&mut self.outbox);
+                self.outbox = again;
+                self.outbox.extend(waiting);
                 let attach: Vec<Up> = self
                     .workers
                     .iter()
@@ -505,7 +554,11 @@ impl AgentState {
                     w.sink.cancel(task_id);
                 }
             }
-            FromGate::Ack => {}
+            FromGate::Ack { up_to } => {
+                while self.unacked.front().is_some_and(|(seq, _)| *seq <= up_to) {
+                    self.unacked.pop_front();
+                }
+            }
             FromGate::Farewell => {
                 if let Some(reply) = self.leaving.take() {
                     let _ = reply.send(());

@@ -11,6 +11,7 @@
 //! `node_timeout` of silence (the coordinator then hands the node's leases out again), and
 //! a node whose coordinator went away connects again with backoff.
 
+mod admission;
 mod agent;
 mod gate;
 mod net;
@@ -81,6 +82,11 @@ pub struct ClusterConfig {
     /// Joins per node per minute past which its re-joins are refused for a while (a
     /// flapping node). Default 10.
     pub max_joins_per_minute: usize,
+    /// Time a new connection has to pass the cookie challenge (the TLS handshake
+    /// included) before it is closed. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Connections that may be handshaking at once; more are closed at once. Default 64.
+    pub max_pending_handshakes: usize,
 }
 
 impl ClusterConfig {
@@ -94,6 +100,8 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_millis(300),
             node_timeout: Duration::from_millis(1500),
             max_joins_per_minute: 10,
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 64,
         }
     }
 
@@ -104,6 +112,18 @@ impl ClusterConfig {
             return Err(Error::invalid(
                 "cluster.node_timeout",
                 "must be longer than the heartbeat interval",
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::invalid(
+                "cluster.handshake_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_pending_handshakes == 0 {
+            return Err(Error::invalid(
+                "cluster.max_pending_handshakes",
+                "must be at least 1",
             ));
         }
         if self.max_joins_per_minute == 0 {
@@ -148,6 +168,9 @@ pub struct ClusterStats {
     pub refused: u64,
     /// Frames from peers that did not decode, dropped.
     pub bad_frames: u64,
+    /// Connections closed before authenticating: over the limit of pending handshakes,
+    /// or silent past the handshake timeout.
+    pub handshakes_refused: u64,
     /// Frames refused because they named a node other than the one whose session they
     /// came on (a node speaking, reporting or leaving for another).
     pub forged_frames: u64,
@@ -164,6 +187,7 @@ pub(crate) struct ClusterCounters {
     pub(crate) lost: std::sync::atomic::AtomicU64,
     pub(crate) refused: std::sync::atomic::AtomicU64,
     pub(crate) bad_frames: std::sync::atomic::AtomicU64,
+    pub(crate) handshakes_refused: std::sync::atomic::AtomicU64,
     pub(crate) forged_frames: std::sync::atomic::AtomicU64,
     pub(crate) credits_clamped: std::sync::atomic::AtomicU64,
 }
@@ -181,6 +205,7 @@ impl ClusterCounters {
             lost: get(&self.lost),
             refused: get(&self.refused),
             bad_frames: get(&self.bad_frames),
+            handshakes_refused: get(&self.handshakes_refused),
             forged_frames: get(&self.forged_frames),
             credits_clamped: get(&self.credits_clamped),
         }
@@ -208,6 +233,18 @@ pub(crate) struct Cluster {
     /// What a new gate is started with.
     spec: Arc<GateSpec>,
     _events: Arc<net::SessionEvents>,
+    /// wrangle's accept loop in front of the node server.
+    accept: Arc<AbortOnDrop>,
+}
+
+/// A task aborted when the last handle to it goes.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for net::SessionEvents {
@@ -268,8 +305,9 @@ impl Cluster {
             Some(files) => Some(net::tls_acceptor(&files.cert, &files.key)?),
             None => None,
         };
-        // Bind first, so that a taken port is an error here and not a log line later.
-        tokio::net::TcpListener::bind(config.listen)
+        // wrangle accepts on the address nodes join (see `admission`); ractor_cluster's own
+        // listener gets an ephemeral loopback port, with the same TLS.
+        let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| {
                 Error::invalid(
@@ -279,9 +317,9 @@ impl Cluster {
             })?;
         let server = net::start_server(
             &config.name,
-            config.listen,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
             &config.cookie,
-            tls,
+            tls.clone().map(ractor_cluster::IncomingEncryptionMode::Tls),
             ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         )
         .await?;
@@ -297,8 +335,12 @@ impl Cluster {
         });
         let gate = Arc::new(std::sync::RwLock::new(spec.spawn(supervisor).await?));
         let to_gate = gate.clone();
-        let watcher =
-            net::SessionEvents::subscribe(&server, spec.sessions.clone(), move |closed| {
+        let pending = admission::Pending::default();
+        let watcher = net::SessionEvents::subscribe(
+            &server,
+            spec.sessions.clone(),
+            pending.clone(),
+            move |closed| {
                 let gate = to_gate.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let _ = gate.cast(GateMsg::SessionClosed {
                     peer: closed.peer,
@@ -306,13 +348,28 @@ impl Cluster {
                     addr: closed.addr,
                     authenticated: closed.authenticated,
                 });
-            });
+            },
+        );
+        // The subscription is already in the server's mailbox: it is in place before any
+        // connection accepted here reaches the server.
+        let accept = admission::serve(
+            listener,
+            server.clone(),
+            tls,
+            admission::Limits {
+                handshake_timeout: config.handshake_timeout,
+                max_pending: config.max_pending_handshakes,
+            },
+            pending,
+            spec.counters.clone(),
+        );
         tracing::info!(listen = %config.listen, tls = config.tls.is_some(), "listening for nodes");
         Ok(Self {
             server,
             gate,
             spec,
             _events: Arc::new(watcher),
+            accept: Arc::new(AbortOnDrop(accept)),
         })
     }
 
@@ -361,6 +418,7 @@ impl Cluster {
             .gate()
             .stop_and_wait(None, Some(Duration::from_secs(2)))
             .await;
+        self.accept.0.abort();
         self.server.stop(None);
     }
 }

@@ -42,7 +42,7 @@ pub(crate) async fn start_server(
 }
 
 /// Reads a PEM certificate chain and private key into a TLS acceptor for the listener.
-pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<IncomingEncryptionMode, Error> {
+pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Error> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &Path, e: &dyn std::fmt::Display| {
@@ -60,9 +60,7 @@ pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<IncomingEncryption
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| bad(cert, &e))?;
-    Ok(IncomingEncryptionMode::Tls(
-        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    ))
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Reads the PEM certificate(s) a node trusts for its coordinator.
@@ -143,7 +141,12 @@ impl Connector {
         &self,
         on_close: impl Fn(ClosedSession) + Send + Sync + 'static,
     ) -> SessionEvents {
-        SessionEvents::subscribe(&self.server, SessionTable::default(), on_close)
+        SessionEvents::subscribe(
+            &self.server,
+            SessionTable::default(),
+            super::admission::Pending::default(),
+            on_close,
+        )
     }
 }
 
@@ -237,11 +240,13 @@ pub(crate) struct SessionEvents {
 }
 
 impl SessionEvents {
-    /// Watches `server`'s sessions: `table` is kept to its authenticated sessions, and
-    /// `on_close` called for each session that closes.
+    /// Watches `server`'s sessions: `table` is kept to its authenticated sessions,
+    /// `pending` told which connections authenticated or closed, and `on_close` called for
+    /// each session that closes.
     pub(crate) fn subscribe(
         server: &ActorRef<NodeServerMessage>,
         table: SessionTable,
+        pending: super::admission::Pending,
         on_close: impl Fn(ClosedSession) + Send + Sync + 'static,
     ) -> Self {
         let id = format!("wrangle-{}", fastrand::u64(..));
@@ -250,6 +255,7 @@ impl SessionEvents {
             subscription: Box::new(Watcher {
                 authenticated: Mutex::default(),
                 table,
+                pending,
                 on_close: Box::new(on_close),
             }),
         });
@@ -271,6 +277,7 @@ impl Drop for SessionEvents {
 struct Watcher {
     authenticated: Mutex<HashSet<ActorId>>,
     table: SessionTable,
+    pending: super::admission::Pending,
     on_close: Box<dyn Fn(ClosedSession) + Send + Sync>,
 }
 
@@ -282,6 +289,7 @@ impl NodeEventSubscription for Watcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(ses.actor.get_id());
+        self.pending.authenticated(&ses.peer_addr);
         if let Some(peer) = &ses.peer_name {
             self.table
                 .insert(ses.node_id, node_name(&peer.name).to_string());
@@ -295,6 +303,7 @@ impl NodeEventSubscription for Watcher {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ses.actor.get_id());
         self.table.remove(ses.node_id);
+        self.pending.closed(&ses.peer_addr);
         (self.on_close)(ClosedSession {
             peer: ses.peer_name.map(|n| node_name(&n.name).to_string()),
             session: ses.node_id,

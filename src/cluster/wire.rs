@@ -152,7 +152,14 @@ pub(crate) enum FromNode {
     /// First contact, or contact again after the coordinator forgot the node.
     Hello(Hello),
     /// Its workers' side of the credit protocol, batched.
-    Up(Vec<Up>),
+    Up {
+        /// Numbers the node's `Up` frames (from 1, never reused by one process): the gate
+        /// acknowledges the last it applied, and the node sends the reports of frames not
+        /// acknowledged again after its next welcome (a gate that died lost them).
+        seq: u64,
+        /// The changes.
+        items: Vec<Up>,
+    },
     /// Alive, with its pool's load.
     Heartbeat(NodeLoad),
     /// Leaving for good (graceful shutdown, after draining).
@@ -272,7 +279,10 @@ pub(crate) enum FromGate {
         task_id: TaskId,
     },
     /// Answer to a heartbeat.
-    Ack,
+    Ack {
+        /// The last `Up` frame of the node's the gate applied.
+        up_to: u64,
+    },
     /// The coordinator does not know this node (it restarted, or gave the node up):
     /// say hello again.
     Rejoin,
@@ -319,19 +329,22 @@ mod tests {
         assert_eq!(leases[0].payload, lease.payload);
         assert_eq!(leases[0].timeout, lease.timeout);
 
-        let up = FromNode::Up(vec![Up::Report {
-            worker: "n1/w-1".into(),
-            reports: vec![AttemptReport {
-                task_id: lease.task_id,
-                token: lease.token,
-                outcome: AttemptOutcome::Failed(crate::TaskError::permanent("no")),
+        let up = FromNode::Up {
+            seq: 1,
+            items: vec![Up::Report {
+                worker: "n1/w-1".into(),
+                reports: vec![AttemptReport {
+                    task_id: lease.task_id,
+                    token: lease.token,
+                    outcome: AttemptOutcome::Failed(crate::TaskError::permanent("no")),
+                }],
+                credits: 1,
             }],
-            credits: 1,
-        }]);
+        };
         let back = decode::<FromNode>(&encode("n1", u128::MAX, &up))
             .unwrap()
             .body;
-        let FromNode::Up(items) = back else {
+        let FromNode::Up { items, .. } = back else {
             panic!("decoded {back:?}");
         };
         let Up::Report { reports, .. } = &items[0] else {

@@ -122,8 +122,8 @@ async fn a_node_cannot_leave_say_hello_or_report_for_another() {
     const HELLO: u32 = 0;
     gate.cast(frame("victim", 0, LEAVE)).unwrap();
     gate.cast(frame("victim", 12345, LEAVE)).unwrap();
-    // An empty batch of worker changes: the smallest report there is.
-    gate.cast(frame("victim", 0, (UP, Vec::<u8>::new())))
+    // An empty batch of worker changes (frame number 1): the smallest report there is.
+    gate.cast(frame("victim", 0, (UP, 1u64, Vec::<u8>::new())))
         .unwrap();
     let hello = (
         HELLO,
@@ -255,7 +255,7 @@ async fn a_node_gets_no_more_tasks_than_its_declared_slots() {
     let ids = submit(&http, &c, 10, 1, &[]).await;
     let caps = (vec!["journal".to_string()], Vec::<String>::new());
     let attach = (ATTACH, "hoarder/w-1", 1u64, caps, u32::MAX, 8u32);
-    gate.cast(frame("hoarder", key, (UP, vec![attach])))
+    gate.cast(frame("hoarder", key, (UP, 1u64, vec![attach])))
         .unwrap();
     // Leases: version, sender, key, variant 2, worker, then how many leases.
     let mut leases = 0;
@@ -273,9 +273,9 @@ async fn a_node_gets_no_more_tasks_than_its_declared_slots() {
     // Holding two, it claims every slot there is free: outright, and freed by no report.
     let credits = (CREDITS, "hoarder/w-1", u32::MAX);
     let report = (REPORT, "hoarder/w-1", Vec::<u8>::new(), u32::MAX);
-    gate.cast(frame("hoarder", key, (UP, vec![credits])))
+    gate.cast(frame("hoarder", key, (UP, 2u64, vec![credits])))
         .unwrap();
-    gate.cast(frame("hoarder", key, (UP, vec![report])))
+    gate.cast(frame("hoarder", key, (UP, 3u64, vec![report])))
         .unwrap();
     until("three clamps counted", JOIN, || async {
         stats(&http, &c).await["cluster"]["credits_clamped"] == 3
@@ -290,4 +290,111 @@ async fn a_node_gets_no_more_tasks_than_its_declared_slots() {
     ractor::pg::leave("wrangle.node.hoarder".to_string(), vec![agent.get_cell()]);
     agent.stop(None);
     server.stop_and_wait(None, None).await.unwrap();
+}
+
+/// Waits until something accepts TCP connections on `port`.
+async fn accepting(port: u16) {
+    until("the cluster port to accept", JOIN, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_hold_up_no_join_and_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    rig::certificates(dir.path());
+    let http = reqwest::Client::new();
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let c = Coordinator::start_with(
+        dir.path(),
+        net::free_port(),
+        net::free_port(),
+        &[
+            ("WRANGLE_CLUSTER_TLS_CERT", &cert),
+            ("WRANGLE_CLUSTER_TLS_KEY", &key),
+        ],
+    );
+    accepting(c.cluster).await;
+    // Eight connections that never say a word (not even a TLS hello).
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", c.cluster))
+                .await
+                .unwrap(),
+        );
+    }
+    let ca = dir.path().join("ca.pem");
+    let secure = c.node_with(
+        "secure",
+        "tls",
+        COOKIE,
+        &[
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--tls-server-name",
+            "localhost",
+        ],
+    );
+    until("the TLS node online", JOIN, || {
+        node_is(&http, &c, "secure", "online")
+    })
+    .await;
+    let ids = submit(&http, &c, 3, 1, &["tls"]).await;
+    all_completed(&http, &c, &ids, JOIN).await;
+    assert_eq!(executions(&[&secure.journal]).len(), 3);
+    // The silent ones are closed by the coordinator (its handshake timeout is 5 s).
+    for mut s in idle {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(JOIN, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("a silent connection was sent {n} bytes"),
+            Err(_) => panic!("a silent connection was still open after {JOIN:?}"),
+        }
+    }
+    until("the silent connections counted", JOIN, || async {
+        stats(&http, &c).await["cluster"]["handshakes_refused"]
+            .as_u64()
+            .is_some_and(|n| n >= 8)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_make_the_coordinator_buffer_a_frame_before_it_authenticates() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path());
+    accepting(c.cluster).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.cluster))
+        .await
+        .unwrap();
+    // A frame header announcing nearly 16 MiB (the frame limit), then 12 MiB of it: the
+    // coordinator cuts the connection long before, so the writes fail.
+    let chunk = vec![0x5a_u8; 256 * 1024];
+    let sent = tokio::time::timeout(JOIN, async {
+        s.write_all(&(16u64 * 1024 * 1024 - 1).to_be_bytes())
+            .await?;
+        for _ in 0..48 {
+            s.write_all(&chunk).await?;
+        }
+        s.flush().await
+    })
+    .await
+    .expect("the writes neither went through nor failed");
+    assert!(
+        sent.is_err(),
+        "an unauthenticated peer got 12 MiB of one frame accepted"
+    );
+    // The coordinator carries on: a node joins.
+    let http = reqwest::Client::new();
+    let _node = c.node("after", "zone=z", COOKIE);
+    until("a node online", JOIN, || {
+        node_is(&http, &c, "after", "online")
+    })
+    .await;
 }

@@ -45,12 +45,16 @@ impl Coordinator {
     /// Started with extra environment variables (settings).
     pub(crate) fn start_with(dir: &Path, http: u16, cluster: u16, env: &[(&str, &Path)]) -> Self {
         let db = format!("sqlite://{}", dir.join("cluster.db").display());
+        // The cookie from a file, as the programs' docs advise (a flag shows in `ps`).
+        let cookie = dir.join(format!("coordinator-{http}.cookie"));
+        std::fs::write(&cookie, format!("{COOKIE}\n")).unwrap();
         let child = Command::new(example_binary("coordinator"))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["--bind", &format!("127.0.0.1:{http}")])
             .args(["--database-url", &db])
             .args(["--cluster-listen", &format!("127.0.0.1:{cluster}")])
-            .args(["--cookie", COOKIE])
+            .arg("--cookie-file")
+            .arg(&cookie)
             .env("WRANGLE_NODE_TIMEOUT_MS", "1500")
             .env("RUST_LOG", "warn,wrangle=info")
             .env("NO_COLOR", "1")
@@ -76,9 +80,13 @@ impl Coordinator {
     pub(crate) fn node_with(&self, name: &str, labels: &str, cookie: &str, extra: &[&str]) -> Node {
         let journal = self.dir.join(format!("{name}.journal"));
         let log = self.dir.join(format!("{name}.log"));
+        let cookie_file = self.dir.join(format!("{name}.cookie"));
+        std::fs::write(&cookie_file, cookie).unwrap();
         let child = Command::new(example_binary("node"))
             .args(["--join", &format!("127.0.0.1:{}", self.cluster)])
-            .args(["--cookie", cookie, "--name", name, "--labels", labels])
+            .arg("--cookie-file")
+            .arg(&cookie_file)
+            .args(["--name", name, "--labels", labels])
             .args(["--workers", "2", "--slots", "4", "--heartbeat-ms", "200"])
             .args(extra)
             .arg("--journal")
@@ -248,4 +256,65 @@ pub(crate) async fn all_completed(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A throwaway CA and a certificate for `localhost` signed by it, made with `openssl`.
+pub(crate) fn certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wrangle test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
 }

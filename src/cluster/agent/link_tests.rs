@@ -167,7 +167,7 @@ impl Rig {
                 .await
                 .expect("no attach within 5 s")
                 .expect("the tap is gone");
-            let FromNode::Up(items) = frame else {
+            let FromNode::Up { items, .. } = frame else {
                 continue;
             };
             let done = items.iter().any(|u| matches!(u, Up::Attach { .. }));
@@ -239,7 +239,7 @@ async fn results_finished_together_go_out_in_frames_the_coordinator_accepts() {
             bytes < crate::CLUSTER_FRAME_BYTES,
             "a frame of {bytes} bytes: the coordinator drops the session of a peer that sends it"
         );
-        let FromNode::Up(items) = frame else {
+        let FromNode::Up { items, .. } = frame else {
             continue;
         };
         for up in items {
@@ -331,8 +331,57 @@ async fn a_node_that_left_does_not_say_hello_again_before_it_stops() {
             FromNode::Heartbeat(_) => break,
             FromNode::Hello(_) => said.push("hello"),
             FromNode::Leave => said.push("leave"),
-            FromNode::Up(_) => said.push("up"),
+            FromNode::Up { .. } => said.push("up"),
         }
     }
     assert_eq!(said, vec!["leave"]);
+}
+
+#[tokio::test]
+async fn reports_a_gate_never_acknowledged_go_again_after_the_next_welcome() {
+    let mut rig = Rig::joined().await;
+    let leases = rig.leases(2);
+    for (lease, acked) in [(&leases[0], true), (&leases[1], false)] {
+        rig.state.worker_call(WorkerCall::Report {
+            worker: W.into(),
+            reports: vec![completed(lease, 10)],
+            credits: 1,
+        });
+        rig.state.flush();
+        let frame = rig.frames.recv().await.unwrap();
+        let FromNode::Up { seq, .. } = frame else {
+            panic!("{frame:?}");
+        };
+        if acked {
+            // The gate applied it and said so with its answer to a heartbeat.
+            rig.state
+                .on_frame("coordinator", FromGate::Ack { up_to: seq });
+        }
+    }
+    // The gate dies with the second report (a new one asks the node to join again).
+    rig.state.on_frame("coordinator", FromGate::Rejoin);
+    rig.welcome();
+    let ups = rig.ups_until_attach().await;
+    let again: Vec<(TaskId, u32)> = ups
+        .iter()
+        .flat_map(|u| match u {
+            Up::Report {
+                reports, credits, ..
+            } => reports.iter().map(|r| (r.task_id, *credits)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    // Only the unacknowledged one, without its slot (the attach sets the free slots).
+    assert_eq!(again, vec![(leases[1].task_id, 0)], "{ups:?}");
+    assert!(
+        matches!(ups.last(), Some(Up::Attach { credits: 4, .. })),
+        "{ups:?}"
+    );
+    // Acknowledged now, a later welcome does not repeat it.
+    let up_to = rig.state.seq;
+    rig.state.on_frame("coordinator", FromGate::Ack { up_to });
+    rig.state.on_frame("coordinator", FromGate::Rejoin);
+    rig.welcome();
+    let ups = rig.ups_until_attach().await;
+    assert!(matches!(ups[..], [Up::Attach { .. }]), "{ups:?}");
 }

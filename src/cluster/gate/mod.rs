@@ -171,6 +171,8 @@ struct NodeEntry {
     lost_reason: Option<String>,
     /// Set once `Rejoin` was sent, so a stream of frames gets one answer.
     told_rejoin: bool,
+    /// The last of its `Up` frames applied, acknowledged with each heartbeat.
+    up_to: u64,
 }
 
 /// The gate's state.
@@ -271,7 +273,8 @@ impl GateState {
         let node = self.nodes.get_mut(&from).expect("checked above");
         match body {
             FromNode::Hello(_) => unreachable!("handled above"),
-            FromNode::Up(items) => {
+            FromNode::Up { seq, items } => {
+                node.up_to = node.up_to.max(seq);
                 let agent = node.agent.clone();
                 let types = node.task_types.len();
                 for item in items {
@@ -284,7 +287,8 @@ impl GateState {
             FromNode::Heartbeat(load) => {
                 node.load = load;
                 let agent = node.agent.clone();
-                self.send(&agent, FromGate::Ack);
+                let up_to = node.up_to;
+                self.send(&agent, FromGate::Ack { up_to });
                 self.publish();
             }
             FromNode::Leave => {
@@ -432,6 +436,7 @@ impl GateState {
             bad_frames,
             lost_reason: None,
             told_rejoin: false,
+            up_to: 0,
         };
         entry.joins.push_back(now);
         tracing::info!(

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use ractor::BytesConvertable;
+use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable};
 
 use super::*;
 
@@ -51,4 +51,101 @@ fn only_the_departed_nodes_heard_from_longest_ago_are_forgotten() {
     let mut gone = oldest_departed(nodes.into_iter(), 1);
     gone.sort();
     assert_eq!(gone, vec!["left-2".to_string(), "lost-1".to_string()]);
+}
+
+/// Stands in for a node's agent.
+struct Quiet;
+
+impl Actor for Quiet {
+    type Msg = AgentMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        _: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// A gate's state with node `n1` online on session `session`.
+async fn gate_with_node_on(session: SessionId) -> GateState {
+    let (queue, _) = crate::queue::QueueRef::spawn(crate::queue::QueueConfig::default())
+        .await
+        .unwrap();
+    let (agent, _) = Actor::spawn(None, Quiet, ()).await.unwrap();
+    let args = GateArgs {
+        name: "coordinator".into(),
+        queue,
+        events: EventBus::default(),
+        heartbeat: Duration::from_millis(100),
+        timeout: Duration::from_secs(1),
+        max_joins_per_minute: 10,
+        server: None,
+        sessions: SessionTable::default(),
+        remote_types: Default::default(),
+        load: Default::default(),
+        counters: Default::default(),
+    };
+    let mut state = GateState {
+        args,
+        nodes: HashMap::new(),
+        anonymous_bad_frames: 0,
+    };
+    let hello = Hello {
+        instance: 1,
+        labels: Vec::new(),
+        task_types: Vec::new(),
+        address: "127.0.0.1:1".into(),
+        version: "test".into(),
+        capacity: 4,
+    };
+    state.nodes.insert(
+        "n1".into(),
+        NodeEntry {
+            hello,
+            agent,
+            session: Some(session),
+            key: 9,
+            status: NodeStatus::Online,
+            last_seen: Instant::now(),
+            workers: HashMap::new(),
+            task_types: Default::default(),
+            load: NodeLoad::default(),
+            joins: VecDeque::new(),
+            total_joins: 1,
+            bad_frames: 0,
+            lost_reason: None,
+            told_rejoin: false,
+            up_to: 0,
+        },
+    );
+    state
+}
+
+#[tokio::test]
+async fn the_late_close_of_a_nodes_old_session_does_not_lose_it() {
+    // n1 connected again (session 2) before its first session (1) was seen to close; the
+    // close of session 1 arrives now, after n1 moved to session 2.
+    let mut state = gate_with_node_on(2).await;
+    state.session_closed("n1", 1);
+    assert_eq!(state.nodes["n1"].status, NodeStatus::Online);
+    assert_eq!(state.args.counters.snapshot().lost, 0);
+    // The close of the session it is on loses it.
+    state.session_closed("n1", 2);
+    assert_eq!(state.nodes["n1"].status, NodeStatus::Lost);
+    assert_eq!(state.args.counters.snapshot().lost, 1);
+}
+
+#[tokio::test]
+async fn frames_naming_a_node_without_its_key_are_refused() {
+    let mut state = gate_with_node_on(1).await;
+    state.on_frame("n1".into(), 8, FromNode::Leave);
+    state.on_frame("n1".into(), wire::NO_KEY, FromNode::Leave);
+    assert_eq!(state.nodes["n1"].status, NodeStatus::Online);
+    assert_eq!(state.args.counters.snapshot().forged_frames, 2);
+    state.on_frame("n1".into(), 9, FromNode::Leave);
+    assert_eq!(state.nodes["n1"].status, NodeStatus::Left);
 }

@@ -80,7 +80,8 @@ fn up() -> impl Strategy<Value = Up> {
 fn from_node() -> impl Strategy<Value = FromNode> {
     prop_oneof![
         hello().prop_map(FromNode::Hello),
-        prop::collection::vec(up(), 0..6).prop_map(FromNode::Up),
+        (any::<u64>(), prop::collection::vec(up(), 0..6))
+            .prop_map(|(seq, items)| FromNode::Up { seq, items }),
         (any::<u64>(), any::<u64>()).prop_map(|(agent_mailbox, bad_frames)| {
             FromNode::Heartbeat(NodeLoad {
                 agent_mailbox,
@@ -113,7 +114,7 @@ fn from_gate() -> impl Strategy<Value = FromGate> {
             worker,
             task_id: crate::task::TaskId::from_uuid(uuid::Uuid::from_u128(id)),
         }),
-        Just(FromGate::Ack),
+        any::<u64>().prop_map(|up_to| FromGate::Ack { up_to }),
         Just(FromGate::Rejoin),
         Just(FromGate::Farewell),
     ]
