@@ -110,6 +110,21 @@ pub struct Settings {
     /// Finished tasks are deleted from the store this many hours after they finished;
     /// 0 keeps them. Default 168 (7 days). Env `WRANGLE_RETENTION_HOURS`.
     pub retention_hours: u64,
+    /// At most this many finished tasks are kept in the store; the oldest go first,
+    /// whatever their age. 0 keeps any number. Default 1,000,000.
+    /// Env `WRANGLE_RETENTION_MAX_TASKS`.
+    pub retention_max_tasks: u64,
+    /// The store's size bound in bytes (SQLite: the oldest finished tasks go and the file
+    /// shrinks; PostgreSQL: a warning). 0 sets none. Default 8 GiB.
+    /// Env `WRANGLE_RETENTION_MAX_BYTES`.
+    pub retention_max_bytes: u64,
+    /// How long the lease of a task without a timeout lasts unless its worker extends it,
+    /// in seconds. Default 60. Env `WRANGLE_LEASE_TIME_SECS`.
+    pub lease_time_secs: u64,
+    /// Tasks waiting longer than this many seconds are served first, oldest first,
+    /// whatever their priority; 0 (default) keeps priority strict.
+    /// Env `WRANGLE_PRIORITY_AGING_SECS`.
+    pub priority_aging_secs: u64,
     /// Where nodes join (`0.0.0.0:7450`); none (default) runs without a cluster.
     /// Env `WRANGLE_CLUSTER_LISTEN`.
     pub cluster_listen: Option<SocketAddr>,
@@ -165,6 +180,10 @@ impl Default for Settings {
             database_url: "sqlite://wrangle.db".into(),
             durability: Durability::Committed,
             retention_hours: 7 * 24,
+            retention_max_tasks: 1_000_000,
+            retention_max_bytes: 8 << 30,
+            lease_time_secs: c.queue.lease_time.as_secs(),
+            priority_aging_secs: 0,
             cluster_listen: None,
             cookie: None,
             cluster_tls_cert: None,
@@ -219,6 +238,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("WRANGLE_DURABILITY", "durability"),
     ("WRANGLE_RETENTION_HOURS", "retention_hours"),
+    ("WRANGLE_RETENTION_MAX_TASKS", "retention_max_tasks"),
+    ("WRANGLE_RETENTION_MAX_BYTES", "retention_max_bytes"),
+    ("WRANGLE_LEASE_TIME_SECS", "lease_time_secs"),
+    ("WRANGLE_PRIORITY_AGING_SECS", "priority_aging_secs"),
     ("WRANGLE_CLUSTER_LISTEN", "cluster_listen"),
     ("WRANGLE_COOKIE", "cookie"),
     ("WRANGLE_COOKIE_FILE", "cookie, read from this file"),
@@ -361,6 +384,18 @@ impl Settings {
             "WRANGLE_RETENTION_HOURS" => {
                 self.retention_hours = parse("WRANGLE_RETENTION_HOURS", value)?
             }
+            "WRANGLE_RETENTION_MAX_TASKS" => {
+                self.retention_max_tasks = parse("WRANGLE_RETENTION_MAX_TASKS", value)?
+            }
+            "WRANGLE_RETENTION_MAX_BYTES" => {
+                self.retention_max_bytes = parse("WRANGLE_RETENTION_MAX_BYTES", value)?
+            }
+            "WRANGLE_LEASE_TIME_SECS" => {
+                self.lease_time_secs = parse("WRANGLE_LEASE_TIME_SECS", value)?
+            }
+            "WRANGLE_PRIORITY_AGING_SECS" => {
+                self.priority_aging_secs = parse("WRANGLE_PRIORITY_AGING_SECS", value)?
+            }
             "WRANGLE_CLUSTER_LISTEN" => {
                 self.cluster_listen = Some(parse("WRANGLE_CLUSTER_LISTEN", value)?)
             }
@@ -487,6 +522,9 @@ impl Settings {
         c.worker.task_timeout = Some(Duration::from_secs(self.task_timeout_secs));
         c.queue.max_queue_size = self.max_queue_size;
         c.queue.default_retries = self.default_retries;
+        c.queue.lease_time = Duration::from_secs(self.lease_time_secs);
+        c.queue.priority_aging =
+            (self.priority_aging_secs > 0).then(|| Duration::from_secs(self.priority_aging_secs));
         c.store = self.store_config();
         c.cluster = self.cluster_listen.map(|listen| {
             let mut cluster = ClusterConfig::new(listen, self.cookie.clone().unwrap_or_default());
@@ -510,8 +548,12 @@ impl Settings {
         }
         let mut store = StoreConfig::new(url);
         store.durability = self.durability;
-        store.retention =
-            (self.retention_hours > 0).then(|| Duration::from_secs(self.retention_hours * 3600));
+        store.retention = (self.retention_hours > 0)
+            .then(|| Duration::from_secs(self.retention_hours.saturating_mul(3600)));
+        store.retention_max_tasks =
+            (self.retention_max_tasks > 0).then_some(self.retention_max_tasks);
+        store.retention_max_bytes =
+            (self.retention_max_bytes > 0).then_some(self.retention_max_bytes);
         Some(store)
     }
 
@@ -672,6 +714,35 @@ mod tests {
             .to_string();
         assert!(err.contains("min_wrokers"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn leases_aging_and_retention_bounds_reach_the_queue_and_the_store() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("WRANGLE_LEASE_TIME_SECS", "5"),
+                ("WRANGLE_PRIORITY_AGING_SECS", "30"),
+                ("WRANGLE_RETENTION_MAX_TASKS", "0"),
+                ("WRANGLE_RETENTION_MAX_BYTES", "2000000"),
+            ]),
+        )
+        .unwrap();
+        let c = s.coordinator_config();
+        assert_eq!(c.queue.lease_time, Duration::from_secs(5));
+        assert_eq!(c.queue.priority_aging, Some(Duration::from_secs(30)));
+        let store = s.store_config().unwrap();
+        assert_eq!(store.retention_max_tasks, None);
+        assert_eq!(store.retention_max_bytes, Some(2_000_000));
+        let defaults = Settings::default().coordinator_config();
+        assert_eq!(defaults.queue.priority_aging, None);
+        assert_eq!(defaults.queue.lease_time, Duration::from_secs(60));
+        // A lease time the queue cannot work with is refused, naming it.
+        let err = Settings::load(None, env(&[("WRANGLE_LEASE_TIME_SECS", "0")]))
+            .and_then(|s| s.validate().map(|_| s))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lease_time"), "{err}");
     }
 
     #[test]

@@ -144,6 +144,14 @@ async fn coordinator_program_over_a_real_socket() {
     assert_eq!(stats["store"]["healthy"], true);
     assert_eq!(samples["wrangle_store_failures_total"], 0.0);
     assert_eq!(samples["wrangle_store_healthy"], 1.0);
+    assert_eq!(samples["wrangle_stale_reports_total"], 0.0);
+    assert_eq!(samples["wrangle_store_rejected_rows_total"], 0.0);
+    // Measured at each prune interval (the first a second after start): present, maybe 0.
+    assert!(samples.contains_key("wrangle_store_database_bytes"));
+    // 200 completed tasks and one dead letter kept in memory; nothing waits.
+    assert_eq!(samples["wrangle_queue_bytes{kind=\"live\"}"], 0.0);
+    assert!(samples["wrangle_queue_bytes{kind=\"finished\"}"] > 0.0);
+    assert!(samples["wrangle_queue_bytes{kind=\"dead_letter\"}"] > 0.0);
 
     // A dashboard's event stream stays open; it must not hold the shutdown up.
     let events = auth(http.get(format!("{base}/events")))

@@ -81,6 +81,11 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
             "Leases taken back from dead or silent workers.",
             q.leases_lost,
         ),
+        (
+            "wrangle_stale_reports_total",
+            "Reports and lease extensions refused: their fencing token was not the current lease's.",
+            q.stale_reports,
+        ),
     ] {
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");
@@ -108,6 +113,19 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         "Tasks waiting (queued and pending).",
     );
     let _ = writeln!(out, "wrangle_queue_depth {}", q.queue_size);
+    metric(
+        &mut out,
+        "wrangle_queue_bytes",
+        "gauge",
+        "Bytes the queue holds in memory: payloads of unfinished tasks (kind=\"live\"), finished tasks kept (\"finished\"), dead letters (\"dead_letter\").",
+    );
+    for (kind, v) in [
+        ("live", q.live_bytes),
+        ("finished", q.finished_bytes),
+        ("dead_letter", q.dead_letter_bytes),
+    ] {
+        let _ = writeln!(out, "wrangle_queue_bytes{{kind=\"{kind}\"}} {v}");
+    }
     for (p, n) in [
         ("low", q.queued_by_priority.low),
         ("normal", q.queued_by_priority.normal),
@@ -206,6 +224,11 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
                 "Finished tasks deleted by retention.",
                 load(&w.pruned),
             ),
+            (
+                "wrangle_store_rejected_rows_total",
+                "Rows the database refused for good, left out of their batch.",
+                load(&w.rejected_rows),
+            ),
         ] {
             metric(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {v}");
@@ -218,6 +241,27 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         );
         let healthy = w.healthy.load(std::sync::atomic::Ordering::Relaxed);
         let _ = writeln!(out, "wrangle_store_healthy {}", u8::from(healthy));
+        metric(
+            &mut out,
+            "wrangle_store_database_bytes",
+            "gauge",
+            "Size of the database, measured at each prune interval.",
+        );
+        let _ = writeln!(
+            out,
+            "wrangle_store_database_bytes {}",
+            load(&w.database_bytes)
+        );
+        let free = load(&w.disk_free_bytes);
+        if free != u64::MAX {
+            metric(
+                &mut out,
+                "wrangle_store_disk_free_bytes",
+                "gauge",
+                "Free space of the disk holding the SQLite file.",
+            );
+            let _ = writeln!(out, "wrangle_store_disk_free_bytes {free}");
+        }
     }
     if let Some(c) = &stats.cluster {
         metric(
@@ -247,6 +291,21 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
                 "wrangle_cluster_bad_frames_total",
                 "Frames from peers that did not decode.",
                 c.bad_frames,
+            ),
+            (
+                "wrangle_cluster_forged_frames_total",
+                "Frames naming a node without the key of its session.",
+                c.forged_frames,
+            ),
+            (
+                "wrangle_cluster_credits_clamped_total",
+                "Credit requests cut to a worker's slots or its node's capacity.",
+                c.credits_clamped,
+            ),
+            (
+                "wrangle_cluster_handshakes_refused_total",
+                "Connections closed before authenticating (deadline, too many pending, too much data).",
+                c.handshakes_refused,
             ),
         ] {
             metric(&mut out, name, "counter", help);

@@ -52,6 +52,9 @@ pub struct QueueConfig {
     pub max_payload_bytes: usize,
 }
 
+/// The longest `lease_time` (and `lease_grace`): 7 days.
+const MAX_LEASE_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// ractor_cluster's default cap on one inbound frame.
 pub const CLUSTER_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
@@ -91,11 +94,17 @@ impl QueueConfig {
                 ),
             ));
         }
-        if self.lease_time < Duration::from_millis(30) {
+        if self.lease_time < Duration::from_millis(30) || self.lease_time > MAX_LEASE_TIME {
             return Err(Error::invalid(
                 "lease_time",
-                "must be at least 30 ms (workers extend a lease every third of it)",
+                "must be between 30 ms (workers extend a lease every third of it) and 7 days",
             ));
+        }
+        if self.priority_aging.is_some_and(|a| a > MAX_LEASE_TIME * 52) {
+            return Err(Error::invalid("priority_aging", "must be at most a year"));
+        }
+        if self.lease_grace > MAX_LEASE_TIME {
+            return Err(Error::invalid("lease_grace", "must be at most 7 days"));
         }
         if self.retry_base_delay > self.retry_max_delay {
             return Err(Error::invalid(
