@@ -14,7 +14,8 @@ mod programs;
 mod rig;
 
 use rig::{
-    all_completed, certificates, executions, node_is, submit, until, Api, Coordinator, COOKIE,
+    all_completed, certificates, executions, intruder, node_is, submit, until, Api, Coordinator,
+    RawFrame, COOKIE,
 };
 
 const JOIN: Duration = Duration::from_secs(30);
@@ -204,18 +205,6 @@ async fn sigterm_drains_a_node_before_it_leaves() {
     .await;
 }
 
-/// A frame in whatever bytes the test wants, sent to a remote actor as is.
-struct RawFrame(Vec<u8>);
-
-impl ractor::BytesConvertable for RawFrame {
-    fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-    fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_are_counted_and_logged_with_the_peer_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,29 +213,7 @@ async fn malformed_frames_are_counted_and_logged_with_the_peer_name() {
 
     // This test process joins as a bare ractor_cluster peer named `garbler` and sends the
     // coordinator's gate frames that are not wrangle messages.
-    let server = ractor_cluster::NodeServer::new(
-        0,
-        COOKIE.to_string(),
-        "garbler".to_string(),
-        "127.0.0.1".to_string(),
-        None,
-        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
-    )
-    .with_listen_addr([127, 0, 0, 1].into());
-    let (server, _) = ractor::Actor::spawn(None, server, ()).await.unwrap();
-    until("the coordinator to listen", JOIN, || async {
-        ractor_cluster::client_connect(&server, format!("127.0.0.1:{}", c.cluster))
-            .await
-            .is_ok()
-    })
-    .await;
-    until("the gate's process group to arrive", JOIN, || async {
-        !ractor::pg::get_members(&"wrangle.gate".to_string()).is_empty()
-    })
-    .await;
-    let gate: ractor::ActorRef<RawFrame> = ractor::pg::get_members(&"wrangle.gate".to_string())[0]
-        .clone()
-        .into();
+    let (server, gate) = intruder(&c, "garbler").await;
     // Version 1, sender `garbler` (postcard: length then bytes), then a body that is no
     // message; then an empty frame.
     let mut frame = vec![1, 7];

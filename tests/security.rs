@@ -7,6 +7,7 @@
 #[allow(unused_imports)]
 mod common;
 #[allow(unused_imports)]
+#[macro_use]
 #[path = "support/databases.rs"]
 mod databases;
 

@@ -3,6 +3,7 @@
 //! `CI=true` its absence fails the PostgreSQL tests). Each scenario runs on both.
 
 mod common;
+#[macro_use]
 #[path = "support/databases.rs"]
 mod databases;
 
@@ -19,34 +20,6 @@ use wrangle::{
 use common::{eventually, fixed, handlers};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// One test per backend for each scenario below.
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let dir = tempfile::tempdir().unwrap();
-                    super::$scenario(super::databases::sqlite_url(dir.path(), "store")).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let Some(url) = super::databases::fresh_postgres(stringify!($scenario)).await
-                    else {
-                        return;
-                    };
-                    super::$scenario(url.clone()).await;
-                    super::databases::drop_postgres(&url).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both!(
     a_restart_keeps_results_keys_dead_letters_and_registry,

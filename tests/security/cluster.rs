@@ -15,9 +15,11 @@ mod net;
 mod programs;
 #[allow(dead_code)]
 #[path = "../support/cluster.rs"]
-mod rig;
+pub(crate) mod rig;
 
-use rig::{all_completed, executions, node_is, submit, until, Api, Coordinator, COOKIE};
+use rig::{
+    all_completed, executions, intruder, node_is, submit, until, Api, Coordinator, RawFrame, COOKIE,
+};
 
 const JOIN: Duration = Duration::from_secs(30);
 
@@ -28,59 +30,10 @@ static PEER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The wire version of wrangle's frames (`src/cluster/wire.rs`).
 const WIRE_VERSION: u8 = 2;
 
-/// A frame in whatever bytes the test wants, sent to a remote actor as is.
-struct RawFrame(Vec<u8>);
-
-impl ractor::BytesConvertable for RawFrame {
-    fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-    fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-}
-
 /// A node's frame as the codec writes it: version, claimed sender, session key, then the
 /// body (postcard: an enum is its variant index as a varint, then its fields).
 fn frame(from: &str, key: u128, body: impl serde::Serialize) -> RawFrame {
     RawFrame(postcard::to_stdvec(&(WIRE_VERSION, from, key, body)).unwrap())
-}
-
-/// This test process as a bare ractor_cluster peer named `name`, holding the cookie,
-/// connected to `c`; returns its server and the coordinator's gate.
-async fn intruder(
-    c: &Coordinator,
-    name: &str,
-) -> (
-    ractor::ActorRef<ractor_cluster::NodeServerMessage>,
-    ractor::ActorRef<RawFrame>,
-) {
-    let server = ractor_cluster::NodeServer::new(
-        0,
-        COOKIE.to_string(),
-        name.to_string(),
-        "127.0.0.1".to_string(),
-        None,
-        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
-    )
-    .with_listen_addr([127, 0, 0, 1].into());
-    let (server, _) = ractor::Actor::spawn(None, server, ()).await.unwrap();
-    until("the coordinator to listen", JOIN, || async {
-        ractor_cluster::client_connect(&server, format!("127.0.0.1:{}", c.cluster))
-            .await
-            .is_ok()
-    })
-    .await;
-    let remote_gate = || {
-        ractor::pg::get_members(&"wrangle.gate".to_string())
-            .into_iter()
-            .find(|g| !g.get_id().is_local())
-    };
-    until("the gate's process group to arrive", JOIN, || async {
-        remote_gate().is_some()
-    })
-    .await;
-    (server, remote_gate().unwrap().into())
 }
 
 async fn stats(http: &reqwest::Client, c: &Coordinator) -> Value {

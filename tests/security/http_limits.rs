@@ -143,70 +143,13 @@ async fn streams_are_capped_per_client_and_in_duration() {
     c.stop(false).await.unwrap();
 }
 
-/// A throwaway CA (`ca.pem`) and a certificate for `localhost` signed by it, made with
-/// `openssl`.
+/// A throwaway CA (`ca.pem`) and a certificate for `localhost` signed by it (the cluster
+/// tests' own, made with `openssl`).
 fn certificate(dir: &std::path::Path) -> TlsFiles {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let subject = |cn: &str| format!("/CN={cn}");
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        &subject("wrangle test CA"),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "server.csr",
-        "-subj",
-        &subject("localhost"),
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
+    crate::cluster::rig::certificates(dir);
     TlsFiles {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
     }
 }
 
@@ -282,6 +225,6 @@ async fn the_api_serves_https_and_its_login_cookie_is_secure() {
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("key.pem"), "{err}");
+    assert!(err.to_string().contains("server.key"), "{err}");
     c.stop(false).await.unwrap();
 }

@@ -15,34 +15,6 @@ use crate::common::{eventually, fixed, handlers};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// One test per backend for each scenario below.
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let dir = tempfile::tempdir().unwrap();
-                    super::$scenario(crate::databases::sqlite_url(dir.path(), "store")).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let Some(url) = crate::databases::fresh_postgres(stringify!($scenario)).await
-                    else {
-                        return;
-                    };
-                    super::$scenario(url.clone()).await;
-                    crate::databases::drop_postgres(&url).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both!(
     a_nul_in_an_error_message_fails_its_task_and_the_store_goes_on,
     a_nul_escape_in_a_payload_and_a_result_is_stored_unchanged,

@@ -318,3 +318,58 @@ pub(crate) fn certificates(dir: &std::path::Path) {
         "san.ext",
     ]);
 }
+
+/// A frame in whatever bytes the test wants, sent to a remote actor as is.
+pub(crate) struct RawFrame(pub(crate) Vec<u8>);
+
+impl ractor::BytesConvertable for RawFrame {
+    fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
+/// This test process as a bare ractor_cluster peer named `name`, holding the cookie,
+/// connected to `c`; returns its server and the coordinator's gate.
+pub(crate) async fn intruder(
+    c: &Coordinator,
+    name: &str,
+) -> (
+    ractor::ActorRef<ractor_cluster::NodeServerMessage>,
+    ractor::ActorRef<RawFrame>,
+) {
+    let server = ractor_cluster::NodeServer::new(
+        0,
+        COOKIE.to_string(),
+        name.to_string(),
+        "127.0.0.1".to_string(),
+        None,
+        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr([127, 0, 0, 1].into());
+    let (server, _) = ractor::Actor::spawn(None, server, ()).await.unwrap();
+    until(
+        "the coordinator to listen",
+        Duration::from_secs(30),
+        || async {
+            ractor_cluster::client_connect(&server, format!("127.0.0.1:{}", c.cluster))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let remote_gate = || {
+        ractor::pg::get_members(&"wrangle.gate".to_string())
+            .into_iter()
+            .find(|g| !g.get_id().is_local())
+    };
+    until(
+        "the gate's process group to arrive",
+        Duration::from_secs(30),
+        || async { remote_gate().is_some() },
+    )
+    .await;
+    (server, remote_gate().unwrap().into())
+}

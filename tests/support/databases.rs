@@ -131,3 +131,34 @@ pub(crate) async fn count(url: &str, sql: &str) -> i64 {
         n
     }
 }
+
+/// One test per backend for each scenario named: `scenario(url)` runs on a fresh SQLite file and
+/// on a fresh database of the PostgreSQL server (see [`postgres_server`]). Needs the
+/// including crate to declare this file as `mod databases` with `#[macro_use]`.
+#[allow(unused_macros)]
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$scenario(crate::databases::sqlite_url(dir.path(), "store")).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(url) = crate::databases::fresh_postgres(stringify!($scenario)).await
+                    else {
+                        return;
+                    };
+                    super::$scenario(url.clone()).await;
+                    crate::databases::drop_postgres(&url).await;
+                }
+            )*
+        }
+    };
+}
