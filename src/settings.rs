@@ -18,7 +18,7 @@ pub const IN_MEMORY: &str = "memory";
 
 /// Everything the coordinator program reads. Every field has a default; a file only lists
 /// what it changes. Unknown keys are refused, so a typo is an error, not a silent default.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Where the HTTP server listens. Default `127.0.0.1:7700`. Env `WRANGLE_BIND`.
@@ -140,6 +140,61 @@ pub struct Settings {
     /// A node silent this long is given up and its tasks run elsewhere, in milliseconds;
     /// nodes heartbeat five times as often. Default 1500. Env `WRANGLE_NODE_TIMEOUT_MS`.
     pub node_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Settings {
+    /// Every field but secrets, which show as `<redacted>` (they must not reach a log).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens)
+            .field(
+                "dangerously_allow_public_without_token",
+                &self.dangerously_allow_public_without_token,
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("max_batch", &self.max_batch)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("body_read_timeout_ms", &self.body_read_timeout_ms)
+            .field("max_streams_per_client", &self.max_streams_per_client)
+            .field("max_event_stream_secs", &self.max_event_stream_secs)
+            .field("max_wait_secs", &self.max_wait_secs)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("cors_origins", &self.cors_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("min_workers", &self.min_workers)
+            .field("max_workers", &self.max_workers)
+            .field("max_concurrent_tasks", &self.max_concurrent_tasks)
+            .field("labels", &self.labels)
+            .field("auto_scale", &self.auto_scale)
+            .field("scale_up_threshold", &self.scale_up_threshold)
+            .field("scale_down_threshold", &self.scale_down_threshold)
+            .field("scale_cooldown_secs", &self.scale_cooldown_secs)
+            .field("task_timeout_secs", &self.task_timeout_secs)
+            .field("max_queue_size", &self.max_queue_size)
+            .field("default_retries", &self.default_retries)
+            .field("worker_timeout_secs", &self.worker_timeout_secs)
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
+            .field("durability", &self.durability)
+            .field("retention_hours", &self.retention_hours)
+            .field("retention_max_tasks", &self.retention_max_tasks)
+            .field("retention_max_bytes", &self.retention_max_bytes)
+            .field("lease_time_secs", &self.lease_time_secs)
+            .field("priority_aging_secs", &self.priority_aging_secs)
+            .field("cluster_listen", &self.cluster_listen)
+            .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
+            .field("cluster_tls_cert", &self.cluster_tls_cert)
+            .field("cluster_tls_key", &self.cluster_tls_key)
+            .field("node_timeout_ms", &self.node_timeout_ms)
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -743,6 +798,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lease_time"), "{err}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("WRANGLE_TOKEN", "t0ken-secret"),
+                ("WRANGLE_COOKIE", "c00kie-secret"),
+                ("DATABASE_URL", "postgres://app:pa55word@db:5432/w"),
+                ("WRANGLE_CLUSTER_LISTEN", "127.0.0.1:7450"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{s:?} {:?}", s.coordinator_config());
+        for secret in ["t0ken-secret", "c00kie-secret", "pa55word"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert!(shown.contains("127.0.0.1:7450"), "{shown}");
     }
 
     #[test]

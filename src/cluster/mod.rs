@@ -62,7 +62,7 @@ pub struct TlsFiles {
 }
 
 /// The coordinator's listener for nodes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ClusterConfig {
     /// Where to listen (`0.0.0.0:7450` for every interface). No default: joining is opt-in.
     pub listen: SocketAddr,
@@ -87,6 +87,23 @@ pub struct ClusterConfig {
     pub handshake_timeout: Duration,
     /// Connections that may be handshaking at once; more are closed at once. Default 64.
     pub max_pending_handshakes: usize,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    /// Every field but secrets, which show as `<redacted>` (they must not reach a log).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("listen", &self.listen)
+            .field("cookie", &"<redacted>")
+            .field("name", &self.name)
+            .field("tls", &self.tls)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("node_timeout", &self.node_timeout)
+            .field("max_joins_per_minute", &self.max_joins_per_minute)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .finish()
+    }
 }
 
 impl ClusterConfig {
@@ -424,7 +441,7 @@ impl Cluster {
 }
 
 /// Settings of a node process.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct NodeConfig {
     /// The coordinator's cluster address, `host:port`.
     pub coordinator: String,
@@ -452,6 +469,26 @@ pub struct NodeConfig {
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default 5 s.
     pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    /// Every field but secrets, which show as `<redacted>` (they must not reach a log).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("coordinator", &self.coordinator)
+            .field("cookie", &"<redacted>")
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("workers", &self.workers)
+            .field("worker", &self.worker)
+            .field("listen", &self.listen)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish()
+    }
 }
 
 impl NodeConfig {

@@ -30,6 +30,7 @@ pub use migrate::MigrationReport;
 pub use writer::WriterStats;
 
 pub(crate) use claim::Claim;
+pub(crate) use db::redact as redact_url;
 pub(crate) use rows::{ms, AttemptRow, NewTask, NodeRow, Recovered, StoreOp, TaskState, WorkerRow};
 pub(crate) use writer::{Ack, StoreMsg};
 
@@ -57,7 +58,7 @@ pub enum Durability {
 }
 
 /// Where and how tasks are stored.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (the file is created on first use) or
     /// `postgres://USER:PASSWORD@HOST:PORT/DB`.
@@ -94,6 +95,25 @@ pub struct StoreConfig {
     pub sqlite_fsync_every_commit: bool,
     /// The name this process registers its node under. Default `coordinator`.
     pub node: String,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    /// Every field but secrets, which show as `<redacted>` (they must not reach a log).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.redacted_url())
+            .field("durability", &self.durability)
+            .field("retention", &self.retention)
+            .field("retention_max_tasks", &self.retention_max_tasks)
+            .field("retention_max_bytes", &self.retention_max_bytes)
+            .field("prune_interval", &self.prune_interval)
+            .field("max_batch", &self.max_batch)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("sqlite_fsync_every_commit", &self.sqlite_fsync_every_commit)
+            .field("node", &self.node)
+            .finish()
+    }
 }
 
 impl StoreConfig {
