@@ -140,6 +140,12 @@ pub struct Settings {
     /// A node silent this long is given up and its tasks run elsewhere, in milliseconds;
     /// nodes heartbeat five times as often. Default 1500. Env `WRANGLE_NODE_TIMEOUT_MS`.
     pub node_timeout_ms: u64,
+    /// Time a node's new connection has to pass TLS and the cookie challenge, in
+    /// milliseconds. Default 5000. Env `WRANGLE_CLUSTER_HANDSHAKE_TIMEOUT_MS`.
+    pub cluster_handshake_timeout_ms: u64,
+    /// Node connections that may be handshaking at once; more are closed at once.
+    /// Default 64. Env `WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES`.
+    pub cluster_max_pending_handshakes: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -244,6 +250,8 @@ impl Default for Settings {
             cluster_tls_cert: None,
             cluster_tls_key: None,
             node_timeout_ms: 1_500,
+            cluster_handshake_timeout_ms: 5_000,
+            cluster_max_pending_handshakes: 64,
         }
     }
 }
@@ -303,6 +311,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("WRANGLE_CLUSTER_TLS_CERT", "cluster_tls_cert"),
     ("WRANGLE_CLUSTER_TLS_KEY", "cluster_tls_key"),
     ("WRANGLE_NODE_TIMEOUT_MS", "node_timeout_ms"),
+    (
+        "WRANGLE_CLUSTER_HANDSHAKE_TIMEOUT_MS",
+        "cluster_handshake_timeout_ms",
+    ),
+    (
+        "WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES",
+        "cluster_max_pending_handshakes",
+    ),
 ];
 
 impl Settings {
@@ -463,6 +479,14 @@ impl Settings {
             "WRANGLE_NODE_TIMEOUT_MS" => {
                 self.node_timeout_ms = parse("WRANGLE_NODE_TIMEOUT_MS", value)?
             }
+            "WRANGLE_CLUSTER_HANDSHAKE_TIMEOUT_MS" => {
+                self.cluster_handshake_timeout_ms =
+                    parse("WRANGLE_CLUSTER_HANDSHAKE_TIMEOUT_MS", value)?
+            }
+            "WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES" => {
+                self.cluster_max_pending_handshakes =
+                    parse("WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES", value)?
+            }
             _ => {}
         }
         Ok(())
@@ -585,6 +609,8 @@ impl Settings {
             let mut cluster = ClusterConfig::new(listen, self.cookie.clone().unwrap_or_default());
             cluster.node_timeout = Duration::from_millis(self.node_timeout_ms);
             cluster.heartbeat_interval = (cluster.node_timeout / 5).max(Duration::from_millis(10));
+            cluster.handshake_timeout = Duration::from_millis(self.cluster_handshake_timeout_ms);
+            cluster.max_pending_handshakes = self.cluster_max_pending_handshakes;
             cluster.tls = self
                 .cluster_tls_cert
                 .clone()
@@ -772,7 +798,7 @@ mod tests {
     }
 
     #[test]
-    fn leases_aging_and_retention_bounds_reach_the_queue_and_the_store() {
+    fn leases_aging_retention_and_handshake_bounds_reach_their_configs() {
         let s = Settings::load(
             None,
             env(&[
@@ -785,6 +811,21 @@ mod tests {
         .unwrap();
         let c = s.coordinator_config();
         assert_eq!(c.queue.lease_time, Duration::from_secs(5));
+        let cluster = Settings::load(
+            None,
+            env(&[
+                ("WRANGLE_CLUSTER_LISTEN", "127.0.0.1:7450"),
+                ("WRANGLE_COOKIE", "c"),
+                ("WRANGLE_CLUSTER_HANDSHAKE_TIMEOUT_MS", "750"),
+                ("WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES", "3"),
+            ]),
+        )
+        .unwrap()
+        .coordinator_config()
+        .cluster
+        .unwrap();
+        assert_eq!(cluster.handshake_timeout, Duration::from_millis(750));
+        assert_eq!(cluster.max_pending_handshakes, 3);
         assert_eq!(c.queue.priority_aging, Some(Duration::from_secs(30)));
         let store = s.store_config().unwrap();
         assert_eq!(store.retention_max_tasks, None);
