@@ -36,7 +36,10 @@ OPTIONS:
     --bind <ADDR>     where the HTTP server listens; default 127.0.0.1:7700
     --token <TOKEN>   require this bearer token (every scope) on every route but /healthz
                       and the dashboard's login page; scoped tokens go in the file
-                      (`tokens = [...]`) or WRANGLE_TOKENS
+                      (`tokens = [...]`) or WRANGLE_TOKENS; shows in `ps`: prefer
+                      --token-file or WRANGLE_TOKEN
+    --token-file <PATH>
+                      read the token from this file (its trailing newline dropped)
     --dangerously-allow-public-without-token
                       let --bind name an address beyond loopback with no token: anyone who
                       reaches the port controls the coordinator (refused otherwise)
@@ -80,6 +83,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut tls_cert = None;
     let mut tls_key = None;
     let mut cookie_file = None;
+    let mut token_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -94,6 +98,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--config" => config = Some(value("--config")?.into()),
             "--bind" => bind = Some(value("--bind")?),
             "--token" => token = Some(value("--token")?),
+            "--token-file" => token_file = Some(value("--token-file")?),
             "--database-url" => database_url = Some(value("--database-url")?),
             "--cluster-listen" => cluster_listen = Some(value("--cluster-listen")?),
             "--cookie" => cookie = Some(value("--cookie")?),
@@ -119,6 +124,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(c) = cookie {
         settings.apply_env("WRANGLE_COOKIE", &c)?;
+    }
+    if let Some(path) = token_file {
+        settings.apply_env("WRANGLE_TOKEN_FILE", &path)?;
     }
     if let Some(path) = cookie_file {
         settings.apply_env("WRANGLE_COOKIE_FILE", &path)?;

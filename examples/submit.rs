@@ -26,7 +26,8 @@ USAGE:
 
 OPTIONS:
     --url <URL>        the coordinator (default http://127.0.0.1:7700, or WRANGLE_URL)
-    --token <TOKEN>    bearer token (or WRANGLE_TOKEN)
+    --token <TOKEN>    bearer token (or WRANGLE_TOKEN); shows in `ps`: prefer the next
+    --token-file <PATH>  read the bearer token from this file (or WRANGLE_TOKEN_FILE)
     --file <PATH>      JSON-lines: one task per line, e.g. {\"task_type\": \"echo\", \"payload\": 1}
     --count <N>        submit the TYPE/PAYLOAD task N times (default 1)
     --batch <N>        tasks per request (default 500)
@@ -45,12 +46,20 @@ struct Args {
     wait: bool,
 }
 
+/// The bearer token in the file at `path`, without its trailing newline.
+fn token_from_file(path: &str) -> Result<String, String> {
+    wrangle::settings::read_secret_file("--token-file", path.as_ref()).map_err(|e| e.to_string())
+}
+
 fn parse_args() -> Result<Option<Args>, String> {
     let mut a = Args {
         url: std::env::var("WRANGLE_URL").unwrap_or_else(|_| "http://127.0.0.1:7700".into()),
-        token: std::env::var("WRANGLE_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        token: match std::env::var("WRANGLE_TOKEN_FILE") {
+            Ok(path) => Some(token_from_file(&path)?),
+            Err(_) => std::env::var("WRANGLE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        },
         file: None,
         task_type: None,
         payload: Value::Null,
@@ -66,6 +75,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "-h" | "--help" => return Ok(None),
             "--url" => a.url = value("--url")?.trim_end_matches('/').to_string(),
             "--token" => a.token = Some(value("--token")?),
+            "--token-file" => a.token = Some(token_from_file(&value("--token-file")?)?),
             "--file" => a.file = Some(value("--file")?),
             "--count" => {
                 a.count = value("--count")?

@@ -264,6 +264,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("WRANGLE_BIND", "bind"),
     ("WRANGLE_TOKEN", "token"),
+    ("WRANGLE_TOKEN_FILE", "token, read from this file"),
     ("WRANGLE_TOKENS", "tokens (`read+submit=TOKEN,read=OTHER`)"),
     (
         "WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN",
@@ -379,6 +380,9 @@ impl Settings {
             "WRANGLE_BIND" => self.bind = parse("WRANGLE_BIND", value)?,
             // Kept even when empty, so `validate` refuses it rather than running open.
             "WRANGLE_TOKEN" => self.token = Some(value.to_string()),
+            "WRANGLE_TOKEN_FILE" => {
+                self.token = Some(read_secret_file("WRANGLE_TOKEN_FILE", value.as_ref())?)
+            }
             "WRANGLE_TOKENS" => self.tokens = parse_tokens(value)?,
             "WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN" => {
                 self.dangerously_allow_public_without_token =
@@ -739,6 +743,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.cookie.as_deref(), Some("s3cret"));
+        let s =
+            Settings::load(None, env(&[("WRANGLE_TOKEN_FILE", path.to_str().unwrap())])).unwrap();
+        assert_eq!(s.token.as_deref(), Some("s3cret"));
         std::fs::write(&path, "\n").unwrap();
         let err = Settings::load(
             None,
