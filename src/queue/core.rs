@@ -203,6 +203,9 @@ pub(crate) struct QueueCore {
     live_bytes: u64,
     /// Bytes of finished tasks kept for retention, dead letters aside.
     finished_bytes: u64,
+    /// How many finished tasks are kept for retention, dead letters aside: what
+    /// `max_finished_tasks` bounds (`finished` may also hold stale entries).
+    finished_count: usize,
     /// Bytes of dead letters.
     dead_bytes: u64,
     seq: u64,
@@ -247,6 +250,7 @@ impl QueueCore {
             dead: BTreeMap::new(),
             live_bytes: 0,
             finished_bytes: 0,
+            finished_count: 0,
             dead_bytes: 0,
             seq: 0,
             queued_by_priority: [0; 4],
@@ -427,7 +431,10 @@ impl QueueCore {
         match (e.status.is_finished(), e.run().dead_seq.is_some()) {
             (false, _) => self.live_bytes -= e.payload.len() as u64,
             (true, true) => self.dead_bytes -= bytes,
-            (true, false) => self.finished_bytes -= bytes,
+            (true, false) => {
+                self.finished_bytes -= bytes;
+                self.finished_count -= 1;
+            }
         }
         let class = &mut self.classes[e.class];
         class.tasks -= 1;

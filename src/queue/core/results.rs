@@ -199,11 +199,12 @@ impl QueueCore {
         let e = self.tasks.get_mut(&id).expect("task exists");
         if e.run().dead_seq.is_none() {
             self.finished_bytes += e.bytes();
+            self.finished_count += 1;
         }
         let run = e.run_mut();
         run.retention_tag += 1;
         self.finished.push_back((id, run.retention_tag));
-        while self.finished.len() > self.config.max_finished_tasks
+        while self.finished_count > self.config.max_finished_tasks
             || self.finished_bytes > self.config.max_finished_bytes
         {
             let Some((oldest, tag)) = self.finished.pop_front() else {
@@ -215,6 +216,18 @@ impl QueueCore {
             if evict {
                 self.remove_entry(oldest);
             }
+        }
+        // Entries left behind by tasks re-queued (or dead-lettered) since are skipped when
+        // they reach the front; should they pile up, drop them all at once.
+        if self.finished.len() > 2 * self.finished_count + 1024 {
+            let tasks = &self.tasks;
+            self.finished.retain(|(id, tag)| {
+                tasks.get(id).is_some_and(|e| {
+                    e.status.is_finished()
+                        && e.run().dead_seq.is_none()
+                        && e.run().retention_tag == *tag
+                })
+            });
         }
     }
 }

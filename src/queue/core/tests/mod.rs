@@ -321,13 +321,22 @@ impl Harness {
             assert!(matches!(e.status, TaskStatus::Failed | TaskStatus::Timeout));
         }
         let (mut live, mut finished, mut dead) = (0u64, 0u64, 0u64);
+        let mut finished_count = 0;
         for e in c.tasks.values() {
             match (e.status.is_finished(), e.run().dead_seq.is_some()) {
                 (false, _) => live += e.payload.len() as u64,
                 (true, true) => dead += e.bytes(),
-                (true, false) => finished += e.bytes(),
+                (true, false) => {
+                    finished += e.bytes();
+                    finished_count += 1;
+                }
             }
         }
+        assert_eq!(finished_count, c.finished_count, "finished tasks kept");
+        assert!(
+            finished_count <= c.config.max_finished_tasks,
+            "retention bound"
+        );
         assert_eq!(
             (live, finished, dead),
             (c.live_bytes, c.finished_bytes, c.dead_bytes),

@@ -214,3 +214,34 @@ fn finished_tasks_and_dead_letters_are_bounded_in_bytes_too() {
     assert!(h.core.finished_bytes <= 20_000 && h.core.dead_bytes <= 20_000);
     h.check();
 }
+
+#[test]
+fn re_running_dead_letters_leaves_no_stale_entry_that_evicts_others_early() {
+    // One task dead-lettered and re-queued many times leaves an old retention entry each
+    // time; they must not count against max_finished_tasks.
+    let mut h = Harness::new(QueueConfig {
+        max_finished_tasks: 3,
+        ..QueueConfig::default()
+    });
+    h.worker("w", &["t"], &[], 1);
+    let kept: Vec<TaskId> = (0..2).map(|_| finish_one(&mut h)).collect();
+    let poison = h.submit(spec("t").retries(0));
+    for attempt in 1..=2_000 {
+        assert_eq!(h.lease_one(poison), attempt);
+        h.fail("w", poison, attempt, TaskError::permanent("no"));
+        h.core.credit("w", 1);
+        h.core.requeue(poison).unwrap();
+    }
+    assert_eq!(h.lease_one(poison), 2_001);
+    h.complete("w", poison, 2_001);
+    assert!(
+        h.core.finished.len() < 1_100,
+        "{} stale entries kept",
+        h.core.finished.len()
+    );
+    // Three finished tasks, within the bound of three: all kept.
+    for id in kept.iter().chain([&poison]) {
+        assert!(h.core.snapshot(*id).is_some(), "{id} was evicted early");
+    }
+    h.check();
+}
