@@ -313,6 +313,15 @@ impl CoordinatorBuilder {
         let shared = mailbox
             .call(CoordinatorMsg::Shared, None, COORDINATOR)
             .await?;
+        // The pool starts its first workers in its `post_start`, which ends before it
+        // answers anything: once it answers, they run and are registered, so a caller
+        // sees them (`get_workers`, `/workers`) as soon as `start` returns.
+        let pool = shared
+            .pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        pool.stats().await?;
         let cluster = match &cluster {
             Some(config) => {
                 match crate::cluster::Cluster::start(
