@@ -76,7 +76,9 @@ pub(crate) async fn claim(config: &StoreConfig, db: &Db) -> Result<(Claim, u64),
                 "an sqlite url opened a postgres pool".into(),
             ));
         };
-        let mut tx = pool.begin().await.map_err(no_epoch)?;
+        let mut tx = super::db::BeginWrite::begin_write(pool)
+            .await
+            .map_err(no_epoch)?;
         let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH)
             .fetch_one(&mut *tx)
             .await

@@ -97,11 +97,39 @@ macro_rules! read_attempts {
     }};
 }
 
+/// A transaction that will write.
+pub(crate) trait BeginWrite {
+    /// The backend.
+    type Backend: sqlx::Database;
+
+    /// Begins it. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads first fails with `SQLITE_BUSY_SNAPSHOT` (which no
+    /// `busy_timeout` waits out) when another connection commits between its first read
+    /// and its first write; an immediate one waits for the other writer instead.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Backend>, sqlx::Error>;
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Backend = sqlx::Sqlite;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Backend = sqlx::Postgres;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// Writes a [`Batch`] in one transaction on `$pool` (a pool of backend `$db`).
 macro_rules! write_batch {
     ($pool:expr, $db:ty, $batch:expr) => {{
         let batch: &Batch = $batch;
-        let mut tx = $pool.begin().await?;
+        let mut tx = BeginWrite::begin_write($pool).await?;
         // A new task whose idempotency key another task holds (stored, or older in this
         // batch) cannot be stored: `ON CONFLICT DO NOTHING` would drop it without a word
         // while its submit is answered as committed. Such tasks are left out here and
@@ -591,7 +619,7 @@ impl Db {
                     "DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE {old})"
                 );
                 let tasks = format!("DELETE FROM tasks WHERE {old}");
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 sqlx::query(&attempts)
                     .bind(before_ms)
                     .execute(&mut *tx)
