@@ -269,18 +269,7 @@ async fn nodes_join_over_tls_and_a_clear_text_node_cannot() {
             ("WRANGLE_CLUSTER_TLS_KEY", &key),
         ],
     );
-    let ca = dir.path().join("ca.pem");
-    let secure = c.node_with(
-        "secure",
-        "tls",
-        COOKIE,
-        &[
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--tls-server-name",
-            "localhost",
-        ],
-    );
+    let secure = c.tls_node("secure", "tls", &dir.path().join("ca.pem"));
     let plain = c.node("plain", "plain", COOKIE);
     until("the TLS node online", JOIN, || {
         node_is(&http, &c, "secure", "online")

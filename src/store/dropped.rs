@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 
-use crate::queue::Submitted;
 use crate::task::{IdMap, TaskId};
 
 /// How many dropped tasks are remembered: far more than can be in flight between the
@@ -52,11 +51,15 @@ impl Dropped {
     /// Checks a submit's answer before it waits for a commit: an existing task that was
     /// left out for a key holder becomes the holder. Returns the first existing task that
     /// was lost outright: the submit must then be refused.
-    pub(super) fn settle(&self, submitted: &mut [Submitted]) -> Option<TaskId> {
-        for s in submitted.iter_mut().filter(|s| s.existing) {
-            match self.fates.get(&s.id) {
-                Some(Fate::HeldBy(holder)) => s.id = *holder,
-                Some(Fate::Lost) => return Some(s.id),
+    /// `answers` are the submit's tasks, each with whether it existed already.
+    pub(super) fn settle<'a>(
+        &self,
+        answers: impl IntoIterator<Item = (&'a mut TaskId, bool)>,
+    ) -> Option<TaskId> {
+        for (id, _) in answers.into_iter().filter(|(_, existing)| *existing) {
+            match self.fates.get(id) {
+                Some(Fate::HeldBy(holder)) => *id = *holder,
+                Some(Fate::Lost) => return Some(*id),
                 None => {}
             }
         }
@@ -68,8 +71,9 @@ impl Dropped {
 mod tests {
     use super::*;
 
-    fn existing(id: TaskId) -> Submitted {
-        Submitted { id, existing: true }
+    /// A submit's answer, as (task, existed already) pairs.
+    fn settle(dropped: &Dropped, answer: &mut [(TaskId, bool)]) -> Option<TaskId> {
+        dropped.settle(answer.iter_mut().map(|(id, existing)| (id, *existing)))
     }
 
     #[test]
@@ -80,26 +84,17 @@ mod tests {
         dropped.note(lost, Fate::Lost);
         dropped.note(left_out, Fate::HeldBy(holder));
 
-        let mut answer = [existing(fine), existing(left_out)];
-        assert_eq!(dropped.settle(&mut answer), None);
-        assert_eq!(answer[1].id, holder);
-        assert_eq!(answer[0].id, fine);
+        let mut answer = [(fine, true), (left_out, true)];
+        assert_eq!(settle(&dropped, &mut answer), None);
+        assert_eq!(answer[1].0, holder);
+        assert_eq!(answer[0].0, fine);
 
-        let mut answer = [
-            Submitted {
-                id: fine,
-                existing: false,
-            },
-            existing(lost),
-        ];
-        assert_eq!(dropped.settle(&mut answer), Some(lost));
+        let mut answer = [(fine, false), (lost, true)];
+        assert_eq!(settle(&dropped, &mut answer), Some(lost));
 
         // A new task that happens to share an id is not confused with an existing one.
-        let mut fresh = [Submitted {
-            id: lost,
-            existing: false,
-        }];
-        assert_eq!(dropped.settle(&mut fresh), None);
+        let mut fresh = [(lost, false)];
+        assert_eq!(settle(&dropped, &mut fresh), None);
     }
 
     #[test]
@@ -111,6 +106,6 @@ mod tests {
             dropped.note(TaskId::new(), Fate::Lost);
         }
         assert_eq!(dropped.order.len(), REMEMBERED);
-        assert_eq!(dropped.settle(&mut [existing(first)]), None);
+        assert_eq!(settle(&dropped, &mut [(first, true)]), None);
     }
 }

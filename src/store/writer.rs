@@ -159,7 +159,10 @@ impl Actor for StoreWriter {
                     refuse(state, acks, &error);
                 } else {
                     for mut ack in acks {
-                        match state.dropped.settle(&mut ack.submitted) {
+                        match state
+                            .dropped
+                            .settle(ack.submitted.iter_mut().map(|s| (&mut s.id, s.existing)))
+                        {
                             None => state.pending.acks.push(ack),
                             Some(lost) => {
                                 let error = format!(

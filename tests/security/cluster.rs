@@ -280,18 +280,7 @@ async fn silent_connections_hold_up_no_join_and_are_closed() {
                 .unwrap(),
         );
     }
-    let ca = dir.path().join("ca.pem");
-    let secure = c.node_with(
-        "secure",
-        "tls",
-        COOKIE,
-        &[
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--tls-server-name",
-            "localhost",
-        ],
-    );
+    let secure = c.tls_node("secure", "tls", &dir.path().join("ca.pem"));
     until("the TLS node online", JOIN, || {
         node_is(&http, &c, "secure", "online")
     })

@@ -76,6 +76,18 @@ impl Coordinator {
         self.node_with(name, labels, cookie, &[])
     }
 
+    /// Starts a node program that joins over TLS, trusting the CA at `ca` (see
+    /// [`certificates`]) for the name `localhost`.
+    pub(crate) fn tls_node(&self, name: &str, labels: &str, ca: &Path) -> Node {
+        let ca = ca.to_str().unwrap();
+        self.node_with(
+            name,
+            labels,
+            COOKIE,
+            &["--tls-ca", ca, "--tls-server-name", "localhost"],
+        )
+    }
+
     /// Starts a node program with extra arguments.
     pub(crate) fn node_with(&self, name: &str, labels: &str, cookie: &str, extra: &[&str]) -> Node {
         let journal = self.dir.join(format!("{name}.journal"));
