@@ -3,6 +3,7 @@
 //! with the numbers it read; manual scaling works within the bounds, is refused outside
 //! them, and starts the autoscaler's cool-down.
 
+#[path = "support/common.rs"]
 mod common;
 
 use serde_json::json;

@@ -3,6 +3,7 @@
 //! options are refused with an error naming the field; nothing panics and nothing already
 //! accepted is lost.
 
+#[path = "support/common.rs"]
 mod common;
 
 use std::time::Duration;

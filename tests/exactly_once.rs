@@ -2,6 +2,7 @@
 //! each run by its handler exactly once and each outcome streamed back once, when nothing
 //! fails.
 
+#[path = "support/common.rs"]
 mod common;
 
 use std::collections::HashSet;

@@ -4,6 +4,7 @@
 //! cancelled (the running handler sees its cancellation); `WorkerRef::execute_task` runs a
 //! task on one worker directly.
 
+#[path = "support/common.rs"]
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! and can be re-queued to succeed; a permanent error is never retried. Backoffs run on
 //! tokio's paused clock.
 
+#[path = "support/common.rs"]
 mod common;
 
 use serde_json::json;

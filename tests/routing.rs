@@ -3,6 +3,7 @@
 //! not make the autoscaler grow pools that could not take it); once a second pool with a
 //! tagged worker joins the same queue, the task runs there.
 
+#[path = "support/common.rs"]
 mod common;
 
 use wrangle::{

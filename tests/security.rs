@@ -5,6 +5,7 @@
 //! before its fix.
 
 #[allow(unused_imports)]
+#[path = "support/common.rs"]
 mod common;
 #[allow(unused_imports)]
 #[macro_use]

@@ -2,6 +2,7 @@
 //! database on the PostgreSQL server named by `DATABASE_URL` (`.ci/run` starts one; under
 //! `CI=true` its absence fails the PostgreSQL tests). Each scenario runs on both.
 
+#[path = "support/common.rs"]
 mod common;
 #[macro_use]
 #[path = "support/databases.rs"]

@@ -3,6 +3,7 @@
 //! stops heartbeating is replaced by the coordinator's health check with its task queued
 //! again. Time is paused, so heartbeats, timeouts and sleeps run on tokio's virtual clock.
 
+#[path = "support/common.rs"]
 mod common;
 
 use serde_json::json;

@@ -7,9 +7,9 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::error::ApiError;
 
-const INDEX: &str = include_str!("dashboard/index.html");
-const APP_JS: &str = include_str!("dashboard/app.js");
-const STYLE_CSS: &str = include_str!("dashboard/style.css");
+const INDEX: &str = include_str!("index.html");
+const APP_JS: &str = include_str!("app.js");
+const STYLE_CSS: &str = include_str!("style.css");
 
 /// The dashboard page.
 pub(crate) async fn index() -> Html<&'static str> {
