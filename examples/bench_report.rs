@@ -209,8 +209,10 @@ fn fixed(workers: usize) -> CoordinatorConfig {
 }
 
 #[path = "../benches/support/batches.rs"]
+#[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod batches;
 #[path = "../benches/support/report.rs"]
+#[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod report;
 use report::{cpu_time, load_average, per_s, target};
 
@@ -442,22 +444,6 @@ impl Memory {
     }
 }
 
-/// This process's resident set size in bytes, from `/proc/self/status`.
-fn rss_bytes() -> Res<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS line in /proc/self/status")?;
-    let kib: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib * 1024)
-}
-
 /// Queues [`QUEUED`] tasks of a type no worker serves (each with a small JSON payload, as
 /// `TaskSpec::new` makes it) and measures how much the resident set grew.
 async fn queued_memory() -> Res<Memory> {
@@ -474,7 +460,7 @@ async fn queued_memory() -> Res<Memory> {
         .start()
         .await?;
     run_noop(&coordinator, CHUNK).await?;
-    let before = rss_bytes()?;
+    let before = report::rss_bytes()?;
     for start in (0..QUEUED).step_by(CHUNK) {
         let specs = (start..(start + CHUNK).min(QUEUED))
             .map(|i| TaskSpec::new("unserved", &i))
@@ -482,7 +468,7 @@ async fn queued_memory() -> Res<Memory> {
         coordinator.queue().submit_batch(specs).await?;
     }
     let stats = coordinator.queue().stats().await?;
-    let after = rss_bytes()?;
+    let after = report::rss_bytes()?;
     if stats.queued != QUEUED {
         return Err(format!(
             "expected {QUEUED} queued tasks, the queue holds {}",

@@ -16,33 +16,27 @@
 //! It measures and prints; it asserts nothing.
 
 #[path = "../benches/support/batches.rs"]
+#[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod batches;
+#[path = "../benches/support/nodes.rs"]
+mod nodes;
 #[path = "../benches/support/report.rs"]
 #[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod report;
 
 use std::error::Error;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use nodes::NodeProcess;
 use wrangle::prelude::*;
-use wrangle::{ClusterConfig, NodeStatus};
+use wrangle::ClusterConfig;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const COOKIE: &str = "cluster-report";
 /// Tasks per submit.
 const CHUNK: usize = 10_000;
-
-/// A node process, killed when dropped.
-struct NodeProcess(Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() -> Res<()> {
     let tasks: usize = std::env::args()
@@ -95,7 +89,8 @@ async fn run(tasks: usize) -> Res<()> {
     wait_online(&coordinator, &["bench-1"]).await?;
     run_noop(&coordinator, tasks / 4, Some("bench")).await?; // warm-up
     let one_node = rate(tasks, run_noop(&coordinator, tasks, Some("bench")).await?);
-    let lat = latency(&coordinator, one_node / 2.0, 4).await?;
+    let lat = batches::steady_latency(coordinator.queue(), &spec(Some("bench")), one_node / 2.0, 4)
+        .await?;
 
     let second = start_node(port, "bench-2")?;
     wait_online(&coordinator, &["bench-1", "bench-2"]).await?;
@@ -186,45 +181,30 @@ fn config(workers: usize, cluster: Option<ClusterConfig>) -> CoordinatorConfig {
     c
 }
 
+/// A node serving `bench` tasks with two workers of 256 slots each.
 fn start_node(port: u16, name: &str) -> Res<NodeProcess> {
-    let exe = std::env::current_exe()?;
-    let node = exe.with_file_name("node");
-    if !node.exists() {
-        return Err(format!(
-            "{} is missing: cargo build --release --example node",
-            node.display()
-        )
-        .into());
-    }
-    let child = Command::new(node)
-        .args(["--join", &format!("127.0.0.1:{port}"), "--cookie", COOKIE])
-        .args(["--name", name, "--labels", "bench", "--workers", "2"])
-        .args(["--slots", "256", "--heartbeat-ms", "200"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    Ok(NodeProcess(child))
+    nodes::start_node(
+        port,
+        COOKIE,
+        name,
+        &[
+            "--labels",
+            "bench",
+            "--workers",
+            "2",
+            "--slots",
+            "256",
+            "--heartbeat-ms",
+            "200",
+        ],
+    )
 }
 
+/// Waits for `names` online, with two workers each plus the one local worker attached.
 async fn wait_online(coordinator: &Coordinator, names: &[&str]) -> Res<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let nodes = coordinator.nodes().await?;
-        let online = names.iter().all(|n| {
-            nodes
-                .iter()
-                .any(|x| x.name == *n && x.status == NodeStatus::Online && x.pool.worker_count > 0)
-        });
-        // The one local worker plus two per node attached to the queue.
-        let attached = coordinator.queue().stats().await?.workers;
-        if online && attached > 2 * names.len() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("nodes {names:?} did not join within 30 s").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let workers = 2 * names.len() + 1;
+    nodes::wait_online(coordinator, &names, workers, Duration::from_secs(30)).await
 }
 
 fn rate(tasks: usize, took: Duration) -> f64 {
@@ -243,67 +223,6 @@ fn spec(label: Option<&str>) -> TaskSpec {
 async fn run_noop(coordinator: &Coordinator, tasks: usize, label: Option<&str>) -> Res<Duration> {
     let patience = Duration::from_secs(60);
     batches::run_batches(coordinator.queue(), &spec(label), tasks, CHUNK, patience).await
-}
-
-struct Latency {
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-    achieved: f64,
-}
-
-/// Offers `rate` tasks/s for `secs` seconds in batches every millisecond, and records each
-/// task's time from submit to result.
-async fn latency(coordinator: &Coordinator, rate: f64, secs: u64) -> Res<Latency> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let started = Instant::now();
-    let total = (rate * secs as f64) as usize;
-    let mut sent = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut pending = Vec::new();
-    while sent < total {
-        tick.tick().await;
-        let due = ((started.elapsed().as_secs_f64() * rate) as usize).min(total);
-        if due <= sent {
-            continue;
-        }
-        let batch = vec![spec(Some("bench")); due - sent];
-        let at = Instant::now();
-        let (ids, mut stream) = coordinator.queue().submit_batch_streaming(batch).await?;
-        sent += ids.len();
-        let tx = tx.clone();
-        pending.push(tokio::spawn(async move {
-            for _ in 0..ids.len() {
-                match stream.recv().await {
-                    Some((_, TaskOutcome::Completed { .. })) => {
-                        let _ = tx.send(at.elapsed());
-                    }
-                    _ => return,
-                }
-            }
-        }));
-    }
-    drop(tx);
-    for p in pending {
-        p.await?;
-    }
-    let elapsed = started.elapsed();
-    let mut samples = Vec::with_capacity(total);
-    while let Some(d) = rx.recv().await {
-        samples.push(d);
-    }
-    if samples.len() != total {
-        return Err(format!("{} of {total} tasks completed", samples.len()).into());
-    }
-    samples.sort_unstable();
-    let at = |q: f64| batches::quantile(&samples, q);
-    Ok(Latency {
-        p50: at(0.50),
-        p99: at(0.99),
-        max: *samples.last().expect("samples"),
-        achieved: total as f64 / elapsed.as_secs_f64(),
-    })
 }
 
 struct Failover {

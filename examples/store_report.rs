@@ -28,6 +28,7 @@ use wrangle::{QueueConfig, QueueRef, Store, StoreConfig};
 #[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod batches;
 #[path = "../benches/support/report.rs"]
+#[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod report;
 use report::{cpu_time, load_average, per_s, target};
 
