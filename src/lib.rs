@@ -79,8 +79,8 @@ pub use mailbox::MailboxDepth;
 pub use metrics::{Histogram, RateWindow, TaskMetrics, RATE_WINDOW_SECS};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
-    Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,
-    TaskQuery, CLUSTER_FRAME_BYTES,
+    PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted, TaskQuery,
+    CLUSTER_FRAME_BYTES,
 };
 pub use store::{
     migrate, Durability, MigrationReport, Store, StoreConfig, StoreError, StoreStats, WriterStats,
@@ -91,7 +91,9 @@ pub use task::{
     TaskPriority, TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub use util::shutdown_signal;
-pub use worker::{WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus};
+pub use worker::{
+    Capabilities, UplinkRef, WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus,
+};
 
 /// The names most programs need.
 pub mod prelude {

@@ -36,8 +36,8 @@ use crate::error::Error;
 use crate::events::EventBus;
 use crate::handler::HandlerRegistry;
 use crate::pool::{PoolArgs, PoolConfig, PoolRef};
-use crate::queue::{QueueRef, Uplink, WorkerCall};
-use crate::worker::WorkerConfig;
+use crate::queue::QueueRef;
+use crate::worker::{Uplink, UplinkRef, WorkerCall, WorkerConfig};
 
 /// Where a node stands with the coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -454,7 +454,7 @@ pub struct NodeConfig {
     pub labels: Vec<String>,
     /// Workers in its pool. Default 4.
     pub workers: usize,
-    /// Settings of each worker (slots, timeouts). Its `tags` are replaced by `labels`.
+    /// Settings of each worker (slots, timeouts). Its `labels` are replaced by the node's.
     pub worker: WorkerConfig,
     /// Where the node's own server listens. Default `127.0.0.1:0` (it only connects out).
     pub listen: SocketAddr,
@@ -533,7 +533,7 @@ impl NodeConfig {
             ));
         }
         let worker = WorkerConfig {
-            tags: self.labels.clone(),
+            labels: self.labels.clone(),
             ..self.worker.clone()
         };
         worker.validate()
@@ -629,7 +629,7 @@ impl Node {
             min_workers: config.workers,
             max_workers: config.workers,
             worker: WorkerConfig {
-                tags: config.labels.clone(),
+                labels: config.labels.clone(),
                 ..config.worker.clone()
             },
             ..PoolConfig::default()
@@ -638,7 +638,7 @@ impl Node {
             PoolArgs {
                 config: pool_config,
                 handlers,
-                queue: Uplink::Node(AgentLink(agent.clone())),
+                queue: UplinkRef::new(AgentLink(agent.clone())),
                 registry: Default::default(),
                 events: Default::default(),
                 depth: Default::default(),
@@ -696,8 +696,8 @@ fn host_of(address: &str) -> &str {
 #[derive(Clone, Debug)]
 pub(crate) struct AgentLink(ActorRef<AgentMsg>);
 
-impl AgentLink {
-    pub(crate) fn worker_call(&self, call: WorkerCall) {
+impl Uplink for AgentLink {
+    fn call(&self, call: WorkerCall) {
         let _ = self.0.cast(AgentMsg::Worker(call));
     }
 }

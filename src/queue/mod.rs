@@ -5,18 +5,16 @@ mod actor;
 mod config;
 mod core;
 mod ready;
-mod sink;
 mod uplink;
 
 pub(crate) use self::actor::TaskQueue;
 pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 pub use self::core::Submitted;
-pub use self::sink::Capabilities;
 
 pub(crate) use self::actor::{QueueMsg, Waiter};
-pub(crate) use self::core::{AttemptOutcome, AttemptReport};
-pub(crate) use self::sink::LeaseSink;
-pub(crate) use self::uplink::{Uplink, WorkerCall};
+// The worker side of the credit protocol, as the queue's actor and core speak it (it is
+// the workers'; `uplink` makes `QueueRef` one end of it).
+pub(crate) use crate::worker::{AttemptOutcome, WorkerCall};
 
 use std::sync::Arc;
 use std::time::Duration;

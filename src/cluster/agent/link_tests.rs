@@ -9,8 +9,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::queue::AttemptOutcome;
 use crate::task::{Lease, Payload, TaskId};
+use crate::worker::AttemptOutcome;
 
 /// Stands in for the coordinator's gate: every frame goes to the test.
 struct Tap;

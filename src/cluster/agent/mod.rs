@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::gate::{GateMsg, GATE_GROUP};
 use super::net::{Connector, SessionEvents};
 use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, SessionKey, Up};
-use crate::queue::{AttemptReport, Capabilities, LeaseSink, WorkerCall};
+use crate::worker::{AttemptReport, Capabilities, LeaseSink, WorkerCall};
 use crate::PoolRef;
 
 /// The process group of one node's agent: how the gate finds it.
@@ -724,7 +724,7 @@ impl AgentState {
 /// failure's message longer than [`wire::MAX_ERROR_BYTES`] is cut to that, saying so; the
 /// failure stays retryable or not as it was.
 fn refuse_oversized(report: &mut AttemptReport) {
-    if let crate::queue::AttemptOutcome::Failed(e) = &report.outcome {
+    if let crate::worker::AttemptOutcome::Failed(e) = &report.outcome {
         if e.message().len() > wire::MAX_ERROR_BYTES {
             let message = e.message();
             let mut end = wire::MAX_ERROR_BYTES;
@@ -737,7 +737,7 @@ fn refuse_oversized(report: &mut AttemptReport) {
                 message.len()
             );
             tracing::warn!(task_id = %report.task_id, bytes = message.len(), "failure message cut to fit a cluster frame");
-            report.outcome = crate::queue::AttemptOutcome::Failed(if e.is_retryable() {
+            report.outcome = crate::worker::AttemptOutcome::Failed(if e.is_retryable() {
                 crate::TaskError::retryable(cut)
             } else {
                 crate::TaskError::permanent(cut)
@@ -745,7 +745,7 @@ fn refuse_oversized(report: &mut AttemptReport) {
         }
         return;
     }
-    if let crate::queue::AttemptOutcome::Completed(p) = &report.outcome {
+    if let crate::worker::AttemptOutcome::Completed(p) = &report.outcome {
         if p.len() > wire::MAX_RESULT_BYTES {
             let why = format!(
                 "result of {} bytes is larger than a cluster frame allows ({} bytes)",
@@ -753,7 +753,8 @@ fn refuse_oversized(report: &mut AttemptReport) {
                 wire::MAX_RESULT_BYTES
             );
             tracing::warn!(task_id = %report.task_id, "{why}");
-            report.outcome = crate::queue::AttemptOutcome::Failed(crate::TaskError::permanent(why));
+            report.outcome =
+                crate::worker::AttemptOutcome::Failed(crate::TaskError::permanent(why));
         }
     }
 }
@@ -761,8 +762,8 @@ fn refuse_oversized(report: &mut AttemptReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::AttemptOutcome;
     use crate::task::{Payload, TaskId};
+    use crate::worker::AttemptOutcome;
 
     fn report(bytes: usize) -> AttemptReport {
         let text = "x".repeat(bytes.saturating_sub(2));

@@ -37,8 +37,9 @@ use super::net::{session_of, SessionId, SessionTable};
 use super::wire::{self, BadFrame, FromGate, FromNode, Hello, NodeLoad, SessionKey};
 use super::NodeStatus;
 use crate::events::{EventBus, EventKind};
-use crate::queue::{QueueRef, WorkerCall};
+use crate::queue::QueueRef;
 use crate::store::NodeRow;
+use crate::worker::WorkerCall;
 
 /// The process group the gate joins.
 pub(crate) const GATE_GROUP: &str = "wrangle.gate";

@@ -10,8 +10,8 @@ use super::super::net::{session_of, SessionId, SessionTable};
 use super::super::wire::{self, FromGate, Up};
 use super::credits::Ledger;
 use super::{GateArgs, NodeEntry, RemoteWorker};
-use crate::queue::{LeaseSink, WorkerCall};
 use crate::task::{Lease, TaskId};
+use crate::worker::{LeaseSink, WorkerCall};
 
 /// Applies one worker-side change from an online node.
 pub(super) fn apply(
