@@ -12,8 +12,7 @@ pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 pub use self::core::Submitted;
 
 pub(crate) use self::actor::{QueueMsg, Waiter};
-// The worker side of the credit protocol, as the queue's actor and core speak it (it is
-// the workers'; `uplink` makes `QueueRef` one end of it).
+// The worker side of the credit protocol (`uplink` makes `QueueRef` one end of it).
 pub(crate) use crate::worker::{AttemptOutcome, WorkerCall};
 
 use std::sync::Arc;
@@ -491,14 +490,6 @@ impl QueueRef {
             .await?;
         let _ = tokio::time::timeout(timeout, rx).await;
         self.stats().await.map(|s| s.queue_size + s.running)
-    }
-
-    // ----- the worker side ----------------------------------------------------------------
-
-    /// A call of the worker side of the credit protocol, from a local worker or, through
-    /// the gate, a node's.
-    pub(crate) fn worker_call(&self, call: WorkerCall) {
-        let _ = self.mailbox.send(QueueMsg::Worker(call));
     }
 
     /// Records a remote node's state in the store (nothing without one).
