@@ -32,13 +32,17 @@
 //! - `handler`: the [`TaskHandler`] trait, closures as handlers, the handler context.
 //! - `queue`: the task queue actor (priority, leases, retries, dead letters, waiters)
 //!   around a pure core; [`QueueRef`] is its handle.
-//! - `worker`: the worker actor that runs handlers ([`WorkerRef`] is its handle), and the
-//!   [`WorkerRegistry`] of heartbeats.
+//! - `worker`: the worker actor that runs handlers ([`WorkerRef`] is its handle), the
+//!   [`WorkerRegistry`] of heartbeats, and the worker side of the credit protocol: the
+//!   uplink a worker pulls through ([`UplinkRef`]; the queue and a node's agent are uplinks),
+//!   its [`Capabilities`] and its attempt reports.
 //! - `pool`: the worker pool actor, supervisor of its workers; [`PoolRef`] is its handle.
 //! - `coordinator`: the root supervisor with the autoscaler and health checks; the
 //!   [`Coordinator`] handle is the main entry point.
-//! - `cluster`: nodes across machines over ractor_cluster: the coordinator's gate, the
-//!   node program's agent and [`Node`] handle, the wire codec, liveness and reconnects.
+//! - `cluster`: nodes across machines over ractor_cluster: `cluster/gate` is the
+//!   coordinator's side (the gate: node registry, liveness, leases over the network),
+//!   `cluster/node` the node program's (the [`Node`] handle and the agent that relays its
+//!   workers' calls and reconnects); beside them the wire codec, the accept loop and TLS.
 //! - `store`: durable state in SQLite or PostgreSQL: the [`Store`], its migrations, and the
 //!   writer actor that group-commits the queue's changes.
 //! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env).
@@ -79,8 +83,8 @@ pub use mailbox::MailboxDepth;
 pub use metrics::{Histogram, RateWindow, TaskMetrics, RATE_WINDOW_SECS};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
-    Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,
-    TaskQuery, CLUSTER_FRAME_BYTES,
+    PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted, TaskQuery,
+    CLUSTER_FRAME_BYTES,
 };
 pub use store::{
     migrate, Durability, MigrationReport, Store, StoreConfig, StoreError, StoreStats, WriterStats,
@@ -91,7 +95,9 @@ pub use task::{
     TaskPriority, TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub use util::shutdown_signal;
-pub use worker::{WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus};
+pub use worker::{
+    Capabilities, UplinkRef, WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus,
+};
 
 /// The names most programs need.
 pub mod prelude {

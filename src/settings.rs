@@ -601,7 +601,7 @@ impl Settings {
             ..CoordinatorConfig::default()
         };
         c.worker.max_concurrent_tasks = self.max_concurrent_tasks;
-        c.worker.tags = self.labels.clone();
+        c.worker.labels = self.labels.clone();
         c.worker.task_timeout = Some(Duration::from_secs(self.task_timeout_secs));
         c.queue.max_queue_size = self.max_queue_size;
         c.queue.default_retries = self.default_retries;

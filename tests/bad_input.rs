@@ -163,11 +163,11 @@ async fn invalid_settings_are_refused_naming_the_field() {
     );
     assert_invalid(
         WorkerConfig {
-            tags: vec![" ".into()],
+            labels: vec![" ".into()],
             ..WorkerConfig::default()
         }
         .validate(),
-        "tags",
+        "labels",
     );
 
     let (queue, _) = QueueRef::spawn(QueueConfig::default()).await.unwrap();

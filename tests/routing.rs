@@ -84,7 +84,7 @@ async fn a_labelled_task_waits_visibly_until_a_matching_worker_joins() {
             min_workers: 1,
             max_workers: 1,
             worker: WorkerConfig {
-                tags: vec!["gpu".into()],
+                labels: vec!["gpu".into()],
                 ..WorkerConfig::default()
             },
             ..PoolConfig::default()

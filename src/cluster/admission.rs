@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use super::stats::ClusterCounters;
+
 /// Bytes an unauthenticated peer may send: the name, challenge and digest messages of
 /// ractor_cluster's handshake take a few hundred.
 pub(crate) const PRE_AUTH_BYTES: usize = 64 * 1024;
@@ -100,7 +102,7 @@ pub(crate) fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     pending: Pending,
-    refused: Arc<super::ClusterCounters>,
+    refused: Arc<ClusterCounters>,
 ) -> tokio::task::JoinHandle<()> {
     let slots = Arc::new(Semaphore::new(limits.max_pending));
     tokio::spawn(async move {
@@ -115,7 +117,7 @@ pub(crate) fn serve(
                 }
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                super::ClusterCounters::bump(&refused.handshakes_refused);
+                ClusterCounters::bump(&refused.handshakes_refused);
                 tracing::warn!(
                     peer = %addr,
                     pending = limits.max_pending,
@@ -149,7 +151,7 @@ pub(crate) fn serve(
                             }
                             Err(_) => {
                                 pending.closed(&label);
-                                super::ClusterCounters::bump(&counters.handshakes_refused);
+                                ClusterCounters::bump(&counters.handshakes_refused);
                                 return tracing::warn!(peer = %label, "no TLS handshake in time: closed");
                             }
                         }

@@ -312,3 +312,9 @@ impl NodeEventSubscription for Watcher {
         });
     }
 }
+
+impl std::fmt::Debug for SessionEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionEvents")
+    }
+}

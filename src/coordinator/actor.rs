@@ -299,7 +299,7 @@ async fn spawn_pool(
     let args = PoolArgs {
         config,
         handlers: handlers.clone(),
-        queue: crate::queue::Uplink::Queue(queue.clone()),
+        queue: queue.clone().into(),
         registry: registry.clone(),
         events: events.clone(),
         depth: MailboxDepth::default(),
@@ -319,7 +319,7 @@ fn pool_args(config: PoolConfig, handlers: &HandlerRegistry, state: &Coordinator
     PoolArgs {
         config,
         handlers: handlers.clone(),
-        queue: crate::queue::Uplink::Queue(state.shared.queue.clone()),
+        queue: state.shared.queue.clone().into(),
         registry: state.registry.clone(),
         events: state.events.clone(),
         depth: MailboxDepth::default(),

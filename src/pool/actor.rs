@@ -10,9 +10,10 @@ use crate::error::Error;
 use crate::events::{EventBus, EventKind};
 use crate::handler::HandlerRegistry;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::queue::Uplink;
 use crate::supervision::RestartTracker;
-use crate::worker::{Worker, WorkerArgs, WorkerMsg, WorkerRef, WorkerRegistry, WorkerShared};
+use crate::worker::{
+    UplinkRef, Worker, WorkerArgs, WorkerMsg, WorkerRef, WorkerRegistry, WorkerShared,
+};
 
 /// The worker pool actor: the supervisor of its workers. Use it through
 /// [`PoolRef`](super::PoolRef).
@@ -52,7 +53,7 @@ impl ractor::Message for PoolMsg {}
 pub(crate) struct PoolArgs {
     pub(crate) config: PoolConfig,
     pub(crate) handlers: HandlerRegistry,
-    pub(crate) queue: Uplink,
+    pub(crate) queue: UplinkRef,
     pub(crate) registry: WorkerRegistry,
     pub(crate) events: EventBus,
     pub(crate) depth: MailboxDepth,
@@ -75,7 +76,7 @@ pub(crate) struct PoolState {
     /// Handlers shared by all workers.
     handlers: HandlerRegistry,
     /// The queue the workers pull from.
-    queue: Uplink,
+    queue: UplinkRef,
     /// Where workers heartbeat.
     registry: WorkerRegistry,
     /// Lifecycle events.

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::handler::{HandlerRegistry, TaskHandler};
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::queue::{QueueRef, Uplink};
+use crate::queue::QueueRef;
 use crate::supervision::RestartBudget;
 use crate::task::{Payload, TaskSpec};
+use crate::worker::UplinkRef;
 use crate::worker::{WorkerConfig, WorkerInfo, WorkerRef};
 
 /// Settings of a [`WorkerPool`].
@@ -105,7 +106,7 @@ pub struct PoolStats {
 pub struct PoolRef {
     pub(crate) mailbox: Mailbox<PoolMsg>,
     pub(crate) handlers: HandlerRegistry,
-    pub(crate) queue: Uplink,
+    pub(crate) queue: UplinkRef,
     pub(crate) name: Arc<str>,
 }
 
@@ -157,7 +158,7 @@ impl PoolRef {
             PoolArgs {
                 config,
                 handlers,
-                queue: Uplink::Queue(queue),
+                queue: queue.into(),
                 registry: Default::default(),
                 events: Default::default(),
                 depth: Default::default(),
@@ -185,7 +186,7 @@ impl PoolRef {
 
     /// Submits a task to the queue this pool pulls from and waits for its result.
     pub async fn submit(&self, spec: TaskSpec) -> Result<Payload, Error> {
-        let Uplink::Queue(queue) = &self.queue else {
+        let Some(queue) = self.queue.downcast_ref::<QueueRef>() else {
             return Err(Error::invalid(
                 "pool",
                 "this pool runs on a node: submit through the coordinator",

@@ -5,18 +5,15 @@ mod actor;
 mod config;
 mod core;
 mod ready;
-mod sink;
 mod uplink;
 
 pub(crate) use self::actor::TaskQueue;
 pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 pub use self::core::Submitted;
-pub use self::sink::Capabilities;
 
 pub(crate) use self::actor::{QueueMsg, Waiter};
-pub(crate) use self::core::{AttemptOutcome, AttemptReport};
-pub(crate) use self::sink::LeaseSink;
-pub(crate) use self::uplink::{Uplink, WorkerCall};
+// The worker side of the credit protocol (`uplink` makes `QueueRef` one end of it).
+pub(crate) use crate::worker::{AttemptOutcome, WorkerCall};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -493,14 +490,6 @@ impl QueueRef {
             .await?;
         let _ = tokio::time::timeout(timeout, rx).await;
         self.stats().await.map(|s| s.queue_size + s.running)
-    }
-
-    // ----- the worker side ----------------------------------------------------------------
-
-    /// A call of the worker side of the credit protocol, from a local worker or, through
-    /// the gate, a node's.
-    pub(crate) fn worker_call(&self, call: WorkerCall) {
-        let _ = self.mailbox.send(QueueMsg::Worker(call));
     }
 
     /// Records a remote node's state in the store (nothing without one).

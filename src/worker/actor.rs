@@ -7,11 +7,13 @@ use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::run::run_attempt;
-use super::{WorkerRegistry, WorkerShared, WorkerStatus};
+use super::{
+    AttemptOutcome, AttemptReport, Capabilities, LeaseSink, UplinkRef, WorkerRegistry,
+    WorkerShared, WorkerStatus,
+};
 use crate::events::{EventBus, EventKind};
 use crate::handler::{HandlerMap, TaskContext, TaskError};
 use crate::mailbox::Mailbox;
-use crate::queue::{AttemptOutcome, AttemptReport, Capabilities, LeaseSink, Uplink};
 use crate::task::{IdMap, Lease, LeaseToken, Payload, TaskId};
 
 /// The worker actor. Workers are started by their [`WorkerPool`](crate::PoolRef).
@@ -54,7 +56,7 @@ impl ractor::Message for WorkerMsg {}
 pub(crate) struct WorkerArgs {
     pub(crate) shared: Arc<WorkerShared>,
     pub(crate) handlers: HandlerMap,
-    pub(crate) queue: Uplink,
+    pub(crate) queue: UplinkRef,
     pub(crate) registry: WorkerRegistry,
     pub(crate) events: EventBus,
 }
@@ -69,7 +71,7 @@ pub(crate) struct WorkerState {
     /// Handlers by task type.
     handlers: HandlerMap,
     /// Where leases come from and reports go.
-    queue: Uplink,
+    queue: UplinkRef,
     /// Where heartbeats go.
     registry: WorkerRegistry,
     /// Lifecycle events.
@@ -274,7 +276,7 @@ impl WorkerState {
     fn announce(&self, credits: u32) {
         let caps = Capabilities {
             task_types: self.handlers.keys().cloned().collect(),
-            labels: self.shared.config.tags.clone(),
+            labels: self.shared.config.labels.clone(),
         };
         self.queue.attach(
             self.shared.id.clone(),

@@ -1,13 +1,20 @@
 //! Workers: actors that run task handlers, a few at a time, with credits from the queue.
 
 mod actor;
+mod caps;
 mod registry;
+mod report;
 mod run;
+mod uplink;
 
 pub(crate) use actor::Worker;
+pub use caps::Capabilities;
 pub use registry::WorkerRegistry;
+pub use uplink::UplinkRef;
 
 pub(crate) use actor::{WorkerArgs, WorkerMsg};
+pub(crate) use report::{AttemptOutcome, AttemptReport};
+pub(crate) use uplink::{LeaseSink, Uplink, WorkerCall};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -32,7 +39,7 @@ pub struct WorkerConfig {
     /// Timeout for tasks that set none; `None` lets them run forever. Default 300 s.
     pub task_timeout: Option<Duration>,
     /// Labels that tasks can require (`gpu`, `region=eu`).
-    pub tags: Vec<String>,
+    pub labels: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -41,7 +48,7 @@ impl Default for WorkerConfig {
             max_concurrent_tasks: 4,
             heartbeat_interval: Duration::from_secs(5),
             task_timeout: Some(Duration::from_secs(300)),
-            tags: Vec::new(),
+            labels: Vec::new(),
         }
     }
 }
@@ -64,10 +71,10 @@ impl WorkerConfig {
                 "must be greater than zero (or None for no limit)",
             ));
         }
-        if let Some(t) = self.tags.iter().find(|t| t.trim().is_empty()) {
+        if let Some(l) = self.labels.iter().find(|l| l.trim().is_empty()) {
             return Err(Error::invalid(
-                "tags",
-                format!("tag `{t}` is empty; expected `name` or `name=value`"),
+                "labels",
+                format!("label `{l}` is empty; expected `name` or `name=value`"),
             ));
         }
         Ok(())
@@ -126,7 +133,7 @@ pub struct WorkerInfo {
     /// True when it would take a task now.
     pub is_available: bool,
     /// Its labels.
-    pub tags: Vec<String>,
+    pub labels: Vec<String>,
     /// How many times its pool restarted it.
     pub restarts: u32,
     /// Messages waiting in its mailbox.
@@ -232,7 +239,7 @@ impl WorkerShared {
             uptime: self.started.elapsed(),
             is_available: matches!(status, WorkerStatus::Idle | WorkerStatus::Busy)
                 && current < self.config.max_concurrent_tasks,
-            tags: self.config.tags.clone(),
+            labels: self.config.labels.clone(),
             restarts: self.restarts,
             mailbox_depth: self.depth.get(),
         }
@@ -248,7 +255,7 @@ pub struct WorkerRef {
 
 impl WorkerRef {
     /// Starts a standalone worker (outside any pool, so nobody restarts it) that pulls
-    /// tasks from `queue` with `handlers`, and can also run tasks directly with
+    /// tasks from `queue` (a [`QueueRef`](crate::QueueRef)) with `handlers`, and can also run tasks directly with
     /// [`execute_task`](Self::execute_task).
     ///
     /// ```
@@ -270,7 +277,7 @@ impl WorkerRef {
         id: &str,
         config: WorkerConfig,
         handlers: &crate::handler::HandlerRegistry,
-        queue: crate::queue::QueueRef,
+        queue: impl Into<UplinkRef>,
     ) -> Result<Self, Error> {
         config.validate()?;
         if id.is_empty() {
@@ -280,7 +287,7 @@ impl WorkerRef {
         let args = WorkerArgs {
             shared: shared.clone(),
             handlers: handlers.snapshot(),
-            queue: crate::queue::Uplink::Queue(queue),
+            queue: queue.into(),
             registry: WorkerRegistry::default(),
             events: crate::events::EventBus::default(),
         };

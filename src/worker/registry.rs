@@ -80,8 +80,8 @@ impl WorkerRegistry {
         self.map.remove(id).map(|(_, e)| e.info)
     }
 
-    /// Workers with `status` (any when `None`) that have every tag in `tags`, by id.
-    pub fn get_workers(&self, status: Option<WorkerStatus>, tags: &[&str]) -> Vec<WorkerInfo> {
+    /// Workers with `status` (any when `None`) that have every label in `labels`, by id.
+    pub fn get_workers(&self, status: Option<WorkerStatus>, labels: &[&str]) -> Vec<WorkerInfo> {
         let mut out: Vec<WorkerInfo> = self
             .map
             .iter()
@@ -90,7 +90,7 @@ impl WorkerRegistry {
                 None => e.info.clone(),
             })
             .filter(|i| status.is_none_or(|s| i.status == s))
-            .filter(|i| tags.iter().all(|t| i.tags.iter().any(|have| have == t)))
+            .filter(|i| labels.iter().all(|l| i.labels.iter().any(|have| have == l)))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::AttemptOutcome;
 use crate::handler::{ErasedHandler, TaskContext, TaskError};
-use crate::queue::AttemptOutcome;
 use crate::task::Payload;
 
 pub(crate) async fn run_attempt(

@@ -131,7 +131,7 @@ async function refreshWorkers() {
       el("td", w.current_tasks + " / " + w.max_concurrent_tasks),
       el("td", fmtNum(w.total_completed)), el("td", fmtNum(w.total_failed)),
       el("td", String(w.restarts)), el("td", String(w.mailbox_depth)),
-      el("td", (w.tags || []).join(", ")));
+      el("td", (w.labels || []).join(", ")));
     return tr;
   }));
   $("nodes").tBodies[0].replaceChildren(...nodes.map((n) => {

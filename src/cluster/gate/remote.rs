@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use ractor::ActorRef;
 
-use super::super::agent::{agent_group, AgentMsg};
-use super::super::net::{session_of, SessionId, SessionTable};
-use super::super::wire::{self, FromGate, Up};
 use super::credits::Ledger;
-use super::{GateArgs, NodeEntry, RemoteWorker};
-use crate::queue::{LeaseSink, WorkerCall};
+use super::nodes::{NodeEntry, RemoteWorker};
+use super::GateArgs;
+use crate::cluster::net::{session_of, SessionId, SessionTable};
+use crate::cluster::node::{agent_group, AgentMsg};
+use crate::cluster::stats::ClusterCounters;
+use crate::cluster::wire::{self, FromGate, Up};
 use crate::task::{Lease, TaskId};
+use crate::worker::{LeaseSink, WorkerCall};
 
 /// Applies one worker-side change from an online node.
 pub(super) fn apply(
@@ -131,7 +133,7 @@ pub(super) fn apply(
 
 /// Counts and logs credits asked for past a worker's slots or its node's capacity.
 fn clamped(args: &GateArgs, node: &str, worker: &str, change: &str, asked: u32, passed: u32) {
-    super::super::ClusterCounters::bump(&args.counters.credits_clamped);
+    ClusterCounters::bump(&args.counters.credits_clamped);
     tracing::warn!(
         %node,
         %worker,

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable};
 
+use super::join::admit;
+use super::nodes::{oldest_departed, NodeEntry, NodeStatus};
 use super::*;
+use crate::cluster::wire::{Hello, NodeLoad};
 
 #[test]
 fn a_flapping_node_is_refused_until_its_oldest_join_ages_out() {

@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::pool::PoolStats;
-use crate::queue::{AttemptReport, Capabilities};
 use crate::task::{Lease, LeaseToken, TaskId};
 use crate::worker::WorkerInfo;
+use crate::worker::{AttemptReport, Capabilities};
 
 /// Bumped whenever a wire type changes shape.
 pub(crate) const WIRE_VERSION: u8 = 2;
@@ -131,8 +131,8 @@ pub(crate) fn up_weight(up: &Up) -> usize {
 /// Payload bytes one finished attempt carries.
 pub(crate) fn report_weight(r: &AttemptReport) -> usize {
     match &r.outcome {
-        crate::queue::AttemptOutcome::Completed(p) => p.len(),
-        crate::queue::AttemptOutcome::Failed(e) => e.message().len(),
+        crate::worker::AttemptOutcome::Completed(p) => p.len(),
+        crate::worker::AttemptOutcome::Failed(e) => e.message().len(),
         _ => 0,
     }
 }
@@ -296,8 +296,8 @@ mod props;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::AttemptOutcome;
     use crate::task::Payload;
+    use crate::worker::AttemptOutcome;
 
     #[test]
     fn a_frame_round_trips_with_its_sender() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::queue::Capabilities;
+use crate::worker::Capabilities;
 
 fn name() -> impl Strategy<Value = String> {
     ".{0,24}"

@@ -10,34 +10,15 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::ready::{Class, ClassKey, Ready};
-use super::sink::{Capabilities, LeaseSink};
 use super::{QueueConfig, QueueError, QueueStats};
 use crate::events::EventKind;
-use crate::handler::TaskError;
 use crate::metrics::TaskMetrics;
 use crate::task::{
     Attempt, IdMap, IdSet, Lease, LeaseToken, Payload, TaskId, TaskOptions, TaskOutcome,
     TaskSnapshot, TaskSpec, TaskStatus,
 };
-
-/// How one attempt ended, as a worker reports it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) enum AttemptOutcome {
-    Completed(Payload),
-    Failed(TaskError),
-    TimedOut(Duration),
-    /// The attempt stopped because its cancellation token fired.
-    Cancelled,
-}
-
-/// One finished attempt, reported by a worker.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct AttemptReport {
-    pub(crate) task_id: TaskId,
-    /// The token of the lease the attempt ran under; a report with any other is refused.
-    pub(crate) token: LeaseToken,
-    pub(crate) outcome: AttemptOutcome,
-}
+pub(crate) use crate::worker::{AttemptOutcome, AttemptReport};
+use crate::worker::{Capabilities, LeaseSink};
 
 /// What the queue asks its owner to do after a change.
 #[derive(Default)]

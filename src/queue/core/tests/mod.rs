@@ -24,10 +24,11 @@ use tokio::time::Instant;
 use super::{AttemptOutcome, AttemptReport, LeaseSink, QueueCore};
 use crate::events::EventKind;
 use crate::handler::TaskError;
-use crate::queue::{Capabilities, QueueConfig, QueueError, Submitted};
+use crate::queue::{QueueConfig, QueueError, Submitted};
 use crate::task::{
     Lease, LeaseToken, Payload, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus,
 };
+use crate::worker::Capabilities;
 
 /// A fake worker's end of the queue: records what it was handed and told to stop.
 #[derive(Debug, Default)]

@@ -8,9 +8,14 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 
-use super::*;
-use crate::queue::AttemptOutcome;
+use ractor::BytesConvertable;
+
+use super::agent::{AgentArgs, AgentMsg, AgentState};
+use crate::cluster::gate::GateMsg;
+use crate::cluster::net::{self, Connector};
+use crate::cluster::wire::{FromGate, FromNode, Hello, NodeLoad, Up};
 use crate::task::{Lease, Payload, TaskId};
+use crate::worker::{AttemptOutcome, AttemptReport, Capabilities, LeaseSink, WorkerCall};
 
 /// Stands in for the coordinator's gate: every frame goes to the test.
 struct Tap;
@@ -84,7 +89,7 @@ impl Rig {
         let (tx, frames) = mpsc::unbounded_channel();
         let (gate, _) = Actor::spawn(None, Tap, tx).await.unwrap();
         let (void, _) = Actor::spawn(None, Void, ()).await.unwrap();
-        let server = super::super::net::start_server(
+        let server = net::start_server(
             "n1",
             "127.0.0.1:0".parse().unwrap(),
             "cookie",

@@ -1,10 +1,7 @@
-//! The worker side of the queue: what a worker can run, and where its leases go.
+//! What a worker offers the queue: the task types it has handlers for, and its labels.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::Arc;
-
-use crate::task::{Lease, TaskId};
 
 /// What a worker offers: the task types it has handlers for, and its labels.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -31,15 +28,6 @@ impl Capabilities {
             })
         })
     }
-}
-
-/// Where the queue sends a worker's leases and cancellations. Local workers are actors;
-/// remote ones are reached through their node.
-pub(crate) trait LeaseSink: Send + Sync + fmt::Debug + 'static {
-    /// Hands leases to the worker; gives them back if the worker is gone.
-    fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>>;
-    /// Tells the worker to stop one attempt.
-    fn cancel(&self, task_id: TaskId);
 }
 
 #[cfg(test)]

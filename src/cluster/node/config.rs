@@ -1,0 +1,109 @@
+//! A node process's settings: [`NodeConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cluster::config::validate_common;
+use crate::error::Error;
+use crate::worker::WorkerConfig;
+
+/// Settings of a node process.
+#[derive(Clone, PartialEq)]
+pub struct NodeConfig {
+    /// The coordinator's cluster address, `host:port`.
+    pub coordinator: String,
+    /// The shared secret (the coordinator's cookie).
+    pub cookie: String,
+    /// This node's name, unique in the cluster; its workers are `name/w-N`. Default
+    /// `node-<random>`.
+    pub name: String,
+    /// Labels its workers carry (`gpu=a100`, `region=eu`).
+    pub labels: Vec<String>,
+    /// Workers in its pool. Default 4.
+    pub workers: usize,
+    /// Settings of each worker (slots, timeouts). Its `labels` are replaced by the node's.
+    pub worker: WorkerConfig,
+    /// Where the node's own server listens. Default `127.0.0.1:0` (it only connects out).
+    pub listen: SocketAddr,
+    /// The CA certificate (PEM) to trust when the coordinator uses TLS; `None` connects in
+    /// clear text.
+    pub tls_ca: Option<PathBuf>,
+    /// The name the coordinator's certificate is for. Default: the host of `coordinator`.
+    pub tls_server_name: Option<String>,
+    /// Heartbeat period until the coordinator sets its own. Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// First reconnect delay. Default 200 ms.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default 5 s.
+    pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    /// Every field but secrets, which show as `<redacted>` (they must not reach a log).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("coordinator", &self.coordinator)
+            .field("cookie", &"<redacted>")
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("workers", &self.workers)
+            .field("worker", &self.worker)
+            .field("listen", &self.listen)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish()
+    }
+}
+
+impl NodeConfig {
+    /// A node joining `coordinator` with `cookie`, and the defaults.
+    pub fn new(coordinator: impl Into<String>, cookie: impl Into<String>) -> Self {
+        Self {
+            coordinator: coordinator.into(),
+            cookie: cookie.into(),
+            name: format!("node-{:06x}", fastrand::u32(..0x100_0000)),
+            labels: Vec::new(),
+            workers: 4,
+            worker: WorkerConfig::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_ca: None,
+            tls_server_name: None,
+            heartbeat_interval: Duration::from_secs(1),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks for values a node cannot run with.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_common(&self.cookie, &self.name, self.heartbeat_interval)?;
+        if self
+            .coordinator
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(Error::invalid(
+                "coordinator",
+                format!("`{}` is not `host:port`", self.coordinator),
+            ));
+        }
+        if self.workers == 0 {
+            return Err(Error::invalid("workers", "must be at least 1"));
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return Err(Error::invalid(
+                "reconnect_min",
+                "must be greater than zero and at most reconnect_max",
+            ));
+        }
+        let worker = WorkerConfig {
+            labels: self.labels.clone(),
+            ..self.worker.clone()
+        };
+        worker.validate()
+    }
+}
