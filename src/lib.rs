@@ -58,6 +58,7 @@ mod mailbox;
 mod metrics;
 mod pool;
 mod queue;
+mod scaling;
 pub mod settings;
 mod store;
 mod supervision;
@@ -69,8 +70,8 @@ pub use cluster::{
     ClusterConfig, ClusterStats, LinkStatus, Node, NodeConfig, NodeStatus, RemoteNode, TlsFiles,
 };
 pub use coordinator::{
-    Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats, MailboxStats,
-    ScaleDecision, ScaleSignals, StopReport, TaskHandle,
+    Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats, MailboxStats, StopReport,
+    TaskHandle,
 };
 pub use error::Error;
 pub use events::{Event, EventBus, EventKind};
@@ -82,6 +83,7 @@ pub use queue::{
     Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,
     TaskQuery, CLUSTER_FRAME_BYTES,
 };
+pub use scaling::{ScaleDecision, ScalePressure, ScaleSignals};
 pub use store::{
     migrate, Durability, MigrationReport, Store, StoreConfig, StoreError, StoreStats, WriterStats,
 };

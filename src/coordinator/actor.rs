@@ -5,7 +5,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 
-use super::autoscaler::{Autoscaler, ScaleDecision, ScaleRule, ScaleSignals};
+use super::autoscaler::{Autoscaler, ScaleRule};
 use super::{CoordinatorConfig, StopReport};
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
@@ -13,6 +13,7 @@ use crate::handler::HandlerRegistry;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::pool::{PoolArgs, PoolConfig, PoolRef};
 use crate::queue::QueueRef;
+use crate::scaling::{ScaleDecision, ScalePressure, ScaleSignals};
 use crate::store::Store;
 use crate::supervision::RestartTracker;
 use crate::worker::WorkerRegistry;
@@ -397,6 +398,11 @@ impl CoordinatorState {
                     to = decision.to,
                     reason = decision.reason,
                     pressure_per_worker = decision.pressure_per_worker,
+                    backlog = decision.signals.backlog,
+                    worker_mailbox = decision.signals.worker_mailbox,
+                    node_mailbox = decision.signals.remote_mailbox,
+                    queue_mailbox = decision.signals.queue_mailbox,
+                    pool_mailbox = decision.signals.pool_mailbox,
                     "autoscaled"
                 );
                 self.record(decision);
@@ -407,6 +413,7 @@ impl CoordinatorState {
 
     async fn manual_scale(&mut self, target: usize) -> Result<ScaleDecision, Error> {
         let signals = self.signals().await?;
+        let pressure = ScalePressure::of(&signals);
         let pool = self.pool();
         let from = pool.scale(target).await?;
         self.autoscaler.changed(Instant::now());
@@ -415,7 +422,8 @@ impl CoordinatorState {
             from,
             to: target,
             reason: "manual",
-            pressure_per_worker: signals.pressure() as f64 / signals.workers.max(1) as f64,
+            pressure_per_worker: pressure.backlog,
+            pressure,
             signals,
             at: std::time::SystemTime::now(),
         };

@@ -4,8 +4,8 @@
 mod actor;
 mod autoscaler;
 
+pub(crate) use crate::scaling::ScaleDecision;
 pub(crate) use actor::CoordinatorActor;
-pub use autoscaler::{ScaleDecision, ScaleSignals};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,32 +214,11 @@ impl TaskHandle {
 
     /// Waits for the task and decodes its result.
     pub async fn result<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T, Error> {
-        let payload = outcome_to_result(self.id, self.wait(timeout).await?)?;
+        let payload = self.wait(timeout).await?.into_result(self.id)?;
         payload.decode().map_err(|reason| Error::Decode {
             id: self.id,
             reason,
         })
-    }
-}
-
-pub(crate) fn outcome_to_result(id: TaskId, outcome: TaskOutcome) -> Result<Payload, Error> {
-    match outcome {
-        TaskOutcome::Completed { result } => Ok(result),
-        TaskOutcome::Failed { error } => Err(Error::TaskFailed {
-            id,
-            status: TaskStatus::Failed,
-            error,
-        }),
-        TaskOutcome::Cancelled => Err(Error::TaskFailed {
-            id,
-            status: TaskStatus::Cancelled,
-            error: "cancelled".into(),
-        }),
-        TaskOutcome::Timeout => Err(Error::TaskFailed {
-            id,
-            status: TaskStatus::Timeout,
-            error: "timed out on its last attempt".into(),
-        }),
     }
 }
 
@@ -425,7 +404,7 @@ impl Coordinator {
     /// Submits a task with options and waits for its result.
     pub async fn submit_spec(&self, spec: TaskSpec) -> Result<Payload, Error> {
         let (id, outcome) = self.queue().submit_and_wait(spec).await?;
-        outcome_to_result(id, outcome)
+        outcome.into_result(id)
     }
 
     /// Submits a task and returns at once with a handle to wait on.

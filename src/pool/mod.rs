@@ -192,7 +192,7 @@ impl PoolRef {
             ));
         };
         let (id, outcome) = queue.submit_and_wait(spec).await?;
-        crate::coordinator::outcome_to_result(id, outcome)
+        outcome.into_result(id)
     }
 
     /// Sets the number of workers. Scaling down drains workers (idle ones first): running

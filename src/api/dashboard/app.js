@@ -206,10 +206,17 @@ function logEvent(list, text, keep) {
   while (list.children.length > keep) list.lastChild.remove();
 }
 
+// Every number the decision was made from: what caused it (reason) and, per place where work
+// waits, the raw count and the count per worker that the thresholds were compared with.
 function describeDecision(d) {
+  const s = d.signals, p = d.pressure;
   return `${new Date(d.at_ms).toLocaleTimeString()} ${d.pool}: ${d.from} → ${d.to} workers (${d.reason}; ` +
-    `${d.pressure_per_worker.toFixed(1)} waiting/worker, backlog ${d.signals.backlog}, ` +
-    `queue mailbox ${d.signals.queue_mailbox}, busy ${d.signals.busy_slots}/${d.signals.total_slots})`;
+    `${d.pressure_per_worker.toFixed(1)} waiting/worker; ` +
+    `backlog ${s.backlog} (${p.backlog.toFixed(1)}/worker), ` +
+    `worker mailboxes ${s.worker_mailbox} (${p.worker_mailbox.toFixed(1)}/worker), ` +
+    `node mailboxes ${s.remote_mailbox} (${p.node_mailbox.toFixed(1)}/worker), ` +
+    `queue mailbox ${s.queue_mailbox}, pool mailbox ${s.pool_mailbox} (${p.coordinator_mailbox.toFixed(1)}/worker), ` +
+    `busy ${s.busy_slots}/${s.total_slots}, workers ${s.workers} + ${s.remote_workers} remote)`;
 }
 
 async function loadDecisions() {
