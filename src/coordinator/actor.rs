@@ -1,4 +1,5 @@
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::pool::{PoolArgs, PoolConfig, PoolRef};
 use crate::queue::QueueRef;
 use crate::scaling::{ScaleDecision, ScalePressure, ScaleSignals};
 use crate::store::Store;
-use crate::supervision::RestartTracker;
+use crate::supervision::{ChildExit, OnExit, Supervisor, Verdict};
 use crate::worker::WorkerRegistry;
 
 /// How many scale decisions the coordinator keeps for the API.
@@ -40,6 +41,33 @@ pub(crate) struct Shared {
     /// The handlers of pools added with `Coordinator::add_pool`: their task types are
     /// served here too.
     pub(crate) extra_handlers: RwLock<Vec<HandlerRegistry>>,
+    /// Restarts of the coordinator's children, for `get_stats`.
+    pub(crate) restarts: Restarts,
+}
+
+/// How many times the coordinator restarted its children, by kind; written by the actor
+/// after each supervision event, read by `get_stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Restarts {
+    pools: AtomicU64,
+    gate: AtomicU64,
+}
+
+impl Restarts {
+    fn record(&self, pools: &Supervisor, gates: &Supervisor) {
+        self.pools.store(pools.restarts(), Ordering::Relaxed);
+        self.gate.store(gates.restarts(), Ordering::Relaxed);
+    }
+
+    /// Pool restarts (the local pool and added ones).
+    pub(crate) fn pools(&self) -> u64 {
+        self.pools.load(Ordering::Relaxed)
+    }
+
+    /// Cluster gate restarts.
+    pub(crate) fn gate(&self) -> u64 {
+        self.gate.load(Ordering::Relaxed)
+    }
 }
 
 /// The coordinator's messages. Built only by [`Coordinator`](super::Coordinator).
@@ -95,8 +123,12 @@ pub(crate) struct CoordinatorState {
     shared: Arc<Shared>,
     /// The scaling rule and its cool-down.
     autoscaler: Autoscaler,
-    /// Pool restarts against the budget.
-    pool_restarts: RestartTracker,
+    /// Restarts of its pools (the local one and added ones) against the budget.
+    pools: Supervisor,
+    /// Restarts of the cluster's gate against the budget, counted apart from the pools'.
+    gates: Supervisor,
+    /// The queue, which is never restarted: its end stops the coordinator.
+    queue_supervisor: Supervisor,
     /// Pools added with `Coordinator::add_pool`: supervised, health-checked and stopped
     /// like the local pool (each with what it is restarted from), but not autoscaled.
     extra_pools: Vec<ExtraPool>,
@@ -147,7 +179,9 @@ impl Actor for CoordinatorActor {
         });
         Ok(CoordinatorState {
             autoscaler: Autoscaler::new(rule),
-            pool_restarts: RestartTracker::new(args.config.restart_budget),
+            pools: Supervisor::new("worker pool", args.config.restart_budget),
+            gates: Supervisor::new("cluster gate", args.config.restart_budget),
+            queue_supervisor: Supervisor::new("task queue", args.config.restart_budget),
             config: args.config,
             handlers: args.handlers,
             registry: args.registry,
@@ -160,6 +194,7 @@ impl Actor for CoordinatorActor {
                 remote: Default::default(),
                 cluster: RwLock::new(None),
                 extra_handlers: RwLock::new(Vec::new()),
+                restarts: Restarts::default(),
             }),
             stopping: false,
             extra_pools: Vec::new(),
@@ -213,73 +248,43 @@ impl Actor for CoordinatorActor {
         event: SupervisionEvent,
         state: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            _ => return Ok(()),
+        let Some(exit) = ChildExit::of(event) else {
+            return Ok(());
         };
         if state.stopping {
             return Ok(());
         }
-        let id = cell.get_id();
-        if id == state.shared.queue.actor().get_id() {
+        let child = state.child(&exit);
+        let verdict = match &child {
             // The queue holds every task in memory: it cannot be rebuilt from here.
-            tracing::error!(%reason, "task queue ended; coordinator stopping");
-            return Err(format!("task queue ended: {reason}").into());
-        }
-        let cluster = state
-            .shared
-            .cluster
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(cluster) = cluster.filter(|c| c.is_gate(id)) {
-            if !state.pool_restarts.allow(Instant::now()) {
-                return Err(
-                    format!("cluster gate failed past its restart budget: {reason}").into(),
-                );
+            Child::Queue => state.queue_supervisor.judge(&exit, OnExit::Escalate),
+            Child::Gate(_) => state.gates.judge(&exit, OnExit::Restart),
+            Child::Pool | Child::ExtraPool(_) => state.pools.judge(&exit, OnExit::Restart),
+            Child::Unknown => return Ok(()),
+        };
+        state.shared.restarts.record(&state.pools, &state.gates);
+        match verdict {
+            Verdict::Stopped => Ok(()),
+            Verdict::GiveUp(why) => {
+                tracing::error!(%why, "coordinator stopping");
+                Err(why.into())
             }
-            tracing::warn!(%reason, "cluster gate ended; starting it again");
-            cluster.restart_gate(myself.get_cell()).await?;
-            return Ok(());
+            Verdict::Restart => state.restart(&myself, child, &exit.reason).await,
         }
-        if let Some(i) = state
-            .extra_pools
-            .iter()
-            .position(|p| p.pool.actor().get_id() == id)
-        {
-            if !state.pool_restarts.allow(Instant::now()) {
-                return Err(format!("worker pool failed past its restart budget: {reason}").into());
-            }
-            let extra = &state.extra_pools[i];
-            tracing::warn!(pool = %extra.config.name, %reason, "worker pool ended; starting it again");
-            let args = pool_args(extra.config.clone(), &extra.handlers, state);
-            state.extra_pools[i].pool = PoolRef::spawn(args, Some(myself.get_cell())).await?.0;
-            return Ok(());
-        }
-        let pool_id = state.pool().actor().get_id();
-        if id != pool_id {
-            return Ok(());
-        }
-        if !state.pool_restarts.allow(Instant::now()) {
-            return Err(format!("worker pool failed past its restart budget: {reason}").into());
-        }
-        tracing::warn!(%reason, "worker pool ended; starting it again");
-        let c = &state.config;
-        let pool = spawn_pool(
-            &myself,
-            c,
-            &state.shared.queue,
-            &state.handlers,
-            &state.registry,
-            &state.events,
-        )
-        .await?;
-        *state.shared.pool.write().unwrap_or_else(|e| e.into_inner()) = pool;
-        Ok(())
     }
+}
+
+/// A child of the coordinator, as a supervision event names it.
+enum Child {
+    Queue,
+    /// The cluster's gate (the cluster knows its current actor).
+    Gate(crate::cluster::Cluster),
+    /// The local pool.
+    Pool,
+    /// A pool added with `Coordinator::add_pool`, by its index in `extra_pools`.
+    ExtraPool(usize),
+    /// Not a child this coordinator restarts.
+    Unknown,
 }
 
 async fn spawn_pool(
@@ -351,6 +356,71 @@ fn spawn_ticker(
 }
 
 impl CoordinatorState {
+    /// Which child `exit` is about.
+    fn child(&self, exit: &ChildExit) -> Child {
+        let id = exit.actor;
+        if id == self.shared.queue.actor().get_id() {
+            return Child::Queue;
+        }
+        let cluster = self
+            .shared
+            .cluster
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(cluster) = cluster.filter(|c| c.is_gate(id)) {
+            return Child::Gate(cluster);
+        }
+        if let Some(i) = self
+            .extra_pools
+            .iter()
+            .position(|p| p.pool.actor().get_id() == id)
+        {
+            return Child::ExtraPool(i);
+        }
+        if id == self.pool().actor().get_id() {
+            return Child::Pool;
+        }
+        Child::Unknown
+    }
+
+    /// Starts `child` again after it ended for `reason`.
+    async fn restart(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        child: Child,
+        reason: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        match child {
+            Child::Gate(cluster) => {
+                tracing::warn!(%reason, "cluster gate ended; starting it again");
+                cluster.restart_gate(myself.get_cell()).await?;
+            }
+            Child::ExtraPool(i) => {
+                let extra = &self.extra_pools[i];
+                tracing::warn!(pool = %extra.config.name, %reason, "worker pool ended; starting it again");
+                let args = pool_args(extra.config.clone(), &extra.handlers, self);
+                self.extra_pools[i].pool = PoolRef::spawn(args, Some(myself.get_cell())).await?.0;
+            }
+            Child::Pool => {
+                tracing::warn!(%reason, "worker pool ended; starting it again");
+                let c = &self.config;
+                let pool = spawn_pool(
+                    myself,
+                    c,
+                    &self.shared.queue,
+                    &self.handlers,
+                    &self.registry,
+                    &self.events,
+                )
+                .await?;
+                *self.shared.pool.write().unwrap_or_else(|e| e.into_inner()) = pool;
+            }
+            Child::Queue | Child::Unknown => {}
+        }
+        Ok(())
+    }
+
     fn pool(&self) -> PoolRef {
         self.shared
             .pool

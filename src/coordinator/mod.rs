@@ -176,6 +176,10 @@ pub struct CoordinatorStats {
     pub workers: PoolStats,
     /// Mailbox depths.
     pub mailboxes: MailboxStats,
+    /// Times the coordinator restarted a failed pool (the local one or an added one).
+    pub pool_restarts: u64,
+    /// Times the coordinator restarted the cluster's gate (counted apart from the pools).
+    pub gate_restarts: u64,
     /// The last scaling change.
     pub last_scale: Option<ScaleDecision>,
     /// The store, when tasks are stored.
@@ -547,6 +551,8 @@ impl Coordinator {
             },
             queue,
             workers,
+            pool_restarts: self.shared.restarts.pools(),
+            gate_restarts: self.shared.restarts.gate(),
             last_scale,
             store: self.store().map(Store::stats),
             cluster: self.cluster.as_ref().map(|c| c.stats()),

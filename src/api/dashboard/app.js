@@ -100,6 +100,7 @@ async function refreshStats() {
   $("c-unroutable").textContent = fmtNum(q.unroutable);
   $("c-workers").textContent = s.workers.worker_count + " / " + s.workers.max_workers;
   $("uptime").textContent = "up " + age(Date.now() - s.uptime_secs * 1000);
+  $("restarts").textContent = `restarts: workers ${s.workers.restarts}, pools ${s.pool_restarts}, gate ${s.gate_restarts}`;
   const st = s.store;
   $("store").textContent = st
     ? "store: " + st.url + (st.healthy ? "" : " (unavailable: submits refused)")
