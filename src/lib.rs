@@ -35,17 +35,22 @@
 //! - `worker`: the worker actor that runs handlers ([`WorkerRef`] is its handle), and the
 //!   [`WorkerRegistry`] of heartbeats.
 //! - `pool`: the worker pool actor, supervisor of its workers; [`PoolRef`] is its handle.
-//! - `coordinator`: the root supervisor with the autoscaler and health checks; the
-//!   [`Coordinator`] handle is the main entry point.
+//! - `coordinator`: the root supervisor of the queue, the pools and the cluster gate, with
+//!   the autoscaler and health checks; the [`Coordinator`] handle is the main entry point
+//!   (its config, builder, actor, children, scaling steps and stats each in their file).
+//! - `scaling`: what a scaling decision is made of ([`ScaleSignals`], [`ScalePressure`],
+//!   [`ScaleDecision`]), below `events` and `coordinator` so both can name it.
 //! - `cluster`: nodes across machines over ractor_cluster: the coordinator's gate, the
 //!   node program's agent and [`Node`] handle, the wire codec, liveness and reconnects.
 //! - `store`: durable state in SQLite or PostgreSQL: the [`Store`], its migrations, and the
 //!   writer actor that group-commits the queue's changes.
-//! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env).
-//! - `supervision`: restart budgets shared by every supervisor.
+//! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env), checked
+//!   and turned into the library's config structs.
+//! - `supervision`: the one supervision behaviour every supervisor calls: reading a
+//!   child's end, the restart budget, restart counters.
 //! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).
 //! - `metrics`: task latency histograms for the metrics endpoint.
-//! - `events`: the lifecycle [`EventBus`].
+//! - `events`: the lifecycle [`EventBus`] (tasks, workers, nodes, scaling decisions).
 //! - `error`: the crate-level [`Error`].
 
 pub mod api;
