@@ -9,7 +9,7 @@ use crate::store::StoreConfig;
 use crate::supervision::RestartBudget;
 use crate::worker::WorkerConfig;
 
-/// Settings of a [`Coordinator`].
+/// Settings of a [`Coordinator`](super::Coordinator).
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
     /// Fewest local workers. Default 2.

@@ -18,7 +18,7 @@ use crate::supervision::RestartBudget;
 use crate::task::{Payload, TaskSpec};
 use crate::worker::{WorkerConfig, WorkerInfo, WorkerRef};
 
-/// Settings of a [`WorkerPool`].
+/// Settings of a worker pool (see [`PoolRef`]).
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     /// The pool's name; worker ids are `<name>/w-<n>`. Default `local`.
