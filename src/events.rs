@@ -132,7 +132,7 @@ pub enum EventKind {
         reason: String,
     },
     /// The autoscaler (or a person) changed a pool's size.
-    Scaled(crate::coordinator::ScaleDecision),
+    Scaled(crate::scaling::ScaleDecision),
     /// A node joined the coordinator (or joined again).
     NodeJoined {
         /// The node.

@@ -37,19 +37,24 @@
 //!   uplink a worker pulls through ([`UplinkRef`]; the queue and a node's agent are uplinks),
 //!   its [`Capabilities`] and its attempt reports.
 //! - `pool`: the worker pool actor, supervisor of its workers; [`PoolRef`] is its handle.
-//! - `coordinator`: the root supervisor with the autoscaler and health checks; the
-//!   [`Coordinator`] handle is the main entry point.
+//! - `coordinator`: the root supervisor of the queue, the pools and the cluster gate, with
+//!   the autoscaler and health checks; the [`Coordinator`] handle is the main entry point
+//!   (its config, builder, actor, children, scaling steps and stats each in their file).
+//! - `scaling`: what a scaling decision is made of ([`ScaleSignals`], [`ScalePressure`],
+//!   [`ScaleDecision`]), below `events` and `coordinator` so both can name it.
 //! - `cluster`: nodes across machines over ractor_cluster: `cluster/gate` is the
 //!   coordinator's side (the gate: node registry, liveness, leases over the network),
 //!   `cluster/node` the node program's (the [`Node`] handle and the agent that relays its
 //!   workers' calls and reconnects); beside them the wire codec, the accept loop and TLS.
 //! - `store`: durable state in SQLite or PostgreSQL: the [`Store`], its migrations, and the
 //!   writer actor that group-commits the queue's changes.
-//! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env).
-//! - `supervision`: restart budgets shared by every supervisor.
+//! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env), checked
+//!   and turned into the library's config structs.
+//! - `supervision`: the one supervision behaviour every supervisor calls: reading a
+//!   child's end, the restart budget, restart counters.
 //! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).
 //! - `metrics`: task latency histograms for the metrics endpoint.
-//! - `events`: the lifecycle [`EventBus`].
+//! - `events`: the lifecycle [`EventBus`] (tasks, workers, nodes, scaling decisions).
 //! - `error`: the crate-level [`Error`].
 
 pub mod api;
@@ -62,6 +67,7 @@ mod mailbox;
 mod metrics;
 mod pool;
 mod queue;
+mod scaling;
 pub mod settings;
 mod store;
 mod supervision;
@@ -73,8 +79,8 @@ pub use cluster::{
     ClusterConfig, ClusterStats, LinkStatus, Node, NodeConfig, NodeStatus, RemoteNode, TlsFiles,
 };
 pub use coordinator::{
-    Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats, MailboxStats,
-    ScaleDecision, ScaleSignals, StopReport, TaskHandle,
+    Coordinator, CoordinatorBuilder, CoordinatorConfig, CoordinatorStats, MailboxStats, StopReport,
+    TaskHandle,
 };
 pub use error::Error;
 pub use events::{Event, EventBus, EventKind};
@@ -86,6 +92,7 @@ pub use queue::{
     PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted, TaskQuery,
     CLUSTER_FRAME_BYTES,
 };
+pub use scaling::{ScaleDecision, ScalePressure, ScaleSignals};
 pub use store::{
     migrate, Durability, MigrationReport, Store, StoreConfig, StoreError, StoreStats, WriterStats,
 };

@@ -322,6 +322,8 @@ async fn metrics_are_prometheus_text() {
         "wrangle_mailbox_depth{actor=\"queue\"}",
         "wrangle_workers{status=\"idle\"}",
         "wrangle_worker_restarts_total 0",
+        "wrangle_pool_restarts_total 0",
+        "wrangle_gate_restarts_total 0",
         "wrangle_throughput_tasks_per_second ",
     ] {
         assert!(text.contains(line), "metrics lack `{line}`:\n{text}");

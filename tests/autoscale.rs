@@ -1,14 +1,16 @@
 //! Scaling end to end, on tokio's paused clock: the autoscaler grows the local pool under a
-//! backlog and shrinks it one worker at a time when idle, recording why (`backlog`, `idle`)
-//! with the numbers it read; manual scaling works within the bounds, is refused outside
-//! them, and starts the autoscaler's cool-down.
+//! backlog, or when a worker's mailbox backs up while the queue is empty, and shrinks it one
+//! worker at a time when idle (never while a mailbox is still deep), recording why
+//! (`backlog`, `worker_mailbox`, `idle`) with the numbers it read; manual scaling works
+//! within the bounds, is refused outside them, and starts the autoscaler's cool-down.
 
 #[path = "support/common.rs"]
 mod common;
 
 use serde_json::json;
 use wrangle::{
-    CoordinatorConfig, Error, EventKind, TaskOutcome, TaskSpec, TaskStatus, WorkerConfig,
+    CoordinatorConfig, Error, EventKind, Payload, TaskError, TaskOutcome, TaskSpec, TaskStatus,
+    WorkerConfig, WorkerRef,
 };
 
 use common::{eventually, handlers, ms, next_event, secs, start};
@@ -199,5 +201,103 @@ async fn a_manual_scale_starts_the_autoscaler_cooldown() {
     );
     let d = c.scale_history().pop().unwrap();
     assert_eq!((d.reason, d.from, d.to), ("idle", 4, 3));
+    c.stop(true).await.unwrap();
+}
+
+/// Blocks `worker` for `stall` and queues `messages` direct runs behind the block: its
+/// mailbox backs up while the task queue stays empty. The handles answer once it unblocks.
+fn back_up(
+    worker: &WorkerRef,
+    stall: std::time::Duration,
+    messages: usize,
+) -> Vec<tokio::task::JoinHandle<Result<Payload, TaskError>>> {
+    worker.stall(stall);
+    (0..messages)
+        .map(|i| {
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                let input = Payload::encode(&i).unwrap();
+                worker.execute_task("echo", input).await
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backed_up_worker_mailbox_scales_up_with_an_empty_queue() {
+    let c = start(elastic(), handlers()).await;
+    let mut events = c.events().subscribe();
+    let t0 = tokio::time::Instant::now();
+    let worker = c.pool().worker_refs().await.unwrap().remove(0);
+    let runs = back_up(&worker, secs(5), 20);
+
+    let EventKind::Scaled(up) = next_event(&mut events, "Scaled", secs(2), |e| {
+        matches!(e, EventKind::Scaled(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(up.reason, "worker_mailbox", "{up:?}");
+    assert_eq!(up.from, 1);
+    assert!(up.to > 1, "{up:?}");
+    assert_eq!(up.signals.backlog, 0, "the queue is empty: {up:?}");
+    assert_eq!(up.signals.queue_mailbox, 0, "{up:?}");
+    assert!(up.signals.worker_mailbox > 2, "{up:?}");
+    assert_eq!(up.pressure.backlog, 0.0);
+    assert!(up.pressure.worker_mailbox > 2.0, "{up:?}");
+    assert_eq!(up.pressure_per_worker, up.pressure.worker_mailbox);
+
+    // While the worker stays blocked its mailbox keeps asking, up to max_workers.
+    eventually("max_workers", secs(4), || async {
+        c.get_workers().await.unwrap().len() == 4
+    })
+    .await;
+    assert!(t0.elapsed() < secs(5), "while blocked: {:?}", t0.elapsed());
+    for d in c.scale_history() {
+        assert_eq!(d.reason, "worker_mailbox", "{d:?}");
+    }
+
+    // Once it unblocks, every run answers and the pool shrinks back, idle.
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+    eventually("back to min_workers", secs(30), || async {
+        c.get_workers().await.unwrap().len() == 1
+    })
+    .await;
+    let history = c.scale_history();
+    let downs: Vec<_> = history.iter().filter(|d| d.reason == "idle").collect();
+    assert_eq!(downs.len(), 3, "one worker at a time: {history:?}");
+    for d in downs {
+        assert!(d.pressure.worker_mailbox < 1.0, "{d:?}");
+    }
+    c.stop(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backed_up_worker_mailbox_holds_scale_down() {
+    let c = start(elastic(), handlers()).await;
+    c.scale(4).await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    // One of four workers blocked for 3 s with 10 messages behind it: 2.5 per worker,
+    // above scale_down_threshold (and at max_workers, so no scale-up either).
+    let worker = c.pool().worker_refs().await.unwrap().remove(0);
+    let runs = back_up(&worker, secs(3), 10);
+
+    eventually("the first idle scale-down", secs(10), || async {
+        c.scale_history().len() == 2
+    })
+    .await;
+    let d = c.scale_history().pop().unwrap();
+    assert_eq!((d.reason, d.from, d.to), ("idle", 4, 3));
+    assert!(
+        t0.elapsed() >= secs(3),
+        "not while the mailbox was deep: {:?} (cool-down 500 ms)",
+        t0.elapsed()
+    );
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
     c.stop(true).await.unwrap();
 }

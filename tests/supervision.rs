@@ -322,7 +322,13 @@ async fn a_pool_past_its_restart_budget_is_replaced_and_no_task_is_lost() {
         .map(|w| w.id)
         .collect();
     assert_eq!(workers, ["local/w-1"]);
-    assert_eq!(c.get_stats().await.unwrap().queue.workers, 1);
+    let stats = c.get_stats().await.unwrap();
+    assert_eq!(stats.queue.workers, 1);
+    assert_eq!(
+        (stats.pool_restarts, stats.gate_restarts),
+        (1, 0),
+        "one pool restart, counted as the pool's"
+    );
     let quiet = tokio::time::timeout(
         secs(120),
         next_event(&mut events, "WorkerUnresponsive", secs(3_600), |e| {

@@ -189,6 +189,21 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         "Workers restarted by their pool.",
     );
     let _ = writeln!(out, "wrangle_worker_restarts_total {}", p.restarts);
+    for (name, help, v) in [
+        (
+            "wrangle_pool_restarts_total",
+            "Failed worker pools restarted by the coordinator.",
+            stats.pool_restarts,
+        ),
+        (
+            "wrangle_gate_restarts_total",
+            "Failed cluster gates restarted by the coordinator.",
+            stats.gate_restarts,
+        ),
+    ] {
+        metric(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
     metric(
         &mut out,
         "wrangle_scale_decisions",

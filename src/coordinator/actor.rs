@@ -1,45 +1,31 @@
+//! The coordinator actor: its messages, its state, and the root supervisor's reading of
+//! its children's ends.
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::time::Instant;
 
-use super::autoscaler::{Autoscaler, ScaleDecision, ScaleRule, ScaleSignals};
+use super::autoscaler::{Autoscaler, ScaleRule};
+use super::children::{spawn_pool, Child, ExtraPool};
+use super::shared::{Restarts, Shared};
 use super::{CoordinatorConfig, StopReport};
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
 use crate::handler::HandlerRegistry;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::pool::{PoolArgs, PoolConfig, PoolRef};
+use crate::pool::{PoolConfig, PoolRef};
 use crate::queue::QueueRef;
+use crate::scaling::ScaleDecision;
 use crate::store::Store;
-use crate::supervision::RestartTracker;
+use crate::supervision::{ChildExit, OnExit, Supervisor, Verdict};
 use crate::worker::WorkerRegistry;
-
-/// How many scale decisions the coordinator keeps for the API.
-const DECISIONS_KEPT: usize = 100;
 
 /// The coordinator actor: the root supervisor of the queue and the local pool, and the home
 /// of the autoscaler and the health check. Use it through [`Coordinator`](super::Coordinator).
 #[derive(Debug)]
 pub(crate) struct CoordinatorActor;
-
-/// What the coordinator shares with its handles.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) queue: QueueRef,
-    /// Replaced when the pool is restarted.
-    pub(crate) pool: RwLock<PoolRef>,
-    pub(crate) decisions: Mutex<VecDeque<ScaleDecision>>,
-    /// Online nodes' load, written by the cluster's gate.
-    pub(crate) remote: crate::cluster::RemoteLoadCell,
-    /// The listener for nodes, once started: its gate is this actor's child.
-    pub(crate) cluster: RwLock<Option<crate::cluster::Cluster>>,
-    /// The handlers of pools added with `Coordinator::add_pool`: their task types are
-    /// served here too.
-    pub(crate) extra_handlers: RwLock<Vec<HandlerRegistry>>,
-}
 
 /// The coordinator's messages. Built only by [`Coordinator`](super::Coordinator).
 pub(crate) enum CoordinatorMsg {
@@ -81,26 +67,30 @@ pub(crate) struct CoordinatorArgs {
 /// The coordinator actor's state.
 pub(crate) struct CoordinatorState {
     /// Its settings.
-    config: CoordinatorConfig,
+    pub(super) config: CoordinatorConfig,
     /// Handlers for the local pool (kept to rebuild it after a failure).
-    handlers: HandlerRegistry,
+    pub(super) handlers: HandlerRegistry,
     /// Every worker's heartbeat.
-    registry: WorkerRegistry,
+    pub(super) registry: WorkerRegistry,
     /// Lifecycle events.
-    events: EventBus,
+    pub(super) events: EventBus,
     /// Its own mailbox gauge and counted sender.
-    me: Mailbox<CoordinatorMsg>,
+    pub(super) me: Mailbox<CoordinatorMsg>,
     /// What handles see.
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     /// The scaling rule and its cool-down.
-    autoscaler: Autoscaler,
-    /// Pool restarts against the budget.
-    pool_restarts: RestartTracker,
+    pub(super) autoscaler: Autoscaler,
+    /// Restarts of its pools (the local one and added ones) against the budget.
+    pub(super) pools: Supervisor,
+    /// Restarts of the cluster's gate against the budget, counted apart from the pools'.
+    pub(super) gates: Supervisor,
+    /// The queue, which is never restarted: its end stops the coordinator.
+    pub(super) queue_supervisor: Supervisor,
     /// Pools added with `Coordinator::add_pool`: supervised, health-checked and stopped
     /// like the local pool (each with what it is restarted from), but not autoscaled.
-    extra_pools: Vec<ExtraPool>,
+    pub(super) extra_pools: Vec<ExtraPool>,
     /// Set once a stop began: children ending is then expected.
-    stopping: bool,
+    pub(super) stopping: bool,
 }
 
 impl Actor for CoordinatorActor {
@@ -146,7 +136,9 @@ impl Actor for CoordinatorActor {
         });
         Ok(CoordinatorState {
             autoscaler: Autoscaler::new(rule),
-            pool_restarts: RestartTracker::new(args.config.restart_budget),
+            pools: Supervisor::new("worker pool", args.config.restart_budget),
+            gates: Supervisor::new("cluster gate", args.config.restart_budget),
+            queue_supervisor: Supervisor::new("task queue", args.config.restart_budget),
             config: args.config,
             handlers: args.handlers,
             registry: args.registry,
@@ -159,6 +151,7 @@ impl Actor for CoordinatorActor {
                 remote: Default::default(),
                 cluster: RwLock::new(None),
                 extra_handlers: RwLock::new(Vec::new()),
+                restarts: Restarts::default(),
             }),
             stopping: false,
             extra_pools: Vec::new(),
@@ -212,117 +205,29 @@ impl Actor for CoordinatorActor {
         event: SupervisionEvent,
         state: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            _ => return Ok(()),
+        let Some(exit) = ChildExit::of(event) else {
+            return Ok(());
         };
         if state.stopping {
             return Ok(());
         }
-        let id = cell.get_id();
-        if id == state.shared.queue.actor().get_id() {
+        let child = state.child(&exit);
+        let verdict = match &child {
             // The queue holds every task in memory: it cannot be rebuilt from here.
-            tracing::error!(%reason, "task queue ended; coordinator stopping");
-            return Err(format!("task queue ended: {reason}").into());
-        }
-        let cluster = state
-            .shared
-            .cluster
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(cluster) = cluster.filter(|c| c.is_gate(id)) {
-            if !state.pool_restarts.allow(Instant::now()) {
-                return Err(
-                    format!("cluster gate failed past its restart budget: {reason}").into(),
-                );
+            Child::Queue => state.queue_supervisor.judge(&exit, OnExit::Escalate),
+            Child::Gate(_) => state.gates.judge(&exit, OnExit::Restart),
+            Child::Pool | Child::ExtraPool(_) => state.pools.judge(&exit, OnExit::Restart),
+            Child::Unknown => return Ok(()),
+        };
+        state.shared.restarts.record(&state.pools, &state.gates);
+        match verdict {
+            Verdict::Stopped => Ok(()),
+            Verdict::GiveUp(why) => {
+                tracing::error!(%why, "coordinator stopping");
+                Err(why.into())
             }
-            tracing::warn!(%reason, "cluster gate ended; starting it again");
-            cluster.restart_gate(myself.get_cell()).await?;
-            return Ok(());
+            Verdict::Restart => state.restart(&myself, child, &exit.reason).await,
         }
-        if let Some(i) = state
-            .extra_pools
-            .iter()
-            .position(|p| p.pool.actor().get_id() == id)
-        {
-            if !state.pool_restarts.allow(Instant::now()) {
-                return Err(format!("worker pool failed past its restart budget: {reason}").into());
-            }
-            let extra = &state.extra_pools[i];
-            tracing::warn!(pool = %extra.config.name, %reason, "worker pool ended; starting it again");
-            let args = pool_args(extra.config.clone(), &extra.handlers, state);
-            state.extra_pools[i].pool = PoolRef::spawn(args, Some(myself.get_cell())).await?.0;
-            return Ok(());
-        }
-        let pool_id = state.pool().actor().get_id();
-        if id != pool_id {
-            return Ok(());
-        }
-        if !state.pool_restarts.allow(Instant::now()) {
-            return Err(format!("worker pool failed past its restart budget: {reason}").into());
-        }
-        tracing::warn!(%reason, "worker pool ended; starting it again");
-        let c = &state.config;
-        let pool = spawn_pool(
-            &myself,
-            c,
-            &state.shared.queue,
-            &state.handlers,
-            &state.registry,
-            &state.events,
-        )
-        .await?;
-        *state.shared.pool.write().unwrap_or_else(|e| e.into_inner()) = pool;
-        Ok(())
-    }
-}
-
-async fn spawn_pool(
-    myself: &ActorRef<CoordinatorMsg>,
-    c: &CoordinatorConfig,
-    queue: &QueueRef,
-    handlers: &HandlerRegistry,
-    registry: &WorkerRegistry,
-    events: &EventBus,
-) -> Result<PoolRef, Error> {
-    let config = PoolConfig {
-        name: c.pool_name.clone(),
-        min_workers: c.min_workers,
-        max_workers: c.max_workers,
-        worker: c.worker.clone(),
-        restart_budget: c.restart_budget,
-    };
-    let args = PoolArgs {
-        config,
-        handlers: handlers.clone(),
-        queue: queue.clone().into(),
-        registry: registry.clone(),
-        events: events.clone(),
-        depth: MailboxDepth::default(),
-    };
-    Ok(PoolRef::spawn(args, Some(myself.get_cell())).await?.0)
-}
-
-/// A pool added with `Coordinator::add_pool`, with what it is restarted from.
-struct ExtraPool {
-    config: PoolConfig,
-    handlers: HandlerRegistry,
-    pool: PoolRef,
-}
-
-/// A pool's arguments under this coordinator: its queue, worker registry and events.
-fn pool_args(config: PoolConfig, handlers: &HandlerRegistry, state: &CoordinatorState) -> PoolArgs {
-    PoolArgs {
-        config,
-        handlers: handlers.clone(),
-        queue: state.shared.queue.clone().into(),
-        registry: state.registry.clone(),
-        events: state.events.clone(),
-        depth: MailboxDepth::default(),
     }
 }
 
@@ -350,138 +255,8 @@ fn spawn_ticker(
 }
 
 impl CoordinatorState {
-    fn pool(&self) -> PoolRef {
-        self.shared
-            .pool
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    async fn signals(&self) -> Result<ScaleSignals, Error> {
-        let queue = self.shared.queue.stats().await?;
-        let pool = self.pool();
-        let p = pool.stats().await?;
-        let remote = *self.shared.remote.read().unwrap_or_else(|e| e.into_inner());
-        Ok(ScaleSignals {
-            remote_workers: remote.workers,
-            remote_busy_slots: remote.busy_slots,
-            remote_total_slots: remote.total_slots,
-            remote_mailbox: remote.mailbox,
-            backlog: queue.queued.saturating_sub(queue.unroutable),
-            queue_mailbox: self.shared.queue.mailbox_depth(),
-            pool_mailbox: p.mailbox_depth,
-            worker_mailbox: p.worker_mailbox_depth,
-            busy_slots: p.current_tasks,
-            total_slots: p.total_slots,
-            workers: p.worker_count - p.draining,
-        })
-    }
-
-    async fn autoscale(&mut self) {
-        let signals = match self.signals().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "autoscaler could not read its signals");
-                return;
-            }
-        };
-        let pool = self.pool();
-        let Some(decision) = self.autoscaler.decide(pool.name(), signals, Instant::now()) else {
-            return;
-        };
-        match pool.scale(decision.to).await {
-            Ok(_) => {
-                tracing::info!(
-                    from = decision.from,
-                    to = decision.to,
-                    reason = decision.reason,
-                    pressure_per_worker = decision.pressure_per_worker,
-                    "autoscaled"
-                );
-                self.record(decision);
-            }
-            Err(e) => tracing::warn!(error = %e, "autoscale failed"),
-        }
-    }
-
-    async fn manual_scale(&mut self, target: usize) -> Result<ScaleDecision, Error> {
-        let signals = self.signals().await?;
-        let pool = self.pool();
-        let from = pool.scale(target).await?;
-        self.autoscaler.changed(Instant::now());
-        let decision = ScaleDecision {
-            pool: pool.name().to_string(),
-            from,
-            to: target,
-            reason: "manual",
-            pressure_per_worker: signals.pressure() as f64 / signals.workers.max(1) as f64,
-            signals,
-            at: std::time::SystemTime::now(),
-        };
-        self.record(decision.clone());
-        Ok(decision)
-    }
-
-    fn record(&self, decision: ScaleDecision) {
-        let mut d = self
-            .shared
-            .decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if d.len() == DECISIONS_KEPT {
-            d.pop_front();
-        }
-        d.push_back(decision.clone());
-        self.events.publish(EventKind::Scaled(decision));
-    }
-
     /// Replaces workers whose heartbeats stopped; their leases go back to the queue when
     /// the pool sees them die.
-    async fn add_pool(
-        &mut self,
-        myself: &ActorRef<CoordinatorMsg>,
-        config: PoolConfig,
-        handlers: HandlerRegistry,
-    ) -> Result<PoolRef, Error> {
-        if self.stopping {
-            return Err(Error::invalid("pool", "the coordinator is stopping"));
-        }
-        let taken = config.name == self.config.pool_name
-            || self
-                .extra_pools
-                .iter()
-                .any(|p| p.config.name == config.name);
-        if taken {
-            return Err(Error::invalid(
-                "name",
-                format!("a pool named {:?} already runs here", config.name),
-            ));
-        }
-        let args = pool_args(config.clone(), &handlers, self);
-        let pool = PoolRef::spawn(args, Some(myself.get_cell())).await?.0;
-        self.shared
-            .extra_handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handlers.clone());
-        self.extra_pools.push(ExtraPool {
-            config,
-            handlers,
-            pool: pool.clone(),
-        });
-        Ok(pool)
-    }
-
-    /// The pool a worker belongs to (worker ids are `POOL/w-N`).
-    fn pool_of(&self, worker: &str) -> PoolRef {
-        let name = worker.split_once('/').map_or("", |(pool, _)| pool);
-        self.extra_pools
-            .iter()
-            .find(|p| p.config.name == name)
-            .map_or_else(|| self.pool(), |p| p.pool.clone())
-    }
-
     fn health_check(&self) {
         let alive = self.registry.get_workers(None, &[]);
         self.shared

@@ -1,67 +1,16 @@
 //! The autoscaler's rule, as a pure function of what it reads each tick.
+//!
+//! Work waits in four places, and each counts on its own (see [`ScalePressure`]): the
+//! queue's backlog, the local workers' mailboxes, the online nodes' mailboxes, and the
+//! coordinator-side mailboxes (queue and pool). Any of the first three above
+//! `scale_up_threshold` per worker grows the pool; the pool shrinks only while all four
+//! are below `scale_down_threshold`.
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::time::Instant;
 
-/// What the autoscaler reads each tick.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ScaleSignals {
-    /// Queued tasks that the pool's workers can take (unroutable ones excluded: more of the
-    /// same workers would not help them).
-    pub backlog: usize,
-    /// Messages waiting in the queue actor's mailbox (submits not yet counted in `backlog`).
-    pub queue_mailbox: u64,
-    /// Messages waiting in the pool actor's mailbox.
-    pub pool_mailbox: u64,
-    /// Messages waiting in the workers' mailboxes, summed.
-    pub worker_mailbox: u64,
-    /// Tasks running on the pool.
-    pub busy_slots: u64,
-    /// Slots on the pool's active workers.
-    pub total_slots: u64,
-    /// Active (not draining) workers.
-    pub workers: usize,
-    /// Workers on online nodes: they take the same backlog, so they count in the work per
-    /// worker (the local pool grows only for what they cannot absorb).
-    pub remote_workers: usize,
-    /// Tasks running on online nodes.
-    pub remote_busy_slots: u64,
-    /// Slots on online nodes.
-    pub remote_total_slots: u64,
-    /// Messages waiting in online nodes' pool and worker mailboxes, summed.
-    pub remote_mailbox: u64,
-}
-
-impl ScaleSignals {
-    /// Work waiting for this pool: queued tasks plus submits still in the queue's mailbox.
-    pub fn pressure(&self) -> u64 {
-        self.backlog as u64 + self.queue_mailbox
-    }
-}
-
-/// One change of a pool's size, with the numbers that caused it.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ScaleDecision {
-    /// The pool.
-    pub pool: String,
-    /// Workers before.
-    pub from: usize,
-    /// Workers after.
-    pub to: usize,
-    /// `backlog`, `idle`, `below_min` or `manual`.
-    #[schema(value_type = String)]
-    pub reason: &'static str,
-    /// Waiting work per active worker when decided.
-    pub pressure_per_worker: f64,
-    /// Everything read.
-    pub signals: ScaleSignals,
-    /// When (Unix ms in JSON).
-    #[serde(with = "crate::util::system_time_ms", rename = "at_ms")]
-    #[schema(value_type = u64)]
-    pub at: SystemTime,
-}
+use crate::scaling::{ScaleDecision, ScalePressure, ScaleSignals};
 
 /// Bounds and thresholds of the autoscaler.
 #[derive(Clone, Copy, Debug)]
@@ -93,10 +42,12 @@ impl Autoscaler {
         self.last_change = Some(now);
     }
 
-    /// Decides a new size, or none. Up when waiting work per worker is above
-    /// `scale_up_threshold` (to as many workers as keep it at the threshold); down by one
-    /// when it is below `scale_down_threshold` and a worker's worth of slots is idle. Never
-    /// within `cooldown` of the last change, never outside `min..=max`.
+    /// Decides a new size, or none. Up when any pressure (backlog, worker mailboxes, node
+    /// mailboxes) per worker is above `scale_up_threshold`, to as many workers as bring the
+    /// highest back to the threshold; the decision's reason names the signal that asked for
+    /// the most. Down by one when every pressure, the coordinator-side mailboxes' included,
+    /// is below `scale_down_threshold` and a worker's worth of slots is idle. Never within
+    /// `cooldown` of the last change, never outside `min..=max`.
     pub(crate) fn decide(
         &mut self,
         pool: &str,
@@ -109,21 +60,18 @@ impl Autoscaler {
                 return None;
             }
         }
-        let workers = (s.workers + s.remote_workers).max(1);
-        let per_worker = s.pressure() as f64 / workers as f64;
-        let (to, reason) = if s.workers < r.min_workers {
-            (r.min_workers, "below_min")
-        } else if per_worker > r.scale_up_threshold && s.workers < r.max_workers {
-            let wanted = (s.pressure() as f64 / r.scale_up_threshold).ceil() as usize;
-            let local = wanted.saturating_sub(s.remote_workers);
-            (local.clamp(s.workers + 1, r.max_workers), "backlog")
-        } else if per_worker < r.scale_down_threshold && s.workers > r.min_workers {
+        let p = ScalePressure::of(&s);
+        let (to, reason, per_worker) = if s.workers < r.min_workers {
+            (r.min_workers, "below_min", p.backlog)
+        } else if let Some((to, reason, per_worker)) = self.scale_up(&s, &p) {
+            (to, reason, per_worker)
+        } else if p.max() < r.scale_down_threshold && s.workers > r.min_workers {
             let slots_per_worker = s.total_slots / s.workers as u64;
             let idle = s.total_slots.saturating_sub(s.busy_slots);
             if idle < slots_per_worker.max(1) {
                 return None;
             }
-            (s.workers - 1, "idle")
+            (s.workers - 1, "idle", p.max())
         } else {
             return None;
         };
@@ -137,9 +85,44 @@ impl Autoscaler {
             to,
             reason,
             pressure_per_worker: per_worker,
+            pressure: p,
             signals: s,
             at: SystemTime::now(),
         })
+    }
+
+    /// The size the most pressing signal above `scale_up_threshold` asks for, with its name
+    /// and pressure per worker; none when all are at or below it, or the pool is at its max.
+    fn scale_up(&self, s: &ScaleSignals, p: &ScalePressure) -> Option<(usize, &'static str, f64)> {
+        let r = self.rule;
+        if s.workers >= r.max_workers {
+            return None;
+        }
+        let up = r.scale_up_threshold;
+        // Workers that keep `n` waiting messages at the threshold.
+        let workers_for = |n: u64| (n as f64 / up).ceil() as usize;
+        let mut wanted = Vec::with_capacity(3);
+        if p.backlog > up {
+            // Remote workers take their share of the same backlog.
+            let all = workers_for(s.pressure());
+            wanted.push((all.saturating_sub(s.remote_workers), "backlog", p.backlog));
+        }
+        if p.worker_mailbox > up {
+            wanted.push((
+                workers_for(s.worker_mailbox),
+                "worker_mailbox",
+                p.worker_mailbox,
+            ));
+        }
+        if p.node_mailbox > up {
+            // What the nodes hold beyond the threshold is left for local workers to absorb.
+            let excess = s.remote_mailbox as f64 - up * s.remote_workers as f64;
+            let more = (excess / up).ceil().max(1.0) as usize;
+            wanted.push((s.workers + more, "node_mailbox", p.node_mailbox));
+        }
+        // The largest ask wins; on a tie, the first signal (backlog, then workers, then nodes).
+        let (to, reason, per_worker) = wanted.into_iter().rev().max_by_key(|(to, _, _)| *to)?;
+        Some((to.clamp(s.workers + 1, r.max_workers), reason, per_worker))
     }
 }
 
@@ -235,5 +218,135 @@ mod tests {
             scaler().decide("p", s, Instant::now()).unwrap().reason,
             "backlog"
         );
+    }
+
+    // Each signal on its own, on tokio's paused clock (the cool-down runs on it).
+
+    #[tokio::test(start_paused = true)]
+    async fn backed_up_worker_mailboxes_scale_up_with_an_empty_queue() {
+        let mut a = scaler();
+        // 45 messages in 2 workers' mailboxes: 22.5 each, over 10.
+        let s = ScaleSignals {
+            worker_mailbox: 45,
+            ..signals(0, 2, 8)
+        };
+        let d = a.decide("p", s, Instant::now()).unwrap();
+        assert_eq!((d.reason, d.from, d.to), ("worker_mailbox", 2, 5));
+        assert_eq!(d.pressure_per_worker, 22.5);
+        assert_eq!(d.pressure.worker_mailbox, 22.5);
+        assert_eq!(d.pressure.backlog, 0.0);
+        assert_eq!(d.signals.worker_mailbox, 45);
+        // The cool-down holds the next change, then the same signal asks again.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(a.decide("p", s, Instant::now()).is_none());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let s = ScaleSignals {
+            worker_mailbox: 100,
+            ..signals(0, 5, 20)
+        };
+        assert_eq!(a.decide("p", s, Instant::now()).unwrap().to, 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_mailbox_at_the_threshold_is_not_pressure_yet() {
+        // 20 over 2 workers is 10 each: not above 10, and too much to shrink.
+        let s = ScaleSignals {
+            worker_mailbox: 20,
+            ..signals(0, 2, 0)
+        };
+        assert!(scaler().decide("p", s, Instant::now()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backed_up_node_mailboxes_grow_the_local_pool() {
+        // 3 remote workers hold 60 messages (20 each): 30 beyond the threshold, which 3
+        // more local workers absorb. The queue itself is empty.
+        let s = ScaleSignals {
+            remote_workers: 3,
+            remote_total_slots: 12,
+            remote_mailbox: 60,
+            ..signals(0, 2, 8)
+        };
+        let d = scaler().decide("p", s, Instant::now()).unwrap();
+        assert_eq!((d.reason, d.from, d.to), ("node_mailbox", 2, 5));
+        assert_eq!(d.pressure.node_mailbox, 20.0);
+        assert_eq!(d.pressure_per_worker, 20.0);
+        assert_eq!(d.signals.remote_mailbox, 60);
+        // Nodes that keep up are no reason to grow.
+        let s = ScaleSignals {
+            remote_mailbox: 30,
+            ..s
+        };
+        assert!(scaler().decide("p", s, Instant::now()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_signal_that_asks_for_most_names_the_decision() {
+        // Backlog asks for 3 workers, worker mailboxes for 8.
+        let s = ScaleSignals {
+            worker_mailbox: 80,
+            ..signals(30, 2, 8)
+        };
+        let d = scaler().decide("p", s, Instant::now()).unwrap();
+        assert_eq!((d.reason, d.to), ("worker_mailbox", 8));
+        assert_eq!(d.pressure.backlog, 15.0);
+        // And the other way round.
+        let s = ScaleSignals {
+            worker_mailbox: 30,
+            ..signals(80, 2, 8)
+        };
+        let d = scaler().decide("p", s, Instant::now()).unwrap();
+        assert_eq!((d.reason, d.to), ("backlog", 8));
+        assert_eq!(d.pressure.worker_mailbox, 15.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deep_pool_mailbox_holds_scale_down_until_it_drains() {
+        let mut a = scaler();
+        // Idle 4 workers would shrink to 3, but 8 messages wait for the pool (2 per worker).
+        let held = ScaleSignals {
+            pool_mailbox: 8,
+            ..signals(0, 4, 2)
+        };
+        assert!(a.decide("p", held, Instant::now()).is_none());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let drained = ScaleSignals {
+            pool_mailbox: 7,
+            ..held
+        };
+        let d = a.decide("p", drained, Instant::now()).unwrap();
+        assert_eq!((d.reason, d.from, d.to), ("idle", 4, 3));
+        assert_eq!(d.pressure.coordinator_mailbox, 1.75);
+        assert_eq!(
+            d.pressure_per_worker, 1.75,
+            "the highest pressure, still low"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deep_queue_mailbox_holds_scale_down() {
+        // 8 messages in the queue's mailbox over 4 idle workers: 2 per worker.
+        let s = ScaleSignals {
+            queue_mailbox: 8,
+            ..signals(0, 4, 2)
+        };
+        assert!(scaler().decide("p", s, Instant::now()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_worker_or_node_mailboxes_hold_scale_down() {
+        let idle = signals(0, 4, 2);
+        assert!(scaler().decide("p", idle, Instant::now()).is_some());
+        let workers = ScaleSignals {
+            worker_mailbox: 8,
+            ..idle
+        };
+        assert!(scaler().decide("p", workers, Instant::now()).is_none());
+        let nodes = ScaleSignals {
+            remote_workers: 2,
+            remote_mailbox: 4,
+            ..idle
+        };
+        assert!(scaler().decide("p", nodes, Instant::now()).is_none());
     }
 }

@@ -1,365 +1,47 @@
 //! The coordinator: one handle over the queue, the local pool, the autoscaler and the
 //! health check, all under one root supervisor actor.
+//!
+//! `config` holds its settings, `builder` starts it, `actor` is the root supervisor (with
+//! its children in `children`, its shared view in `shared` and its scaling steps in
+//! `scale`), `autoscaler` is the scaling rule, `stats` what it reports, and `task_handle`
+//! a task submitted without waiting.
 
 mod actor;
 mod autoscaler;
+mod builder;
+mod children;
+mod config;
+mod scale;
+mod shared;
+mod stats;
+mod task_handle;
 
-pub(crate) use actor::CoordinatorActor;
-pub use autoscaler::{ScaleDecision, ScaleSignals};
+pub(crate) use crate::scaling::ScaleDecision;
+pub use builder::CoordinatorBuilder;
+pub use config::CoordinatorConfig;
+pub use stats::{CoordinatorStats, MailboxStats, StopReport};
+pub use task_handle::TaskHandle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use actor::{CoordinatorArgs, CoordinatorMsg, Shared};
+use actor::CoordinatorMsg;
+use shared::Shared;
 
 use crate::error::Error;
 use crate::events::EventBus;
 use crate::handler::{HandlerRegistry, TaskHandler};
-use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::pool::{PoolConfig, PoolRef, PoolStats};
-use crate::queue::{QueueConfig, QueueRef, QueueStats};
-use crate::store::{Store, StoreConfig};
-use crate::supervision::RestartBudget;
+use crate::mailbox::Mailbox;
+use crate::pool::{PoolConfig, PoolRef};
+use crate::queue::QueueRef;
+use crate::store::Store;
 use crate::task::{Payload, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
-use crate::worker::{WorkerConfig, WorkerInfo, WorkerRegistry};
+use crate::worker::{WorkerInfo, WorkerRegistry};
 
-/// Settings of a [`Coordinator`].
-#[derive(Clone, Debug)]
-pub struct CoordinatorConfig {
-    /// Fewest local workers. Default 2.
-    pub min_workers: usize,
-    /// Most local workers. Default 10.
-    pub max_workers: usize,
-    /// Scale up when waiting tasks per worker exceed this. Default 10.
-    pub scale_up_threshold: f64,
-    /// Scale down (one worker at a time) when waiting tasks per worker fall below this and
-    /// a worker's worth of slots is idle. Default 2.
-    pub scale_down_threshold: f64,
-    /// How often silent workers are looked for. Default 10 s.
-    pub health_check_interval: Duration,
-    /// A worker silent this long is killed and replaced. Default 30 s.
-    pub worker_timeout: Duration,
-    /// Whether the autoscaler runs. Default true.
-    pub auto_scale: bool,
-    /// Least time between two scaling changes. Default 30 s.
-    pub scale_cooldown: Duration,
-    /// How often the autoscaler looks. Default 1 s.
-    pub autoscale_interval: Duration,
-    /// How long a graceful stop waits for queued and running tasks. Default 30 s.
-    pub shutdown_timeout: Duration,
-    /// The local pool's name. Default `local`.
-    pub pool_name: String,
-    /// Every local worker's settings.
-    pub worker: WorkerConfig,
-    /// The queue's settings.
-    pub queue: QueueConfig,
-    /// Restarts allowed to the pool (for its workers) and to the coordinator (for its pool).
-    pub restart_budget: RestartBudget,
-    /// Where tasks are stored; `None` keeps them in memory only. Default `None`; the
-    /// coordinator example stores in `sqlite://wrangle.db` unless told otherwise.
-    pub store: Option<StoreConfig>,
-    /// Where nodes join over the network; `None` (default) runs without a cluster.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
-}
-
-impl Default for CoordinatorConfig {
-    fn default() -> Self {
-        Self {
-            min_workers: 2,
-            max_workers: 10,
-            scale_up_threshold: 10.0,
-            scale_down_threshold: 2.0,
-            health_check_interval: Duration::from_secs(10),
-            worker_timeout: Duration::from_secs(30),
-            auto_scale: true,
-            scale_cooldown: Duration::from_secs(30),
-            autoscale_interval: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(30),
-            pool_name: "local".into(),
-            worker: WorkerConfig::default(),
-            queue: QueueConfig::default(),
-            restart_budget: RestartBudget::default(),
-            store: None,
-            cluster: None,
-        }
-    }
-}
-
-impl CoordinatorConfig {
-    /// Checks every setting; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), Error> {
-        if self.max_workers == 0 {
-            return Err(Error::invalid("max_workers", "must be at least 1"));
-        }
-        if self.min_workers > self.max_workers {
-            return Err(Error::invalid(
-                "min_workers",
-                format!(
-                    "{} exceeds max_workers {}",
-                    self.min_workers, self.max_workers
-                ),
-            ));
-        }
-        let finite_non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if !finite_non_negative(self.scale_up_threshold) {
-            return Err(Error::invalid(
-                "scale_up_threshold",
-                "must be a number >= 0",
-            ));
-        }
-        if !finite_non_negative(self.scale_down_threshold) {
-            return Err(Error::invalid(
-                "scale_down_threshold",
-                "must be a number >= 0",
-            ));
-        }
-        if self.scale_down_threshold > self.scale_up_threshold {
-            return Err(Error::invalid(
-                "scale_down_threshold",
-                "must not exceed scale_up_threshold",
-            ));
-        }
-        for (field, d) in [
-            ("health_check_interval", self.health_check_interval),
-            ("worker_timeout", self.worker_timeout),
-            ("autoscale_interval", self.autoscale_interval),
-        ] {
-            if d.is_zero() {
-                return Err(Error::invalid(field, "must be greater than zero"));
-            }
-        }
-        if self.worker_timeout <= self.worker.heartbeat_interval {
-            return Err(Error::invalid(
-                "worker_timeout",
-                "must be longer than worker.heartbeat_interval",
-            ));
-        }
-        self.worker.validate()?;
-        self.queue.validate()?;
-        if let Some(store) = &self.store {
-            store.validate()?;
-        }
-        if let Some(cluster) = &self.cluster {
-            cluster.validate()?;
-        }
-        self.restart_budget.validate()
-    }
-}
-
-/// Mailbox depths of the coordinator's actors.
-#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct MailboxStats {
-    /// The coordinator actor.
-    pub coordinator: u64,
-    /// The queue actor.
-    pub queue: u64,
-    /// The pool actor.
-    pub pool: u64,
-    /// All local workers, summed.
-    pub workers: u64,
-}
-
-/// What `get_stats` returns.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct CoordinatorStats {
-    /// True while the coordinator runs.
-    pub running: bool,
-    /// Seconds since start.
-    pub uptime_secs: f64,
-    /// The queue's counters.
-    pub queue: QueueStats,
-    /// The local pool's counters.
-    pub workers: PoolStats,
-    /// Mailbox depths.
-    pub mailboxes: MailboxStats,
-    /// The last scaling change.
-    pub last_scale: Option<ScaleDecision>,
-    /// The store, when tasks are stored.
-    pub store: Option<crate::store::StoreStats>,
-    /// The cluster, when nodes can join.
-    pub cluster: Option<crate::cluster::ClusterStats>,
-}
-
-/// What a stop left behind.
-#[derive(Clone, Debug, Serialize)]
-pub struct StopReport {
-    /// Whether running tasks were allowed to finish.
-    pub graceful: bool,
-    /// Tasks still waiting or running when the runtime stopped (0 after a graceful stop
-    /// that finished within `shutdown_timeout`).
-    pub unfinished: usize,
-    /// Tasks completed over the coordinator's life.
-    pub completed: u64,
-}
-
-/// A submitted task, to wait on later.
-#[derive(Clone, Debug)]
-pub struct TaskHandle {
-    /// The task's id.
-    pub id: TaskId,
-    /// True when an idempotency key matched an existing task.
-    pub existing: bool,
-    queue: QueueRef,
-}
-
-impl TaskHandle {
-    /// Waits for the task's outcome, up to `timeout`.
-    pub async fn wait(&self, timeout: Duration) -> Result<TaskOutcome, Error> {
-        self.queue.wait_for(self.id, timeout).await
-    }
-
-    /// Waits for the task and decodes its result.
-    pub async fn result<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T, Error> {
-        let payload = outcome_to_result(self.id, self.wait(timeout).await?)?;
-        payload.decode().map_err(|reason| Error::Decode {
-            id: self.id,
-            reason,
-        })
-    }
-}
-
-pub(crate) fn outcome_to_result(id: TaskId, outcome: TaskOutcome) -> Result<Payload, Error> {
-    match outcome {
-        TaskOutcome::Completed { result } => Ok(result),
-        TaskOutcome::Failed { error } => Err(Error::TaskFailed {
-            id,
-            status: TaskStatus::Failed,
-            error,
-        }),
-        TaskOutcome::Cancelled => Err(Error::TaskFailed {
-            id,
-            status: TaskStatus::Cancelled,
-            error: "cancelled".into(),
-        }),
-        TaskOutcome::Timeout => Err(Error::TaskFailed {
-            id,
-            status: TaskStatus::Timeout,
-            error: "timed out on its last attempt".into(),
-        }),
-    }
-}
-
-/// Builds and starts a [`Coordinator`].
-#[derive(Debug, Default)]
-pub struct CoordinatorBuilder {
-    config: CoordinatorConfig,
-    handlers: HandlerRegistry,
-    events: Option<EventBus>,
-    registry: Option<WorkerRegistry>,
-    store: Option<Store>,
-}
-
-impl CoordinatorBuilder {
-    /// Uses these settings.
-    pub fn config(mut self, config: CoordinatorConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Registers a handler for `task_type`.
-    pub fn handler<H: TaskHandler>(self, task_type: impl Into<Arc<str>>, handler: H) -> Self {
-        self.handlers.register(task_type, handler);
-        self
-    }
-
-    /// Uses an existing handler registry.
-    pub fn handlers(mut self, handlers: HandlerRegistry) -> Self {
-        self.handlers = handlers;
-        self
-    }
-
-    /// Publishes events on this bus (to subscribe before the coordinator starts).
-    pub fn events(mut self, events: EventBus) -> Self {
-        self.events = Some(events);
-        self
-    }
-
-    /// Journals tasks to this (already open) store, instead of opening `config.store`.
-    pub fn store(mut self, store: Store) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// Starts the coordinator, its queue and its pool of `min_workers` workers. With a
-    /// store, the queue first reloads every unfinished task stored there; an unreachable
-    /// database fails here, naming its URL without the password.
-    pub async fn start(self) -> Result<Coordinator, Error> {
-        self.config.validate()?;
-        let store = match (self.store, &self.config.store) {
-            (Some(store), _) => Some(store),
-            (None, Some(config)) => Some(Store::open(config.clone()).await?),
-            (None, None) => None,
-        };
-        let events = self.events.unwrap_or_default();
-        let registry = self.registry.unwrap_or_default();
-        let depth = MailboxDepth::default();
-        let cluster = self.config.cluster.clone();
-        let args = CoordinatorArgs {
-            config: self.config,
-            handlers: self.handlers.clone(),
-            registry: registry.clone(),
-            events: events.clone(),
-            depth: depth.clone(),
-            store,
-        };
-        let (actor, _join) = ractor::Actor::spawn(None, CoordinatorActor, args)
-            .await
-            .map_err(|e| Error::spawn("coordinator", e))?;
-        let mailbox = Mailbox::new(actor, depth);
-        let shared = mailbox
-            .call(CoordinatorMsg::Shared, None, COORDINATOR)
-            .await?;
-        // The pool starts its first workers in its `post_start`, which ends before it
-        // answers anything: once it answers, they run and are registered, so a caller
-        // sees them (`get_workers`, `/workers`) as soon as `start` returns.
-        let pool = shared
-            .pool
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        pool.stats().await?;
-        let cluster = match &cluster {
-            Some(config) => {
-                match crate::cluster::Cluster::start(
-                    config,
-                    shared.queue.clone(),
-                    events.clone(),
-                    shared.remote.clone(),
-                    mailbox.actor().get_cell(),
-                )
-                .await
-                {
-                    Ok(c) => {
-                        *shared.cluster.write().unwrap_or_else(|e| e.into_inner()) =
-                            Some(c.clone());
-                        Some(c)
-                    }
-                    Err(e) => {
-                        // Without its listener the coordinator is not what was asked for.
-                        let _ = mailbox.actor().stop_and_wait(None, None).await;
-                        return Err(e);
-                    }
-                }
-            }
-            None => None,
-        };
-        Ok(Coordinator {
-            cluster,
-            mailbox,
-            shared,
-            handlers: self.handlers,
-            registry,
-            events,
-            started: Instant::now(),
-        })
-    }
-}
-
-const COORDINATOR: &str = "coordinator";
+pub(super) const COORDINATOR: &str = "coordinator";
 
 /// The runtime in one handle: submit tasks, wait for results, scale, inspect, stop.
 ///
@@ -425,7 +107,7 @@ impl Coordinator {
     /// Submits a task with options and waits for its result.
     pub async fn submit_spec(&self, spec: TaskSpec) -> Result<Payload, Error> {
         let (id, outcome) = self.queue().submit_and_wait(spec).await?;
-        outcome_to_result(id, outcome)
+        outcome.into_result(id)
     }
 
     /// Submits a task and returns at once with a handle to wait on.
@@ -568,6 +250,8 @@ impl Coordinator {
             },
             queue,
             workers,
+            pool_restarts: self.shared.restarts.pools(),
+            gate_restarts: self.shared.restarts.gate(),
             last_scale,
             store: self.store().map(Store::stats),
             cluster: self.cluster.as_ref().map(|c| c.stats()),

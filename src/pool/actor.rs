@@ -3,14 +3,13 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::{PoolConfig, PoolStats};
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
 use crate::handler::HandlerRegistry;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::supervision::RestartTracker;
+use crate::supervision::{ChildExit, OnExit, Supervisor, Verdict};
 use crate::worker::{
     UplinkRef, Worker, WorkerArgs, WorkerMsg, WorkerRef, WorkerRegistry, WorkerShared,
 };
@@ -89,8 +88,8 @@ pub(crate) struct PoolState {
     by_actor: HashMap<ActorId, Arc<str>>,
     /// The next worker number.
     next_index: u64,
-    /// Restarts against the budget.
-    restarts: RestartTracker,
+    /// Its workers' restarts against the budget.
+    supervisor: Supervisor,
     /// Completed and failed counts of workers that have stopped for good.
     retired: (u64, u64),
     /// Set while stopping: fires when the last worker is gone.
@@ -109,7 +108,7 @@ impl Actor for WorkerPool {
     ) -> Result<PoolState, ActorProcessingErr> {
         Ok(PoolState {
             name: args.config.name.as_str().into(),
-            restarts: RestartTracker::new(args.config.restart_budget),
+            supervisor: Supervisor::new("worker", args.config.restart_budget),
             config: args.config,
             handlers: args.handlers,
             queue: args.queue,
@@ -196,14 +195,10 @@ impl Actor for WorkerPool {
         event: SupervisionEvent,
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            _ => return Ok(()),
+        let Some(exit) = ChildExit::of(event) else {
+            return Ok(());
         };
-        let Some(id) = state.by_actor.remove(&cell.get_id()) else {
+        let Some(id) = state.by_actor.remove(&exit.actor) else {
             return Ok(());
         };
         let member = state.members.remove(&id).expect("member of a known actor");
@@ -211,47 +206,54 @@ impl Actor for WorkerPool {
         // Whatever it held goes back to the queue now, whatever happens next.
         state.registry.unregister(&id);
         state.queue_detach(&member);
-        let requested = matches!(
-            reason.as_str(),
-            crate::worker::DRAINED | crate::worker::STOPPED
-        );
-        if member.retiring || (requested && member.replacing.is_none()) {
-            state.retired.0 += shared.completed();
-            state.retired.1 += shared.failed();
-            state.events.publish(EventKind::WorkerStopped {
-                worker: id.clone(),
-                pool: state.name.clone(),
-            });
-            tracing::info!(worker = %id, "worker stopped");
-            state.finish_stop_if_done(&myself);
-            return Ok(());
+        let requested = exit.stopped_with(&[crate::worker::DRAINED, crate::worker::STOPPED]);
+        let on_exit = if member.retiring || (requested && member.replacing.is_none()) {
+            OnExit::Expected
+        } else {
+            OnExit::Restart
+        };
+        // A worker killed to be replaced ended for the reason it was killed.
+        let reason = member.replacing.unwrap_or(exit.reason);
+        let exit = ChildExit {
+            reason: format!("worker {id} {reason}"),
+            ..exit
+        };
+        match state.supervisor.judge(&exit, on_exit) {
+            Verdict::Stopped => {
+                state.retired.0 += shared.completed();
+                state.retired.1 += shared.failed();
+                state.events.publish(EventKind::WorkerStopped {
+                    worker: id.clone(),
+                    pool: state.name.clone(),
+                });
+                tracing::info!(worker = %id, "worker stopped");
+                state.finish_stop_if_done(&myself);
+            }
+            Verdict::Restart => {
+                let next = Arc::new(shared.restarted());
+                tracing::warn!(worker = %id, %reason, restarts = next.restarts(), "restarting worker");
+                state.spawn_worker(&myself, next.clone()).await?;
+                state.events.publish(EventKind::WorkerRestarted {
+                    worker: id,
+                    pool: state.name.clone(),
+                    reason,
+                    restarts: next.restarts(),
+                });
+            }
+            Verdict::GiveUp(why) => {
+                tracing::error!(pool = %state.name, %why, "pool failing");
+                state.events.publish(EventKind::PoolFailed {
+                    pool: state.name.clone(),
+                    reason: why.clone(),
+                });
+                // Failing kills the other workers without their `post_stop`, and this pool
+                // sees no event for them: hand their leases back and forget them now, or
+                // their tasks stay leased to dead workers and the health check chases them
+                // forever.
+                state.release_all();
+                return Err(why.into());
+            }
         }
-        let reason = member.replacing.unwrap_or(reason);
-        if !state.restarts.allow(Instant::now()) {
-            let why = format!(
-                "restart budget spent ({} restarts within {:?}); last: worker {id} {reason}",
-                state.config.restart_budget.max_restarts, state.config.restart_budget.within
-            );
-            tracing::error!(pool = %state.name, %why, "pool failing");
-            state.events.publish(EventKind::PoolFailed {
-                pool: state.name.clone(),
-                reason: why.clone(),
-            });
-            // Failing kills the other workers without their `post_stop`, and this pool sees
-            // no event for them: hand their leases back and forget them now, or their tasks
-            // stay leased to dead workers and the health check chases them forever.
-            state.release_all();
-            return Err(why.into());
-        }
-        let next = Arc::new(shared.restarted());
-        tracing::warn!(worker = %id, %reason, restarts = next.restarts(), "restarting worker");
-        state.spawn_worker(&myself, next.clone()).await?;
-        state.events.publish(EventKind::WorkerRestarted {
-            worker: id,
-            pool: state.name.clone(),
-            reason,
-            restarts: next.restarts(),
-        });
         Ok(())
     }
 }
@@ -366,7 +368,7 @@ impl PoolState {
             max_workers: self.config.max_workers,
             total_completed: self.retired.0,
             total_failed: self.retired.1,
-            restarts: self.restarts.total(),
+            restarts: self.supervisor.restarts(),
             mailbox_depth: self.depth.get(),
             ..PoolStats::default()
         };

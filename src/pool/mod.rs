@@ -19,7 +19,7 @@ use crate::task::{Payload, TaskSpec};
 use crate::worker::UplinkRef;
 use crate::worker::{WorkerConfig, WorkerInfo, WorkerRef};
 
-/// Settings of a [`WorkerPool`].
+/// Settings of a worker pool (see [`PoolRef`]).
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     /// The pool's name; worker ids are `<name>/w-<n>`. Default `local`.
@@ -193,7 +193,7 @@ impl PoolRef {
             ));
         };
         let (id, outcome) = queue.submit_and_wait(spec).await?;
-        crate::coordinator::outcome_to_result(id, outcome)
+        outcome.into_result(id)
     }
 
     /// Sets the number of workers. Scaling down drains workers (idle ones first): running

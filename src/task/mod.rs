@@ -256,6 +256,18 @@ impl TaskOutcome {
             Self::Timeout => TaskStatus::Timeout,
         }
     }
+
+    /// The result of a completed task, or [`Error::TaskFailed`](crate::Error::TaskFailed)
+    /// naming task `id`, the status it ended in and why.
+    pub fn into_result(self, id: TaskId) -> Result<Payload, crate::error::Error> {
+        let (status, error) = match self {
+            Self::Completed { result } => return Ok(result),
+            Self::Failed { error } => (TaskStatus::Failed, error),
+            Self::Cancelled => (TaskStatus::Cancelled, "cancelled".into()),
+            Self::Timeout => (TaskStatus::Timeout, "timed out on its last attempt".into()),
+        };
+        Err(crate::error::Error::TaskFailed { id, status, error })
+    }
 }
 
 /// One attempt at running a task.

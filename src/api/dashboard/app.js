@@ -100,6 +100,7 @@ async function refreshStats() {
   $("c-unroutable").textContent = fmtNum(q.unroutable);
   $("c-workers").textContent = s.workers.worker_count + " / " + s.workers.max_workers;
   $("uptime").textContent = "up " + age(Date.now() - s.uptime_secs * 1000);
+  $("restarts").textContent = `restarts: workers ${s.workers.restarts}, pools ${s.pool_restarts}, gate ${s.gate_restarts}`;
   const st = s.store;
   $("store").textContent = st
     ? "store: " + st.url + (st.healthy ? "" : " (unavailable: submits refused)")
@@ -206,10 +207,17 @@ function logEvent(list, text, keep) {
   while (list.children.length > keep) list.lastChild.remove();
 }
 
+// Every number the decision was made from: what caused it (reason) and, per place where work
+// waits, the raw count and the count per worker that the thresholds were compared with.
 function describeDecision(d) {
+  const s = d.signals, p = d.pressure;
   return `${new Date(d.at_ms).toLocaleTimeString()} ${d.pool}: ${d.from} → ${d.to} workers (${d.reason}; ` +
-    `${d.pressure_per_worker.toFixed(1)} waiting/worker, backlog ${d.signals.backlog}, ` +
-    `queue mailbox ${d.signals.queue_mailbox}, busy ${d.signals.busy_slots}/${d.signals.total_slots})`;
+    `${d.pressure_per_worker.toFixed(1)} waiting/worker; ` +
+    `backlog ${s.backlog} (${p.backlog.toFixed(1)}/worker), ` +
+    `worker mailboxes ${s.worker_mailbox} (${p.worker_mailbox.toFixed(1)}/worker), ` +
+    `node mailboxes ${s.remote_mailbox} (${p.node_mailbox.toFixed(1)}/worker), ` +
+    `queue mailbox ${s.queue_mailbox}, pool mailbox ${s.pool_mailbox} (${p.coordinator_mailbox.toFixed(1)}/worker), ` +
+    `busy ${s.busy_slots}/${s.total_slots}, workers ${s.workers} + ${s.remote_workers} remote)`;
 }
 
 async function loadDecisions() {

@@ -1,0 +1,130 @@
+//! Building and starting a [`Coordinator`]: its settings, handlers, event bus and store.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::actor::{CoordinatorActor, CoordinatorArgs, CoordinatorMsg};
+use super::{Coordinator, CoordinatorConfig, COORDINATOR};
+use crate::error::Error;
+use crate::events::EventBus;
+use crate::handler::{HandlerRegistry, TaskHandler};
+use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::store::Store;
+use crate::worker::WorkerRegistry;
+
+/// Builds and starts a [`Coordinator`].
+#[derive(Debug, Default)]
+pub struct CoordinatorBuilder {
+    config: CoordinatorConfig,
+    handlers: HandlerRegistry,
+    events: Option<EventBus>,
+    registry: Option<WorkerRegistry>,
+    store: Option<Store>,
+}
+
+impl CoordinatorBuilder {
+    /// Uses these settings.
+    pub fn config(mut self, config: CoordinatorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers a handler for `task_type`.
+    pub fn handler<H: TaskHandler>(self, task_type: impl Into<Arc<str>>, handler: H) -> Self {
+        self.handlers.register(task_type, handler);
+        self
+    }
+
+    /// Uses an existing handler registry.
+    pub fn handlers(mut self, handlers: HandlerRegistry) -> Self {
+        self.handlers = handlers;
+        self
+    }
+
+    /// Publishes events on this bus (to subscribe before the coordinator starts).
+    pub fn events(mut self, events: EventBus) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Journals tasks to this (already open) store, instead of opening `config.store`.
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Starts the coordinator, its queue and its pool of `min_workers` workers. With a
+    /// store, the queue first reloads every unfinished task stored there; an unreachable
+    /// database fails here, naming its URL without the password.
+    pub async fn start(self) -> Result<Coordinator, Error> {
+        self.config.validate()?;
+        let store = match (self.store, &self.config.store) {
+            (Some(store), _) => Some(store),
+            (None, Some(config)) => Some(Store::open(config.clone()).await?),
+            (None, None) => None,
+        };
+        let events = self.events.unwrap_or_default();
+        let registry = self.registry.unwrap_or_default();
+        let depth = MailboxDepth::default();
+        let cluster = self.config.cluster.clone();
+        let args = CoordinatorArgs {
+            config: self.config,
+            handlers: self.handlers.clone(),
+            registry: registry.clone(),
+            events: events.clone(),
+            depth: depth.clone(),
+            store,
+        };
+        let (actor, _join) = ractor::Actor::spawn(None, CoordinatorActor, args)
+            .await
+            .map_err(|e| Error::spawn("coordinator", e))?;
+        let mailbox = Mailbox::new(actor, depth);
+        let shared = mailbox
+            .call(CoordinatorMsg::Shared, None, COORDINATOR)
+            .await?;
+        // The pool starts its first workers in its `post_start`, which ends before it
+        // answers anything: once it answers, they run and are registered, so a caller
+        // sees them (`get_workers`, `/workers`) as soon as `start` returns.
+        let pool = shared
+            .pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        pool.stats().await?;
+        let cluster = match &cluster {
+            Some(config) => {
+                match crate::cluster::Cluster::start(
+                    config,
+                    shared.queue.clone(),
+                    events.clone(),
+                    shared.remote.clone(),
+                    mailbox.actor().get_cell(),
+                )
+                .await
+                {
+                    Ok(c) => {
+                        *shared.cluster.write().unwrap_or_else(|e| e.into_inner()) =
+                            Some(c.clone());
+                        Some(c)
+                    }
+                    Err(e) => {
+                        // Without its listener the coordinator is not what was asked for.
+                        let _ = mailbox.actor().stop_and_wait(None, None).await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Coordinator {
+            cluster,
+            mailbox,
+            shared,
+            handlers: self.handlers,
+            registry,
+            events,
+            started: Instant::now(),
+        })
+    }
+}

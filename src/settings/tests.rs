@@ -1,0 +1,196 @@
+//! Settings from files, the environment and secrets files, and their checks.
+
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn the_cookie_comes_from_a_file_without_its_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookie");
+    std::fs::write(&path, "s3cret\n").unwrap();
+    let s = Settings::load(
+        None,
+        env(&[("WRANGLE_COOKIE_FILE", path.to_str().unwrap())]),
+    )
+    .unwrap();
+    assert_eq!(s.cookie.as_deref(), Some("s3cret"));
+    let s = Settings::load(None, env(&[("WRANGLE_TOKEN_FILE", path.to_str().unwrap())])).unwrap();
+    assert_eq!(s.token.as_deref(), Some("s3cret"));
+    std::fs::write(&path, "\n").unwrap();
+    let err = Settings::load(
+        None,
+        env(&[("WRANGLE_COOKIE_FILE", path.to_str().unwrap())]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("WRANGLE_COOKIE_FILE") && err.contains("empty"),
+        "{err}"
+    );
+    std::fs::write(&path, "x".repeat(5000)).unwrap();
+    let err = read_secret_file("cookie_file", &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cookie_file") && err.contains("5000 bytes"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing");
+    let err = read_secret_file("cookie_file", &missing)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cookie_file"), "{err}");
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn file_then_env_override() {
+    let dir = std::env::temp_dir().join(format!("wrangle-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.toml");
+    std::fs::write(
+        &path,
+        "min_workers = 3\nmax_workers = 6\nlabels = [\"gpu\"]\n",
+    )
+    .unwrap();
+    let s = Settings::load(
+        Some(&path),
+        env(&[("WRANGLE_MAX_WORKERS", "9"), ("HOME", "/x")]),
+    )
+    .unwrap();
+    assert_eq!((s.min_workers, s.max_workers), (3, 9));
+    assert_eq!(s.labels, vec!["gpu".to_string()]);
+    std::fs::write(&path, "min_wrokers = 3\n").unwrap();
+    let err = Settings::load(Some(&path), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min_wrokers"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn leases_aging_retention_and_handshake_bounds_reach_their_configs() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("WRANGLE_LEASE_TIME_SECS", "5"),
+            ("WRANGLE_PRIORITY_AGING_SECS", "30"),
+            ("WRANGLE_RETENTION_MAX_TASKS", "0"),
+            ("WRANGLE_RETENTION_MAX_BYTES", "2000000"),
+        ]),
+    )
+    .unwrap();
+    let c = s.coordinator_config();
+    assert_eq!(c.queue.lease_time, Duration::from_secs(5));
+    let cluster = Settings::load(
+        None,
+        env(&[
+            ("WRANGLE_CLUSTER_LISTEN", "127.0.0.1:7450"),
+            ("WRANGLE_COOKIE", "c"),
+            ("WRANGLE_CLUSTER_HANDSHAKE_TIMEOUT_MS", "750"),
+            ("WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES", "3"),
+        ]),
+    )
+    .unwrap()
+    .coordinator_config()
+    .cluster
+    .unwrap();
+    assert_eq!(cluster.handshake_timeout, Duration::from_millis(750));
+    assert_eq!(cluster.max_pending_handshakes, 3);
+    assert_eq!(c.queue.priority_aging, Some(Duration::from_secs(30)));
+    let store = s.store_config().unwrap();
+    assert_eq!(store.retention_max_tasks, None);
+    assert_eq!(store.retention_max_bytes, Some(2_000_000));
+    let defaults = Settings::default().coordinator_config();
+    assert_eq!(defaults.queue.priority_aging, None);
+    assert_eq!(defaults.queue.lease_time, Duration::from_secs(60));
+    // A lease time the queue cannot work with is refused, naming it.
+    let err = Settings::load(None, env(&[("WRANGLE_LEASE_TIME_SECS", "0")]))
+        .and_then(|s| s.validate().map(|_| s))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lease_time"), "{err}");
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("WRANGLE_TOKEN", "t0ken-secret"),
+            ("WRANGLE_COOKIE", "c00kie-secret"),
+            ("DATABASE_URL", "postgres://app:pa55word@db:5432/w"),
+            ("WRANGLE_CLUSTER_LISTEN", "127.0.0.1:7450"),
+        ]),
+    )
+    .unwrap();
+    let shown = format!("{s:?} {:?}", s.coordinator_config());
+    for secret in ["t0ken-secret", "c00kie-secret", "pa55word"] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    assert!(shown.contains("127.0.0.1:7450"), "{shown}");
+}
+
+#[test]
+fn bad_values_name_the_variable() {
+    let err = Settings::load(None, env(&[("WRANGLE_MIN_WORKERS", "many")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("WRANGLE_MIN_WORKERS"), "{err}");
+    let err = Settings::load(None, env(&[("WRANGLE_MIN_WORKERS", "20")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min_workers"), "{err}");
+}
+
+#[test]
+fn public_bind_without_token_is_refused_unless_dangerously_allowed() {
+    let err = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("token") && err.contains("0.0.0.0:7700"),
+        "{err}"
+    );
+    for with in [
+        ("WRANGLE_TOKEN", "s3cret"),
+        ("WRANGLE_TOKENS", "read=r3ader"),
+        ("WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN", "true"),
+    ] {
+        let s = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700"), with])).unwrap();
+        assert_eq!(
+            s.is_public_without_token(),
+            with.0.starts_with("WRANGLE_DANGER")
+        );
+    }
+    let s = Settings::load(None, env(&[("WRANGLE_BIND", "[::1]:7700")])).unwrap();
+    assert!(!s.is_public_without_token(), "loopback needs no token");
+}
+
+#[test]
+fn empty_tokens_are_configuration_errors() {
+    for pairs in [
+        &[("WRANGLE_TOKEN", "")][..],
+        &[("WRANGLE_TOKEN", "  ")][..],
+        &[("WRANGLE_TOKENS", "read=")][..],
+        &[("WRANGLE_TOKENS", "=abc")][..],
+        &[("WRANGLE_TOKENS", "reed=abc")][..],
+    ] {
+        let err = Settings::load(None, env(pairs));
+        assert!(err.is_err(), "{pairs:?} was accepted");
+    }
+    let s = Settings::load(None, env(&[("WRANGLE_TOKENS", "read+submit=a=b, admin=c")])).unwrap();
+    assert_eq!(s.tokens.len(), 2);
+    assert_eq!(s.tokens[0].token, "a=b");
+    assert_eq!(s.tokens[0].scopes.len(), 2);
+    let toml_tokens: Settings =
+        toml::from_str("tokens = [{ token = \"x\", scopes = [\"operate\"] }]").unwrap();
+    assert_eq!(toml_tokens.tokens[0].scopes.len(), 1);
+}
