@@ -28,7 +28,8 @@
 //! # Layout
 //!
 //! - `api`: the HTTP face (REST, events, metrics, OpenAPI, dashboard) over a coordinator.
-//! - `task`: ids, priorities, statuses, options, payloads and snapshots of tasks.
+//! - `task`: ids, priorities, statuses, options, payloads and snapshots of tasks, list
+//!   queries and submit answers.
 //! - `handler`: the [`TaskHandler`] trait, closures as handlers, the handler context.
 //! - `queue`: the task queue actor (priority, leases, retries, dead letters, waiters)
 //!   around a pure core; [`QueueRef`] is its handle.
@@ -79,16 +80,16 @@ pub use mailbox::MailboxDepth;
 pub use metrics::{Histogram, RateWindow, TaskMetrics, RATE_WINDOW_SECS};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
-    Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted,
-    TaskQuery, CLUSTER_FRAME_BYTES,
+    Capabilities, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats,
+    CLUSTER_FRAME_BYTES,
 };
 pub use store::{
     migrate, Durability, MigrationReport, Store, StoreConfig, StoreError, StoreStats, WriterStats,
 };
 pub use supervision::RestartBudget;
 pub use task::{
-    Attempt, Lease, LeaseToken, LeaseTokenError, Payload, TaskId, TaskOptions, TaskOutcome,
-    TaskPriority, TaskSnapshot, TaskSpec, TaskStatus,
+    Attempt, Lease, LeaseToken, LeaseTokenError, Payload, Submitted, TaskId, TaskOptions,
+    TaskOutcome, TaskPriority, TaskQuery, TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub use util::shutdown_signal;
 pub use worker::{WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus};

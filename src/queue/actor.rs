@@ -1,5 +1,4 @@
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -10,7 +9,9 @@ use super::core::{AttemptReport, QueueCore};
 use super::{QueueConfig, QueueError, QueueStats, Submitted, WorkerCall};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::store::{Ack, Durability, NodeRow, Store, StoreMsg, StoreOp};
+use crate::store::{
+    BatchStored, Durability, NodeRow, Store, StoreError, StoreMsg, StoreOp, SubmitBatch, Unstored,
+};
 use crate::task::{IdMap, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
@@ -55,13 +56,11 @@ impl Waiter {
 
 /// The queue's messages. Built only by [`QueueRef`](super::QueueRef).
 pub(crate) enum QueueMsg {
-    /// Accept tasks (all or none); optionally wait for their outcomes. `known` holds the
-    /// idempotency keys the store already has, with their tasks.
+    /// Accept tasks (all or none); optionally wait for their outcomes.
     Submit {
         specs: Vec<TaskSpec>,
-        known: HashMap<String, TaskId>,
         waiter: Option<Waiter>,
-        reply: RpcReplyPort<Result<Vec<Submitted>, QueueError>>,
+        reply: RpcReplyPort<Result<Accepted, QueueError>>,
     },
     /// Register a waiter for one task (answered at once if it already finished).
     Wait {
@@ -76,7 +75,7 @@ pub(crate) enum QueueMsg {
     },
     /// A page of tasks.
     List {
-        query: super::TaskQuery,
+        query: crate::task::TaskQuery,
         reply: RpcReplyPort<Vec<TaskSnapshot>>,
     },
     /// The dead letters.
@@ -110,7 +109,7 @@ pub(crate) enum QueueMsg {
     /// Workers seen alive, for the store's registry.
     Heartbeats(Vec<Arc<str>>),
     /// Answer once everything changed so far is committed to the store.
-    Flush(RpcReplyPort<Result<(), crate::store::StoreError>>),
+    Flush(RpcReplyPort<Result<(), StoreError>>),
     /// The coordinator is stopping: record its node as deregistered.
     Leaving,
     /// A remote node joined, left or was lost: record it.
@@ -118,6 +117,59 @@ pub(crate) enum QueueMsg {
 }
 
 impl ractor::Message for QueueMsg {}
+
+/// The queue's answer to a submit it took: the tasks, and with a store, the writer's word on
+/// them when the answer waits for it. [`Accepted::settle`] makes the caller's answer.
+pub(crate) struct Accepted {
+    /// One per spec: the task made, or the task an idempotency key known in memory matched.
+    pub(crate) submitted: Vec<Submitted>,
+    /// The store writer's answer, when the submit must wait for its commit (committed
+    /// durability, or a new task whose idempotency key only the database can check).
+    stored: Option<ractor::concurrency::OneshotReceiver<Result<BatchStored, StoreError>>>,
+}
+
+impl Accepted {
+    /// Waits for the writer, if the answer depends on it: a task the database holds under
+    /// another task's idempotency key is answered as that task (`existing`); a batch not
+    /// stored is refused (`NotStored`), its tasks already taken back out of the queue.
+    pub(crate) async fn settle(self) -> Result<Vec<Submitted>, QueueError> {
+        let mut submitted = self.submitted;
+        let Some(stored) = self.stored else {
+            return Ok(submitted);
+        };
+        match stored.await {
+            Ok(Ok(stored)) => {
+                for s in &mut submitted {
+                    if let Some(holder) = stored.holder(s.id) {
+                        *s = Submitted {
+                            id: holder,
+                            existing: true,
+                        };
+                    }
+                }
+                Ok(submitted)
+            }
+            Ok(Err(e)) => Err(QueueError::NotStored {
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(QueueError::NotStored {
+                reason: WRITER_STOPPED.into(),
+            }),
+        }
+    }
+}
+
+/// Why a submit fails when the store writer is gone.
+const WRITER_STOPPED: &str = "store writer stopped";
+
+/// Hands the queue the tasks its store writer could not store, to take them back out.
+struct TakeBack(Mailbox<QueueMsg>);
+
+impl Unstored for TakeBack {
+    fn not_stored(&self, ids: Vec<TaskId>) {
+        let _ = self.0.send(QueueMsg::NotStored { ids });
+    }
+}
 
 pub(crate) struct QueueArgs {
     pub(crate) config: QueueConfig,
@@ -131,8 +183,8 @@ pub(crate) struct QueueArgs {
 struct StoreLink {
     writer: Mailbox<StoreMsg>,
     durability: Durability,
-    /// Submits answered once their tasks are committed.
-    acks: Vec<Ack>,
+    /// Submits to hand the writer with the next changes; each is answered by it.
+    batches: Vec<SubmitBatch>,
     /// The node this queue registered in the store.
     node: Arc<str>,
     /// This queue's hold on the database (one queue per database).
@@ -172,7 +224,7 @@ impl Actor for TaskQueue {
         myself: ActorRef<QueueMsg>,
         args: QueueArgs,
     ) -> Result<QueueState, ActorProcessingErr> {
-        let me = Mailbox::new(myself, args.depth);
+        let me = Mailbox::new(myself.clone(), args.depth);
         let mut core = QueueCore::with_metrics(args.config, args.metrics);
         let mut link = None;
         if let Some(store) = args.store {
@@ -197,10 +249,11 @@ impl Actor for TaskQueue {
                 status: "active",
                 at_ms: crate::store::ms(std::time::SystemTime::now()),
             }));
+            let take_back = Arc::new(TakeBack(me.clone()));
             link = Some(StoreLink {
-                writer: store.start_writer(me.clone()).await?,
+                writer: store.start_writer(myself.get_cell(), take_back).await?,
                 durability: store.config().durability,
-                acks: Vec::new(),
+                batches: Vec::new(),
                 node,
                 claim: Some(claim),
             });
@@ -242,27 +295,26 @@ impl Actor for TaskQueue {
         match msg {
             QueueMsg::Submit {
                 specs,
-                known,
                 waiter,
                 reply,
             } => {
+                let keyed = keyed(state, &specs);
                 let result = if state.closing.is_some() {
                     Err(QueueError::Closed)
                 } else {
-                    state.core.submit_known(specs, &known, now)
+                    state.core.submit(specs, now)
                 };
                 if let (Ok(ids), Some(waiter)) = (&result, waiter) {
                     register(state, ids, waiter);
                 }
-                match (result, &mut state.store) {
-                    // Answered by the store writer once the tasks are committed.
-                    (Ok(submitted), Some(link)) if link.durability == Durability::Committed => {
-                        link.acks.push(Ack { reply, submitted });
-                    }
-                    (result, _) => {
-                        let _ = reply.send(result);
-                    }
-                }
+                let answer = result.map(|submitted| {
+                    let stored = state
+                        .store
+                        .as_mut()
+                        .and_then(|link| link.journal(&submitted, &keyed));
+                    Accepted { submitted, stored }
+                });
+                let _ = reply.send(answer);
             }
             QueueMsg::Wait { id, waiter, reply } => {
                 let answer = match state.core.outcome(id) {
@@ -365,9 +417,7 @@ impl Actor for TaskQueue {
                         if let Err(Some(StoreMsg::Flush(reply))) =
                             link.writer.send(StoreMsg::Flush(reply))
                         {
-                            let _ = reply.send(Err(crate::store::StoreError::Unavailable(
-                                "store writer stopped".into(),
-                            )));
+                            let _ = reply.send(Err(StoreError::Unavailable(WRITER_STOPPED.into())));
                         }
                     }
                     None => {
@@ -378,6 +428,47 @@ impl Actor for TaskQueue {
         }
         after_message(state, now);
         Ok(())
+    }
+}
+
+impl StoreLink {
+    /// Hands a submit's tasks to the writer with the next changes, when its answer must
+    /// wait for it: under committed durability always; under buffered durability when it
+    /// made a task under an idempotency key (`keyed`, by spec) that memory did not hold,
+    /// which only the commit can check against the database. Returns where the writer's
+    /// answer arrives.
+    fn journal(
+        &mut self,
+        submitted: &[Submitted],
+        keyed: &[bool],
+    ) -> Option<ractor::concurrency::OneshotReceiver<Result<BatchStored, StoreError>>> {
+        let must_commit = self.durability == Durability::Committed;
+        let unchecked = || keyed.iter().zip(submitted).any(|(k, s)| *k && !s.existing);
+        if !must_commit && !unchecked() {
+            return None;
+        }
+        let (fresh, matched): (Vec<&Submitted>, Vec<&Submitted>) =
+            submitted.iter().partition(|s| !s.existing);
+        let (tx, rx) = ractor::concurrency::oneshot();
+        self.batches.push(SubmitBatch {
+            fresh: fresh.into_iter().map(|s| s.id).collect(),
+            matched: matched.into_iter().map(|s| s.id).collect(),
+            must_commit,
+            reply: tx.into(),
+        });
+        Some(rx)
+    }
+}
+
+/// Which specs carry an idempotency key, when the answer may depend on it (a store with
+/// buffered durability); empty otherwise.
+fn keyed(state: &QueueState, specs: &[TaskSpec]) -> Vec<bool> {
+    match &state.store {
+        Some(link) if link.durability == Durability::Buffered => specs
+            .iter()
+            .map(|s| s.options.idempotency_key.is_some())
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -492,11 +583,10 @@ fn after_message(state: &mut QueueState, now: Instant) {
     if let Some(at) = state.core.next_wake() {
         if state.wake_at.is_none_or(|w| at < w) {
             state.wake_at = Some(at);
-            let me = state.me.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                let _ = me.send(QueueMsg::Tick);
-            });
+            // Measured from the current time, not `now` (the message's start), so the tick
+            // is never early.
+            let delay = at.saturating_duration_since(Instant::now());
+            state.me.send_after(delay, || QueueMsg::Tick);
         }
     }
     if let Some(slot) = &mut state.closing {
@@ -513,19 +603,20 @@ fn send_writes(state: &mut QueueState) {
     let Some(link) = &mut state.store else {
         return;
     };
-    if state.core.out.writes.is_empty() && link.acks.is_empty() {
+    if state.core.out.writes.is_empty() && link.batches.is_empty() {
         return;
     }
     let ops = std::mem::take(&mut state.core.out.writes);
-    let acks = std::mem::take(&mut link.acks);
-    if let Err(Some(StoreMsg::Write { acks, .. })) = link.writer.send(StoreMsg::Write { ops, acks })
+    let batches = std::mem::take(&mut link.batches);
+    if let Err(Some(StoreMsg::Write { batches, .. })) =
+        link.writer.send(StoreMsg::Write { ops, batches })
     {
         let mut ids = Vec::new();
-        for ack in acks {
-            ids.extend(ack.submitted.iter().filter(|s| !s.existing).map(|s| s.id));
-            let _ = ack.reply.send(Err(QueueError::NotStored {
-                reason: "store writer stopped".into(),
-            }));
+        for batch in batches {
+            ids.extend_from_slice(&batch.fresh);
+            let _ = batch
+                .reply
+                .send(Err(StoreError::Unavailable(WRITER_STOPPED.into())));
         }
         state.core.abandon(&ids);
     }

@@ -16,7 +16,7 @@ use crate::events::EventKind;
 use crate::handler::TaskError;
 use crate::metrics::TaskMetrics;
 use crate::task::{
-    Attempt, IdMap, IdSet, Lease, LeaseToken, Payload, TaskId, TaskOptions, TaskOutcome,
+    Attempt, IdMap, IdSet, Lease, LeaseToken, Payload, Submitted, TaskId, TaskOptions, TaskOutcome,
     TaskSnapshot, TaskSpec, TaskStatus,
 };
 
@@ -154,15 +154,6 @@ pub(crate) struct Delivery {
     pub(crate) leases: Vec<Lease>,
 }
 
-/// A submitted task's id, and whether an idempotency key matched an existing task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Submitted {
-    /// The task's id (the existing one when `existing`).
-    pub id: TaskId,
-    /// True when the idempotency key was already known and no new task was made.
-    pub existing: bool,
-}
-
 #[derive(Default)]
 struct Counters {
     submitted: u64,
@@ -285,21 +276,12 @@ impl QueueCore {
     // ----- submit -------------------------------------------------------------------------
 
     /// Accepts every spec, or none: an invalid spec or a full queue refuses the whole batch.
-    #[cfg(test)]
+    /// An idempotency key held by a task in memory answers with that task; a key held only
+    /// in the store is found by the commit, which answers with its holder instead (the
+    /// queue never reads the store on a submit).
     pub(crate) fn submit(
         &mut self,
         specs: Vec<TaskSpec>,
-        now: Instant,
-    ) -> Result<Vec<Submitted>, QueueError> {
-        self.submit_known(specs, &HashMap::new(), now)
-    }
-
-    /// [`submit`](Self::submit), where `known` maps idempotency keys the store already holds
-    /// (for tasks that may no longer be in memory) to their tasks.
-    pub(crate) fn submit_known(
-        &mut self,
-        specs: Vec<TaskSpec>,
-        known: &HashMap<String, TaskId>,
         now: Instant,
     ) -> Result<Vec<Submitted>, QueueError> {
         self.clock = self.clock.max(now);
@@ -326,11 +308,7 @@ impl QueueCore {
         let fresh = specs
             .iter()
             .filter(|s| match &s.options.idempotency_key {
-                Some(k) => {
-                    !self.idempotency.contains_key(k)
-                        && !known.contains_key(k)
-                        && keys.insert(k.as_str())
-                }
+                Some(k) => !self.idempotency.contains_key(k) && keys.insert(k.as_str()),
                 None => true,
             })
             .count();
@@ -353,7 +331,7 @@ impl QueueCore {
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             if let Some(key) = &spec.options.idempotency_key {
-                if let Some(&id) = self.idempotency.get(key).or_else(|| known.get(key)) {
+                if let Some(&id) = self.idempotency.get(key) {
                     out.push(Submitted { id, existing: true });
                     continue;
                 }
