@@ -40,8 +40,9 @@
 //!   [`Coordinator`] handle is the main entry point.
 //! - `cluster`: nodes across machines over ractor_cluster: the coordinator's gate, the
 //!   node program's agent and [`Node`] handle, the wire codec, liveness and reconnects.
-//! - `store`: durable state in SQLite or PostgreSQL: the [`Store`], its migrations, and the
-//!   writer actor that group-commits the queue's changes.
+//! - `store`: durable state in SQLite or PostgreSQL, a journal below the queue: the
+//!   [`Store`], its migrations, and the writer actor that group-commits batches of changes
+//!   and answers in its own types (it never names the queue).
 //! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env).
 //! - `supervision`: restart budgets shared by every supervisor.
 //! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).

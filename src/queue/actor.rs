@@ -6,12 +6,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::core::{AttemptReport, QueueCore};
+use super::journal::{self, Accepted, StoreLink, WRITER_STOPPED};
 use super::{QueueConfig, QueueError, QueueStats, Submitted, WorkerCall};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::store::{
-    BatchStored, Durability, NodeRow, Store, StoreError, StoreMsg, StoreOp, SubmitBatch, Unstored,
-};
+use crate::store::{NodeRow, Store, StoreError, StoreMsg, StoreOp};
 use crate::task::{IdMap, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
@@ -118,59 +117,6 @@ pub(crate) enum QueueMsg {
 
 impl ractor::Message for QueueMsg {}
 
-/// The queue's answer to a submit it took: the tasks, and with a store, the writer's word on
-/// them when the answer waits for it. [`Accepted::settle`] makes the caller's answer.
-pub(crate) struct Accepted {
-    /// One per spec: the task made, or the task an idempotency key known in memory matched.
-    pub(crate) submitted: Vec<Submitted>,
-    /// The store writer's answer, when the submit must wait for its commit (committed
-    /// durability, or a new task whose idempotency key only the database can check).
-    stored: Option<ractor::concurrency::OneshotReceiver<Result<BatchStored, StoreError>>>,
-}
-
-impl Accepted {
-    /// Waits for the writer, if the answer depends on it: a task the database holds under
-    /// another task's idempotency key is answered as that task (`existing`); a batch not
-    /// stored is refused (`NotStored`), its tasks already taken back out of the queue.
-    pub(crate) async fn settle(self) -> Result<Vec<Submitted>, QueueError> {
-        let mut submitted = self.submitted;
-        let Some(stored) = self.stored else {
-            return Ok(submitted);
-        };
-        match stored.await {
-            Ok(Ok(stored)) => {
-                for s in &mut submitted {
-                    if let Some(holder) = stored.holder(s.id) {
-                        *s = Submitted {
-                            id: holder,
-                            existing: true,
-                        };
-                    }
-                }
-                Ok(submitted)
-            }
-            Ok(Err(e)) => Err(QueueError::NotStored {
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(QueueError::NotStored {
-                reason: WRITER_STOPPED.into(),
-            }),
-        }
-    }
-}
-
-/// Why a submit fails when the store writer is gone.
-const WRITER_STOPPED: &str = "store writer stopped";
-
-/// Hands the queue the tasks its store writer could not store, to take them back out.
-struct TakeBack(Mailbox<QueueMsg>);
-
-impl Unstored for TakeBack {
-    fn not_stored(&self, ids: Vec<TaskId>) {
-        let _ = self.0.send(QueueMsg::NotStored { ids });
-    }
-}
-
 pub(crate) struct QueueArgs {
     pub(crate) config: QueueConfig,
     pub(crate) events: EventBus,
@@ -179,22 +125,10 @@ pub(crate) struct QueueArgs {
     pub(crate) store: Option<Store>,
 }
 
-/// The queue's link to its store.
-struct StoreLink {
-    writer: Mailbox<StoreMsg>,
-    durability: Durability,
-    /// Submits to hand the writer with the next changes; each is answered by it.
-    batches: Vec<SubmitBatch>,
-    /// The node this queue registered in the store.
-    node: Arc<str>,
-    /// This queue's hold on the database (one queue per database).
-    claim: Option<crate::store::Claim>,
-}
-
 /// The queue actor's state.
 pub(crate) struct QueueState {
     /// The rules and the data.
-    core: QueueCore,
+    pub(super) core: QueueCore,
     /// Waiters by task.
     waiters: IdMap<Waiting>,
     /// Where lifecycle events go.
@@ -208,7 +142,7 @@ pub(crate) struct QueueState {
     /// Messages handled since the last dispatch; bounds how long a flood defers it.
     since_dispatch: u32,
     /// Where changes are journaled, when the queue has a store.
-    store: Option<StoreLink>,
+    pub(super) store: Option<StoreLink>,
 }
 
 /// Dispatch at the latest after this many messages, even if more are waiting.
@@ -228,35 +162,7 @@ impl Actor for TaskQueue {
         let mut core = QueueCore::with_metrics(args.config, args.metrics);
         let mut link = None;
         if let Some(store) = args.store {
-            let node: Arc<str> = Arc::from(store.config().node.as_str());
-            core.persist_as(node.clone());
-            let claim = store.claim().await?;
-            // Raised by the claim: leases granted before this start never match again.
-            core.set_epoch(store.epoch());
-            let started = std::time::Instant::now();
-            let tasks = store.load().await?;
-            let restored = core.restore(tasks, Instant::now());
-            tracing::info!(
-                tasks = restored,
-                took = ?started.elapsed(),
-                backend = store.backend(),
-                "queue recovered from the store"
-            );
-            core.out.writes.push(StoreOp::Node(NodeRow {
-                id: node.clone(),
-                address: None,
-                labels: "[]".into(),
-                status: "active",
-                at_ms: crate::store::ms(std::time::SystemTime::now()),
-            }));
-            let take_back = Arc::new(TakeBack(me.clone()));
-            link = Some(StoreLink {
-                writer: store.start_writer(myself.get_cell(), take_back).await?,
-                durability: store.config().durability,
-                batches: Vec::new(),
-                node,
-                claim: Some(claim),
-            });
+            link = Some(StoreLink::open(store, &mut core, &me).await?);
         }
         let mut state = QueueState {
             core,
@@ -298,7 +204,7 @@ impl Actor for TaskQueue {
                 waiter,
                 reply,
             } => {
-                let keyed = keyed(state, &specs);
+                let keyed = state.store.as_ref().map(|l| l.keyed(&specs));
                 let result = if state.closing.is_some() {
                     Err(QueueError::Closed)
                 } else {
@@ -311,7 +217,7 @@ impl Actor for TaskQueue {
                     let stored = state
                         .store
                         .as_mut()
-                        .and_then(|link| link.journal(&submitted, &keyed));
+                        .and_then(|link| link.journal(&submitted, keyed.as_deref()));
                     Accepted { submitted, stored }
                 });
                 let _ = reply.send(answer);
@@ -411,7 +317,7 @@ impl Actor for TaskQueue {
             }
             QueueMsg::Flush(reply) => {
                 // Everything before it goes to the writer first, so the flush covers it.
-                send_writes(state);
+                journal::send_writes(state);
                 match &state.store {
                     Some(link) => {
                         if let Err(Some(StoreMsg::Flush(reply))) =
@@ -428,47 +334,6 @@ impl Actor for TaskQueue {
         }
         after_message(state, now);
         Ok(())
-    }
-}
-
-impl StoreLink {
-    /// Hands a submit's tasks to the writer with the next changes, when its answer must
-    /// wait for it: under committed durability always; under buffered durability when it
-    /// made a task under an idempotency key (`keyed`, by spec) that memory did not hold,
-    /// which only the commit can check against the database. Returns where the writer's
-    /// answer arrives.
-    fn journal(
-        &mut self,
-        submitted: &[Submitted],
-        keyed: &[bool],
-    ) -> Option<ractor::concurrency::OneshotReceiver<Result<BatchStored, StoreError>>> {
-        let must_commit = self.durability == Durability::Committed;
-        let unchecked = || keyed.iter().zip(submitted).any(|(k, s)| *k && !s.existing);
-        if !must_commit && !unchecked() {
-            return None;
-        }
-        let (fresh, matched): (Vec<&Submitted>, Vec<&Submitted>) =
-            submitted.iter().partition(|s| !s.existing);
-        let (tx, rx) = ractor::concurrency::oneshot();
-        self.batches.push(SubmitBatch {
-            fresh: fresh.into_iter().map(|s| s.id).collect(),
-            matched: matched.into_iter().map(|s| s.id).collect(),
-            must_commit,
-            reply: tx.into(),
-        });
-        Some(rx)
-    }
-}
-
-/// Which specs carry an idempotency key, when the answer may depend on it (a store with
-/// buffered durability); empty otherwise.
-fn keyed(state: &QueueState, specs: &[TaskSpec]) -> Vec<bool> {
-    match &state.store {
-        Some(link) if link.durability == Durability::Buffered => specs
-            .iter()
-            .map(|s| s.options.idempotency_key.is_some())
-            .collect(),
-        _ => Vec::new(),
     }
 }
 
@@ -567,7 +432,7 @@ fn after_message(state: &mut QueueState, now: Instant) {
             }
         }
     }
-    send_writes(state);
+    journal::send_writes(state);
     let out = std::mem::take(&mut state.core.out);
     for (id, outcome) in out.finished {
         if let Some(waiting) = state.waiters.remove(&id) {
@@ -595,29 +460,5 @@ fn after_message(state: &mut QueueState, now: Instant) {
                 let _ = tx.send(());
             }
         }
-    }
-}
-
-/// Hands the changes made so far, and the submits waiting on them, to the store writer.
-fn send_writes(state: &mut QueueState) {
-    let Some(link) = &mut state.store else {
-        return;
-    };
-    if state.core.out.writes.is_empty() && link.batches.is_empty() {
-        return;
-    }
-    let ops = std::mem::take(&mut state.core.out.writes);
-    let batches = std::mem::take(&mut link.batches);
-    if let Err(Some(StoreMsg::Write { batches, .. })) =
-        link.writer.send(StoreMsg::Write { ops, batches })
-    {
-        let mut ids = Vec::new();
-        for batch in batches {
-            ids.extend_from_slice(&batch.fresh);
-            let _ = batch
-                .reply
-                .send(Err(StoreError::Unavailable(WRITER_STOPPED.into())));
-        }
-        state.core.abandon(&ids);
     }
 }

@@ -4,6 +4,7 @@
 mod actor;
 mod config;
 mod core;
+mod journal;
 mod ready;
 mod sink;
 mod uplink;
@@ -12,8 +13,9 @@ pub(crate) use self::actor::TaskQueue;
 pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 pub use self::sink::Capabilities;
 
-pub(crate) use self::actor::{Accepted, QueueMsg, Waiter};
+pub(crate) use self::actor::{QueueMsg, Waiter};
 pub(crate) use self::core::{AttemptOutcome, AttemptReport};
+use self::journal::Accepted;
 pub(crate) use self::sink::LeaseSink;
 pub(crate) use self::uplink::{Uplink, WorkerCall};
 // Task-level types, kept nameable here for the queue's callers.
