@@ -1,4 +1,5 @@
 use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -55,9 +56,12 @@ impl Waiter {
 
 /// The queue's messages. Built only by [`QueueRef`](super::QueueRef).
 pub(crate) enum QueueMsg {
-    /// Accept tasks (all or none); optionally wait for their outcomes.
+    /// Accept tasks (all or none); optionally wait for their outcomes. `known`: the tasks
+    /// the database holds for the idempotency keys memory did not, once looked up (`None`
+    /// as the caller sends it).
     Submit {
         specs: Vec<TaskSpec>,
+        known: Option<HashMap<String, TaskId>>,
         waiter: Option<Waiter>,
         reply: RpcReplyPort<Result<Accepted, QueueError>>,
     },
@@ -201,14 +205,23 @@ impl Actor for TaskQueue {
         match msg {
             QueueMsg::Submit {
                 specs,
+                known,
                 waiter,
                 reply,
-            } => {
-                let keyed = state.store.as_ref().map(|l| l.keyed(&specs));
+            } => 'submit: {
+                if let (Some(link), None) = (&state.store, &known) {
+                    let keys = StoreLink::unknown_keys(&state.core, &specs);
+                    if !keys.is_empty() && state.closing.is_none() {
+                        link.look_up_keys(&state.me, keys, specs, waiter, reply);
+                        break 'submit;
+                    }
+                }
                 let result = if state.closing.is_some() {
                     Err(QueueError::Closed)
                 } else {
-                    state.core.submit(specs, now)
+                    state
+                        .core
+                        .submit_known(specs, &known.unwrap_or_default(), now)
                 };
                 if let (Ok(ids), Some(waiter)) = (&result, waiter) {
                     register(state, ids, waiter);
@@ -217,7 +230,7 @@ impl Actor for TaskQueue {
                     let stored = state
                         .store
                         .as_mut()
-                        .and_then(|link| link.journal(&submitted, keyed.as_deref()));
+                        .and_then(|link| link.journal(&submitted));
                     Accepted { submitted, stored }
                 });
                 let _ = reply.send(answer);

@@ -1,12 +1,15 @@
 //! The queue's side of its store: the link to the writer, the submits handed to it, and
 //! how the writer's answers (in the store's own terms) become the queue's. Every submit
-//! decision is made here or in the core; the store only says what the database took.
+//! decision is made here or in the core; the store only says what the database took (and,
+//! for idempotency keys memory does not hold, which tasks hold them).
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::actor::{QueueMsg, QueueState};
+use ractor::RpcReplyPort;
+
+use super::actor::{QueueMsg, QueueState, Waiter};
 use super::core::QueueCore;
 use super::{QueueError, Submitted};
 use crate::error::Error;
@@ -73,6 +76,8 @@ impl Unstored for TakeBack {
 
 /// The queue's link to its store.
 pub(super) struct StoreLink {
+    /// The store, for the idempotency keys memory does not hold.
+    store: Store,
     pub(super) writer: Mailbox<StoreMsg>,
     pub(super) durability: Durability,
     /// Submits to hand the writer with the next changes; each is answered by it.
@@ -117,6 +122,7 @@ impl StoreLink {
         Ok(Self {
             writer: store.start_writer(me.actor().get_cell(), take_back).await?,
             durability: store.config().durability,
+            store,
             batches: Vec::new(),
             node,
             claim: Some(claim),
@@ -124,19 +130,13 @@ impl StoreLink {
     }
 
     /// Hands a submit's tasks to the writer with the next changes, when its answer must
-    /// wait for it: under committed durability always; under buffered durability when it
-    /// made a task under an idempotency key (`keyed`, by spec) that memory did not hold,
-    /// which only the commit can check against the database. Returns where the writer's
-    /// answer arrives.
+    /// wait for their commit (committed durability). Returns where the writer's answer
+    /// arrives.
     pub(super) fn journal(
         &mut self,
         submitted: &[Submitted],
-        keyed: Option<&[bool]>,
     ) -> Option<ractor::concurrency::OneshotReceiver<Result<BatchStored, StoreError>>> {
-        let must_commit = self.durability == Durability::Committed;
-        let keyed = keyed.unwrap_or_default();
-        let unchecked = || keyed.iter().zip(submitted).any(|(k, s)| *k && !s.existing);
-        if !must_commit && !unchecked() {
+        if self.durability != Durability::Committed {
             return None;
         }
         let (fresh, matched): (Vec<&Submitted>, Vec<&Submitted>) =
@@ -145,22 +145,54 @@ impl StoreLink {
         self.batches.push(SubmitBatch {
             fresh: fresh.into_iter().map(|s| s.id).collect(),
             matched: matched.into_iter().map(|s| s.id).collect(),
-            must_commit,
             reply: tx.into(),
         });
         Some(rx)
     }
 
-    /// Which specs carry an idempotency key, when the answer may depend on it (buffered
-    /// durability); empty otherwise.
-    pub(super) fn keyed(&self, specs: &[TaskSpec]) -> Vec<bool> {
-        match self.durability {
-            Durability::Buffered => specs
-                .iter()
-                .map(|s| s.options.idempotency_key.is_some())
-                .collect(),
-            Durability::Committed => Vec::new(),
-        }
+    /// The idempotency keys of `specs` that memory does not hold: only the database can
+    /// tell whether a task holds them (one finished before a restart, or that left memory).
+    pub(super) fn unknown_keys(core: &QueueCore, specs: &[TaskSpec]) -> Vec<String> {
+        specs
+            .iter()
+            .filter_map(|s| s.options.idempotency_key.as_deref())
+            .filter(|k| !core.knows_key(k))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Looks `keys` up in the database off the queue's thread (on the store's read
+    /// connections, so a commit in flight does not hold it up), then hands the submit back
+    /// to the queue with what was found. Only submits with keys memory does not hold come
+    /// here; every other submit reaches the store once, in the writer's commit.
+    pub(super) fn look_up_keys(
+        &self,
+        me: &Mailbox<QueueMsg>,
+        keys: Vec<String>,
+        specs: Vec<TaskSpec>,
+        waiter: Option<Waiter>,
+        reply: RpcReplyPort<Result<Accepted, QueueError>>,
+    ) {
+        let store = self.store.clone();
+        let me = me.clone();
+        tokio::spawn(async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            match store.find_keys(&keys).await {
+                Ok(known) => {
+                    let _ = me.send(QueueMsg::Submit {
+                        specs,
+                        known: Some(known),
+                        waiter,
+                        reply,
+                    });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(QueueError::NotStored {
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        });
     }
 }
 

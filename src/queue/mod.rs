@@ -313,9 +313,7 @@ impl QueueRef {
         Ok(self.accept(specs, waiter).await?.settle().await?)
     }
 
-    /// The queue's answer to a submit, before the store's (see [`Accepted::settle`]). The
-    /// store is visited once, by the commit: idempotency keys held only in the database are
-    /// found there.
+    /// The queue's answer to a submit, before the store's (see [`Accepted::settle`]).
     async fn accept(
         &self,
         specs: Vec<TaskSpec>,
@@ -326,6 +324,7 @@ impl QueueRef {
             .call(
                 |reply| QueueMsg::Submit {
                     specs,
+                    known: None,
                     waiter,
                     reply,
                 },

@@ -11,7 +11,7 @@ use super::db::KeyTaken;
 use super::StoreError;
 use crate::task::TaskId;
 
-/// The tasks of one submit, answered once the writer knows their fate.
+/// The tasks of one submit, answered once they are committed (or refused).
 #[derive(Debug)]
 pub(crate) struct SubmitBatch {
     /// The new tasks the submit made: stored together, or none of them.
@@ -19,11 +19,6 @@ pub(crate) struct SubmitBatch {
     /// Tasks made by earlier submits that an idempotency key of this one matched; they may
     /// not be stored yet, so the answer waits for them too.
     pub(crate) matched: Vec<TaskId>,
-    /// True: answered once the tasks are committed, and refused if the commit fails (the
-    /// rows are dropped). False: answered by the first commit that tries them, which is
-    /// when idempotency keys are checked against the database; a commit that fails answers
-    /// it with nothing found and keeps the rows for the next try (buffered durability).
-    pub(crate) must_commit: bool,
     /// Where the answer goes.
     pub(crate) reply: RpcReplyPort<Result<BatchStored, StoreError>>,
 }
@@ -35,9 +30,8 @@ impl SubmitBatch {
     }
 }
 
-/// What became of a [`SubmitBatch`] whose tasks the database took (or, when it need not
-/// commit, that met a failing database). A batch not stored is answered with the
-/// [`StoreError`] instead.
+/// What became of a [`SubmitBatch`] whose tasks the database took. A batch not stored is
+/// answered with the [`StoreError`] instead.
 #[derive(Debug, Default)]
 pub(crate) struct BatchStored {
     /// Tasks of the batch that were not stored because another task holds their idempotency

@@ -91,7 +91,7 @@ fn committed(state: &mut WriterState, taken: &[KeyTaken], rows: u64, commits: u6
 
 /// The tasks of `batch` left out because another task holds their idempotency key, each
 /// with that holder.
-pub(super) fn held(state: &WriterState, batch: &SubmitBatch) -> Vec<KeyTaken> {
+fn held(state: &WriterState, batch: &SubmitBatch) -> Vec<KeyTaken> {
     batch
         .tasks()
         .filter_map(|&task| {
@@ -112,17 +112,8 @@ fn failed(state: &mut WriterState, e: sqlx::Error) {
         None => Duration::from_millis(100),
     };
     tracing::error!(error = %e, retry_in = ?backoff, "store commit failed");
-    // Submits that must commit are refused; those that only waited for their keys to be
-    // checked are answered with what is known, and their rows wait for the retry.
-    let (waiting, checking): (Vec<SubmitBatch>, Vec<SubmitBatch>) =
-        std::mem::take(&mut state.pending.acks)
-            .into_iter()
-            .partition(|b| b.must_commit);
-    refuse(state, waiting, &error);
-    for batch in checking {
-        let held = held(state, &batch);
-        let _ = batch.reply.send(Ok(BatchStored { held }));
-    }
+    let acks = std::mem::take(&mut state.pending.acks);
+    refuse(state, acks, &error);
     for reply in std::mem::take(&mut state.pending.flushes) {
         let _ = reply.send(Err(StoreError::Unavailable(error.clone())));
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::batch::{BatchStored, SubmitBatch, Unstored};
+use super::batch::{SubmitBatch, Unstored};
 use super::commit::{self, commit};
 use super::db::Db;
 use super::dropped::Dropped;
@@ -171,9 +171,8 @@ impl Actor for StoreWriter {
 }
 
 /// A submit arrives: it waits for the next commit, unless it names a task already known
-/// lost (it is refused: nothing of it can be stored as answered) or the database is down
-/// (one that must commit is refused now rather than held; one that need not is answered
-/// at once, its rows kept for the retry).
+/// lost (nothing of it can be stored as answered) or the database is down (refused now
+/// rather than held).
 fn take_batch(state: &mut WriterState, batch: SubmitBatch) {
     if let Some(lost) = state.dropped.first_lost(&batch.matched) {
         let error = format!(
@@ -185,13 +184,9 @@ fn take_batch(state: &mut WriterState, batch: SubmitBatch) {
     }
     match &state.failing {
         None => state.pending.acks.push(batch),
-        Some((error, _)) if batch.must_commit => {
+        Some((error, _)) => {
             let error = error.clone();
             commit::refuse(state, vec![batch], &error);
-        }
-        Some(_) => {
-            let held = commit::held(state, &batch);
-            let _ = batch.reply.send(Ok(BatchStored { held }));
         }
     }
 }

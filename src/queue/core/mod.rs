@@ -276,12 +276,26 @@ impl QueueCore {
     // ----- submit -------------------------------------------------------------------------
 
     /// Accepts every spec, or none: an invalid spec or a full queue refuses the whole batch.
-    /// An idempotency key held by a task in memory answers with that task; a key held only
-    /// in the store is found by the commit, which answers with its holder instead (the
-    /// queue never reads the store on a submit).
+    #[cfg(test)]
     pub(crate) fn submit(
         &mut self,
         specs: Vec<TaskSpec>,
+        now: Instant,
+    ) -> Result<Vec<Submitted>, QueueError> {
+        self.submit_known(specs, &HashMap::new(), now)
+    }
+
+    /// True when a task in memory holds this idempotency key.
+    pub(crate) fn knows_key(&self, key: &str) -> bool {
+        self.idempotency.contains_key(key)
+    }
+
+    /// [`submit`](Self::submit), where `known` maps idempotency keys memory does not hold,
+    /// but the store does (for tasks no longer in memory), to their tasks.
+    pub(crate) fn submit_known(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        known: &HashMap<String, TaskId>,
         now: Instant,
     ) -> Result<Vec<Submitted>, QueueError> {
         self.clock = self.clock.max(now);
@@ -308,7 +322,11 @@ impl QueueCore {
         let fresh = specs
             .iter()
             .filter(|s| match &s.options.idempotency_key {
-                Some(k) => !self.idempotency.contains_key(k) && keys.insert(k.as_str()),
+                Some(k) => {
+                    !self.idempotency.contains_key(k)
+                        && !known.contains_key(k)
+                        && keys.insert(k.as_str())
+                }
                 None => true,
             })
             .count();
@@ -331,7 +349,7 @@ impl QueueCore {
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             if let Some(key) = &spec.options.idempotency_key {
-                if let Some(&id) = self.idempotency.get(key) {
+                if let Some(&id) = self.idempotency.get(key).or_else(|| known.get(key)) {
                     out.push(Submitted { id, existing: true });
                     continue;
                 }
