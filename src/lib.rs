@@ -28,7 +28,8 @@
 //! # Layout
 //!
 //! - `api`: the HTTP face (REST, events, metrics, OpenAPI, dashboard) over a coordinator.
-//! - `task`: ids, priorities, statuses, options, payloads and snapshots of tasks.
+//! - `task`: ids, priorities, statuses, options, payloads and snapshots of tasks, list
+//!   queries and submit answers.
 //! - `handler`: the [`TaskHandler`] trait, closures as handlers, the handler context.
 //! - `queue`: the task queue actor (priority, leases, retries, dead letters, waiters)
 //!   around a pure core; [`QueueRef`] is its handle.
@@ -46,8 +47,9 @@
 //!   coordinator's side (the gate: node registry, liveness, leases over the network),
 //!   `cluster/node` the node program's (the [`Node`] handle and the agent that relays its
 //!   workers' calls and reconnects); beside them the wire codec, the accept loop and TLS.
-//! - `store`: durable state in SQLite or PostgreSQL: the [`Store`], its migrations, and the
-//!   writer actor that group-commits the queue's changes.
+//! - `store`: durable state in SQLite or PostgreSQL, a journal below the queue: the
+//!   [`Store`], its migrations, and the writer actor that group-commits batches of changes
+//!   and answers in its own types (it never names the queue).
 //! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env), checked
 //!   and turned into the library's config structs.
 //! - `supervision`: the one supervision behaviour every supervisor calls: reading a
@@ -89,8 +91,7 @@ pub use mailbox::MailboxDepth;
 pub use metrics::{Histogram, RateWindow, TaskMetrics, RATE_WINDOW_SECS};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
-    PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, Submitted, TaskQuery,
-    CLUSTER_FRAME_BYTES,
+    PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, CLUSTER_FRAME_BYTES,
 };
 pub use scaling::{ScaleDecision, ScalePressure, ScaleSignals};
 pub use store::{
@@ -98,8 +99,8 @@ pub use store::{
 };
 pub use supervision::RestartBudget;
 pub use task::{
-    Attempt, Lease, LeaseToken, LeaseTokenError, Payload, TaskId, TaskOptions, TaskOutcome,
-    TaskPriority, TaskSnapshot, TaskSpec, TaskStatus,
+    Attempt, Lease, LeaseToken, LeaseTokenError, Payload, Submitted, TaskId, TaskOptions,
+    TaskOutcome, TaskPriority, TaskQuery, TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub use util::shutdown_signal;
 pub use worker::{

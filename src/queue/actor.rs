@@ -7,10 +7,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::core::{AttemptReport, QueueCore};
+use super::journal::{self, Accepted, StoreLink, WRITER_STOPPED};
 use super::{QueueConfig, QueueError, QueueStats, Submitted, WorkerCall};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::store::{Ack, Durability, NodeRow, Store, StoreMsg, StoreOp};
+use crate::store::{NodeRow, Store, StoreError, StoreMsg, StoreOp};
 use crate::task::{IdMap, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
@@ -55,13 +56,14 @@ impl Waiter {
 
 /// The queue's messages. Built only by [`QueueRef`](super::QueueRef).
 pub(crate) enum QueueMsg {
-    /// Accept tasks (all or none); optionally wait for their outcomes. `known` holds the
-    /// idempotency keys the store already has, with their tasks.
+    /// Accept tasks (all or none); optionally wait for their outcomes. `known`: the tasks
+    /// the database holds for the idempotency keys memory did not, once looked up (`None`
+    /// as the caller sends it).
     Submit {
         specs: Vec<TaskSpec>,
-        known: HashMap<String, TaskId>,
+        known: Option<HashMap<String, TaskId>>,
         waiter: Option<Waiter>,
-        reply: RpcReplyPort<Result<Vec<Submitted>, QueueError>>,
+        reply: RpcReplyPort<Result<Accepted, QueueError>>,
     },
     /// Register a waiter for one task (answered at once if it already finished).
     Wait {
@@ -76,7 +78,7 @@ pub(crate) enum QueueMsg {
     },
     /// A page of tasks.
     List {
-        query: super::TaskQuery,
+        query: crate::task::TaskQuery,
         reply: RpcReplyPort<Vec<TaskSnapshot>>,
     },
     /// The dead letters.
@@ -110,7 +112,7 @@ pub(crate) enum QueueMsg {
     /// Workers seen alive, for the store's registry.
     Heartbeats(Vec<Arc<str>>),
     /// Answer once everything changed so far is committed to the store.
-    Flush(RpcReplyPort<Result<(), crate::store::StoreError>>),
+    Flush(RpcReplyPort<Result<(), StoreError>>),
     /// The coordinator is stopping: record its node as deregistered.
     Leaving,
     /// A remote node joined, left or was lost: record it.
@@ -127,22 +129,10 @@ pub(crate) struct QueueArgs {
     pub(crate) store: Option<Store>,
 }
 
-/// The queue's link to its store.
-struct StoreLink {
-    writer: Mailbox<StoreMsg>,
-    durability: Durability,
-    /// Submits answered once their tasks are committed.
-    acks: Vec<Ack>,
-    /// The node this queue registered in the store.
-    node: Arc<str>,
-    /// This queue's hold on the database (one queue per database).
-    claim: Option<crate::store::Claim>,
-}
-
 /// The queue actor's state.
 pub(crate) struct QueueState {
     /// The rules and the data.
-    core: QueueCore,
+    pub(super) core: QueueCore,
     /// Waiters by task.
     waiters: IdMap<Waiting>,
     /// Where lifecycle events go.
@@ -156,7 +146,7 @@ pub(crate) struct QueueState {
     /// Messages handled since the last dispatch; bounds how long a flood defers it.
     since_dispatch: u32,
     /// Where changes are journaled, when the queue has a store.
-    store: Option<StoreLink>,
+    pub(super) store: Option<StoreLink>,
 }
 
 /// Dispatch at the latest after this many messages, even if more are waiting.
@@ -172,38 +162,11 @@ impl Actor for TaskQueue {
         myself: ActorRef<QueueMsg>,
         args: QueueArgs,
     ) -> Result<QueueState, ActorProcessingErr> {
-        let me = Mailbox::new(myself, args.depth);
+        let me = Mailbox::new(myself.clone(), args.depth);
         let mut core = QueueCore::with_metrics(args.config, args.metrics);
         let mut link = None;
         if let Some(store) = args.store {
-            let node: Arc<str> = Arc::from(store.config().node.as_str());
-            core.persist_as(node.clone());
-            let claim = store.claim().await?;
-            // Raised by the claim: leases granted before this start never match again.
-            core.set_epoch(store.epoch());
-            let started = std::time::Instant::now();
-            let tasks = store.load().await?;
-            let restored = core.restore(tasks, Instant::now());
-            tracing::info!(
-                tasks = restored,
-                took = ?started.elapsed(),
-                backend = store.backend(),
-                "queue recovered from the store"
-            );
-            core.out.writes.push(StoreOp::Node(NodeRow {
-                id: node.clone(),
-                address: None,
-                labels: "[]".into(),
-                status: "active",
-                at_ms: crate::store::ms(std::time::SystemTime::now()),
-            }));
-            link = Some(StoreLink {
-                writer: store.start_writer(me.clone()).await?,
-                durability: store.config().durability,
-                acks: Vec::new(),
-                node,
-                claim: Some(claim),
-            });
+            link = Some(StoreLink::open(store, &mut core, &me).await?);
         }
         let mut state = QueueState {
             core,
@@ -245,24 +208,32 @@ impl Actor for TaskQueue {
                 known,
                 waiter,
                 reply,
-            } => {
+            } => 'submit: {
+                if let (Some(link), None) = (&state.store, &known) {
+                    let keys = StoreLink::unknown_keys(&state.core, &specs);
+                    if !keys.is_empty() && state.closing.is_none() {
+                        link.look_up_keys(&state.me, keys, specs, waiter, reply);
+                        break 'submit;
+                    }
+                }
                 let result = if state.closing.is_some() {
                     Err(QueueError::Closed)
                 } else {
-                    state.core.submit_known(specs, &known, now)
+                    state
+                        .core
+                        .submit_known(specs, &known.unwrap_or_default(), now)
                 };
                 if let (Ok(ids), Some(waiter)) = (&result, waiter) {
                     register(state, ids, waiter);
                 }
-                match (result, &mut state.store) {
-                    // Answered by the store writer once the tasks are committed.
-                    (Ok(submitted), Some(link)) if link.durability == Durability::Committed => {
-                        link.acks.push(Ack { reply, submitted });
-                    }
-                    (result, _) => {
-                        let _ = reply.send(result);
-                    }
-                }
+                let answer = result.map(|submitted| {
+                    let stored = state
+                        .store
+                        .as_mut()
+                        .and_then(|link| link.journal(&submitted));
+                    Accepted { submitted, stored }
+                });
+                let _ = reply.send(answer);
             }
             QueueMsg::Wait { id, waiter, reply } => {
                 let answer = match state.core.outcome(id) {
@@ -359,15 +330,13 @@ impl Actor for TaskQueue {
             }
             QueueMsg::Flush(reply) => {
                 // Everything before it goes to the writer first, so the flush covers it.
-                send_writes(state);
+                journal::send_writes(state);
                 match &state.store {
                     Some(link) => {
                         if let Err(Some(StoreMsg::Flush(reply))) =
                             link.writer.send(StoreMsg::Flush(reply))
                         {
-                            let _ = reply.send(Err(crate::store::StoreError::Unavailable(
-                                "store writer stopped".into(),
-                            )));
+                            let _ = reply.send(Err(StoreError::Unavailable(WRITER_STOPPED.into())));
                         }
                     }
                     None => {
@@ -476,7 +445,7 @@ fn after_message(state: &mut QueueState, now: Instant) {
             }
         }
     }
-    send_writes(state);
+    journal::send_writes(state);
     let out = std::mem::take(&mut state.core.out);
     for (id, outcome) in out.finished {
         if let Some(waiting) = state.waiters.remove(&id) {
@@ -492,11 +461,10 @@ fn after_message(state: &mut QueueState, now: Instant) {
     if let Some(at) = state.core.next_wake() {
         if state.wake_at.is_none_or(|w| at < w) {
             state.wake_at = Some(at);
-            let me = state.me.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                let _ = me.send(QueueMsg::Tick);
-            });
+            // Measured from the current time, not `now` (the message's start), so the tick
+            // is never early.
+            let delay = at.saturating_duration_since(Instant::now());
+            state.me.send_after(delay, || QueueMsg::Tick);
         }
     }
     if let Some(slot) = &mut state.closing {
@@ -505,28 +473,5 @@ fn after_message(state: &mut QueueState, now: Instant) {
                 let _ = tx.send(());
             }
         }
-    }
-}
-
-/// Hands the changes made so far, and the submits waiting on them, to the store writer.
-fn send_writes(state: &mut QueueState) {
-    let Some(link) = &mut state.store else {
-        return;
-    };
-    if state.core.out.writes.is_empty() && link.acks.is_empty() {
-        return;
-    }
-    let ops = std::mem::take(&mut state.core.out.writes);
-    let acks = std::mem::take(&mut link.acks);
-    if let Err(Some(StoreMsg::Write { acks, .. })) = link.writer.send(StoreMsg::Write { ops, acks })
-    {
-        let mut ids = Vec::new();
-        for ack in acks {
-            ids.extend(ack.submitted.iter().filter(|s| !s.existing).map(|s| s.id));
-            let _ = ack.reply.send(Err(QueueError::NotStored {
-                reason: "store writer stopped".into(),
-            }));
-        }
-        state.core.abandon(&ids);
     }
 }

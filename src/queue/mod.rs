@@ -4,16 +4,18 @@
 mod actor;
 mod config;
 mod core;
+mod journal;
 mod ready;
 mod uplink;
 
 pub(crate) use self::actor::TaskQueue;
-pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
-pub use self::core::Submitted;
-
 pub(crate) use self::actor::{QueueMsg, Waiter};
+pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
+use self::journal::Accepted;
 // The worker side of the credit protocol (`uplink` makes `QueueRef` one end of it).
 pub(crate) use crate::worker::{AttemptOutcome, WorkerCall};
+// Task-level types, kept nameable here for the queue's callers.
+pub(crate) use crate::task::{Submitted, TaskQuery};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,22 +97,6 @@ pub enum QueueError {
         /// How long the caller waited.
         waited: Duration,
     },
-}
-
-/// Which tasks to list.
-#[derive(Clone, Debug, Default)]
-pub struct TaskQuery {
-    /// Only tasks with this status.
-    pub status: Option<TaskStatus>,
-    /// Only tasks of this type.
-    pub task_type: Option<String>,
-    /// The cursor: only tasks past this id in the listing order (the last id of the
-    /// previous page).
-    pub after: Option<TaskId>,
-    /// At most this many.
-    pub limit: usize,
-    /// Newest first instead of oldest first.
-    pub newest_first: bool,
 }
 
 /// Waiting tasks by priority.
@@ -295,14 +281,19 @@ impl QueueRef {
     /// Submits one task and waits for its outcome.
     pub async fn submit_and_wait(&self, spec: TaskSpec) -> Result<(TaskId, TaskOutcome), Error> {
         let (tx, rx) = oneshot::channel();
-        let submitted = self
-            .submit_inner(vec![spec], Some(Waiter::Once(tx)))
-            .await?;
-        let id = submitted[0].id;
+        let accepted = self.accept(vec![spec], Some(Waiter::Once(tx))).await?;
+        let waited_on = accepted.submitted[0].id;
+        let submitted = accepted.settle().await?[0];
+        let id = submitted.id;
+        if id != waited_on {
+            // The database held the key for another task: that task's outcome is the answer.
+            let outcome = self.wait_for(id, Duration::MAX).await?;
+            return Ok((id, outcome));
+        }
         match rx.await {
             Ok(outcome) => Ok((id, outcome)),
             // An idempotency key matched a task only the store still holds.
-            Err(_) if submitted[0].existing && self.store.is_some() => {
+            Err(_) if submitted.existing && self.store.is_some() => {
                 let outcome = self.wait_for(id, Duration::MAX).await?;
                 Ok((id, outcome))
             }
@@ -315,23 +306,21 @@ impl QueueRef {
         specs: Vec<TaskSpec>,
         waiter: Option<Waiter>,
     ) -> Result<Vec<Submitted>, Error> {
-        // Keys from before a restart, or of tasks gone from memory, are only in the store.
-        let mut known = std::collections::HashMap::new();
-        if let Some(store) = &self.store {
-            let keys: Vec<&str> = specs
-                .iter()
-                .filter_map(|s| s.options.idempotency_key.as_deref())
-                .collect();
-            if !keys.is_empty() {
-                known = store.find_keys(&keys).await?;
-            }
-        }
-        let result = self
+        Ok(self.accept(specs, waiter).await?.settle().await?)
+    }
+
+    /// The queue's answer to a submit, before the store's (see [`Accepted::settle`]).
+    async fn accept(
+        &self,
+        specs: Vec<TaskSpec>,
+        waiter: Option<Waiter>,
+    ) -> Result<Accepted, Error> {
+        let accepted = self
             .mailbox
             .call(
                 |reply| QueueMsg::Submit {
                     specs,
-                    known,
+                    known: None,
                     waiter,
                     reply,
                 },
@@ -339,7 +328,7 @@ impl QueueRef {
                 QUEUE,
             )
             .await?;
-        Ok(result?)
+        Ok(accepted?)
     }
 
     /// Waits until the task finishes, or `timeout` passes (`QueueError::WaitTimeout`).

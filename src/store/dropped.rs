@@ -6,10 +6,10 @@
 //! X" by the queue; X's commit is then refused (the database failed, or refused the row for
 //! good, or another task already held the key in the database). The queue drops X when it
 //! hears so, but the second submit's answer was already on its way to the writer, to be
-//! confirmed by a later commit. The writer checks each waiting submit against this list
-//! when it arrives: a task left out because another holds its key is replaced by that
-//! holder; a task that was simply not stored makes the submit fail (`NotStored`: nothing
-//! of it is stored, and the caller may submit again).
+//! confirmed by a later commit. The writer checks each waiting submit against this list:
+//! one naming a task that was simply not stored is refused when it arrives (nothing of it
+//! is stored, and the caller may submit again); one naming a task left out because another
+//! holds its key is answered with that holder.
 
 use std::collections::VecDeque;
 
@@ -48,33 +48,27 @@ impl Dropped {
         }
     }
 
-    /// Checks a submit's answer before it waits for a commit: an existing task that was
-    /// left out for a key holder becomes the holder. Returns the first existing task that
-    /// was lost outright: the submit must then be refused.
-    /// `answers` are the submit's tasks, each with whether it existed already.
-    pub(super) fn settle<'a>(
-        &self,
-        answers: impl IntoIterator<Item = (&'a mut TaskId, bool)>,
-    ) -> Option<TaskId> {
-        for (id, _) in answers.into_iter().filter(|(_, existing)| *existing) {
-            match self.fates.get(id) {
-                Some(Fate::HeldBy(holder)) => *id = *holder,
-                Some(Fate::Lost) => return Some(*id),
-                None => {}
-            }
+    /// The first of `tasks` that was lost outright: a submit answered with it must be
+    /// refused.
+    pub(super) fn first_lost(&self, tasks: &[TaskId]) -> Option<TaskId> {
+        tasks
+            .iter()
+            .copied()
+            .find(|id| self.fates.get(id) == Some(&Fate::Lost))
+    }
+
+    /// The task holding the idempotency key `id` was left out for, if it was.
+    pub(super) fn holder(&self, id: TaskId) -> Option<TaskId> {
+        match self.fates.get(&id) {
+            Some(Fate::HeldBy(holder)) => Some(*holder),
+            _ => None,
         }
-        None
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A submit's answer, as (task, existed already) pairs.
-    fn settle(dropped: &Dropped, answer: &mut [(TaskId, bool)]) -> Option<TaskId> {
-        dropped.settle(answer.iter_mut().map(|(id, existing)| (id, *existing)))
-    }
 
     #[test]
     fn an_answer_naming_a_lost_task_is_refused_and_one_naming_a_left_out_task_gets_its_holder() {
@@ -84,17 +78,12 @@ mod tests {
         dropped.note(lost, Fate::Lost);
         dropped.note(left_out, Fate::HeldBy(holder));
 
-        let mut answer = [(fine, true), (left_out, true)];
-        assert_eq!(settle(&dropped, &mut answer), None);
-        assert_eq!(answer[1].0, holder);
-        assert_eq!(answer[0].0, fine);
+        assert_eq!(dropped.first_lost(&[fine, left_out]), None);
+        assert_eq!(dropped.holder(left_out), Some(holder));
+        assert_eq!(dropped.holder(fine), None);
+        assert_eq!(dropped.holder(lost), None);
 
-        let mut answer = [(fine, false), (lost, true)];
-        assert_eq!(settle(&dropped, &mut answer), Some(lost));
-
-        // A new task that happens to share an id is not confused with an existing one.
-        let mut fresh = [(lost, false)];
-        assert_eq!(settle(&dropped, &mut fresh), None);
+        assert_eq!(dropped.first_lost(&[fine, lost]), Some(lost));
     }
 
     #[test]
@@ -106,6 +95,6 @@ mod tests {
             dropped.note(TaskId::new(), Fate::Lost);
         }
         assert_eq!(dropped.order.len(), REMEMBERED);
-        assert_eq!(settle(&dropped, &mut [(first, true)]), None);
+        assert_eq!(dropped.first_lost(&[first]), None);
     }
 }

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::batch::SubmitBatch;
 use super::rows::{AttemptRow, NewTask, NodeRow, StoreOp, TaskState, WorkerRow};
 use super::split::{Key, Unit};
-use super::writer::Ack;
 use super::StoreError;
 use crate::task::{IdMap, IdSet, TaskId};
 use ractor::RpcReplyPort;
@@ -38,7 +38,8 @@ pub(super) struct Pending {
     pub(super) workers: HashMap<Arc<str>, WorkerRow>,
     pub(super) nodes: HashMap<Arc<str>, NodeRow>,
     pub(super) heartbeats: Vec<(Vec<Arc<str>>, i64)>,
-    pub(super) acks: Vec<Ack>,
+    /// Submits waiting for the next commit.
+    pub(super) acks: Vec<SubmitBatch>,
     pub(super) flushes: Vec<RpcReplyPort<Result<(), StoreError>>>,
 }
 
@@ -114,12 +115,12 @@ impl Pending {
     pub(super) fn units(&self) -> Vec<Unit> {
         let mut seen = IdSet::default();
         let mut tasks: Vec<(TaskId, Unit)> = Vec::new();
-        for ack in &self.acks {
-            let unit: Unit = ack
-                .submitted
+        for batch in &self.acks {
+            let unit: Unit = batch
+                .fresh
                 .iter()
-                .filter(|s| !s.existing && self.tasks.contains_key(&s.id) && seen.insert(s.id))
-                .map(|s| Key::Task(s.id))
+                .filter(|&&id| self.tasks.contains_key(&id) && seen.insert(id))
+                .map(|&id| Key::Task(id))
                 .collect();
             if let Some(Key::Task(first)) = unit.first() {
                 tasks.push((*first, unit));

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use super::db::Db;
 use super::rows::ms;
-use super::writer::WriterStats;
+use super::WriterStats;
 
 /// Retention settings, as the writer applies them.
 #[derive(Clone, Debug, Default)]

@@ -1,11 +1,14 @@
-//! The task model: ids, priorities, statuses, options and payloads.
+//! The task model: ids, priorities, statuses, options and payloads, and the queries and
+//! submit answers that name tasks.
 
 mod lease;
 mod payload;
+mod query;
 mod spec;
 
 pub use lease::{Lease, LeaseToken, LeaseTokenError};
 pub use payload::Payload;
+pub use query::{Submitted, TaskQuery};
 pub use spec::{TaskOptions, TaskSpec};
 
 pub(crate) type IdSet = std::collections::HashSet<TaskId, std::hash::BuildHasherDefault<IdHasher>>;

@@ -14,7 +14,7 @@ use super::{QueueConfig, QueueError, QueueStats};
 use crate::events::EventKind;
 use crate::metrics::TaskMetrics;
 use crate::task::{
-    Attempt, IdMap, IdSet, Lease, LeaseToken, Payload, TaskId, TaskOptions, TaskOutcome,
+    Attempt, IdMap, IdSet, Lease, LeaseToken, Payload, Submitted, TaskId, TaskOptions, TaskOutcome,
     TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub(crate) use crate::worker::{AttemptOutcome, AttemptReport};
@@ -133,15 +133,6 @@ pub(crate) struct Delivery {
     pub(crate) worker: Arc<str>,
     pub(crate) sink: Arc<dyn LeaseSink>,
     pub(crate) leases: Vec<Lease>,
-}
-
-/// A submitted task's id, and whether an idempotency key matched an existing task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Submitted {
-    /// The task's id (the existing one when `existing`).
-    pub id: TaskId,
-    /// True when the idempotency key was already known and no new task was made.
-    pub existing: bool,
 }
 
 #[derive(Default)]
@@ -275,8 +266,13 @@ impl QueueCore {
         self.submit_known(specs, &HashMap::new(), now)
     }
 
-    /// [`submit`](Self::submit), where `known` maps idempotency keys the store already holds
-    /// (for tasks that may no longer be in memory) to their tasks.
+    /// True when a task in memory holds this idempotency key.
+    pub(crate) fn knows_key(&self, key: &str) -> bool {
+        self.idempotency.contains_key(key)
+    }
+
+    /// [`submit`](Self::submit), where `known` maps idempotency keys memory does not hold,
+    /// but the store does (for tasks no longer in memory), to their tasks.
     pub(crate) fn submit_known(
         &mut self,
         specs: Vec<TaskSpec>,

@@ -37,7 +37,7 @@ impl QueueCore {
 
     /// Tasks with `status` (all when `None`), oldest first, at most `limit`, starting after
     /// `after` (a cursor: the last id of the previous page).
-    pub(crate) fn list(&self, q: &crate::queue::TaskQuery) -> Vec<TaskSnapshot> {
+    pub(crate) fn list(&self, q: &crate::task::TaskQuery) -> Vec<TaskSnapshot> {
         let (status, after, limit) = (q.status, q.after, q.limit);
         let past_cursor = |id: &TaskId| match (after, q.newest_first) {
             (None, _) => true,

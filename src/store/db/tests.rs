@@ -1,6 +1,9 @@
 //! Batch shapes, URL redaction, and a batch written twice, on both backends.
 
 use super::*;
+use crate::store::pending::Batch;
+use crate::store::rows::{NewTask, TaskState};
+use crate::task::TaskId;
 
 #[test]
 fn chunks_cover_everything_in_few_shapes() {

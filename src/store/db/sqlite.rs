@@ -1,0 +1,51 @@
+//! SQLite: the embedded default. One file next to the program, in WAL mode, fsynced on
+//! every commit unless told otherwise.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::BeginWrite;
+use crate::store::StoreConfig;
+
+/// The connection options for `config.url` (an `sqlite:` URL).
+pub(super) fn options(config: &StoreConfig) -> Result<SqliteConnectOptions, sqlx::Error> {
+    Ok(SqliteConnectOptions::from_str(&config.url)?
+        .create_if_missing(true)
+        // Takes on a new file (before its first table); an existing file made
+        // without it is rewritten once at open (see `retention`).
+        .auto_vacuum(SqliteAutoVacuum::Incremental)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if config.sqlite_fsync_every_commit {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        })
+        .busy_timeout(Duration::from_secs(5))
+        // 64 MiB of page cache per connection (SQLite's default is 2 MiB): the
+        // task table's indexes stay in memory instead of being re-read per commit.
+        .pragma("cache_size", "-65536"))
+}
+
+/// The pool of `config.max_connections` connections.
+pub(super) async fn pool(
+    config: &StoreConfig,
+    options: SqliteConnectOptions,
+) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.connect_timeout)
+        .connect_with(options)
+        .await
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Backend = sqlx::Sqlite;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
