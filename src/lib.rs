@@ -27,6 +27,13 @@
 //!
 //! # Layout
 //!
+//! Calls point down: `api` → `coordinator` → `pool` → `queue` → `worker` → `handler` →
+//! `task`; the queue journals to `store` below it; the cluster's `gate` (coordinator side)
+//! talks to the queue and its `node` side to workers; `scaling`, `events`, `mailbox`,
+//! `metrics` and `supervision` sit below them all. A lower module that must talk up is
+//! handed a trait object (the worker's uplink, the store's `Unstored`), never the higher
+//! module's types; only the crate-level `Error` names every module's error.
+//!
 //! - `api`: the HTTP face (REST, events, metrics, OpenAPI, dashboard) over a coordinator.
 //! - `task`: ids, priorities, statuses, options, payloads and snapshots of tasks, list
 //!   queries and submit answers.

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-/// Settings of a [`TaskQueue`](super::TaskQueue).
+/// Settings of the task queue.
 #[derive(Clone, Debug)]
 pub struct QueueConfig {
     /// Most tasks waiting (queued or pending) at once; a submit that would pass it is refused
