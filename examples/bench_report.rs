@@ -65,7 +65,10 @@ async fn report() -> Res<()> {
         // Only the 1,000,000-task figures: memory, the growing table and listing.
         let load = load_average();
         let memory = queued_memory().await?;
-        println!("load average (1, 5, 15 min): {load} before, {} after", load_average());
+        println!(
+            "load average (1, 5, 15 min): {load} before, {} after",
+            load_average()
+        );
         memory.print();
         return Ok(());
     }

@@ -37,11 +37,16 @@ impl Memory {
 
     /// The median listing call.
     pub(crate) fn list_median(&self) -> Duration {
-        self.lists.get(self.lists.len() / 2).copied().unwrap_or_default()
+        self.lists
+            .get(self.lists.len() / 2)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub(crate) fn print(&self) {
-        println!("memory with {QUEUED} tasks queued (small JSON payload each, no worker serves them)");
+        println!(
+            "memory with {QUEUED} tasks queued (small JSON payload each, no worker serves them)"
+        );
         println!(
             "  RSS {:.1} MiB -> {:.1} MiB: {:.0} bytes per queued task",
             self.before as f64 / MIB,

@@ -40,7 +40,7 @@ impl QueueCore {
         let run = e.run();
         let state = TaskState {
             id,
-            status: e.status,
+            status: e.status(),
             retries_used: i64::from(e.retries_used),
             lease_losses: i64::from(e.lease_losses),
             ready_at_ms: e.ready_at.map(wall_ms),
@@ -72,10 +72,10 @@ impl QueueCore {
         let e = &self.tasks[&id];
         let row = NewTask::new(
             id,
-            e.task_type.clone(),
+            self.classes[e.class()].key.task_type.clone(),
             e.payload.clone(),
-            &e.options,
-            e.created_at,
+            &e.full_options(),
+            e.created_at(id),
         );
         self.out.writes.push(StoreOp::Insert(row));
     }
@@ -133,22 +133,11 @@ impl QueueCore {
                     retention_tag: 0,
                 })
             });
-            self.tasks.insert(
-                id,
-                Entry {
-                    task_type: r.task_type,
-                    payload: r.payload,
-                    options: Box::new(r.options),
-                    status: r.status,
-                    class,
-                    retries_used: r.retries_used,
-                    lease_losses: r.lease_losses,
-                    seq: 0,
-                    ready_at: None,
-                    created_at: r.created_at,
-                    run,
-                },
-            );
+            let mut entry = Entry::new(id, class, r.payload, r.options, r.status, r.created_at);
+            entry.retries_used = r.retries_used;
+            entry.lease_losses = r.lease_losses;
+            entry.run = run;
+            self.tasks.insert(id, entry);
             restored += 1;
             if !r.status.is_finished() {
                 self.live_bytes += self.tasks[&id].payload.len() as u64;
@@ -214,7 +203,7 @@ impl QueueCore {
             let Some(e) = self.tasks.get(&id) else {
                 continue;
             };
-            match e.status {
+            match e.status() {
                 TaskStatus::Queued => self.unready(id),
                 TaskStatus::Pending => {
                     if let Some(at) = e.ready_at {

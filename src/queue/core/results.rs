@@ -45,7 +45,7 @@ impl QueueCore {
     pub(super) fn complete(&mut self, id: TaskId, result: Payload) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         let now = SystemTime::now();
-        if let Ok(d) = now.duration_since(e.created_at) {
+        if let Ok(d) = now.duration_since(e.created_at(id)) {
             self.metrics.latency.observe(d);
         }
         self.metrics
@@ -75,7 +75,7 @@ impl QueueCore {
     ) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().error = Some(error.clone());
-        let budget = e.options.retries.unwrap_or(self.config.default_retries);
+        let budget = e.options().retries.unwrap_or(self.config.default_retries);
         if retryable && e.retries_used < budget {
             self.retry(id, error, now);
         } else {
@@ -88,7 +88,7 @@ impl QueueCore {
     pub(super) fn timed_out_attempt(&mut self, id: TaskId, error: String, now: Instant) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().error = Some(error.clone());
-        let budget = e.options.retries.unwrap_or(self.config.default_retries);
+        let budget = e.options().retries.unwrap_or(self.config.default_retries);
         if e.retries_used < budget {
             self.retry(id, error, now);
         } else {
@@ -183,10 +183,12 @@ impl QueueCore {
     }
 
     pub(super) fn finish(&mut self, id: TaskId, status: TaskStatus, outcome: TaskOutcome) {
-        let e = self.tasks.get_mut(&id).expect("task exists");
-        debug_assert!(!e.status.is_finished(), "a task finishes once");
+        debug_assert!(
+            !self.tasks[&id].status().is_finished(),
+            "a task finishes once"
+        );
+        let e = self.tasks.set_status(id, status);
         self.live_bytes -= e.payload.len() as u64;
-        e.status = status;
         e.run_mut().finished_at = Some(SystemTime::now());
         self.out.finished.push((id, outcome));
         self.save(id);
@@ -211,7 +213,9 @@ impl QueueCore {
                 break;
             };
             let evict = self.tasks.get(&oldest).is_some_and(|e| {
-                e.status.is_finished() && e.run().dead_seq.is_none() && e.run().retention_tag == tag
+                e.status().is_finished()
+                    && e.run().dead_seq.is_none()
+                    && e.run().retention_tag == tag
             });
             if evict {
                 self.remove_entry(oldest);
@@ -223,7 +227,7 @@ impl QueueCore {
             let tasks = &self.tasks;
             self.finished.retain(|(id, tag)| {
                 tasks.get(id).is_some_and(|e| {
-                    e.status.is_finished()
+                    e.status().is_finished()
                         && e.run().dead_seq.is_none()
                         && e.run().retention_tag == *tag
                 })
