@@ -57,6 +57,10 @@ struct Run {
     dead_seq: Option<u64>,
     /// Bumped each time the task is put under retention (see `QueueCore::finished`).
     retention_tag: u32,
+    /// Retries spent (a task that never ran has spent none).
+    retries_used: u32,
+    /// Times the task lost its worker.
+    lease_losses: u32,
 }
 
 /// The state of a task that never ran.
@@ -68,6 +72,8 @@ const NOT_RUN: Run = Run {
     finished_at: None,
     dead_seq: None,
     retention_tag: 0,
+    retries_used: 0,
+    lease_losses: 0,
 };
 
 static EMPTY_RUN: Run = NOT_RUN;
@@ -266,8 +272,7 @@ impl QueueCore {
         self.seq += 1;
         let seq = self.seq;
         let e = self.tasks.set_status(id, TaskStatus::Queued);
-        e.seq = seq;
-        e.ready_at = None;
+        e.set_seq(seq);
         let priority = e.priority;
         let class = &mut self.classes[e.class()];
         let ready = Ready { priority, seq, id };
@@ -282,7 +287,7 @@ impl QueueCore {
 
     pub(super) fn make_pending(&mut self, id: TaskId, at: Instant) {
         let e = self.tasks.set_status(id, TaskStatus::Pending);
-        e.ready_at = Some(at);
+        e.set_ready_at(at);
         self.delayed.insert((at, id));
         self.save(id);
     }
@@ -303,7 +308,7 @@ impl QueueCore {
         match was {
             TaskStatus::Queued => self.unready(id),
             TaskStatus::Pending => {
-                let at = e.ready_at.expect("pending tasks have a ready time");
+                let at = e.ready_at().expect("pending tasks have a ready time");
                 self.delayed.remove(&(at, id));
             }
             TaskStatus::Running => {
@@ -330,9 +335,10 @@ impl QueueCore {
             });
         };
         let bytes = e.bytes();
-        e.retries_used = 0;
-        e.lease_losses = 0;
-        e.run_mut().finished_at = None;
+        let run = e.run_mut();
+        run.retries_used = 0;
+        run.lease_losses = 0;
+        run.finished_at = None;
         self.dead_bytes -= bytes;
         self.live_bytes += e.payload.len() as u64;
         self.dead.remove(&seq);

@@ -41,9 +41,9 @@ impl QueueCore {
         let state = TaskState {
             id,
             status: e.status(),
-            retries_used: i64::from(e.retries_used),
-            lease_losses: i64::from(e.lease_losses),
-            ready_at_ms: e.ready_at.map(wall_ms),
+            retries_used: i64::from(e.run().retries_used),
+            lease_losses: i64::from(e.run().lease_losses),
+            ready_at_ms: e.ready_at().map(wall_ms),
             finished_at_ms: run.finished_at.map(crate::store::ms),
             result: run.result.clone(),
             error: run.error.clone(),
@@ -121,7 +121,11 @@ impl QueueCore {
             if let Some(key) = &r.options.idempotency_key {
                 self.idempotency.insert(key.clone(), id);
             }
-            let has_run = !r.attempts.is_empty() || r.result.is_some() || r.error.is_some();
+            let has_run = !r.attempts.is_empty()
+                || r.result.is_some()
+                || r.error.is_some()
+                || r.retries_used > 0
+                || r.lease_losses > 0;
             let run = has_run.then(|| {
                 Box::new(Run {
                     attempts: r.attempts,
@@ -131,11 +135,11 @@ impl QueueCore {
                     finished_at: r.finished_at,
                     dead_seq: None,
                     retention_tag: 0,
+                    retries_used: r.retries_used,
+                    lease_losses: r.lease_losses,
                 })
             });
             let mut entry = Entry::new(id, class, r.payload, r.options, r.status, r.created_at);
-            entry.retries_used = r.retries_used;
-            entry.lease_losses = r.lease_losses;
             entry.run = run;
             self.tasks.insert(id, entry);
             restored += 1;
@@ -206,7 +210,7 @@ impl QueueCore {
             match e.status() {
                 TaskStatus::Queued => self.unready(id),
                 TaskStatus::Pending => {
-                    if let Some(at) = e.ready_at {
+                    if let Some(at) = e.ready_at() {
                         self.delayed.remove(&(at, id));
                     }
                 }

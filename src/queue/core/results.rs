@@ -76,7 +76,7 @@ impl QueueCore {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().error = Some(error.clone());
         let budget = e.options().retries.unwrap_or(self.config.default_retries);
-        if retryable && e.retries_used < budget {
+        if retryable && e.run().retries_used < budget {
             self.retry(id, error, now);
         } else {
             self.counters.failed += 1;
@@ -89,7 +89,7 @@ impl QueueCore {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().error = Some(error.clone());
         let budget = e.options().retries.unwrap_or(self.config.default_retries);
-        if e.retries_used < budget {
+        if e.run().retries_used < budget {
             self.retry(id, error, now);
         } else {
             self.counters.timed_out += 1;
@@ -109,10 +109,10 @@ impl QueueCore {
     }
 
     pub(super) fn retry(&mut self, id: TaskId, error: String, now: Instant) {
-        let used = self.tasks[&id].retries_used;
+        let used = self.tasks[&id].run().retries_used;
         let delay = self.backoff(used);
         let e = self.tasks.get_mut(&id).expect("task exists");
-        e.retries_used += 1;
+        e.run_mut().retries_used += 1;
         let attempt = e.run().attempts.len() as u32;
         self.counters.retried += 1;
         self.out.event(|| EventKind::TaskRetried {
@@ -140,11 +140,14 @@ impl QueueCore {
     /// or dead-lettered once it has lost its worker more than `max_lease_losses` times.
     pub(super) fn requeue_lost(&mut self, id: TaskId, why: &str) {
         let e = self.tasks.get_mut(&id).expect("task exists");
-        e.lease_losses += 1;
-        if e.lease_losses > self.config.max_lease_losses {
+        let losses = {
+            let run = e.run_mut();
+            run.lease_losses += 1;
+            run.lease_losses
+        };
+        if losses > self.config.max_lease_losses {
             let error = format!(
-                "lost its worker {} times (last: {why}); dead-lettered to protect the workers",
-                e.lease_losses
+                "lost its worker {losses} times (last: {why}); dead-lettered to protect the workers"
             );
             e.run_mut().error = Some(error.clone());
             self.counters.failed += 1;

@@ -27,19 +27,23 @@ pub(super) struct Entry {
     /// `None`: the defaults, but for `priority`.
     options: Option<Box<TaskOptions>>,
     pub(super) run: Option<Box<Run>>,
-    /// Sequence number of the task's current place in its class heap; older heap entries
-    /// for the same task are stale and skipped.
-    pub(super) seq: u64,
-    /// When a pending task becomes runnable.
-    pub(super) ready_at: Option<Instant>,
+    wait: Wait,
     pub(super) class: u32,
-    pub(super) retries_used: u32,
-    pub(super) lease_losses: u32,
     /// Changed only through [`Tasks::set_status`], which keeps the status sets in step.
     status: TaskStatus,
     pub(super) priority: TaskPriority,
     /// Microseconds from the millisecond in the id to the task's creation.
     created_us: u16,
+}
+
+/// Where a task waits: one field, since no task is both queued and pending.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Queued (and, after, running): the sequence number of its current place in its
+    /// class heap; older heap entries for the same task are stale and skipped.
+    Seq(u64),
+    /// Pending: when it becomes runnable.
+    At(Instant),
 }
 
 /// The options of tasks submitted without any.
@@ -76,11 +80,8 @@ impl Entry {
             payload,
             options,
             run: None,
-            seq: 0,
-            ready_at: None,
+            wait: Wait::Seq(0),
             class: u32::try_from(class).expect("fewer than 2^32 classes"),
-            retries_used: 0,
-            lease_losses: 0,
             status,
             priority,
             created_us,
@@ -89,6 +90,31 @@ impl Entry {
 
     pub(super) fn status(&self) -> TaskStatus {
         self.status
+    }
+
+    /// The sequence number of a queued or running task's place in its class heap (0 for
+    /// a pending one).
+    pub(super) fn seq(&self) -> u64 {
+        match self.wait {
+            Wait::Seq(seq) => seq,
+            Wait::At(_) => 0,
+        }
+    }
+
+    /// When a pending task becomes runnable.
+    pub(super) fn ready_at(&self) -> Option<Instant> {
+        match self.wait {
+            Wait::At(at) => Some(at),
+            Wait::Seq(_) => None,
+        }
+    }
+
+    pub(super) fn set_seq(&mut self, seq: u64) {
+        self.wait = Wait::Seq(seq);
+    }
+
+    pub(super) fn set_ready_at(&mut self, at: Instant) {
+        self.wait = Wait::At(at);
     }
 
     /// The class slot.

@@ -63,7 +63,7 @@ impl QueueCore {
         self.save_worker(&worker, &session.caps, false);
         // Back in the order they were queued in, not the set's.
         let mut ids: Vec<TaskId> = session.leases.into_iter().collect();
-        ids.sort_unstable_by_key(|id| self.tasks[id].seq);
+        ids.sort_unstable_by_key(|id| self.tasks[id].seq());
         for id in ids {
             self.lose_lease(id, &worker, "worker stopped");
         }
@@ -150,7 +150,7 @@ impl QueueCore {
                 let live = self
                     .tasks
                     .get(&r.id)
-                    .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq == r.seq);
+                    .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq() == r.seq);
                 if live {
                     if at + age <= self.clock && oldest.is_none_or(|(_, o)| r.seq < o.seq) {
                         oldest = Some((c, r));
@@ -177,7 +177,7 @@ impl QueueCore {
                     let live = self
                         .tasks
                         .get(&top.id)
-                        .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq == top.seq);
+                        .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq() == top.seq);
                     if live {
                         break;
                     }

@@ -287,7 +287,7 @@ impl Harness {
                 }
                 TaskStatus::Pending => {
                     pending += 1;
-                    let at = e.ready_at.expect("pending task has a ready time");
+                    let at = e.ready_at().expect("pending task has a ready time");
                     assert!(
                         c.delayed.contains(&(at, *id)),
                         "pending {id} not in delayed"
