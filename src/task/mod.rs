@@ -73,6 +73,15 @@ impl TaskId {
     pub(crate) fn from_uuid(id: uuid::Uuid) -> Self {
         Self(id)
     }
+
+    /// The millisecond the id was made in, from its UUIDv7 timestamp (the Unix epoch for
+    /// an id that carries none).
+    pub(crate) fn created_at(&self) -> SystemTime {
+        self.0.get_timestamp().map_or(SystemTime::UNIX_EPOCH, |ts| {
+            let (secs, nanos) = ts.to_unix();
+            SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+        })
+    }
 }
 
 impl Default for TaskId {

@@ -14,8 +14,8 @@ use super::{QueueConfig, QueueError, QueueStats};
 use crate::events::EventKind;
 use crate::metrics::TaskMetrics;
 use crate::task::{
-    Attempt, IdMap, IdSet, Lease, LeaseToken, Payload, Submitted, TaskId, TaskOptions, TaskOutcome,
-    TaskSnapshot, TaskSpec, TaskStatus,
+    Attempt, IdSet, Lease, LeaseToken, Payload, Submitted, TaskId, TaskOutcome, TaskSnapshot,
+    TaskSpec, TaskStatus,
 };
 pub(crate) use crate::worker::{AttemptOutcome, AttemptReport};
 use crate::worker::{Capabilities, LeaseSink};
@@ -42,25 +42,6 @@ impl Outbox {
     }
 }
 
-/// One task. Kept small, because a million of them may wait: what only a task that has run
-/// needs lives behind `run`, allocated at its first lease.
-struct Entry {
-    task_type: Arc<str>,
-    payload: Payload,
-    options: Box<TaskOptions>,
-    status: TaskStatus,
-    class: usize,
-    retries_used: u32,
-    lease_losses: u32,
-    /// Sequence number of the task's current place in its class heap; older heap entries
-    /// for the same task are stale and skipped.
-    seq: u64,
-    /// When a pending task becomes runnable.
-    ready_at: Option<Instant>,
-    created_at: SystemTime,
-    run: Option<Box<Run>>,
-}
-
 /// Bytes counted for a finished task beyond its payload, result and error: the entry, its
 /// options and attempts, and its place in the indexes (measured: about 500 B).
 const ENTRY_OVERHEAD: usize = 512;
@@ -76,6 +57,10 @@ struct Run {
     dead_seq: Option<u64>,
     /// Bumped each time the task is put under retention (see `QueueCore::finished`).
     retention_tag: u32,
+    /// Retries spent (a task that never ran has spent none).
+    retries_used: u32,
+    /// Times the task lost its worker.
+    lease_losses: u32,
 }
 
 /// The state of a task that never ran.
@@ -87,22 +72,24 @@ const NOT_RUN: Run = Run {
     finished_at: None,
     dead_seq: None,
     retention_tag: 0,
+    retries_used: 0,
+    lease_losses: 0,
 };
 
 static EMPTY_RUN: Run = NOT_RUN;
 
 impl Entry {
-    fn run(&self) -> &Run {
+    pub(super) fn run(&self) -> &Run {
         self.run.as_deref().unwrap_or(&EMPTY_RUN)
     }
 
-    fn run_mut(&mut self) -> &mut Run {
+    pub(super) fn run_mut(&mut self) -> &mut Run {
         self.run.get_or_insert_with(|| Box::new(NOT_RUN))
     }
 
     /// The memory a finished task holds, for the byte bounds: its payload, result and error,
     /// and a fixed share for the entry itself.
-    fn bytes(&self) -> u64 {
+    pub(super) fn bytes(&self) -> u64 {
         let run = self.run();
         let text =
             run.result.as_ref().map_or(0, |r| r.len()) + run.error.as_ref().map_or(0, |e| e.len());
@@ -151,7 +138,7 @@ struct Counters {
 
 pub(crate) struct QueueCore {
     config: QueueConfig,
-    tasks: IdMap<Entry>,
+    tasks: Tasks,
     /// Routing classes by slot; a retired class (no task left) keeps its slot, empty, in
     /// `free_classes` until a new class reuses it.
     classes: Vec<Class>,
@@ -204,12 +191,9 @@ impl QueueCore {
     }
 
     pub(crate) fn with_metrics(config: QueueConfig, metrics: Arc<TaskMetrics>) -> Self {
-        let capacity = config.max_finished_tasks.min(1 << 17);
         Self {
             config,
-            // Sized for the finished tasks it keeps, so the table does not stall the queue
-            // while it doubles its way up (memory is only touched as entries arrive).
-            tasks: IdMap::with_capacity_and_hasher(capacity, Default::default()),
+            tasks: Tasks::new(),
             classes: Vec::new(),
             class_index: HashMap::new(),
             free_classes: Vec::new(),
@@ -254,158 +238,11 @@ impl QueueCore {
         self.waiting() + self.running
     }
 
-    // ----- submit -------------------------------------------------------------------------
-
-    /// Accepts every spec, or none: an invalid spec or a full queue refuses the whole batch.
-    #[cfg(test)]
-    pub(crate) fn submit(
-        &mut self,
-        specs: Vec<TaskSpec>,
-        now: Instant,
-    ) -> Result<Vec<Submitted>, QueueError> {
-        self.submit_known(specs, &HashMap::new(), now)
-    }
-
-    /// True when a task in memory holds this idempotency key.
-    pub(crate) fn knows_key(&self, key: &str) -> bool {
-        self.idempotency.contains_key(key)
-    }
-
-    /// [`submit`](Self::submit), where `known` maps idempotency keys memory does not hold,
-    /// but the store does (for tasks no longer in memory), to their tasks.
-    pub(crate) fn submit_known(
-        &mut self,
-        specs: Vec<TaskSpec>,
-        known: &HashMap<String, TaskId>,
-        now: Instant,
-    ) -> Result<Vec<Submitted>, QueueError> {
-        self.clock = self.clock.max(now);
-        for (index, spec) in specs.iter().enumerate() {
-            spec.validate().map_err(|e| QueueError::InvalidTask {
-                index,
-                reason: e.to_string(),
-            })?;
-            let size = spec.payload().len();
-            if size > self.config.max_payload_bytes {
-                return Err(QueueError::InvalidTask {
-                    index,
-                    reason: format!(
-                        "payload is {size} bytes, over the {}-byte limit (max_payload_bytes: \
-                         a task must fit in one cluster frame)",
-                        self.config.max_payload_bytes
-                    ),
-                });
-            }
-        }
-        // New tasks this batch makes: a key already known, or repeated within the batch,
-        // makes none.
-        let mut keys = HashSet::new();
-        let fresh = specs
-            .iter()
-            .filter(|s| match &s.options.idempotency_key {
-                Some(k) => {
-                    !self.idempotency.contains_key(k)
-                        && !known.contains_key(k)
-                        && keys.insert(k.as_str())
-                }
-                None => true,
-            })
-            .count();
-        if self.waiting() + fresh > self.config.max_queue_size {
-            return Err(QueueError::Full {
-                capacity: self.config.max_queue_size,
-                waiting: self.waiting(),
-                refused: specs.len(),
-            });
-        }
-        let bytes: u64 = specs.iter().map(|s| s.payload().len() as u64).sum();
-        if self.live_bytes + bytes > self.config.max_queue_bytes {
-            return Err(QueueError::FullBytes {
-                capacity: self.config.max_queue_bytes,
-                held: self.live_bytes,
-                refused: bytes,
-            });
-        }
-        let created_at = SystemTime::now();
-        let mut out = Vec::with_capacity(specs.len());
-        for spec in specs {
-            if let Some(key) = &spec.options.idempotency_key {
-                if let Some(&id) = self.idempotency.get(key).or_else(|| known.get(key)) {
-                    out.push(Submitted { id, existing: true });
-                    continue;
-                }
-            }
-            let id = TaskId::new();
-            if let Some(key) = &spec.options.idempotency_key {
-                self.idempotency.insert(key.clone(), id);
-            }
-            let class = self.class_for(&spec.task_type, &spec.options.labels);
-            let delay = spec.options.delay.filter(|d| !d.is_zero());
-            self.live_bytes += spec.payload.len() as u64;
-            self.out.event(|| EventKind::TaskSubmitted {
-                id,
-                task_type: spec.task_type.clone(),
-                priority: spec.options.priority,
-            });
-            self.tasks.insert(
-                id,
-                Entry {
-                    task_type: spec.task_type,
-                    payload: spec.payload,
-                    options: Box::new(spec.options),
-                    status: TaskStatus::Pending,
-                    class,
-                    seq: 0,
-                    ready_at: None,
-                    retries_used: 0,
-                    lease_losses: 0,
-                    created_at,
-                    run: None,
-                },
-            );
-            match delay {
-                Some(d) => self.make_pending(id, now + d),
-                None => self.make_ready(id),
-            }
-            self.save_new(id);
-            self.counters.submitted += 1;
-            out.push(Submitted {
-                id,
-                existing: false,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The class of a new task entry (the caller inserts the entry), made if needed.
-    pub(super) fn class_for(&mut self, task_type: &Arc<str>, labels: &[String]) -> usize {
-        let key = ClassKey::new(task_type.clone(), labels);
-        if let Some(&i) = self.class_index.get(&key) {
-            self.classes[i].tasks += 1;
-            return i;
-        }
-        let mut class = Class::new(key.clone());
-        class.routable = self.workers.values().any(|w| class.accepts(&w.caps));
-        class.tasks = 1;
-        let slot = match self.free_classes.pop() {
-            Some(slot) => {
-                self.classes[slot] = class;
-                slot
-            }
-            None => {
-                self.classes.push(class);
-                self.classes.len() - 1
-            }
-        };
-        self.class_index.insert(key, slot);
-        slot
-    }
-
     /// Takes a task out of memory; its class is retired once no task of it is left.
     fn remove_entry(&mut self, id: TaskId) -> Option<Entry> {
         let e = self.tasks.remove(&id)?;
         let bytes = e.bytes();
-        match (e.status.is_finished(), e.run().dead_seq.is_some()) {
+        match (e.status().is_finished(), e.run().dead_seq.is_some()) {
             (false, _) => self.live_bytes -= e.payload.len() as u64,
             (true, true) => self.dead_bytes -= bytes,
             (true, false) => {
@@ -413,7 +250,7 @@ impl QueueCore {
                 self.finished_count -= 1;
             }
         }
-        let class = &mut self.classes[e.class];
+        let class = &mut self.classes[e.class()];
         class.tasks -= 1;
         if class.tasks == 0 {
             debug_assert_eq!(class.live, 0, "a class with queued tasks has tasks");
@@ -421,9 +258,9 @@ impl QueueCore {
             class.heap = Default::default();
             class.arrivals = Default::default();
             class.routable = true;
-            self.free_classes.push(e.class);
+            self.free_classes.push(e.class());
         }
-        if let Some(key) = &e.options.idempotency_key {
+        if let Some(key) = &e.options().idempotency_key {
             if self.idempotency.get(key) == Some(&id) {
                 self.idempotency.remove(key);
             }
@@ -434,12 +271,10 @@ impl QueueCore {
     pub(super) fn make_ready(&mut self, id: TaskId) {
         self.seq += 1;
         let seq = self.seq;
-        let e = self.tasks.get_mut(&id).expect("task exists");
-        e.status = TaskStatus::Queued;
-        e.seq = seq;
-        e.ready_at = None;
-        let priority = e.options.priority;
-        let class = &mut self.classes[e.class];
+        let e = self.tasks.set_status(id, TaskStatus::Queued);
+        e.set_seq(seq);
+        let priority = e.priority;
+        let class = &mut self.classes[e.class()];
         let ready = Ready { priority, seq, id };
         class.heap.push(ready);
         if self.config.priority_aging.is_some() {
@@ -451,9 +286,8 @@ impl QueueCore {
     }
 
     pub(super) fn make_pending(&mut self, id: TaskId, at: Instant) {
-        let e = self.tasks.get_mut(&id).expect("task exists");
-        e.status = TaskStatus::Pending;
-        e.ready_at = Some(at);
+        let e = self.tasks.set_status(id, TaskStatus::Pending);
+        e.set_ready_at(at);
         self.delayed.insert((at, id));
         self.save(id);
     }
@@ -461,8 +295,8 @@ impl QueueCore {
     /// Takes a queued task out of the ready counts (its heap entry goes stale).
     pub(super) fn unready(&mut self, id: TaskId) {
         let e = &self.tasks[&id];
-        self.queued_by_priority[e.options.priority.index()] -= 1;
-        self.classes[e.class].live -= 1;
+        self.queued_by_priority[e.priority.index()] -= 1;
+        self.classes[e.class()].live -= 1;
     }
 
     // ----- cancel, requeue, time ----------------------------------------------------------
@@ -470,11 +304,11 @@ impl QueueCore {
     /// Cancels a task that has not finished. A running one is told to stop.
     pub(crate) fn cancel(&mut self, id: TaskId) -> Result<TaskStatus, QueueError> {
         let e = self.tasks.get(&id).ok_or(QueueError::NotFound(id))?;
-        let was = e.status;
+        let was = e.status();
         match was {
             TaskStatus::Queued => self.unready(id),
             TaskStatus::Pending => {
-                let at = e.ready_at.expect("pending tasks have a ready time");
+                let at = e.ready_at().expect("pending tasks have a ready time");
                 self.delayed.remove(&(at, id));
             }
             TaskStatus::Running => {
@@ -497,17 +331,18 @@ impl QueueCore {
         let Some(seq) = e.run.as_mut().and_then(|r| r.dead_seq.take()) else {
             return Err(QueueError::NotDeadLettered {
                 id,
-                status: e.status,
+                status: e.status(),
             });
         };
         let bytes = e.bytes();
-        e.retries_used = 0;
-        e.lease_losses = 0;
-        e.run_mut().finished_at = None;
+        let run = e.run_mut();
+        run.retries_used = 0;
+        run.lease_losses = 0;
+        run.finished_at = None;
         self.dead_bytes -= bytes;
         self.live_bytes += e.payload.len() as u64;
         self.dead.remove(&seq);
-        match e.status {
+        match e.status() {
             TaskStatus::Failed => self.counters.failed -= 1,
             TaskStatus::Timeout => self.counters.timed_out -= 1,
             _ => {}
@@ -558,7 +393,11 @@ impl QueueCore {
 mod persist;
 mod reads;
 mod results;
+mod submit;
+mod table;
 mod workers;
+
+use table::{Entry, Tasks};
 
 #[cfg(test)]
 mod tests;

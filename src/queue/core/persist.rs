@@ -40,10 +40,10 @@ impl QueueCore {
         let run = e.run();
         let state = TaskState {
             id,
-            status: e.status,
-            retries_used: i64::from(e.retries_used),
-            lease_losses: i64::from(e.lease_losses),
-            ready_at_ms: e.ready_at.map(wall_ms),
+            status: e.status(),
+            retries_used: i64::from(e.run().retries_used),
+            lease_losses: i64::from(e.run().lease_losses),
+            ready_at_ms: e.ready_at().map(wall_ms),
             finished_at_ms: run.finished_at.map(crate::store::ms),
             result: run.result.clone(),
             error: run.error.clone(),
@@ -72,10 +72,10 @@ impl QueueCore {
         let e = &self.tasks[&id];
         let row = NewTask::new(
             id,
-            e.task_type.clone(),
+            self.classes[e.class()].key.task_type.clone(),
             e.payload.clone(),
-            &e.options,
-            e.created_at,
+            &e.full_options(),
+            e.created_at(id),
         );
         self.out.writes.push(StoreOp::Insert(row));
     }
@@ -121,7 +121,11 @@ impl QueueCore {
             if let Some(key) = &r.options.idempotency_key {
                 self.idempotency.insert(key.clone(), id);
             }
-            let has_run = !r.attempts.is_empty() || r.result.is_some() || r.error.is_some();
+            let has_run = !r.attempts.is_empty()
+                || r.result.is_some()
+                || r.error.is_some()
+                || r.retries_used > 0
+                || r.lease_losses > 0;
             let run = has_run.then(|| {
                 Box::new(Run {
                     attempts: r.attempts,
@@ -131,24 +135,13 @@ impl QueueCore {
                     finished_at: r.finished_at,
                     dead_seq: None,
                     retention_tag: 0,
-                })
-            });
-            self.tasks.insert(
-                id,
-                Entry {
-                    task_type: r.task_type,
-                    payload: r.payload,
-                    options: Box::new(r.options),
-                    status: r.status,
-                    class,
                     retries_used: r.retries_used,
                     lease_losses: r.lease_losses,
-                    seq: 0,
-                    ready_at: None,
-                    created_at: r.created_at,
-                    run,
-                },
-            );
+                })
+            });
+            let mut entry = Entry::new(id, class, r.payload, r.options, r.status, r.created_at);
+            entry.run = run;
+            self.tasks.insert(id, entry);
             restored += 1;
             if !r.status.is_finished() {
                 self.live_bytes += self.tasks[&id].payload.len() as u64;
@@ -214,10 +207,10 @@ impl QueueCore {
             let Some(e) = self.tasks.get(&id) else {
                 continue;
             };
-            match e.status {
+            match e.status() {
                 TaskStatus::Queued => self.unready(id),
                 TaskStatus::Pending => {
-                    if let Some(at) = e.ready_at {
+                    if let Some(at) = e.ready_at() {
                         self.delayed.remove(&(at, id));
                     }
                 }

@@ -5,7 +5,7 @@ use super::*;
 impl QueueCore {
     pub(crate) fn outcome(&self, id: TaskId) -> Option<Option<TaskOutcome>> {
         let e = self.tasks.get(&id)?;
-        Some(match e.status {
+        Some(match e.status() {
             TaskStatus::Completed => Some(TaskOutcome::Completed {
                 result: e.run().result.clone().unwrap_or_else(Payload::null),
             }),
@@ -22,56 +22,72 @@ impl QueueCore {
         let e = self.tasks.get(&id)?;
         Some(TaskSnapshot {
             id,
-            task_type: e.task_type.to_string(),
-            status: e.status,
-            options: (*e.options).clone(),
+            task_type: self.classes[e.class()].key.task_type.to_string(),
+            status: e.status(),
+            options: e.full_options(),
             payload: e.payload.clone(),
             result: e.run().result.clone(),
             error: e.run().error.clone(),
             attempts: e.run().attempts.clone(),
-            created_at: e.created_at,
+            created_at: e.created_at(id),
             finished_at: e.run().finished_at,
-            unroutable: e.status == TaskStatus::Queued && !self.classes[e.class].routable,
+            unroutable: e.status() == TaskStatus::Queued && !self.classes[e.class()].routable,
         })
     }
 
     /// Tasks with `status` (all when `None`), oldest first, at most `limit`, starting after
     /// `after` (a cursor: the last id of the previous page).
+    ///
+    /// Each status keeps its ids in creation order, so a page walks from the cursor and
+    /// stops at `limit`: O(log n + limit) for each status listed, whatever the queue holds
+    /// (a `task_type` filter also walks past the tasks of other types).
     pub(crate) fn list(&self, q: &crate::task::TaskQuery) -> Vec<TaskSnapshot> {
-        let (status, after, limit) = (q.status, q.after, q.limit);
-        let past_cursor = |id: &TaskId| match (after, q.newest_first) {
-            (None, _) => true,
-            (Some(a), false) => *id > a,
-            (Some(a), true) => *id < a,
-        };
-        let mut ids: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(id, e)| {
-                status.is_none_or(|s| e.status == s)
-                    && past_cursor(id)
-                    && q.task_type.as_deref().is_none_or(|t| *e.task_type == *t)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        // Ids sort by creation time. This runs inside the queue actor: select the page in
-        // linear time, and sort only the page, not every retained task.
-        let order = |a: &TaskId, b: &TaskId| {
-            if q.newest_first {
-                b.cmp(a)
-            } else {
-                a.cmp(b)
-            }
-        };
-        if limit == 0 {
+        if q.limit == 0 {
             return Vec::new();
         }
-        if ids.len() > limit {
-            ids.select_nth_unstable_by(limit - 1, order);
-            ids.truncate(limit);
+        let statuses = match q.status {
+            Some(s) => vec![s],
+            None => TaskStatus::ALL.to_vec(),
+        };
+        let mut ids: Vec<TaskId> = Vec::new();
+        for status in statuses {
+            ids.extend(self.page_of(status, q));
         }
-        ids.sort_unstable_by(order);
+        // One status's page is in order already; several are merged.
+        if q.newest_first {
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+        } else {
+            ids.sort_unstable();
+        }
+        ids.truncate(q.limit);
         ids.into_iter().filter_map(|id| self.snapshot(id)).collect()
+    }
+
+    /// The first `q.limit` ids with `status` past the cursor, in listing order.
+    fn page_of(&self, status: TaskStatus, q: &crate::task::TaskQuery) -> Vec<TaskId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let set = self.tasks.with_status(status);
+        let of_type = |id: &&TaskId| {
+            q.task_type
+                .as_deref()
+                .is_none_or(|t| *self.classes[self.tasks[id].class()].key.task_type == *t)
+        };
+        let from = q.after.map_or(Unbounded, Excluded);
+        if q.newest_first {
+            let (low, high) = (Unbounded, from);
+            set.range((low, high))
+                .rev()
+                .filter(of_type)
+                .take(q.limit)
+                .copied()
+                .collect()
+        } else {
+            set.range((from, Unbounded))
+                .filter(of_type)
+                .take(q.limit)
+                .copied()
+                .collect()
+        }
     }
 
     pub(crate) fn dead_letters(&self, limit: usize) -> Vec<TaskSnapshot> {

@@ -45,7 +45,7 @@ impl QueueCore {
     pub(super) fn complete(&mut self, id: TaskId, result: Payload) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         let now = SystemTime::now();
-        if let Ok(d) = now.duration_since(e.created_at) {
+        if let Ok(d) = now.duration_since(e.created_at(id)) {
             self.metrics.latency.observe(d);
         }
         self.metrics
@@ -75,8 +75,8 @@ impl QueueCore {
     ) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().error = Some(error.clone());
-        let budget = e.options.retries.unwrap_or(self.config.default_retries);
-        if retryable && e.retries_used < budget {
+        let budget = e.options().retries.unwrap_or(self.config.default_retries);
+        if retryable && e.run().retries_used < budget {
             self.retry(id, error, now);
         } else {
             self.counters.failed += 1;
@@ -88,8 +88,8 @@ impl QueueCore {
     pub(super) fn timed_out_attempt(&mut self, id: TaskId, error: String, now: Instant) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().error = Some(error.clone());
-        let budget = e.options.retries.unwrap_or(self.config.default_retries);
-        if e.retries_used < budget {
+        let budget = e.options().retries.unwrap_or(self.config.default_retries);
+        if e.run().retries_used < budget {
             self.retry(id, error, now);
         } else {
             self.counters.timed_out += 1;
@@ -109,10 +109,10 @@ impl QueueCore {
     }
 
     pub(super) fn retry(&mut self, id: TaskId, error: String, now: Instant) {
-        let used = self.tasks[&id].retries_used;
+        let used = self.tasks[&id].run().retries_used;
         let delay = self.backoff(used);
         let e = self.tasks.get_mut(&id).expect("task exists");
-        e.retries_used += 1;
+        e.run_mut().retries_used += 1;
         let attempt = e.run().attempts.len() as u32;
         self.counters.retried += 1;
         self.out.event(|| EventKind::TaskRetried {
@@ -140,11 +140,14 @@ impl QueueCore {
     /// or dead-lettered once it has lost its worker more than `max_lease_losses` times.
     pub(super) fn requeue_lost(&mut self, id: TaskId, why: &str) {
         let e = self.tasks.get_mut(&id).expect("task exists");
-        e.lease_losses += 1;
-        if e.lease_losses > self.config.max_lease_losses {
+        let losses = {
+            let run = e.run_mut();
+            run.lease_losses += 1;
+            run.lease_losses
+        };
+        if losses > self.config.max_lease_losses {
             let error = format!(
-                "lost its worker {} times (last: {why}); dead-lettered to protect the workers",
-                e.lease_losses
+                "lost its worker {losses} times (last: {why}); dead-lettered to protect the workers"
             );
             e.run_mut().error = Some(error.clone());
             self.counters.failed += 1;
@@ -183,10 +186,12 @@ impl QueueCore {
     }
 
     pub(super) fn finish(&mut self, id: TaskId, status: TaskStatus, outcome: TaskOutcome) {
-        let e = self.tasks.get_mut(&id).expect("task exists");
-        debug_assert!(!e.status.is_finished(), "a task finishes once");
+        debug_assert!(
+            !self.tasks[&id].status().is_finished(),
+            "a task finishes once"
+        );
+        let e = self.tasks.set_status(id, status);
         self.live_bytes -= e.payload.len() as u64;
-        e.status = status;
         e.run_mut().finished_at = Some(SystemTime::now());
         self.out.finished.push((id, outcome));
         self.save(id);
@@ -211,7 +216,9 @@ impl QueueCore {
                 break;
             };
             let evict = self.tasks.get(&oldest).is_some_and(|e| {
-                e.status.is_finished() && e.run().dead_seq.is_none() && e.run().retention_tag == tag
+                e.status().is_finished()
+                    && e.run().dead_seq.is_none()
+                    && e.run().retention_tag == tag
             });
             if evict {
                 self.remove_entry(oldest);
@@ -223,7 +230,7 @@ impl QueueCore {
             let tasks = &self.tasks;
             self.finished.retain(|(id, tag)| {
                 tasks.get(id).is_some_and(|e| {
-                    e.status.is_finished()
+                    e.status().is_finished()
                         && e.run().dead_seq.is_none()
                         && e.run().retention_tag == *tag
                 })

@@ -63,7 +63,7 @@ impl QueueCore {
         self.save_worker(&worker, &session.caps, false);
         // Back in the order they were queued in, not the set's.
         let mut ids: Vec<TaskId> = session.leases.into_iter().collect();
-        ids.sort_unstable_by_key(|id| self.tasks[id].seq);
+        ids.sort_unstable_by_key(|id| self.tasks[id].seq());
         for id in ids {
             self.lose_lease(id, &worker, "worker stopped");
         }
@@ -150,7 +150,7 @@ impl QueueCore {
                 let live = self
                     .tasks
                     .get(&r.id)
-                    .is_some_and(|e| e.status == TaskStatus::Queued && e.seq == r.seq);
+                    .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq() == r.seq);
                 if live {
                     if at + age <= self.clock && oldest.is_none_or(|(_, o)| r.seq < o.seq) {
                         oldest = Some((c, r));
@@ -177,7 +177,7 @@ impl QueueCore {
                     let live = self
                         .tasks
                         .get(&top.id)
-                        .is_some_and(|e| e.status == TaskStatus::Queued && e.seq == top.seq);
+                        .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq() == top.seq);
                     if live {
                         break;
                     }
@@ -200,7 +200,8 @@ impl QueueCore {
         let nonce = rand::RngCore::next_u64(&mut self.nonces);
         let (epoch, grace, lease_time) =
             (self.epoch, self.config.lease_grace, self.config.lease_time);
-        let e = self.tasks.get_mut(&id).expect("task exists");
+        let e = self.tasks.set_status(id, TaskStatus::Running);
+        let task_type = self.classes[e.class()].key.task_type.clone();
         let token = LeaseToken {
             epoch,
             attempt: e.run().attempts.len() as u32 + 1,
@@ -208,8 +209,7 @@ impl QueueCore {
         };
         // A task with a timeout is bounded by it; one without holds its lease for
         // `lease_time` at a time, extended only by its worker's explicit extend.
-        let deadline = now + e.options.timeout.map_or(lease_time, |t| t + grace);
-        e.status = TaskStatus::Running;
+        let deadline = now + e.options().timeout.map_or(lease_time, |t| t + grace);
         let run = e.run_mut();
         run.lease = Some(LeaseHold {
             worker: worker.clone(),
@@ -229,10 +229,10 @@ impl QueueCore {
         let lease = Lease {
             task_id: id,
             token,
-            task_type: e.task_type.clone(),
+            task_type,
             payload: e.payload.clone(),
-            timeout: e.options.timeout,
-            lease_time: e.options.timeout.is_none().then_some(lease_time),
+            timeout: e.options().timeout,
+            lease_time: e.options().timeout.is_none().then_some(lease_time),
         };
         let session = self.workers.get_mut(worker).expect("worker exists");
         session.credits -= 1;
@@ -282,7 +282,7 @@ impl QueueCore {
                 continue;
             }
             let e = self.tasks.get_mut(&id).expect("held");
-            if e.options.timeout.is_some() {
+            if e.options().timeout.is_some() {
                 continue;
             }
             let hold = e.run_mut().lease.as_mut().expect("held");

@@ -72,3 +72,85 @@ fn filters_by_status_and_type() {
     };
     assert_eq!(page(&h, of_u), vec![other]);
 }
+
+/// Every status's page, with and without a type filter, either way, equals the answer a
+/// scan over every task gives, on a queue where most tasks do not match.
+#[test]
+fn pages_past_many_tasks_that_do_not_match() {
+    let mut h = Harness::with_defaults();
+    h.worker("w", &["t"], &[], 1000);
+    let mut all = Vec::new();
+    // 600 tasks of type t, then a few of type u, queued between many that run or finish.
+    for _ in 0..600 {
+        all.push(h.submit(spec("t")));
+    }
+    let u: Vec<TaskId> = (0..5).map(|_| h.submit(spec("u"))).collect();
+    all.extend(&u);
+    for _ in 0..300 {
+        all.push(h.submit(spec("t")));
+    }
+    // Run the oldest 500, complete 200 of them, cancel 100 queued ones.
+    let leased = h.dispatch();
+    assert_eq!(leased.len(), 900);
+    for (_, id, attempt) in leased.iter().take(200) {
+        h.complete("w", *id, *attempt);
+    }
+    for (_, id, _) in leased.iter().skip(800) {
+        h.cancel(*id).expect("running");
+    }
+    for _ in 0..50 {
+        all.push(h.submit(spec("t")));
+    }
+    h.check();
+    let status_of = |h: &Harness, id: &TaskId| h.core.snapshot(*id).expect("kept").status;
+    let type_of = |h: &Harness, id: &TaskId| h.core.snapshot(*id).expect("kept").task_type;
+    for status in [None, Some(TaskStatus::Running), Some(TaskStatus::Queued)]
+        .into_iter()
+        .chain(TaskStatus::ALL.map(Some))
+    {
+        for task_type in [None, Some("u".to_string()), Some("t".to_string())] {
+            for newest_first in [false, true] {
+                let mut want: Vec<TaskId> = all
+                    .iter()
+                    .filter(|id| status.is_none_or(|s| status_of(&h, id) == s))
+                    .filter(|id| task_type.as_deref().is_none_or(|t| type_of(&h, id) == t))
+                    .copied()
+                    .collect();
+                if newest_first {
+                    want.reverse();
+                }
+                // Walk every page with the cursor; the pages make up the whole answer.
+                let mut got = Vec::new();
+                let mut after = None;
+                loop {
+                    let q = TaskQuery {
+                        status,
+                        task_type: task_type.clone(),
+                        after,
+                        limit: 7,
+                        newest_first,
+                    };
+                    let p = page(&h, q);
+                    assert!(p.len() <= 7);
+                    if p.is_empty() {
+                        break;
+                    }
+                    after = p.last().copied();
+                    got.extend(p);
+                }
+                assert_eq!(
+                    got, want,
+                    "{status:?} {task_type:?} newest first: {newest_first}"
+                );
+            }
+        }
+    }
+    // A page after the cursor of the last matching task is empty, however many follow.
+    let q = TaskQuery {
+        task_type: Some("u".into()),
+        after: Some(u[4]),
+        limit: 10,
+        ..TaskQuery::default()
+    };
+    assert!(page(&h, q).is_empty());
+}

@@ -258,8 +258,9 @@ impl Harness {
         let mut by_priority = [0usize; 4];
         let mut class_live = vec![0usize; c.classes.len()];
         let mut class_tasks = vec![0usize; c.classes.len()];
-        for e in c.tasks.values() {
-            class_tasks[e.class] += 1;
+        c.tasks.check();
+        for (_, e) in c.tasks.iter() {
+            class_tasks[e.class()] += 1;
         }
         let counted: Vec<usize> = c.classes.iter().map(|k| k.tasks).collect();
         assert_eq!(class_tasks, counted, "tasks per class");
@@ -277,16 +278,16 @@ impl Harness {
             );
         }
         let (mut running, mut pending) = (0, 0);
-        for (id, e) in &c.tasks {
-            match e.status {
+        for (id, e) in c.tasks.iter() {
+            match e.status() {
                 TaskStatus::Queued => {
-                    by_priority[e.options.priority.index()] += 1;
-                    class_live[e.class] += 1;
+                    by_priority[e.priority.index()] += 1;
+                    class_live[e.class()] += 1;
                     assert!(e.run().lease.is_none(), "queued task {id} holds a lease");
                 }
                 TaskStatus::Pending => {
                     pending += 1;
-                    let at = e.ready_at.expect("pending task has a ready time");
+                    let at = e.ready_at().expect("pending task has a ready time");
                     assert!(
                         c.delayed.contains(&(at, *id)),
                         "pending {id} not in delayed"
@@ -309,22 +310,29 @@ impl Harness {
         assert_eq!(pending, c.delayed.len(), "delayed entries");
         assert_eq!(c.deadlines.len(), running, "one deadline per lease");
         for (_, id) in &c.deadlines {
-            assert_eq!(c.tasks[id].status, TaskStatus::Running, "deadline of {id}");
+            assert_eq!(
+                c.tasks[id].status(),
+                TaskStatus::Running,
+                "deadline of {id}"
+            );
         }
         for session in c.workers.values() {
             for id in &session.leases {
-                assert_eq!(c.tasks[id].status, TaskStatus::Running, "lease of {id}");
+                assert_eq!(c.tasks[id].status(), TaskStatus::Running, "lease of {id}");
             }
         }
         for (seq, id) in &c.dead {
             let e = &c.tasks[id];
             assert_eq!(e.run().dead_seq, Some(*seq), "dead-letter seq of {id}");
-            assert!(matches!(e.status, TaskStatus::Failed | TaskStatus::Timeout));
+            assert!(matches!(
+                e.status(),
+                TaskStatus::Failed | TaskStatus::Timeout
+            ));
         }
         let (mut live, mut finished, mut dead) = (0u64, 0u64, 0u64);
         let mut finished_count = 0;
-        for e in c.tasks.values() {
-            match (e.status.is_finished(), e.run().dead_seq.is_some()) {
+        for e in c.tasks.iter().map(|(_, e)| e) {
+            match (e.status().is_finished(), e.run().dead_seq.is_some()) {
                 (false, _) => live += e.payload.len() as u64,
                 (true, true) => dead += e.bytes(),
                 (true, false) => {

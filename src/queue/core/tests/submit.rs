@@ -217,3 +217,9 @@ fn a_payload_limit_past_the_cluster_frame_is_refused() {
     assert!(err.contains("max_payload_bytes"), "{err}");
     assert!(QueueConfig::default().validate().is_ok());
 }
+
+/// A queued task's entry stays within 72 bytes (a million of them wait in memory).
+#[test]
+fn an_entry_is_small() {
+    assert!(std::mem::size_of::<super::super::Entry>() <= 72);
+}

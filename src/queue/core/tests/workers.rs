@@ -23,7 +23,7 @@ fn detach_requeues_leases_at_once_without_spending_retries() {
         let attempt = &h.snap(id).attempts[0];
         assert_eq!(attempt.outcome.as_deref(), Some("lost"));
         assert!(attempt.finished_at.is_some());
-        assert_eq!(h.core.tasks[&id].retries_used, 0);
+        assert_eq!(h.core.tasks[&id].run().retries_used, 0);
     }
     let stats = h.core.stats();
     assert_eq!((stats.leases_lost, stats.running, stats.queued), (2, 0, 2));

@@ -1,0 +1,145 @@
+//! Submits: a batch is checked whole, then every task of it is accepted.
+
+use super::*;
+
+impl QueueCore {
+    /// Accepts every spec, or none: an invalid spec or a full queue refuses the whole batch.
+    #[cfg(test)]
+    pub(crate) fn submit(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        now: Instant,
+    ) -> Result<Vec<Submitted>, QueueError> {
+        self.submit_known(specs, &HashMap::new(), now)
+    }
+
+    /// True when a task in memory holds this idempotency key.
+    pub(crate) fn knows_key(&self, key: &str) -> bool {
+        self.idempotency.contains_key(key)
+    }
+
+    /// [`submit`](Self::submit), where `known` maps idempotency keys memory does not hold,
+    /// but the store does (for tasks no longer in memory), to their tasks.
+    pub(crate) fn submit_known(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        known: &HashMap<String, TaskId>,
+        now: Instant,
+    ) -> Result<Vec<Submitted>, QueueError> {
+        self.clock = self.clock.max(now);
+        for (index, spec) in specs.iter().enumerate() {
+            spec.validate().map_err(|e| QueueError::InvalidTask {
+                index,
+                reason: e.to_string(),
+            })?;
+            let size = spec.payload().len();
+            if size > self.config.max_payload_bytes {
+                return Err(QueueError::InvalidTask {
+                    index,
+                    reason: format!(
+                        "payload is {size} bytes, over the {}-byte limit (max_payload_bytes: \
+                         a task must fit in one cluster frame)",
+                        self.config.max_payload_bytes
+                    ),
+                });
+            }
+        }
+        // New tasks this batch makes: a key already known, or repeated within the batch,
+        // makes none.
+        let mut keys = HashSet::new();
+        let fresh = specs
+            .iter()
+            .filter(|s| match &s.options.idempotency_key {
+                Some(k) => {
+                    !self.idempotency.contains_key(k)
+                        && !known.contains_key(k)
+                        && keys.insert(k.as_str())
+                }
+                None => true,
+            })
+            .count();
+        if self.waiting() + fresh > self.config.max_queue_size {
+            return Err(QueueError::Full {
+                capacity: self.config.max_queue_size,
+                waiting: self.waiting(),
+                refused: specs.len(),
+            });
+        }
+        let bytes: u64 = specs.iter().map(|s| s.payload().len() as u64).sum();
+        if self.live_bytes + bytes > self.config.max_queue_bytes {
+            return Err(QueueError::FullBytes {
+                capacity: self.config.max_queue_bytes,
+                held: self.live_bytes,
+                refused: bytes,
+            });
+        }
+        let created_at = SystemTime::now();
+        let mut out = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if let Some(key) = &spec.options.idempotency_key {
+                if let Some(&id) = self.idempotency.get(key).or_else(|| known.get(key)) {
+                    out.push(Submitted { id, existing: true });
+                    continue;
+                }
+            }
+            let id = TaskId::new();
+            if let Some(key) = &spec.options.idempotency_key {
+                self.idempotency.insert(key.clone(), id);
+            }
+            let class = self.class_for(&spec.task_type, &spec.options.labels);
+            let delay = spec.options.delay.filter(|d| !d.is_zero());
+            self.live_bytes += spec.payload.len() as u64;
+            self.out.event(|| EventKind::TaskSubmitted {
+                id,
+                task_type: spec.task_type.clone(),
+                priority: spec.options.priority,
+            });
+            self.tasks.insert(
+                id,
+                Entry::new(
+                    id,
+                    class,
+                    spec.payload,
+                    spec.options,
+                    TaskStatus::Pending,
+                    created_at,
+                ),
+            );
+            match delay {
+                Some(d) => self.make_pending(id, now + d),
+                None => self.make_ready(id),
+            }
+            self.save_new(id);
+            self.counters.submitted += 1;
+            out.push(Submitted {
+                id,
+                existing: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The class of a new task entry (the caller inserts the entry), made if needed.
+    pub(super) fn class_for(&mut self, task_type: &Arc<str>, labels: &[String]) -> usize {
+        let key = ClassKey::new(task_type.clone(), labels);
+        if let Some(&i) = self.class_index.get(&key) {
+            self.classes[i].tasks += 1;
+            return i;
+        }
+        let mut class = Class::new(key.clone());
+        class.routable = self.workers.values().any(|w| class.accepts(&w.caps));
+        class.tasks = 1;
+        let slot = match self.free_classes.pop() {
+            Some(slot) => {
+                self.classes[slot] = class;
+                slot
+            }
+            None => {
+                self.classes.push(class);
+                self.classes.len() - 1
+            }
+        };
+        self.class_index.insert(key, slot);
+        slot
+    }
+}

@@ -1,0 +1,274 @@
+//! The task table: every task's entry, found by id, and the ids of each status in creation
+//! order, for listing pages.
+//!
+//! Entries live in a slab (a `Vec` of slots, freed slots reused), so the id index holds
+//! only a 4-byte slot per task: when it grows, it moves 20 bytes an entry, not a whole
+//! entry. The index is a `griddle` map, which spreads that move over the inserts that
+//! follow instead of copying every entry in one insert, so a queue that grows past a
+//! million tasks never stops to rehash. The slab is written here (a few lines) rather than
+//! taken from a crate, to keep to one new dependency.
+
+use std::collections::BTreeSet;
+use std::hash::BuildHasherDefault;
+use std::ops::Index;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::Run;
+use crate::task::{IdHasher, Payload, TaskId, TaskOptions, TaskPriority, TaskStatus};
+
+/// One task. Kept small, because a million of them may wait: its type is its class's, its
+/// creation time is in its id (UUIDv7, to the millisecond, plus the microseconds here),
+/// default options are not stored, and what only a task that has run needs lives behind
+/// `run`, allocated at its first lease.
+pub(super) struct Entry {
+    pub(super) payload: Payload,
+    /// `None`: the defaults, but for `priority`.
+    options: Option<Box<TaskOptions>>,
+    pub(super) run: Option<Box<Run>>,
+    wait: Wait,
+    pub(super) class: u32,
+    /// Changed only through [`Tasks::set_status`], which keeps the status sets in step.
+    status: TaskStatus,
+    pub(super) priority: TaskPriority,
+    /// Microseconds from the millisecond in the id to the task's creation.
+    created_us: u16,
+}
+
+/// Where a task waits: one field, since no task is both queued and pending.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Queued (and, after, running): the sequence number of its current place in its
+    /// class heap; older heap entries for the same task are stale and skipped.
+    Seq(u64),
+    /// Pending: when it becomes runnable.
+    At(Instant),
+}
+
+/// The options of tasks submitted without any.
+static NO_OPTIONS: TaskOptions = TaskOptions {
+    priority: TaskPriority::Normal,
+    timeout: None,
+    retries: None,
+    labels: Vec::new(),
+    metadata: std::collections::BTreeMap::new(),
+    idempotency_key: None,
+    delay: None,
+};
+
+impl Entry {
+    /// A task of `class`, created at `created_at`.
+    pub(super) fn new(
+        id: TaskId,
+        class: usize,
+        payload: Payload,
+        options: TaskOptions,
+        status: TaskStatus,
+        created_at: SystemTime,
+    ) -> Self {
+        let priority = options.priority;
+        let plain = TaskOptions {
+            priority: TaskPriority::Normal,
+            ..options
+        };
+        let options = (plain != NO_OPTIONS).then(|| Box::new(plain));
+        let created_us = created_at
+            .duration_since(id.created_at())
+            .map_or(0, |d| d.as_micros().min(u16::MAX as u128) as u16);
+        Self {
+            payload,
+            options,
+            run: None,
+            wait: Wait::Seq(0),
+            class: u32::try_from(class).expect("fewer than 2^32 classes"),
+            status,
+            priority,
+            created_us,
+        }
+    }
+
+    pub(super) fn status(&self) -> TaskStatus {
+        self.status
+    }
+
+    /// The sequence number of a queued or running task's place in its class heap (0 for
+    /// a pending one).
+    pub(super) fn seq(&self) -> u64 {
+        match self.wait {
+            Wait::Seq(seq) => seq,
+            Wait::At(_) => 0,
+        }
+    }
+
+    /// When a pending task becomes runnable.
+    pub(super) fn ready_at(&self) -> Option<Instant> {
+        match self.wait {
+            Wait::At(at) => Some(at),
+            Wait::Seq(_) => None,
+        }
+    }
+
+    pub(super) fn set_seq(&mut self, seq: u64) {
+        self.wait = Wait::Seq(seq);
+    }
+
+    pub(super) fn set_ready_at(&mut self, at: Instant) {
+        self.wait = Wait::At(at);
+    }
+
+    /// The class slot.
+    pub(super) fn class(&self) -> usize {
+        self.class as usize
+    }
+
+    /// The options, but for `priority` (see [`Self::full_options`]).
+    pub(super) fn options(&self) -> &TaskOptions {
+        self.options.as_deref().unwrap_or(&NO_OPTIONS)
+    }
+
+    /// The options as submitted.
+    pub(super) fn full_options(&self) -> TaskOptions {
+        TaskOptions {
+            priority: self.priority,
+            ..self.options().clone()
+        }
+    }
+
+    /// When the task with this id was accepted.
+    pub(super) fn created_at(&self, id: TaskId) -> SystemTime {
+        id.created_at() + Duration::from_micros(u64::from(self.created_us))
+    }
+}
+
+type Index32 = griddle::HashMap<TaskId, u32, BuildHasherDefault<IdHasher>>;
+
+/// Every task in memory (see the module's documentation).
+pub(super) struct Tasks {
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    index: Index32,
+    /// Ids by status ([`TaskStatus`] as index), in id (creation) order.
+    by_status: [BTreeSet<TaskId>; TaskStatus::ALL.len()],
+}
+
+impl Tasks {
+    pub(super) fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: Index32::default(),
+            by_status: Default::default(),
+        }
+    }
+
+    pub(super) fn get(&self, id: &TaskId) -> Option<&Entry> {
+        let slot = *self.index.get(id)?;
+        self.slots[slot as usize].as_ref()
+    }
+
+    pub(super) fn get_mut(&mut self, id: &TaskId) -> Option<&mut Entry> {
+        let slot = *self.index.get(id)?;
+        self.slots[slot as usize].as_mut()
+    }
+
+    pub(super) fn contains_key(&self, id: &TaskId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Adds a task; its id must be new.
+    pub(super) fn insert(&mut self, id: TaskId, entry: Entry) {
+        let status = entry.status;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Some(entry));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 tasks")
+            }
+        };
+        let old = self.index.insert(id, slot);
+        assert!(old.is_none(), "task ids are unique");
+        self.by_status[status as usize].insert(id);
+    }
+
+    pub(super) fn remove(&mut self, id: &TaskId) -> Option<Entry> {
+        let slot = self.index.remove(id)?;
+        let entry = self.slots[slot as usize]
+            .take()
+            .expect("indexed slots hold a task");
+        self.free.push(slot);
+        self.by_status[entry.status as usize].remove(id);
+        Some(entry)
+    }
+
+    /// Moves a task to `status`; returns its entry.
+    pub(super) fn set_status(&mut self, id: TaskId, status: TaskStatus) -> &mut Entry {
+        let slot = *self.index.get(&id).expect("task exists");
+        let e = self.slots[slot as usize]
+            .as_mut()
+            .expect("indexed slots hold a task");
+        if e.status != status {
+            self.by_status[e.status as usize].remove(&id);
+            self.by_status[status as usize].insert(id);
+            e.status = status;
+        }
+        e
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Every task, in no order (for tests).
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&TaskId, &Entry)> {
+        self.index
+            .iter()
+            .map(|(id, &slot)| (id, self.slots[slot as usize].as_ref().expect("indexed")))
+    }
+
+    /// Checks that every task is in the set of its status and nowhere else (for tests).
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        let listed: usize = self.by_status.iter().map(BTreeSet::len).sum();
+        assert_eq!(listed, self.index.len(), "each task in one status set");
+        for (id, &slot) in self.index.iter() {
+            let e = self.slots[slot as usize]
+                .as_ref()
+                .expect("indexed slots hold a task");
+            assert!(
+                self.by_status[e.status as usize].contains(id),
+                "{id} in its status set"
+            );
+        }
+        let used = self.slots.iter().filter(|s| s.is_some()).count();
+        assert_eq!(used, self.index.len(), "each slot indexed once");
+        assert_eq!(
+            used + self.free.len(),
+            self.slots.len(),
+            "each empty slot free"
+        );
+    }
+
+    /// The ids of tasks with `status`, oldest first.
+    pub(super) fn with_status(&self, status: TaskStatus) -> &BTreeSet<TaskId> {
+        &self.by_status[status as usize]
+    }
+}
+
+impl Index<&TaskId> for Tasks {
+    type Output = Entry;
+
+    fn index(&self, id: &TaskId) -> &Entry {
+        self.get(id).expect("task exists")
+    }
+}
