@@ -4,6 +4,7 @@
 mod actor;
 mod config;
 mod core;
+mod fifo;
 mod journal;
 mod ready;
 mod uplink;

@@ -1,10 +1,16 @@
-//! Routing classes: queued tasks grouped by (task type, required labels), each group a
-//! priority heap. A worker's request scans only the classes it can serve.
+//! Routing classes: queued tasks grouped by (task type, required labels), each group one
+//! first-in, first-out lane per priority. A worker's request scans only the classes it can
+//! serve.
+//!
+//! A lane is enough for priority-then-age order because a task's place is a sequence number
+//! taken when it becomes ready, and numbers only grow: within one priority, arrival order is
+//! age order. Taking the best task is then reading the front of the highest non-empty lane,
+//! with no heap to sift and no buffer copied when a lane grows (see [`Fifo`]).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
+use super::fifo::Fifo;
 use crate::task::{TaskId, TaskPriority};
 
 /// What a worker must offer to take a task: its type and its required labels.
@@ -27,7 +33,7 @@ impl ClassKey {
     }
 }
 
-/// A heap entry: highest priority first, then lowest sequence number (oldest).
+/// A queued task's place: highest priority first, then lowest sequence number (oldest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ready {
     pub(crate) priority: TaskPriority,
@@ -51,11 +57,13 @@ impl PartialOrd for Ready {
 
 pub(crate) struct Class {
     pub(crate) key: ClassKey,
-    /// May hold stale entries (cancelled or re-queued tasks); they are skipped on pop.
-    pub(crate) heap: BinaryHeap<Ready>,
+    /// Queued tasks by priority ([`TaskPriority::index`]), each lane oldest first, as
+    /// (sequence number, id). May hold stale entries (cancelled or re-queued tasks); they
+    /// are skipped when they reach the front.
+    pub(crate) lanes: [Fifo<(u64, TaskId)>; TaskPriority::ALL.len()],
     /// With priority aging on: the same tasks in the order they became ready, with when.
-    /// Entries of tasks served through the heap go stale and are dropped from the front.
-    pub(crate) arrivals: VecDeque<(tokio::time::Instant, Ready)>,
+    /// Entries of tasks served through the lanes go stale and are dropped from the front.
+    pub(crate) arrivals: Fifo<(tokio::time::Instant, Ready)>,
     /// Live queued tasks in this class.
     pub(crate) live: usize,
     /// Whether any attached worker can take tasks of this class.
@@ -70,8 +78,8 @@ impl Class {
     pub(crate) fn new(key: ClassKey) -> Self {
         Self {
             key,
-            heap: BinaryHeap::new(),
-            arrivals: VecDeque::new(),
+            lanes: Default::default(),
+            arrivals: Fifo::default(),
             live: 0,
             routable: false,
             tasks: 0,

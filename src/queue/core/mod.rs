@@ -14,8 +14,8 @@ use super::{QueueConfig, QueueError, QueueStats};
 use crate::events::EventKind;
 use crate::metrics::TaskMetrics;
 use crate::task::{
-    Attempt, IdSet, Lease, LeaseToken, Payload, Submitted, TaskId, TaskOutcome, TaskSnapshot,
-    TaskSpec, TaskStatus,
+    Attempt, IdSet, Lease, LeaseToken, Payload, Submitted, TaskId, TaskOutcome, TaskPriority,
+    TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub(crate) use crate::worker::{AttemptOutcome, AttemptReport};
 use crate::worker::{Capabilities, LeaseSink};
@@ -152,6 +152,9 @@ pub(crate) struct QueueCore {
     /// Running tasks by lease deadline.
     deadlines: BTreeSet<(Instant, TaskId)>,
     workers: HashMap<Arc<str>, Session>,
+    /// The workers with free credits, most first (ties by id): the order `dispatch` serves
+    /// them in. Kept in step with every session's `credits`.
+    with_credits: BTreeSet<(std::cmp::Reverse<u32>, Arc<str>)>,
     idempotency: HashMap<String, TaskId>,
     /// Finished tasks, oldest first, for retention.
     /// Each entry carries the task's retention tag when it was pushed; an entry whose tag
@@ -201,6 +204,7 @@ impl QueueCore {
             delayed: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             workers: HashMap::new(),
+            with_credits: BTreeSet::new(),
             idempotency: HashMap::new(),
             finished: VecDeque::new(),
             dead: BTreeMap::new(),
@@ -255,7 +259,7 @@ impl QueueCore {
         if class.tasks == 0 {
             debug_assert_eq!(class.live, 0, "a class with queued tasks has tasks");
             self.class_index.remove(&class.key);
-            class.heap = Default::default();
+            class.lanes = Default::default();
             class.arrivals = Default::default();
             class.routable = true;
             self.free_classes.push(e.class());
@@ -276,7 +280,7 @@ impl QueueCore {
         let priority = e.priority;
         let class = &mut self.classes[e.class()];
         let ready = Ready { priority, seq, id };
-        class.heap.push(ready);
+        class.lanes[priority.index()].push_back((seq, id));
         if self.config.priority_aging.is_some() {
             class.arrivals.push_back((self.clock, ready));
         }

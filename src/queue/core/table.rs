@@ -1,12 +1,13 @@
 //! The task table: every task's entry, found by id, and the ids of each status in creation
 //! order, for listing pages.
 //!
-//! Entries live in a slab (a `Vec` of slots, freed slots reused), so the id index holds
-//! only a 4-byte slot per task: when it grows, it moves 20 bytes an entry, not a whole
-//! entry. The index is a `griddle` map, which spreads that move over the inserts that
-//! follow instead of copying every entry in one insert, so a queue that grows past a
-//! million tasks never stops to rehash. The slab is written here (a few lines) rather than
-//! taken from a crate, to keep to one new dependency.
+//! Entries live in a slab (slots in fixed chunks of 4,096, freed slots reused), so the id
+//! index holds only a 4-byte slot per task, and growing the slab adds a chunk instead of
+//! copying every entry into a buffer twice the size. The index is a `griddle` map, which
+//! spreads its own growth over the inserts that follow instead of rehashing every entry in
+//! one insert. So a queue that grows past a million tasks never stops to copy its table.
+//! The slab is written here (a few lines) rather than taken from a crate, to keep to one
+//! new dependency.
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasherDefault;
@@ -143,9 +144,14 @@ impl Entry {
 
 type Index32 = griddle::HashMap<TaskId, u32, BuildHasherDefault<IdHasher>>;
 
+/// Slots per slab chunk, as a power of two: a slot's chunk is `slot >> CHUNK_BITS`.
+const CHUNK_BITS: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
 /// Every task in memory (see the module's documentation).
 pub(super) struct Tasks {
-    slots: Vec<Option<Entry>>,
+    /// Chunks of `CHUNK` slots each, filled in order; only the last may be short.
+    slots: Vec<Vec<Option<Entry>>>,
     free: Vec<u32>,
     index: Index32,
     /// Ids by status ([`TaskStatus`] as index), in id (creation) order.
@@ -162,14 +168,22 @@ impl Tasks {
         }
     }
 
+    fn slot(&self, slot: u32) -> &Option<Entry> {
+        &self.slots[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> &mut Option<Entry> {
+        &mut self.slots[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    }
+
     pub(super) fn get(&self, id: &TaskId) -> Option<&Entry> {
         let slot = *self.index.get(id)?;
-        self.slots[slot as usize].as_ref()
+        self.slot(slot).as_ref()
     }
 
     pub(super) fn get_mut(&mut self, id: &TaskId) -> Option<&mut Entry> {
         let slot = *self.index.get(id)?;
-        self.slots[slot as usize].as_mut()
+        self.slot_mut(slot).as_mut()
     }
 
     pub(super) fn contains_key(&self, id: &TaskId) -> bool {
@@ -181,12 +195,17 @@ impl Tasks {
         let status = entry.status;
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot as usize] = Some(entry);
+                *self.slot_mut(slot) = Some(entry);
                 slot
             }
             None => {
-                self.slots.push(Some(entry));
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 tasks")
+                if self.slots.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.slots.push(Vec::with_capacity(CHUNK));
+                }
+                let chunks = self.slots.len() - 1;
+                let last = self.slots.last_mut().expect("a chunk with room");
+                last.push(Some(entry));
+                u32::try_from(chunks * CHUNK + last.len() - 1).expect("fewer than 2^32 tasks")
             }
         };
         let old = self.index.insert(id, slot);
@@ -196,7 +215,8 @@ impl Tasks {
 
     pub(super) fn remove(&mut self, id: &TaskId) -> Option<Entry> {
         let slot = self.index.remove(id)?;
-        let entry = self.slots[slot as usize]
+        let entry = self
+            .slot_mut(slot)
             .take()
             .expect("indexed slots hold a task");
         self.free.push(slot);
@@ -207,8 +227,10 @@ impl Tasks {
     /// Moves a task to `status`; returns its entry.
     pub(super) fn set_status(&mut self, id: TaskId, status: TaskStatus) -> &mut Entry {
         let slot = *self.index.get(&id).expect("task exists");
-        let e = self.slots[slot as usize]
-            .as_mut()
+        let e = self
+            .slots
+            .get_mut((slot >> CHUNK_BITS) as usize)
+            .and_then(|c| c[slot as usize & (CHUNK - 1)].as_mut())
             .expect("indexed slots hold a task");
         if e.status != status {
             self.by_status[e.status as usize].remove(&id);
@@ -233,7 +255,7 @@ impl Tasks {
     pub(super) fn iter(&self) -> impl Iterator<Item = (&TaskId, &Entry)> {
         self.index
             .iter()
-            .map(|(id, &slot)| (id, self.slots[slot as usize].as_ref().expect("indexed")))
+            .map(|(id, &slot)| (id, self.slot(slot).as_ref().expect("indexed")))
     }
 
     /// Checks that every task is in the set of its status and nowhere else (for tests).
@@ -242,21 +264,18 @@ impl Tasks {
         let listed: usize = self.by_status.iter().map(BTreeSet::len).sum();
         assert_eq!(listed, self.index.len(), "each task in one status set");
         for (id, &slot) in self.index.iter() {
-            let e = self.slots[slot as usize]
-                .as_ref()
-                .expect("indexed slots hold a task");
+            let e = self.slot(slot).as_ref().expect("indexed slots hold a task");
             assert!(
                 self.by_status[e.status as usize].contains(id),
                 "{id} in its status set"
             );
         }
-        let used = self.slots.iter().filter(|s| s.is_some()).count();
+        let used = self.slots.iter().flatten().filter(|s| s.is_some()).count();
         assert_eq!(used, self.index.len(), "each slot indexed once");
-        assert_eq!(
-            used + self.free.len(),
-            self.slots.len(),
-            "each empty slot free"
-        );
+        let made: usize = self.slots.iter().map(Vec::len).sum();
+        assert_eq!(used + self.free.len(), made, "each empty slot free");
+        let short = self.slots.iter().rev().skip(1).any(|c| c.len() != CHUNK);
+        assert!(!short, "only the last chunk is short");
     }
 
     /// The ids of tasks with `status`, oldest first.

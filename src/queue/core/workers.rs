@@ -1,5 +1,7 @@
 //! Workers: attach and detach, credits, and leasing tasks to them.
 
+use std::cmp::Reverse;
+
 use super::*;
 
 impl Class {
@@ -35,6 +37,9 @@ impl QueueCore {
             }
             None => {
                 self.save_worker(&worker, &caps, true);
+                if credits > 0 {
+                    self.with_credits.insert((Reverse(credits), worker.clone()));
+                }
                 self.workers.insert(
                     worker,
                     Session {
@@ -58,8 +63,11 @@ impl QueueCore {
         if s.incarnation != incarnation {
             return;
         }
-        let session = self.workers.remove(worker).expect("session exists");
-        let worker: Arc<str> = Arc::from(worker);
+        let (worker, session) = self.workers.remove_entry(worker).expect("session exists");
+        if session.credits > 0 {
+            self.with_credits
+                .remove(&(Reverse(session.credits), worker.clone()));
+        }
         self.save_worker(&worker, &session.caps, false);
         // Back in the order they were queued in, not the set's.
         let mut ids: Vec<TaskId> = session.leases.into_iter().collect();
@@ -72,16 +80,28 @@ impl QueueCore {
 
     /// Gives a worker more credits (free slots).
     pub(crate) fn credit(&mut self, worker: &str, credits: u32) {
-        if let Some(s) = self.workers.get_mut(worker) {
-            s.credits = s.credits.saturating_add(credits);
+        if let Some(s) = self.workers.get(worker) {
+            let more = s.credits.saturating_add(credits);
+            self.set_credits(worker, more);
         }
     }
 
     /// Sets a worker's credits to exactly `credits` (0 while it drains).
     pub(crate) fn set_credits(&mut self, worker: &str, credits: u32) {
-        if let Some(s) = self.workers.get_mut(worker) {
-            s.credits = credits;
+        let Some((id, s)) = self.workers.get_key_value(worker) else {
+            return;
+        };
+        let (id, old) = (id.clone(), s.credits);
+        if old == credits {
+            return;
         }
+        if old > 0 {
+            self.with_credits.remove(&(Reverse(old), id.clone()));
+        }
+        if credits > 0 {
+            self.with_credits.insert((Reverse(credits), id.clone()));
+        }
+        self.workers.get_mut(&id).expect("looked up").credits = credits;
     }
 
     pub(super) fn refresh_routable(&mut self) {
@@ -91,21 +111,22 @@ impl QueueCore {
     }
 
     /// Leases queued tasks to workers with credits, best first. Workers with the most free
-    /// credits are served first, which balances load without asking anyone.
+    /// credits are served first, which balances load without asking anyone. The workers
+    /// come from the index of those with credits, so a dispatch costs what it leases, not
+    /// the number of workers attached.
     pub(crate) fn dispatch(&mut self, now: Instant) -> Vec<Delivery> {
         self.clock = self.clock.max(now);
-        if self.queued_by_priority.iter().all(|&n| n == 0) {
-            return Vec::new();
-        }
-        let mut order: Vec<(u32, Arc<str>)> = self
-            .workers
-            .iter()
-            .filter(|(_, s)| s.credits > 0)
-            .map(|(id, s)| (s.credits, id.clone()))
-            .collect();
-        order.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
         let mut deliveries = Vec::new();
-        for (_, worker) in order {
+        if !self.classes.iter().any(|c| c.live > 0 && c.routable) {
+            // Nothing queued that any attached worker serves: no need to look at them.
+            return deliveries;
+        }
+        // Workers with credits that serve none of the queued tasks, put back at the end.
+        let mut passed = Vec::new();
+        while self.queued_by_priority.iter().any(|&n| n > 0) {
+            let Some((_, worker)) = self.with_credits.pop_first() else {
+                break;
+            };
             let matching: Vec<usize> = {
                 let caps = &self.workers[&worker].caps;
                 (0..self.classes.len())
@@ -113,6 +134,7 @@ impl QueueCore {
                     .collect()
             };
             if matching.is_empty() {
+                passed.push(worker);
                 continue;
             }
             let mut leases = Vec::new();
@@ -125,16 +147,22 @@ impl QueueCore {
                 };
                 leases.push(self.lease_to(id, &worker, now));
             }
+            let session = &self.workers[&worker];
+            if session.credits > 0 {
+                // Out of tasks it can take: it keeps its place for the next dispatch.
+                passed.push(worker.clone());
+            }
             if !leases.is_empty() {
                 deliveries.push(Delivery {
-                    sink: self.workers[&worker].sink.clone(),
+                    sink: session.sink.clone(),
                     worker,
                     leases,
                 });
             }
-            if self.queued_by_priority.iter().all(|&n| n == 0) {
-                break;
-            }
+        }
+        for worker in passed {
+            let credits = self.workers[&worker].credits;
+            self.with_credits.insert((Reverse(credits), worker));
         }
         deliveries
     }
@@ -166,33 +194,42 @@ impl QueueCore {
         Some(r.id)
     }
 
-    /// Pops the best live task among `classes`: highest priority, then oldest.
+    /// Takes the best live task among `classes`: highest priority, then oldest.
     pub(super) fn pop_best(&mut self, classes: &[usize]) -> Option<TaskId> {
-        {
-            let mut best: Option<(usize, Ready)> = None;
-            for &c in classes {
-                let heap = &mut self.classes[c].heap;
-                // Drop stale heads (cancelled, or re-queued under a newer seq).
-                while let Some(top) = heap.peek() {
-                    let live = self
-                        .tasks
-                        .get(&top.id)
-                        .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq() == top.seq);
-                    if live {
-                        break;
-                    }
-                    heap.pop();
+        // (class, lane, seq) of the best front seen so far.
+        let mut best: Option<(usize, usize, u64)> = None;
+        for &c in classes {
+            // Lanes above the best's priority only: a lower one cannot beat it.
+            let floor = best.map_or(0, |(_, lane, _)| lane);
+            for lane in (floor..TaskPriority::ALL.len()).rev() {
+                let Some(seq) = self.live_front(c, lane) else {
+                    continue;
+                };
+                if best.is_none_or(|(_, bl, bs)| lane > bl || (lane == bl && seq < bs)) {
+                    best = Some((c, lane, seq));
                 }
-                if let Some(top) = heap.peek() {
-                    if best.as_ref().is_none_or(|(_, b)| top > b) {
-                        best = Some((c, *top));
-                    }
-                }
+                break;
             }
-            let (c, top) = best?;
-            self.classes[c].heap.pop();
-            Some(top.id)
         }
+        let (c, lane, _) = best?;
+        self.classes[c].lanes[lane].pop_front().map(|(_, id)| id)
+    }
+
+    /// The sequence number of the first live task in one lane of class `c`, after dropping
+    /// the stale entries before it (cancelled tasks, or tasks re-queued under a newer seq).
+    fn live_front(&mut self, c: usize, lane: usize) -> Option<u64> {
+        let fifo = &mut self.classes[c].lanes[lane];
+        while let Some(&(seq, id)) = fifo.front() {
+            let live = self
+                .tasks
+                .get(&id)
+                .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq() == seq);
+            if live {
+                return Some(seq);
+            }
+            fifo.pop_front();
+        }
+        None
     }
 
     pub(super) fn lease_to(&mut self, id: TaskId, worker: &Arc<str>, now: Instant) -> Lease {
@@ -234,6 +271,7 @@ impl QueueCore {
             timeout: e.options().timeout,
             lease_time: e.options().timeout.is_none().then_some(lease_time),
         };
+        // Called only from `dispatch`, which has taken the worker out of `with_credits`.
         let session = self.workers.get_mut(worker).expect("worker exists");
         session.credits -= 1;
         session.leases.insert(id);

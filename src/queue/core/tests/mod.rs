@@ -316,6 +316,16 @@ impl Harness {
                 "deadline of {id}"
             );
         }
+        let with_credits: std::collections::BTreeSet<_> = c
+            .workers
+            .iter()
+            .filter(|(_, s)| s.credits > 0)
+            .map(|(id, s)| (std::cmp::Reverse(s.credits), id.clone()))
+            .collect();
+        assert_eq!(
+            with_credits, c.with_credits,
+            "index of workers with credits"
+        );
         for session in c.workers.values() {
             for id in &session.leases {
                 assert_eq!(c.tasks[id].status(), TaskStatus::Running, "lease of {id}");

@@ -186,3 +186,50 @@ fn re_announcing_the_same_incarnation_keeps_the_queues_credit_count() {
     assert_eq!(h.dispatch().len(), 2);
     h.check();
 }
+
+#[test]
+fn a_worker_passed_over_for_want_of_tasks_keeps_its_credits_and_its_place() {
+    let mut h = Harness::with_defaults();
+    h.worker("gpu", &["infer"], &[], 8);
+    h.worker("cpu", &["echo"], &[], 2);
+    let echoes: Vec<TaskId> = (0..3).map(|_| h.submit(spec("echo"))).collect();
+    let first = h.dispatch();
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().all(|(w, _, _)| w == "cpu"), "{first:?}");
+    // The gpu worker was looked at first (most credits) and served nothing: it keeps all 8.
+    assert_eq!(h.core.stats().free_credits, 8);
+    h.check();
+
+    let infer = h.submit(spec("infer"));
+    assert_eq!(h.dispatch(), vec![("gpu".to_string(), infer, 1)]);
+    h.check();
+
+    // A completion frees a cpu slot, and the third echo takes it.
+    h.core.credit("cpu", 1);
+    h.complete("cpu", echoes[0], 1);
+    assert_eq!(h.dispatch(), vec![("cpu".to_string(), echoes[2], 1)]);
+    assert_eq!(h.core.stats().free_credits, 7);
+    h.check();
+}
+
+#[test]
+fn every_worker_with_credits_is_served_when_there_are_many() {
+    let mut h = Harness::with_defaults();
+    for i in 0..200 {
+        h.worker(&format!("w{i:03}"), &["t"], &[], 1 + (i % 3));
+    }
+    let total: u32 = (0..200).map(|i| 1 + (i % 3)).sum();
+    for _ in 0..total + 5 {
+        h.submit(spec("t"));
+    }
+    let leased = h.dispatch();
+    assert_eq!(leased.len() as u32, total, "every free slot filled");
+    let mut per: std::collections::HashMap<String, u32> = Default::default();
+    for (w, _, _) in &leased {
+        *per.entry(w.clone()).or_default() += 1;
+    }
+    assert_eq!(per.len(), 200);
+    assert_eq!(h.core.stats().free_credits, 0);
+    assert!(h.dispatch().is_empty(), "no credits left anywhere");
+    h.check();
+}
