@@ -68,6 +68,7 @@
 
 pub mod api;
 mod cluster;
+pub mod compute;
 mod coordinator;
 mod error;
 mod events;

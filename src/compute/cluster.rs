@@ -1,0 +1,486 @@
+//! The [`ComputeCluster`] handle: nodes added, removed, listed, checked and selected, each
+//! behind a supervised [`NodeProxy`](super::proxy) actor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+
+use super::node::{ComputeNode, ComputeNodeInfo, Selector};
+use super::proxy::{NodeProxy, ProxyArgs, ProxyConfig, ProxyMsg};
+use super::request::{ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, StreamSink};
+use super::state::NodeShared;
+use crate::error::Error;
+use crate::supervision::{ChildExit, OnExit, RestartBudget, Supervisor, Verdict};
+
+/// Most nodes in one cluster.
+const MAX_NODES: usize = 10_000;
+
+/// A set of external compute nodes. Cloning the handle is cheap; every clone is the same
+/// cluster.
+///
+/// ```
+/// use wrangle::compute::{ComputeCluster, ComputeNode, Selector};
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), wrangle::Error> {
+/// let cluster = ComputeCluster::start("inference").await?;
+/// cluster.add_node(ComputeNode::new("gpu1", "http://127.0.0.1:11434")?).await?;
+/// cluster
+///     .add_node(ComputeNode::new("gpu2", "http://127.0.0.1:11435")?.label("gpu", "a100"))
+///     .await?;
+///
+/// let available = cluster.get_available_nodes();
+/// assert_eq!(available.len(), 2);
+/// let node = cluster.select_node(&Selector::new().label("gpu", "a100")).unwrap();
+/// assert_eq!(node.id(), "gpu2");
+/// for node in cluster.list_nodes() {
+///     println!("{} ({}) - {}", node.id, node.backend, node.endpoint);
+/// }
+///
+/// // Nothing listens on these ports here: the checks fail.
+/// let health = cluster.health_check().await;
+/// assert_eq!(health.get("gpu1"), Some(&false));
+/// cluster.remove_node("gpu1").await?;
+/// assert_eq!(cluster.list_nodes().len(), 1);
+/// cluster.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ComputeCluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ComputeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComputeCluster")
+            .field("name", &self.inner.name)
+            .field("nodes", &self.inner.nodes.read().expect("nodes").len())
+            .finish()
+    }
+}
+
+struct Inner {
+    name: String,
+    config: ProxyConfig,
+    nodes: RwLock<BTreeMap<String, Arc<NodeShared>>>,
+    supervisor: ActorRef<SupMsg>,
+}
+
+impl ComputeCluster {
+    /// Starts an empty cluster with the default proxy settings.
+    pub async fn start(name: impl Into<String>) -> Result<Self, Error> {
+        Self::start_with(name, ProxyConfig::default(), RestartBudget::default()).await
+    }
+
+    /// Starts an empty cluster whose proxies check and trip by `config`, each restarted
+    /// within `budget`.
+    pub async fn start_with(
+        name: impl Into<String>,
+        config: ProxyConfig,
+        budget: RestartBudget,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        budget.validate()?;
+        let (supervisor, _) = Actor::spawn(None, ComputeSupervisor, budget)
+            .await
+            .map_err(|e| Error::spawn("compute supervisor", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                config,
+                nodes: RwLock::new(BTreeMap::new()),
+                supervisor,
+            }),
+        })
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Adds a node and starts its proxy. Fails, naming the field, on a node that does not
+    /// validate, an id already in the cluster, or an endpoint whose backend cannot start.
+    pub async fn add_node(&self, node: ComputeNode) -> Result<(), Error> {
+        node.validate()?;
+        // The backend's client is built here first, so its error reaches the caller whole.
+        super::backend::connect(&node)?;
+        let id = node.id().to_string();
+        let shared = Arc::new(NodeShared::new(node, self.inner.config.clone()));
+        {
+            let mut nodes = self.inner.nodes.write().expect("nodes");
+            if nodes.contains_key(&id) {
+                return Err(Error::invalid(
+                    "node_id",
+                    format!("`{id}` is already in cluster {}", self.inner.name),
+                ));
+            }
+            if nodes.len() >= MAX_NODES {
+                return Err(Error::invalid(
+                    "node_id",
+                    "the cluster holds 10000 nodes already",
+                ));
+            }
+            nodes.insert(id.clone(), shared.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        let started = match self
+            .inner
+            .supervisor
+            .send_message(SupMsg::Start(shared, tx))
+        {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err("compute supervisor stopped".into())),
+            Err(_) => Err("compute supervisor stopped".into()),
+        };
+        if let Err(reason) = started {
+            self.inner.nodes.write().expect("nodes").remove(&id);
+            return Err(Error::Spawn {
+                actor: "compute node proxy",
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes a node: it takes nothing new, finishes what it runs and what waits for it,
+    /// then its proxy stops. Fails on an unknown id.
+    pub async fn remove_node(&self, id: &str) -> Result<(), Error> {
+        let shared = self
+            .inner
+            .nodes
+            .read()
+            .expect("nodes")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::invalid("node_id", format!("no node `{id}` in the cluster")))?;
+        shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(mailbox) = shared.mailbox() {
+            let (tx, rx) = oneshot::channel();
+            if mailbox.send(ProxyMsg::Drain(tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
+        self.inner.nodes.write().expect("nodes").remove(id);
+        let _ = self
+            .inner
+            .supervisor
+            .send_message(SupMsg::Forget(id.to_string()));
+        Ok(())
+    }
+
+    /// Every node, by id.
+    pub fn list_nodes(&self) -> Vec<ComputeNodeInfo> {
+        let nodes = self.inner.nodes.read().expect("nodes");
+        nodes.values().map(|n| n.info()).collect()
+    }
+
+    /// The nodes that may receive work now: healthy, not being removed.
+    pub fn get_available_nodes(&self) -> Vec<ComputeNodeInfo> {
+        let nodes = self.inner.nodes.read().expect("nodes");
+        nodes
+            .values()
+            .filter(|n| n.available())
+            .map(|n| n.info())
+            .collect()
+    }
+
+    /// One node by id.
+    pub fn node(&self, id: &str) -> Option<ComputeNodeRef> {
+        let nodes = self.inner.nodes.read().expect("nodes");
+        nodes.get(id).map(|shared| ComputeNodeRef {
+            shared: shared.clone(),
+        })
+    }
+
+    /// The least-loaded available node that matches `selector` (work per slot, ties by
+    /// id), or `None`.
+    pub fn select_node(&self, selector: &Selector) -> Option<ComputeNodeRef> {
+        let nodes = self.inner.nodes.read().expect("nodes");
+        nodes
+            .values()
+            .filter(|n| n.available() && selector.matches(&n.node))
+            .min_by(|a, b| a.load().total_cmp(&b.load()))
+            .map(|shared| ComputeNodeRef {
+                shared: shared.clone(),
+            })
+    }
+
+    /// Checks every node now; answers whether each passed. A node stops receiving work
+    /// only after `unhealthy_after` failures in a row (see [`ProxyConfig`]).
+    pub async fn health_check(&self) -> BTreeMap<String, bool> {
+        let nodes: Vec<Arc<NodeShared>> = self
+            .inner
+            .nodes
+            .read()
+            .expect("nodes")
+            .values()
+            .cloned()
+            .collect();
+        let checks = nodes.into_iter().map(|shared| async move {
+            let healthy = match shared.mailbox() {
+                Some(mailbox) => {
+                    let (tx, rx) = oneshot::channel();
+                    match mailbox.send(ProxyMsg::CheckNow(tx)) {
+                        Ok(()) => rx.await.unwrap_or(false),
+                        Err(_) => false,
+                    }
+                }
+                None => false,
+            };
+            (shared.node.id().to_string(), healthy)
+        });
+        futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Runs `request` on the least-loaded available node matching `selector`.
+    pub async fn execute(
+        &self,
+        selector: &Selector,
+        request: ComputeRequest,
+    ) -> Result<ComputeResponse, ComputeError> {
+        self.pick(selector)?.execute(request).await
+    }
+
+    /// Like [`execute`](Self::execute), with streamed output sent to `sink` as it comes.
+    pub async fn execute_streaming(
+        &self,
+        selector: &Selector,
+        request: ComputeRequest,
+        sink: StreamSink,
+    ) -> Result<ComputeResponse, ComputeError> {
+        self.pick(selector)?.execute_streaming(request, sink).await
+    }
+
+    fn pick(&self, selector: &Selector) -> Result<ComputeNodeRef, ComputeError> {
+        self.select_node(selector).ok_or_else(|| {
+            ComputeError::new(
+                ComputeErrorKind::NoNode,
+                format!(
+                    "no available node in cluster {} matches labels {:?} and requirements {:?}",
+                    self.inner.name, selector.labels, selector.requirements
+                ),
+            )
+        })
+    }
+
+    /// Stops every proxy (running requests fail as unavailable) and the supervisor.
+    pub async fn stop(&self) {
+        self.inner.nodes.write().expect("nodes").clear();
+        let _ = self.inner.supervisor.stop_and_wait(None, None).await;
+    }
+}
+
+/// One node of a cluster.
+#[derive(Clone)]
+pub struct ComputeNodeRef {
+    shared: Arc<NodeShared>,
+}
+
+impl std::fmt::Debug for ComputeNodeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ComputeNodeRef")
+            .field(&self.shared.node.id())
+            .finish()
+    }
+}
+
+impl ComputeNodeRef {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        self.shared.node.id()
+    }
+
+    /// What the cluster knows of it now.
+    pub fn info(&self) -> ComputeNodeInfo {
+        self.shared.info()
+    }
+
+    /// Runs a request on this node, waiting for a slot if all are taken.
+    pub async fn execute(&self, request: ComputeRequest) -> Result<ComputeResponse, ComputeError> {
+        self.send(request, None).await
+    }
+
+    /// Like [`execute`](Self::execute), with streamed output sent to `sink` as it comes.
+    pub async fn execute_streaming(
+        &self,
+        request: ComputeRequest,
+        sink: StreamSink,
+    ) -> Result<ComputeResponse, ComputeError> {
+        self.send(request, Some(sink)).await
+    }
+
+    async fn send(
+        &self,
+        request: ComputeRequest,
+        sink: Option<StreamSink>,
+    ) -> Result<ComputeResponse, ComputeError> {
+        let gone = || {
+            ComputeError::unavailable(format!(
+                "the proxy of node {} stopped before answering",
+                self.id()
+            ))
+        };
+        let mailbox = self.shared.mailbox().ok_or_else(gone)?;
+        let (tx, rx) = oneshot::channel();
+        mailbox
+            .send(ProxyMsg::Execute {
+                request,
+                sink,
+                reply: tx,
+            })
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        if let Some(m) = self.shared.mailbox() {
+            let _ = m.send(ProxyMsg::Crash);
+        }
+    }
+}
+
+/// The supervisor of a cluster's proxies: one-for-one restarts, a budget per node.
+struct ComputeSupervisor;
+
+enum SupMsg {
+    /// Start the proxy of a new node.
+    Start(Arc<NodeShared>, oneshot::Sender<Result<(), String>>),
+    /// The node was removed: forget its restart record.
+    Forget(String),
+}
+
+impl ractor::Message for SupMsg {}
+
+struct SupState {
+    budget: RestartBudget,
+    by_actor: HashMap<ActorId, Arc<NodeShared>>,
+    judges: HashMap<String, Supervisor>,
+}
+
+impl SupState {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupMsg>,
+        shared: Arc<NodeShared>,
+    ) -> Result<(), String> {
+        let args = ProxyArgs {
+            shared: shared.clone(),
+        };
+        let (proxy, _) = Actor::spawn_linked(None, NodeProxy, args, myself.get_cell())
+            .await
+            .map_err(|e| Error::spawn("compute node proxy", e).to_string())?;
+        *shared.proxy.write().expect("proxy") = Some(proxy.clone());
+        self.by_actor.insert(proxy.get_id(), shared);
+        Ok(())
+    }
+}
+
+impl Actor for ComputeSupervisor {
+    type Msg = SupMsg;
+    type State = SupState;
+    type Arguments = RestartBudget;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupMsg>,
+        budget: RestartBudget,
+    ) -> Result<SupState, ActorProcessingErr> {
+        Ok(SupState {
+            budget,
+            by_actor: HashMap::new(),
+            judges: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupMsg>,
+        msg: SupMsg,
+        state: &mut SupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupMsg::Start(shared, reply) => {
+                let id = shared.node.id().to_string();
+                let budget = state.budget;
+                state
+                    .judges
+                    .insert(id, Supervisor::new("compute node proxy", budget));
+                let _ = reply.send(state.spawn(&myself, shared).await);
+            }
+            SupMsg::Forget(id) => {
+                state.judges.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupMsg>,
+        event: SupervisionEvent,
+        state: &mut SupState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(exit) = ChildExit::of(event) else {
+            return Ok(());
+        };
+        let Some(shared) = state.by_actor.remove(&exit.actor) else {
+            return Ok(());
+        };
+        *shared.proxy.write().expect("proxy") = None;
+        // Its running requests ended with it: their callers were told, count them failed.
+        let lost = shared
+            .in_flight
+            .swap(0, std::sync::atomic::Ordering::Relaxed) as u64;
+        shared
+            .requests
+            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .failures
+            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+        let id = shared.node.id().to_string();
+        let Some(judge) = state.judges.get_mut(&id) else {
+            return Ok(()); // removed
+        };
+        let on_exit = if exit.stopped_with(&["drained"]) {
+            OnExit::Expected
+        } else {
+            OnExit::Restart
+        };
+        match judge.judge(&exit, on_exit) {
+            Verdict::Stopped => {}
+            Verdict::Restart => {
+                shared
+                    .restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(node = %id, reason = %exit.reason, "compute node proxy restarted");
+                if let Err(reason) = state.spawn(&myself, shared.clone()).await {
+                    give_up(&shared, reason);
+                }
+            }
+            Verdict::GiveUp(reason) => give_up(&shared, reason),
+        }
+        Ok(())
+    }
+}
+
+/// A node whose proxy cannot be kept running: unhealthy for good, with the reason.
+fn give_up(shared: &NodeShared, reason: String) {
+    tracing::error!(node = shared.node.id(), %reason, "compute node proxy given up");
+    shared
+        .healthy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut health = shared.health.lock().expect("health");
+    health.healthy = false;
+    health.reason = Some(reason);
+}

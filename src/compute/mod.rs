@@ -1,0 +1,37 @@
+//! The compute cluster: external machines, containers, pods and services that handlers
+//! send work to. A [`ComputeCluster`] holds [`ComputeNode`]s, each reached through a
+//! backend named by its [`Endpoint`] (HTTP via reqwest today; Docker, Kubernetes and SSH
+//! follow) and represented by a supervised NodeProxy actor that owns the connection,
+//! counts in-flight requests against `max_concurrent`, checks health with backoff and
+//! trips a circuit breaker. [`ComputeCluster::select_node`] picks the least-loaded healthy
+//! node whose labels and capabilities match.
+//!
+//! The task queue stays the one place that retries: a failed request answers with a
+//! [`ComputeError`] that says whether a retry (on another node) can help, and converts
+//! into the matching [`TaskError`](crate::TaskError).
+//!
+//! Files: `endpoint` (parsing), `node` (descriptions, selectors, reports), `request`
+//! (requests, answers, errors), `proxy` (the actor), `state` (what a proxy shares with the
+//! handle), `cluster` (the handle and the proxies' supervisor), `backend/` (one file per
+//! backend).
+
+mod backend;
+mod cluster;
+mod endpoint;
+mod node;
+mod proxy;
+mod request;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use cluster::{ComputeCluster, ComputeNodeRef};
+pub use endpoint::{
+    ComputeBackend, DockerEngine, DockerTarget, Endpoint, EndpointError, KubernetesTarget,
+};
+pub use node::{ComputeNode, ComputeNodeInfo, NodeHealth, Selector};
+pub use proxy::ProxyConfig;
+pub use request::{
+    CommandRequest, ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, HttpMethod,
+    HttpRequest, StreamChunk, StreamFormat, StreamSink,
+};
