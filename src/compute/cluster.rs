@@ -7,8 +7,9 @@ use std::sync::{Arc, RwLock};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
+use super::config::ComputeConfig;
 use super::node::{ComputeNode, ComputeNodeInfo, Selector};
-use super::proxy::{NodeProxy, ProxyArgs, ProxyConfig, ProxyMsg};
+use super::proxy::{NodeProxy, ProxyArgs, ProxyMsg};
 use super::request::{ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, StreamSink};
 use super::state::NodeShared;
 use crate::error::Error;
@@ -64,7 +65,7 @@ impl std::fmt::Debug for ComputeCluster {
 
 struct Inner {
     name: String,
-    config: ProxyConfig,
+    config: ComputeConfig,
     nodes: RwLock<BTreeMap<String, Arc<NodeShared>>>,
     supervisor: ActorRef<SupMsg>,
 }
@@ -72,14 +73,14 @@ struct Inner {
 impl ComputeCluster {
     /// Starts an empty cluster with the default proxy settings.
     pub async fn start(name: impl Into<String>) -> Result<Self, Error> {
-        Self::start_with(name, ProxyConfig::default(), RestartBudget::default()).await
+        Self::start_with(name, ComputeConfig::default(), RestartBudget::default()).await
     }
 
     /// Starts an empty cluster whose proxies check and trip by `config`, each restarted
     /// within `budget`.
     pub async fn start_with(
         name: impl Into<String>,
-        config: ProxyConfig,
+        config: ComputeConfig,
         budget: RestartBudget,
     ) -> Result<Self, Error> {
         config.validate()?;
@@ -107,7 +108,7 @@ impl ComputeCluster {
     pub async fn add_node(&self, node: ComputeNode) -> Result<(), Error> {
         node.validate()?;
         // The backend's client is built here first, so its error reaches the caller whole.
-        super::backend::connect(&node)?;
+        super::backend::connect(&node, &self.inner.config)?;
         let id = node.id().to_string();
         let shared = Arc::new(NodeShared::new(node, self.inner.config.clone()));
         {
@@ -213,7 +214,7 @@ impl ComputeCluster {
     }
 
     /// Checks every node now; answers whether each passed. A node stops receiving work
-    /// only after `unhealthy_after` failures in a row (see [`ProxyConfig`]).
+    /// only after `unhealthy_after` failures in a row (see [`ComputeConfig`]).
     pub async fn health_check(&self) -> BTreeMap<String, bool> {
         let nodes: Vec<Arc<NodeShared>> = self
             .inner

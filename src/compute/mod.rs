@@ -11,12 +11,13 @@
 //! into the matching [`TaskError`](crate::TaskError).
 //!
 //! Files: `endpoint` (parsing), `node` (descriptions, selectors, reports), `request`
-//! (requests, answers, errors), `proxy` (the actor), `state` (what a proxy shares with the
+//! (requests, answers, errors), `config` (settings), `proxy` (the actor), `state` (what a proxy shares with the
 //! handle), `cluster` (the handle and the proxies' supervisor), `backend/` (one file per
 //! backend).
 
 mod backend;
 mod cluster;
+mod config;
 mod endpoint;
 mod node;
 mod proxy;
@@ -26,11 +27,11 @@ mod state;
 mod tests;
 
 pub use cluster::{ComputeCluster, ComputeNodeRef};
+pub use config::ComputeConfig;
 pub use endpoint::{
     ComputeBackend, DockerEngine, DockerTarget, Endpoint, EndpointError, KubernetesTarget,
 };
 pub use node::{ComputeNode, ComputeNodeInfo, NodeHealth, Selector};
-pub use proxy::ProxyConfig;
 pub use request::{
     CommandRequest, ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, HttpMethod,
     HttpRequest, StreamChunk, StreamFormat, StreamSink,

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
@@ -80,7 +80,7 @@ impl Actor for NodeProxy {
         args: ProxyArgs,
     ) -> Result<ProxyState, ActorProcessingErr> {
         let shared = args.shared;
-        let backend = backend::connect(&shared.node)?;
+        let backend = backend::connect(&shared.node, &shared.config)?;
         shared.in_flight.store(0, Ordering::Relaxed);
         shared.waiting.store(0, Ordering::Relaxed);
         let me = Mailbox::new(myself, shared.depth.clone());
@@ -341,60 +341,5 @@ impl ProxyState {
             let _ = reply.send(Err(ComputeError::unavailable(why.clone())));
         }
         self.shared.waiting.store(0, Ordering::Relaxed);
-    }
-}
-
-/// How a proxy checks and trips.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyConfig {
-    /// Time between health checks of a healthy node. Default 10 s.
-    pub health_interval: Duration,
-    /// How long one check may take. Default 5 s.
-    pub health_timeout: Duration,
-    /// Failed checks (or requests failing for the node's sake) in a row that make a node
-    /// unhealthy. Default 3.
-    pub unhealthy_after: u32,
-    /// Longest time between checks of a failing node. Default 60 s.
-    pub max_backoff: Duration,
-    /// Requests that may wait for a slot on one node; more are refused as busy (retryable).
-    /// Default 10,000.
-    pub max_waiting: usize,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        Self {
-            health_interval: Duration::from_secs(10),
-            health_timeout: Duration::from_secs(5),
-            unhealthy_after: 3,
-            max_backoff: Duration::from_secs(60),
-            max_waiting: 10_000,
-        }
-    }
-}
-
-impl ProxyConfig {
-    /// Checks every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), crate::Error> {
-        use crate::Error;
-        if self.health_interval.is_zero() {
-            return Err(Error::invalid(
-                "health_interval",
-                "must be greater than zero",
-            ));
-        }
-        if self.health_timeout.is_zero() {
-            return Err(Error::invalid(
-                "health_timeout",
-                "must be greater than zero",
-            ));
-        }
-        if self.unhealthy_after == 0 {
-            return Err(Error::invalid("unhealthy_after", "must be at least 1"));
-        }
-        if self.max_waiting == 0 {
-            return Err(Error::invalid("max_waiting", "must be at least 1"));
-        }
-        Ok(())
     }
 }

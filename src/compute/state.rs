@@ -6,13 +6,14 @@ use std::sync::{Mutex, RwLock};
 
 use ractor::ActorRef;
 
+use super::config::ComputeConfig;
 use super::node::{ComputeNode, ComputeNodeInfo, NodeHealth};
-use super::proxy::{ProxyConfig, ProxyMsg};
+use super::proxy::ProxyMsg;
 use crate::mailbox::{Mailbox, MailboxDepth};
 
 pub(crate) struct NodeShared {
     pub(crate) node: ComputeNode,
-    pub(crate) config: ProxyConfig,
+    pub(crate) config: ComputeConfig,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) waiting: AtomicUsize,
     pub(crate) healthy: AtomicBool,
@@ -27,7 +28,7 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
-    pub(crate) fn new(node: ComputeNode, config: ProxyConfig) -> Self {
+    pub(crate) fn new(node: ComputeNode, config: ComputeConfig) -> Self {
         Self {
             node,
             config,

@@ -58,6 +58,14 @@ fn app(counts: Arc<Counts>) -> Router {
             "/bad",
             get(|| async { (StatusCode::BAD_REQUEST, "missing field `model`") }),
         )
+        .route(
+            "/auth",
+            get(|h: axum::http::HeaderMap| async move {
+                h.get(header::AUTHORIZATION)
+                    .map(|v| v.to_str().unwrap_or("").to_string())
+                    .unwrap_or_default()
+            }),
+        )
         .route("/garbage", get(|| async { "{not json" }))
         .route("/hang", get(std::future::pending::<&'static str>))
         .route(
@@ -107,13 +115,14 @@ async fn server() -> (SocketAddr, Arc<Counts>, tokio::task::JoinHandle<()>) {
     (addr, counts, task)
 }
 
-fn fast_checks() -> ProxyConfig {
-    ProxyConfig {
+fn fast_checks() -> ComputeConfig {
+    ComputeConfig {
         health_interval: Duration::from_millis(20),
         health_timeout: Duration::from_millis(500),
         unhealthy_after: 3,
         max_backoff: Duration::from_millis(40),
         max_waiting: 100,
+        ..ComputeConfig::default()
     }
 }
 
@@ -456,5 +465,58 @@ async fn removing_a_node_finishes_its_work_first_and_bad_additions_name_the_fiel
     assert!(held.await.unwrap().is_ok(), "the running request completed");
     removing.await.unwrap().unwrap();
     assert!(c.list_nodes().is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_credential_is_read_from_the_credentials_dir_and_sent_as_a_bearer_token() {
+    let (addr, _counts, _srv) = server().await;
+    let url = format!("http://{addr}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model-key"), "s3cret-t0ken\n").unwrap();
+    let field = |e: crate::Error| match e {
+        crate::Error::Invalid { field, reason } => {
+            assert!(!reason.contains("s3cret"), "{reason}");
+            field
+        }
+        e => panic!("{e}"),
+    };
+
+    let without_dir = cluster().await;
+    let named = ComputeNode::new("n", &url).unwrap().credential("model-key");
+    assert_eq!(
+        field(without_dir.add_node(named.clone()).await.unwrap_err()),
+        "credential"
+    );
+    without_dir.stop().await;
+
+    let config = ComputeConfig {
+        credentials_dir: Some(dir.path().to_path_buf()),
+        ..fast_checks()
+    };
+    let c = ComputeCluster::start_with("creds", config, RestartBudget::default())
+        .await
+        .unwrap();
+    let missing = ComputeNode::new("m", &url).unwrap().credential("other-key");
+    assert_eq!(field(c.add_node(missing).await.unwrap_err()), "credential");
+    let escape = ComputeNode::new("e", &url)
+        .unwrap()
+        .credential("../model-key");
+    assert_eq!(field(c.add_node(escape).await.unwrap_err()), "credential");
+    c.add_node(named).await.unwrap();
+    let r = c
+        .node("n")
+        .unwrap()
+        .execute(get_req("/auth"))
+        .await
+        .unwrap();
+    let ComputeResponse::Http { body, .. } = r else {
+        panic!("an HTTP answer")
+    };
+    assert_eq!(&body[..], b"Bearer s3cret-t0ken");
+    assert!(
+        !format!("{:?}", c.list_nodes()).contains("s3cret"),
+        "the token is never shown"
+    );
     c.stop().await;
 }

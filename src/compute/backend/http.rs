@@ -33,8 +33,24 @@ pub(crate) struct HttpBackend {
 }
 
 impl HttpBackend {
-    pub(crate) fn new(base: &str, node: &ComputeNode) -> Result<Self, Error> {
+    /// A client for one node; `token`, when given, is sent as a bearer token (marked
+    /// sensitive, so it never appears in debug output).
+    pub(crate) fn new(
+        base: &str,
+        node: &ComputeNode,
+        token: Option<String>,
+    ) -> Result<Self, Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    Error::invalid("credential", "the token is not a valid header value")
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(node.concurrency().min(1024))
             .connect_timeout(Duration::from_secs(10).min(node.request_timeout()))

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use super::config::ComputeConfig;
 use super::endpoint::Endpoint;
 use super::node::ComputeNode;
 use super::request::{ComputeError, ComputeRequest, ComputeResponse, StreamSink};
@@ -28,10 +29,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn health(&self, timeout: Duration) -> BoxFuture<'static, Result<(), String>>;
 }
 
-/// The backend for `node`'s endpoint.
-pub(crate) fn connect(node: &ComputeNode) -> Result<Arc<dyn Backend>, Error> {
+/// The backend for `node`'s endpoint, with credentials and host keys found by `config`.
+pub(crate) fn connect(
+    node: &ComputeNode,
+    config: &ComputeConfig,
+) -> Result<Arc<dyn Backend>, Error> {
+    let credential = match node.credential_name() {
+        Some(name) => Some(config.credential_path(name)?),
+        None => None,
+    };
     match node.endpoint() {
-        Endpoint::Http { base, .. } => Ok(Arc::new(http::HttpBackend::new(base, node)?)),
+        Endpoint::Http { base, .. } => {
+            let token = credential.map(|path| read_secret(&path)).transpose()?;
+            Ok(Arc::new(http::HttpBackend::new(base, node, token)?))
+        }
         other => Err(Error::invalid(
             "endpoint",
             format!(
@@ -40,4 +51,19 @@ pub(crate) fn connect(node: &ComputeNode) -> Result<Arc<dyn Backend>, Error> {
             ),
         )),
     }
+}
+
+/// A secret file's content (a token), trimmed; bounded, and never quoted in errors.
+fn read_secret(path: &std::path::Path) -> Result<String, Error> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::invalid("credential", format!("{}: {}", path.display(), e.kind())))?;
+    if bytes.len() > 64 << 10 {
+        return Err(Error::invalid(
+            "credential",
+            "a token file is at most 64 KiB",
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::invalid("credential", "a token file must be UTF-8 text"))?;
+    Ok(text.trim().to_string())
 }
