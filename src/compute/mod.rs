@@ -12,7 +12,7 @@
 //!
 //! Files: `endpoint` (parsing), `node` (descriptions, selectors, reports), `request`
 //! (requests, answers, errors), `config` (settings), `proxy` (the actor), `state` (what a proxy shares with the
-//! handle), `cluster` (the handle and the proxies' supervisor), `backend/` (one file per
+//! handle), `cluster` (the handle), `supervisor` (the proxies' supervisor), `backend/` (one file per
 //! backend).
 
 mod backend;
@@ -23,6 +23,7 @@ mod node;
 mod proxy;
 mod request;
 mod state;
+mod supervisor;
 #[cfg(test)]
 mod tests;
 
