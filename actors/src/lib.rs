@@ -6,6 +6,17 @@
 //! - [`Fail`] fails on purpose: retryably, permanently, or by panicking.
 //!
 //! [`register_all`] adds them under their usual task types (`echo`, `sleep`, `fail`).
+//!
+//! With a [`ComputeCluster`](wrangle::compute::ComputeCluster), [`HttpCall`],
+//! [`RemoteCommand`] and [`Chat`] send work to external nodes; [`register_compute`] adds
+//! them as `http_call`, `remote_command` and `chat`.
+
+mod compute;
+
+pub use compute::{
+    Chat, ChatApi, ChatInput, ChatMessage, ChatOutput, HttpCall, HttpCallInput, HttpCallOutput,
+    Placement, RemoteCommand, RemoteCommandInput, RemoteCommandOutput,
+};
 
 use std::time::Duration;
 
@@ -117,4 +128,12 @@ pub fn register_all(handlers: &HandlerRegistry) {
     handlers.register("echo", Echo);
     handlers.register("sleep", Sleep);
     handlers.register("fail", Fail);
+}
+
+/// Registers [`HttpCall`], [`RemoteCommand`] and [`Chat`], each sending to `cluster`, as
+/// `http_call`, `remote_command` and `chat`.
+pub fn register_compute(handlers: &HandlerRegistry, cluster: &wrangle::compute::ComputeCluster) {
+    handlers.register("http_call", HttpCall::new(cluster.clone()));
+    handlers.register("remote_command", RemoteCommand::new(cluster.clone()));
+    handlers.register("chat", Chat::new(cluster.clone()));
 }
