@@ -12,6 +12,7 @@
 mod auth;
 mod batch;
 mod cluster;
+mod compute;
 mod dashboard;
 mod error;
 mod guard;
@@ -142,6 +143,7 @@ pub(crate) struct ApiState {
         cluster::nodes, cluster::agents_nodes, cluster::workers, cluster::scale,
         cluster::scale_history, cluster::stats, cluster::healthz, cluster::readyz,
         stream::events, prometheus::metrics, auth::login, auth::logout,
+        compute::list, compute::add, compute::remove,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -216,6 +218,11 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/agents/nodes", get(cluster::agents_nodes))
         .route("/workers", get(cluster::workers))
         .route("/scale", post(cluster::scale))
+        .route("/compute/nodes", get(compute::list).post(compute::add))
+        .route(
+            "/compute/nodes/{id}",
+            axum::routing::delete(compute::remove),
+        )
         .route("/scale/history", get(cluster::scale_history))
         .route("/stats", get(cluster::stats))
         .route("/readyz", get(cluster::readyz))

@@ -215,6 +215,9 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         "wrangle_scale_decisions {}",
         state.coordinator.scale_history().len()
     );
+    if let Some(compute) = state.coordinator.compute() {
+        compute_metrics(&mut out, compute);
+    }
     if let Some(store) = state.coordinator.store() {
         let w = store.writer_stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -346,4 +349,84 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
         )],
         out,
     ))
+}
+
+/// Per compute node: requests, failures, load, health, restarts and request latency.
+/// Node ids are `[A-Za-z0-9_.-]`, safe as label values.
+fn compute_metrics(out: &mut String, compute: &crate::compute::ComputeCluster) {
+    let mut rows = Vec::new();
+    compute.with_latency(|info, latency| {
+        let (buckets, total) = latency.cumulative();
+        rows.push((info.clone(), buckets, total, latency.sum_secs()));
+    });
+    type Field = fn(&crate::compute::ComputeNodeInfo) -> u64;
+    let series: [(&str, &str, &str, Field); 7] = [
+        (
+            "wrangle_compute_requests_total",
+            "counter",
+            "Requests a compute node finished.",
+            |i| i.requests,
+        ),
+        (
+            "wrangle_compute_failures_total",
+            "counter",
+            "Requests that failed.",
+            |i| i.failures,
+        ),
+        (
+            "wrangle_compute_in_flight",
+            "gauge",
+            "Requests running on a compute node.",
+            |i| i.in_flight as u64,
+        ),
+        (
+            "wrangle_compute_waiting",
+            "gauge",
+            "Requests waiting for a slot.",
+            |i| i.waiting as u64,
+        ),
+        (
+            "wrangle_compute_healthy",
+            "gauge",
+            "1 when the node receives work.",
+            |i| u64::from(i.health.healthy && !i.draining),
+        ),
+        (
+            "wrangle_compute_proxy_restarts_total",
+            "counter",
+            "Node proxies restarted.",
+            |i| i.restarts,
+        ),
+        (
+            "wrangle_compute_mailbox_depth",
+            "gauge",
+            "Messages waiting in a node proxy's mailbox.",
+            |i| i.mailbox_depth,
+        ),
+    ];
+    for (name, kind, help, field) in series {
+        metric(out, name, kind, help);
+        for (info, ..) in &rows {
+            let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", info.id, field(info));
+        }
+    }
+    let name = "wrangle_compute_request_seconds";
+    metric(
+        out,
+        name,
+        "histogram",
+        "Compute request latency, from start to answer.",
+    );
+    for (info, buckets, total, sum) in &rows {
+        let node = &info.id;
+        for (bound, count) in buckets {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{node=\"{node}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{node=\"{node}\"}} {total}");
+    }
 }

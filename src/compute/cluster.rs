@@ -177,6 +177,17 @@ impl ComputeCluster {
         Ok(())
     }
 
+    /// Every node with its request latency histogram, by id (for the metrics endpoint).
+    pub(crate) fn with_latency(
+        &self,
+        mut f: impl FnMut(&ComputeNodeInfo, &crate::metrics::Histogram),
+    ) {
+        let nodes = self.inner.nodes.read().expect("nodes");
+        for n in nodes.values() {
+            f(&n.info(), &n.latency);
+        }
+    }
+
     /// Every node, by id.
     pub fn list_nodes(&self) -> Vec<ComputeNodeInfo> {
         let nodes = self.inner.nodes.read().expect("nodes");

@@ -13,7 +13,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The kind of backend an endpoint reaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeBackend {
     /// An HTTP(S) service.

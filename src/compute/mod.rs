@@ -22,6 +22,7 @@ mod endpoint;
 mod node;
 mod proxy;
 mod request;
+mod spec;
 mod state;
 mod supervisor;
 #[cfg(test)]
@@ -37,3 +38,4 @@ pub use request::{
     CommandRequest, ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, HttpMethod,
     HttpRequest, StreamChunk, StreamFormat, StreamSink,
 };
+pub use spec::ComputeNodeSpec;

@@ -256,11 +256,14 @@ impl Selector {
 }
 
 /// A node's health as its proxy last saw it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct NodeHealth {
     /// Whether the node receives work.
     pub healthy: bool,
-    /// When it was last checked (`None`: not yet).
+    /// When it was last checked (`None`: not yet); in JSON, milliseconds since the Unix
+    /// epoch.
+    #[serde(serialize_with = "unix_ms")]
+    #[schema(value_type = Option<u64>)]
     pub checked_at: Option<SystemTime>,
     /// Why the last check or request failed, if it did.
     pub reason: Option<String>,
@@ -268,8 +271,16 @@ pub struct NodeHealth {
     pub consecutive_failures: u32,
 }
 
+fn unix_ms<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    let ms = t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+    match ms {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
 /// What the cluster knows of one node right now.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ComputeNodeInfo {
     /// Its id.
     pub id: String,

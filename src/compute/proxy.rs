@@ -225,7 +225,9 @@ impl ProxyState {
         let call = self.backend.execute(request, sink);
         let timeout = self.shared.node.request_timeout();
         let me = self.me.clone();
+        let shared = self.shared.clone();
         self.running.spawn(async move {
+            let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 r = tokio::time::timeout(timeout, call) => r.unwrap_or_else(|_| {
                     Err(ComputeError::new(
@@ -245,6 +247,7 @@ impl ProxyState {
                 .filter(|e| e.is_node_fault())
                 .map(|e| e.message.clone());
             let failed = result.is_err();
+            shared.latency.observe(started.elapsed());
             let _ = reply.send(result);
             let _ = me.send(ProxyMsg::Finished { failed, fault });
         });

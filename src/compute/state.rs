@@ -10,6 +10,7 @@ use super::config::ComputeConfig;
 use super::node::{ComputeNode, ComputeNodeInfo, NodeHealth};
 use super::proxy::ProxyMsg;
 use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::metrics::Histogram;
 
 pub(crate) struct NodeShared {
     pub(crate) node: ComputeNode,
@@ -23,6 +24,8 @@ pub(crate) struct NodeShared {
     pub(crate) restarts: AtomicU64,
     pub(crate) health: Mutex<NodeHealth>,
     pub(crate) depth: MailboxDepth,
+    /// How long requests took, from start to answer (not counting their wait for a slot).
+    pub(crate) latency: Histogram,
     /// The running proxy; `None` between a death and its restart, or once given up on.
     pub(crate) proxy: RwLock<Option<ActorRef<ProxyMsg>>>,
 }
@@ -46,6 +49,7 @@ impl NodeShared {
                 consecutive_failures: 0,
             }),
             depth: MailboxDepth::default(),
+            latency: Histogram::default(),
             proxy: RwLock::new(None),
         }
     }

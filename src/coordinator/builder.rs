@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::actor::{CoordinatorActor, CoordinatorArgs, CoordinatorMsg};
 use super::{Coordinator, CoordinatorConfig, COORDINATOR};
+use crate::compute::ComputeCluster;
 use crate::error::Error;
 use crate::events::EventBus;
 use crate::handler::{HandlerRegistry, TaskHandler};
@@ -21,6 +22,7 @@ pub struct CoordinatorBuilder {
     events: Option<EventBus>,
     registry: Option<WorkerRegistry>,
     store: Option<Store>,
+    compute: Option<ComputeCluster>,
 }
 
 impl CoordinatorBuilder {
@@ -51,6 +53,14 @@ impl CoordinatorBuilder {
     /// Journals tasks to this (already open) store, instead of opening `config.store`.
     pub fn store(mut self, store: Store) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Serves this compute cluster's nodes in the API (`/compute/nodes`), metrics and
+    /// dashboard, and stops it with the coordinator. Handlers reach it by holding a clone
+    /// (see `wrangle_actors::register_compute`).
+    pub fn compute(mut self, cluster: ComputeCluster) -> Self {
+        self.compute = Some(cluster);
         self
     }
 
@@ -119,6 +129,7 @@ impl CoordinatorBuilder {
         };
         Ok(Coordinator {
             cluster,
+            compute: self.compute,
             mailbox,
             shared,
             handlers: self.handlers,

@@ -64,6 +64,8 @@ pub(super) const COORDINATOR: &str = "coordinator";
 pub struct Coordinator {
     /// The listener for nodes, when the cluster is on.
     cluster: Option<crate::cluster::Cluster>,
+    /// The external compute nodes, when given.
+    compute: Option<crate::compute::ComputeCluster>,
     mailbox: Mailbox<CoordinatorMsg>,
     shared: Arc<Shared>,
     handlers: HandlerRegistry,
@@ -269,6 +271,11 @@ impl Coordinator {
             .collect()
     }
 
+    /// The compute cluster given to the builder, if any.
+    pub fn compute(&self) -> Option<&crate::compute::ComputeCluster> {
+        self.compute.as_ref()
+    }
+
     /// The lifecycle event stream.
     pub fn events(&self) -> &EventBus {
         &self.events
@@ -372,6 +379,10 @@ impl Coordinator {
         // After the drain: remote workers report through the cluster until then.
         if let Some(cluster) = &self.cluster {
             cluster.stop().await;
+        }
+        // After the drain too: the handlers that ran until then used it.
+        if let Some(compute) = &self.compute {
+            compute.stop().await;
         }
         let report = report?;
         actor.wait(Some(Duration::from_secs(10))).await.ok();

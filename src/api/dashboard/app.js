@@ -157,6 +157,31 @@ async function refreshWorkers() {
   }
 }
 
+// External compute nodes, next to the wrangle nodes. Listing them needs the `admin` scope:
+// without it (403) or without a compute cluster, the table stays hidden.
+async function refreshCompute() {
+  let nodes;
+  try {
+    nodes = await api("/compute/nodes");
+  } catch (err) {
+    $("compute-panel").hidden = true;
+    return;
+  }
+  $("compute-panel").hidden = nodes.length === 0;
+  $("compute").tBodies[0].replaceChildren(...nodes.map((n) => {
+    const tr = el("tr");
+    tr.dataset.node = n.id;
+    const health = n.draining ? "draining" : n.health.healthy ? "healthy" : "unhealthy";
+    const status = statusCell(health);
+    if (n.health.reason) status.append(el("span", " " + n.health.reason, "muted"));
+    tr.append(el("td", n.id), el("td", n.backend + " " + n.endpoint), status,
+      el("td", n.in_flight + " / " + n.max_concurrent), el("td", String(n.waiting)),
+      el("td", fmtNum(n.requests)), el("td", fmtNum(n.failures)),
+      el("td", Object.entries(n.labels).map(([k, v]) => k + "=" + v).join(", ")));
+    return tr;
+  }));
+}
+
 function statusCell(status) {
   const td = el("td");
   td.append(el("span", status, "status " + status));
@@ -310,6 +335,7 @@ async function tick() {
   try {
     await refreshStats();
     await refreshWorkers();
+    await refreshCompute();
   } catch (err) {
     console.error("dashboard refresh failed:", err);
     if (err.message !== "unauthorized") setConn("offline", "bad");
