@@ -100,3 +100,10 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// The crypto provider of wrangle's own TLS (the API, the cluster): aws-lc-rs, named
+/// rather than left to rustls, which cannot choose once a dependency (reqwest) builds ring
+/// too.
+pub(crate) fn tls_provider() -> std::sync::Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider())
+}

@@ -25,7 +25,9 @@ pub(crate) fn acceptor(files: &TlsFiles) -> io::Result<tokio_rustls::TlsAcceptor
         return Err(bad(&files.cert, &"no certificate in the file"));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad(&files.key, &e))?;
-    let mut config = rustls::ServerConfig::builder()
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::util::tls_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&files.cert, &e))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| bad(&files.cert, &e))?;

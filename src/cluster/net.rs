@@ -56,7 +56,9 @@ pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsA
         return Err(bad(cert, &"no certificate in the file"));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-    let config = rustls::ServerConfig::builder()
+    let config = rustls::ServerConfig::builder_with_provider(crate::util::tls_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(cert, &e))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| bad(cert, &e))?;
@@ -76,7 +78,9 @@ pub(crate) fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, Err
     if roots.is_empty() {
         return Err(bad(&"no certificate in the file"));
     }
-    let config = rustls::ClientConfig::builder()
+    let config = rustls::ClientConfig::builder_with_provider(crate::util::tls_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))

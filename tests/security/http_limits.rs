@@ -175,9 +175,13 @@ async fn the_api_serves_https_and_its_login_cookie_is_secure() {
     roots
         .add(rustls_pki_types::CertificateDer::from_pem_file(dir.path().join("ca.pem")).unwrap())
         .unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let body = r#"{"token": "tls-s3cret"}"#;
     let request = format!(
