@@ -15,7 +15,9 @@
 
 use std::future::poll_fn;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::actor::{Origin, WorkerMsg};
 use super::run::{AttemptJob, Begun, Running};
@@ -43,9 +45,12 @@ pub(crate) fn spawn(jobs: Vec<LeasedJob>, worker: Mailbox<WorkerMsg>) {
         loop {
             let mut ended = Vec::with_capacity(jobs.len());
             poll_fn(|cx| {
-                let turn = Instant::now();
+                // One clock reading per attempt: when it starts, and when the one before
+                // it ended.
+                let mut now = Instant::now();
+                let turn_ends = now + TURN;
                 for j in jobs.by_ref() {
-                    match j.job.begin(cx) {
+                    match j.job.begin(cx, now) {
                         Begun::Ended(outcome) => ended.push(AttemptReport {
                             task_id: j.task_id,
                             token: j.token,
@@ -55,7 +60,8 @@ pub(crate) fn spawn(jobs: Vec<LeasedJob>, worker: Mailbox<WorkerMsg>) {
                             spawn_running(j.task_id, j.token, running, worker.clone())
                         }
                     }
-                    if turn.elapsed() >= TURN {
+                    now = Instant::now();
+                    if now >= turn_ends {
                         break;
                     }
                 }

@@ -45,11 +45,12 @@ pub(crate) struct Running {
 }
 
 impl AttemptJob {
-    /// Polls the handler once with `cx`, unless the attempt was cancelled before it started.
+    /// Polls the handler once with `cx`, unless the attempt was cancelled before it started;
+    /// `now` is the time it starts, which its timeout counts from.
     /// The caller may move a [`Begun::Running`] attempt elsewhere (to its own task) before
     /// polling it again: the handler's future is boxed, and its next poll registers the
     /// new task's waker.
-    pub(crate) fn begin(self, cx: &mut Context<'_>) -> Begun {
+    pub(crate) fn begin(self, cx: &mut Context<'_>, now: Instant) -> Begun {
         let Some(handler) = self.handler else {
             return Begun::Ended(AttemptOutcome::Failed(TaskError::permanent(format!(
                 "no handler for task type `{}` on worker {}",
@@ -62,7 +63,7 @@ impl AttemptJob {
         }
         // The timeout counts from here, first poll included, as `tokio::time::timeout`
         // around the whole attempt would.
-        let deadline = self.timeout.map(|t| (Instant::now() + t, t));
+        let deadline = self.timeout.map(|t| (now + t, t));
         let mut guarded = CatchUnwindFuture::new(handler.call(self.ctx, self.input));
         match Pin::new(&mut guarded).poll(cx) {
             Poll::Ready(r) => {
@@ -110,7 +111,11 @@ impl Running {
 /// Runs one attempt from start to end in the calling task.
 pub(crate) async fn run_attempt(job: AttemptJob) -> AttemptOutcome {
     let mut job = Some(job);
-    let begun = poll_fn(|cx| Poll::Ready(job.take().expect("polled once").begin(cx))).await;
+    let begun = poll_fn(|cx| {
+        let job = job.take().expect("polled once");
+        Poll::Ready(job.begin(cx, Instant::now()))
+    })
+    .await;
     match begun {
         Begun::Ended(outcome) => outcome,
         Begun::Running(running) => running.finish().await,
