@@ -25,6 +25,7 @@
 //! cargo run --release --example bench_report
 //! cargo run --release --example bench_report -- 50000   # fewer tasks per throughput run
 //! cargo run --release --example bench_report -- memory  # only the 1,000,000-task figures
+//! cargo run --release --example bench_report -- throughput [tasks]  # only the per-task cost
 //! ```
 
 use std::error::Error;
@@ -32,28 +33,24 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::Actor;
 use wrangle::prelude::*;
 
 #[path = "bench_report/memory.rs"]
 mod memory;
 use memory::queued_memory;
+#[path = "bench_report/throughput.rs"]
+mod throughput;
+use throughput::{run_noop, Throughputs};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Tasks per submit in the throughput runs.
 const CHUNK: usize = 10_000;
-/// Throughput runs per worker count; the best one is reported.
-const RUNS: usize = 3;
 /// How long the paced latency run submits.
 const LATENCY_RUN: Duration = Duration::from_secs(4);
 /// Warm-up of the steady-state runs: past the default `max_finished_tasks` (100,000), so
 /// the queue's task table has stopped growing and every new task evicts an old one.
 const STEADY_WARM_UP: usize = 120_000;
-/// Ractor messages per baseline run.
-const BASELINE_MESSAGES: usize = 200_000;
-/// Baseline runs; the best one is reported (they are short and the noisiest figure).
-const BASELINE_RUNS: usize = 5;
 
 #[tokio::main]
 async fn main() -> Res<()> {
@@ -61,7 +58,8 @@ async fn main() -> Res<()> {
 }
 
 async fn report() -> Res<()> {
-    if std::env::args().nth(1).as_deref() == Some("memory") {
+    let mode = std::env::args().nth(1);
+    if mode.as_deref() == Some("memory") {
         // Only the 1,000,000-task figures: memory, the growing table and listing.
         let load = load_average();
         let memory = queued_memory().await?;
@@ -72,7 +70,13 @@ async fn report() -> Res<()> {
         memory.print();
         return Ok(());
     }
-    let tasks: usize = match std::env::args().nth(1) {
+    let only_throughput = mode.as_deref() == Some("throughput");
+    let count = if only_throughput {
+        std::env::args().nth(2)
+    } else {
+        mode
+    };
+    let tasks: usize = match count {
         Some(n) => n
             .parse()
             .map_err(|_| format!("task count `{n}` is not a number"))?,
@@ -80,17 +84,23 @@ async fn report() -> Res<()> {
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load_before = load_average();
+    if only_throughput {
+        // Only the per-task cost: the baseline and the no-op rates.
+        let figures = Throughputs::measure(tasks).await?;
+        println!(
+            "load average (1, 5, 15 min): {load_before} before, {} after",
+            load_average()
+        );
+        figures.print(tasks);
+        return Ok(());
+    }
     eprintln!("measuring (about a minute)...");
 
     // Memory first, while the heap is fresh: later phases free memory that a 1M-task
     // queue would otherwise reuse, hiding its cost.
     let memory = queued_memory().await?;
-    let (call_rate, cast_rate) = ractor_baseline().await?;
-    let mut rates = Vec::new();
-    for workers in [1, 2, 4] {
-        rates.push((workers, noop_rate(workers, tasks).await?));
-    }
-    let half = rates[1].1.rate / 2.0;
+    let figures = Throughputs::measure(tasks).await?;
+    let half = figures.rates[1].1.rate / 2.0;
     let fresh = dispatch_latency(half, CHUNK, Pacing::Timer).await?;
     let steady = dispatch_latency(half, STEADY_WARM_UP, Pacing::Timer).await?;
     let smooth = dispatch_latency(half, STEADY_WARM_UP, Pacing::Thread).await?;
@@ -100,32 +110,7 @@ async fn report() -> Res<()> {
     println!("wrangle bench report: {cpus} CPUs, tokio multi-thread runtime, release build");
     println!("load average (1, 5, 15 min): {load_before} before, {load_after} after");
     println!();
-    println!("baseline: bare ractor actor ({BASELINE_MESSAGES} messages, best of {BASELINE_RUNS})");
-    println!(
-        "  {:<34}{:>14}",
-        "call round-trip (ractor::call!)",
-        per_s(call_rate)
-    );
-    println!("  {:<34}{:>14}", "cast (send_message)", per_s(cast_rate));
-    println!();
-    println!("no-op tasks, submit to result ({tasks} tasks in batches of {CHUNK}, best of {RUNS})");
-    println!(
-        "  {:<9}{:>11}{:>16}{:>10}{:>14}",
-        "workers", "tasks/s", "CPU per task", "vs call", "in casts"
-    );
-    for (workers, t) in &rates {
-        println!(
-            "  {:<9}{:>11}{:>13.1} us{:>9.2}x{:>14.1}",
-            workers,
-            per_s(t.rate),
-            t.cpu_per_task.as_secs_f64() * 1e6,
-            t.rate / call_rate,
-            cast_rate / t.rate
-        );
-    }
-    println!(
-        "  (vs call: task rate / call rate; in casts: one task costs the time of that many casts)"
-    );
+    figures.print(tasks);
     println!();
     println!(
         "dispatch latency, submit to handler start: 2 workers at {} tasks/s (50% of their peak)",
@@ -166,7 +151,7 @@ async fn report() -> Res<()> {
     memory.print();
     println!();
     println!("against the targets (measured, not asserted)");
-    let best = rates.iter().map(|r| r.1.rate).fold(0.0, f64::max);
+    let best = figures.rates.iter().map(|r| r.1.rate).fold(0.0, f64::max);
     target(
         "no-op tasks/s, best worker count",
         per_s(best),
@@ -234,87 +219,7 @@ mod batches;
 #[path = "../benches/support/report.rs"]
 #[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod report;
-use report::{cpu_time, load_average, per_s, target};
-
-// ----- baseline: a bare ractor actor ---------------------------------------------------------
-
-#[path = "../benches/support/pong.rs"]
-mod pong;
-use pong::{Pong, PongMsg};
-
-/// Calls per second (one at a time) and casts per second (then one call to wait for them).
-async fn ractor_baseline() -> Res<(f64, f64)> {
-    let (actor, handle) = Actor::spawn(None, Pong, ()).await?;
-    let (mut call, mut cast) = (0.0f64, 0.0f64);
-    for _ in 0..BASELINE_RUNS {
-        let started = Instant::now();
-        for _ in 0..BASELINE_MESSAGES {
-            ractor::call!(actor, PongMsg::Ping)?;
-        }
-        call = call.max(BASELINE_MESSAGES as f64 / started.elapsed().as_secs_f64());
-
-        let started = Instant::now();
-        for _ in 0..BASELINE_MESSAGES {
-            actor.cast(PongMsg::Cast)?;
-        }
-        ractor::call!(actor, PongMsg::Ping)?;
-        cast = cast.max(BASELINE_MESSAGES as f64 / started.elapsed().as_secs_f64());
-    }
-    actor.stop(None);
-    handle.await?;
-    Ok((call, cast))
-}
-
-// ----- throughput ---------------------------------------------------------------------------
-
-/// One worker count's best run.
-struct Throughput {
-    rate: f64,
-    /// CPU time of the whole process (every thread) per task, in that run.
-    cpu_per_task: Duration,
-}
-
-/// No-op tasks per second with `workers` workers: the best of [`RUNS`] runs of `tasks`,
-/// after a warm-up past the finished-task retention.
-async fn noop_rate(workers: usize, tasks: usize) -> Res<Throughput> {
-    let coordinator = Coordinator::builder()
-        .config(fixed(workers))
-        .handler("echo", wrangle_actors::Echo)
-        .start()
-        .await?;
-    run_noop(&coordinator, STEADY_WARM_UP).await?;
-    let mut best = Throughput {
-        rate: 0.0,
-        cpu_per_task: Duration::ZERO,
-    };
-    for _ in 0..RUNS {
-        let cpu = cpu_time()?;
-        let elapsed = run_noop(&coordinator, tasks).await?;
-        let cpu = cpu_time()?.saturating_sub(cpu);
-        let rate = tasks as f64 / elapsed.as_secs_f64();
-        if rate > best.rate {
-            best = Throughput {
-                rate,
-                cpu_per_task: cpu / tasks as u32,
-            };
-        }
-    }
-    coordinator.stop(false).await?;
-    Ok(best)
-}
-
-/// Submits `tasks` echo tasks in batches of [`CHUNK`] and waits for every outcome.
-async fn run_noop(coordinator: &Coordinator, tasks: usize) -> Res<Duration> {
-    let spec = TaskSpec::from_payload("echo", Payload::null());
-    batches::run_batches(
-        coordinator.queue(),
-        &spec,
-        tasks,
-        CHUNK,
-        Duration::from_secs(60),
-    )
-    .await
-}
+use report::{load_average, per_s, target};
 
 // ----- dispatch latency ---------------------------------------------------------------------
 

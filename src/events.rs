@@ -181,10 +181,16 @@ impl EventBus {
 
     /// Publishes an event to every current subscriber.
     pub fn publish(&self, kind: EventKind) {
+        self.publish_with(|| kind);
+    }
+
+    /// Publishes the event `make` builds, building it only when someone subscribes: the
+    /// form for events published once per task, whose fields cost clones to gather.
+    pub fn publish_with(&self, make: impl FnOnce() -> EventKind) {
         if self.has_subscribers() {
             let _ = self.tx.send(Arc::new(Event {
                 at: SystemTime::now(),
-                kind,
+                kind: make(),
             }));
         }
     }

@@ -66,7 +66,7 @@ impl TaskContext {
 
     /// Reports progress (`fraction` from 0.0 to 1.0) on the event stream.
     pub fn progress(&self, fraction: f32, message: impl Into<String>) {
-        self.events.publish(EventKind::TaskProgress {
+        self.events.publish_with(|| EventKind::TaskProgress {
             id: self.task_id,
             fraction: fraction.clamp(0.0, 1.0),
             message: message.into(),

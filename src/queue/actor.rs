@@ -446,16 +446,17 @@ fn after_message(state: &mut QueueState, now: Instant) {
         }
     }
     journal::send_writes(state);
-    let out = std::mem::take(&mut state.core.out);
-    for (id, outcome) in out.finished {
+    // Drained in place: the outbox keeps its buffers from one message to the next.
+    let out = &mut state.core.out;
+    for (id, outcome) in out.finished.drain(..) {
         if let Some(waiting) = state.waiters.remove(&id) {
             waiting.send(id, outcome);
         }
     }
-    for (sink, id) in out.cancels {
+    for (sink, id) in out.cancels.drain(..) {
         sink.cancel(id);
     }
-    for event in out.events {
+    for event in out.events.drain(..) {
         state.events.publish(event);
     }
     if let Some(at) = state.core.next_wake() {

@@ -2,9 +2,12 @@
 
 mod actor;
 mod caps;
+mod delivery;
 mod registry;
 mod report;
 mod run;
+#[cfg(test)]
+mod tests;
 mod uplink;
 
 pub(crate) use actor::Worker;

@@ -42,9 +42,16 @@ impl QueueCore {
         }
     }
 
+    /// A task completed by the attempt just released: it finished when that attempt did
+    /// (one clock reading for both).
     pub(super) fn complete(&mut self, id: TaskId, result: Payload) {
         let e = self.tasks.get_mut(&id).expect("task exists");
-        let now = SystemTime::now();
+        let now = e
+            .run()
+            .attempts
+            .last()
+            .and_then(|a| a.finished_at)
+            .unwrap_or_else(SystemTime::now);
         if let Ok(d) = now.duration_since(e.created_at(id)) {
             self.metrics.latency.observe(d);
         }
@@ -63,7 +70,12 @@ impl QueueCore {
         run.result = Some(result.clone());
         self.counters.completed += 1;
         self.out.event(|| EventKind::TaskCompleted { id, attempt });
-        self.finish(id, TaskStatus::Completed, TaskOutcome::Completed { result });
+        self.finish_at(
+            id,
+            TaskStatus::Completed,
+            TaskOutcome::Completed { result },
+            now,
+        );
     }
 
     pub(super) fn failed_attempt(
@@ -186,13 +198,25 @@ impl QueueCore {
     }
 
     pub(super) fn finish(&mut self, id: TaskId, status: TaskStatus, outcome: TaskOutcome) {
+        self.finish_at(id, status, outcome, SystemTime::now());
+    }
+
+    /// Finishes a task at `at`: its waiters are answered, it is saved and put under
+    /// retention.
+    pub(super) fn finish_at(
+        &mut self,
+        id: TaskId,
+        status: TaskStatus,
+        outcome: TaskOutcome,
+        at: SystemTime,
+    ) {
         debug_assert!(
             !self.tasks[&id].status().is_finished(),
             "a task finishes once"
         );
         let e = self.tasks.set_status(id, status);
         self.live_bytes -= e.payload.len() as u64;
-        e.run_mut().finished_at = Some(SystemTime::now());
+        e.run_mut().finished_at = Some(at);
         self.out.finished.push((id, outcome));
         self.save(id);
         self.retain(id);

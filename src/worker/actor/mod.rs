@@ -1,3 +1,8 @@
+//! The worker actor: its messages, its state, and how it starts, runs and reports the
+//! attempts the queue leases it.
+
+mod timers;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +11,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::run::run_attempt;
+use self::timers::{spawn_heartbeat, Extending};
+use super::delivery::{self, LeasedJob};
+use super::run::{run_attempt, AttemptJob};
 use super::{
     AttemptOutcome, AttemptReport, Capabilities, LeaseSink, UplinkRef, WorkerRegistry,
     WorkerShared, WorkerStatus,
@@ -24,9 +31,11 @@ pub(crate) struct Worker;
 pub(crate) enum WorkerMsg {
     /// Leases from the queue: run them.
     Deliver(Vec<Lease>),
+    /// Leased attempts that ended on their first poll, reported together by their delivery.
+    Finished(Vec<AttemptReport>),
     /// Stop one attempt (the task was cancelled).
     Cancel(TaskId),
-    /// An attempt ended.
+    /// An attempt ended (one that ran in a task of its own).
     Done {
         task_id: TaskId,
         outcome: AttemptOutcome,
@@ -94,10 +103,20 @@ pub(crate) struct WorkerState {
     credits: u32,
     /// Set once draining: no more credits, stop when idle.
     draining: bool,
-    /// Parent of every attempt's token; cancelled when this state is dropped, so a killed
-    /// worker's attempts stop instead of running on unseen.
+    /// Stops the heartbeat and extend timers when this state is dropped. Attempts have
+    /// tokens of their own (a child token would lock this one as it comes and goes, once
+    /// per attempt); `Drop` cancels those.
     root: CancellationToken,
-    _stop_attempts: DropGuard,
+    _stop_timers: DropGuard,
+}
+
+impl Drop for WorkerState {
+    /// A killed worker's attempts stop instead of running on unseen.
+    fn drop(&mut self) {
+        for token in self.running.values() {
+            token.cancel();
+        }
+    }
 }
 
 impl fmt::Debug for WorkerState {
@@ -115,16 +134,6 @@ pub(crate) enum Origin {
     Lease(LeaseToken),
     /// An `execute_task` call, which bypasses the queue: the outcome answers it.
     Direct(oneshot::Sender<Result<Payload, TaskError>>),
-}
-
-/// A running attempt whose lease its worker extends.
-struct Extending {
-    /// The lease's token, which the extend carries.
-    token: LeaseToken,
-    /// How often to extend: a third of the lease's `lease_time`.
-    every: Duration,
-    /// When it was granted or last extended.
-    last: tokio::time::Instant,
 }
 
 /// Delivers a worker's leases into its mailbox.
@@ -177,7 +186,7 @@ impl Actor for Worker {
             reports: Vec::new(),
             credits: 0,
             draining: false,
-            _stop_attempts: root.clone().drop_guard(),
+            _stop_timers: root.clone().drop_guard(),
             root,
         };
         state.shared.set_status(WorkerStatus::Idle);
@@ -214,11 +223,8 @@ impl Actor for Worker {
     ) -> Result<(), ActorProcessingErr> {
         state.me.depth().received();
         match msg {
-            WorkerMsg::Deliver(leases) => {
-                for lease in leases {
-                    state.start(lease);
-                }
-            }
+            WorkerMsg::Deliver(leases) => state.deliver(leases),
+            WorkerMsg::Finished(reports) => state.finished(reports),
             WorkerMsg::Cancel(id) => {
                 if let Some(token) = state.running.get(&id) {
                     token.cancel();
@@ -287,8 +293,17 @@ impl WorkerState {
         );
     }
 
-    fn start(&mut self, lease: Lease) {
-        let token = self.root.child_token();
+    /// Starts a delivery's attempts, on one task (see `delivery.rs`).
+    fn deliver(&mut self, leases: Vec<Lease>) {
+        let jobs: Vec<LeasedJob> = leases.into_iter().map(|l| self.prepare(l)).collect();
+        self.shared.set_current(self.running.len() as u32);
+        self.shared.set_status(WorkerStatus::Busy);
+        delivery::spawn(jobs, self.me.clone());
+    }
+
+    /// Records a leased attempt as running and builds what its delivery starts.
+    fn prepare(&mut self, lease: Lease) -> LeasedJob {
+        let token = CancellationToken::new();
         self.running.insert(lease.task_id, token.clone());
         if let Some(lease_time) = lease.lease_time {
             self.extending.insert(
@@ -301,30 +316,24 @@ impl WorkerState {
             );
             self.schedule_extend(lease_time / 3);
         }
-        self.shared.set_current(self.running.len() as u32);
-        self.shared.set_status(WorkerStatus::Busy);
-        self.events.publish(EventKind::TaskStarted {
+        self.events.publish_with(|| EventKind::TaskStarted {
             id: lease.task_id,
             worker: self.shared.id.clone(),
             attempt: lease.attempt(),
         });
-        let ctx = self.context(
-            lease.task_id,
-            lease.attempt(),
-            lease.task_type.clone(),
-            token,
-        );
+        let attempt = lease.attempt();
         let handler = self.handlers.get(&lease.task_type).cloned();
-        let timeout = lease.timeout.or(self.shared.config.task_timeout);
-        let me = self.me.clone();
-        tokio::spawn(async move {
-            let outcome = run_attempt(handler, ctx, lease.payload, timeout).await;
-            let _ = me.send(WorkerMsg::Done {
-                task_id: lease.task_id,
-                outcome,
-                origin: Origin::Lease(lease.token),
-            });
-        });
+        let ctx = self.context(lease.task_id, attempt, lease.task_type, token);
+        LeasedJob {
+            task_id: lease.task_id,
+            token: lease.token,
+            job: AttemptJob {
+                handler,
+                ctx,
+                input: lease.payload,
+                timeout: lease.timeout.or(self.shared.config.task_timeout),
+            },
+        }
     }
 
     fn execute(
@@ -334,17 +343,21 @@ impl WorkerState {
         reply: oneshot::Sender<Result<Payload, TaskError>>,
     ) {
         let id = TaskId::new();
-        let token = self.root.child_token();
+        let token = CancellationToken::new();
         self.running.insert(id, token.clone());
         self.direct += 1;
         self.shared.set_current(self.running.len() as u32);
         self.shared.set_status(WorkerStatus::Busy);
-        let ctx = self.context(id, 1, task_type.clone(), token);
         let handler = self.handlers.get(&task_type).cloned();
-        let timeout = self.shared.config.task_timeout;
+        let job = AttemptJob {
+            handler,
+            ctx: self.context(id, 1, task_type, token),
+            input,
+            timeout: self.shared.config.task_timeout,
+        };
         let me = self.me.clone();
         tokio::spawn(async move {
-            let outcome = run_attempt(handler, ctx, input, timeout).await;
+            let outcome = run_attempt(job).await;
             let _ = me.send(WorkerMsg::Done {
                 task_id: id,
                 outcome,
@@ -370,15 +383,25 @@ impl WorkerState {
         }
     }
 
-    fn done(&mut self, task_id: TaskId, outcome: AttemptOutcome, origin: Origin) {
-        self.running.remove(&task_id);
-        self.extending.remove(&task_id);
-        self.shared.set_current(self.running.len() as u32);
-        if self.running.is_empty() && !self.draining {
-            self.shared.set_status(WorkerStatus::Idle);
+    /// Leased attempts that ended together: each is reported.
+    fn finished(&mut self, reports: Vec<AttemptReport>) {
+        for r in &reports {
+            self.end(r.task_id, matches!(r.outcome, AttemptOutcome::Completed(_)));
         }
-        self.shared
-            .count(matches!(outcome, AttemptOutcome::Completed(_)));
+        if !self.draining {
+            self.credits += reports.len() as u32;
+        }
+        if self.reports.is_empty() {
+            self.reports = reports;
+        } else {
+            self.reports.extend(reports);
+        }
+        self.settle();
+    }
+
+    fn done(&mut self, task_id: TaskId, outcome: AttemptOutcome, origin: Origin) {
+        self.end(task_id, matches!(outcome, AttemptOutcome::Completed(_)));
+        self.settle();
         match origin {
             Origin::Direct(reply) => {
                 self.direct -= 1;
@@ -404,42 +427,18 @@ impl WorkerState {
         }
     }
 
-    /// Sends `Extend` to this worker after `after`, unless one is already on its way.
-    fn schedule_extend(&mut self, after: Duration) {
-        if self.extend_scheduled {
-            return;
-        }
-        self.extend_scheduled = true;
-        let me = self.me.clone();
-        let stop = self.root.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(after) => { let _ = me.send(WorkerMsg::Extend); }
-            }
-        });
+    /// Forgets an attempt that ended, and counts it.
+    fn end(&mut self, task_id: TaskId, completed: bool) {
+        self.running.remove(&task_id);
+        self.extending.remove(&task_id);
+        self.shared.count(completed);
     }
 
-    /// Extends, in one message, every lease due for it (a third of its `lease_time` since
-    /// the last), and schedules the next round while any such lease runs.
-    fn extend_leases(&mut self) {
-        self.extend_scheduled = false;
-        let now = tokio::time::Instant::now();
-        let mut due = Vec::new();
-        let mut next: Option<Duration> = None;
-        for (id, e) in self.extending.iter_mut() {
-            if now.duration_since(e.last) >= e.every {
-                e.last = now;
-                due.push((*id, e.token));
-            }
-            let wait = e.every.saturating_sub(now.duration_since(e.last));
-            next = Some(next.map_or(wait, |n| n.min(wait)));
-        }
-        if !due.is_empty() {
-            self.queue.extend(self.shared.id.clone(), due);
-        }
-        if let Some(wait) = next {
-            self.schedule_extend(wait.max(Duration::from_millis(1)));
+    /// Publishes how many attempts run now, and goes idle when none do.
+    fn settle(&self) {
+        self.shared.set_current(self.running.len() as u32);
+        if self.running.is_empty() && !self.draining {
+            self.shared.set_status(WorkerStatus::Idle);
         }
     }
 
@@ -452,26 +451,4 @@ impl WorkerState {
         let credits = std::mem::take(&mut self.credits);
         self.queue.report(self.shared.id.clone(), reports, credits);
     }
-}
-
-/// Heartbeats through the counted mailbox, so a stalled worker stops heartbeating.
-fn spawn_heartbeat(state: &WorkerState) {
-    let me = state.me.clone();
-    let every = state.shared.config.heartbeat_interval;
-    let stop = state.root.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {
-                    if me.send(WorkerMsg::Heartbeat).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
 }
