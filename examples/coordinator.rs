@@ -22,6 +22,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use wrangle::compute::ComputeCluster;
 use wrangle::settings::{Settings, ENV_VARS};
 use wrangle::{Coordinator, HandlerRegistry};
 
@@ -155,7 +156,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let handlers = HandlerRegistry::new();
     wrangle_actors::register_all(&handlers);
-    let coordinator = Coordinator::start(settings.coordinator_config(), handlers).await?;
+    // External compute nodes from `[[compute.nodes]]`; more can be added at run time
+    // (`POST /compute/nodes`). Tasks reach them as `http_call`, `remote_command` and `chat`.
+    let compute = ComputeCluster::start_with(
+        "compute",
+        settings.compute.config()?,
+        wrangle::RestartBudget::default(),
+    )
+    .await?;
+    for node in settings.compute.nodes()? {
+        let id = node.id().to_string();
+        compute.add_node(node).await?;
+        println!("compute node {id} added");
+    }
+    wrangle_actors::register_compute(&handlers, &compute);
+    let coordinator = Coordinator::builder()
+        .config(settings.coordinator_config())
+        .handlers(handlers)
+        .compute(compute)
+        .start()
+        .await?;
     match coordinator.store() {
         Some(store) => {
             let recovered = coordinator.queue().stats().await?.recovered;

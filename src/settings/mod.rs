@@ -4,11 +4,13 @@
 //! `env` reads the environment, `validate` checks the result, `configs` turns it into the
 //! library's settings structs, and `secret` reads secrets from files.
 
+mod compute;
 mod configs;
 mod env;
 mod secret;
 mod validate;
 
+pub use compute::ComputeSettings;
 pub use env::ENV_VARS;
 pub use secret::{read_secret_file, MAX_SECRET_BYTES};
 
@@ -155,6 +157,8 @@ pub struct Settings {
     /// Node connections that may be handshaking at once; more are closed at once.
     /// Default 64. Env `WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES`.
     pub cluster_max_pending_handshakes: usize,
+    /// `[compute]`: external compute nodes (file only).
+    pub compute: ComputeSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -208,6 +212,7 @@ impl std::fmt::Debug for Settings {
             .field("cluster_tls_cert", &self.cluster_tls_cert)
             .field("cluster_tls_key", &self.cluster_tls_key)
             .field("node_timeout_ms", &self.node_timeout_ms)
+            .field("compute", &self.compute)
             .finish()
     }
 }
@@ -261,6 +266,7 @@ impl Default for Settings {
             node_timeout_ms: 1_500,
             cluster_handshake_timeout_ms: 5_000,
             cluster_max_pending_handshakes: 64,
+            compute: ComputeSettings::default(),
         }
     }
 }

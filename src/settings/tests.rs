@@ -194,3 +194,65 @@ fn empty_tokens_are_configuration_errors() {
         toml::from_str("tokens = [{ token = \"x\", scopes = [\"operate\"] }]").unwrap();
     assert_eq!(toml_tokens.tokens[0].scopes.len(), 1);
 }
+
+#[test]
+fn compute_nodes_come_from_the_file_and_a_bad_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    std::fs::write(
+        &path,
+        r#"
+[compute]
+health_interval_secs = 2.5
+unhealthy_after = 5
+
+[[compute.nodes]]
+id = "gpu1"
+endpoint = "http://10.0.0.5:11434"
+labels = { gpu = "a100" }
+capabilities = { memory_gb = 80 }
+max_concurrent = 4
+
+[[compute.nodes]]
+id = "box"
+endpoint = "ssh://ada@10.0.0.6"
+credential = "box-key"
+"#,
+    )
+    .unwrap();
+    let s = Settings::load(Some(&path), env(&[])).unwrap();
+    let config = s.compute.config().unwrap();
+    assert_eq!(
+        config.health_interval,
+        std::time::Duration::from_millis(2500)
+    );
+    assert_eq!(config.unhealthy_after, 5);
+    let nodes = s.compute.nodes().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0].labels()["gpu"], "a100");
+    assert_eq!(nodes[0].concurrency(), 4);
+    assert_eq!(nodes[1].credential_name(), Some("box-key"));
+    s.validate().unwrap();
+
+    std::fs::write(
+        &path,
+        "[[compute.nodes]]\nid = \"x\"\nendpoint = \"k8s://Bad_Name\"\n",
+    )
+    .unwrap();
+    let err = Settings::load(Some(&path), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("compute.nodes") && err.contains("[0] (id `x`)") && err.contains("deployment"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "[[compute.nodes]]\nid = \"x\"\nendpont = \"http://h:1\"\n",
+    )
+    .unwrap();
+    let err = Settings::load(Some(&path), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("endpont"), "a typo is refused: {err}");
+}

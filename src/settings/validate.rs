@@ -8,6 +8,8 @@ impl Settings {
     /// Checks every setting by building the configs from it.
     pub fn validate(&self) -> Result<(), Error> {
         self.validate_api_access()?;
+        self.compute.config()?;
+        self.compute.nodes()?;
         if self.task_timeout_secs == 0 {
             return Err(Error::invalid("task_timeout_secs", "must be at least 1"));
         }
