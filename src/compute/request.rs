@@ -281,7 +281,11 @@ impl fmt::Display for ComputeError {
 impl From<ComputeError> for TaskError {
     fn from(e: ComputeError) -> Self {
         if e.is_retryable() {
-            TaskError::retryable(e.to_string())
+            let error = TaskError::retryable(e.to_string());
+            match e.retry_after {
+                Some(after) => error.with_retry_after(after),
+                None => error,
+            }
         } else {
             TaskError::permanent(e.to_string())
         }
@@ -329,5 +333,15 @@ mod tests {
             let e: TaskError = ComputeError::new(kind, "x").into();
             assert_eq!(e.is_retryable(), retryable, "{kind:?}");
         }
+        let busy = ComputeError {
+            retry_after: Some(Duration::from_secs(7)),
+            ..ComputeError::new(ComputeErrorKind::Busy, "HTTP 429")
+        };
+        let e: TaskError = busy.into();
+        assert_eq!(
+            e.retry_after(),
+            Some(Duration::from_secs(7)),
+            "the queue hears Retry-After"
+        );
     }
 }

@@ -19,6 +19,9 @@ use serde::Serialize;
 pub struct TaskError {
     message: String,
     retryable: bool,
+    /// The earliest the queue may retry (a server's `Retry-After`).
+    #[serde(default)]
+    retry_after: Option<std::time::Duration>,
 }
 
 impl TaskError {
@@ -28,6 +31,7 @@ impl TaskError {
         Self {
             message: message.into(),
             retryable: true,
+            retry_after: None,
         }
     }
 
@@ -36,6 +40,7 @@ impl TaskError {
         Self {
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
     }
 
@@ -47,6 +52,18 @@ impl TaskError {
     /// True when the queue may retry the task.
     pub fn is_retryable(&self) -> bool {
         self.retryable
+    }
+
+    /// Asks the queue not to retry before `after` (a busy server's `Retry-After`); the
+    /// retry waits for the longer of this and its backoff. At most one day counts.
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The earliest the queue may retry, when the handler said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 }
 

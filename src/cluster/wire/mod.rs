@@ -22,7 +22,7 @@ use crate::worker::WorkerInfo;
 use crate::worker::{AttemptReport, Capabilities};
 
 /// Bumped whenever a wire type changes shape.
-pub(crate) const WIRE_VERSION: u8 = 2;
+pub(crate) const WIRE_VERSION: u8 = 3;
 
 /// The secret that binds a node's frames to the session it was registered on (128 random
 /// bits from the operating system).

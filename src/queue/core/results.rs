@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The longest `Retry-After` a retry waits for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
 impl QueueCore {
     /// Records what a worker reports. A report counts only when it carries the token of
     /// the lease its task runs under now, from the worker holding it: anything else (a
@@ -25,7 +28,13 @@ impl QueueCore {
                 }
                 AttemptOutcome::Failed(err) => {
                     self.release(id, "failed", Some(err.message().to_string()));
-                    self.failed_attempt(id, err.message().to_string(), err.is_retryable(), now);
+                    self.failed_attempt(
+                        id,
+                        err.message().to_string(),
+                        err.is_retryable(),
+                        err.retry_after(),
+                        now,
+                    );
                 }
                 AttemptOutcome::TimedOut(after) => {
                     let msg = format!("timed out after {after:?}");
@@ -83,13 +92,14 @@ impl QueueCore {
         id: TaskId,
         error: String,
         retryable: bool,
+        retry_after: Option<Duration>,
         now: Instant,
     ) {
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().error = Some(error.clone());
         let budget = e.options().retries.unwrap_or(self.config.default_retries);
         if retryable && e.run().retries_used < budget {
-            self.retry(id, error, now);
+            self.retry_not_before(id, error, now, retry_after);
         } else {
             self.counters.failed += 1;
             self.dead_letter(id, TaskStatus::Failed, error.clone());
@@ -121,8 +131,21 @@ impl QueueCore {
     }
 
     pub(super) fn retry(&mut self, id: TaskId, error: String, now: Instant) {
+        self.retry_not_before(id, error, now, None);
+    }
+
+    /// Retries after the backoff, or after `floor` when that is longer (a server's
+    /// `Retry-After`, at most one day).
+    pub(super) fn retry_not_before(
+        &mut self,
+        id: TaskId,
+        error: String,
+        now: Instant,
+        floor: Option<Duration>,
+    ) {
         let used = self.tasks[&id].run().retries_used;
-        let delay = self.backoff(used);
+        let floor = floor.unwrap_or_default().min(MAX_RETRY_AFTER);
+        let delay = self.backoff(used).max(floor);
         let e = self.tasks.get_mut(&id).expect("task exists");
         e.run_mut().retries_used += 1;
         let attempt = e.run().attempts.len() as u32;

@@ -190,3 +190,52 @@ fn retries_default_to_the_queue_setting() {
     assert_eq!(h.status(id), TaskStatus::Failed);
     h.check();
 }
+
+#[test]
+fn a_retry_waits_for_the_retry_after_a_server_asked_for_but_no_longer_than_a_day() {
+    let mut h = Harness::with_defaults();
+    h.worker("w", &["chat"], &[], 1);
+    let id = h.submit(spec("chat").retries(3));
+    assert_eq!(h.lease_one(id), 1);
+    let busy = TaskError::retryable("HTTP 429").with_retry_after(Duration::from_secs(30));
+    h.fail("w", id, 1, busy);
+    h.core.credit("w", 1);
+    assert_eq!(
+        h.next_wake_in(),
+        Some(Duration::from_secs(30)),
+        "not the 100 ms backoff"
+    );
+    h.advance(Duration::from_secs(30) - ms(1));
+    assert!(
+        h.dispatch().is_empty(),
+        "not a millisecond before Retry-After"
+    );
+    h.advance(ms(1));
+    assert_eq!(h.status(id), TaskStatus::Queued);
+
+    // A shorter Retry-After than the backoff leaves the backoff; a huge one is capped.
+    assert_eq!(h.lease_one(id), 2);
+    h.fail(
+        "w",
+        id,
+        2,
+        TaskError::retryable("busy").with_retry_after(ms(1)),
+    );
+    h.core.credit("w", 1);
+    let delay = h.next_wake_in().unwrap();
+    assert!(
+        delay >= ms(100) && delay <= ms(200),
+        "the backoff of retry 2: {delay:?}"
+    );
+    h.advance(delay);
+    assert_eq!(h.lease_one(id), 3);
+    h.fail(
+        "w",
+        id,
+        3,
+        TaskError::retryable("busy").with_retry_after(Duration::from_secs(u64::MAX / 4)),
+    );
+    h.core.credit("w", 1);
+    assert_eq!(h.next_wake_in(), Some(Duration::from_secs(86_400)));
+    h.check();
+}
