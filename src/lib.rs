@@ -54,6 +54,10 @@
 //!   coordinator's side (the gate: node registry, liveness, leases over the network),
 //!   `cluster/node` the node program's (the [`Node`] handle and the agent that relays its
 //!   workers' calls and reconnects); beside them the wire codec, the accept loop and TLS.
+//! - `compute`: external compute nodes (HTTP services, containers, pods, SSH machines) that
+//!   handlers send work to: the [`compute::ComputeCluster`], one supervised NodeProxy actor
+//!   per node, and one backend per kind of endpoint. It sits beside `handler`: handlers
+//!   call it, it calls nothing above it.
 //! - `store`: durable state in SQLite or PostgreSQL, a journal below the queue: the
 //!   [`Store`], its migrations, and the writer actor that group-commits batches of changes
 //!   and answers in its own types (it never names the queue).
