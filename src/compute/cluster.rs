@@ -163,11 +163,18 @@ impl ComputeCluster {
         shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(mailbox) = shared.mailbox() {
-            let (tx, rx) = oneshot::channel();
-            if mailbox.send(ProxyMsg::Drain(tx)).is_ok() {
-                let _ = rx.await;
-            }
+        // Every slot, taken after those running and waiting (the semaphore is fair): the
+        // node's work is done.
+        if let Ok(all) = shared
+            .slots
+            .acquire_many(shared.node.concurrency() as u32)
+            .await
+        {
+            all.forget();
+        }
+        shared.slots.close();
+        if let Some(proxy) = shared.proxy.read().expect("proxy").clone() {
+            proxy.stop(Some("drained".into()));
         }
         self.inner.nodes.write().expect("nodes").remove(id);
         let _ = self
@@ -337,22 +344,7 @@ impl ComputeNodeRef {
         request: ComputeRequest,
         sink: Option<StreamSink>,
     ) -> Result<ComputeResponse, ComputeError> {
-        let gone = || {
-            ComputeError::unavailable(format!(
-                "the proxy of node {} stopped before answering",
-                self.id()
-            ))
-        };
-        let mailbox = self.shared.mailbox().ok_or_else(gone)?;
-        let (tx, rx) = oneshot::channel();
-        mailbox
-            .send(ProxyMsg::Execute {
-                request,
-                sink,
-                reply: tx,
-            })
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.shared.execute(request, sink).await
     }
 
     #[cfg(test)]

@@ -101,16 +101,9 @@ impl Actor for ComputeSupervisor {
             return Ok(());
         };
         *shared.proxy.write().expect("proxy") = None;
-        // Its running requests ended with it: their callers were told, count them failed.
-        let lost = shared
-            .in_flight
-            .swap(0, std::sync::atomic::Ordering::Relaxed) as u64;
-        shared
-            .requests
-            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
-        shared
-            .failures
-            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+        // Its requests were ended by its token (dropped with its state); new ones wait
+        // for the next proxy's client.
+        *shared.current.write().expect("current") = None;
         let id = shared.node.id().to_string();
         let Some(judge) = state.judges.get_mut(&id) else {
             return Ok(()); // removed
@@ -140,10 +133,9 @@ impl Actor for ComputeSupervisor {
 /// A node whose proxy cannot be kept running: unhealthy for good, with the reason.
 fn give_up(shared: &NodeShared, reason: String) {
     tracing::error!(node = shared.node.id(), %reason, "compute node proxy given up");
+    shared.last_check.lock().expect("health").1 = Some(reason);
     shared
         .healthy
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut health = shared.health.lock().expect("health");
-    health.healthy = false;
-    health.reason = Some(reason);
+    shared.tripped.notify_waiters();
 }
