@@ -11,11 +11,13 @@
 //! [`RemoteCommand`] and [`Chat`] send work to external nodes; [`register_compute`] adds
 //! them as `http_call`, `remote_command` and `chat`.
 
+mod chat;
 mod compute;
 
+pub use chat::{Chat, ChatApi, ChatInput, ChatMessage, ChatOutput};
 pub use compute::{
-    Chat, ChatApi, ChatInput, ChatMessage, ChatOutput, HttpCall, HttpCallInput, HttpCallOutput,
-    Placement, RemoteCommand, RemoteCommandInput, RemoteCommandOutput,
+    HttpCall, HttpCallInput, HttpCallOutput, Placement, RemoteCommand, RemoteCommandInput,
+    RemoteCommandOutput,
 };
 
 use std::time::Duration;
