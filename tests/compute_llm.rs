@@ -54,7 +54,10 @@ async fn chat_and_http_call_tasks_talk_to_a_real_model_whole_and_streamed() {
         TaskSpec::new("chat", &input).unwrap().retries(2)
     };
     let whole = c.submit_async(ask(false)).await.unwrap();
-    let whole: ChatOutput = whole.result(secs(120)).await.unwrap();
+    let whole: ChatOutput = match whole.result(secs(120)).await {
+        Ok(out) => out,
+        Err(e) => panic!("{e}; nodes: {:?}", compute.list_nodes()),
+    };
     assert_eq!(whole.node, "gemma");
     assert!(!whole.content.trim().is_empty(), "{whole:?}");
     assert!(whole.finish_reason.is_some(), "{whole:?}");

