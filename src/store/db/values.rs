@@ -3,6 +3,9 @@
 //! connection and reused.
 
 use std::borrow::Cow;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
@@ -10,6 +13,41 @@ use super::chunks;
 use super::write::{WriteRows, INSERT_TASK, ON_TASK_CONFLICT, SET_TASK_STATE, UPSERT_ATTEMPTS};
 use crate::store::rows::{AttemptRow, NewTask, TaskState};
 use crate::store::text;
+
+/// Runs the statement `build` makes of each of `rows`' chunks, in order, building each next
+/// one while SQLite runs the one before on its connection's thread: the binding of a
+/// chunk's few thousand values (here) and the execution of the previous chunk's (there)
+/// overlap instead of taking turns.
+async fn run_chunks<'r, T>(
+    conn: &mut SqliteConnection,
+    rows: &'r [T],
+    build: impl Fn(&'r [T]) -> QueryBuilder<'r, Sqlite>,
+) -> Result<(), sqlx::Error> {
+    let mut chunks = chunks(rows);
+    let Some(first) = chunks.next() else {
+        return Ok(());
+    };
+    let mut qb = build(first);
+    loop {
+        let (done, next) = {
+            let mut running = pin!(qb.build().execute(&mut *conn));
+            // The first poll hands the statement and its values to the connection's
+            // thread; the next chunk is built while it runs.
+            let started = poll_fn(|cx| Poll::Ready(running.as_mut().poll(cx))).await;
+            let next = chunks.next().map(&build);
+            let done = match started {
+                Poll::Ready(done) => done,
+                Poll::Pending => running.await,
+            };
+            (done, next)
+        };
+        done?;
+        match next {
+            Some(n) => qb = n,
+            None => return Ok(()),
+        }
+    }
+}
 
 impl WriteRows for Sqlite {
     async fn key_holders(
@@ -37,7 +75,7 @@ impl WriteRows for Sqlite {
         conn: &mut SqliteConnection,
         rows: &[&(NewTask, TaskState)],
     ) -> Result<(), sqlx::Error> {
-        for chunk in chunks(rows) {
+        run_chunks(conn, rows, |chunk| {
             let mut qb = QueryBuilder::<Sqlite>::new(INSERT_TASK);
             qb.push_values(chunk, |mut b, (t, s)| {
                 b.push_bind(t.id.as_uuid())
@@ -57,16 +95,16 @@ impl WriteRows for Sqlite {
                     .push_bind(t.idempotency_key.as_deref().map(text::without_nul));
             });
             qb.push(ON_TASK_CONFLICT);
-            qb.build().execute(&mut *conn).await?;
-        }
-        Ok(())
+            qb
+        })
+        .await
     }
 
     async fn update_tasks(
         conn: &mut SqliteConnection,
         rows: &[TaskState],
     ) -> Result<(), sqlx::Error> {
-        for chunk in chunks(rows) {
+        run_chunks(conn, rows, |chunk| {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "WITH v (id, status, retries_used, lease_losses, ready_at_ms, finished_at_ms, \
                  result, error, dead_seq) AS (",
@@ -87,16 +125,16 @@ impl WriteRows for Sqlite {
             // The `IN` makes SQLite drive the update from the id index; with the join
             // alone its planner scans the whole table once per statement.
             qb.push(" AND tasks.id IN (SELECT id FROM v)");
-            qb.build().execute(&mut *conn).await?;
-        }
-        Ok(())
+            qb
+        })
+        .await
     }
 
     async fn upsert_attempts(
         conn: &mut SqliteConnection,
         rows: &[AttemptRow],
     ) -> Result<(), sqlx::Error> {
-        for chunk in chunks(rows) {
+        run_chunks(conn, rows, |chunk| {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "WITH v (task_id, number, worker, node, started_at_ms, finished_at_ms, \
                  outcome, error) AS (",
@@ -113,8 +151,8 @@ impl WriteRows for Sqlite {
             });
             qb.push(") ");
             qb.push(UPSERT_ATTEMPTS);
-            qb.build().execute(&mut *conn).await?;
-        }
-        Ok(())
+            qb
+        })
+        .await
     }
 }
