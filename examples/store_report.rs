@@ -143,14 +143,14 @@ async fn run() -> Res<()> {
             "sqlite" => target(
                 "SQLite lifecycle/s",
                 per_s(f.batched),
-                ">= 20,000",
-                f.batched >= 20_000.0,
+                ">= 100,000",
+                f.batched >= 100_000.0,
             ),
             "postgres" => target(
                 "PostgreSQL lifecycle/s",
                 per_s(f.batched),
-                ">= 10,000",
-                f.batched >= 10_000.0,
+                ">= 50,000",
+                f.batched >= 50_000.0,
             ),
             _ => {}
         }

@@ -1,10 +1,13 @@
-//! The two databases behind one type. The SQL is shared: both backends take multi-row
-//! `VALUES`, `ON CONFLICT` and `WITH ... UPDATE ... FROM`; [`on_pool!`] expands the same
-//! statements once per backend, so only connecting and migrating differ.
+//! The two databases behind one type. Most SQL is shared: both backends take `ON CONFLICT`
+//! and `WITH ... UPDATE ... FROM`; [`on_pool!`] expands the same statements once per
+//! backend. What differs is connecting, migrating, and how a batch's many task and
+//! attempt rows are carried (see [`write`]).
 //!
 //! - [`sqlite`] and [`postgres`]: how each is connected to, and how a writing transaction
 //!   begins on it.
-//! - [`write`]: one batch of changes in one transaction.
+//! - [`write`]: one batch of changes in one transaction; the task and attempt rows go in
+//!   as multi-row `VALUES` on SQLite ([`values`]) and as arrays through `UNNEST` on
+//!   PostgreSQL ([`unnest`]).
 //! - [`read`]: tasks with their attempts, counts and registry rows.
 //! - [`keys`]: which tasks hold which idempotency keys.
 //! - [`maintain`]: retention's deletes and the marks made at recovery.
@@ -37,6 +40,8 @@ mod maintain;
 mod postgres;
 mod read;
 mod sqlite;
+mod unnest;
+mod values;
 mod write;
 
 pub(crate) use write::KeyTaken;

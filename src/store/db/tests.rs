@@ -16,7 +16,7 @@ fn chunks_cover_everything_in_few_shapes() {
     }
 }
 
-/// The stores for these tests: an SQLite file in `dir`, and a fresh database on the
+/// The stores for a test: an SQLite file in `dir`, and a fresh database on the
 /// PostgreSQL server of `DATABASE_URL` when one is named (`.ci/run` starts one).
 async fn urls(dir: &std::path::Path) -> Vec<String> {
     use sqlx::Connection;
@@ -25,7 +25,10 @@ async fn urls(dir: &std::path::Path) -> Vec<String> {
         .ok()
         .filter(|u| u.starts_with("postgres"))
     {
-        let name = format!("wrangle_db_unit_{}", std::process::id());
+        // One database per call: the tests of this file run at once in one process.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("wrangle_db_unit_{}_{n}", std::process::id());
         let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
         for sql in [
             format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -82,20 +85,7 @@ async fn a_batch_written_again_keeps_its_latest_state() {
         assert_eq!(row.result.as_deref(), Some(&b"2"[..]), "{url}");
         assert_eq!(row.finished_at_ms, Some(7), "{url}");
         db.close().await;
-        if let Some((server, name)) = url
-            .starts_with("postgres")
-            .then(|| url.rsplit_once('/'))
-            .flatten()
-        {
-            use sqlx::Connection;
-            let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-                .await
-                .unwrap();
-            sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
+        drop_database(&url).await;
     }
 }
 
@@ -107,4 +97,133 @@ fn passwords_are_hidden() {
     );
     assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(redact("sqlite://a@b.db"), "sqlite://a@b.db");
+}
+
+/// Drops the PostgreSQL database a test made with [`urls`] (nothing for SQLite).
+async fn drop_database(url: &str) {
+    use sqlx::Connection;
+    let Some((server, name)) = url
+        .starts_with("postgres")
+        .then(|| url.rsplit_once('/'))
+        .flatten()
+    else {
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Batches of 10,000 inserts, then 10,000 state changes with 10,000 new attempts, then
+/// 10,000 more with those attempts finished: more rows than one statement carries on either
+/// backend, and every row read back exactly as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_many_statements_keep_every_row_in_its_place() {
+    use crate::store::rows::AttemptRow;
+    use crate::task::{Payload, TaskOptions, TaskStatus};
+    const N: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(dir.path()).await {
+        let db = Db::connect(&StoreConfig::new(&url)).await.unwrap();
+        super::super::migrate::run(&db).await.unwrap();
+        let ids: Vec<TaskId> = (0..N).map(|_| TaskId::new()).collect();
+        let i64_of = |i: usize| i as i64;
+        let state = |i: usize, status, finished: bool| TaskState {
+            id: ids[i],
+            status,
+            retries_used: i64_of(i % 7),
+            lease_losses: i64_of(i % 5),
+            ready_at_ms: i.is_multiple_of(2).then(|| i64_of(1_000 + i)),
+            finished_at_ms: finished.then(|| i64_of(2_000 + i)),
+            result: finished.then(|| Payload::from_json_bytes(format!("[{i}]")).unwrap()),
+            error: i.is_multiple_of(3).then(|| format!("error {i}")),
+            dead_seq: None,
+        };
+        let attempt = |i: usize, finished: bool| AttemptRow {
+            task_id: ids[i],
+            number: 1,
+            worker: format!("worker-{}", i % 11).into(),
+            node: format!("node-{}", i % 13).into(),
+            started_at_ms: i64_of(3_000 + i),
+            finished_at_ms: finished.then(|| i64_of(4_000 + i)),
+            outcome: finished.then(|| format!("outcome {i}")),
+            error: None,
+        };
+        let inserts = (0..N)
+            .map(|i| {
+                let options = TaskOptions {
+                    idempotency_key: Some(format!("key-{i}")),
+                    ..TaskOptions::default()
+                };
+                let mut new = NewTask::new(
+                    ids[i],
+                    format!("type-{}", i % 17).into(),
+                    Payload::from_json_bytes(format!("{{\"i\":{i}}}")).unwrap(),
+                    &options,
+                    std::time::SystemTime::now(),
+                );
+                new.priority = i64_of(i % 21);
+                new.created_at_ms = i64_of(i);
+                (new, state(i, TaskStatus::Queued, false))
+            })
+            .collect();
+        let taken = db
+            .write(&Batch {
+                inserts,
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        assert!(taken.is_empty(), "{url}");
+        for finished in [false, true] {
+            let status = if finished {
+                TaskStatus::Completed
+            } else {
+                TaskStatus::Running
+            };
+            let batch = Batch {
+                updates: (0..N).map(|i| state(i, status, finished)).collect(),
+                attempts: (0..N).map(|i| attempt(i, finished)).collect(),
+                ..Batch::default()
+            };
+            db.write(&batch).await.unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                let row = db.get(*id).await.unwrap().unwrap();
+                let want = state(i, status, finished);
+                assert_eq!(row.task_type, format!("type-{}", i % 17), "{url}");
+                assert_eq!(row.payload, format!("{{\"i\":{i}}}").into_bytes(), "{url}");
+                assert_eq!(row.created_at_ms, i64_of(i), "{url}");
+                assert_eq!(row.status, status.as_str(), "task {i} on {url}");
+                assert_eq!(row.retries_used, want.retries_used, "{url}");
+                assert_eq!(row.lease_losses, want.lease_losses, "{url}");
+                assert_eq!(row.ready_at_ms, want.ready_at_ms, "{url}");
+                assert_eq!(row.finished_at_ms, want.finished_at_ms, "{url}");
+                let result = want.result.as_ref().map(|r| r.as_bytes().to_vec());
+                assert_eq!(row.result, result, "{url}");
+                assert_eq!(row.error, want.error, "{url}");
+                assert_eq!(row.dead_seq, None, "{url}");
+                let a = attempt(i, finished);
+                assert_eq!(row.attempts.len(), 1, "task {i} on {url}");
+                let got = &row.attempts[0];
+                assert_eq!(got.task_id, *id, "{url}");
+                assert_eq!(&*got.worker, &*a.worker, "{url}");
+                assert_eq!(&*got.node, &*a.node, "{url}");
+                assert_eq!(got.started_at_ms, a.started_at_ms, "{url}");
+                assert_eq!(got.finished_at_ms, a.finished_at_ms, "{url}");
+                assert_eq!(got.outcome, a.outcome, "{url}");
+            }
+        }
+        let keys: Vec<String> = (0..N).map(|i| format!("key-{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let holders = db.find_keys(&keys).await.unwrap();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(holders.get(*key), Some(&ids[i]), "{url}");
+        }
+        db.close().await;
+        drop_database(&url).await;
+    }
 }

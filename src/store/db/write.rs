@@ -2,15 +2,77 @@
 //! task holds are left out and reported), task states, attempts, registry rows and
 //! heartbeats.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row};
+use sqlx::QueryBuilder;
 
-use super::{chunks, BeginWrite, Db, TASK_COLUMNS};
+use super::{chunks, BeginWrite, Db};
 use crate::store::pending::Batch;
-use crate::store::rows::{NewTask, TaskState};
+use crate::store::rows::{AttemptRow, NewTask, TaskState};
 use crate::store::text;
 use crate::task::TaskId;
+
+/// How one backend writes many task and attempt rows inside a transaction: SQLite with
+/// multi-row `VALUES` ([`super::values`]), PostgreSQL with arrays taken apart by `UNNEST`
+/// ([`super::unnest`]). Everything else in a batch is written the same way on both.
+pub(super) trait WriteRows: sqlx::Database {
+    /// The stored tasks holding these idempotency keys (as stored): (key, task id).
+    async fn key_holders(
+        conn: &mut Self::Connection,
+        keys: &[Cow<'_, str>],
+    ) -> Result<Vec<(String, uuid::Uuid)>, sqlx::Error>;
+
+    /// Inserts new tasks with their latest state; a task already stored (a retried commit
+    /// that had landed) takes the latest state instead.
+    async fn insert_tasks(
+        conn: &mut Self::Connection,
+        rows: &[&(NewTask, TaskState)],
+    ) -> Result<(), sqlx::Error>;
+
+    /// Writes the latest state of stored tasks.
+    async fn update_tasks(
+        conn: &mut Self::Connection,
+        rows: &[TaskState],
+    ) -> Result<(), sqlx::Error>;
+
+    /// Inserts or rewrites attempts, leaving out those whose task is not stored.
+    async fn upsert_attempts(
+        conn: &mut Self::Connection,
+        rows: &[AttemptRow],
+    ) -> Result<(), sqlx::Error>;
+}
+
+/// Columns of a new task, in the order both backends bind them.
+pub(super) const INSERT_TASK: &str = "INSERT INTO tasks (id, task_type, payload, options, \
+    status, retries_used, lease_losses, created_at_ms, ready_at_ms, finished_at_ms, result, \
+    error, dead_seq, priority, idempotency_key) ";
+
+/// A retried batch meets the rows of a commit that landed though the client saw it fail
+/// (the connection dropped after the server committed): the latest state wins, so a task
+/// finished since is not left stored as `queued`. Keys held by other tasks were left out
+/// before the insert.
+pub(super) const ON_TASK_CONFLICT: &str = " ON CONFLICT (id) DO UPDATE SET \
+    status = excluded.status, retries_used = excluded.retries_used, \
+    lease_losses = excluded.lease_losses, ready_at_ms = excluded.ready_at_ms, \
+    finished_at_ms = excluded.finished_at_ms, result = excluded.result, \
+    error = excluded.error, dead_seq = excluded.dead_seq";
+
+/// A task's state from the rows of `v`.
+pub(super) const SET_TASK_STATE: &str = "UPDATE tasks SET status = v.status, \
+    retries_used = v.retries_used, lease_losses = v.lease_losses, \
+    ready_at_ms = v.ready_at_ms, finished_at_ms = v.finished_at_ms, result = v.result, \
+    error = v.error, dead_seq = v.dead_seq FROM v WHERE tasks.id = v.id";
+
+/// Attempts from the rows of `v`, those of stored tasks only.
+pub(super) const UPSERT_ATTEMPTS: &str = "INSERT INTO attempts (task_id, number, worker, \
+    node, started_at_ms, finished_at_ms, outcome, error) SELECT task_id, number, worker, \
+    node, started_at_ms, finished_at_ms, outcome, error FROM v \
+    WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.id = v.task_id) \
+    ON CONFLICT (task_id, number) DO UPDATE SET worker = excluded.worker, \
+    node = excluded.node, started_at_ms = excluded.started_at_ms, \
+    finished_at_ms = excluded.finished_at_ms, outcome = excluded.outcome, \
+    error = excluded.error";
 
 /// Writes a [`Batch`] in one transaction on `$pool` (a pool of backend `$db`).
 macro_rules! write_batch {
@@ -30,21 +92,9 @@ macro_rules! write_batch {
         // Keys as stored (NUL replaced), so that lookups match what inserts wrote.
         let stored_keys: Vec<std::borrow::Cow<'_, str>> =
             keys.iter().map(|k| text::without_nul(k)).collect();
-        for chunk in chunks(&keys) {
-            let mut qb = QueryBuilder::<$db>::new(
-                "SELECT idempotency_key, id FROM tasks WHERE idempotency_key IN (",
-            );
-            let mut list = qb.separated(", ");
-            for k in chunk {
-                list.push_bind(text::without_nul(k));
-            }
-            qb.push(")");
-            for row in qb.build().fetch_all(&mut *tx).await? {
-                let key: String = row.try_get(0)?;
-                let id: uuid::Uuid = row.try_get(1)?;
-                if let Some(i) = stored_keys.iter().position(|k| *k == key) {
-                    holders.insert(keys[i], TaskId::from_uuid(id));
-                }
+        for (key, id) in <$db as WriteRows>::key_holders(&mut *tx, &stored_keys).await? {
+            if let Some(i) = stored_keys.iter().position(|k| *k == key) {
+                holders.insert(keys[i], TaskId::from_uuid(id));
             }
         }
         let mut taken = Vec::new();
@@ -70,95 +120,11 @@ macro_rules! write_batch {
                 }
             })
             .collect();
-        for chunk in chunks(&inserts) {
-            let mut qb = QueryBuilder::<$db>::new(format!(
-                "INSERT INTO tasks ({TASK_COLUMNS}, priority, idempotency_key) "
-            ));
-            qb.push_values(chunk, |mut b, (t, s)| {
-                b.push_bind(t.id.as_uuid())
-                    .push_bind(text::without_nul(&t.task_type))
-                    .push_bind(t.payload.as_bytes())
-                    .push_bind(text::without_nul(&t.options))
-                    .push_bind(s.status.as_str())
-                    .push_bind(s.retries_used)
-                    .push_bind(s.lease_losses)
-                    .push_bind(t.created_at_ms)
-                    .push_bind(s.ready_at_ms)
-                    .push_bind(s.finished_at_ms)
-                    .push_bind(s.result.as_ref().map(|r| r.as_bytes()))
-                    .push_bind(text::message(s.error.as_deref()))
-                    .push_bind(s.dead_seq)
-                    .push_bind(t.priority)
-                    .push_bind(t.idempotency_key.as_deref().map(text::without_nul));
-            });
-            // A retried batch meets the rows of a commit that landed though the client saw
-            // it fail (the connection dropped after the server committed): the latest
-            // state wins, so a task finished since is not left stored as `queued`. Keys
-            // held by other tasks were left out above.
-            qb.push(
-                " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
-                 retries_used = excluded.retries_used, lease_losses = excluded.lease_losses, \
-                 ready_at_ms = excluded.ready_at_ms, finished_at_ms = excluded.finished_at_ms, \
-                 result = excluded.result, error = excluded.error, dead_seq = excluded.dead_seq",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
-        for chunk in chunks(&batch.updates) {
-            let mut qb = QueryBuilder::<$db>::new(
-                "WITH v (id, status, retries_used, lease_losses, ready_at_ms, finished_at_ms, \
-                 result, error, dead_seq) AS (",
-            );
-            qb.push_values(chunk, |mut b, s| {
-                b.push_bind(s.id.as_uuid())
-                    .push_bind(s.status.as_str())
-                    .push_bind(s.retries_used)
-                    .push_bind(s.lease_losses)
-                    .push_bind(s.ready_at_ms)
-                    .push_bind(s.finished_at_ms)
-                    .push_bind(s.result.as_ref().map(|r| r.as_bytes()))
-                    .push_bind(text::message(s.error.as_deref()))
-                    .push_bind(s.dead_seq);
-            });
-            // The `IN` makes SQLite drive the update from the id index; with the join
-            // alone its planner scans the whole table once per statement.
-            qb.push(
-                ") UPDATE tasks SET status = v.status, retries_used = v.retries_used, \
-                 lease_losses = v.lease_losses, ready_at_ms = v.ready_at_ms, \
-                 finished_at_ms = v.finished_at_ms, result = v.result, error = v.error, \
-                 dead_seq = v.dead_seq FROM v WHERE tasks.id = v.id \
-                 AND tasks.id IN (SELECT id FROM v)",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
+        <$db as WriteRows>::insert_tasks(&mut *tx, &inserts).await?;
+        <$db as WriteRows>::update_tasks(&mut *tx, &batch.updates).await?;
         // Only attempts of stored tasks: a task whose submit was refused (or whose key
         // was taken) may still report an attempt, and its row would belong to nothing.
-        for chunk in chunks(&batch.attempts) {
-            let mut qb = QueryBuilder::<$db>::new(
-                "WITH v (task_id, number, worker, node, started_at_ms, finished_at_ms, \
-                 outcome, error) AS (",
-            );
-            qb.push_values(chunk, |mut b, a| {
-                b.push_bind(a.task_id.as_uuid())
-                    .push_bind(a.number)
-                    .push_bind(text::name(&a.worker))
-                    .push_bind(text::name(&a.node))
-                    .push_bind(a.started_at_ms)
-                    .push_bind(a.finished_at_ms)
-                    .push_bind(text::message(a.outcome.as_deref()))
-                    .push_bind(text::message(a.error.as_deref()));
-            });
-            qb.push(
-                ") INSERT INTO attempts (task_id, number, worker, node, started_at_ms, \
-                 finished_at_ms, outcome, error) SELECT task_id, number, worker, node, \
-                 started_at_ms, finished_at_ms, outcome, error FROM v \
-                 WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.id = v.task_id) \
-                 ON CONFLICT (task_id, number) DO UPDATE SET worker = excluded.worker, \
-                 node = excluded.node, started_at_ms = excluded.started_at_ms, \
-                 finished_at_ms = excluded.finished_at_ms, outcome = excluded.outcome, \
-                 error = excluded.error",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
+        <$db as WriteRows>::upsert_attempts(&mut *tx, &batch.attempts).await?;
         for w in &batch.workers {
             let sql = if w.status == "active" {
                 "INSERT INTO workers (id, node, labels, task_types, status, registered_at_ms, \
