@@ -27,8 +27,8 @@ const JOIN: Duration = Duration::from_secs(30);
 /// coordinator as a peer take turns, so that each finds its own coordinator's gate.
 static PEER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The wire version of wrangle's frames (`src/cluster/wire.rs`).
-const WIRE_VERSION: u8 = 2;
+/// The wire version of wrangle's frames (`src/cluster/wire/mod.rs`).
+const WIRE_VERSION: u8 = 3;
 
 /// A node's frame as the codec writes it: version, claimed sender, session key, then the
 /// body (postcard: an enum is its variant index as a varint, then its fields).
