@@ -1,7 +1,7 @@
 //! The compute cluster: external machines, containers, pods and services that handlers
 //! send work to. A [`ComputeCluster`] holds [`ComputeNode`]s, each reached through a
-//! backend named by its [`Endpoint`] (HTTP via reqwest today; Docker, Kubernetes and SSH
-//! follow) and represented by a supervised NodeProxy actor that owns the connection,
+//! backend named by its [`Endpoint`] (HTTP via reqwest, Docker via bollard; Kubernetes and
+//! SSH follow) and represented by a supervised NodeProxy actor that owns the connection,
 //! counts in-flight requests against `max_concurrent`, checks health with backoff and
 //! trips a circuit breaker. [`ComputeCluster::select_node`] picks the least-loaded healthy
 //! node whose labels and capabilities match.

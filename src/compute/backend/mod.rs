@@ -2,6 +2,7 @@
 //! owns its client (and the client's connection pool), runs one request, and answers a
 //! health check; the proxy around it counts, queues, times and supervises.
 
+mod docker;
 mod http;
 
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub(crate) fn connect(
         Endpoint::Http { base, .. } => {
             let token = credential.map(|path| read_secret(&path)).transpose()?;
             Ok(Arc::new(http::HttpBackend::new(base, node, token)?))
+        }
+        Endpoint::Docker { engine, target } => {
+            Ok(Arc::new(docker::DockerBackend::new(engine, target, node)))
         }
         other => Err(Error::invalid(
             "endpoint",
