@@ -3,6 +3,7 @@
 //! health check; the proxy around it counts, queues, times and supervises.
 
 mod http;
+mod ssh;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ pub(crate) fn connect(
             let token = credential.map(|path| read_secret(&path)).transpose()?;
             Ok(Arc::new(http::HttpBackend::new(base, node, token)?))
         }
+        Endpoint::Ssh { .. } => Ok(Arc::new(ssh::SshBackend::new(node, credential, config)?)),
         other => Err(Error::invalid(
             "endpoint",
             format!(
