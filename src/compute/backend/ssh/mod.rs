@@ -9,11 +9,11 @@
 //!   refused (`Rejected`, not retried); there is no switch to accept keys blindly.
 //!   `@cert-authority` and `@revoked` lines are not understood: a key is trusted only when a
 //!   plain line lists it.
-//! - **Channels**: at most `max_concurrent` commands at once (plus one health check), each
-//!   slot held until sshd has closed the channel. OpenSSH's sshd allows 10 sessions per
-//!   connection by default (`MaxSessions`): keep `max_concurrent` at 9 or below, or raise
-//!   `MaxSessions` on the server. A channel sshd refuses fails as `Busy` (retryable).
-//! - **Commands**: see [`command`]: quoted argv, stdin then EOF, streamed and bounded
+//! - **Channels**: at most `max_concurrent` commands at once, plus one health check and one
+//!   channel stopping abandoned commands, each slot held until sshd has closed the channel.
+//!   OpenSSH's sshd allows 10 sessions per connection by default (`MaxSessions`): keep
+//!   `max_concurrent` at 8 or below, or raise `MaxSessions` on the server. A channel sshd refuses fails as `Busy` (retryable).
+//! - **Commands**: see `command` and `run`: quoted argv, stdin then EOF, streamed and bounded
 //!   output, the exit status (`None` when a signal ended it; a non-zero code is an answer,
 //!   not an error), and a command abandoned by a timeout is killed on the server.
 
@@ -39,8 +39,8 @@ use crate::compute::request::{
 };
 use crate::error::Error;
 
-/// The `max_concurrent` past which sshd's default `MaxSessions` (10) refuses channels.
-const SSHD_MAX_SESSIONS: usize = 10;
+/// The `max_concurrent` from which sshd's default `MaxSessions` (10) may refuse channels.
+const SSHD_MAX_SESSIONS: usize = 9;
 
 pub(crate) struct SshBackend {
     inner: Arc<Inner>,
@@ -81,8 +81,8 @@ impl SshBackend {
             tracing::warn!(
                 node = node.id(),
                 max_concurrent = node.concurrency(),
-                "an SSH node runs max_concurrent channels plus a health check on one connection; \
-                 sshd allows 10 by default (MaxSessions)"
+                "an SSH node runs max_concurrent channels plus two (health, stopping) on one \
+                 connection; sshd allows 10 by default (MaxSessions)"
             );
         }
         let target = Target {
@@ -259,6 +259,6 @@ impl Inner {
 fn refused_channel(why: ChannelOpenFailure) -> ComputeError {
     ComputeError::new(
         ComputeErrorKind::Busy,
-        format!("ssh: the server refused a new session ({why:?}; its MaxSessions may be below max_concurrent + 1)"),
+        format!("ssh: the server refused a new session ({why:?}; its MaxSessions may be below max_concurrent + 2)"),
     )
 }
