@@ -433,7 +433,8 @@ async fn removing_a_node_finishes_its_work_first_and_bad_additions_name_the_fiel
     let ssh = c
         .add_node(ComputeNode::new("s", "ssh://ada@127.0.0.1:22").unwrap())
         .await;
-    assert_eq!(field(ssh.unwrap_err()), "endpoint");
+    // An SSH node logs in with a key: without one it is refused.
+    assert_eq!(field(ssh.unwrap_err()), "credential");
     assert_eq!(field(c.remove_node("nope").await.unwrap_err()), "node_id");
 
     let node = c.node("n").unwrap();

@@ -71,7 +71,10 @@ pub(crate) fn start() -> Option<LlmServer> {
         l.local_addr().unwrap().port()
     };
     let log = std::env::temp_dir().join(format!("wrangle-llm-{port}.log"));
-    eprintln!("llama.cpp server on port {port}, its log in {}", log.display());
+    eprintln!(
+        "llama.cpp server on port {port}, its log in {}",
+        log.display()
+    );
     let child = Command::new(&python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&model)

@@ -4,6 +4,7 @@
 
 mod docker;
 mod http;
+mod ssh;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub(crate) fn connect(
         Endpoint::Docker { engine, target } => {
             Ok(Arc::new(docker::DockerBackend::new(engine, target, node)))
         }
+        Endpoint::Ssh { .. } => Ok(Arc::new(ssh::SshBackend::new(node, credential, config)?)),
         other => Err(Error::invalid(
             "endpoint",
             format!(
