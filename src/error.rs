@@ -21,6 +21,9 @@ pub enum Error {
     /// The store could not be opened, migrated or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A workflow was refused, or a run could not be found or changed.
+    #[error(transparent)]
+    Workflow(#[from] crate::workflow::WorkflowError),
     /// The task ended without a result.
     #[error("task {id} {status}: {error}")]
     TaskFailed {

@@ -88,6 +88,7 @@ mod supervision;
 mod task;
 mod util;
 mod worker;
+pub mod workflow;
 
 pub use cluster::{
     ClusterConfig, ClusterStats, LinkStatus, Node, NodeConfig, NodeStatus, RemoteNode, TlsFiles,

@@ -78,6 +78,7 @@ impl CoordinatorBuilder {
         let registry = self.registry.unwrap_or_default();
         let depth = MailboxDepth::default();
         let cluster = self.config.cluster.clone();
+        let workflow_config = self.config.workflows.clone();
         let args = CoordinatorArgs {
             config: self.config,
             handlers: self.handlers.clone(),
@@ -127,9 +128,33 @@ impl CoordinatorBuilder {
             }
             None => None,
         };
+        let serves: crate::workflow::Serves = {
+            let (handlers, shared, cluster) =
+                (self.handlers.clone(), shared.clone(), cluster.clone());
+            Arc::new(move |t: &str| super::serves(&handlers, &shared, cluster.as_ref(), t))
+        };
+        let workflows = match crate::workflow::Workflows::spawn(
+            shared.queue.clone(),
+            shared.queue.store().cloned(),
+            serves,
+            workflow_config,
+            Some(mailbox.actor().get_cell()),
+        )
+        .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                if let Some(c) = &cluster {
+                    c.stop().await;
+                }
+                let _ = mailbox.actor().stop_and_wait(None, None).await;
+                return Err(e);
+            }
+        };
         Ok(Coordinator {
             cluster,
             compute: self.compute,
+            workflows,
             mailbox,
             shared,
             handlers: self.handlers,

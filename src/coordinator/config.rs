@@ -46,6 +46,8 @@ pub struct CoordinatorConfig {
     pub store: Option<StoreConfig>,
     /// Where nodes join over the network; `None` (default) runs without a cluster.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// The workflow engine's settings.
+    pub workflows: crate::workflow::WorkflowConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -67,6 +69,7 @@ impl Default for CoordinatorConfig {
             restart_budget: RestartBudget::default(),
             store: None,
             cluster: None,
+            workflows: crate::workflow::WorkflowConfig::default(),
         }
     }
 }

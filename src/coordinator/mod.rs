@@ -66,6 +66,8 @@ pub struct Coordinator {
     cluster: Option<crate::cluster::Cluster>,
     /// The external compute nodes, when given.
     compute: Option<crate::compute::ComputeCluster>,
+    /// The workflow engine.
+    workflows: crate::workflow::Workflows,
     mailbox: Mailbox<CoordinatorMsg>,
     shared: Arc<Shared>,
     handlers: HandlerRegistry,
@@ -325,12 +327,17 @@ impl Coordinator {
 
     /// True when a local handler (of any pool here) or an online node serves `task_type`.
     pub fn serves(&self, task_type: &str) -> bool {
-        self.handlers.contains(task_type)
-            || self.extra_handlers().iter().any(|h| h.contains(task_type))
-            || self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.remote_types().iter().any(|t| &**t == task_type))
+        serves(
+            &self.handlers,
+            &self.shared,
+            self.cluster.as_ref(),
+            task_type,
+        )
+    }
+
+    /// The workflow engine: register workflows, start and steer runs.
+    pub fn workflows(&self) -> &crate::workflow::Workflows {
+        &self.workflows
     }
 
     fn extra_handlers(&self) -> Vec<HandlerRegistry> {
@@ -367,6 +374,9 @@ impl Coordinator {
     /// (up to `shutdown_timeout`), then workers, pool and queue stop. Otherwise running
     /// attempts are cancelled at once.
     pub async fn stop(&self, graceful: bool) -> Result<StopReport, Error> {
+        // First, so that no run starts a step on a closing queue: runs wait in the journal
+        // and resume at the next start, finding the steps that ran during the drain done.
+        self.workflows.stop().await;
         let actor = self.mailbox.actor().get_cell();
         let report = self
             .mailbox
@@ -388,4 +398,21 @@ impl Coordinator {
         actor.wait(Some(Duration::from_secs(10))).await.ok();
         Ok(report)
     }
+}
+
+/// True when a local handler (of any pool here) or an online node serves `task_type`.
+fn serves(
+    handlers: &HandlerRegistry,
+    shared: &Shared,
+    cluster: Option<&crate::cluster::Cluster>,
+    task_type: &str,
+) -> bool {
+    handlers.contains(task_type)
+        || shared
+            .extra_handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|h| h.contains(task_type))
+        || cluster.is_some_and(|c| c.remote_types().iter().any(|t| &**t == task_type))
 }

@@ -279,6 +279,19 @@ impl QueueRef {
         Ok((ids, rx))
     }
 
+    /// Submits many tasks (all or none) and sends each one's outcome to `outcomes` as it
+    /// finishes: the workflow engine's one stream for all its steps. A task whose
+    /// idempotency key matched one known only to the store is not followed here
+    /// (`Submitted::existing`): the caller waits for it with [`QueueRef::wait_for`].
+    pub(crate) async fn submit_batch_into(
+        &self,
+        specs: Vec<TaskSpec>,
+        outcomes: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+    ) -> Result<Vec<Submitted>, Error> {
+        self.submit_inner(specs, Some(Waiter::Stream(outcomes)))
+            .await
+    }
+
     /// Submits one task and waits for its outcome.
     pub async fn submit_and_wait(&self, spec: TaskSpec) -> Result<(TaskId, TaskOutcome), Error> {
         let (tx, rx) = oneshot::channel();

@@ -28,6 +28,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_coordinator_epoch.sql"),
         postgres: include_str!("../../migrations/postgres/0002_coordinator_epoch.sql"),
     },
+    Migration {
+        version: 3,
+        name: "workflows",
+        sqlite: include_str!("../../migrations/sqlite/0003_workflows.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_workflows.sql"),
+    },
 ];
 
 /// What [`migrate`](super::migrate) did.

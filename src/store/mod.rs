@@ -32,6 +32,7 @@ mod snapshot;
 mod split;
 mod stats;
 mod text;
+mod workflows;
 mod writer;
 
 pub use config::{Durability, StoreConfig};
@@ -44,4 +45,5 @@ pub(crate) use batch::{BatchStored, SubmitBatch, Unstored};
 pub(crate) use claim::Claim;
 pub(crate) use db::redact as redact_url;
 pub(crate) use rows::{ms, AttemptRow, NewTask, NodeRow, Recovered, StoreOp, TaskState, WorkerRow};
+pub(crate) use workflows::{WorkflowBatch, WorkflowEventRow, WorkflowRunRow};
 pub(crate) use writer::StoreMsg;

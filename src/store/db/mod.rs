@@ -42,6 +42,7 @@ mod read;
 mod sqlite;
 mod unnest;
 mod values;
+mod workflows;
 mod write;
 
 pub(crate) use write::KeyTaken;

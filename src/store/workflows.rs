@@ -1,0 +1,130 @@
+//! The workflow engine's journal: plain rows the engine builds, and the [`Store`] methods
+//! that write and read them. Definitions are kept by name and version, runs by id, and each
+//! run's events in order; replaying a run's events rebuilds it.
+
+use super::{Store, StoreError};
+
+/// A run as stored: what is known of it besides its events.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WorkflowRunRow {
+    pub(crate) id: uuid::Uuid,
+    pub(crate) workflow: String,
+    pub(crate) version: String,
+    /// `running`, `paused`, `completed`, `failed`, `cancelled` or `stopped`.
+    pub(crate) status: String,
+    /// The input object, as JSON.
+    pub(crate) input: String,
+    /// How many times the run was retried from its failed steps.
+    pub(crate) generation: i64,
+    pub(crate) error: Option<String>,
+    /// The final state (JSON), once the run finished.
+    pub(crate) state: Option<String>,
+    /// Steps completed.
+    pub(crate) steps_done: i64,
+    pub(crate) created_at_ms: i64,
+    pub(crate) updated_at_ms: i64,
+    /// Set once the run can no longer change.
+    pub(crate) finished_at_ms: Option<i64>,
+}
+
+/// One entry of a run's journal.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WorkflowEventRow {
+    pub(crate) run_id: uuid::Uuid,
+    /// Its place in the run's journal, from 1.
+    pub(crate) seq: i64,
+    /// The step's key (its name, with the loop iteration and map item it belongs to).
+    pub(crate) step: String,
+    /// `done`, `failed`, `retry` or `timer`.
+    pub(crate) kind: String,
+    /// The output (JSON), the error, or the timer's deadline in Unix ms.
+    pub(crate) value: String,
+    pub(crate) at_ms: i64,
+}
+
+/// What one journal commit writes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WorkflowBatch {
+    /// Runs inserted, or updated in place (status, generation, error, times).
+    pub(crate) runs: Vec<WorkflowRunRow>,
+    /// Events appended.
+    pub(crate) events: Vec<WorkflowEventRow>,
+}
+
+impl WorkflowBatch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.events.is_empty()
+    }
+}
+
+impl Store {
+    /// Keeps a definition's JSON under its name and version.
+    pub(crate) async fn save_workflow_definition(
+        &self,
+        name: &str,
+        version: &str,
+        json: &str,
+    ) -> Result<(), StoreError> {
+        let now = super::ms(std::time::SystemTime::now());
+        Ok(self
+            .db
+            .save_workflow_definition(name, version, json, now)
+            .await?)
+    }
+
+    /// Every stored definition: (name, version, JSON).
+    pub(crate) async fn workflow_definitions(
+        &self,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(self.db.workflow_definitions().await?)
+    }
+
+    /// Commits a batch of run rows and events.
+    pub(crate) async fn write_workflows(&self, batch: &WorkflowBatch) -> Result<(), StoreError> {
+        Ok(self.db.write_workflows(batch).await?)
+    }
+
+    /// Runs still running or paused, with their events in order.
+    pub(crate) async fn unfinished_workflow_runs(
+        &self,
+    ) -> Result<Vec<(WorkflowRunRow, Vec<WorkflowEventRow>)>, StoreError> {
+        let runs = self.db.unfinished_workflow_runs().await?;
+        let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.id).collect();
+        let mut events = self.db.workflow_events(&ids).await?.into_iter().peekable();
+        let mut by_run: std::collections::HashMap<uuid::Uuid, Vec<WorkflowEventRow>> =
+            std::collections::HashMap::new();
+        while let Some(e) = events.next() {
+            by_run.entry(e.run_id).or_default().push(e);
+        }
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                let events = by_run.remove(&r.id).unwrap_or_default();
+                (r, events)
+            })
+            .collect())
+    }
+
+    /// One run by id, with its events.
+    pub(crate) async fn workflow_run(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<(WorkflowRunRow, Vec<WorkflowEventRow>)>, StoreError> {
+        let Some(run) = self.db.workflow_run(id).await? else {
+            return Ok(None);
+        };
+        let events = self.db.workflow_events(&[id]).await?;
+        Ok(Some((run, events)))
+    }
+
+    /// The newest finished runs.
+    pub(crate) async fn finished_workflow_runs(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRunRow>, StoreError> {
+        Ok(self
+            .db
+            .finished_workflow_runs(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await?)
+    }
+}

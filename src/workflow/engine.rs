@@ -1,0 +1,422 @@
+//! The workflow engine actor: every active run's state machine, driven by its steps'
+//! outcomes. One actor holds them all (a run is a small state machine, not a task of its
+//! own), and each round of events is journaled in one commit before anything it caused
+//! (a task, a timer, a run's end) happens: group commit, as the task store does.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::def::Workflow;
+use super::journal::{self, Entry};
+use super::node::Action;
+use super::run::{RunCore, RunEvent};
+use super::{RunId, RunSnapshot, RunStatus, WorkflowError};
+use crate::mailbox::{Mailbox, MailboxDepth};
+use crate::queue::QueueRef;
+use crate::store::{Store, WorkflowBatch};
+use crate::task::{Submitted, TaskId, TaskOutcome};
+
+/// Says whether something runs a task type (handlers here, online nodes).
+pub(crate) type Serves = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A change asked of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Let running steps finish; start nothing new.
+    Pause,
+    /// Start what waits.
+    Resume,
+    /// Cancel running steps and end the run.
+    Cancel,
+    /// Go on from the failed steps of a failed or stopped run.
+    Retry,
+}
+
+/// The engine's messages.
+pub(crate) enum EngineMsg {
+    /// Validate, version and keep a definition.
+    Register {
+        workflow: Workflow,
+        reply: RpcReplyPort<Result<String, WorkflowError>>,
+    },
+    /// Start a run of the newest version of a workflow.
+    Start {
+        name: String,
+        input: BTreeMap<String, Value>,
+        reply: RpcReplyPort<Result<RunId, WorkflowError>>,
+    },
+    /// A step's task ended.
+    Outcome(TaskId, TaskOutcome),
+    /// The queue's answer to a round of step submissions.
+    Submitted {
+        steps: Vec<(RunId, u32, String)>,
+        result: Vec<Result<Submitted, String>>,
+    },
+    /// A timer is due.
+    Fire {
+        run: RunId,
+        generation: u32,
+        key: String,
+    },
+    /// A journal commit landed; what waited on it may happen.
+    Committed(Vec<Deferred>),
+    /// Pause, resume, cancel or retry a run.
+    Control {
+        run: RunId,
+        op: Control,
+        reply: RpcReplyPort<Result<RunSnapshot, WorkflowError>>,
+    },
+    /// A run, if in memory.
+    Get {
+        run: RunId,
+        reply: RpcReplyPort<Option<RunSnapshot>>,
+    },
+    /// Runs in memory (active ones and recently finished ones).
+    List(RpcReplyPort<Vec<RunSnapshot>>),
+    /// Answer once the run completes, fails, stops or is cancelled.
+    Wait {
+        run: RunId,
+        reply: oneshot::Sender<RunSnapshot>,
+    },
+    /// Registered workflows: name, newest version, definition.
+    Definitions(RpcReplyPort<Vec<(String, String, super::WorkflowDef)>>),
+}
+
+impl ractor::Message for EngineMsg {}
+
+/// Something a journal commit must land before.
+pub(crate) enum Deferred {
+    /// Start a step's task or timer (for the run's generation then).
+    Start(RunId, u32, Action),
+    /// Cancel these step tasks (their run failed or was cancelled).
+    Cancel(Vec<TaskId>),
+    /// The run ended: answer its waiters.
+    Ended(RunId),
+}
+
+/// What the engine starts with.
+pub(crate) struct EngineArgs {
+    pub(crate) queue: QueueRef,
+    pub(crate) store: Option<Store>,
+    pub(crate) serves: Serves,
+    pub(crate) depth: MailboxDepth,
+    pub(crate) config: super::WorkflowConfig,
+}
+
+/// One run in memory.
+pub(crate) struct RunEntry {
+    pub(crate) core: RunCore,
+    /// Step tasks by key, once the queue took them.
+    pub(crate) tasks: HashMap<String, TaskId>,
+    /// Starts waiting for a resume.
+    pub(crate) held: Vec<Action>,
+    pub(crate) waiters: Vec<oneshot::Sender<RunSnapshot>>,
+}
+
+/// The engine's state.
+pub(crate) struct EngineState {
+    pub(crate) me: Mailbox<EngineMsg>,
+    pub(crate) queue: QueueRef,
+    pub(crate) store: Option<Store>,
+    pub(crate) serves: Serves,
+    pub(crate) config: super::WorkflowConfig,
+    /// Definitions by name and version.
+    pub(crate) defs: HashMap<(String, String), Arc<Workflow>>,
+    /// The newest version registered under each name.
+    pub(crate) latest: HashMap<String, String>,
+    pub(crate) runs: HashMap<RunId, RunEntry>,
+    /// Finished runs still in memory, oldest first (at most `config.keep_finished`).
+    pub(crate) finished: VecDeque<RunId>,
+    /// Which run and step each step task is.
+    pub(crate) by_task: HashMap<TaskId, (RunId, String)>,
+    /// Outcomes that came before the queue's answer to their submit, with when.
+    pub(crate) early: HashMap<TaskId, (TaskOutcome, std::time::Instant)>,
+    /// Where the queue sends step outcomes.
+    pub(crate) outcomes: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+    /// The journal round being gathered.
+    pub(crate) batch: WorkflowBatch,
+    /// Runs whose row changed in this round.
+    pub(crate) dirty: HashSet<RunId>,
+    /// What waits on this round's commit.
+    pub(crate) deferred: Vec<Deferred>,
+    /// A commit is in flight.
+    pub(crate) committing: bool,
+}
+
+/// The engine actor.
+#[derive(Debug)]
+pub(crate) struct WorkflowEngine;
+
+pub(crate) fn now_ms() -> i64 {
+    crate::store::ms(SystemTime::now())
+}
+
+impl Actor for WorkflowEngine {
+    type Msg = EngineMsg;
+    type State = EngineState;
+    type Arguments = EngineArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EngineMsg>,
+        args: EngineArgs,
+    ) -> Result<EngineState, ActorProcessingErr> {
+        let me = Mailbox::new(myself.clone(), args.depth);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let forward = me.clone();
+        tokio::spawn(async move {
+            while let Some((id, outcome)) = rx.recv().await {
+                if forward.send(EngineMsg::Outcome(id, outcome)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut state = EngineState {
+            me,
+            queue: args.queue,
+            store: args.store,
+            serves: args.serves,
+            config: args.config,
+            defs: HashMap::new(),
+            latest: HashMap::new(),
+            runs: HashMap::new(),
+            finished: VecDeque::new(),
+            by_task: HashMap::new(),
+            early: HashMap::new(),
+            outcomes: tx,
+            batch: WorkflowBatch::default(),
+            dirty: HashSet::new(),
+            deferred: Vec::new(),
+            committing: false,
+        };
+        super::recover::load_definitions(&mut state).await?;
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<EngineMsg>,
+        state: &mut EngineState,
+    ) -> Result<(), ActorProcessingErr> {
+        super::recover::recover_runs(state).await?;
+        state.flush();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<EngineMsg>,
+        msg: EngineMsg,
+        state: &mut EngineState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.me.depth().received();
+        match msg {
+            EngineMsg::Register { workflow, reply } => {
+                let _ = reply.send(state.register(workflow).await);
+            }
+            EngineMsg::Start { name, input, reply } => {
+                let _ = reply.send(state.start_run(&name, input));
+            }
+            EngineMsg::Outcome(id, outcome) => state.outcome(id, outcome),
+            EngineMsg::Submitted { steps, result } => state.submitted(steps, result),
+            EngineMsg::Fire {
+                run,
+                generation,
+                key,
+            } => {
+                let current = state.runs.get(&run).is_some_and(|e| {
+                    e.core.generation == generation && e.core.running.contains_key(&key)
+                });
+                if current {
+                    state.record(
+                        run,
+                        RunEvent::Step(key, super::node::StepResult::Done(Value::Null)),
+                    );
+                }
+            }
+            EngineMsg::Committed(deferred) => {
+                state.committing = false;
+                state.run_deferred(deferred);
+            }
+            EngineMsg::Control { run, op, reply } => {
+                let _ = reply.send(state.control(run, op).await);
+            }
+            EngineMsg::Get { run, reply } => {
+                let _ = reply.send(state.runs.get(&run).map(|e| e.core.snapshot()));
+            }
+            EngineMsg::List(reply) => {
+                let mut list: Vec<RunSnapshot> =
+                    state.runs.values().map(|e| e.core.snapshot()).collect();
+                list.sort_by_key(|s| std::cmp::Reverse(s.id));
+                let _ = reply.send(list);
+            }
+            EngineMsg::Wait { run, reply } => match state.runs.get_mut(&run) {
+                Some(e) if !e.core.status.is_active() => {
+                    let _ = reply.send(e.core.snapshot());
+                }
+                Some(e) => e.waiters.push(reply),
+                // Not in memory: dropping the sender tells the caller to read the store.
+                None => {}
+            },
+            EngineMsg::Definitions(reply) => {
+                let mut out: Vec<_> = state
+                    .latest
+                    .iter()
+                    .filter_map(|(name, v)| {
+                        let wf = state.defs.get(&(name.clone(), v.clone()))?;
+                        Some((name.clone(), v.clone(), wf.def.clone()))
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                let _ = reply.send(out);
+            }
+        }
+        state.flush();
+        Ok(())
+    }
+}
+
+impl EngineState {
+    async fn register(&mut self, workflow: Workflow) -> Result<String, WorkflowError> {
+        super::validate::validate(&workflow, &*self.serves)?;
+        let version = super::validate::version_of(&workflow);
+        let name = workflow.name().to_string();
+        if let Some(store) = &self.store {
+            let json = serde_json::to_string(&workflow.def)
+                .map_err(|e| WorkflowError::invalid(&name, e.to_string()))?;
+            store
+                .save_workflow_definition(&name, &version, &json)
+                .await
+                .map_err(|e| WorkflowError::Store(e.to_string()))?;
+        }
+        self.defs
+            .insert((name.clone(), version.clone()), Arc::new(workflow));
+        self.latest.insert(name, version.clone());
+        Ok(version)
+    }
+
+    fn start_run(
+        &mut self,
+        name: &str,
+        input: BTreeMap<String, Value>,
+    ) -> Result<RunId, WorkflowError> {
+        let version = self
+            .latest
+            .get(name)
+            .ok_or_else(|| WorkflowError::UnknownWorkflow(name.to_string()))?
+            .clone();
+        let active = self.runs.len() - self.finished.len();
+        if active >= self.config.max_active_runs {
+            return Err(WorkflowError::TooManyRuns(active));
+        }
+        let workflow = self.defs[&(name.to_string(), version.clone())].clone();
+        let id = RunId::new();
+        let now = now_ms();
+        let mut core = RunCore::new(id, workflow, version.into(), input, now);
+        let actions = core.start(now);
+        self.runs.insert(
+            id,
+            RunEntry {
+                core,
+                tasks: HashMap::new(),
+                held: Vec::new(),
+                waiters: Vec::new(),
+            },
+        );
+        self.dirty.insert(id);
+        self.after(id, actions, now);
+        Ok(id)
+    }
+
+    pub(super) fn outcome(&mut self, id: TaskId, outcome: TaskOutcome) {
+        let Some((run, key)) = self.by_task.remove(&id) else {
+            self.early.insert(id, (outcome, std::time::Instant::now()));
+            return;
+        };
+        let Some(entry) = self.runs.get_mut(&run) else {
+            return;
+        };
+        if entry.tasks.get(&key) != Some(&id) {
+            return;
+        }
+        entry.tasks.remove(&key);
+        let result = match outcome {
+            TaskOutcome::Completed { result } => super::node::StepResult::Done(result.to_value()),
+            TaskOutcome::Failed { error } => super::node::StepResult::Failed(error),
+            TaskOutcome::Timeout => super::node::StepResult::Failed("timed out".into()),
+            TaskOutcome::Cancelled => super::node::StepResult::Failed("cancelled".into()),
+        };
+        self.record(run, RunEvent::Step(key, result));
+    }
+
+    /// Journals `event` for `run` and applies it.
+    pub(crate) fn record(&mut self, run: RunId, event: RunEvent) {
+        let now = now_ms();
+        let Some(entry) = self.runs.get_mut(&run) else {
+            return;
+        };
+        if let RunEvent::Step(key, _) = &event {
+            if !entry.core.status.is_active() || !entry.core.running.contains_key(key) {
+                return;
+            }
+        }
+        entry.core.seq += 1;
+        let row = journal::event_row(run, entry.core.seq, &Entry::Event(event.clone()), now);
+        self.batch.events.push(row);
+        let actions = entry.core.apply(event, now);
+        self.dirty.insert(run);
+        self.after(run, actions, now);
+    }
+
+    /// What follows a drive of `run`: journal new timers, start (or hold) steps, and end
+    /// the run if it ended.
+    pub(crate) fn after(&mut self, run: RunId, actions: Vec<Action>, now: i64) {
+        let Some(entry) = self.runs.get_mut(&run) else {
+            return;
+        };
+        let generation = entry.core.generation;
+        for action in actions {
+            if let Action::Timer { key, due_ms, new } = &action {
+                if *new {
+                    entry.core.seq += 1;
+                    entry.core.timers.insert(key.clone(), *due_ms);
+                    let e = Entry::Timer(key.clone(), *due_ms);
+                    self.batch
+                        .events
+                        .push(journal::event_row(run, entry.core.seq, &e, now));
+                }
+            }
+            match entry.core.status {
+                RunStatus::Running => self.deferred.push(Deferred::Start(run, generation, action)),
+                RunStatus::Paused => entry.held.push(action),
+                _ => {}
+            }
+        }
+        if !entry.core.status.is_active() {
+            self.end(run);
+        }
+    }
+
+    /// A run stopped being active: cancel its tasks, answer its waiters after the commit.
+    pub(super) fn end(&mut self, run: RunId) {
+        let Some(entry) = self.runs.get_mut(&run) else {
+            return;
+        };
+        entry.held.clear();
+        let tasks: Vec<TaskId> = entry.tasks.drain().map(|(_, id)| id).collect();
+        for id in &tasks {
+            self.by_task.remove(id);
+        }
+        entry.core.running.clear();
+        if !tasks.is_empty() {
+            self.deferred.push(Deferred::Cancel(tasks));
+        }
+        self.deferred.push(Deferred::Ended(run));
+        self.dirty.insert(run);
+    }
+}

@@ -1,0 +1,296 @@
+//! The engine's side effects, in the order the journal allows: a round of events is
+//! committed, then the steps it started are submitted to the queue (one batch), its timers
+//! set, its cancelled tasks cancelled and its ended runs' waiters answered.
+
+use std::time::Duration;
+
+use super::engine::{Control, Deferred, EngineMsg, EngineState};
+use super::node::{Action, StepResult};
+use super::run::RunEvent;
+use super::{journal, RunId, RunSnapshot, RunStatus, WorkflowError};
+use crate::store::WorkflowBatch;
+use crate::task::{Payload, Submitted, TaskSpec};
+
+/// How long an outcome that came before its submit's answer is kept.
+const EARLY_KEEP: Duration = Duration::from_secs(60);
+
+impl EngineState {
+    /// Commits the round gathered so far, unless a commit is in flight (the next one will
+    /// take it). Without a store, what waits happens at once.
+    pub(crate) fn flush(&mut self) {
+        if self.committing {
+            return;
+        }
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(entry) = self.runs.get(&id) {
+                self.batch.runs.push(journal::run_row(&entry.core));
+            }
+        }
+        if self.batch.is_empty() && self.deferred.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let deferred = std::mem::take(&mut self.deferred);
+        let Some(store) = self.store.clone() else {
+            self.run_deferred(deferred);
+            return;
+        };
+        if batch.is_empty() {
+            self.run_deferred(deferred);
+            return;
+        }
+        self.committing = true;
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            commit(&store, &batch).await;
+            let _ = me.send(EngineMsg::Committed(deferred));
+        });
+    }
+
+    /// Does what waited on a commit.
+    pub(crate) fn run_deferred(&mut self, deferred: Vec<Deferred>) {
+        let mut specs = Vec::new();
+        let mut steps = Vec::new();
+        for d in deferred {
+            match d {
+                Deferred::Start(run, generation, action) => {
+                    let Some(entry) = self.runs.get_mut(&run) else {
+                        continue;
+                    };
+                    if entry.core.generation != generation || !entry.core.status.is_active() {
+                        continue;
+                    }
+                    if entry.core.status == RunStatus::Paused {
+                        entry.held.push(action);
+                        continue;
+                    }
+                    match action {
+                        Action::Start {
+                            key,
+                            task_type,
+                            input,
+                            mut options,
+                        } => {
+                            options.idempotency_key = Some(entry.core.task_key(&key));
+                            specs.push(
+                                TaskSpec::from_payload(task_type, Payload::from(input))
+                                    .with_options(options),
+                            );
+                            steps.push((run, generation, key));
+                        }
+                        Action::Timer { key, due_ms, .. } => {
+                            let wait = u64::try_from(due_ms - super::engine::now_ms()).unwrap_or(0);
+                            let msg = move || EngineMsg::Fire {
+                                run,
+                                generation,
+                                key,
+                            };
+                            self.me.send_after(Duration::from_millis(wait), msg);
+                        }
+                    }
+                }
+                Deferred::Cancel(tasks) => {
+                    let queue = self.queue.clone();
+                    tokio::spawn(async move {
+                        for id in tasks {
+                            let _ = queue.cancel(id).await;
+                        }
+                    });
+                }
+                Deferred::Ended(run) => self.ended(run),
+            }
+        }
+        if !specs.is_empty() {
+            self.submit(specs, steps);
+        }
+        let now = std::time::Instant::now();
+        self.early
+            .retain(|_, (_, at)| now.duration_since(*at) < EARLY_KEEP);
+    }
+
+    /// Submits one round's step tasks in one batch; if the batch is refused, each on its
+    /// own, so one bad step fails alone.
+    fn submit(&self, specs: Vec<TaskSpec>, steps: Vec<(RunId, u32, String)>) {
+        let queue = self.queue.clone();
+        let outcomes = self.outcomes.clone();
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let result = match queue
+                .submit_batch_into(specs.clone(), outcomes.clone())
+                .await
+            {
+                Ok(ids) => ids.into_iter().map(Ok).collect(),
+                Err(_) if specs.len() > 1 => {
+                    let mut each = Vec::with_capacity(specs.len());
+                    for spec in specs {
+                        let r = queue.submit_batch_into(vec![spec], outcomes.clone()).await;
+                        each.push(r.map(|mut v| v.remove(0)).map_err(|e| e.to_string()));
+                    }
+                    each
+                }
+                Err(e) => vec![Err(e.to_string())],
+            };
+            // A task an idempotency key found only in the store is followed by hand.
+            for s in result.iter().flatten().filter(|s| s.existing) {
+                let (queue, outcomes, id) = (queue.clone(), outcomes.clone(), s.id);
+                tokio::spawn(async move {
+                    if let Ok(outcome) = queue.wait_for(id, Duration::MAX).await {
+                        let _ = outcomes.send((id, outcome));
+                    }
+                });
+            }
+            let _ = me.send(EngineMsg::Submitted { steps, result });
+        });
+    }
+
+    /// The queue took (or refused) a round of steps.
+    pub(crate) fn submitted(
+        &mut self,
+        steps: Vec<(RunId, u32, String)>,
+        result: Vec<Result<Submitted, String>>,
+    ) {
+        for ((run, generation, key), r) in steps.into_iter().zip(result) {
+            let current = self.runs.get(&run).is_some_and(|e| {
+                e.core.generation == generation && e.core.running.contains_key(&key)
+            });
+            match r {
+                Ok(s) if current => {
+                    let entry = self.runs.get_mut(&run).expect("checked");
+                    entry.tasks.insert(key.clone(), s.id);
+                    self.by_task.insert(s.id, (run, key));
+                    if let Some((outcome, _)) = self.early.remove(&s.id) {
+                        self.outcome(s.id, outcome);
+                    }
+                }
+                // The run moved on (cancelled, failed, retried): the task is not wanted.
+                Ok(s) => {
+                    let queue = self.queue.clone();
+                    tokio::spawn(async move {
+                        let _ = queue.cancel(s.id).await;
+                    });
+                }
+                Err(e) if current => self.record(
+                    run,
+                    RunEvent::Step(key, StepResult::Failed(format!("not queued: {e}"))),
+                ),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn ended(&mut self, run: RunId) {
+        let Some(entry) = self.runs.get_mut(&run) else {
+            return;
+        };
+        if entry.core.status.is_active() {
+            return;
+        }
+        let snapshot = entry.core.snapshot();
+        for w in entry.waiters.drain(..) {
+            let _ = w.send(snapshot.clone());
+        }
+        self.finished.push_back(run);
+        while self.finished.len() > self.config.keep_finished {
+            if let Some(old) = self.finished.pop_front() {
+                // A run retried since is active again: keep it.
+                if self
+                    .runs
+                    .get(&old)
+                    .is_some_and(|e| !e.core.status.is_active())
+                {
+                    self.runs.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Pauses, resumes, cancels or retries `run`.
+    pub(crate) async fn control(
+        &mut self,
+        run: RunId,
+        op: Control,
+    ) -> Result<RunSnapshot, WorkflowError> {
+        if !self.runs.contains_key(&run) {
+            if op != Control::Retry {
+                return Err(match self.stored_status(run).await? {
+                    Some(status) => WorkflowError::WrongStatus {
+                        run,
+                        status,
+                        action: verb(op),
+                    },
+                    None => WorkflowError::RunNotFound(run),
+                });
+            }
+            super::recover::load_run(self, run).await?;
+        }
+        let now = super::engine::now_ms();
+        let entry = self.runs.get_mut(&run).expect("loaded above");
+        let status = entry.core.status;
+        let wrong = || WorkflowError::WrongStatus {
+            run,
+            status,
+            action: verb(op),
+        };
+        match op {
+            Control::Pause if status == RunStatus::Running => {
+                entry.core.status = RunStatus::Paused;
+                entry.core.updated_at_ms = now;
+            }
+            Control::Resume if status == RunStatus::Paused => {
+                entry.core.status = RunStatus::Running;
+                entry.core.updated_at_ms = now;
+                let generation = entry.core.generation;
+                for action in std::mem::take(&mut entry.held) {
+                    self.deferred.push(Deferred::Start(run, generation, action));
+                }
+            }
+            Control::Cancel if status.is_active() => {
+                entry.core.finish(RunStatus::Cancelled, None, now);
+                self.end(run);
+            }
+            Control::Retry if matches!(status, RunStatus::Failed | RunStatus::Stopped) => {
+                self.finished.retain(|id| *id != run);
+                self.record(run, RunEvent::Retry);
+            }
+            _ => return Err(wrong()),
+        }
+        self.dirty.insert(run);
+        Ok(self.runs[&run].core.snapshot())
+    }
+
+    async fn stored_status(&self, run: RunId) -> Result<Option<RunStatus>, WorkflowError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let found = store
+            .workflow_run(run.0)
+            .await
+            .map_err(|e| WorkflowError::Store(e.to_string()))?;
+        Ok(found.and_then(|(row, _)| row.status.parse().ok()))
+    }
+}
+
+fn verb(op: Control) -> &'static str {
+    match op {
+        Control::Pause => "pause",
+        Control::Resume => "resume",
+        Control::Cancel => "cancel",
+        Control::Retry => "retry",
+    }
+}
+
+/// Commits `batch`, trying again with backoff until it lands: what it holds already
+/// happened in memory, and nothing it caused happens before it is durable.
+async fn commit(store: &crate::store::Store, batch: &WorkflowBatch) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.write_workflows(batch).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Durable workflows: named graphs of steps (sequences, parallel branches, maps and
+//! pipelines over lists, conditions, bounded loops, durable timers) where every step runs
+//! as an ordinary task, so it is queued, routed by labels, retried, timed out and
+//! supervised like any other, on any node.
+//!
+//! Every step's outcome is journaled in the store before anything that follows it starts.
+//! A run is rebuilt by replaying its journal through the same state machine (no user code
+//! runs outside steps, so there are no determinism rules to follow), and after a crash
+//! each unfinished run resumes from its journal, pinned to the definition version it
+//! started with: completed steps are not run again, steps in flight are found again in
+//! the queue by their idempotency key (or run again: at least once).
+//!
+//! - [`Workflow`], [`Step`], [`Input`], [`Condition`]: definitions, from Rust builders or
+//!   as JSON ([`WorkflowDef`]); `validate` checks them and names the step at fault.
+//! - `node` and `run`: a run's tree of steps and its state machine (pure).
+//! - `engine` and `exec`: the engine actor and its side effects, group-committed.
+//! - `journal` and `recover`: rows of the journal, replay, and recovery at start.
+//! - [`Workflows`]: the handle ([`Coordinator::workflows`](crate::Coordinator::workflows)).
+
+mod cond;
+mod def;
+mod engine;
+mod error;
+mod exec;
+mod handle;
+mod journal;
+mod node;
+mod recover;
+mod run;
+mod types;
+mod validate;
+
+pub use cond::{Condition, Op};
+pub use def::{Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef};
+pub use engine::Control;
+pub use error::WorkflowError;
+pub use handle::Workflows;
+pub use types::{RunId, RunSnapshot, RunStatus};
+pub use validate::{
+    MAX_CONCURRENCY, MAX_DEPTH, MAX_ITERATIONS, MAX_NAME_LEN, MAX_SLEEP, MAX_STEPS,
+};
+
+pub(crate) use engine::Serves;
+
+/// Settings of the workflow engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkflowConfig {
+    /// Most runs running or paused at once (default 100,000); more are refused at start.
+    pub max_active_runs: usize,
+    /// Finished runs kept in memory for quick reads (default 1,000); older ones are read
+    /// from the store.
+    pub keep_finished: usize,
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        Self {
+            max_active_runs: 100_000,
+            keep_finished: 1_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
