@@ -23,6 +23,7 @@ pub struct CoordinatorBuilder {
     registry: Option<WorkerRegistry>,
     store: Option<Store>,
     compute: Option<ComputeCluster>,
+    workflows: Vec<crate::workflow::Workflow>,
 }
 
 impl CoordinatorBuilder {
@@ -61,6 +62,14 @@ impl CoordinatorBuilder {
     /// (see `wrangle_actors::register_compute`).
     pub fn compute(mut self, cluster: ComputeCluster) -> Self {
         self.compute = Some(cluster);
+        self
+    }
+
+    /// Registers a workflow before the engine starts, so that runs of it left unfinished
+    /// by an earlier process resume (a workflow with input functions can only be recovered
+    /// this way). Its task types are not checked: nodes serving them may join later.
+    pub fn workflow(mut self, workflow: crate::workflow::Workflow) -> Self {
+        self.workflows.push(workflow);
         self
     }
 
@@ -138,6 +147,7 @@ impl CoordinatorBuilder {
             shared.queue.store().cloned(),
             serves,
             workflow_config,
+            self.workflows,
             Some(mailbox.actor().get_cell()),
         )
         .await

@@ -57,6 +57,7 @@ impl Workflows {
         store: Option<Store>,
         serves: Serves,
         config: WorkflowConfig,
+        initial: Vec<Workflow>,
         supervisor: Option<ractor::ActorCell>,
     ) -> Result<Self, Error> {
         let depth = MailboxDepth::default();
@@ -66,6 +67,7 @@ impl Workflows {
             serves,
             depth: depth.clone(),
             config,
+            initial,
         };
         let (actor, _) = match supervisor {
             Some(s) => ractor::Actor::spawn_linked(None, WorkflowEngine, args, s).await,
