@@ -131,6 +131,8 @@ pub(crate) fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         (&Method::POST, ["tasks"] | ["tasks", "submit"]) => Some(Scope::Submit),
         (&Method::DELETE, ["tasks", _]) => Some(Scope::Operate),
         (&Method::POST, ["tasks", _, "requeue"] | ["scale"]) => Some(Scope::Operate),
+        (&Method::POST, ["workflows", _, "runs"]) => Some(Scope::Submit),
+        (&Method::POST, ["workflows"] | ["workflows", "runs", _, _]) => Some(Scope::Operate),
         // Anything else that changes state: the strongest scope, so a new route is closed
         // until it is given its own.
         _ => Some(Scope::Admin),
@@ -258,6 +260,14 @@ mod tests {
             (Method::POST, "/tasks/submit", Some(Scope::Submit)),
             (Method::DELETE, "/tasks/x", Some(Scope::Operate)),
             (Method::POST, "/tasks/x/requeue", Some(Scope::Operate)),
+            (Method::POST, "/workflows/etl/runs", Some(Scope::Submit)),
+            (Method::POST, "/workflows", Some(Scope::Operate)),
+            (
+                Method::POST,
+                "/workflows/runs/x/cancel",
+                Some(Scope::Operate),
+            ),
+            (Method::GET, "/workflows/runs/x", Some(Scope::Read)),
             (Method::POST, "/scale", Some(Scope::Operate)),
             (Method::POST, "/workers/lease", Some(Scope::Work)),
             (Method::POST, "/compute/nodes", Some(Scope::Admin)),

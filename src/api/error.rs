@@ -192,6 +192,7 @@ impl From<Error> for ApiError {
                 Self::Unavailable("the database is unavailable".into())
             }
             Error::Stopped { actor } => Self::Unavailable(format!("{actor} is not running")),
+            Error::Workflow(w) => w.into(),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -24,6 +24,7 @@ mod stream;
 mod streams;
 mod tasks;
 mod tls;
+mod workflows;
 
 pub use auth::{ApiToken, Scope};
 pub use rate_limit::RateLimit;
@@ -144,6 +145,8 @@ pub(crate) struct ApiState {
         cluster::scale_history, cluster::stats, cluster::healthz, cluster::readyz,
         stream::events, prometheus::metrics, auth::login, auth::logout,
         compute::list, compute::add, compute::remove,
+        workflows::definitions, workflows::register, workflows::start, workflows::list,
+        workflows::get, workflows::wait, workflows::control,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -223,6 +226,21 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             "/compute/nodes/{id}",
             axum::routing::delete(compute::remove),
         )
+        .route(
+            "/workflows",
+            get(workflows::definitions).post(workflows::register),
+        )
+        .route("/workflows/runs", get(workflows::list))
+        .route("/workflows/runs/{id}", get(workflows::get))
+        .route(
+            "/workflows/runs/{id}/wait",
+            get(workflows::wait).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
+        .route("/workflows/runs/{id}/{action}", post(workflows::control))
+        .route("/workflows/{name}/runs", post(workflows::start))
         .route("/scale/history", get(cluster::scale_history))
         .route("/stats", get(cluster::stats))
         .route("/readyz", get(cluster::readyz))

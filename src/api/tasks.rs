@@ -194,7 +194,7 @@ pub(crate) async fn submit_compat(
 
 /// A query string that does not parse (a parameter given twice, say), as JSON like every
 /// other error.
-fn query_error(e: QueryRejection) -> ApiError {
+pub(crate) fn query_error(e: QueryRejection) -> ApiError {
     ApiError::bad("query", e.body_text())
 }
 

@@ -103,21 +103,25 @@ impl FromStr for RunStatus {
 }
 
 /// Everything known about a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunSnapshot {
     /// The run.
+    #[schema(value_type = String, format = Uuid)]
     pub id: RunId,
     /// Its workflow.
     pub workflow: String,
     /// The definition version it runs (and is pinned to).
     pub version: String,
-    /// Where it is.
+    /// Where it is: running, paused, completed, failed, cancelled or stopped.
+    #[schema(value_type = String)]
     pub status: RunStatus,
     /// Steps completed so far (each map item's stage counts as one).
     pub steps_completed: u64,
     /// Steps running now, by key, with the Unix ms they started.
+    #[schema(value_type = Object)]
     pub steps_running: BTreeMap<String, i64>,
     /// The state: the input and every output written under a key.
+    #[schema(value_type = Object)]
     pub state: BTreeMap<String, Value>,
     /// Why it failed or stopped.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,242 @@
+//! Workflow routes: definitions as JSON (registered with the `operate` scope), runs started
+//! with `submit`, read with `read`, and paused, resumed, cancelled or retried with
+//! `operate`.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{ApiError, ErrorBody};
+use super::tasks::{parse_duration, query_error};
+use super::ApiState;
+use crate::workflow::{RunId, RunSnapshot, RunStatus, WorkflowDef, WorkflowError};
+
+/// Most runs one list answers.
+const MAX_LIST: usize = 1_000;
+
+fn parse_run(raw: &str) -> Result<RunId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad("id", format!("`{raw}` is not a run id (a UUID)")))
+}
+
+/// A JSON body into `T`, the error naming the field at fault.
+fn body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::bad(field, e.into_inner().to_string())
+    })
+}
+
+impl From<WorkflowError> for ApiError {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::Invalid { step, reason } => Self::bad(format!("steps.{step}"), reason),
+            WorkflowError::BadInput(reason) => Self::bad("body", reason),
+            WorkflowError::UnknownWorkflow(_) | WorkflowError::RunNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
+            WorkflowError::WrongStatus { .. } => Self::Conflict(e.to_string()),
+            WorkflowError::TooManyRuns(_)
+            | WorkflowError::Stopped
+            | WorkflowError::WaitTimeout(_) => Self::Unavailable(e.to_string()),
+            WorkflowError::Store(reason) => {
+                tracing::warn!(%reason, "workflow store error");
+                Self::Unavailable("the database is unavailable".into())
+            }
+        }
+    }
+}
+
+/// A registered workflow.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Registered {
+    /// Its name.
+    name: String,
+    /// Its newest version (explicit, or a hash of the definition).
+    version: String,
+    /// The definition (see the README's workflow section for its JSON form).
+    #[schema(value_type = Object)]
+    definition: WorkflowDef,
+}
+
+/// Registered workflows with their newest versions.
+#[utoipa::path(get, path = "/workflows", tag = "workflows",
+    responses((status = 200, body = Vec<Registered>)))]
+pub(crate) async fn definitions(
+    State(state): State<ApiState>,
+) -> Result<Json<Vec<Registered>>, ApiError> {
+    let defs = state.coordinator.workflows().definitions().await?;
+    Ok(Json(
+        defs.into_iter()
+            .map(|(name, version, definition)| Registered {
+                name,
+                version,
+                definition,
+            })
+            .collect(),
+    ))
+}
+
+/// Registers a workflow defined as JSON: `{"name", "version"?, "steps": [...]}`, each step
+/// `{"kind": "task" | "sequence" | "parallel" | "map" | "sleep" | "condition" | "loop", ...}`.
+/// A bad definition is refused naming the step (`steps.NAME`), and nothing is started.
+#[utoipa::path(post, path = "/workflows", tag = "workflows",
+    request_body(content = Object, description = "a workflow definition"),
+    responses((status = 201, body = Registered), (status = 400, body = ErrorBody)))]
+pub(crate) async fn register(
+    State(state): State<ApiState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
+    let def: WorkflowDef = body(raw)?;
+    let version = state
+        .coordinator
+        .workflows()
+        .register_json(def.clone())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            name: def.name.clone(),
+            version,
+            definition: def,
+        }),
+    ))
+}
+
+/// Starts a run of the workflow's newest version; the body (a JSON object, or empty) is its
+/// first state. Answers at once with the run as it is.
+#[utoipa::path(post, path = "/workflows/{name}/runs", tag = "workflows",
+    params(("name" = String, Path, description = "the workflow's name")),
+    request_body(content = Object, description = "the run's input (its first state)"),
+    responses((status = 201, body = RunSnapshot), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn start(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<RunSnapshot>), ApiError> {
+    let empty = raw.as_ref().is_ok_and(|b| b.is_empty());
+    let input: Value = if empty { Value::Null } else { body(raw)? };
+    let flows = state.coordinator.workflows();
+    let id = flows.start(&name, input).await?;
+    Ok((StatusCode::CREATED, Json(flows.status(id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Runs, newest first: active ones and finished ones.
+#[utoipa::path(get, path = "/workflows/runs", tag = "workflows",
+    params(("status" = Option<String>, Query, description = "running, paused, completed, failed, cancelled or stopped"),
+           ("limit" = Option<usize>, Query, maximum = 1000, description = "at most this many (default 100)")),
+    responses((status = 200, body = Vec<RunSnapshot>), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Vec<RunSnapshot>>, ApiError> {
+    let Query(params) = params.map_err(query_error)?;
+    let status = params
+        .status
+        .map(|s| {
+            s.parse::<RunStatus>()
+                .map_err(|e| ApiError::bad("status", e))
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(100).min(MAX_LIST);
+    let runs = state.coordinator.workflows().list(status, limit).await?;
+    Ok(Json(runs))
+}
+
+/// One run: status, steps completed and running, state, error, times.
+#[utoipa::path(get, path = "/workflows/runs/{id}", tag = "workflows",
+    params(("id" = String, Path, format = Uuid, description = "run id (a UUID)")),
+    responses((status = 200, body = RunSnapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunSnapshot>, ApiError> {
+    let id = parse_run(&id)?;
+    Ok(Json(state.coordinator.workflows().status(id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WaitParams {
+    timeout: Option<String>,
+}
+
+/// Waits until the run ends (completed, failed, stopped or cancelled) or `timeout`
+/// (default 30s, at most `max_wait`). 200 with the ended run, 202 with the run as it is.
+#[utoipa::path(get, path = "/workflows/runs/{id}/wait", tag = "workflows",
+    params(("id" = String, Path, format = Uuid, description = "run id (a UUID)"),
+           ("timeout" = Option<String>, Query, pattern = "^[0-9]{1,15}(ms|s|m)?$", description = "e.g. 500ms, 30s, 2m")),
+    responses((status = 200, body = RunSnapshot, description = "ended"),
+              (status = 202, body = RunSnapshot, description = "still active when the wait ran out"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn wait(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    params: Result<Query<WaitParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    let Query(params) = params.map_err(query_error)?;
+    let timeout = match params.timeout.as_deref() {
+        Some(t) => parse_duration(t, "timeout")?,
+        None => Duration::from_secs(30),
+    }
+    .min(state.config.max_wait);
+    let flows = state.coordinator.workflows();
+    match flows.wait(id, timeout).await {
+        Ok(run) => Ok((StatusCode::OK, Json(run)).into_response()),
+        Err(crate::Error::Workflow(WorkflowError::WaitTimeout(_))) => {
+            let run = flows.status(id).await?;
+            Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pauses, resumes, cancels or retries a run.
+#[utoipa::path(post, path = "/workflows/runs/{id}/{action}", tag = "workflows",
+    params(("id" = String, Path, format = Uuid, description = "run id (a UUID)"),
+           ("action" = String, Path, description = "pause, resume, cancel or retry")),
+    responses((status = 200, body = RunSnapshot), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "not in a status that allows it")))]
+pub(crate) async fn control(
+    State(state): State<ApiState>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<RunSnapshot>, ApiError> {
+    let id = parse_run(&id)?;
+    let flows = state.coordinator.workflows();
+    let run = match action.as_str() {
+        "pause" => flows.pause(id).await?,
+        "resume" => flows.resume(id).await?,
+        "cancel" => flows.cancel(id).await?,
+        "retry" => flows.retry(id).await?,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no run action `{}`: use pause, resume, cancel or retry",
+                other.escape_debug()
+            )))
+        }
+    };
+    Ok(Json(run))
+}

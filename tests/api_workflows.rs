@@ -1,0 +1,247 @@
+//! The workflow routes, driven with `tower::ServiceExt::oneshot`: a JSON definition
+//! registered, refused definitions naming the step, a run started, waited on, listed,
+//! cancelled and retried, and the scopes each route needs.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use wrangle::api::{router, ApiConfig, ApiToken, Scope};
+use wrangle::prelude::*;
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    token: &str,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body
+        .map(|b| Body::from(b.to_string()))
+        .unwrap_or_else(Body::empty);
+    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
+}
+
+async fn app() -> (Router, Coordinator) {
+    let c = Coordinator::builder()
+        .config(CoordinatorConfig {
+            min_workers: 2,
+            max_workers: 2,
+            auto_scale: false,
+            ..CoordinatorConfig::default()
+        })
+        .handler(
+            "add",
+            handler_fn(|_ctx, n: i64| async move { Ok::<_, TaskError>(n + 1) }),
+        )
+        .handler(
+            "hang",
+            handler_fn(|ctx: TaskContext, _: Value| async move {
+                ctx.cancelled().await;
+                Err::<Value, _>(TaskError::permanent("cancelled"))
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let config = ApiConfig {
+        token: Some("admin-t0ken".into()),
+        tokens: vec![
+            ApiToken::new("reader-t0ken", [Scope::Read]),
+            ApiToken::new("submitter-t0ken", [Scope::Read, Scope::Submit]),
+        ],
+        ..ApiConfig::default()
+    };
+    (router(c.clone(), config), c)
+}
+
+const ADMIN: &str = "admin-t0ken";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_workflow_runs_over_http() {
+    let (app, c) = app().await;
+    let def = json!({
+        "name": "bump",
+        "version": "v1",
+        "steps": [
+            {"kind": "task", "name": "one", "task_type": "add", "input": {"key": "n"}, "output_key": "n"},
+            {"kind": "map", "name": "each", "items": "list", "stages": ["add"], "output_key": "list"},
+            {"kind": "condition", "name": "check", "when": {"key": "n", "op": "eq", "value": 2},
+             "then": [{"kind": "task", "name": "two", "task_type": "add", "input": {"key": "n"}, "output_key": "n"}]}
+        ]
+    });
+    // Registering needs `operate`; a submitter cannot.
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/workflows",
+        Some(def.clone()),
+        "submitter-t0ken",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(&app, "POST", "/workflows", Some(def), ADMIN).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["version"], "v1");
+    let (status, body) = call(&app, "GET", "/workflows", None, "reader-t0ken").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body[0]["name"], "bump");
+
+    let (status, run) = call(
+        &app,
+        "POST",
+        "/workflows/bump/runs",
+        Some(json!({"n": 1, "list": [1, 2]})),
+        "submitter-t0ken",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let (status, done) = call(
+        &app,
+        "GET",
+        &format!("/workflows/runs/{id}/wait?timeout=20s"),
+        None,
+        "reader-t0ken",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["state"]["n"], 3);
+    assert_eq!(done["state"]["list"], json!([2, 3]));
+    let (status, list) = call(
+        &app,
+        "GET",
+        "/workflows/runs?status=completed",
+        None,
+        "reader-t0ken",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    c.stop(true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_workflows_and_runs_get_clear_errors() {
+    let (app, c) = app().await;
+    let cases = [
+        (
+            json!({"name": "w", "steps": [{"kind": "task", "name": "a", "task_type": "nope"}]}),
+            "steps.a",
+            "nope",
+        ),
+        (
+            json!({"name": "w", "steps": [
+            {"kind": "task", "name": "a", "task_type": "add"},
+            {"kind": "task", "name": "a", "task_type": "add"}]}),
+            "steps.a",
+            "duplicate",
+        ),
+        (
+            json!({"name": "w", "steps": [{"kind": "loop", "name": "l", "max_iterations": 0,
+            "until": {"key": "k", "op": "truthy"}, "steps": [{"kind": "task", "name": "b", "task_type": "add"}]}]}),
+            "steps.l",
+            "max_iterations",
+        ),
+        (
+            json!({"name": "w", "steps": [{"kind": "condition", "name": "c", "when": {"key": "k", "op": "lt"}}]}),
+            "steps.c",
+            "needs a value",
+        ),
+        (
+            json!({"name": "w", "steps": [{"kind": "teleport", "name": "t"}]}),
+            "steps[0]",
+            "teleport",
+        ),
+    ];
+    for (def, field, words) in cases {
+        let (status, body) = call(&app, "POST", "/workflows", Some(def), ADMIN).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let text = body.to_string();
+        assert!(text.contains(field) && text.contains(words), "{text}");
+    }
+    assert!(
+        c.workflows().definitions().await.unwrap().is_empty(),
+        "nothing registered"
+    );
+    let (status, _) = call(&app, "POST", "/workflows/none/runs", Some(json!({})), ADMIN).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&app, "GET", "/workflows/runs/not-a-uuid", None, ADMIN).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(
+        &app,
+        "GET",
+        "/workflows/runs/0190b6f2-0000-7000-8000-000000000000",
+        None,
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    c.stop(true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_cancelled_and_conflicts_answered_409() {
+    let (app, c) = app().await;
+    let def =
+        json!({"name": "stuck", "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
+    assert_eq!(
+        call(&app, "POST", "/workflows", Some(def), ADMIN).await.0,
+        StatusCode::CREATED
+    );
+    let (_, run) = call(&app, "POST", "/workflows/stuck/runs", None, ADMIN).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let (status, still) = call(
+        &app,
+        "GET",
+        &format!("/workflows/runs/{id}/wait?timeout=100ms"),
+        None,
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(still["status"], "running");
+    // Cancelling needs `operate`.
+    let cancel = format!("/workflows/runs/{id}/cancel");
+    assert_eq!(
+        call(&app, "POST", &cancel, None, "submitter-t0ken").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = call(&app, "POST", &cancel, None, ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/workflows/runs/{id}/resume"),
+        None,
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _) = call(
+        &app,
+        "POST",
+        &format!("/workflows/runs/{id}/explode"),
+        None,
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    c.stop(true).await.unwrap();
+}
