@@ -92,6 +92,28 @@ pub enum EventKind {
         /// The worker that held it.
         worker: Arc<str>,
     },
+    /// A workflow run changed status: `started`, `paused`, `resumed`, `retried`,
+    /// `completed`, `failed`, `cancelled` or `stopped`.
+    WorkflowRun {
+        /// The run.
+        run: uuid::Uuid,
+        /// Its workflow.
+        workflow: String,
+        /// What happened.
+        status: &'static str,
+        /// Why it failed or stopped.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A step of a workflow run ended (`completed` or `failed`).
+    WorkflowStep {
+        /// The run.
+        run: uuid::Uuid,
+        /// The step's key (its name, with its loop iteration and map item).
+        step: String,
+        /// How it ended.
+        status: &'static str,
+    },
     /// A worker started.
     WorkerStarted {
         /// The worker.

@@ -74,6 +74,7 @@ const ADMIN: &str = "admin-t0ken";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_workflow_runs_over_http() {
     let (app, c) = app().await;
+    let mut events = c.events().subscribe();
     let def = json!({
         "name": "bump",
         "version": "v1",
@@ -123,6 +124,32 @@ async fn a_json_workflow_runs_over_http() {
     assert_eq!(done["status"], "completed");
     assert_eq!(done["state"]["n"], 3);
     assert_eq!(done["state"]["list"], json!([2, 3]));
+    // The run's story is on the event stream: started, four steps, completed.
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match &e.kind {
+            wrangle::EventKind::WorkflowRun { status, .. } => seen.push(status.to_string()),
+            wrangle::EventKind::WorkflowStep { step, status, .. } => {
+                seen.push(format!("{step}:{status}"))
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("started"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("completed"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"each[1].0:completed".to_string()),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 6, "{seen:?}");
     let (status, list) = call(
         &app,
         "GET",
@@ -133,6 +160,21 @@ async fn a_json_workflow_runs_over_http() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 1);
+    let (status, metrics) = call(&app, "GET", "/metrics", None, "reader-t0ken").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("wrangle_workflow_runs_total{event=\"completed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wrangle_workflow_steps_total{status=\"completed\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wrangle_workflow_runs_active 0"),
+        "{metrics}"
+    );
     c.stop(true).await.unwrap();
 }
 

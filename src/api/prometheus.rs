@@ -218,6 +218,7 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
     if let Some(compute) = state.coordinator.compute() {
         compute_metrics(&mut out, compute);
     }
+    workflow_metrics(&mut out, state.coordinator.workflows().metrics());
     if let Some(store) = state.coordinator.store() {
         let w = store.writer_stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -429,4 +430,63 @@ fn compute_metrics(out: &mut String, compute: &crate::compute::ComputeCluster) {
         let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {sum}");
         let _ = writeln!(out, "{name}_count{{node=\"{node}\"}} {total}");
     }
+}
+
+/// The workflow engine: runs by what happened to them, steps, and latencies.
+fn workflow_metrics(out: &mut String, m: &crate::workflow::WorkflowMetrics) {
+    let c = m.counts();
+    metric(
+        out,
+        "wrangle_workflow_runs_total",
+        "counter",
+        "Workflow runs by what happened to them.",
+    );
+    for (event, v) in [
+        ("started", c.started),
+        ("completed", c.completed),
+        ("failed", c.failed),
+        ("cancelled", c.cancelled),
+        ("stopped", c.stopped),
+        ("paused", c.paused),
+        ("resumed", c.resumed),
+        ("retried", c.retried),
+        ("recovered", c.recovered),
+    ] {
+        let _ = writeln!(out, "wrangle_workflow_runs_total{{event=\"{event}\"}} {v}");
+    }
+    metric(
+        out,
+        "wrangle_workflow_runs_active",
+        "gauge",
+        "Workflow runs running or paused.",
+    );
+    let _ = writeln!(out, "wrangle_workflow_runs_active {}", c.active);
+    metric(
+        out,
+        "wrangle_workflow_steps_total",
+        "counter",
+        "Workflow steps by how they ended.",
+    );
+    let _ = writeln!(
+        out,
+        "wrangle_workflow_steps_total{{status=\"completed\"}} {}",
+        c.steps_completed
+    );
+    let _ = writeln!(
+        out,
+        "wrangle_workflow_steps_total{{status=\"failed\"}} {}",
+        c.steps_failed
+    );
+    histogram(
+        out,
+        "wrangle_workflow_step_seconds",
+        "From a workflow step's start to its outcome.",
+        &m.step_latency,
+    );
+    histogram(
+        out,
+        "wrangle_workflow_checkpoint_seconds",
+        "One commit of the workflow journal.",
+        &m.checkpoint_latency,
+    );
 }

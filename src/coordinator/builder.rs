@@ -148,6 +148,7 @@ impl CoordinatorBuilder {
             serves,
             workflow_config,
             self.workflows,
+            events.clone(),
             Some(mailbox.actor().get_cell()),
         )
         .await

@@ -15,6 +15,7 @@ use super::def::Workflow;
 use super::journal::{self, Entry};
 use super::node::Action;
 use super::run::{RunCore, RunEvent};
+use super::WorkflowMetrics;
 use super::{RunId, RunSnapshot, RunStatus, WorkflowError};
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::queue::QueueRef;
@@ -108,6 +109,8 @@ pub(crate) struct EngineArgs {
     pub(crate) config: super::WorkflowConfig,
     /// Workflows registered before the engine starts, so that their runs recover.
     pub(crate) initial: Vec<Workflow>,
+    pub(crate) events: crate::events::EventBus,
+    pub(crate) metrics: Arc<super::WorkflowMetrics>,
 }
 
 /// One run in memory.
@@ -148,6 +151,8 @@ pub(crate) struct EngineState {
     pub(crate) deferred: Vec<Deferred>,
     /// A commit is in flight.
     pub(crate) committing: bool,
+    pub(crate) events: crate::events::EventBus,
+    pub(crate) metrics: Arc<super::WorkflowMetrics>,
 }
 
 /// The engine actor.
@@ -195,6 +200,8 @@ impl Actor for WorkflowEngine {
             dirty: HashSet::new(),
             deferred: Vec::new(),
             committing: false,
+            events: args.events,
+            metrics: args.metrics,
         };
         super::recover::load_definitions(&mut state).await?;
         // Before recovery, so that runs of these definitions (input functions and all)
@@ -345,6 +352,9 @@ impl EngineState {
             },
         );
         self.dirty.insert(id);
+        WorkflowMetrics::add(&self.metrics.started);
+        WorkflowMetrics::add(&self.metrics.active);
+        self.announce(id, "started");
         self.after(id, actions, now);
         Ok(id)
     }
@@ -376,10 +386,27 @@ impl EngineState {
         let Some(entry) = self.runs.get_mut(&run) else {
             return;
         };
-        if let RunEvent::Step(key, _) = &event {
-            if !entry.core.status.is_active() || !entry.core.running.contains_key(key) {
+        if let RunEvent::Step(key, result) = &event {
+            let Some(started) = entry.core.running.get(key) else {
+                return;
+            };
+            if !entry.core.status.is_active() {
                 return;
             }
+            let took = std::time::Duration::from_millis(u64::try_from(now - started).unwrap_or(0));
+            self.metrics.step_latency.observe(took);
+            let done = matches!(result, super::node::StepResult::Done(_));
+            WorkflowMetrics::add(if done {
+                &self.metrics.steps_completed
+            } else {
+                &self.metrics.steps_failed
+            });
+            self.events
+                .publish_with(|| crate::events::EventKind::WorkflowStep {
+                    run: run.0,
+                    step: key.clone(),
+                    status: if done { "completed" } else { "failed" },
+                });
         }
         entry.core.seq += 1;
         let row = journal::event_row(run, entry.core.seq, &Entry::Event(event.clone()), now);
@@ -434,5 +461,29 @@ impl EngineState {
         }
         self.deferred.push(Deferred::Ended(run));
         self.dirty.insert(run);
+        let status = entry.core.status;
+        let m = &self.metrics;
+        WorkflowMetrics::add(match status {
+            RunStatus::Completed => &m.completed,
+            RunStatus::Cancelled => &m.cancelled,
+            RunStatus::Stopped => &m.stopped,
+            _ => &m.failed,
+        });
+        m.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.announce(run, status.as_str());
+    }
+
+    /// Publishes a run's change of status.
+    pub(crate) fn announce(&self, run: RunId, status: &'static str) {
+        let Some(entry) = self.runs.get(&run) else {
+            return;
+        };
+        self.events
+            .publish_with(|| crate::events::EventKind::WorkflowRun {
+                run: run.0,
+                workflow: entry.core.workflow.name().to_string(),
+                status,
+                error: entry.core.error.clone(),
+            });
     }
 }

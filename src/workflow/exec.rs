@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::engine::{Control, Deferred, EngineMsg, EngineState};
 use super::node::{Action, StepResult};
 use super::run::RunEvent;
+use super::WorkflowMetrics;
 use super::{journal, RunId, RunSnapshot, RunStatus, WorkflowError};
 use crate::store::WorkflowBatch;
 use crate::task::{Payload, Submitted, TaskSpec};
@@ -41,8 +42,11 @@ impl EngineState {
         }
         self.committing = true;
         let me = self.me.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             commit(&store, &batch).await;
+            metrics.checkpoint_latency.observe(started.elapsed());
             let _ = me.send(EngineMsg::Committed(deferred));
         });
     }
@@ -235,6 +239,8 @@ impl EngineState {
             Control::Pause if status == RunStatus::Running => {
                 entry.core.status = RunStatus::Paused;
                 entry.core.updated_at_ms = now;
+                WorkflowMetrics::add(&self.metrics.paused);
+                self.announce(run, "paused");
             }
             Control::Resume if status == RunStatus::Paused => {
                 entry.core.status = RunStatus::Running;
@@ -250,7 +256,10 @@ impl EngineState {
             }
             Control::Retry if matches!(status, RunStatus::Failed | RunStatus::Stopped) => {
                 self.finished.retain(|id| *id != run);
+                WorkflowMetrics::add(&self.metrics.retried);
+                WorkflowMetrics::add(&self.metrics.active);
                 self.record(run, RunEvent::Retry);
+                self.announce(run, "retried");
             }
             _ => return Err(wrong()),
         }

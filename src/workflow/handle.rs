@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::engine::{Control, EngineArgs, EngineMsg, Serves, WorkflowEngine};
+use super::WorkflowMetrics;
 use super::{
     journal, RunId, RunSnapshot, RunStatus, Workflow, WorkflowConfig, WorkflowDef, WorkflowError,
 };
@@ -48,6 +49,7 @@ const ENGINE: &str = "workflow engine";
 pub struct Workflows {
     mailbox: Mailbox<EngineMsg>,
     store: Option<Store>,
+    metrics: std::sync::Arc<WorkflowMetrics>,
 }
 
 impl Workflows {
@@ -58,9 +60,11 @@ impl Workflows {
         serves: Serves,
         config: WorkflowConfig,
         initial: Vec<Workflow>,
+        events: crate::events::EventBus,
         supervisor: Option<ractor::ActorCell>,
     ) -> Result<Self, Error> {
         let depth = MailboxDepth::default();
+        let metrics = std::sync::Arc::<WorkflowMetrics>::default();
         let args = EngineArgs {
             queue,
             store: store.clone(),
@@ -68,6 +72,8 @@ impl Workflows {
             depth: depth.clone(),
             config,
             initial,
+            events,
+            metrics: metrics.clone(),
         };
         let (actor, _) = match supervisor {
             Some(s) => ractor::Actor::spawn_linked(None, WorkflowEngine, args, s).await,
@@ -77,6 +83,7 @@ impl Workflows {
         Ok(Self {
             mailbox: Mailbox::new(actor, depth),
             store,
+            metrics,
         })
     }
 
@@ -230,6 +237,11 @@ impl Workflows {
         self.mailbox
             .call(EngineMsg::Definitions, None, ENGINE)
             .await
+    }
+
+    /// The engine's counters and latencies.
+    pub fn metrics(&self) -> &WorkflowMetrics {
+        &self.metrics
     }
 
     /// Messages waiting in the engine's mailbox.

@@ -24,6 +24,7 @@ mod error;
 mod exec;
 mod handle;
 mod journal;
+mod metrics;
 mod node;
 mod recover;
 mod run;
@@ -35,6 +36,7 @@ pub use def::{Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef};
 pub use engine::Control;
 pub use error::WorkflowError;
 pub use handle::Workflows;
+pub use metrics::{WorkflowCounts, WorkflowMetrics};
 pub use types::{RunId, RunSnapshot, RunStatus};
 pub use validate::{
     MAX_CONCURRENCY, MAX_DEPTH, MAX_ITERATIONS, MAX_NAME_LEN, MAX_SLEEP, MAX_STEPS,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::def::{Input, Step, Workflow, WorkflowDef};
 use super::engine::{now_ms, Deferred, EngineState, RunEntry};
 use super::journal;
+use super::WorkflowMetrics;
 use super::{RunId, RunStatus, WorkflowError};
 use crate::store::{WorkflowEventRow, WorkflowRunRow};
 
@@ -112,6 +113,10 @@ fn restore(state: &mut EngineState, row: &WorkflowRunRow, events: &[WorkflowEven
         held: Vec::new(),
         waiters: Vec::new(),
     };
+    if status.is_active() {
+        WorkflowMetrics::add(&state.metrics.recovered);
+        WorkflowMetrics::add(&state.metrics.active);
+    }
     match status {
         RunStatus::Running => {
             for action in again {
@@ -137,4 +142,5 @@ fn stop(state: &mut EngineState, row: &WorkflowRunRow, why: String) {
     row.updated_at_ms = now;
     row.finished_at_ms = Some(now);
     state.batch.runs.push(row);
+    WorkflowMetrics::add(&state.metrics.stopped);
 }
