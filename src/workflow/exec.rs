@@ -43,9 +43,13 @@ impl EngineState {
         self.committing = true;
         let me = self.me.clone();
         let metrics = self.metrics.clone();
+        let queue = self.queue.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            commit(&store, &batch).await;
+            // The queue answers a step's waiter before the task's completion is committed
+            // to its own tables: that commit must land too before the next step starts, or
+            // a crash would run the finished step's task again. Both commits run at once.
+            tokio::join!(commit(&store, &batch), queue_durable(&queue));
             metrics.checkpoint_latency.observe(started.elapsed());
             let _ = me.send(EngineMsg::Committed(deferred));
         });
@@ -285,6 +289,19 @@ fn verb(op: Control) -> &'static str {
         Control::Resume => "resume",
         Control::Cancel => "cancel",
         Control::Retry => "retry",
+    }
+}
+
+/// Waits until every change the queue made so far is committed to the task store.
+async fn queue_durable(queue: &crate::queue::QueueRef) {
+    let mut delay = Duration::from_millis(50);
+    while let Err(e) = queue.flush().await {
+        if matches!(e, crate::Error::Stopped { .. }) {
+            return;
+        }
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "task store flush failed");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
