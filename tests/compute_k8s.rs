@@ -29,7 +29,7 @@ use wrangle::{RestartBudget, TaskSpec};
 use wrangle_actors::RemoteCommandOutput;
 
 use common::{eventually, fixed, handlers, secs, start};
-use k8s_api::{Fault, FakeApi, IMAGE, MISSING_IMAGE};
+use k8s_api::{FakeApi, Fault, IMAGE, MISSING_IMAGE};
 
 /// The kubeconfig credential's name in the credentials directory.
 const CREDENTIAL: &str = "mock-kubeconfig";
@@ -130,7 +130,12 @@ async fn a_command_runs_as_a_job_and_answers_its_log_and_exit_code() {
     let labels = job.metadata.labels.clone().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "wrangle");
     assert_eq!(labels["wrangle.io/node"], "k1");
-    assert!(job.metadata.name.as_deref().unwrap().starts_with("wrangle-k1-"));
+    assert!(job
+        .metadata
+        .name
+        .as_deref()
+        .unwrap()
+        .starts_with("wrangle-k1-"));
     let spec = job.spec.unwrap();
     assert_eq!(spec.backoff_limit, Some(0));
     assert!(spec.ttl_seconds_after_finished.is_some());
@@ -138,7 +143,11 @@ async fn a_command_runs_as_a_job_and_answers_its_log_and_exit_code() {
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     let container = &pod.containers[0];
-    assert_eq!(container.image.as_deref(), Some(IMAGE), "the deployment's image");
+    assert_eq!(
+        container.image.as_deref(),
+        Some(IMAGE),
+        "the deployment's image"
+    );
     assert_eq!(
         container.command.clone().unwrap(),
         ["echo", "a", "b c"],
@@ -245,15 +254,27 @@ async fn api_failures_are_retryable_or_permanent_as_their_status_says() {
     let k1 = c.node("k1").unwrap();
     let create = "POST /apis/batch/v1/namespaces/ml/jobs";
     let cases = [
-        (Fault::Status(500, "etcdserver: request timed out"), ComputeErrorKind::Remote),
+        (
+            Fault::Status(500, "etcdserver: request timed out"),
+            ComputeErrorKind::Remote,
+        ),
         (Fault::TooMany(7), ComputeErrorKind::Busy),
         (
-            Fault::Status(403, "jobs.batch is forbidden: User \"tester\" cannot create"),
+            Fault::Status(
+                403,
+                "jobs.batch is forbidden: User \"tester\" cannot create",
+            ),
             ComputeErrorKind::Rejected,
         ),
-        (Fault::Status(404, "namespaces \"ml\" not found"), ComputeErrorKind::Rejected),
         (
-            Fault::Status(422, "Job.batch \"x\" is invalid: spec.template: Required value"),
+            Fault::Status(404, "namespaces \"ml\" not found"),
+            ComputeErrorKind::Rejected,
+        ),
+        (
+            Fault::Status(
+                422,
+                "Job.batch \"x\" is invalid: spec.template: Required value",
+            ),
             ComputeErrorKind::Rejected,
         ),
     ];
@@ -272,7 +293,10 @@ async fn api_failures_are_retryable_or_permanent_as_their_status_says() {
                 assert_eq!(e.retry_after, Some(Duration::from_secs(secs.into())), "{e}")
             }
             Fault::Status(code, message) => {
-                assert!(e.message.contains(message) && e.message.contains(&code.to_string()), "{e}");
+                assert!(
+                    e.message.contains(message) && e.message.contains(&code.to_string()),
+                    "{e}"
+                );
                 assert_eq!(e.retry_after, None);
             }
             Fault::Hang => unreachable!(),
@@ -280,7 +304,10 @@ async fn api_failures_are_retryable_or_permanent_as_their_status_says() {
     }
     api.heal();
     // A failure after the Job exists still deletes it.
-    api.fail("GET /api/v1/namespaces/ml/pods", Fault::Status(500, "apiserver is sad"));
+    api.fail(
+        "GET /api/v1/namespaces/ml/pods",
+        Fault::Status(500, "apiserver is sad"),
+    );
     let e = k1.execute(cmd(&["echo", "hi"])).await.unwrap_err();
     assert_eq!(e.kind, ComputeErrorKind::Remote, "{e}");
     assert_eq!(api.created().len(), 1, "only the last attempt made a job");
@@ -289,7 +316,12 @@ async fn api_failures_are_retryable_or_permanent_as_their_status_says() {
 
     // A deployment that is not there: this node can run nothing, another may.
     c.add_node(node("k2", "k8s://ml/gone")).await.unwrap();
-    let e = c.node("k2").unwrap().execute(cmd(&["true"])).await.unwrap_err();
+    let e = c
+        .node("k2")
+        .unwrap()
+        .execute(cmd(&["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ComputeErrorKind::Unavailable, "{e}");
     assert!(e.message.contains("\"gone\" not found"), "{e}");
     // An API server that is not there at all.
@@ -305,7 +337,12 @@ async fn api_failures_are_retryable_or_permanent_as_their_status_says() {
     c.add_node(node("k3", "k8s://ml/runner").credential("nowhere"))
         .await
         .unwrap();
-    let e = c.node("k3").unwrap().execute(cmd(&["true"])).await.unwrap_err();
+    let e = c
+        .node("k3")
+        .unwrap()
+        .execute(cmd(&["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ComputeErrorKind::Unavailable, "{e}");
     assert!(e.is_retryable());
     c.stop().await;
@@ -335,11 +372,18 @@ async fn health_follows_the_api_and_the_deployments_readiness() {
         reason.contains("deployment ml/runner") && reason.contains("no ready replica"),
         "{reason}"
     );
-    assert!(c.select_node(&Selector::new()).is_none(), "nothing goes to it");
+    assert!(
+        c.select_node(&Selector::new()).is_none(),
+        "nothing goes to it"
+    );
     let before = api.created().len();
     let e = k1.execute(cmd(&["echo", "hi"])).await.unwrap_err();
     assert_eq!(e.kind, ComputeErrorKind::Unavailable, "{e}");
-    assert_eq!(api.created().len(), before, "no job is made for an unhealthy node");
+    assert_eq!(
+        api.created().len(),
+        before,
+        "no job is made for an unhealthy node"
+    );
 
     api.set_ready("ml", "runner", 1);
     eventually("the node is healthy again", secs(10), || async {
@@ -349,13 +393,21 @@ async fn health_follows_the_api_and_the_deployments_readiness() {
     let r = k1.execute(cmd(&["echo", "back"])).await.unwrap();
     assert_eq!(parts(r).1, "back\n");
 
-    api.fail("GET /version", Fault::Status(503, "the API server is shutting down"));
-    eventually("an unreachable API makes it unhealthy", secs(10), || async {
-        !k1.info().health.healthy
-    })
+    api.fail(
+        "GET /version",
+        Fault::Status(503, "the API server is shutting down"),
+    );
+    eventually(
+        "an unreachable API makes it unhealthy",
+        secs(10),
+        || async { !k1.info().health.healthy },
+    )
     .await;
     let reason = k1.info().health.reason.unwrap_or_default();
-    assert!(reason.contains("/version") && reason.contains("503"), "{reason}");
+    assert!(
+        reason.contains("/version") && reason.contains("503"),
+        "{reason}"
+    );
     api.heal();
     eventually("and healthy once it answers", secs(10), || async {
         k1.info().health.healthy
@@ -370,13 +422,26 @@ async fn pod_endpoints_check_the_pod_and_refuse_commands_naming_the_endpoint() {
     api.pod("ml", "web-0", true);
     api.pod("ml", "web-1", false);
     let c = cluster(dir.path()).await;
-    c.add_node(node("ready", "k8s://ml/pod/web-0")).await.unwrap();
-    c.add_node(node("unready", "k8s://ml/pod/web-1")).await.unwrap();
+    c.add_node(node("ready", "k8s://ml/pod/web-0"))
+        .await
+        .unwrap();
+    c.add_node(node("unready", "k8s://ml/pod/web-1"))
+        .await
+        .unwrap();
     let health = c.health_check().await;
     assert_eq!(health.get("ready"), Some(&true), "{health:?}");
     assert_eq!(health.get("unready"), Some(&false), "{health:?}");
-    let reason = c.node("unready").unwrap().info().health.reason.unwrap_or_default();
-    assert!(reason.contains("pod ml/web-1 is Running but not Ready"), "{reason}");
+    let reason = c
+        .node("unready")
+        .unwrap()
+        .info()
+        .health
+        .reason
+        .unwrap_or_default();
+    assert!(
+        reason.contains("pod ml/web-1 is Running but not Ready"),
+        "{reason}"
+    );
     let e = c
         .node("ready")
         .unwrap()

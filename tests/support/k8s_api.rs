@@ -182,7 +182,11 @@ impl FakeApi {
     /// The names of the Jobs created so far.
     pub(crate) fn created(&self) -> Vec<String> {
         let state = self.state();
-        state.created.iter().filter_map(|j| j.metadata.name.clone()).collect()
+        state
+            .created
+            .iter()
+            .filter_map(|j| j.metadata.name.clone())
+            .collect()
     }
 
     /// The Jobs created so far, as the client posted them.
@@ -251,10 +255,7 @@ pub(crate) fn outcome(argv: &[String]) -> Result<(String, Option<i32>), String> 
 fn pod_of(ns: &str, job: &Job) -> (Pod, String, bool) {
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let template = job.spec.as_ref().unwrap().template.clone();
-    let mut labels = template
-        .metadata
-        .and_then(|m| m.labels)
-        .unwrap_or_default();
+    let mut labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
     labels.insert("job-name".into(), job_name.clone());
     let spec = template.spec.unwrap();
     let container = &spec.containers[0];
@@ -288,7 +289,12 @@ fn pod_of(ns: &str, job: &Job) -> (Pod, String, bool) {
                 let state = terminated(code, if code == 0 { "Completed" } else { "Error" }, None);
                 (phase, state, log, false)
             }
-            Err(message) => ("Failed", terminated(128, "StartError", Some(message)), String::new(), false),
+            Err(message) => (
+                "Failed",
+                terminated(128, "StartError", Some(message)),
+                String::new(),
+                false,
+            ),
         }
     };
     let pod = Pod {
@@ -368,13 +374,19 @@ async fn answer(state: &Mutex<State>, method: Method, uri: Uri, body: Bytes) -> 
     };
     match fault {
         Some(Fault::Status(code, message)) => return status(code, message, 0),
-        Some(Fault::TooMany(secs)) => return status(429, "too many requests, please try again later", secs),
+        Some(Fault::TooMany(secs)) => {
+            return status(429, "too many requests, please try again later", secs)
+        }
         Some(Fault::Hang) => std::future::pending::<()>().await,
         None => {}
     }
     let query: BTreeMap<String, String> = uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let path: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -443,7 +455,9 @@ async fn answer(state: &Mutex<State>, method: Method, uri: Uri, body: Bytes) -> 
                 .map(|(_, (pod, _, _))| pod)
                 .filter(|pod| {
                     let labels = pod.metadata.labels.clone().unwrap_or_default();
-                    wanted.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+                    wanted
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
                 })
                 .collect();
             object(&json!({
@@ -473,6 +487,10 @@ async fn answer(state: &Mutex<State>, method: Method, uri: Uri, body: Bytes) -> 
                 Body::from_stream(first).into_response()
             }
         }
-        _ => status(404, &format!("the mock does not serve {method} {}", uri.path()), 0),
+        _ => status(
+            404,
+            &format!("the mock does not serve {method} {}", uri.path()),
+            0,
+        ),
     }
 }

@@ -108,7 +108,13 @@ mod tests {
             ..Pod::default()
         };
         assert!(pod_ready(&pod("Running", "True")).is_ok());
-        assert_eq!(pod_ready(&pod("Running", "False")).unwrap_err(), "is Running but not Ready");
-        assert_eq!(pod_ready(&pod("Pending", "False")).unwrap_err(), "is Pending, not Running");
+        assert_eq!(
+            pod_ready(&pod("Running", "False")).unwrap_err(),
+            "is Running but not Ready"
+        );
+        assert_eq!(
+            pod_ready(&pod("Pending", "False")).unwrap_err(),
+            "is Pending, not Running"
+        );
     }
 }

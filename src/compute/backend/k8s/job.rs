@@ -206,7 +206,10 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.automount_service_account_token, Some(false));
         let c = &pod.containers[0];
-        assert_eq!(c.command.as_deref(), Some(&["echo".to_string(), "a b".into()][..]));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["echo".to_string(), "a b".into()][..])
+        );
         assert_eq!(c.args, None);
         assert_eq!(
             c.resources.as_ref().unwrap().limits.as_ref().unwrap()["cpu"],

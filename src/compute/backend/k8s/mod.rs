@@ -45,7 +45,9 @@ use kube::{Client, Config};
 use super::Backend;
 use crate::compute::endpoint::{Endpoint, KubernetesTarget};
 use crate::compute::node::ComputeNode;
-use crate::compute::request::{ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, StreamSink};
+use crate::compute::request::{
+    ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, StreamSink,
+};
 use crate::error::Error;
 
 pub(crate) struct KubernetesBackend {
@@ -73,7 +75,10 @@ struct Cluster {
 /// Where a client's settings come from.
 enum Source {
     /// A kubeconfig named by the node's credential (parsed; not printed: it holds secrets).
-    Kubeconfig { config: Box<Kubeconfig>, name: String },
+    Kubeconfig {
+        config: Box<Kubeconfig>,
+        name: String,
+    },
     /// Inferred: `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account.
     Infer,
 }

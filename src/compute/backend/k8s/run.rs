@@ -256,7 +256,11 @@ async fn terminated(pods: &Api<Pod>, pod: &str) -> Result<ContainerStateTerminat
             // Failed with no container state: evicted, or killed at its deadline.
             return Err(ComputeError::unavailable(format!(
                 "kubernetes: pod {pod} failed without its command ending: {}",
-                status.message.as_deref().or(status.reason.as_deref()).unwrap_or("no message")
+                status
+                    .message
+                    .as_deref()
+                    .or(status.reason.as_deref())
+                    .unwrap_or("no message")
             )));
         }
         tokio::time::sleep(wait).await;
@@ -395,5 +399,7 @@ impl Drop for Deletion {
 }
 
 async fn delete(jobs: &Api<Job>, name: &str) -> Result<(), kube::Error> {
-    jobs.delete(name, &DeleteParams::background()).await.map(|_| ())
+    jobs.delete(name, &DeleteParams::background())
+        .await
+        .map(|_| ())
 }
