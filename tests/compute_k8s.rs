@@ -188,7 +188,8 @@ async fn output_streams_while_the_job_runs_and_a_caller_gone_deletes_it() {
 async fn a_timeout_deletes_the_job() {
     let (api, dir) = mock().await;
     let c = cluster(dir.path()).await;
-    c.add_node(node("k1", "k8s://ml/runner").timeout(Duration::from_secs(1)))
+    // Long enough for the Job to be made on a loaded machine before the timeout.
+    c.add_node(node("k1", "k8s://ml/runner").timeout(Duration::from_secs(3)))
         .await
         .unwrap();
     let e = c
@@ -302,6 +303,10 @@ async fn api_failures_are_retryable_or_permanent_as_their_status_says() {
             Fault::Hang => unreachable!(),
         }
     }
+    assert!(
+        !api.requests().iter().any(|r| r.starts_with("DELETE")),
+        "a refused creation leaves no Job to delete"
+    );
     api.heal();
     // A failure after the Job exists still deletes it.
     api.fail(

@@ -75,10 +75,17 @@ pub(super) async fn run(
         created: false,
         armed: true,
     };
-    jobs.create(&PostParams::default(), &manifest)
-        .await
-        .map_err(|e| api_error(&format!("create job {ns}/{name}"), e))?;
-    deletion.created = true;
+    match jobs.create(&PostParams::default(), &manifest).await {
+        Ok(_) => deletion.created = true,
+        Err(e) => {
+            // The API server answered with a refusal: there is no Job to delete. (A
+            // connection lost on the way leaves that unknown: the guard stays armed.)
+            if matches!(e, kube::Error::Api(_)) {
+                deletion.armed = false;
+            }
+            return Err(api_error(&format!("create job {ns}/{name}"), e));
+        }
+    }
     let pods: Api<Pod> = Api::namespaced(client, ns);
     let result = follow(&jobs, &pods, &name, &run, sink, &cluster.node_id).await;
     deletion.now().await;
