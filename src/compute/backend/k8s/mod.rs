@@ -29,9 +29,11 @@
 //! The tests (`tests/compute_k8s.rs`) run against a mock of the Kubernetes API served on
 //! 127.0.0.1, not a real cluster.
 
+mod deletion;
 mod error;
 mod health;
 mod job;
+mod output;
 mod run;
 
 use std::path::Path;

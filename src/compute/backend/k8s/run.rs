@@ -15,22 +15,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::AsyncReadExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client};
 
+use super::deletion::Deletion;
 use super::error::{api_error, is_not_found};
 use super::job::{self, Manifest, CONTAINER, REQUEST};
+use super::output::{read_all, Output};
 use super::Cluster;
-use crate::compute::request::{
-    ComputeError, ComputeErrorKind, ComputeResponse, StreamChunk, StreamSink,
-};
+use crate::compute::request::{ComputeError, ComputeErrorKind, ComputeResponse, StreamSink};
 
-/// Most of a command's log kept in the answer; the rest is streamed, not kept.
-const MAX_OUTPUT: usize = 16 << 20;
 /// First and longest wait between two looks at a pod.
 const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_secs(1);
@@ -273,140 +270,4 @@ async fn terminated(pods: &Api<Pod>, pod: &str) -> Result<ContainerStateTerminat
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(POLL_MAX);
     }
-}
-
-/// Reads a log stream to its end into `out`.
-async fn read_all(
-    stream: impl futures_util::AsyncBufRead,
-    out: &mut Output,
-) -> std::io::Result<()> {
-    let mut stream = std::pin::pin!(stream);
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        out.push(&buf[..n]).await;
-    }
-}
-
-/// A command's log as it is read: streamed to the sink, kept up to [`MAX_OUTPUT`].
-struct Output {
-    kept: Vec<u8>,
-    /// Bytes read so far (kept or not).
-    seen: usize,
-    sink: Option<StreamSink>,
-    node_id: String,
-    warned: bool,
-}
-
-impl Output {
-    fn new(sink: Option<StreamSink>, node_id: &str) -> Self {
-        Self {
-            kept: Vec::new(),
-            seen: 0,
-            sink,
-            node_id: node_id.to_string(),
-            warned: false,
-        }
-    }
-
-    async fn push(&mut self, bytes: &[u8]) {
-        self.seen += bytes.len();
-        let room = MAX_OUTPUT - self.kept.len();
-        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if bytes.len() > room && !self.warned {
-            self.warned = true;
-            tracing::warn!(
-                node = %self.node_id,
-                "command log over 16 MiB: the rest is streamed but not kept"
-            );
-        }
-        if let Some(sink) = &self.sink {
-            // A reader that went away stops getting output; the answer still comes.
-            let chunk = StreamChunk::Stdout(bytes::Bytes::copy_from_slice(bytes));
-            if sink.send(chunk).await.is_err() {
-                self.sink = None;
-            }
-        }
-    }
-
-    /// Takes what a whole log holds beyond what was already read.
-    async fn catch_up(&mut self, whole: &[u8]) {
-        if whole.len() > self.seen {
-            let rest = whole[self.seen..].to_vec();
-            self.push(&rest).await;
-        }
-    }
-
-    fn answer(self, exit_code: i64) -> ComputeResponse {
-        ComputeResponse::Command {
-            exit_code: Some(exit_code),
-            stdout: String::from_utf8_lossy(&self.kept).into_owned(),
-            // Kubernetes merges standard error into the container's log.
-            stderr: String::new(),
-        }
-    }
-}
-
-/// Deletes a command's Job (and, in the background, its pod) when dropped still armed.
-struct Deletion {
-    jobs: Api<Job>,
-    name: String,
-    /// Whether the API server confirmed the creation.
-    created: bool,
-    armed: bool,
-}
-
-impl Deletion {
-    /// Deletes the Job now (the run ended); a failure is logged, not returned: the
-    /// command's answer stands, and the Job's TTL removes it later.
-    async fn now(&mut self) {
-        let result = delete(&self.jobs, &self.name).await;
-        // Disarmed only once answered: a request dropped while deleting deletes again.
-        self.armed = false;
-        if let Err(e) = result {
-            if !is_not_found(&e) {
-                tracing::warn!(job = %self.name, error = %e, "job not deleted");
-            }
-        }
-    }
-}
-
-impl Drop for Deletion {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(job = %self.name, "no runtime to delete the job with");
-            return;
-        };
-        let (jobs, name, created) = (self.jobs.clone(), self.name.clone(), self.created);
-        runtime.spawn(async move {
-            // A creation still on its way may land after a first deletion: try a few
-            // times while the API server says there is no such Job.
-            let tries = if created { 1 } else { 5 };
-            for attempt in 1..=tries {
-                match delete(&jobs, &name).await {
-                    Err(e) if is_not_found(&e) && attempt < tries => {
-                        tokio::time::sleep(Duration::from_millis(200)).await
-                    }
-                    Err(e) if is_not_found(&e) => return,
-                    Err(e) => {
-                        tracing::warn!(job = %name, error = %e, "job not deleted");
-                        return;
-                    }
-                    Ok(()) => return,
-                }
-            }
-        });
-    }
-}
-
-async fn delete(jobs: &Api<Job>, name: &str) -> Result<(), kube::Error> {
-    jobs.delete(name, &DeleteParams::background())
-        .await
-        .map(|_| ())
 }
