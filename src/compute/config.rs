@@ -20,8 +20,8 @@ pub struct ComputeConfig {
     pub max_waiting: usize,
     /// The directory credentials are read from, by the name a node gives
     /// ([`ComputeNode::credential`](super::ComputeNode::credential)): SSH private keys,
-    /// bearer tokens. A name is a file name in it, never a path. Default: none (nodes that
-    /// name a credential are refused).
+    /// bearer tokens, kubeconfigs. A name is a file name in it, never a path. Default:
+    /// none (nodes that name a credential are refused).
     pub credentials_dir: Option<PathBuf>,
     /// The known_hosts file SSH host keys are checked against (unknown or changed keys are
     /// refused). Default: `~/.ssh/known_hosts`.

@@ -1,7 +1,7 @@
 //! The compute cluster: external machines, containers, pods and services that handlers
 //! send work to. A [`ComputeCluster`] holds [`ComputeNode`]s, each reached through a
-//! backend named by its [`Endpoint`] (HTTP via reqwest, Docker via bollard; Kubernetes and
-//! SSH follow) and represented by a supervised NodeProxy actor that owns the connection,
+//! backend named by its [`Endpoint`] (HTTP via reqwest, Docker via bollard, Kubernetes via
+//! kube, SSH via russh) and represented by a supervised NodeProxy actor that owns the connection,
 //! counts in-flight requests against `max_concurrent`, checks health with backoff and
 //! trips a circuit breaker. [`ComputeCluster::select_node`] picks the least-loaded healthy
 //! node whose labels and capabilities match.
@@ -9,6 +9,53 @@
 //! The task queue stays the one place that retries: a failed request answers with a
 //! [`ComputeError`] that says whether a retry (on another node) can help, and converts
 //! into the matching [`TaskError`](crate::TaskError).
+//!
+//! # Kubernetes
+//!
+//! A `k8s://NAMESPACE/DEPLOYMENT` node (or `k8s://DEPLOYMENT`, in namespace `default`) runs
+//! each command as a Job of the deployment's first container image, with argv as the
+//! container's command (no shell) and the node's `cpu` and `memory_gb` capabilities as its
+//! limits; it answers with the pod's log and the container's exit code, and the Job is
+//! deleted afterwards, also on a timeout or when the caller goes away. Kubernetes merges
+//! standard error into the log: `stdout` holds both, `stderr` is empty. A
+//! `k8s://NAMESPACE/pod/NAME` node is health-checked (running and ready) but refuses
+//! commands: exec in a pod is not built. The node's credential names a kubeconfig file in
+//! [`ComputeConfig::credentials_dir`]; without one the client is inferred (`KUBECONFIG`,
+//! `~/.kube/config`, the in-cluster service account). Healthy means: the API server answers
+//! and the deployment has a ready replica.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use wrangle::compute::{
+//!     CommandRequest, ComputeCluster, ComputeConfig, ComputeNode, ComputeRequest,
+//!     ComputeResponse,
+//! };
+//! use wrangle::RestartBudget;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ComputeConfig {
+//!     // Holds `prod-kubeconfig`, an ordinary kubeconfig file.
+//!     credentials_dir: Some("/etc/wrangle/credentials".into()),
+//!     ..ComputeConfig::default()
+//! };
+//! let cluster = ComputeCluster::start_with("batch", config, RestartBudget::default()).await?;
+//! let node = ComputeNode::new("k8s-runner", "k8s://ml/runner")?
+//!     .credential("prod-kubeconfig")
+//!     .capability("cpu", 2.0)
+//!     .capability("memory_gb", 4.0)
+//!     .timeout(Duration::from_secs(600));
+//! cluster.add_node(node).await?;
+//! let request = ComputeRequest::Command(CommandRequest {
+//!     argv: vec!["python3".into(), "-c".into(), "print(6 * 7)".into()],
+//!     stdin: None,
+//! });
+//! let answer = cluster.node("k8s-runner").unwrap().execute(request).await;
+//! if let Ok(ComputeResponse::Command { exit_code, stdout, .. }) = answer {
+//!     assert_eq!((exit_code, stdout.as_str()), (Some(0), "42\n"));
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Files: `endpoint` (parsing), `node` (descriptions, selectors, reports), `request`
 //! (requests, answers, errors), `config` (settings), `proxy` (the actor), `state` (what a proxy shares with the

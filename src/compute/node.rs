@@ -89,7 +89,7 @@ impl ComputeNode {
     }
 
     /// The name of the credential (in the cluster's credentials directory) the backend
-    /// logs in with: an SSH key, a bearer token.
+    /// logs in with: an SSH key, a bearer token, a kubeconfig.
     pub fn credential(mut self, name: impl Into<String>) -> Self {
         self.credential = Some(name.into());
         self

@@ -27,7 +27,7 @@ use crate::error::Error;
 pub struct ComputeSettings {
     /// Nodes added at start; more can be added at run time (`POST /compute/nodes`).
     pub nodes: Vec<ComputeNodeSpec>,
-    /// Where named credentials (SSH keys, tokens) are read from. Default: none.
+    /// Where named credentials (SSH keys, tokens, kubeconfigs) are read from. Default: none.
     pub credentials_dir: Option<PathBuf>,
     /// SSH host keys are checked against this file. Default `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,

@@ -4,6 +4,7 @@
 
 mod docker;
 mod http;
+mod k8s;
 mod ssh;
 
 use std::sync::Arc;
@@ -48,14 +49,11 @@ pub(crate) fn connect(
         Endpoint::Docker { engine, target } => {
             Ok(Arc::new(docker::DockerBackend::new(engine, target, node)))
         }
+        Endpoint::Kubernetes { .. } => Ok(Arc::new(k8s::KubernetesBackend::new(
+            node,
+            credential.as_deref(),
+        )?)),
         Endpoint::Ssh { .. } => Ok(Arc::new(ssh::SshBackend::new(node, credential, config)?)),
-        other => Err(Error::invalid(
-            "endpoint",
-            format!(
-                "the {} backend is not available in this build yet ({other})",
-                other.backend()
-            ),
-        )),
     }
 }
 
