@@ -355,7 +355,10 @@ async fn progress_reported_on_a_node_reaches_the_coordinators_event_stream() {
         .await
         .unwrap();
     let body: serde_json::Value = r.json().await.unwrap();
-    let id = body["tasks"][0]["id"].as_str().expect("a task id").to_string();
+    let id = body["tasks"][0]["id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
     let events = read_events(stream, JOIN, |kind, e| {
         kind == "task_completed" && e["id"] == id.as_str()
     })

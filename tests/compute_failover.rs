@@ -160,7 +160,10 @@ async fn drill(pool: &str, compute: &ComputeCluster, backend: &mut impl Backend)
     let on_other = out.iter().filter(|o| o.node == "other").count();
     assert!(on_other >= retried, "{on_other} ran on the other node");
     // Before it died, every request it got was answered.
-    assert!(TASKS - on_other >= answered as usize, "{on_other}, {answered}");
+    assert!(
+        TASKS - on_other >= answered as usize,
+        "{on_other}, {answered}"
+    );
     assert!(other.info().health.healthy);
 
     backend.revive();
@@ -174,7 +177,10 @@ async fn drill(pool: &str, compute: &ComputeCluster, backend: &mut impl Backend)
         .await
         .unwrap();
     let back = &outputs(&c, &ids).await[0];
-    assert_eq!((back.node.as_str(), back.stdout.as_str()), ("dying", "back\n"));
+    assert_eq!(
+        (back.node.as_str(), back.stdout.as_str()),
+        ("dying", "back\n")
+    );
     c.stop(true).await.unwrap();
     (retried, on_other)
 }
@@ -238,6 +244,8 @@ async fn a_stopped_container_fails_over_to_the_other_docker_node_and_comes_back(
         compute.add_node(node).await.unwrap();
     }
     let (retried, on_other) = drill("docker", &compute, &mut Container(box_a.clone())).await;
-    println!("docker: {retried} tasks ran again after the stop, {on_other} of {TASKS} on the other node");
+    println!(
+        "docker: {retried} tasks ran again after the stop, {on_other} of {TASKS} on the other node"
+    );
     compute.stop().await;
 }

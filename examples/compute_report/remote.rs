@@ -172,20 +172,35 @@ pub(crate) async fn docker(exec_n: usize, run_n: usize) -> Res<()> {
     };
     docker::sleeper(&target);
     let config = fast(ComputeConfig::default());
-    let cluster = ComputeCluster::start_with("bench-exec", config.clone(), RestartBudget::default())
-        .await?;
+    let cluster =
+        ComputeCluster::start_with("bench-exec", config.clone(), RestartBudget::default()).await?;
     let node = ComputeNode::new("exec", &format!("docker://{target}"))?.max_concurrent(concurrency);
     cluster.add_node(node).await?;
     let node = cluster.node("exec").ok_or("node added")?;
-    commands("`true` exec'd in a container", &cluster, node, &["true"], exec_n, concurrency)
-        .await?;
+    commands(
+        "`true` exec'd in a container",
+        &cluster,
+        node,
+        &["true"],
+        exec_n,
+        concurrency,
+    )
+    .await?;
 
     let runs = ComputeCluster::start_with("bench-run", config, RestartBudget::default()).await?;
     let image = format!("docker://image/{}", docker::IMAGE);
     runs.add_node(ComputeNode::new(&run_id, &image)?.max_concurrent(concurrency))
         .await?;
     let node = runs.node(&run_id).ok_or("node added")?;
-    commands("`true` in a new container", &runs, node, &["true"], run_n, concurrency).await?;
+    commands(
+        "`true` in a new container",
+        &runs,
+        node,
+        &["true"],
+        run_n,
+        concurrency,
+    )
+    .await?;
     runs.stop().await;
 
     dying("container stopped -> node unhealthy", &cluster, || {
