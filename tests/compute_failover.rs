@@ -19,6 +19,8 @@ mod net;
 #[allow(dead_code)] // shared with the SSH backend tests; these use part of it
 mod sshd;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -128,6 +130,21 @@ async fn drill(pool: &str, compute: &ComputeCluster, backend: &mut impl Backend)
     .await;
     let info = dying.info();
     assert!(info.health.consecutive_failures >= 3, "{:?}", info.health);
+    // From here until it is started again, it must stay unhealthy: a check that passed
+    // (a connection that outlived its server) would hand it tasks again.
+    let revived = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let (dying, revived) = (dying.clone(), revived.clone());
+        tokio::spawn(async move {
+            loop {
+                if dying.info().health.healthy {
+                    revived.store(true, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+
     // What it had in flight ends (fails); after that it receives nothing. (A request is
     // counted when it ends; one that passed the health check is in flight or waiting.)
     eventually("the dying node's requests to end", secs(30), || async {
@@ -136,7 +153,6 @@ async fn drill(pool: &str, compute: &ComputeCluster, backend: &mut impl Backend)
     })
     .await;
     let sent = dying.info().requests;
-
     let out = outputs(&c, &ids).await;
     for (i, o) in out.iter().enumerate() {
         assert_eq!(o.exit_code, Some(0), "{o:?}");
@@ -152,6 +168,11 @@ async fn drill(pool: &str, compute: &ComputeCluster, backend: &mut impl Backend)
     }
     // The two (at least) it was running when it died failed there and ran again.
     assert!(retried >= 2, "only {retried} tasks ran again");
+    watch.abort();
+    assert!(
+        !revived.load(Ordering::SeqCst),
+        "the dead node was healthy again"
+    );
     assert_eq!(
         dying.info().requests,
         sent,
