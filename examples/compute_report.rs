@@ -19,6 +19,8 @@
 //! ```text
 //! cargo run --release --example compute_report
 //! cargo run --release --example compute_report -- 50000   # HTTP requests per run
+//! cargo run --release --example compute_report -- 20000 600 500 60   # and SSH commands,
+//!                                         # Docker execs and container runs per run
 //! ```
 //!
 //! It measures and prints; it asserts nothing.
@@ -61,7 +63,7 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 const CONCURRENCY: usize = 64;
 
 /// SSH commands per run.
-const SSH_COMMANDS: usize = 2_000;
+const SSH_COMMANDS: usize = 600;
 
 /// Docker commands exec'd in a running container, and runs in new containers, per run.
 const DOCKER_EXECS: usize = 500;
@@ -140,11 +142,19 @@ fn line(what: &str, n: usize, (rate, lat, cpu): &(f64, Vec<Duration>, Duration),
 
 #[tokio::main]
 async fn main() -> Res<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(20_000);
+    let arg = |i: usize, default: usize| -> Res<usize> {
+        Ok(std::env::args()
+            .nth(i)
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let n = arg(1, 20_000)?;
+    let (ssh_n, exec_n, run_n) = (
+        arg(2, SSH_COMMANDS)?,
+        arg(3, DOCKER_EXECS)?,
+        arg(4, DOCKER_RUNS)?,
+    );
     println!(
         "compute report: {n} requests per run, {CONCURRENCY} in flight; load {}",
         load_average()
@@ -247,8 +257,8 @@ async fn main() -> Res<()> {
     );
     watch.stop().await;
 
-    remote::ssh(SSH_COMMANDS).await?;
-    remote::docker(DOCKER_EXECS, DOCKER_RUNS).await?;
+    remote::ssh(ssh_n).await?;
+    remote::docker(exec_n, run_n).await?;
     println!("load after: {}", load_average());
     Ok(())
 }
