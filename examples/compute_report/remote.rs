@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wrangle::compute::{
-    CommandRequest, ComputeCluster, ComputeConfig, ComputeNode, ComputeNodeRef, ComputeRequest,
+    CommandRequest, ComputeCluster, ComputeConfig, ComputeNode, ComputeRequest,
 };
 use wrangle::prelude::*;
 use wrangle::{CoordinatorConfig, HandlerRegistry, RestartBudget, WorkerConfig};
@@ -36,20 +36,26 @@ fn command(argv: &[&str]) -> ComputeRequest {
     })
 }
 
-/// `n` runs of `argv` on `node`, `concurrency` at a time: through its proxy, then (after
+/// `n` runs of `argv` on the one node of `cluster`, `concurrency` at a time: through its proxy, then (after
 /// `between`) as `remote_command` tasks through a coordinator (2 workers sharing
 /// `concurrency` slots), which stops `cluster` when it stops. The figures are set beside
 /// `baseline` (runs/s), or beside the proxy's.
 async fn commands(
     what: &str,
     cluster: &ComputeCluster,
-    node: ComputeNodeRef,
     argv: &'static [&'static str],
     n: usize,
     concurrency: usize,
     baseline: Option<f64>,
     between: impl FnOnce(),
 ) -> Res<()> {
+    // The cluster's one node.
+    let node_id = cluster
+        .list_nodes()
+        .first()
+        .map(|n| n.id.clone())
+        .ok_or("a node")?;
+    let node = cluster.node(&node_id).ok_or("a node")?;
     let direct = drive(n, concurrency, move |_| {
         let node = node.clone();
         async move {
@@ -82,11 +88,6 @@ async fn commands(
         .compute(cluster.clone())
         .start()
         .await?;
-    let node_id = cluster
-        .list_nodes()
-        .first()
-        .map(|n| n.id.clone())
-        .ok_or("a node")?;
     let tasks = {
         let c = c.clone();
         drive(n, concurrency, move |_| {
@@ -242,12 +243,10 @@ pub(crate) async fn ssh(n: usize) -> Res<()> {
         .credential("id_ed25519")
         .max_concurrent(concurrency);
     cluster.add_node(node).await?;
-    let node = cluster.node("ssh").ok_or("node added")?;
     let baseline = openssh_client(&server, n, concurrency).await?;
     commands(
         "`true` over SSH",
         &cluster,
-        node,
         &["true"],
         n,
         concurrency,
@@ -296,11 +295,9 @@ pub(crate) async fn docker(exec_n: usize, run_n: usize) -> Res<()> {
         ComputeCluster::start_with("bench-exec", config.clone(), RestartBudget::default()).await?;
     let node = ComputeNode::new("exec", &format!("docker://{target}"))?.max_concurrent(concurrency);
     cluster.add_node(node).await?;
-    let node = cluster.node("exec").ok_or("node added")?;
     commands(
         "`true` exec'd in a container",
         &cluster,
-        node,
         &["true"],
         exec_n,
         concurrency,
@@ -314,11 +311,9 @@ pub(crate) async fn docker(exec_n: usize, run_n: usize) -> Res<()> {
     let image = format!("docker://image/{}", docker::IMAGE);
     runs.add_node(ComputeNode::new(&run_id, &image)?.max_concurrent(concurrency))
         .await?;
-    let node = runs.node(&run_id).ok_or("node added")?;
     commands(
         "`true` in a new container",
         &runs,
-        node,
         &["true"],
         run_n,
         concurrency,
