@@ -9,9 +9,18 @@
 //! against the baseline; then how long a node whose server dies takes to be marked
 //! unhealthy with fast checks (100 ms interval, 3 failures).
 //!
+//! Then the same for SSH (commands over one reused connection to an OpenSSH sshd the
+//! report starts on 127.0.0.1, as the SSH tests do) and Docker (commands exec'd in a
+//! running container, and runs in a new container per command, from the tests' busybox
+//! image), each through the node's proxy and as `remote_command` tasks, and the time from
+//! sshd killed or the container stopped to the node marked unhealthy (`remote.rs`). A
+//! section whose server is missing is skipped with a line saying so.
+//!
 //! ```text
 //! cargo run --release --example compute_report
-//! cargo run --release --example compute_report -- 50000   # requests per run
+//! cargo run --release --example compute_report -- 50000   # HTTP requests per run
+//! cargo run --release --example compute_report -- 20000 600 500 60   # and SSH commands,
+//!                                         # Docker execs and container runs per run
 //! ```
 //!
 //! It measures and prints; it asserts nothing.
@@ -19,9 +28,21 @@
 #[path = "../benches/support/batches.rs"]
 #[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod batches;
+// The SSH and Docker tests' servers, shared as they are: an sshd with its keys, and the
+// Docker CLI with the test image.
+#[path = "../tests/support/compute_docker.rs"]
+#[allow(dead_code)] // shared with the Docker tests; this report uses part of it
+mod docker;
+#[path = "../tests/support/net.rs"]
+mod net;
+#[path = "compute_report/remote.rs"]
+mod remote;
 #[path = "../benches/support/report.rs"]
 #[allow(dead_code)] // shared with the other reports; this one uses part of it
 mod report;
+#[path = "../tests/support/sshd.rs"]
+#[allow(dead_code)] // shared with the SSH tests; this report uses part of it
+mod sshd;
 
 use std::error::Error;
 use std::sync::Arc;
@@ -38,8 +59,15 @@ use wrangle::{CoordinatorConfig, HandlerRegistry, RestartBudget, WorkerConfig};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-/// Requests in flight at once in every run.
+/// HTTP requests in flight at once in every run.
 const CONCURRENCY: usize = 64;
+
+/// SSH commands per run.
+const SSH_COMMANDS: usize = 600;
+
+/// Docker commands exec'd in a running container, and runs in new containers, per run.
+const DOCKER_EXECS: usize = 500;
+const DOCKER_RUNS: usize = 60;
 
 /// A server on its own thread and runtime (as a separate machine would be), until `stop`.
 fn server() -> Res<(
@@ -70,14 +98,14 @@ fn server() -> Res<(
     Ok((url, stop, thread))
 }
 
-/// Runs `n` calls of `one`, `CONCURRENCY` at a time: (requests/s, sorted latencies, CPU).
-async fn drive<F, Fut>(n: usize, one: F) -> Res<(f64, Vec<Duration>, Duration)>
+/// Runs `n` calls of `one`, `concurrency` at a time: (requests/s, sorted latencies, CPU).
+async fn drive<F, Fut>(n: usize, concurrency: usize, one: F) -> Res<(f64, Vec<Duration>, Duration)>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Res<()>> + Send,
 {
     let one = Arc::new(one);
-    let gate = Arc::new(Semaphore::new(CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(concurrency));
     let cpu0 = cpu_time()?;
     let t0 = Instant::now();
     let mut calls = Vec::with_capacity(n);
@@ -103,7 +131,7 @@ where
 
 fn line(what: &str, n: usize, (rate, lat, cpu): &(f64, Vec<Duration>, Duration), base: f64) {
     println!(
-        "  {what:<28}{:>9}/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>5.1} µs/request  {:>5.1}% of the baseline",
+        "  {what:<44}{:>9}/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>5.1} µs/request  {:>5.1}% of the baseline",
         per_s(*rate),
         quantile(lat, 0.50).as_secs_f64() * 1e3,
         quantile(lat, 0.99).as_secs_f64() * 1e3,
@@ -114,11 +142,19 @@ fn line(what: &str, n: usize, (rate, lat, cpu): &(f64, Vec<Duration>, Duration),
 
 #[tokio::main]
 async fn main() -> Res<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(20_000);
+    let arg = |i: usize, default: usize| -> Res<usize> {
+        Ok(std::env::args()
+            .nth(i)
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let n = arg(1, 20_000)?;
+    let (ssh_n, exec_n, run_n) = (
+        arg(2, SSH_COMMANDS)?,
+        arg(3, DOCKER_EXECS)?,
+        arg(4, DOCKER_RUNS)?,
+    );
     println!(
         "compute report: {n} requests per run, {CONCURRENCY} in flight; load {}",
         load_average()
@@ -127,7 +163,7 @@ async fn main() -> Res<()> {
 
     let client = reqwest::Client::new();
     let echo = format!("{url}/echo");
-    let direct = drive(n, move |i| {
+    let direct = drive(n, CONCURRENCY, move |i| {
         let (client, echo) = (client.clone(), echo.clone());
         async move {
             let r = client.post(&echo).json(&json!({ "i": i })).send().await?;
@@ -143,7 +179,7 @@ async fn main() -> Res<()> {
     let node = ComputeNode::new("local", &url)?.max_concurrent(CONCURRENCY);
     cluster.add_node(node).await?;
     let node = cluster.node("local").ok_or("node added")?;
-    let proxied = drive(n, move |i| {
+    let proxied = drive(n, CONCURRENCY, move |i| {
         let node = node.clone();
         async move {
             let request = ComputeRequest::Http(HttpRequest::post("/echo", json!({ "i": i })));
@@ -174,7 +210,7 @@ async fn main() -> Res<()> {
         .await?;
     let tasks = {
         let c = c.clone();
-        drive(n, move |i| {
+        drive(n, CONCURRENCY, move |i| {
             let c = c.clone();
             async move {
                 let input = json!({"node": "local", "request": {"method": "POST", "path": "/echo", "body": {"i": i}}});
@@ -220,6 +256,9 @@ async fn main() -> Res<()> {
         t0.elapsed().as_secs_f64() * 1e3
     );
     watch.stop().await;
+
+    remote::ssh(ssh_n).await?;
+    remote::docker(exec_n, run_n).await?;
     println!("load after: {}", load_average());
     Ok(())
 }

@@ -17,6 +17,7 @@ use rig::{
     all_completed, certificates, executions, intruder, node_is, submit, until, Api, Coordinator,
     RawFrame, COOKIE,
 };
+use serde_json::json;
 
 const JOIN: Duration = Duration::from_secs(30);
 
@@ -291,4 +292,97 @@ async fn nodes_join_over_tls_and_a_clear_text_node_cannot() {
             .any(|n| n["id"] == "plain"),
         "a clear-text node joined a TLS listener"
     );
+}
+
+/// The coordinator's `/events` as (kind, JSON) pairs, read until `done` says so or
+/// `timeout` passes (then the test fails).
+async fn read_events(
+    mut stream: reqwest::Response,
+    timeout: Duration,
+    mut done: impl FnMut(&str, &serde_json::Value) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut text, mut events) = (String::new(), Vec::new());
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("timed out reading /events; so far {events:?}"))
+            .unwrap()
+            .expect("the event stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim_start().to_string())
+            };
+            let (Some(kind), Some(data)) = (field("event:"), field("data:")) else {
+                continue; // a keep-alive comment
+            };
+            let json: serde_json::Value = serde_json::from_str(&data).unwrap();
+            let stop = done(&kind, &json);
+            events.push((kind, json));
+            if stop {
+                return events;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reported_on_a_node_reaches_the_coordinators_event_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let c = Coordinator::start(dir.path());
+    let _node = c.node("prog-1", "progress=yes", COOKIE);
+    until("prog-1 online", JOIN, || {
+        node_is(&http, &c, "prog-1", "online")
+    })
+    .await;
+    let stream = http.get(c.url("/events")).send().await.unwrap();
+    assert!(stream.status().is_success(), "{}", stream.status());
+
+    // `sleep` (wrangle-actors) reports progress ten times, every 30 ms, the last at 1.0;
+    // only the node has the label, so it runs there.
+    let r = http
+        .post(c.url("/tasks"))
+        .json(&json!({"tasks": [
+            {"task_type": "sleep", "payload": {"ms": 300}, "labels": ["progress=yes"]}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let id = body["tasks"][0]["id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    let events = read_events(stream, JOIN, |kind, e| {
+        kind == "task_completed" && e["id"] == id.as_str()
+    })
+    .await;
+    let t = rig::task(&http, &c, &id).await;
+    let worker = t["attempts"][0]["worker"].as_str().unwrap_or_default();
+    assert!(worker.starts_with("prog-1/"), "ran on the node: {t}");
+    let progress: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|(k, _)| k == "task_progress")
+        .map(|(_, e)| e)
+        .collect();
+    assert!(!progress.is_empty(), "no progress reached the coordinator");
+    assert!(
+        progress.iter().all(|e| e["id"] == id.as_str()),
+        "{progress:?}"
+    );
+    let fractions: Vec<f64> = progress
+        .iter()
+        .map(|e| e["fraction"].as_f64().unwrap())
+        .collect();
+    assert!(fractions.windows(2).all(|w| w[0] < w[1]), "{fractions:?}");
+    // Thinned out or not, the last report arrives, before the completion.
+    let last = progress.last().unwrap();
+    assert_eq!(last["fraction"].as_f64(), Some(1.0), "{progress:?}");
+    assert_eq!(last["message"], "slept 300 ms");
 }

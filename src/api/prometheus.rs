@@ -86,6 +86,11 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
             "Reports and lease extensions refused: their fencing token was not the current lease's.",
             q.stale_reports,
         ),
+        (
+            "wrangle_stale_progress_total",
+            "Progress reports from node workers dropped: their fencing token was not the current lease's.",
+            q.stale_progress,
+        ),
     ] {
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, EventKind};
-use crate::task::TaskId;
+use crate::task::{LeaseToken, TaskId};
 
 /// What a handler knows about the attempt it runs.
 #[derive(Clone)]
@@ -15,6 +15,32 @@ pub struct TaskContext {
     pub(crate) worker: Arc<str>,
     pub(crate) cancel: CancellationToken,
     pub(crate) events: EventBus,
+    /// Where progress goes instead of `events`: set for a leased attempt on a node's worker,
+    /// whose own bus no one on the coordinator sees.
+    pub(crate) progress: Option<ProgressRoute>,
+}
+
+/// Where an attempt's progress goes when not on its worker's event bus: the worker's uplink
+/// to a coordinator in another process, which publishes it if the lease still holds.
+pub(crate) trait ProgressSink: Send + Sync + 'static {
+    /// Carries one progress report of `worker`'s attempt at `task_id` under lease `token`.
+    fn progress(
+        &self,
+        worker: &Arc<str>,
+        task_id: TaskId,
+        token: LeaseToken,
+        fraction: f32,
+        message: String,
+    );
+}
+
+/// A leased attempt's way to report progress to a coordinator elsewhere.
+#[derive(Clone)]
+pub(crate) struct ProgressRoute {
+    /// The worker's uplink.
+    pub(crate) sink: Arc<dyn ProgressSink>,
+    /// The lease the attempt runs under: the coordinator checks it is still current.
+    pub(crate) token: LeaseToken,
 }
 
 impl fmt::Debug for TaskContext {
@@ -64,12 +90,31 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
-    /// Reports progress (`fraction` from 0.0 to 1.0) on the event stream.
+    /// Reports progress (`fraction` from 0.0 to 1.0) on the coordinator's event stream
+    /// (`TaskProgress`). On a node, it travels to the coordinator with the attempt's lease
+    /// and is published there while that lease is the task's current one; a handler that
+    /// reports often is thinned out on the way (at most 20 reports a second per task, the
+    /// last one always kept), and messages past 1 KiB are cut.
     pub fn progress(&self, fraction: f32, message: impl Into<String>) {
-        self.events.publish_with(|| EventKind::TaskProgress {
-            id: self.task_id,
-            fraction: fraction.clamp(0.0, 1.0),
-            message: message.into(),
-        });
+        // NaN is not a fraction of anything: it reads as nothing done.
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        match &self.progress {
+            Some(route) => route.sink.progress(
+                &self.worker,
+                self.task_id,
+                route.token,
+                fraction,
+                message.into(),
+            ),
+            None => self.events.publish_with(|| EventKind::TaskProgress {
+                id: self.task_id,
+                fraction,
+                message: message.into(),
+            }),
+        }
     }
 }

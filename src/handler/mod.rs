@@ -4,6 +4,7 @@ mod context;
 mod registry;
 
 pub use context::TaskContext;
+pub(crate) use context::{ProgressRoute, ProgressSink};
 pub use registry::HandlerRegistry;
 pub(crate) use registry::{CatchUnwindFuture, ErasedHandler, HandlerMap};
 

@@ -295,6 +295,15 @@ impl Actor for TaskQueue {
                     state.core.credit(&worker, credits);
                 }
                 WorkerCall::Extend { worker, leases } => state.core.extend(&worker, &leases, now),
+                WorkerCall::Progress {
+                    worker,
+                    task_id,
+                    token,
+                    fraction,
+                    message,
+                } => state
+                    .core
+                    .progress(&worker, task_id, &token, fraction, message),
             },
             QueueMsg::Tick => {
                 state.wake_at = None;

@@ -156,6 +156,10 @@ pub struct QueueStats {
     /// Reports and lease extensions refused because they did not carry the token of the
     /// task's current lease (late, from before a restart, or forged).
     pub stale_reports: u64,
+    /// Progress reports from node workers dropped unpublished because they did not carry
+    /// the token of the task's current lease (an attempt that lost its lease, or another
+    /// node's).
+    pub stale_progress: u64,
     /// Tasks in the dead-letter list now.
     pub dead_lettered: usize,
     /// Payload bytes of unfinished tasks (bounded by `max_queue_bytes`).

@@ -9,10 +9,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{AttemptReport, Capabilities};
+use crate::handler::ProgressSink;
 use crate::task::{Lease, LeaseToken, TaskId};
 
 /// One message of the worker side of the credit protocol. The queue and a node's agent
-/// take the same five, so a worker cannot tell which one it talks to.
+/// take the same six, so a worker cannot tell which one it talks to.
 pub(crate) enum WorkerCall {
     /// A worker (or a new incarnation of one) offers what it serves and its free slots;
     /// `sink` is where its leases go.
@@ -39,6 +40,16 @@ pub(crate) enum WorkerCall {
         worker: Arc<str>,
         leases: Vec<(TaskId, LeaseToken)>,
     },
+    /// A running attempt's progress, under the token of the lease it runs on: published
+    /// only while that lease is the task's current one. Sent by node workers only (see
+    /// [`Uplink::carries_progress`]); a local worker publishes on its event bus itself.
+    Progress {
+        worker: Arc<str>,
+        task_id: TaskId,
+        token: LeaseToken,
+        fraction: f32,
+        message: String,
+    },
 }
 
 /// The far end of a worker's credit protocol: takes its calls, one message each. Calls
@@ -47,6 +58,14 @@ pub(crate) enum WorkerCall {
 pub(crate) trait Uplink: Any + Send + Sync + fmt::Debug {
     /// Carries one call to the queue.
     fn call(&self, call: WorkerCall);
+
+    /// Whether attempts' progress goes through this uplink (a node's agent, which carries
+    /// it to the coordinator) rather than on the worker's own event bus. False for the
+    /// queue in this process: its workers' bus is the coordinator's, so progress is
+    /// published there directly, with no trip through the queue's mailbox.
+    fn carries_progress(&self) -> bool {
+        false
+    }
 }
 
 /// Where the queue sends a worker's leases and cancellations. Local workers are actors;
@@ -120,5 +139,32 @@ impl UplinkRef {
     /// The worker still runs these attempts: extend their leases.
     pub(crate) fn extend(&self, worker: Arc<str>, leases: Vec<(TaskId, LeaseToken)>) {
         self.0.call(WorkerCall::Extend { worker, leases });
+    }
+
+    /// Where the attempts of a worker on this uplink send their progress: this uplink when
+    /// it carries progress, else nowhere (they publish on the worker's bus).
+    pub(crate) fn progress_sink(&self) -> Option<Arc<dyn ProgressSink>> {
+        self.0
+            .carries_progress()
+            .then(|| Arc::new(self.clone()) as Arc<dyn ProgressSink>)
+    }
+}
+
+impl ProgressSink for UplinkRef {
+    fn progress(
+        &self,
+        worker: &Arc<str>,
+        task_id: TaskId,
+        token: LeaseToken,
+        fraction: f32,
+        message: String,
+    ) {
+        self.0.call(WorkerCall::Progress {
+            worker: worker.clone(),
+            task_id,
+            token,
+            fraction,
+            message,
+        });
     }
 }

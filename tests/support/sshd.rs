@@ -124,6 +124,9 @@ impl Sshd {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        // Stopped first, so that it forks no connection between the list below and its
+        // own kill: one accepted in that gap would outlive it and keep serving.
+        signal("STOP", child.id());
         let mut pids: Vec<u32> = descendants(child.id())
             .into_iter()
             .filter(|pid| {
@@ -132,11 +135,8 @@ impl Sshd {
             })
             .collect();
         pids.push(child.id());
-        for pid in &pids {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
+        for pid in pids {
+            signal("KILL", pid);
         }
         let _ = child.wait();
     }
@@ -186,6 +186,14 @@ fn processes() -> impl Iterator<Item = (u32, u32)> {
             let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
             Some((pid, ppid))
         })
+}
+
+/// Sends signal `name` (`KILL`, `STOP`) to process `pid`, whether it still runs or not.
+fn signal(name: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn descendants(root: u32) -> Vec<u32> {

@@ -28,7 +28,8 @@ pub(super) fn apply(
         | Up::Detach { worker, .. }
         | Up::Credits { worker, .. }
         | Up::Report { worker, .. }
-        | Up::Extend { worker, .. } => worker.clone(),
+        | Up::Extend { worker, .. }
+        | Up::Progress { worker, .. } => worker.clone(),
     };
     // A node speaks only for its own workers: `node/w-N`.
     if worker.split_once('/').map(|(n, _)| n) != Some(from) {
@@ -128,6 +129,25 @@ pub(super) fn apply(
         Up::Extend { worker, leases } => args
             .queue
             .worker_call(WorkerCall::Extend { worker, leases }),
+        Up::Progress {
+            worker,
+            task_id,
+            token,
+            fraction,
+            mut message,
+        } => {
+            // The node cuts its messages; one that did not is cut here, not trusted.
+            wire::cap_progress(&mut message);
+            // The queue publishes it only if this worker holds the task's current lease
+            // under this token; otherwise it is dropped and counted (`stale_progress`).
+            args.queue.worker_call(WorkerCall::Progress {
+                worker,
+                task_id,
+                token,
+                fraction: wire::clean_fraction(fraction),
+                message,
+            })
+        }
     }
 }
 

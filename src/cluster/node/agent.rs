@@ -1,11 +1,12 @@
 //! The node's side of the cluster: the agent that stands in for the coordinator's queue.
 //!
 //! The node's workers make the same calls on the agent that local workers make on the
-//! queue (attach, detach, credits, report, extend); the agent batches them into one frame
-//! per burst and sends it to the coordinator's gate, and hands the leases that come back to
-//! the right worker (`relay`). It also owns the link: it connects, says hello, heartbeats,
-//! notices a silent or vanished coordinator, and connects again with backoff (`link`).
-//! This file holds the actor, its messages and its state.
+//! queue (attach, detach, credits, report, extend, progress); the agent batches them into
+//! one frame per burst and sends it to the coordinator's gate, and hands the leases that
+//! come back to the right worker (`relay`); progress is thinned out per task first
+//! (`progress`). It also owns the link: it connects, says hello, heartbeats, notices a
+//! silent or vanished coordinator, and connects again with backoff (`link`). This file
+//! holds the actor, its messages and its state.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use ractor::{
 };
 
 use super::link::LinkStatus;
+use super::progress::{self, Coalescer};
 use super::relay::LocalWorker;
 use crate::cluster::gate::{GateMsg, GATE_GROUP};
 use crate::cluster::net::{Connector, SessionEvents};
@@ -47,6 +49,8 @@ pub(crate) enum AgentMsg {
     Worker(WorkerCall),
     /// Send the waiting changes (queued behind the messages that made them).
     Flush,
+    /// Time to send held progress reports (see `progress`).
+    ProgressDue,
     /// Heartbeat and liveness check.
     Tick,
     /// Connect to the coordinator now.
@@ -135,6 +139,10 @@ pub(crate) struct AgentState {
     pub(super) unacked: VecDeque<(u64, Vec<Up>)>,
     /// A `Flush` is in the mailbox already.
     pub(super) flush_queued: bool,
+    /// Attempts' progress, thinned out per task.
+    pub(super) progress: Coalescer,
+    /// A `ProgressDue` is scheduled already.
+    pub(super) progress_scheduled: bool,
     /// The node's pool, read for the heartbeat's load.
     pub(super) pool: Option<PoolRef>,
     /// A leave waiting for the gate's farewell.
@@ -206,6 +214,7 @@ impl Actor for Agent {
                 state.flush_queued = false;
                 state.flush();
             }
+            AgentMsg::ProgressDue => state.progress_due(),
             AgentMsg::Tick => state.tick().await,
             AgentMsg::Connect => {
                 state.connecting = false;
@@ -284,6 +293,8 @@ impl AgentState {
             seq: 0,
             unacked: VecDeque::new(),
             flush_queued: false,
+            progress: Coalescer::new(progress::EVERY),
+            progress_scheduled: false,
             pool: None,
             leaving: None,
             left: false,

@@ -8,11 +8,13 @@
 //! - `relay`: the agent as its workers' uplink (`AgentLink`): their calls batched up to
 //!   the gate, leases and cancellations down to them.
 //! - `oversized`: results and messages too big for a frame, made to fit.
+//! - `progress`: attempts' progress, at most 20 reports a second per task.
 
 mod agent;
 mod config;
 mod link;
 mod oversized;
+mod progress;
 mod relay;
 
 pub use self::config::NodeConfig;

@@ -4,11 +4,13 @@
 //! after the next welcome if it never did.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use ractor::ActorRef;
 
 use super::agent::{AgentMsg, AgentState};
 use super::oversized::refuse_oversized;
+use super::progress::Note;
 use crate::cluster::wire::{self, FromNode, Up};
 use crate::task::{Lease, TaskId};
 use crate::worker::{Capabilities, LeaseSink, Uplink, WorkerCall};
@@ -26,6 +28,11 @@ pub(crate) struct AgentLink(pub(super) ActorRef<AgentMsg>);
 impl Uplink for AgentLink {
     fn call(&self, call: WorkerCall) {
         let _ = self.0.cast(AgentMsg::Worker(call));
+    }
+
+    /// The node's own event bus is seen by no one on the coordinator: progress goes there.
+    fn carries_progress(&self) -> bool {
+        true
     }
 }
 
@@ -103,6 +110,10 @@ impl AgentState {
             } => {
                 for r in &mut reports {
                     refuse_oversized(r);
+                    // A progress report still held goes first, while the lease holds.
+                    if let Some(note) = self.progress.finish(r.task_id) {
+                        self.push(note.into_up());
+                    }
                 }
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.free += i64::from(credits);
@@ -126,6 +137,50 @@ impl AgentState {
                 }
             }
             WorkerCall::Extend { worker, leases } => self.push(Up::Extend { worker, leases }),
+            WorkerCall::Progress {
+                worker,
+                task_id,
+                token,
+                fraction,
+                message,
+            } => {
+                if !self.joined {
+                    // A snapshot: the next one, after the welcome, replaces it.
+                    return;
+                }
+                let note = Note {
+                    worker,
+                    task_id,
+                    token,
+                    fraction,
+                    message,
+                };
+                if let Some(note) = self.progress.offer(note, Instant::now()) {
+                    self.push(note.into_up());
+                }
+                self.schedule_progress();
+            }
+        }
+    }
+
+    /// Held progress whose time came goes out; the next look is scheduled while any task
+    /// is tracked.
+    pub(super) fn progress_due(&mut self) {
+        self.progress_scheduled = false;
+        for note in self.progress.due(Instant::now()) {
+            self.push(note.into_up());
+        }
+        self.schedule_progress();
+    }
+
+    /// Schedules the next look at held progress, unless one is scheduled or none is held.
+    fn schedule_progress(&mut self) {
+        if self.progress_scheduled {
+            return;
+        }
+        if let Some(wait) = self.progress.next_due(Instant::now()) {
+            self.progress_scheduled = true;
+            self.myself.send_after(wait, || AgentMsg::ProgressDue);
         }
     }
 

@@ -22,7 +22,7 @@ use crate::worker::WorkerInfo;
 use crate::worker::{AttemptReport, Capabilities};
 
 /// Bumped whenever a wire type changes shape.
-pub(crate) const WIRE_VERSION: u8 = 3;
+pub(crate) const WIRE_VERSION: u8 = 4;
 
 /// The secret that binds a node's frames to the session it was registered on (128 random
 /// bits from the operating system).
@@ -99,6 +99,30 @@ pub(crate) const MAX_RESULT_BYTES: usize = crate::CLUSTER_FRAME_BYTES - 64 * 102
 /// end the session every time the attempt is reported).
 pub(crate) const MAX_ERROR_BYTES: usize = 64 * 1024;
 
+/// The most of a progress message that crosses the network; longer ones are cut (on a
+/// character boundary). Progress is a status line, not a channel for output.
+pub(crate) const MAX_PROGRESS_BYTES: usize = 1024;
+
+/// Cuts `message` to at most [`MAX_PROGRESS_BYTES`], on a character boundary.
+pub(crate) fn cap_progress(message: &mut String) {
+    if message.len() > MAX_PROGRESS_BYTES {
+        let mut end = MAX_PROGRESS_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+}
+
+/// A progress fraction as the coordinator publishes it: within 0.0..=1.0, NaN as 0.0.
+pub(crate) fn clean_fraction(fraction: f32) -> f32 {
+    if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    }
+}
+
 /// Splits `items` into batches of at most [`BATCH_BYTES`] payload bytes (by `weight`), in
 /// order; an item heavier than that goes alone.
 pub(crate) fn batches<T>(items: Vec<T>, weight: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
@@ -124,6 +148,7 @@ pub(crate) fn batches<T>(items: Vec<T>, weight: impl Fn(&T) -> usize) -> Vec<Vec
 pub(crate) fn up_weight(up: &Up) -> usize {
     match up {
         Up::Report { reports, .. } => reports.iter().map(report_weight).sum(),
+        Up::Progress { message, .. } => message.len(),
         _ => 0,
     }
 }
@@ -228,6 +253,22 @@ pub(crate) enum Up {
         worker: Arc<str>,
         /// The tasks and the tokens of the leases they run under.
         leases: Vec<(TaskId, LeaseToken)>,
+    },
+    /// A running attempt's progress, published by the coordinator while the lease it names
+    /// is the task's current one. The node sends at most one every 50 ms per task (the
+    /// last one always), each message cut to [`MAX_PROGRESS_BYTES`]. Never sent again
+    /// after a rejoin: progress is a snapshot, the next one replaces it.
+    Progress {
+        /// `node/w-N`.
+        worker: Arc<str>,
+        /// The task.
+        task_id: TaskId,
+        /// The lease the attempt runs under.
+        token: LeaseToken,
+        /// Fraction done, 0.0 to 1.0.
+        fraction: f32,
+        /// What it is doing.
+        message: String,
     },
 }
 
@@ -355,6 +396,23 @@ mod tests {
         };
         assert_eq!(e.message(), "no");
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn progress_messages_are_cut_on_a_character_boundary() {
+        let mut short = "half way".to_string();
+        cap_progress(&mut short);
+        assert_eq!(short, "half way");
+        // 'é' is two bytes: 1023 of 'a' then 'é' straddles the limit.
+        let mut long = format!("{}é{}", "a".repeat(MAX_PROGRESS_BYTES - 1), "b".repeat(50));
+        cap_progress(&mut long);
+        assert_eq!(long, "a".repeat(MAX_PROGRESS_BYTES - 1));
+        let mut exact = "€".repeat(MAX_PROGRESS_BYTES); // 3 bytes each
+        cap_progress(&mut exact);
+        assert!(exact.len() <= MAX_PROGRESS_BYTES && exact.len() > MAX_PROGRESS_BYTES - 3);
+        assert_eq!(clean_fraction(f32::NAN), 0.0);
+        assert_eq!(clean_fraction(7.0), 1.0);
+        assert_eq!(clean_fraction(-1.0), 0.0);
     }
 
     #[test]

@@ -74,6 +74,25 @@ fn up() -> impl Strategy<Value = Up> {
             reports: Vec::new(),
             credits,
         }),
+        (
+            worker(),
+            any::<(u128, u64, u32, u64)>(),
+            any::<f32>(),
+            name()
+        )
+            .prop_map(|(worker, (id, epoch, attempt, nonce), fraction, message)| {
+                Up::Progress {
+                    worker,
+                    task_id: crate::task::TaskId::from_uuid(uuid::Uuid::from_u128(id)),
+                    token: LeaseToken {
+                        epoch,
+                        attempt,
+                        nonce,
+                    },
+                    fraction,
+                    message,
+                }
+            }),
     ]
 }
 

@@ -134,6 +134,8 @@ struct Counters {
     recovered: u64,
     /// Reports and extends refused because their token was not the current lease's.
     stale_reports: u64,
+    /// Progress dropped because its token was not the current lease's.
+    stale_progress: u64,
 }
 
 pub(crate) struct QueueCore {

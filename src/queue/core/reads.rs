@@ -115,6 +115,7 @@ impl QueueCore {
             leases_lost: self.counters.lease_lost,
             recovered: self.counters.recovered,
             stale_reports: self.counters.stale_reports,
+            stale_progress: self.counters.stale_progress,
             dead_lettered: self.dead.len(),
             live_bytes: self.live_bytes,
             finished_bytes: self.finished_bytes,

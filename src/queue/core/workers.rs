@@ -309,6 +309,35 @@ impl QueueCore {
         );
     }
 
+    /// A running attempt's progress, from a node's worker: published as `TaskProgress`
+    /// when `worker` holds the task's current lease under `token`; otherwise (a late
+    /// report of an attempt whose lease was handed out again, or a worker that never held
+    /// it) dropped and counted.
+    pub(crate) fn progress(
+        &mut self,
+        worker: &str,
+        id: TaskId,
+        token: &LeaseToken,
+        fraction: f32,
+        message: String,
+    ) {
+        if !self.holds(worker, id, token) {
+            self.counters.stale_progress += 1;
+            tracing::debug!(
+                task_id = %id,
+                worker,
+                attempt = token.attempt,
+                "dropped progress that does not answer the current lease"
+            );
+            return;
+        }
+        self.out.event(|| EventKind::TaskProgress {
+            id,
+            fraction,
+            message,
+        });
+    }
+
     /// Extends the leases `worker` holds on tasks without a timeout to `lease_time` from
     /// now. Leases it does not hold (stale tokens) are refused and counted; leases of tasks
     /// with a timeout are bounded by it and stay as they are.

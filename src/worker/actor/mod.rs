@@ -19,7 +19,7 @@ use super::{
     WorkerShared, WorkerStatus,
 };
 use crate::events::{EventBus, EventKind};
-use crate::handler::{HandlerMap, TaskContext, TaskError};
+use crate::handler::{HandlerMap, ProgressRoute, ProgressSink, TaskContext, TaskError};
 use crate::mailbox::Mailbox;
 use crate::task::{IdMap, Lease, LeaseToken, Payload, TaskId};
 
@@ -81,6 +81,8 @@ pub(crate) struct WorkerState {
     handlers: HandlerMap,
     /// Where leases come from and reports go.
     queue: UplinkRef,
+    /// Where leased attempts report progress, when not on `events`: the uplink, on a node.
+    progress: Option<Arc<dyn ProgressSink>>,
     /// Where heartbeats go.
     registry: WorkerRegistry,
     /// Lifecycle events.
@@ -175,6 +177,7 @@ impl Actor for Worker {
         let state = WorkerState {
             shared: args.shared,
             handlers: args.handlers,
+            progress: args.queue.progress_sink(),
             queue: args.queue,
             registry: args.registry,
             events: args.events,
@@ -323,7 +326,11 @@ impl WorkerState {
         });
         let attempt = lease.attempt();
         let handler = self.handlers.get(&lease.task_type).cloned();
-        let ctx = self.context(lease.task_id, attempt, lease.task_type, token);
+        let mut ctx = self.context(lease.task_id, attempt, lease.task_type, token);
+        ctx.progress = self.progress.as_ref().map(|sink| ProgressRoute {
+            sink: sink.clone(),
+            token: lease.token,
+        });
         LeasedJob {
             task_id: lease.task_id,
             token: lease.token,
@@ -380,6 +387,7 @@ impl WorkerState {
             worker: self.shared.id.clone(),
             cancel,
             events: self.events.clone(),
+            progress: None,
         }
     }
 

@@ -70,8 +70,10 @@ pub(super) async fn exec(
     kill.armed = false;
     // A command cut short because its container stopped did not run to its end: another
     // node may run it. A kill by signal may be the container's end, which the engine
-    // records a moment after the exec's: its state is given a short while to settle.
-    let killed = exit_code.is_none_or(|code| code > 128);
+    // records a moment after the exec's: its state is given a short while to settle. So
+    // is 126, the code of an exec the runtime could not start, which is what an exec
+    // started as its container is being stopped gets (seen under `docker stop`).
+    let killed = exit_code.is_none_or(|code| code > 128 || code == 126);
     let settle = if killed { SETTLE } else { Duration::ZERO };
     if let Err(why) = stopped_within(&docker, &container, settle).await {
         return Err(ComputeError::unavailable(format!(

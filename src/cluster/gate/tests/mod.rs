@@ -10,6 +10,8 @@ use super::nodes::{oldest_departed, NodeEntry, NodeStatus};
 use super::*;
 use crate::cluster::wire::{Hello, NodeLoad};
 
+mod progress;
+
 #[test]
 fn a_flapping_node_is_refused_until_its_oldest_join_ages_out() {
     let start = Instant::now();
@@ -79,6 +81,12 @@ async fn gate_with_node_on(session: SessionId) -> GateState {
         .await
         .unwrap();
     let (agent, _) = Actor::spawn(None, Quiet, ()).await.unwrap();
+    gate_with(queue, agent, session)
+}
+
+/// A gate's state over `queue`, with node `n1` online on session `session` through `agent`,
+/// under session key 9.
+fn gate_with(queue: QueueRef, agent: ActorRef<AgentMsg>, session: SessionId) -> GateState {
     let args = GateArgs {
         name: "coordinator".into(),
         queue,
