@@ -144,6 +144,12 @@ impl Entry {
 
 type Index32 = griddle::HashMap<TaskId, u32, BuildHasherDefault<IdHasher>>;
 
+/// Where a task's entry sits in the slab: found once by id, then used for every step of
+/// one change (a report, a lease) instead of hashing the id again at each step. Valid
+/// until the task is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Slot(u32);
+
 /// Slots per slab chunk, as a power of two: a slot's chunk is `slot >> CHUNK_BITS`.
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -176,6 +182,28 @@ impl Tasks {
         &mut self.slots[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
     }
 
+    /// The slot of task `id`, if it is in memory.
+    pub(super) fn find(&self, id: &TaskId) -> Option<Slot> {
+        self.index.get(id).map(|&slot| Slot(slot))
+    }
+
+    /// The slot of task `id`, which must be in memory.
+    pub(super) fn slot_of(&self, id: &TaskId) -> Slot {
+        self.find(id).expect("task exists")
+    }
+
+    /// The entry in `at`.
+    pub(super) fn at(&self, at: Slot) -> &Entry {
+        self.slot(at.0).as_ref().expect("a found slot holds its task")
+    }
+
+    /// The entry in `at`, to change.
+    pub(super) fn at_mut(&mut self, at: Slot) -> &mut Entry {
+        self.slot_mut(at.0)
+            .as_mut()
+            .expect("a found slot holds its task")
+    }
+
     pub(super) fn get(&self, id: &TaskId) -> Option<&Entry> {
         let slot = *self.index.get(id)?;
         self.slot(slot).as_ref()
@@ -190,8 +218,8 @@ impl Tasks {
         self.index.contains_key(id)
     }
 
-    /// Adds a task; its id must be new.
-    pub(super) fn insert(&mut self, id: TaskId, entry: Entry) {
+    /// Adds a task; its id must be new. Returns its slot.
+    pub(super) fn insert(&mut self, id: TaskId, entry: Entry) -> Slot {
         let status = entry.status;
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -211,6 +239,7 @@ impl Tasks {
         let old = self.index.insert(id, slot);
         assert!(old.is_none(), "task ids are unique");
         self.by_status[status as usize].insert(id);
+        Slot(slot)
     }
 
     pub(super) fn remove(&mut self, id: &TaskId) -> Option<Entry> {
@@ -226,11 +255,16 @@ impl Tasks {
 
     /// Moves a task to `status`; returns its entry.
     pub(super) fn set_status(&mut self, id: TaskId, status: TaskStatus) -> &mut Entry {
-        let slot = *self.index.get(&id).expect("task exists");
+        let at = self.slot_of(&id);
+        self.set_status_at(at, id, status)
+    }
+
+    /// Moves task `id`, in `at`, to `status`; returns its entry.
+    pub(super) fn set_status_at(&mut self, at: Slot, id: TaskId, status: TaskStatus) -> &mut Entry {
         let e = self
             .slots
-            .get_mut((slot >> CHUNK_BITS) as usize)
-            .and_then(|c| c[slot as usize & (CHUNK - 1)].as_mut())
+            .get_mut((at.0 >> CHUNK_BITS) as usize)
+            .and_then(|c| c[at.0 as usize & (CHUNK - 1)].as_mut())
             .expect("indexed slots hold a task");
         if e.status != status {
             self.by_status[e.status as usize].remove(&id);
