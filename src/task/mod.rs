@@ -314,7 +314,10 @@ pub struct Attempt {
     #[schema(value_type = Option<u64>)]
     pub finished_at: Option<SystemTime>,
     /// How it ended: `completed`, `failed`, `timeout`, `cancelled` or `lost` (worker died).
-    pub outcome: Option<String>,
+    /// The queue records one of these static words, so closing an attempt allocates
+    /// nothing; an attempt read back from the store holds its own copy.
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<std::borrow::Cow<'static, str>>,
     /// The error, for a failed attempt.
     pub error: Option<String>,
 }

@@ -304,9 +304,13 @@ impl QueueCore {
     /// The slot of task `id` when `worker` holds its lease under `token`.
     pub(super) fn holder(&self, worker: &str, id: TaskId, token: &LeaseToken) -> Option<Slot> {
         let at = self.tasks.find(&id)?;
-        let held = self.tasks.at(at).run().lease.as_ref().is_some_and(|l| {
-            l.token == *token && &*l.worker == worker
-        });
+        let held = self
+            .tasks
+            .at(at)
+            .run()
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.token == *token && &*l.worker == worker);
         held.then_some(at)
     }
 
@@ -356,7 +360,7 @@ impl QueueCore {
     pub(super) fn release(
         &mut self,
         id: TaskId,
-        outcome: &str,
+        outcome: &'static str,
         error: Option<String>,
     ) -> Option<Arc<str>> {
         let at = self.tasks.find(&id)?;
@@ -373,7 +377,7 @@ impl QueueCore {
         &mut self,
         id: TaskId,
         at: Slot,
-        outcome: &str,
+        outcome: &'static str,
         error: Option<String>,
         wall: SystemTime,
     ) -> Option<Arc<str>> {
@@ -381,7 +385,7 @@ impl QueueCore {
         let hold = run.lease.take()?;
         if let Some(a) = run.attempts.last_mut() {
             a.finished_at = Some(wall);
-            a.outcome = Some(outcome.to_string());
+            a.outcome = Some(outcome.into());
             a.error = error;
         }
         self.deadlines.remove(&(hold.deadline, id));
