@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::ready::{Class, ClassKey, Ready};
+use super::sorted::Sorted;
 use super::{QueueConfig, QueueError, QueueStats};
 use crate::events::EventKind;
 use crate::metrics::TaskMetrics;
@@ -155,9 +156,9 @@ pub(crate) struct QueueCore {
     /// task became ready, for priority aging.
     clock: Instant,
     /// Pending tasks by the time they become runnable.
-    delayed: BTreeSet<(Instant, TaskId)>,
+    delayed: Sorted<(Instant, TaskId)>,
     /// Running tasks by lease deadline.
-    deadlines: BTreeSet<(Instant, TaskId)>,
+    deadlines: Sorted<(Instant, TaskId)>,
     workers: HashMap<Arc<str>, Session>,
     /// The workers with free credits, most first (ties by id): the order `dispatch` serves
     /// them in. Kept in step with every session's `credits`.
@@ -211,8 +212,8 @@ impl QueueCore {
             matching: Vec::new(),
             ended: Vec::new(),
             clock: Instant::now(),
-            delayed: BTreeSet::new(),
-            deadlines: BTreeSet::new(),
+            delayed: Sorted::default(),
+            deadlines: Sorted::default(),
             workers: HashMap::new(),
             with_credits: BTreeSet::new(),
             idempotency: HashMap::new(),

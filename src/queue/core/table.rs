@@ -9,7 +9,6 @@
 //! The slab is written here (a few lines) rather than taken from a crate, to keep to one
 //! new dependency.
 
-use std::collections::BTreeSet;
 use std::hash::BuildHasherDefault;
 use std::ops::Index;
 use std::time::{Duration, SystemTime};
@@ -17,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::Run;
+use crate::queue::sorted::Sorted;
 use crate::task::{IdHasher, Payload, TaskId, TaskOptions, TaskPriority, TaskStatus};
 
 /// One task. Kept small, because a million of them may wait: its type is its class's, its
@@ -161,7 +161,7 @@ pub(super) struct Tasks {
     free: Vec<u32>,
     index: Index32,
     /// Ids by status ([`TaskStatus`] as index), in id (creation) order.
-    by_status: [BTreeSet<TaskId>; TaskStatus::ALL.len()],
+    by_status: [Sorted<TaskId>; TaskStatus::ALL.len()],
 }
 
 impl Tasks {
@@ -194,7 +194,9 @@ impl Tasks {
 
     /// The entry in `at`.
     pub(super) fn at(&self, at: Slot) -> &Entry {
-        self.slot(at.0).as_ref().expect("a found slot holds its task")
+        self.slot(at.0)
+            .as_ref()
+            .expect("a found slot holds its task")
     }
 
     /// The entry in `at`, to change.
@@ -295,7 +297,7 @@ impl Tasks {
     /// Checks that every task is in the set of its status and nowhere else (for tests).
     #[cfg(test)]
     pub(super) fn check(&self) {
-        let listed: usize = self.by_status.iter().map(BTreeSet::len).sum();
+        let listed: usize = self.by_status.iter().map(Sorted::len).sum();
         assert_eq!(listed, self.index.len(), "each task in one status set");
         for (id, &slot) in self.index.iter() {
             let e = self.slot(slot).as_ref().expect("indexed slots hold a task");
@@ -313,7 +315,7 @@ impl Tasks {
     }
 
     /// The ids of tasks with `status`, oldest first.
-    pub(super) fn with_status(&self, status: TaskStatus) -> &BTreeSet<TaskId> {
+    pub(super) fn with_status(&self, status: TaskStatus) -> &Sorted<TaskId> {
         &self.by_status[status as usize]
     }
 }
