@@ -86,7 +86,10 @@ async fn report() -> Res<()> {
         };
         let (tasks, workers) = (arg(2, 50_000)?, arg(3, 2)?);
         let rate = throughput::fixed_run(workers, tasks).await?;
-        println!("{tasks} no-op tasks, {workers} workers: {} tasks/s", per_s(rate));
+        println!(
+            "{tasks} no-op tasks, {workers} workers: {} tasks/s",
+            per_s(rate)
+        );
         return Ok(());
     }
     let only_throughput = mode.as_deref() == Some("throughput");
