@@ -27,7 +27,12 @@
 //! cargo run --release --example bench_report -- memory  # only the 1,000,000-task figures
 //! cargo run --release --example bench_report -- throughput [tasks]  # only the per-task cost
 //! cargo run --release --example bench_report -- cost [tasks] [workers]  # one fixed-size run
+//! cargo run --release --example bench_report -- latency [rate]  # latency at one rate, and its floor
 //! ```
+//!
+//! `latency` measures the dispatch latency at `rate` tasks/s (default 100,000, fixed so that
+//! two builds compare at one rate), fine-paced and in 1 ms bursts, next to its floor in the
+//! same run: a message from an OS thread, paced the same way, to a bare ractor actor.
 //!
 //! `cost` runs the steady-state warm-up and then one run of `tasks` (default 50,000) no-op
 //! tasks with `workers` (default 2), and prints nothing but its rate: a fixed amount of work
@@ -47,6 +52,8 @@ mod memory;
 use memory::queued_memory;
 #[path = "bench_report/throughput.rs"]
 mod throughput;
+#[path = "bench_report/latency.rs"]
+mod latency;
 use throughput::{run_noop, Throughputs};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -76,6 +83,15 @@ async fn report() -> Res<()> {
         );
         memory.print();
         return Ok(());
+    }
+    if mode.as_deref() == Some("latency") {
+        let rate: f64 = match std::env::args().nth(2) {
+            Some(n) => n
+                .parse()
+                .map_err(|_| format!("rate `{n}` is not a number"))?,
+            None => 100_000.0,
+        };
+        return latency::report(rate).await;
     }
     if mode.as_deref() == Some("cost") {
         let arg = |i: usize, default: usize| -> Res<usize> {
