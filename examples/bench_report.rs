@@ -50,10 +50,10 @@ use wrangle::prelude::*;
 #[path = "bench_report/memory.rs"]
 mod memory;
 use memory::queued_memory;
-#[path = "bench_report/throughput.rs"]
-mod throughput;
 #[path = "bench_report/latency.rs"]
 mod latency;
+#[path = "bench_report/throughput.rs"]
+mod throughput;
 use throughput::{run_noop, Throughputs};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
