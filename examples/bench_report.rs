@@ -26,7 +26,19 @@
 //! cargo run --release --example bench_report -- 50000   # fewer tasks per throughput run
 //! cargo run --release --example bench_report -- memory  # only the 1,000,000-task figures
 //! cargo run --release --example bench_report -- throughput [tasks]  # only the per-task cost
+//! cargo run --release --example bench_report -- cost [tasks] [workers]  # one fixed-size run
+//! cargo run --release --example bench_report -- latency [rate]  # latency at one rate, and its floor
 //! ```
+//!
+//! `latency` measures the dispatch latency at `rate` tasks/s (default 100,000, fixed so that
+//! two builds compare at one rate), fine-paced and in 1 ms bursts, next to its floor in the
+//! same run: a message from an OS thread, paced the same way, to a bare ractor actor.
+//!
+//! `cost` runs the steady-state warm-up and then one run of `tasks` (default 50,000) no-op
+//! tasks with `workers` (default 2), and prints nothing but its rate: a fixed amount of work
+//! for an instruction counter. Two sizes under `valgrind --tool=callgrind` give the
+//! instructions per task as the difference of their totals over the difference of sizes,
+//! whatever else the machine runs.
 
 use std::error::Error;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +50,8 @@ use wrangle::prelude::*;
 #[path = "bench_report/memory.rs"]
 mod memory;
 use memory::queued_memory;
+#[path = "bench_report/latency.rs"]
+mod latency;
 #[path = "bench_report/throughput.rs"]
 mod throughput;
 use throughput::{run_noop, Throughputs};
@@ -68,6 +82,30 @@ async fn report() -> Res<()> {
             load_average()
         );
         memory.print();
+        return Ok(());
+    }
+    if mode.as_deref() == Some("latency") {
+        let rate: f64 = match std::env::args().nth(2) {
+            Some(n) => n
+                .parse()
+                .map_err(|_| format!("rate `{n}` is not a number"))?,
+            None => 100_000.0,
+        };
+        return latency::report(rate).await;
+    }
+    if mode.as_deref() == Some("cost") {
+        let arg = |i: usize, default: usize| -> Res<usize> {
+            std::env::args().nth(i).map_or(Ok(default), |n| {
+                n.parse()
+                    .map_err(|_| format!("argument `{n}` is not a number").into())
+            })
+        };
+        let (tasks, workers) = (arg(2, 50_000)?, arg(3, 2)?);
+        let rate = throughput::fixed_run(workers, tasks).await?;
+        println!(
+            "{tasks} no-op tasks, {workers} workers: {} tasks/s",
+            per_s(rate)
+        );
         return Ok(());
     }
     let only_throughput = mode.as_deref() == Some("throughput");

@@ -140,7 +140,11 @@ async fn a_killed_worker_is_restarted_and_its_task_still_completes() {
         }
     );
     let snap = c.get_task(task.id).await.unwrap();
-    let outcomes: Vec<_> = snap.attempts.iter().map(|a| a.outcome.clone()).collect();
+    let outcomes: Vec<_> = snap
+        .attempts
+        .iter()
+        .map(|a| a.outcome.as_deref().map(str::to_string))
+        .collect();
     assert_eq!(
         outcomes,
         [Some("lost".to_string()), Some("completed".to_string())],

@@ -143,6 +143,20 @@ async fn noop_rate(workers: usize, tasks: usize) -> Res<Throughput> {
     Ok(best)
 }
 
+/// One run of `tasks` no-op tasks with `workers` workers after the steady-state warm-up:
+/// its rate (the `cost` mode, for instruction counts).
+pub(crate) async fn fixed_run(workers: usize, tasks: usize) -> Res<f64> {
+    let coordinator = Coordinator::builder()
+        .config(fixed(workers))
+        .handler("echo", wrangle_actors::Echo)
+        .start()
+        .await?;
+    run_noop(&coordinator, STEADY_WARM_UP).await?;
+    let elapsed = run_noop(&coordinator, tasks).await?;
+    coordinator.stop(false).await?;
+    Ok(tasks as f64 / elapsed.as_secs_f64())
+}
+
 /// Submits `tasks` echo tasks in batches of [`CHUNK`] and waits for every outcome.
 pub(crate) async fn run_noop(coordinator: &Coordinator, tasks: usize) -> Res<Duration> {
     let spec = TaskSpec::from_payload("echo", Payload::null());

@@ -354,7 +354,14 @@ impl Actor for TaskQueue {
                 }
             }
         }
-        after_message(state, now);
+        if after_message(state, now) {
+            // The workers just handed leases wait in this thread's next-task slot, which
+            // tokio lets no other thread take: without a yield they wait until this actor
+            // has worked through its mailbox (up to its budget of 128 messages), which was
+            // the millisecond tail of the dispatch latency. Yielding runs them now and puts
+            // this actor where the other thread can pick it up.
+            tokio::task::yield_now().await;
+        }
         Ok(())
     }
 }
@@ -432,12 +439,14 @@ fn add_waiter(waiters: &mut IdMap<Waiting>, id: TaskId, waiter: Waiter) {
 
 /// Runs after every message: hand out work when the mailbox is quiet (so a burst of reports
 /// becomes one delivery per worker), wake waiters, cancel attempts, publish events, and keep
-/// the timer set for the next deadline.
-fn after_message(state: &mut QueueState, now: Instant) {
+/// the timer set for the next deadline. True when leases were handed to a worker.
+fn after_message(state: &mut QueueState, now: Instant) -> bool {
     state.since_dispatch += 1;
+    let mut delivered = false;
     if state.me.depth().get() == 0 || state.since_dispatch >= DISPATCH_EVERY {
         state.since_dispatch = 0;
         for d in state.core.dispatch(now) {
+            delivered = true;
             if let Err(returned) = d.sink.deliver(d.leases) {
                 // The worker is gone; its detach will follow. Put the tasks back now.
                 tracing::debug!(worker = %d.worker, count = returned.len(), "delivery refused");
@@ -484,4 +493,5 @@ fn after_message(state: &mut QueueState, now: Instant) {
             }
         }
     }
+    delivered
 }

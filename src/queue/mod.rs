@@ -7,6 +7,7 @@ mod core;
 mod fifo;
 mod journal;
 mod ready;
+mod sorted;
 mod uplink;
 
 pub(crate) use self::actor::TaskQueue;

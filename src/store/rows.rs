@@ -88,7 +88,7 @@ impl AttemptRow {
             node,
             started_at_ms: ms(a.started_at),
             finished_at_ms: a.finished_at.map(ms),
-            outcome: a.outcome.clone(),
+            outcome: a.outcome.as_deref().map(str::to_string),
             error: a.error.clone(),
         }
     }
@@ -99,7 +99,7 @@ impl AttemptRow {
             worker: self.worker,
             started_at: time(self.started_at_ms),
             finished_at: self.finished_at_ms.map(time),
-            outcome: self.outcome,
+            outcome: self.outcome.map(Into::into),
             error: self.error,
         }
     }

@@ -21,9 +21,24 @@ use serde::{Deserialize, Serialize};
 
 /// A task's identity. Ids are UUIDv7: they sort by creation time and are unique across
 /// processes and restarts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskId(uuid::Uuid);
+
+/// The UUID's byte order, compared as one 128-bit number: the queue keeps its ordered sets
+/// (tasks by status, deadlines) keyed by id, and two integer comparisons are far cheaper
+/// there than a 16-byte lexicographic one (ids of one millisecond share their first bytes).
+impl Ord for TaskId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_u128().cmp(&other.0.as_u128())
+    }
+}
+
+impl PartialOrd for TaskId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Hashes as one `u64` folded from the id's 128 bits (of which 74 are random), so maps
 /// keyed by task id can use [`IdHasher`] instead of SipHash.
@@ -299,7 +314,10 @@ pub struct Attempt {
     #[schema(value_type = Option<u64>)]
     pub finished_at: Option<SystemTime>,
     /// How it ended: `completed`, `failed`, `timeout`, `cancelled` or `lost` (worker died).
-    pub outcome: Option<String>,
+    /// The queue records one of these static words, so closing an attempt allocates
+    /// nothing; an attempt read back from the store holds its own copy.
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<std::borrow::Cow<'static, str>>,
     /// The error, for a failed attempt.
     pub error: Option<String>,
 }

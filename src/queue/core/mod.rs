@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::ready::{Class, ClassKey, Ready};
+use super::sorted::Sorted;
 use super::{QueueConfig, QueueError, QueueStats};
 use crate::events::EventKind;
 use crate::metrics::TaskMetrics;
@@ -146,13 +147,20 @@ pub(crate) struct QueueCore {
     classes: Vec<Class>,
     class_index: HashMap<ClassKey, usize>,
     free_classes: Vec<usize>,
+    /// The class the last task submitted went to: a batch of one type and label set finds
+    /// its class without building and hashing a key per task.
+    last_class: Option<usize>,
+    /// Reused by `dispatch`: the classes the worker being served can take.
+    matching: Vec<usize>,
+    /// Reused by `report`: the tasks whose leases the reporting worker just ended.
+    ended: Vec<TaskId>,
     /// The latest time the queue was told (each call that takes a `now` sets it): when a
     /// task became ready, for priority aging.
     clock: Instant,
     /// Pending tasks by the time they become runnable.
-    delayed: BTreeSet<(Instant, TaskId)>,
+    delayed: Sorted<(Instant, TaskId)>,
     /// Running tasks by lease deadline.
-    deadlines: BTreeSet<(Instant, TaskId)>,
+    deadlines: Sorted<(Instant, TaskId)>,
     workers: HashMap<Arc<str>, Session>,
     /// The workers with free credits, most first (ties by id): the order `dispatch` serves
     /// them in. Kept in step with every session's `credits`.
@@ -202,9 +210,12 @@ impl QueueCore {
             classes: Vec::new(),
             class_index: HashMap::new(),
             free_classes: Vec::new(),
+            last_class: None,
+            matching: Vec::new(),
+            ended: Vec::new(),
             clock: Instant::now(),
-            delayed: BTreeSet::new(),
-            deadlines: BTreeSet::new(),
+            delayed: Sorted::default(),
+            deadlines: Sorted::default(),
             workers: HashMap::new(),
             with_credits: BTreeSet::new(),
             idempotency: HashMap::new(),
@@ -275,9 +286,15 @@ impl QueueCore {
     }
 
     pub(super) fn make_ready(&mut self, id: TaskId) {
+        let at = self.tasks.slot_of(&id);
+        self.make_ready_at(id, at);
+    }
+
+    /// [`make_ready`](Self::make_ready) for the task in `at`.
+    fn make_ready_at(&mut self, id: TaskId, at: Slot) {
         self.seq += 1;
         let seq = self.seq;
-        let e = self.tasks.set_status(id, TaskStatus::Queued);
+        let e = self.tasks.set_status_at(at, id, TaskStatus::Queued);
         e.set_seq(seq);
         let priority = e.priority;
         let class = &mut self.classes[e.class()];
@@ -300,7 +317,12 @@ impl QueueCore {
 
     /// Takes a queued task out of the ready counts (its heap entry goes stale).
     pub(super) fn unready(&mut self, id: TaskId) {
-        let e = &self.tasks[&id];
+        self.unready_at(self.tasks.slot_of(&id));
+    }
+
+    /// [`unready`](Self::unready) for the task in `at`.
+    fn unready_at(&mut self, at: Slot) {
+        let e = self.tasks.at(at);
         self.queued_by_priority[e.priority.index()] -= 1;
         self.classes[e.class()].live -= 1;
     }
@@ -403,7 +425,7 @@ mod submit;
 mod table;
 mod workers;
 
-use table::{Entry, Tasks};
+use table::{Entry, Slot, Tasks};
 
 #[cfg(test)]
 mod tests;

@@ -163,7 +163,7 @@ impl QueueCore {
                             _ => {}
                         }
                     } else {
-                        self.retain(id);
+                        self.retain(id, self.tasks.slot_of(&id));
                     }
                 }
                 TaskStatus::Running => {

@@ -65,28 +65,16 @@ impl QueueCore {
 
     /// The first `q.limit` ids with `status` past the cursor, in listing order.
     fn page_of(&self, status: TaskStatus, q: &crate::task::TaskQuery) -> Vec<TaskId> {
-        use std::ops::Bound::{Excluded, Unbounded};
         let set = self.tasks.with_status(status);
-        let of_type = |id: &&TaskId| {
+        let of_type = |id: &TaskId| {
             q.task_type
                 .as_deref()
                 .is_none_or(|t| *self.classes[self.tasks[id].class()].key.task_type == *t)
         };
-        let from = q.after.map_or(Unbounded, Excluded);
         if q.newest_first {
-            let (low, high) = (Unbounded, from);
-            set.range((low, high))
-                .rev()
-                .filter(of_type)
-                .take(q.limit)
-                .copied()
-                .collect()
+            set.before(q.after).filter(of_type).take(q.limit).collect()
         } else {
-            set.range((from, Unbounded))
-                .filter(of_type)
-                .take(q.limit)
-                .copied()
-                .collect()
+            set.after(q.after).filter(of_type).take(q.limit).collect()
         }
     }
 

@@ -13,21 +13,28 @@ impl QueueCore {
     /// cancelled, one for a task the sender never leased) is refused, counted and logged.
     /// The queue never takes a stale success as the task's result: a task that was handed
     /// out again finishes by its current attempt, exactly once.
+    ///
+    /// Each task is looked up once and then reached by its slot; the attempts end at one
+    /// wall-clock reading, and the worker's session is updated once for the whole report.
     pub(crate) fn report(&mut self, worker: &str, reports: Vec<AttemptReport>, now: Instant) {
         self.clock = self.clock.max(now);
+        let wall = SystemTime::now();
+        let mut ended = std::mem::take(&mut self.ended);
         for r in reports {
             let id = r.task_id;
-            if !self.holds(worker, id, &r.token) {
+            let Some(at) = self.holder(worker, id, &r.token) else {
                 self.refuse_stale(worker, id, &r.token, "report");
                 continue;
-            }
+            };
             match r.outcome {
                 AttemptOutcome::Completed(result) => {
-                    self.release(id, "completed", None);
-                    self.complete(id, result);
+                    self.end_lease(id, at, "completed", None, wall);
+                    ended.push(id);
+                    self.complete(id, at, result);
                 }
                 AttemptOutcome::Failed(err) => {
-                    self.release(id, "failed", Some(err.message().to_string()));
+                    self.end_lease(id, at, "failed", Some(err.message().to_string()), wall);
+                    ended.push(id);
                     self.failed_attempt(
                         id,
                         err.message().to_string(),
@@ -38,7 +45,8 @@ impl QueueCore {
                 }
                 AttemptOutcome::TimedOut(after) => {
                     let msg = format!("timed out after {after:?}");
-                    self.release(id, "timeout", Some(msg.clone()));
+                    self.end_lease(id, at, "timeout", Some(msg.clone()), wall);
+                    ended.push(id);
                     self.timed_out_attempt(id, msg, now);
                 }
                 AttemptOutcome::Cancelled => {
@@ -49,12 +57,19 @@ impl QueueCore {
                 }
             }
         }
+        if let Some(s) = self.workers.get_mut(worker) {
+            for id in &ended {
+                s.leases.remove(id);
+            }
+        }
+        ended.clear();
+        self.ended = ended;
     }
 
     /// A task completed by the attempt just released: it finished when that attempt did
     /// (one clock reading for both).
-    pub(super) fn complete(&mut self, id: TaskId, result: Payload) {
-        let e = self.tasks.get_mut(&id).expect("task exists");
+    pub(super) fn complete(&mut self, id: TaskId, at: Slot, result: Payload) {
+        let e = self.tasks.at_mut(at);
         let now = e
             .run()
             .attempts
@@ -81,6 +96,7 @@ impl QueueCore {
         self.out.event(|| EventKind::TaskCompleted { id, attempt });
         self.finish_at(
             id,
+            at,
             TaskStatus::Completed,
             TaskOutcome::Completed { result },
             now,
@@ -215,40 +231,42 @@ impl QueueCore {
                 self.save(oldest);
                 // Retention may have passed it by while it was a dead letter: it is an
                 // ordinary finished task now, so it goes back under retention.
-                self.retain(oldest);
+                self.retain(oldest, self.tasks.slot_of(&oldest));
             }
         }
     }
 
     pub(super) fn finish(&mut self, id: TaskId, status: TaskStatus, outcome: TaskOutcome) {
-        self.finish_at(id, status, outcome, SystemTime::now());
+        let at = self.tasks.slot_of(&id);
+        self.finish_at(id, at, status, outcome, SystemTime::now());
     }
 
-    /// Finishes a task at `at`: its waiters are answered, it is saved and put under
-    /// retention.
+    /// Finishes the task in `at` at `when`: its waiters are answered, it is saved and put
+    /// under retention (after which `at` may no longer hold it).
     pub(super) fn finish_at(
         &mut self,
         id: TaskId,
+        at: Slot,
         status: TaskStatus,
         outcome: TaskOutcome,
-        at: SystemTime,
+        when: SystemTime,
     ) {
         debug_assert!(
-            !self.tasks[&id].status().is_finished(),
+            !self.tasks.at(at).status().is_finished(),
             "a task finishes once"
         );
-        let e = self.tasks.set_status(id, status);
+        let e = self.tasks.set_status_at(at, id, status);
         self.live_bytes -= e.payload.len() as u64;
-        e.run_mut().finished_at = Some(at);
+        e.run_mut().finished_at = Some(when);
         self.out.finished.push((id, outcome));
         self.save(id);
-        self.retain(id);
+        self.retain(id, at);
     }
 
     /// Puts a finished task under retention, pruning the oldest past `max_finished_tasks`
     /// or `max_finished_bytes`. Dead letters are kept until they leave the dead-letter list.
-    pub(super) fn retain(&mut self, id: TaskId) {
-        let e = self.tasks.get_mut(&id).expect("task exists");
+    pub(super) fn retain(&mut self, id: TaskId, at: Slot) {
+        let e = self.tasks.at_mut(at);
         if e.run().dead_seq.is_none() {
             self.finished_bytes += e.bytes();
             self.finished_count += 1;

@@ -94,20 +94,18 @@ impl QueueCore {
                 task_type: spec.task_type.clone(),
                 priority: spec.options.priority,
             });
-            self.tasks.insert(
+            // Made in the status it starts in, so no status set is changed twice.
+            let status = match delay {
+                Some(_) => TaskStatus::Pending,
+                None => TaskStatus::Queued,
+            };
+            let at = self.tasks.insert(
                 id,
-                Entry::new(
-                    id,
-                    class,
-                    spec.payload,
-                    spec.options,
-                    TaskStatus::Pending,
-                    created_at,
-                ),
+                Entry::new(id, class, spec.payload, spec.options, status, created_at),
             );
             match delay {
                 Some(d) => self.make_pending(id, now + d),
-                None => self.make_ready(id),
+                None => self.make_ready_at(id, at),
             }
             self.save_new(id);
             self.counters.submitted += 1;
@@ -121,6 +119,25 @@ impl QueueCore {
 
     /// The class of a new task entry (the caller inserts the entry), made if needed.
     pub(super) fn class_for(&mut self, task_type: &Arc<str>, labels: &[String]) -> usize {
+        // The last task's class, when this task has the same type and labels (labels as
+        // the key keeps them: sorted and without repeats). A live class (one with tasks) is
+        // the one its key names; a retired slot is not looked at.
+        if let Some(i) = self.last_class {
+            let class = &mut self.classes[i];
+            if class.tasks > 0
+                && *class.key.task_type == **task_type
+                && *class.key.labels == *labels
+            {
+                class.tasks += 1;
+                return i;
+            }
+        }
+        let slot = self.class_for_key(task_type, labels);
+        self.last_class = Some(slot);
+        slot
+    }
+
+    fn class_for_key(&mut self, task_type: &Arc<str>, labels: &[String]) -> usize {
         let key = ClassKey::new(task_type.clone(), labels);
         if let Some(&i) = self.class_index.get(&key) {
             self.classes[i].tasks += 1;

@@ -9,7 +9,6 @@
 //! The slab is written here (a few lines) rather than taken from a crate, to keep to one
 //! new dependency.
 
-use std::collections::BTreeSet;
 use std::hash::BuildHasherDefault;
 use std::ops::Index;
 use std::time::{Duration, SystemTime};
@@ -17,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::Run;
+use crate::queue::sorted::Sorted;
 use crate::task::{IdHasher, Payload, TaskId, TaskOptions, TaskPriority, TaskStatus};
 
 /// One task. Kept small, because a million of them may wait: its type is its class's, its
@@ -144,6 +144,12 @@ impl Entry {
 
 type Index32 = griddle::HashMap<TaskId, u32, BuildHasherDefault<IdHasher>>;
 
+/// Where a task's entry sits in the slab: found once by id, then used for every step of
+/// one change (a report, a lease) instead of hashing the id again at each step. Valid
+/// until the task is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Slot(u32);
+
 /// Slots per slab chunk, as a power of two: a slot's chunk is `slot >> CHUNK_BITS`.
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -155,7 +161,7 @@ pub(super) struct Tasks {
     free: Vec<u32>,
     index: Index32,
     /// Ids by status ([`TaskStatus`] as index), in id (creation) order.
-    by_status: [BTreeSet<TaskId>; TaskStatus::ALL.len()],
+    by_status: [Sorted<TaskId>; TaskStatus::ALL.len()],
 }
 
 impl Tasks {
@@ -176,6 +182,30 @@ impl Tasks {
         &mut self.slots[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
     }
 
+    /// The slot of task `id`, if it is in memory.
+    pub(super) fn find(&self, id: &TaskId) -> Option<Slot> {
+        self.index.get(id).map(|&slot| Slot(slot))
+    }
+
+    /// The slot of task `id`, which must be in memory.
+    pub(super) fn slot_of(&self, id: &TaskId) -> Slot {
+        self.find(id).expect("task exists")
+    }
+
+    /// The entry in `at`.
+    pub(super) fn at(&self, at: Slot) -> &Entry {
+        self.slot(at.0)
+            .as_ref()
+            .expect("a found slot holds its task")
+    }
+
+    /// The entry in `at`, to change.
+    pub(super) fn at_mut(&mut self, at: Slot) -> &mut Entry {
+        self.slot_mut(at.0)
+            .as_mut()
+            .expect("a found slot holds its task")
+    }
+
     pub(super) fn get(&self, id: &TaskId) -> Option<&Entry> {
         let slot = *self.index.get(id)?;
         self.slot(slot).as_ref()
@@ -190,8 +220,8 @@ impl Tasks {
         self.index.contains_key(id)
     }
 
-    /// Adds a task; its id must be new.
-    pub(super) fn insert(&mut self, id: TaskId, entry: Entry) {
+    /// Adds a task; its id must be new. Returns its slot.
+    pub(super) fn insert(&mut self, id: TaskId, entry: Entry) -> Slot {
         let status = entry.status;
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -211,6 +241,7 @@ impl Tasks {
         let old = self.index.insert(id, slot);
         assert!(old.is_none(), "task ids are unique");
         self.by_status[status as usize].insert(id);
+        Slot(slot)
     }
 
     pub(super) fn remove(&mut self, id: &TaskId) -> Option<Entry> {
@@ -226,11 +257,16 @@ impl Tasks {
 
     /// Moves a task to `status`; returns its entry.
     pub(super) fn set_status(&mut self, id: TaskId, status: TaskStatus) -> &mut Entry {
-        let slot = *self.index.get(&id).expect("task exists");
+        let at = self.slot_of(&id);
+        self.set_status_at(at, id, status)
+    }
+
+    /// Moves task `id`, in `at`, to `status`; returns its entry.
+    pub(super) fn set_status_at(&mut self, at: Slot, id: TaskId, status: TaskStatus) -> &mut Entry {
         let e = self
             .slots
-            .get_mut((slot >> CHUNK_BITS) as usize)
-            .and_then(|c| c[slot as usize & (CHUNK - 1)].as_mut())
+            .get_mut((at.0 >> CHUNK_BITS) as usize)
+            .and_then(|c| c[at.0 as usize & (CHUNK - 1)].as_mut())
             .expect("indexed slots hold a task");
         if e.status != status {
             self.by_status[e.status as usize].remove(&id);
@@ -261,7 +297,7 @@ impl Tasks {
     /// Checks that every task is in the set of its status and nowhere else (for tests).
     #[cfg(test)]
     pub(super) fn check(&self) {
-        let listed: usize = self.by_status.iter().map(BTreeSet::len).sum();
+        let listed: usize = self.by_status.iter().map(Sorted::len).sum();
         assert_eq!(listed, self.index.len(), "each task in one status set");
         for (id, &slot) in self.index.iter() {
             let e = self.slot(slot).as_ref().expect("indexed slots hold a task");
@@ -279,7 +315,7 @@ impl Tasks {
     }
 
     /// The ids of tasks with `status`, oldest first.
-    pub(super) fn with_status(&self, status: TaskStatus) -> &BTreeSet<TaskId> {
+    pub(super) fn with_status(&self, status: TaskStatus) -> &Sorted<TaskId> {
         &self.by_status[status as usize]
     }
 }

@@ -121,33 +121,41 @@ impl QueueCore {
             // Nothing queued that any attached worker serves: no need to look at them.
             return deliveries;
         }
+        // One wall-clock reading for every attempt this dispatch starts.
+        let wall = SystemTime::now();
         // Workers with credits that serve none of the queued tasks, put back at the end.
         let mut passed = Vec::new();
+        let mut matching = std::mem::take(&mut self.matching);
         while self.queued_by_priority.iter().any(|&n| n > 0) {
             let Some((_, worker)) = self.with_credits.pop_first() else {
                 break;
             };
-            let matching: Vec<usize> = {
-                let caps = &self.workers[&worker].caps;
-                (0..self.classes.len())
-                    .filter(|&c| self.classes[c].live > 0 && self.classes[c].accepts(caps))
-                    .collect()
+            // The worker's session is looked up twice per dispatch, not twice per lease.
+            let credits = {
+                let session = &self.workers[&worker];
+                matching.clear();
+                matching.extend((0..self.classes.len()).filter(|&c| {
+                    self.classes[c].live > 0 && self.classes[c].accepts(&session.caps)
+                }));
+                session.credits
             };
             if matching.is_empty() {
                 passed.push(worker);
                 continue;
             }
             let mut leases = Vec::new();
-            while self.workers[&worker].credits > 0 {
-                let Some(id) = self
+            while leases.len() < credits as usize {
+                let Some((id, at)) = self
                     .pop_aged(&matching)
                     .or_else(|| self.pop_best(&matching))
                 else {
                     break;
                 };
-                leases.push(self.lease_to(id, &worker, now));
+                leases.push(self.lease_to(id, at, &worker, now, wall));
             }
-            let session = &self.workers[&worker];
+            let session = self.workers.get_mut(&worker).expect("worker exists");
+            session.credits -= leases.len() as u32;
+            session.leases.extend(leases.iter().map(|l| l.task_id));
             if session.credits > 0 {
                 // Out of tasks it can take: it keeps its place for the next dispatch.
                 passed.push(worker.clone());
@@ -160,6 +168,7 @@ impl QueueCore {
                 });
             }
         }
+        self.matching = matching;
         for worker in passed {
             let credits = self.workers[&worker].credits;
             self.with_credits.insert((Reverse(credits), worker));
@@ -169,7 +178,7 @@ impl QueueCore {
 
     /// With priority aging on: the oldest live task among `classes` that has waited past
     /// `priority_aging`, taken out of the queue; `None` when none has.
-    fn pop_aged(&mut self, classes: &[usize]) -> Option<TaskId> {
+    fn pop_aged(&mut self, classes: &[usize]) -> Option<(TaskId, Slot)> {
         let age = self.config.priority_aging?;
         let mut oldest: Option<(usize, Ready)> = None;
         for &c in classes {
@@ -191,53 +200,64 @@ impl QueueCore {
         let (c, r) = oldest?;
         // Its heap entry goes stale once the task runs, and is skipped there.
         self.classes[c].arrivals.pop_front();
-        Some(r.id)
+        Some((r.id, self.tasks.slot_of(&r.id)))
     }
 
     /// Takes the best live task among `classes`: highest priority, then oldest.
-    pub(super) fn pop_best(&mut self, classes: &[usize]) -> Option<TaskId> {
-        // (class, lane, seq) of the best front seen so far.
-        let mut best: Option<(usize, usize, u64)> = None;
+    pub(super) fn pop_best(&mut self, classes: &[usize]) -> Option<(TaskId, Slot)> {
+        // (class, lane, seq, slot) of the best front seen so far.
+        let mut best: Option<(usize, usize, u64, Slot)> = None;
         for &c in classes {
             // Lanes above the best's priority only: a lower one cannot beat it.
-            let floor = best.map_or(0, |(_, lane, _)| lane);
+            let floor = best.map_or(0, |(_, lane, _, _)| lane);
             for lane in (floor..TaskPriority::ALL.len()).rev() {
-                let Some(seq) = self.live_front(c, lane) else {
+                let Some((seq, at)) = self.live_front(c, lane) else {
                     continue;
                 };
-                if best.is_none_or(|(_, bl, bs)| lane > bl || (lane == bl && seq < bs)) {
-                    best = Some((c, lane, seq));
+                if best.is_none_or(|(_, bl, bs, _)| lane > bl || (lane == bl && seq < bs)) {
+                    best = Some((c, lane, seq, at));
                 }
                 break;
             }
         }
-        let (c, lane, _) = best?;
-        self.classes[c].lanes[lane].pop_front().map(|(_, id)| id)
+        let (c, lane, _, at) = best?;
+        self.classes[c].lanes[lane]
+            .pop_front()
+            .map(|(_, id)| (id, at))
     }
 
-    /// The sequence number of the first live task in one lane of class `c`, after dropping
-    /// the stale entries before it (cancelled tasks, or tasks re-queued under a newer seq).
-    fn live_front(&mut self, c: usize, lane: usize) -> Option<u64> {
+    /// The sequence number and slot of the first live task in one lane of class `c`, after
+    /// dropping the stale entries before it (cancelled tasks, or tasks re-queued under a
+    /// newer seq).
+    fn live_front(&mut self, c: usize, lane: usize) -> Option<(u64, Slot)> {
         let fifo = &mut self.classes[c].lanes[lane];
         while let Some(&(seq, id)) = fifo.front() {
-            let live = self
-                .tasks
-                .get(&id)
-                .is_some_and(|e| e.status() == TaskStatus::Queued && e.seq() == seq);
-            if live {
-                return Some(seq);
+            if let Some(at) = self.tasks.find(&id) {
+                let e = self.tasks.at(at);
+                if e.status() == TaskStatus::Queued && e.seq() == seq {
+                    return Some((seq, at));
+                }
             }
             fifo.pop_front();
         }
         None
     }
 
-    pub(super) fn lease_to(&mut self, id: TaskId, worker: &Arc<str>, now: Instant) -> Lease {
-        self.unready(id);
+    /// Leases the queued task `id` (in `at`) to `worker`, starting its attempt at `wall`.
+    /// The caller takes the credit and records the lease in the worker's session.
+    fn lease_to(
+        &mut self,
+        id: TaskId,
+        at: Slot,
+        worker: &Arc<str>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Lease {
+        self.unready_at(at);
         let nonce = rand::RngCore::next_u64(&mut self.nonces);
         let (epoch, grace, lease_time) =
             (self.epoch, self.config.lease_grace, self.config.lease_time);
-        let e = self.tasks.set_status(id, TaskStatus::Running);
+        let e = self.tasks.set_status_at(at, id, TaskStatus::Running);
         let task_type = self.classes[e.class()].key.task_type.clone();
         let token = LeaseToken {
             epoch,
@@ -256,7 +276,7 @@ impl QueueCore {
         run.attempts.push(Attempt {
             number: token.attempt,
             worker: worker.clone(),
-            started_at: SystemTime::now(),
+            started_at: wall,
             finished_at: None,
             outcome: None,
             error: None,
@@ -271,10 +291,6 @@ impl QueueCore {
             timeout: e.options().timeout,
             lease_time: e.options().timeout.is_none().then_some(lease_time),
         };
-        // Called only from `dispatch`, which has taken the worker out of `with_credits`.
-        let session = self.workers.get_mut(worker).expect("worker exists");
-        session.credits -= 1;
-        session.leases.insert(id);
         self.save(id);
         self.save_attempt(id);
         lease
@@ -282,12 +298,20 @@ impl QueueCore {
 
     /// True when `worker` holds the lease of task `id` whose token is `token`.
     pub(super) fn holds(&self, worker: &str, id: TaskId, token: &LeaseToken) -> bool {
-        self.tasks.get(&id).is_some_and(|e| {
-            e.run()
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.token == *token && &*l.worker == worker)
-        })
+        self.holder(worker, id, token).is_some()
+    }
+
+    /// The slot of task `id` when `worker` holds its lease under `token`.
+    pub(super) fn holder(&self, worker: &str, id: TaskId, token: &LeaseToken) -> Option<Slot> {
+        let at = self.tasks.find(&id)?;
+        let held = self
+            .tasks
+            .at(at)
+            .run()
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.token == *token && &*l.worker == worker);
+        held.then_some(at)
     }
 
     /// Counts and logs a report or extend whose token is not the current lease's.
@@ -365,21 +389,35 @@ impl QueueCore {
     pub(super) fn release(
         &mut self,
         id: TaskId,
-        outcome: &str,
+        outcome: &'static str,
         error: Option<String>,
     ) -> Option<Arc<str>> {
-        let e = self.tasks.get_mut(&id)?;
-        let run = e.run.as_deref_mut()?;
+        let at = self.tasks.find(&id)?;
+        let worker = self.end_lease(id, at, outcome, error, SystemTime::now())?;
+        if let Some(s) = self.workers.get_mut(&worker) {
+            s.leases.remove(&id);
+        }
+        Some(worker)
+    }
+
+    /// [`release`](Self::release) for the task in `at`, its attempt closed at `wall`,
+    /// but for the worker's session: the caller takes the task out of its leases.
+    pub(super) fn end_lease(
+        &mut self,
+        id: TaskId,
+        at: Slot,
+        outcome: &'static str,
+        error: Option<String>,
+        wall: SystemTime,
+    ) -> Option<Arc<str>> {
+        let run = self.tasks.at_mut(at).run.as_deref_mut()?;
         let hold = run.lease.take()?;
         if let Some(a) = run.attempts.last_mut() {
-            a.finished_at = Some(SystemTime::now());
-            a.outcome = Some(outcome.to_string());
+            a.finished_at = Some(wall);
+            a.outcome = Some(outcome.into());
             a.error = error;
         }
         self.deadlines.remove(&(hold.deadline, id));
-        if let Some(s) = self.workers.get_mut(&hold.worker) {
-            s.leases.remove(&id);
-        }
         self.running -= 1;
         self.save_attempt(id);
         Some(hold.worker)

@@ -298,14 +298,20 @@ impl WorkerState {
 
     /// Starts a delivery's attempts, on one task (see `delivery.rs`).
     fn deliver(&mut self, leases: Vec<Lease>) {
-        let jobs: Vec<LeasedJob> = leases.into_iter().map(|l| self.prepare(l)).collect();
+        // Asked once per delivery: the bus answers under a lock.
+        let events_on = self.events.has_subscribers();
+        let jobs: Vec<LeasedJob> = leases
+            .into_iter()
+            .map(|l| self.prepare(l, events_on))
+            .collect();
         self.shared.set_current(self.running.len() as u32);
         self.shared.set_status(WorkerStatus::Busy);
         delivery::spawn(jobs, self.me.clone());
     }
 
-    /// Records a leased attempt as running and builds what its delivery starts.
-    fn prepare(&mut self, lease: Lease) -> LeasedJob {
+    /// Records a leased attempt as running and builds what its delivery starts;
+    /// `events_on`: someone subscribes to events (a `TaskStarted` is published).
+    fn prepare(&mut self, lease: Lease, events_on: bool) -> LeasedJob {
         let token = CancellationToken::new();
         self.running.insert(lease.task_id, token.clone());
         if let Some(lease_time) = lease.lease_time {
@@ -319,11 +325,13 @@ impl WorkerState {
             );
             self.schedule_extend(lease_time / 3);
         }
-        self.events.publish_with(|| EventKind::TaskStarted {
-            id: lease.task_id,
-            worker: self.shared.id.clone(),
-            attempt: lease.attempt(),
-        });
+        if events_on {
+            self.events.publish(EventKind::TaskStarted {
+                id: lease.task_id,
+                worker: self.shared.id.clone(),
+                attempt: lease.attempt(),
+            });
+        }
         let attempt = lease.attempt();
         let handler = self.handlers.get(&lease.task_type).cloned();
         let mut ctx = self.context(lease.task_id, attempt, lease.task_type, token);

@@ -309,9 +309,9 @@ impl Harness {
         assert_eq!(running, c.running, "running");
         assert_eq!(pending, c.delayed.len(), "delayed entries");
         assert_eq!(c.deadlines.len(), running, "one deadline per lease");
-        for (_, id) in &c.deadlines {
+        for (_, id) in c.deadlines.after(None) {
             assert_eq!(
-                c.tasks[id].status(),
+                c.tasks[&id].status(),
                 TaskStatus::Running,
                 "deadline of {id}"
             );
