@@ -98,6 +98,8 @@ pub(crate) enum Deferred {
     Cancel(Vec<TaskId>),
     /// The run ended: answer its waiters.
     Ended(RunId),
+    /// The run's row is stored: answer its start.
+    Started(RunId, RpcReplyPort<Result<RunId, WorkflowError>>),
 }
 
 /// What the engine starts with.
@@ -234,9 +236,13 @@ impl Actor for WorkflowEngine {
             EngineMsg::Register { workflow, reply } => {
                 let _ = reply.send(state.register(workflow, true).await);
             }
-            EngineMsg::Start { name, input, reply } => {
-                let _ = reply.send(state.start_run(&name, input));
-            }
+            // Answered once the run's row is committed: a started run survives a crash.
+            EngineMsg::Start { name, input, reply } => match state.start_run(&name, input) {
+                Ok(id) => state.deferred.push(Deferred::Started(id, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             EngineMsg::Outcome(id, outcome) => state.outcome(id, outcome),
             EngineMsg::Submitted { steps, result } => state.submitted(steps, result),
             EngineMsg::Fire {

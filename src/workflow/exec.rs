@@ -106,6 +106,9 @@ impl EngineState {
                     });
                 }
                 Deferred::Ended(run) => self.ended(run),
+                Deferred::Started(run, reply) => {
+                    let _ = reply.send(Ok(run));
+                }
             }
         }
         if !specs.is_empty() {
