@@ -27,7 +27,7 @@
 //!
 //! # Layout
 //!
-//! Calls point down: `api` → `coordinator` → `pool` → `queue` → `worker` → `handler` →
+//! Calls point down: `api` → `coordinator` → `workflow`, `pool` → `queue` → `worker` → `handler` →
 //! `task`; the queue journals to `store` below it; the cluster's `gate` (coordinator side)
 //! talks to the queue and its `node` side to workers; `scaling`, `events`, `mailbox`,
 //! `metrics` and `supervision` sit below them all. A lower module that must talk up is
@@ -58,6 +58,10 @@
 //!   handlers send work to: the [`compute::ComputeCluster`], one supervised NodeProxy actor
 //!   per node, and one backend per kind of endpoint. It sits beside `handler`: handlers
 //!   call it, it calls nothing above it.
+//! - `workflow`: durable workflows ([`workflow::Workflows`]): definitions (Rust builders or
+//!   JSON), a pure state machine per run replayed from its journal, and one engine actor
+//!   that starts each step as a task and journals its outcome before anything follows it.
+//!   It sits beside `coordinator` (which starts it) and above `queue` and `store`.
 //! - `store`: durable state in SQLite or PostgreSQL, a journal below the queue: the
 //!   [`Store`], its migrations, and the writer actor that group-commits batches of changes
 //!   and answers in its own types (it never names the queue).
