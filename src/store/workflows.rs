@@ -90,10 +90,10 @@ impl Store {
     ) -> Result<Vec<(WorkflowRunRow, Vec<WorkflowEventRow>)>, StoreError> {
         let runs = self.db.unfinished_workflow_runs().await?;
         let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.id).collect();
-        let mut events = self.db.workflow_events(&ids).await?.into_iter().peekable();
+        let events = self.db.workflow_events(&ids).await?;
         let mut by_run: std::collections::HashMap<uuid::Uuid, Vec<WorkflowEventRow>> =
             std::collections::HashMap::new();
-        while let Some(e) = events.next() {
+        for e in events {
             by_run.entry(e.run_id).or_default().push(e);
         }
         Ok(runs
