@@ -11,10 +11,13 @@
 //! mapped to retryable or permanent errors, health (API, deployment readiness, pod
 //! readiness), credentials, and a `remote_command` task landing on the node.
 
+#[path = "support/commands.rs"]
+mod commands;
 #[path = "support/common.rs"]
 mod common;
 #[path = "support/k8s_api.rs"]
 mod k8s_api;
+use commands::{cmd, parts};
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,7 +26,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use wrangle::compute::{
     CommandRequest, ComputeCluster, ComputeConfig, ComputeErrorKind, ComputeNode, ComputeRequest,
-    ComputeResponse, Selector, StreamChunk,
+    Selector, StreamChunk,
 };
 use wrangle::{RestartBudget, TaskSpec};
 use wrangle_actors::RemoteCommandOutput;
@@ -65,25 +68,6 @@ fn node(id: &str, endpoint: &str) -> ComputeNode {
         .unwrap()
         .credential(CREDENTIAL)
         .timeout(Duration::from_secs(20))
-}
-
-fn cmd(argv: &[&str]) -> ComputeRequest {
-    ComputeRequest::Command(CommandRequest {
-        argv: argv.iter().map(|a| a.to_string()).collect(),
-        stdin: None,
-    })
-}
-
-/// (exit code, stdout, stderr)
-fn parts(r: ComputeResponse) -> (Option<i64>, String, String) {
-    match r {
-        ComputeResponse::Command {
-            exit_code,
-            stdout,
-            stderr,
-        } => (exit_code, stdout, stderr),
-        other => panic!("not a command's answer: {other:?}"),
-    }
 }
 
 /// Waits (up to 10 s) until every Job the mock saw created was deleted, with propagation

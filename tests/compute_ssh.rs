@@ -10,14 +10,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wrangle::compute::{
     CommandRequest, ComputeCluster, ComputeConfig, ComputeErrorKind, ComputeNode, ComputeRequest,
-    ComputeResponse, Selector, StreamChunk,
+    Selector, StreamChunk,
 };
 use wrangle::{Error, RestartBudget};
 
+#[path = "support/commands.rs"]
+mod commands;
 #[path = "support/net.rs"]
 mod net;
 #[path = "support/sshd.rs"]
 mod sshd;
+use commands::{cmd, parts};
 
 use sshd::{alive, Sshd};
 
@@ -56,27 +59,8 @@ async fn cluster(
     cluster
 }
 
-fn cmd(argv: &[&str]) -> ComputeRequest {
-    ComputeRequest::Command(CommandRequest {
-        argv: argv.iter().map(|a| a.to_string()).collect(),
-        stdin: None,
-    })
-}
-
 fn sh(script: &str) -> ComputeRequest {
     cmd(&["sh", "-c", script])
-}
-
-/// (exit code, stdout, stderr)
-fn parts(r: ComputeResponse) -> (Option<i64>, String, String) {
-    match r {
-        ComputeResponse::Command {
-            exit_code,
-            stdout,
-            stderr,
-        } => (exit_code, stdout, stderr),
-        other => panic!("not a command's answer: {other:?}"),
-    }
 }
 
 /// Waits (up to 20 s) until `cond` holds.

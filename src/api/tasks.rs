@@ -353,6 +353,23 @@ pub(crate) struct TaskPage {
 
 const MAX_PAGE: usize = 1000;
 
+/// A list route's `limit`: absent is `default`; otherwise a number from 1 to [`MAX_PAGE`],
+/// refused with a 400 naming `limit` (never silently clamped).
+pub(crate) fn page_limit(limit: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    let Some(l) = limit else {
+        return Ok(default);
+    };
+    l.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad(
+                "limit",
+                format!("`{l}` is not a number from 1 to {MAX_PAGE}"),
+            )
+        })
+}
+
 fn page(tasks: Vec<TaskSnapshot>, limit: usize) -> TaskPage {
     let next_cursor = (tasks.len() == limit)
         .then(|| tasks.last().map(|t| t.id))
@@ -381,19 +398,7 @@ pub(crate) async fn list(
                 .map_err(|e| ApiError::bad("status", e))?,
         ),
     };
-    let limit = match p.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad(
-                    "limit",
-                    format!("`{l}` is not a number from 1 to {MAX_PAGE}"),
-                )
-            })?,
-    };
+    let limit = page_limit(p.limit.as_deref(), 100)?;
     let after = p
         .cursor
         .as_deref()

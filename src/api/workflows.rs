@@ -14,12 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorBody};
-use super::tasks::{parse_duration, query_error};
+use super::tasks::{page_limit, parse_duration, query_error};
 use super::ApiState;
 use crate::workflow::{RunId, RunSnapshot, RunStatus, WorkflowDef, WorkflowError};
-
-/// Most runs one list answers.
-const MAX_LIST: usize = 1_000;
 
 fn parse_run(raw: &str) -> Result<RunId, ApiError> {
     raw.parse()
@@ -141,13 +138,13 @@ pub(crate) async fn start(
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListParams {
     status: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 /// Runs, newest first: active ones and finished ones.
 #[utoipa::path(get, path = "/workflows/runs", tag = "workflows",
     params(("status" = Option<String>, Query, description = "running, paused, completed, failed, cancelled or stopped"),
-           ("limit" = Option<usize>, Query, maximum = 1000, description = "at most this many (default 100)")),
+           ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100")),
     responses((status = 200, body = Vec<RunSnapshot>), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<ApiState>,
@@ -161,7 +158,7 @@ pub(crate) async fn list(
                 .map_err(|e| ApiError::bad("status", e))
         })
         .transpose()?;
-    let limit = params.limit.unwrap_or(100).min(MAX_LIST);
+    let limit = page_limit(params.limit.as_deref(), 100)?;
     let runs = state.coordinator.workflows().list(status, limit).await?;
     Ok(Json(runs))
 }
