@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::gen::output;
 use crate::store::{WorkflowEventRow, WorkflowRunRow};
 use crate::workflow::def::Workflow;
-use crate::workflow::journal::{self, event_row, replay, Entry, DONE, FAILED, RETRY};
+use crate::workflow::journal::{self, event_row, replay, Entry, DONE, FAILED, RETRY, TIMER};
 use crate::workflow::node::{Action, StepResult};
 use crate::workflow::run::{RunCore, RunEvent};
 use crate::workflow::{RunId, RunStatus};
@@ -360,6 +360,23 @@ impl Sim {
             );
         }
         for action in again {
+            if let Action::Timer { key, due_ms, new } = &action {
+                let journaled = self
+                    .journal
+                    .iter()
+                    .find(|r| r.kind == TIMER && r.step == *key)
+                    .map(|r| r.value.parse::<i64>().expect("a deadline"));
+                if let Some(due) = journaled {
+                    prop_assert!(
+                        *due_ms == due && !*new,
+                        "timer {} re-armed at {} (new: {}), journaled at {}",
+                        key,
+                        due_ms,
+                        new,
+                        due
+                    );
+                }
+            }
             match self.core.status {
                 RunStatus::Running => {
                     self.check_not_ended(&action)?;
