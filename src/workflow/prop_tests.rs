@@ -64,8 +64,14 @@ fn play(sim: &mut Sim, op: &Op) -> Result<(), TestCaseError> {
         Op::Fire(pick) => sim.fire(pick),
         Op::Commit => sim.commit(),
         Op::Crash => sim.crash(),
-        Op::Pause => Ok(sim.pause()),
-        Op::Resume => Ok(sim.resume()),
+        Op::Pause => {
+            sim.pause();
+            Ok(())
+        }
+        Op::Resume => {
+            sim.resume();
+            Ok(())
+        }
         Op::Retry => sim.retry().map(drop),
         Op::Duplicate(pick) => sim.duplicate(pick),
     }
@@ -143,7 +149,10 @@ fn expected_outputs(steps: &[Step], done: &[String], out: &mut BTreeMap<String, 
                     }
                 } else if let Some(key) = last(&m.name, "") {
                     let prefix = &key[..key.find('[').expect("an item key")];
-                    let count = out.get(&m.items).and_then(Value::as_array).map_or(0, Vec::len);
+                    let count = out
+                        .get(&m.items)
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len);
                     let items = (0..count)
                         .map(|i| output(&format!("{prefix}[{i}].{}", m.stages.len() - 1)))
                         .collect();

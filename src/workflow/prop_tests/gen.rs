@@ -80,14 +80,17 @@ fn step() -> impl Strategy<Value = Step> {
                 name: String::new(),
                 steps
             }),
-            (condition(false), steps.clone(), prop::collection::vec(inner, 0..=2)).prop_map(
-                |(when, then, otherwise)| Step::Condition {
+            (
+                condition(false),
+                steps.clone(),
+                prop::collection::vec(inner, 0..=2)
+            )
+                .prop_map(|(when, then, otherwise)| Step::Condition {
                     name: String::new(),
                     when,
                     then,
                     otherwise,
-                }
-            ),
+                }),
             (condition(true), steps, 1u32..=3).prop_map(|(until, steps, max_iterations)| {
                 Step::Loop {
                     name: String::new(),

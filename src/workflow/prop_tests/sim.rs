@@ -171,8 +171,7 @@ impl Sim {
                 } else {
                     FAILED
                 };
-                self.ended
-                    .insert(key.clone(), (self.core.generation, kind));
+                self.ended.insert(key.clone(), (self.core.generation, kind));
                 self.reported.push((key.clone(), kind));
             }
             RunEvent::Retry => {}
@@ -221,13 +220,12 @@ impl Sim {
     /// `failed` starts again only in a later generation (a retry).
     fn check_not_ended(&self, action: &Action) -> Check {
         let key = action_key(action);
-        match self.ended.get(key) {
-            Some((g, kind)) => prop_assert!(
+        if let Some((g, kind)) = self.ended.get(key) {
+            prop_assert!(
                 *kind == FAILED && *g < self.core.generation,
                 "{key} starts again in generation {} after it ended {kind} in generation {g}",
                 self.core.generation
-            ),
-            None => {}
+            );
         }
         Ok(())
     }
@@ -288,7 +286,12 @@ impl Sim {
         let actions = self
             .core
             .apply(RunEvent::Step(key.clone(), result), self.now);
-        prop_assert!(actions.is_empty(), "duplicate of {} started {:?}", key, actions);
+        prop_assert!(
+            actions.is_empty(),
+            "duplicate of {} started {:?}",
+            key,
+            actions
+        );
         let after = (
             self.core.status,
             self.core.state.clone(),
