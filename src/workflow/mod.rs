@@ -64,4 +64,6 @@ impl Default for WorkflowConfig {
 }
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
