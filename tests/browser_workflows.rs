@@ -121,7 +121,9 @@ async fn start_from_form(b: &Browser, name: &str, input: &str) -> String {
     b.fill("#wf-start-input", input).await;
     b.click("#wf-start-button").await;
     let id = b.wait_for("return window.__wfStarted", WAIT).await;
-    id.as_str().expect("the page exposes the run id").to_string()
+    id.as_str()
+        .expect("the page exposes the run id")
+        .to_string()
 }
 
 /// Waits until the run's row and the detail pane both show `status`.
@@ -152,11 +154,8 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
     b.goto(&url).await;
 
     // Log in through the page; the workflows view then lists what is registered.
-    b.wait_for(
-        "return !document.getElementById('token-form').hidden",
-        WAIT,
-    )
-    .await;
+    b.wait_for("return !document.getElementById('token-form').hidden", WAIT)
+        .await;
     b.fill("#token", TOKEN).await;
     b.click("#login-button").await;
     b.wait_for(
@@ -240,7 +239,12 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
     b.click("#wf-resume").await;
     shows_status(&b, &id, "running").await;
     assert_eq!(
-        coordinator.workflows().status(run).await.expect("status").status,
+        coordinator
+            .workflows()
+            .status(run)
+            .await
+            .expect("status")
+            .status,
         RunStatus::Running
     );
     open.send(true).expect("the handler listens");
@@ -252,13 +256,30 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
     )
     .await;
     assert_eq!(buttons(&b).await, json!([]));
+    // The view heard the run's story on the event stream, resuming included.
+    let short = &id[id.len() - 12..];
+    for status in ["started", "paused", "resumed", "completed"] {
+        b.wait_for(
+            &format!(
+                "return [...document.querySelectorAll('#events li')] \
+                 .some(li => li.textContent.endsWith('workflow_run gated {short} {status}'))"
+            ),
+            WAIT,
+        )
+        .await;
+    }
     assert_eq!(
         b.eval("return window.__sameLoad === true").await,
         json!(true),
         "the page reloaded"
     );
     assert_eq!(
-        coordinator.workflows().status(run).await.expect("status").status,
+        coordinator
+            .workflows()
+            .status(run)
+            .await
+            .expect("status")
+            .status,
         RunStatus::Completed
     );
 
@@ -287,9 +308,7 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
         "the error shows as text: {error}"
     );
     b.wait_for(
-        &format!(
-            "return document.getElementById('wf-d-error').textContent.includes({XSS:?})"
-        ),
+        &format!("return document.getElementById('wf-d-error').textContent.includes({XSS:?})"),
         WAIT,
     )
     .await;
@@ -314,6 +333,8 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
         WAIT,
     )
     .await;
+    b.eval("document.getElementById('workflows').scrollIntoView(); return true")
+        .await;
     b.screenshot(&screenshot_path("wide")).await;
     coordinator.stop(false).await.expect("stop");
 }
@@ -332,7 +353,8 @@ async fn workflows_view_fits_a_narrow_window() {
         .expect("start");
     b.goto(&url).await;
     let run_row = row(&run.to_string());
-    b.wait_for(&format!("return {run_row} !== null"), WAIT).await;
+    b.wait_for(&format!("return {run_row} !== null"), WAIT)
+        .await;
     b.click(&format!("#wf-runs tr[data-id=\"{run}\"]")).await;
     b.wait_for(
         &format!("return document.getElementById('wf-d-id').textContent === '{run}'"),
@@ -346,6 +368,8 @@ async fn workflows_view_fits_a_narrow_window() {
         overflow.as_i64().is_some_and(|o| o <= 0),
         "the page scrolls sideways by {overflow}px"
     );
+    b.eval("document.getElementById('wf-detail').scrollIntoView(); return true")
+        .await;
     b.screenshot(&screenshot_path("narrow")).await;
     open.send(true).expect("the handler listens");
     coordinator.stop(false).await.expect("stop");

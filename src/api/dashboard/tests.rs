@@ -23,7 +23,10 @@ async fn every_asset_the_page_names_is_served() {
     );
     for name in names {
         let served = asset(Path(name.clone())).await;
-        assert!(served.is_ok(), "`/assets/{name}` is named by the page but not served");
+        assert!(
+            served.is_ok(),
+            "`/assets/{name}` is named by the page but not served"
+        );
     }
     assert!(asset(Path("nope.js".into())).await.is_err());
 }
