@@ -253,6 +253,7 @@ impl EngineState {
                 for action in std::mem::take(&mut entry.held) {
                     self.deferred.push(Deferred::Start(run, generation, action));
                 }
+                self.announce(run, "resumed");
             }
             Control::Cancel if status.is_active() => {
                 entry.core.finish(RunStatus::Cancelled, None, now);

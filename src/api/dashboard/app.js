@@ -39,11 +39,17 @@ function fmtNum(n) {
   return n < 10 && !Number.isInteger(n) ? n.toFixed(1) : String(Math.round(n));
 }
 
-function age(ms) {
-  const s = Math.max(0, (Date.now() - ms) / 1000);
+// A length of time in ms, short: 42s, 7m, 1.5h.
+function fmtSpan(ms) {
+  const s = Math.max(0, ms / 1000);
   if (s < 60) return s.toFixed(0) + "s";
   if (s < 3600) return (s / 60).toFixed(0) + "m";
   return (s / 3600).toFixed(1) + "h";
+}
+
+// How long ago the Unix time `ms` was.
+function age(ms) {
+  return fmtSpan(Date.now() - ms);
 }
 
 function el(tag, text, cls) {
@@ -251,8 +257,24 @@ async function loadDecisions() {
   list.replaceChildren(...decisions.reverse().map((d) => el("li", describeDecision(d))));
 }
 
+// The page's one event stream, shared by every view: other scripts (workflows.js) ask for
+// the event kinds they need with `onServerEvents`, before or after the stream opens.
+let eventSource = null;
+const eventHandlers = [];
+
+function listen(source, kinds, fn) {
+  kinds.forEach((k) => source.addEventListener(k, (e) => fn(e.type, JSON.parse(e.data))));
+}
+
+function onServerEvents(kinds, fn) {
+  eventHandlers.push({ kinds, fn });
+  if (eventSource) listen(eventSource, kinds, fn);
+}
+
 function connectEvents() {
   const source = new EventSource("/events");
+  eventSource = source;
+  eventHandlers.forEach((h) => listen(source, h.kinds, h.fn));
   const events = $("events");
   let pending = false;
   const onEvent = (e) => {

@@ -1,0 +1,32 @@
+//! Every asset the page names is served, so a new script cannot be left out of `asset`.
+
+use axum::extract::Path;
+
+use super::{asset, INDEX};
+
+/// The `/assets/...` paths named in `src="..."` and `href="..."` attributes of the page.
+fn named_assets() -> Vec<String> {
+    INDEX
+        .split("\"/assets/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_asset_the_page_names_is_served() {
+    let names = named_assets();
+    assert!(
+        names.iter().any(|n| n == "workflows.js"),
+        "the page loads the workflows view: {names:?}"
+    );
+    for name in names {
+        let served = asset(Path(name.clone())).await;
+        assert!(
+            served.is_ok(),
+            "`/assets/{name}` is named by the page but not served"
+        );
+    }
+    assert!(asset(Path("nope.js".into())).await.is_err());
+}
