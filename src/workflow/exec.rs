@@ -32,7 +32,11 @@ impl EngineState {
         }
         let batch = std::mem::take(&mut self.batch);
         let deferred = std::mem::take(&mut self.deferred);
-        if self.store.is_none() || batch.is_empty() {
+        let Some(store) = self.store.clone() else {
+            self.run_deferred(deferred);
+            return;
+        };
+        if batch.is_empty() {
             self.run_deferred(deferred);
             return;
         }
@@ -42,11 +46,10 @@ impl EngineState {
         let queue = self.queue.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            // Through the queue, into the task store's own transaction: the queue answers
-            // a step's waiter before the task's completion is committed, and the round
-            // lands with (or after) that completion, so a crash never runs a finished
-            // step's task again, and one commit carries both.
-            commit(&queue, batch).await;
+            // The queue answers a step's waiter before the task's completion is committed
+            // to its own tables: that commit must land too before the next step starts, or
+            // a crash would run the finished step's task again. Both commits run at once.
+            tokio::join!(commit(&store, &batch), queue_durable(&queue));
             metrics.checkpoint_latency.observe(started.elapsed());
             let _ = me.send(EngineMsg::Committed(deferred));
         });
@@ -293,16 +296,26 @@ fn verb(op: Control) -> &'static str {
     }
 }
 
+/// Waits until every change the queue made so far is committed to the task store.
+async fn queue_durable(queue: &crate::queue::QueueRef) {
+    let mut delay = Duration::from_millis(50);
+    while let Err(e) = queue.flush().await {
+        if matches!(e, crate::Error::Stopped { .. }) {
+            return;
+        }
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "task store flush failed");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Commits `batch`, trying again with backoff until it lands: what it holds already
-/// happened in memory, and nothing it caused happens before it is durable. A stopped queue
-/// ends the wait (the coordinator is stopping; what was not committed is recovered from
-/// the tasks' own rows).
-async fn commit(queue: &crate::queue::QueueRef, batch: WorkflowBatch) {
+/// happened in memory, and nothing it caused happens before it is durable.
+async fn commit(store: &crate::store::Store, batch: &WorkflowBatch) {
     let mut delay = Duration::from_millis(50);
     loop {
-        match queue.journal(batch.clone()).await {
+        match store.write_workflows(batch).await {
             Ok(()) => return,
-            Err(crate::Error::Stopped { .. }) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
                 tokio::time::sleep(delay).await;

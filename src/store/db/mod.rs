@@ -42,7 +42,6 @@ mod read;
 mod sqlite;
 mod unnest;
 mod values;
-#[macro_use]
 mod workflows;
 mod write;
 

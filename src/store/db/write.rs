@@ -183,7 +183,6 @@ macro_rules! write_batch {
                 qb.build().execute(&mut *tx).await?;
             }
         }
-        write_workflow_rows!(tx, $db, &batch.workflows);
         tx.commit().await.map(|()| taken)
     }};
 }
