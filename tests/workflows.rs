@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wrangle::prelude::*;
-use wrangle::workflow::{Condition, Input, Op, RunStatus, Step, Workflow, WorkflowDef};
+use wrangle::workflow::{
+    BulkFilter, Condition, Control, Input, Op, RunStatus, Step, Workflow, WorkflowDef,
+};
 use wrangle::StoreConfig;
 
 #[macro_use]
@@ -63,6 +65,20 @@ fn builder(
                 } else {
                     Err(TaskError::permanent("not ok"))
                 }
+            }),
+        )
+        .handler(
+            "planner",
+            handler_fn(|_ctx, count: usize| async move {
+                let steps: Vec<Value> = (0..count)
+                    .map(|i| {
+                        json!({"kind": "task", "name": format!("p{i}"), "task_type": "add",
+                        "input": {"value": i}, "output_key": format!("p{i}")})
+                    })
+                    .collect();
+                Ok::<_, TaskError>(json!({
+                    "steps": [{"kind": "parallel", "name": "calls", "steps": steps}]
+                }))
             }),
         )
         .handler(
@@ -310,7 +326,190 @@ async fn bad_definitions_are_refused_naming_the_step(url: String) {
     c.stop(true).await.unwrap();
 }
 
+/// `kid`: n → n + 1 → × 2, with a `count` step in between (which hangs at `hang_at`).
+fn kid() -> Workflow {
+    Workflow::new("kid")
+        .step(Step::task("inc", "add").input_key("n").output_key("n"))
+        .step(Step::task("mark", "count").input(Input::Value(json!("kid-mark"))))
+        .step(Step::task("dbl", "double").input_key("n").output_key("n"))
+}
+
+/// `parent`: a child run of `kid`, then a dynamic step adding `count` parallel calls.
+fn parent() -> Workflow {
+    Workflow::new("parent")
+        .step(
+            Step::child("sub", "kid")
+                .input(Input::Keys(vec!["n".into()]))
+                .output_key("kid"),
+        )
+        .step(
+            Step::dynamic("plan", "planner")
+                .input_key("count")
+                .output_key("plan"),
+        )
+        .step(Step::task("after", "count").input(Input::Value(json!("parent-after"))))
+}
+
+async fn child_runs_and_dynamic_steps_run_to_the_end(url: String) {
+    let counts = Counts::default();
+    let c = builder(&url, counts.clone(), None)
+        .workflow(kid())
+        .workflow(parent())
+        .start()
+        .await
+        .unwrap();
+    let flows = c.workflows();
+    let run = flows
+        .start("parent", json!({"n": 5, "count": 3}))
+        .await
+        .unwrap();
+    let done = flows.wait(run, WAIT).await.unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{done:?}");
+    assert_eq!(done.state["kid"], json!({"n": 12}), "{done:?}");
+    for i in 0..3 {
+        assert_eq!(done.state[&format!("p{i}")], json!(i + 1), "{done:?}");
+    }
+    // The child, the planner, three calls and `after`.
+    assert_eq!(done.steps_completed, 6);
+    assert_eq!(done.steps_total, 6);
+    let kids: Vec<_> = flows
+        .list(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.workflow == "kid")
+        .collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    assert_eq!(kids[0].status, RunStatus::Completed);
+    // A child step naming an unregistered workflow is refused, naming the step.
+    let orphan = Workflow::new("orphan").step(Step::child("lost", "nowhere"));
+    let err = flows.register(orphan).await.unwrap_err().to_string();
+    assert!(
+        err.contains("step \"lost\"") && err.contains("nowhere"),
+        "{err}"
+    );
+    c.stop(true).await.unwrap();
+}
+
+async fn a_restart_finds_the_child_run_again(url: String) {
+    let counts = Counts::default();
+    let c = builder(&url, counts.clone(), Some("kid-mark"))
+        .workflow(kid())
+        .workflow(parent())
+        .start()
+        .await
+        .unwrap();
+    let run = c
+        .workflows()
+        .start("parent", json!({"n": 1, "count": 1}))
+        .await
+        .unwrap();
+    let probe = counts.clone();
+    common::eventually("the child's mark step to start", WAIT, || {
+        let n = probe.lock().unwrap().get("kid-mark").copied();
+        async move { n == Some(1) }
+    })
+    .await;
+    c.stop(false).await.unwrap();
+    let c = builder(&url, counts.clone(), None)
+        .workflow(kid())
+        .workflow(parent())
+        .start()
+        .await
+        .unwrap();
+    let done = c.workflows().wait(run, WAIT).await.unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{done:?}");
+    assert_eq!(done.state["kid"], json!({"n": 4}));
+    let counts = counts.lock().unwrap().clone();
+    // The mark step was in flight at the stop: it ran again; nothing else did.
+    assert_eq!(counts.get("kid-mark"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("parent-after"), Some(&1), "{counts:?}");
+    let kids = c.workflows().list(None, 100).await.unwrap();
+    let kids: Vec<_> = kids.iter().filter(|r| r.workflow == "kid").collect();
+    assert_eq!(kids.len(), 1, "one child run, found again: {kids:?}");
+    c.stop(true).await.unwrap();
+}
+
+async fn bulk_operations_and_cancelling_a_parent(url: String) {
+    let counts = Counts::default();
+    let c = builder(&url, counts.clone(), Some("s01"))
+        .workflow(counted(3))
+        .workflow(kid())
+        .workflow(parent())
+        .start()
+        .await
+        .unwrap();
+    let flows = c.workflows();
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(flows.start("counted", json!({})).await.unwrap());
+    }
+    let probe = counts.clone();
+    common::eventually("every run's s01 to start", WAIT, || {
+        let n = probe.lock().unwrap().get("s01").copied();
+        async move { n == Some(5) }
+    })
+    .await;
+    let only = |status| BulkFilter {
+        workflow: Some("counted".into()),
+        status,
+    };
+    let paused = flows.bulk(Control::Pause, only(None)).await.unwrap();
+    assert_eq!((paused.matched, paused.changed), (5, 5), "{paused:?}");
+    for run in &runs {
+        assert_eq!(flows.status(*run).await.unwrap().status, RunStatus::Paused);
+    }
+    // Nothing is paused any more once resumed: a second resume matches nothing.
+    let resumed = flows.bulk(Control::Resume, only(None)).await.unwrap();
+    assert_eq!(resumed.changed, 5);
+    let again = flows.bulk(Control::Resume, only(None)).await.unwrap();
+    assert_eq!((again.matched, again.changed), (0, 0));
+    let cancelled = flows
+        .bulk(Control::Cancel, only(Some(RunStatus::Running)))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.changed, 5, "{cancelled:?}");
+    for run in &runs {
+        let s = flows.wait(*run, WAIT).await.unwrap();
+        assert_eq!(s.status, RunStatus::Cancelled);
+    }
+    assert_eq!(counts.lock().unwrap().get("s02"), None);
+
+    // Cancelling a parent cancels the child run it waits on (whose step hangs: it
+    // counts "s01").
+    let stuck =
+        Workflow::new("stuck").step(Step::task("hang", "count").input(Input::Value(json!("s01"))));
+    flows.register(stuck).await.unwrap();
+    flows
+        .register(Workflow::new("holder").step(Step::child("sub", "stuck")))
+        .await
+        .unwrap();
+    let run = flows.start("holder", json!({})).await.unwrap();
+    let probe = counts.clone();
+    common::eventually("the child's step to start", WAIT, || {
+        let n = probe.lock().unwrap().get("s01").copied();
+        async move { n == Some(6) }
+    })
+    .await;
+    let list = flows.list(Some(RunStatus::Running), 100).await.unwrap();
+    let kid = list
+        .iter()
+        .find(|r| r.workflow == "stuck")
+        .expect("child runs")
+        .id;
+    assert_eq!(
+        flows.cancel(run).await.unwrap().status,
+        RunStatus::Cancelled
+    );
+    let kid = flows.wait(kid, WAIT).await.unwrap();
+    assert_eq!(kid.status, RunStatus::Cancelled, "{kid:?}");
+    c.stop(true).await.unwrap();
+}
+
 on_both!(
+    child_runs_and_dynamic_steps_run_to_the_end,
+    a_restart_finds_the_child_run_again,
+    bulk_operations_and_cancelling_a_parent,
     every_pattern_runs_to_the_end,
     a_restart_resumes_without_running_a_completed_step_again,
     runs_pause_resume_cancel_and_retry,

@@ -82,6 +82,63 @@ fn default_concurrency() -> u32 {
     16
 }
 
+/// A task whose output adds steps at run time: it returns a list of steps (the JSON form
+/// of [`Step`]), or an object whose `steps` field holds one, and they run next, in order,
+/// as part of this step. An empty list (or an object without `steps`) adds nothing. The
+/// whole output goes under `output_key` first, so the added steps can read it. Added
+/// steps are checked like a definition's (names, bounds, conditions; input functions are
+/// refused) and may not number more than `max_steps`, nested ones included; a bad list
+/// fails the step, naming what is wrong. Their step keys are `NAME/KEY`, `KEY` being this
+/// step's. Because the output is journaled, a recovered run rebuilds the same steps: this
+/// is how an agent's model → tools → model loop runs durably (a loop around a dynamic
+/// step whose output lists the tool calls).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicStep {
+    /// The step's name, unique in the workflow.
+    pub name: String,
+    /// The registered task type that says which steps follow.
+    pub task_type: String,
+    /// What the task receives.
+    #[serde(default)]
+    pub input: Input,
+    /// The state key its output is written under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_key: Option<String>,
+    /// Most steps it may add (default 100).
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+    /// Its task's options.
+    #[serde(default)]
+    pub options: TaskOptions,
+}
+
+fn default_max_steps() -> u32 {
+    100
+}
+
+/// Another registered workflow run as one step: a child run, started with the newest
+/// version of `workflow` (and pinned to it) on this step's input. The step is done when
+/// the child completes, with the child's final state as its output; it fails when the
+/// child fails, stops or is cancelled. Cancelling (or failing) the parent cancels its
+/// children; a paused parent lets its children run on. The child's id follows from the
+/// parent's, its retry generation and the step, so a recovered parent finds its child
+/// again instead of starting a second one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildStep {
+    /// The step's name, unique in the workflow.
+    pub name: String,
+    /// The registered workflow to run.
+    pub workflow: String,
+    /// The child's input: an object (any other value goes under the key `input`).
+    #[serde(default)]
+    pub input: Input,
+    /// The state key the child's final state is written under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_key: Option<String>,
+}
+
 /// A step of a workflow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -104,6 +161,10 @@ pub enum Step {
     },
     /// A task type over a list (see [`MapStep`]).
     Map(MapStep),
+    /// A task whose output adds the steps that follow (see [`DynamicStep`]).
+    Dynamic(DynamicStep),
+    /// A child workflow run (see [`ChildStep`]).
+    Child(ChildStep),
     /// A durable timer: the run waits this long, across restarts.
     Sleep {
         /// The step's name, unique in the workflow.
@@ -172,6 +233,8 @@ impl Step {
         match self {
             Self::Task(t) => &t.name,
             Self::Map(m) => &m.name,
+            Self::Dynamic(d) => &d.name,
+            Self::Child(c) => &c.name,
             Self::Sequence { name, .. }
             | Self::Parallel { name, .. }
             | Self::Sleep { name, .. }
@@ -189,7 +252,33 @@ impl Step {
             Self::Condition {
                 then, otherwise, ..
             } => then.iter().chain(otherwise).collect(),
-            Self::Task(_) | Self::Map(_) | Self::Sleep { .. } => Vec::new(),
+            Self::Task(_)
+            | Self::Map(_)
+            | Self::Sleep { .. }
+            | Self::Dynamic(_)
+            | Self::Child(_) => Vec::new(),
+        }
+    }
+
+    /// A dynamic step: a task of `task_type` whose output lists the steps that follow.
+    pub fn dynamic(name: impl Into<String>, task_type: impl Into<String>) -> DynamicStep {
+        DynamicStep {
+            name: name.into(),
+            task_type: task_type.into(),
+            input: Input::State,
+            output_key: None,
+            max_steps: default_max_steps(),
+            options: TaskOptions::default(),
+        }
+    }
+
+    /// A child run of the registered workflow `workflow`, on the whole state.
+    pub fn child(name: impl Into<String>, workflow: impl Into<String>) -> ChildStep {
+        ChildStep {
+            name: name.into(),
+            workflow: workflow.into(),
+            input: Input::State,
+            output_key: None,
         }
     }
 }
@@ -260,6 +349,63 @@ impl MapStep {
 impl From<MapStep> for Step {
     fn from(step: MapStep) -> Self {
         Self::Map(step)
+    }
+}
+
+impl DynamicStep {
+    /// Reads its input from `input`.
+    pub fn input(mut self, input: Input) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Reads its input from the state key `key`.
+    pub fn input_key(self, key: impl Into<String>) -> Self {
+        self.input(Input::Key(key.into()))
+    }
+
+    /// Writes its output under `key`.
+    pub fn output_key(mut self, key: impl Into<String>) -> Self {
+        self.output_key = Some(key.into());
+        self
+    }
+
+    /// Adds at most `n` steps.
+    pub fn max_steps(mut self, n: u32) -> Self {
+        self.max_steps = n;
+        self
+    }
+
+    /// Its task's options.
+    pub fn options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+impl From<DynamicStep> for Step {
+    fn from(step: DynamicStep) -> Self {
+        Self::Dynamic(step)
+    }
+}
+
+impl ChildStep {
+    /// The child's input.
+    pub fn input(mut self, input: Input) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Writes the child's final state under `key`.
+    pub fn output_key(mut self, key: impl Into<String>) -> Self {
+        self.output_key = Some(key.into());
+        self
+    }
+}
+
+impl From<ChildStep> for Step {
+    fn from(step: ChildStep) -> Self {
+        Self::Child(step)
     }
 }
 

@@ -19,7 +19,7 @@ use super::WorkflowMetrics;
 use super::{RunId, RunSnapshot, RunStatus, WorkflowError};
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::queue::QueueRef;
-use crate::store::{Store, WorkflowBatch};
+use crate::store::{Store, WorkflowBatch, WorkflowEventRow, WorkflowRunRow};
 use crate::task::{Submitted, TaskId, TaskOutcome};
 
 /// Says whether something runs a task type (handlers here, online nodes).
@@ -86,6 +86,18 @@ pub(crate) enum EngineMsg {
     },
     /// Registered workflows: name, newest version, definition.
     Definitions(RpcReplyPort<Vec<(String, String, super::WorkflowDef)>>),
+    /// What the store holds of a child run its parent wants to start (none: start it).
+    ChildFound {
+        want: super::child::ChildWanted,
+        found: Result<Option<(WorkflowRunRow, Vec<WorkflowEventRow>)>, String>,
+    },
+    /// Pause, resume or cancel every active run that matches (or retry every failed one
+    /// in memory).
+    Bulk {
+        op: Control,
+        filter: super::BulkFilter,
+        reply: RpcReplyPort<super::BulkOutcome>,
+    },
 }
 
 impl ractor::Message for EngineMsg {}
@@ -123,6 +135,27 @@ pub(crate) struct RunEntry {
     /// Starts waiting for a resume.
     pub(crate) held: Vec<Action>,
     pub(crate) waiters: Vec<oneshot::Sender<RunSnapshot>>,
+    /// The parent's run, generation and step, for a child run (in memory: a recovered
+    /// parent links its children again when it asks for them).
+    pub(crate) parent: Option<(RunId, u32, String)>,
+    /// How deep it is under its top parent.
+    pub(crate) depth: u32,
+    /// Child runs started by its steps, by step key.
+    pub(crate) children: HashMap<String, RunId>,
+}
+
+impl RunEntry {
+    pub(crate) fn new(core: RunCore) -> Self {
+        Self {
+            core,
+            tasks: HashMap::new(),
+            held: Vec::new(),
+            waiters: Vec::new(),
+            parent: None,
+            depth: 0,
+            children: HashMap::new(),
+        }
+    }
 }
 
 /// The engine's state.
@@ -237,7 +270,7 @@ impl Actor for WorkflowEngine {
                 let _ = reply.send(state.register(workflow, true).await);
             }
             // Answered once the run's row is committed: a started run survives a crash.
-            EngineMsg::Start { name, input, reply } => match state.start_run(&name, input) {
+            EngineMsg::Start { name, input, reply } => match state.start_run(&name, input, None) {
                 Ok(id) => state.deferred.push(Deferred::Started(id, reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -296,6 +329,10 @@ impl Actor for WorkflowEngine {
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 let _ = reply.send(out);
             }
+            EngineMsg::ChildFound { want, found } => state.child_found(want, found),
+            EngineMsg::Bulk { op, filter, reply } => {
+                let _ = reply.send(state.bulk(op, &filter).await);
+            }
         }
         state.flush();
         Ok(())
@@ -310,6 +347,17 @@ impl EngineState {
     ) -> Result<String, WorkflowError> {
         if check_types {
             super::validate::validate(&workflow, &*self.serves)?;
+            let mut children = Vec::new();
+            super::validate::child_workflows(&workflow.def.steps, &mut children);
+            if let Some((step, name)) = children
+                .into_iter()
+                .find(|(_, name)| !self.latest.contains_key(name))
+            {
+                return Err(WorkflowError::invalid(
+                    &step,
+                    format!("child workflow {name:?} is not registered (register it first)"),
+                ));
+            }
         } else {
             super::validate::validate(&workflow, &|_| true)?;
         }
@@ -329,10 +377,13 @@ impl EngineState {
         Ok(version)
     }
 
-    fn start_run(
+    /// Starts a run of the newest version of `name`: a top-level one, or the child run
+    /// `(id, parent)`.
+    pub(crate) fn start_run(
         &mut self,
         name: &str,
         input: BTreeMap<String, Value>,
+        child: Option<(RunId, super::child::Parent)>,
     ) -> Result<RunId, WorkflowError> {
         let version = self
             .latest
@@ -344,19 +395,16 @@ impl EngineState {
             return Err(WorkflowError::TooManyRuns(active));
         }
         let workflow = self.defs[&(name.to_string(), version.clone())].clone();
-        let id = RunId::new();
+        let id = child.as_ref().map_or_else(RunId::new, |(id, _)| *id);
         let now = now_ms();
         let mut core = RunCore::new(id, workflow, version.into(), input, now);
         let actions = core.start(now);
-        self.runs.insert(
-            id,
-            RunEntry {
-                core,
-                tasks: HashMap::new(),
-                held: Vec::new(),
-                waiters: Vec::new(),
-            },
-        );
+        let mut entry = RunEntry::new(core);
+        if let Some((_, parent)) = child {
+            entry.depth = parent.depth;
+            entry.parent = Some(parent.step);
+        }
+        self.runs.insert(id, entry);
         self.dirty.insert(id);
         WorkflowMetrics::add(&self.metrics.started);
         WorkflowMetrics::add(&self.metrics.active);
@@ -477,6 +525,8 @@ impl EngineState {
         });
         m.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.announce(run, status.as_str());
+        self.ended_child(run);
+        self.cancel_children(run);
     }
 
     /// Publishes a run's change of status.

@@ -95,6 +95,11 @@ impl EngineState {
                             };
                             self.me.send_after(Duration::from_millis(wait), msg);
                         }
+                        Action::Child {
+                            key,
+                            workflow,
+                            input,
+                        } => self.start_child(run, generation, key, workflow, input),
                     }
                 }
                 Deferred::Cancel(tasks) => {
@@ -273,6 +278,56 @@ impl EngineState {
         }
         self.dirty.insert(run);
         Ok(self.runs[&run].core.snapshot())
+    }
+
+    /// Applies `op` to every run in memory that `filter` matches and `op` applies to:
+    /// pause, resume and cancel take active runs (every active run is in memory), retry
+    /// takes the failed and stopped runs still in memory.
+    pub(crate) async fn bulk(
+        &mut self,
+        op: Control,
+        filter: &super::BulkFilter,
+    ) -> super::BulkOutcome {
+        let applies = |status: RunStatus| match op {
+            Control::Pause => status == RunStatus::Running,
+            Control::Resume => status == RunStatus::Paused,
+            Control::Cancel => status.is_active(),
+            Control::Retry => matches!(status, RunStatus::Failed | RunStatus::Stopped),
+        };
+        let mut ids: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, e)| {
+                let status = e.core.status;
+                filter
+                    .workflow
+                    .as_deref()
+                    .is_none_or(|w| e.core.workflow.name() == w)
+                    && filter.status.is_none_or(|s| s == status)
+                    && applies(status)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        let mut out = super::BulkOutcome {
+            matched: ids.len() as u64,
+            ..Default::default()
+        };
+        for id in ids {
+            // A cancel ends children too: one may have ended since it matched.
+            if !self.runs.get(&id).is_some_and(|e| applies(e.core.status)) {
+                continue;
+            }
+            match self.control(id, op).await {
+                Ok(_) => out.changed += 1,
+                Err(e) if out.errors.len() < 100 => out.errors.push(super::BulkError {
+                    id,
+                    error: e.to_string(),
+                }),
+                Err(_) => {}
+            }
+        }
+        out
     }
 
     async fn stored_status(&self, run: RunId) -> Result<Option<RunStatus>, WorkflowError> {

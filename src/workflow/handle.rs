@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::engine::{Control, EngineArgs, EngineMsg, Serves, WorkflowEngine};
 use super::WorkflowMetrics;
 use super::{
-    journal, RunId, RunSnapshot, RunStatus, Workflow, WorkflowConfig, WorkflowDef, WorkflowError,
+    journal, BulkFilter, BulkOutcome, RunId, RunSnapshot, RunStatus, Workflow, WorkflowConfig,
+    WorkflowDef, WorkflowError,
 };
 use crate::error::Error;
 use crate::mailbox::{Mailbox, MailboxDepth};
@@ -222,6 +223,15 @@ impl Workflows {
     /// not run again.
     pub async fn retry(&self, run: RunId) -> Result<RunSnapshot, Error> {
         self.control(run, Control::Retry).await
+    }
+
+    /// Pauses, resumes or cancels every active run that `filter` matches, or retries every
+    /// matching failed or stopped run still in memory; says how many matched and changed,
+    /// and why any could not be.
+    pub async fn bulk(&self, op: Control, filter: BulkFilter) -> Result<BulkOutcome, Error> {
+        self.mailbox
+            .call(|reply| EngineMsg::Bulk { op, filter, reply }, None, ENGINE)
+            .await
     }
 
     async fn control(&self, run: RunId, op: Control) -> Result<RunSnapshot, Error> {

@@ -125,10 +125,7 @@ pub(crate) fn replay(
     let mut wanted: HashMap<String, Action> = HashMap::new();
     let mut keep = |actions: Vec<Action>| {
         for a in actions {
-            let key = match &a {
-                Action::Start { key, .. } | Action::Timer { key, .. } => key.clone(),
-            };
-            wanted.insert(key, a);
+            wanted.insert(a.key().to_string(), a);
         }
     };
     keep(run.start(row.created_at_ms));
@@ -159,14 +156,8 @@ pub(crate) fn replay(
         .filter(|(key, _)| run.running.contains_key(key))
         .map(|(_, a)| a)
         .collect();
-    again.sort_by(|a, b| action_key(a).cmp(action_key(b)));
+    again.sort_by(|a, b| a.key().cmp(b.key()));
     Ok((run, again))
-}
-
-fn action_key(a: &Action) -> &str {
-    match a {
-        Action::Start { key, .. } | Action::Timer { key, .. } => key,
-    }
 }
 
 /// A finished run's snapshot from its row alone.
@@ -178,6 +169,7 @@ pub(crate) fn snapshot_of_row(row: &WorkflowRunRow) -> Result<RunSnapshot, Strin
         version: row.version.clone(),
         status: row.status.parse()?,
         steps_completed: u64::try_from(row.steps_done).unwrap_or(0),
+        steps_total: u64::try_from(row.steps_done).unwrap_or(0),
         steps_running: BTreeMap::new(),
         state: serde_json::from_str(state_json).map_err(|e| format!("stored state: {e}"))?,
         error: row.error.clone(),

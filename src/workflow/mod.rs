@@ -1,7 +1,7 @@
 //! Durable workflows: named graphs of steps (sequences, parallel branches, maps and
-//! pipelines over lists, conditions, bounded loops, durable timers) where every step runs
-//! as an ordinary task, so it is queued, routed by labels, retried, timed out and
-//! supervised like any other, on any node.
+//! pipelines over lists, conditions, bounded loops, durable timers, steps added at run time
+//! by a step's output, child workflows) where every step runs as an ordinary task, so it is
+//! queued, routed by labels, retried, timed out and supervised like any other, on any node.
 //!
 //! Every step's outcome is journaled in the store before anything that follows it starts.
 //! A run is rebuilt by replaying its journal through the same state machine (no user code
@@ -13,10 +13,12 @@
 //! - [`Workflow`], [`Step`], [`Input`], [`Condition`]: definitions, from Rust builders or
 //!   as JSON ([`WorkflowDef`]); `validate` checks them and names the step at fault.
 //! - `node` and `run`: a run's tree of steps and its state machine (pure).
-//! - `engine` and `exec`: the engine actor and its side effects, group-committed.
+//! - `engine` and `exec`: the engine actor and its side effects, group-committed;
+//!   `child`: child runs.
 //! - `journal` and `recover`: rows of the journal, replay, and recovery at start.
 //! - [`Workflows`]: the handle ([`Coordinator::workflows`](crate::Coordinator::workflows)).
 
+mod child;
 mod cond;
 mod def;
 mod engine;
@@ -31,8 +33,11 @@ mod run;
 mod types;
 mod validate;
 
+pub use child::MAX_CHILD_DEPTH;
 pub use cond::{Condition, Op};
-pub use def::{Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef};
+pub use def::{
+    ChildStep, DynamicStep, Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef,
+};
 pub use engine::Control;
 pub use error::WorkflowError;
 pub use handle::Workflows;
@@ -61,6 +66,41 @@ impl Default for WorkflowConfig {
             keep_finished: 1_000,
         }
     }
+}
+
+/// Which runs a bulk operation takes: every run that matches all the fields given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    /// Runs of this workflow only.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Runs in this status only (running or paused for pause, resume and cancel; failed or
+    /// stopped for retry).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub status: Option<RunStatus>,
+}
+
+/// What a bulk operation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct BulkOutcome {
+    /// Runs that matched the filter.
+    pub matched: u64,
+    /// Runs it changed.
+    pub changed: u64,
+    /// Runs it could not change, with why (at most 100 listed).
+    pub errors: Vec<BulkError>,
+}
+
+/// A run a bulk operation could not change.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct BulkError {
+    /// The run.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: RunId,
+    /// Why.
+    pub error: String,
 }
 
 #[cfg(test)]

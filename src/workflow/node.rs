@@ -10,8 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use super::cond::Condition;
-use super::def::{Input, InputFn, MapStep, Step, TaskStep};
+use super::def::{ChildStep, DynamicStep, Input, InputFn, Step, TaskStep};
 use crate::task::TaskOptions;
+
+mod map;
+use map::MapNode;
 
 /// How a step ended, as the journal keeps it.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +38,21 @@ pub(crate) enum Action {
     /// Wake the step `key` at `due_ms` (Unix ms); `new` when the deadline is not yet
     /// journaled.
     Timer { key: String, due_ms: i64, new: bool },
+    /// Run the workflow `workflow` as a child for the step `key`.
+    Child {
+        key: String,
+        workflow: String,
+        input: Value,
+    },
+}
+
+impl Action {
+    /// The step it is for.
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Self::Start { key, .. } | Self::Timer { key, .. } | Self::Child { key, .. } => key,
+        }
+    }
 }
 
 /// What driving a node found.
@@ -116,6 +134,18 @@ pub(crate) enum Node {
         children: Vec<Node>,
     },
     Map(Box<MapNode>),
+    /// A task whose output adds steps, and those steps once it is done.
+    Dynamic {
+        step: DynamicStep,
+        key: String,
+        slot: Slot,
+        added: Option<Box<Node>>,
+    },
+    Child {
+        step: ChildStep,
+        key: String,
+        slot: Slot,
+    },
     Sleep {
         key: String,
         duration_ms: u64,
@@ -138,30 +168,6 @@ pub(crate) enum Node {
     },
 }
 
-/// A map's items in flight and done.
-#[derive(Debug)]
-pub(crate) struct MapNode {
-    step: MapStep,
-    /// Step keys of its items are `{prefix}[{item}].{stage}`.
-    prefix: String,
-    /// Read from the state when the map starts.
-    items: Option<Vec<Value>>,
-    /// The last stage's output per item.
-    outputs: Vec<Option<Value>>,
-    /// The next item to start.
-    next: usize,
-    in_flight: usize,
-    done: usize,
-    /// The item, stage and input of a failed item task, started again by a retry.
-    failed: Option<(usize, usize, Value, String)>,
-    /// Inputs of item tasks waiting to start (after a retry).
-    restart: Vec<(usize, usize, Value)>,
-    /// The last stage's input of each item in flight, kept for a retry.
-    inputs: HashMap<(usize, usize), Value>,
-    reduce: Slot,
-    finished: bool,
-}
-
 impl Node {
     /// The tree of `steps` in order, their keys suffixed with `scope` (loop iterations).
     pub(crate) fn sequence(steps: &[Step], scope: &str) -> Self {
@@ -182,20 +188,18 @@ impl Node {
             Step::Parallel { steps, .. } => Self::Par {
                 children: steps.iter().map(|s| Self::build(s, scope)).collect(),
             },
-            Step::Map(m) => Self::Map(Box::new(MapNode {
-                step: m.clone(),
-                prefix: format!("{}{scope}", m.name),
-                items: None,
-                outputs: Vec::new(),
-                next: 0,
-                in_flight: 0,
-                done: 0,
-                failed: None,
-                restart: Vec::new(),
-                inputs: HashMap::new(),
-                reduce: Slot::Idle,
-                finished: false,
-            })),
+            Step::Map(m) => Self::Map(Box::new(MapNode::new(m, scope))),
+            Step::Dynamic(d) => Self::Dynamic {
+                step: d.clone(),
+                key: format!("{}{scope}", d.name),
+                slot: Slot::Idle,
+                added: None,
+            },
+            Step::Child(c) => Self::Child {
+                step: c.clone(),
+                key: format!("{}{scope}", c.name),
+                slot: Slot::Idle,
+            },
             Step::Sleep { name, duration_ms } => Self::Sleep {
                 key: format!("{name}{scope}"),
                 duration_ms: *duration_ms,
@@ -233,7 +237,87 @@ impl Node {
     /// the subtree is.
     pub(crate) fn drive(&mut self, ctx: &mut Ctx<'_>) -> Progress {
         match self {
-            Self::Task { step, key, slot } => drive_task(step, key, slot, ctx),
+            Self::Task { step, key, slot } => {
+                let started = |ctx: &mut Ctx<'_>| {
+                    let input = ctx.input(&step.input);
+                    ctx.start(key.clone(), &step.task_type, input, &step.options);
+                };
+                match drive_slot(key, slot, ctx, started) {
+                    Some(output) => {
+                        if let Some(k) = &step.output_key {
+                            ctx.state.insert(k.clone(), output);
+                        }
+                        Progress::Done
+                    }
+                    None => slot_progress(key, slot),
+                }
+            }
+            Self::Child { step, key, slot } => {
+                let started = |ctx: &mut Ctx<'_>| {
+                    let input = match ctx.input(&step.input) {
+                        v @ Value::Object(_) => v,
+                        other => serde_json::json!({ "input": other }),
+                    };
+                    ctx.actions.push(Action::Child {
+                        key: key.clone(),
+                        workflow: step.workflow.clone(),
+                        input,
+                    });
+                };
+                match drive_slot(key, slot, ctx, started) {
+                    Some(output) => {
+                        if let Some(k) = &step.output_key {
+                            ctx.state.insert(k.clone(), output);
+                        }
+                        Progress::Done
+                    }
+                    None => slot_progress(key, slot),
+                }
+            }
+            Self::Dynamic {
+                step,
+                key,
+                slot,
+                added,
+            } => {
+                if added.is_none() {
+                    let started = |ctx: &mut Ctx<'_>| {
+                        let input = ctx.input(&step.input);
+                        ctx.start(key.clone(), &step.task_type, input, &step.options);
+                    };
+                    let Some(output) = drive_slot(key, slot, ctx, started) else {
+                        return slot_progress(key, slot);
+                    };
+                    let list = match &output {
+                        Value::Array(_) => Some(&output),
+                        Value::Object(o) => o.get("steps"),
+                        Value::Null => None,
+                        _ => {
+                            let e = "its output is neither a list of steps nor an object";
+                            *slot = Slot::Failed(e.into());
+                            return Progress::Failed(key.clone(), e.into());
+                        }
+                    };
+                    let steps = match list {
+                        None | Some(Value::Null) => Vec::new(),
+                        Some(list) => match super::validate::added_steps(list, step.max_steps) {
+                            Ok(steps) => steps,
+                            Err(e) => {
+                                *slot = Slot::Failed(e.clone());
+                                return Progress::Failed(key.clone(), e);
+                            }
+                        },
+                    };
+                    if let Some(k) = &step.output_key {
+                        ctx.state.insert(k.clone(), output);
+                    }
+                    *added = Some(Box::new(Self::sequence(&steps, &format!("/{key}"))));
+                }
+                match added {
+                    Some(node) => node.drive(ctx),
+                    None => Progress::Done,
+                }
+            }
             Self::Seq { children, cursor } => loop {
                 let Some(child) = children.get_mut(*cursor) else {
                     return Progress::Done;
@@ -336,15 +420,50 @@ impl Node {
         }
     }
 
+    /// Steps of this subtree not yet done, as far as the run knows now: a condition not yet
+    /// decided counts its longer branch, a loop its current iteration, a map whose list is
+    /// not read yet one item, a dynamic step only what it added so far.
+    pub(crate) fn remaining(&self) -> u64 {
+        let slot = |slot: &Slot| u64::from(!matches!(slot, Slot::Done));
+        match self {
+            Self::Task { slot: s, .. }
+            | Self::Sleep { slot: s, .. }
+            | Self::Child { slot: s, .. } => slot(s),
+            Self::Dynamic { slot: s, added, .. } => {
+                slot(s) + added.as_ref().map_or(0, |n| n.remaining())
+            }
+            Self::Seq { children, .. } | Self::Par { children } => {
+                children.iter().map(Self::remaining).sum()
+            }
+            Self::Map(map) => map.remaining(),
+            Self::Cond {
+                decided,
+                then,
+                otherwise,
+                ..
+            } => match decided {
+                Some(true) => then.remaining(),
+                Some(false) => otherwise.remaining(),
+                None => then.remaining().max(otherwise.remaining()),
+            },
+            Self::Loop { body, .. } => body.remaining(),
+        }
+    }
+
     /// Makes every step that failed or was in flight runnable again: a retry of the run,
     /// whose failure cancelled what was in flight.
     pub(crate) fn reset_unfinished(&mut self) {
         match self {
-            Self::Task { slot, .. } | Self::Sleep { slot, .. } => {
+            Self::Task { slot, .. } | Self::Sleep { slot, .. } | Self::Child { slot, .. } => {
                 if matches!(slot, Slot::Failed(_) | Slot::Started) {
                     *slot = Slot::Idle;
                 }
             }
+            Self::Dynamic { slot, added, .. } => match added {
+                Some(node) => node.reset_unfinished(),
+                None if matches!(slot, Slot::Failed(_) | Slot::Started) => *slot = Slot::Idle,
+                None => {}
+            },
             Self::Seq { children, .. } | Self::Par { children } => {
                 children.iter_mut().for_each(Self::reset_unfinished)
             }
@@ -361,182 +480,41 @@ impl Node {
     }
 }
 
-fn drive_task(step: &TaskStep, key: &str, slot: &mut Slot, ctx: &mut Ctx<'_>) -> Progress {
+/// Drives a step that is one thing to start and one event to wait for: starts it when
+/// idle, and gives its output when its event says it is done (a failure is kept in the
+/// slot; [`slot_progress`] reports it).
+fn drive_slot(
+    key: &str,
+    slot: &mut Slot,
+    ctx: &mut Ctx<'_>,
+    start: impl FnOnce(&mut Ctx<'_>),
+) -> Option<Value> {
     match slot {
         Slot::Idle => {
-            let input = ctx.input(&step.input);
-            ctx.start(key.to_string(), &step.task_type, input, &step.options);
+            start(ctx);
             *slot = Slot::Started;
-            Progress::Running
+            None
         }
         Slot::Started => match ctx.take(key) {
             Some(StepResult::Done(output)) => {
-                if let Some(k) = &step.output_key {
-                    ctx.state.insert(k.clone(), output);
-                }
                 *slot = Slot::Done;
-                Progress::Done
+                Some(output)
             }
             Some(StepResult::Failed(e)) => {
-                *slot = Slot::Failed(e.clone());
-                Progress::Failed(key.to_string(), e)
+                *slot = Slot::Failed(e);
+                None
             }
-            None => Progress::Running,
+            None => None,
         },
+        Slot::Done | Slot::Failed(_) => None,
+    }
+}
+
+/// Where a slot's step is, when [`drive_slot`] gave no output.
+fn slot_progress(key: &str, slot: &Slot) -> Progress {
+    match slot {
+        Slot::Idle | Slot::Started => Progress::Running,
         Slot::Done => Progress::Done,
         Slot::Failed(e) => Progress::Failed(key.to_string(), e.clone()),
-    }
-}
-
-impl MapNode {
-    fn item_key(&self, item: usize, stage: usize) -> String {
-        format!("{}[{item}].{stage}", self.prefix)
-    }
-
-    /// The item and stage of one of this map's item keys.
-    fn parse(&self, key: &str) -> Option<(usize, usize)> {
-        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix('[')?;
-        let (item, stage) = rest.split_once("].")?;
-        Some((item.parse().ok()?, stage.parse().ok()?))
-    }
-
-    fn start(&mut self, ctx: &mut Ctx<'_>, item: usize, stage: usize, input: Value) {
-        let key = self.item_key(item, stage);
-        self.inputs.insert((item, stage), input.clone());
-        ctx.start(key, &self.step.stages[stage], input, &self.step.options);
-    }
-
-    fn reset_unfinished(&mut self) {
-        let mut again: Vec<(usize, usize, Value)> = self
-            .inputs
-            .drain()
-            .map(|((item, stage), input)| (item, stage, input))
-            .collect();
-        again.extend(
-            self.failed
-                .take()
-                .map(|(item, stage, input, _)| (item, stage, input)),
-        );
-        again.sort_by_key(|(item, stage, _)| (*item, *stage));
-        self.restart.extend(again);
-        self.in_flight = 0;
-        if matches!(self.reduce, Slot::Failed(_) | Slot::Started) {
-            self.reduce = Slot::Idle;
-        }
-    }
-
-    fn drive(&mut self, ctx: &mut Ctx<'_>) -> Progress {
-        if self.finished {
-            return Progress::Done;
-        }
-        let items = match &self.items {
-            Some(items) => items.len(),
-            None => match ctx.state.get(&self.step.items) {
-                Some(Value::Array(list)) => {
-                    self.outputs = vec![None; list.len()];
-                    self.items = Some(list.clone());
-                    list.len()
-                }
-                other => {
-                    let found = other.map_or("nothing", json_kind);
-                    return Progress::Failed(
-                        self.prefix.clone(),
-                        format!("state key {:?} holds {found}, not a list", self.step.items),
-                    );
-                }
-            },
-        };
-        let reduce_key = format!("{}.reduce", self.prefix);
-        let event_key = ctx.event.as_ref().map(|(k, _)| k.clone());
-        if let Some(key) = event_key {
-            if let Some((item, stage)) = self.parse(&key) {
-                if item < items && stage < self.step.stages.len() {
-                    let result = ctx.take(&key).expect("the event is this key's");
-                    let input = self.inputs.remove(&(item, stage));
-                    match result {
-                        StepResult::Done(out) if stage + 1 < self.step.stages.len() => {
-                            self.start(ctx, item, stage + 1, out)
-                        }
-                        StepResult::Done(out) => {
-                            self.outputs[item] = Some(out);
-                            self.in_flight -= 1;
-                            self.done += 1;
-                        }
-                        StepResult::Failed(e) => {
-                            self.in_flight -= 1;
-                            let input = input.unwrap_or(Value::Null);
-                            self.failed = Some((item, stage, input, e));
-                        }
-                    }
-                }
-            }
-        }
-        if let Some((item, stage, _, e)) = &self.failed {
-            return Progress::Failed(self.item_key(*item, *stage), e.clone());
-        }
-        for (item, stage, input) in std::mem::take(&mut self.restart) {
-            self.in_flight += 1;
-            self.start(ctx, item, stage, input);
-        }
-        let limit = self.step.concurrency as usize;
-        while self.in_flight < limit && self.next < items {
-            let item = self.next;
-            let input = self.items.as_ref().expect("read above")[item].clone();
-            self.next += 1;
-            self.in_flight += 1;
-            self.start(ctx, item, 0, input);
-        }
-        if self.done < items {
-            return Progress::Running;
-        }
-        let outputs = || {
-            Value::Array(
-                self.outputs
-                    .iter()
-                    .map(|o| o.clone().unwrap_or(Value::Null))
-                    .collect(),
-            )
-        };
-        let value = match &self.step.reduce {
-            None => outputs(),
-            Some(task_type) => match &self.reduce {
-                Slot::Idle => {
-                    let input = outputs();
-                    ctx.start(reduce_key, task_type, input, &self.step.options);
-                    self.reduce = Slot::Started;
-                    return Progress::Running;
-                }
-                Slot::Started => match ctx.take(&reduce_key) {
-                    Some(StepResult::Done(v)) => v,
-                    Some(StepResult::Failed(e)) => {
-                        self.reduce = Slot::Failed(e.clone());
-                        return Progress::Failed(reduce_key, e);
-                    }
-                    None => return Progress::Running,
-                },
-                Slot::Failed(e) => return Progress::Failed(reduce_key, e.clone()),
-                Slot::Done => Value::Null,
-            },
-        };
-        if let Some(k) = &self.step.output_key {
-            ctx.state.insert(k.clone(), value);
-        }
-        self.reduce = Slot::Done;
-        self.finished = true;
-        // The items and outputs are in the state (or reduced): free them.
-        self.items = Some(Vec::new());
-        self.outputs = Vec::new();
-        Progress::Done
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }

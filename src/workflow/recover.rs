@@ -3,7 +3,6 @@
 //! the registered one, or the stored JSON of that version when it names no input
 //! function; without either it stops, saying why, instead of hanging.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::def::{Input, Step, Workflow, WorkflowDef};
@@ -41,8 +40,13 @@ pub(crate) async fn load_definitions(state: &mut EngineState) -> Result<(), Work
 
 fn names_functions<'a>(steps: impl IntoIterator<Item = &'a Step>) -> bool {
     steps.into_iter().any(|s| {
-        matches!(s, Step::Task(t) if matches!(t.input, Input::Fn(_)))
-            || names_functions(s.children())
+        let input = match s {
+            Step::Task(t) => Some(&t.input),
+            Step::Dynamic(d) => Some(&d.input),
+            Step::Child(c) => Some(&c.input),
+            _ => None,
+        };
+        matches!(input, Some(Input::Fn(_))) || names_functions(s.children())
     })
 }
 
@@ -88,7 +92,7 @@ pub(crate) async fn load_run(state: &mut EngineState, run: RunId) -> Result<(), 
     }
 }
 
-fn restore(state: &mut EngineState, row: &WorkflowRunRow, events: &[WorkflowEventRow]) {
+pub(crate) fn restore(state: &mut EngineState, row: &WorkflowRunRow, events: &[WorkflowEventRow]) {
     let id = RunId(row.id);
     let key = (row.workflow.clone(), row.version.clone());
     let Some(workflow) = state.defs.get(&key).cloned() else {
@@ -107,12 +111,7 @@ fn restore(state: &mut EngineState, row: &WorkflowRunRow, events: &[WorkflowEven
     };
     let generation = core.generation;
     let status = core.status;
-    let mut entry = RunEntry {
-        core,
-        tasks: HashMap::new(),
-        held: Vec::new(),
-        waiters: Vec::new(),
-    };
+    let mut entry = RunEntry::new(core);
     if status.is_active() {
         WorkflowMetrics::add(&state.metrics.recovered);
         WorkflowMetrics::add(&state.metrics.active);

@@ -135,11 +135,7 @@ impl RunCore {
         let progress = self.root.drive(&mut ctx);
         let actions = ctx.actions;
         for action in &actions {
-            match action {
-                Action::Start { key, .. } | Action::Timer { key, .. } => {
-                    self.running.insert(key.clone(), now_ms);
-                }
-            }
+            self.running.insert(action.key().to_string(), now_ms);
         }
         match progress {
             Progress::Running => {}
@@ -174,6 +170,7 @@ impl RunCore {
             version: self.version.to_string(),
             status: self.status,
             steps_completed: self.steps_completed,
+            steps_total: self.steps_completed + self.root.remaining(),
             steps_running: self.running.clone(),
             state: self.state.clone(),
             error: self.error.clone(),

@@ -61,6 +61,14 @@ impl Harness {
                     }
                     self.started.insert(key, ("timer".into(), json!(due_ms)));
                 }
+                Action::Child {
+                    key,
+                    workflow,
+                    input,
+                } => {
+                    self.started
+                        .insert(key, (format!("child:{workflow}"), input));
+                }
             }
         }
     }
@@ -128,12 +136,7 @@ impl Harness {
             rebuilt.running.keys().collect::<Vec<_>>(),
             self.run.running.keys().collect::<Vec<_>>()
         );
-        let again: Vec<String> = again
-            .iter()
-            .map(|a| match a {
-                Action::Start { key, .. } | Action::Timer { key, .. } => key.clone(),
-            })
-            .collect();
+        let again: Vec<String> = again.iter().map(|a| a.key().to_string()).collect();
         assert_eq!(again, self.keys());
     }
 }
@@ -338,4 +341,120 @@ fn a_timer_keeps_its_deadline_through_replay() {
     );
     h.done("wait", Value::Null);
     assert_eq!(h.keys(), ["after"]);
+}
+
+#[test]
+fn dynamic_steps_run_after_their_task_and_replay_the_same() {
+    let wf = Workflow::new("dyn")
+        .step(Step::dynamic("plan", "planner").output_key("plan"))
+        .step(Step::task("after", "t"));
+    let mut h = Harness::new(wf, json!({}));
+    assert_eq!(h.keys(), ["plan"]);
+    // Known so far: the planner and the step after it.
+    assert_eq!(h.run.snapshot().steps_total, 2);
+    let plan = json!({"steps": [
+        {"kind": "task", "name": "a", "task_type": "t", "output_key": "a"},
+        {"kind": "parallel", "name": "p", "steps": [
+            {"kind": "task", "name": "b", "task_type": "t", "input": {"key": "a"}},
+            {"kind": "task", "name": "c", "task_type": "t"}
+        ]}
+    ], "note": "kept"});
+    h.done("plan", plan.clone());
+    assert_eq!(h.keys(), ["a/plan"]);
+    assert_eq!(h.run.state["plan"], plan);
+    assert_eq!(h.run.snapshot().steps_total, 5);
+    h.check_replay();
+    h.done("a/plan", json!("A"));
+    assert_eq!(h.keys(), ["b/plan", "c/plan"]);
+    assert_eq!(h.input_of("b/plan"), &json!("A"));
+    h.check_replay();
+    h.done("b/plan", json!(1));
+    h.done("c/plan", json!(2));
+    assert_eq!(h.keys(), ["after"]);
+    h.done("after", json!(null));
+    assert_eq!(h.run.status, RunStatus::Completed);
+    assert_eq!(h.run.steps_completed, 5);
+    assert_eq!(h.run.snapshot().steps_total, 5);
+    h.check_replay();
+}
+
+#[test]
+fn a_loop_around_a_dynamic_step_is_an_agent_loop() {
+    let wf = Workflow::new("agent").step(Step::Loop {
+        name: "turns".into(),
+        steps: vec![Step::dynamic("model", "llm").output_key("reply").into()],
+        until: Condition::new("reply.done", Op::Truthy, None),
+        max_iterations: 5,
+    });
+    let mut h = Harness::new(wf, json!({"prompt": "hi"}));
+    assert_eq!(h.keys(), ["model@0"]);
+    let call = json!({"steps": [{"kind": "task", "name": "search", "task_type": "tool"}]});
+    h.done("model@0", call);
+    assert_eq!(h.keys(), ["search/model@0"]);
+    h.check_replay();
+    h.done("search/model@0", json!("found"));
+    // The tool's turn is over: the model is asked again, in the next iteration.
+    assert_eq!(h.keys(), ["model@1"]);
+    h.check_replay();
+    h.done("model@1", json!({"done": true, "text": "bye"}));
+    assert_eq!(h.run.status, RunStatus::Completed);
+    assert_eq!(h.run.state["reply"]["text"], json!("bye"));
+    h.check_replay();
+}
+
+#[test]
+fn bad_added_steps_fail_the_dynamic_step_and_a_retry_asks_again() {
+    let wf = Workflow::new("dyn").step(Step::dynamic("plan", "planner").max_steps(2));
+    let mut h = Harness::new(wf, json!({}));
+    let dup = json!([
+        {"kind": "task", "name": "a", "task_type": "t"},
+        {"kind": "task", "name": "a", "task_type": "t"}
+    ]);
+    h.done("plan", dup);
+    assert_eq!(h.run.status, RunStatus::Failed);
+    let error = h.run.error.clone().unwrap();
+    assert!(
+        error.contains("step plan") && error.contains("duplicate"),
+        "{error}"
+    );
+    h.check_replay();
+    h.event(RunEvent::Retry);
+    assert_eq!(h.keys(), ["plan"]);
+    let three = json!({"steps": [
+        {"kind": "task", "name": "a", "task_type": "t"},
+        {"kind": "sequence", "name": "s", "steps": [{"kind": "task", "name": "b", "task_type": "t"}]}
+    ]});
+    h.done("plan", three);
+    let error = h.run.error.clone().unwrap();
+    assert!(
+        error.contains("3 steps, more than its max_steps (2)"),
+        "{error}"
+    );
+    h.event(RunEvent::Retry);
+    h.done("plan", json!("not steps"));
+    let error = h.run.error.clone().unwrap();
+    assert!(error.contains("neither a list"), "{error}");
+    h.check_replay();
+}
+
+#[test]
+fn a_child_step_asks_for_its_run_and_takes_its_state() {
+    let wf = Workflow::new("parent")
+        .step(
+            Step::child("sub", "kid")
+                .input(Input::Key("n".into()))
+                .output_key("kid"),
+        )
+        .step(Step::task("after", "t").input_key("kid"));
+    let mut h = Harness::new(wf, json!({"n": 7}));
+    assert_eq!(h.keys(), ["sub"]);
+    // A value that is not an object goes under `input`.
+    assert_eq!(
+        h.started["sub"],
+        ("child:kid".to_string(), json!({"input": 7}))
+    );
+    h.check_replay();
+    h.done("sub", json!({"input": 7, "out": 8}));
+    assert_eq!(h.input_of("after"), &json!({"input": 7, "out": 8}));
+    h.check_replay();
 }

@@ -117,6 +117,9 @@ pub struct RunSnapshot {
     pub status: RunStatus,
     /// Steps completed so far (each map item's stage counts as one).
     pub steps_completed: u64,
+    /// Steps known so far, done or not: it grows as maps read their lists, loops iterate
+    /// and dynamic steps add steps (an undecided condition counts its longer branch).
+    pub steps_total: u64,
     /// Steps running now, by key, with the Unix ms they started.
     #[schema(value_type = Object)]
     pub steps_running: BTreeMap<String, i64>,

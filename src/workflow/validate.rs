@@ -123,6 +123,26 @@ fn check_step(
             check_key(name, m.output_key.as_deref())?;
             options(&m.options)?;
         }
+        Step::Dynamic(d) => {
+            task_type(&d.task_type)?;
+            options(&d.options)?;
+            check_input(wf, name, &d.input)?;
+            check_key(name, d.output_key.as_deref())?;
+            if d.max_steps == 0 || d.max_steps as usize > MAX_STEPS {
+                return Err(bad(format!("max_steps must be 1 to {MAX_STEPS}")));
+            }
+        }
+        Step::Child(c) => {
+            check_name(name, &c.workflow)?;
+            if c.workflow == def_name(wf) {
+                return Err(bad(
+                    "a workflow cannot run itself as a child (its runs would nest without end)"
+                        .into(),
+                ));
+            }
+            check_input(wf, name, &c.input)?;
+            check_key(name, c.output_key.as_deref())?;
+        }
         Step::Sleep { duration_ms, .. } => {
             if Duration::from_millis(*duration_ms) > MAX_SLEEP {
                 return Err(bad("a sleep lasts at most 365 days".into()));
@@ -153,6 +173,45 @@ fn check_step(
         check_step(wf, child, depth + 1, seen, serves)?;
     }
     Ok(())
+}
+
+fn def_name(wf: &Workflow) -> &str {
+    &wf.def.name
+}
+
+/// Checks the steps a dynamic step's task returned (`value`, already its list) and reads
+/// them: the same checks as a definition's, at most `max_steps` of them, nested ones
+/// included, and no input functions. Task types are not checked here: one that nothing
+/// serves fails its step when the queue refuses it, as the journal will say again on
+/// replay.
+pub(crate) fn added_steps(value: &serde_json::Value, max_steps: u32) -> Result<Vec<Step>, String> {
+    let steps: Vec<Step> = serde_json::from_value(value.clone())
+        .map_err(|e| format!("its output's steps do not parse: {e}"))?;
+    let wf = Workflow::new("added");
+    let mut seen = HashSet::new();
+    for step in &steps {
+        check_step(&wf, step, 1, &mut seen, &|_| true).map_err(|e| e.to_string())?;
+    }
+    if seen.len() > max_steps as usize {
+        return Err(format!(
+            "it added {} steps, more than its max_steps ({max_steps})",
+            seen.len()
+        ));
+    }
+    Ok(steps)
+}
+
+/// The workflows `steps` run as children.
+pub(crate) fn child_workflows<'a>(
+    steps: impl IntoIterator<Item = &'a Step>,
+    out: &mut Vec<(String, String)>,
+) {
+    for s in steps {
+        if let Step::Child(c) = s {
+            out.push((c.name.clone(), c.workflow.clone()));
+        }
+        child_workflows(s.children(), out);
+    }
 }
 
 fn check_key(step: &str, key: Option<&str>) -> Result<(), WorkflowError> {

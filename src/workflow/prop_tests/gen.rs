@@ -199,6 +199,10 @@ impl Namer {
                 self.output(&mut m.output_key);
             }
             Step::Sleep { name: n, .. } => *n = name,
+            // Not generated: their outputs are steps or child runs, which the simulated
+            // engine does not make.
+            Step::Dynamic(d) => d.name = name,
+            Step::Child(c) => c.name = name,
             Step::Sequence { name: n, steps } | Step::Parallel { name: n, steps } => {
                 *n = name;
                 steps.iter_mut().for_each(|s| self.name(s));

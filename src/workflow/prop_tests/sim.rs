@@ -143,6 +143,9 @@ impl Sim {
             Action::Timer { key, due_ms, .. } => {
                 self.timers.insert(key, (generation, due_ms));
             }
+            Action::Child { key, .. } => {
+                prop_assert!(false, "{key}: the generator makes no child steps");
+            }
         }
         Ok(())
     }
@@ -444,7 +447,5 @@ fn nth<'a>(mut keys: impl ExactSizeIterator<Item = &'a String>, pick: usize) -> 
 }
 
 fn action_key(a: &Action) -> &str {
-    match a {
-        Action::Start { key, .. } | Action::Timer { key, .. } => key,
-    }
+    a.key()
 }
