@@ -287,3 +287,152 @@ async fn runs_are_cancelled_and_conflicts_answered_409() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     c.stop(true).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_actions_take_every_matching_run() {
+    let (app, c) = app().await;
+    for name in ["stuck", "other"] {
+        let def =
+            json!({"name": name, "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
+        assert_eq!(
+            call(&app, "POST", "/workflows", Some(def), ADMIN).await.0,
+            StatusCode::CREATED
+        );
+    }
+    for name in ["stuck", "stuck", "stuck", "other"] {
+        let uri = format!("/workflows/{name}/runs");
+        assert_eq!(
+            call(&app, "POST", &uri, None, ADMIN).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let filter = json!({"workflow": "stuck", "status": "running"});
+    let uri = "/workflows/runs/bulk/pause";
+    assert_eq!(
+        call(&app, "POST", uri, Some(filter.clone()), "submitter-t0ken")
+            .await
+            .0,
+        StatusCode::FORBIDDEN,
+        "bulk actions need `operate`"
+    );
+    let (status, body) = call(&app, "POST", uri, Some(filter), ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["matched"].clone(), body["changed"].clone()),
+        (json!(3), json!(3))
+    );
+    let (_, paused) = call(&app, "GET", "/workflows/runs?status=paused", None, ADMIN).await;
+    assert_eq!(paused.as_array().unwrap().len(), 3, "{paused}");
+    // `{}` takes every active run: the three paused ones and the other one.
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/workflows/runs/bulk/cancel",
+        Some(json!({})),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["changed"], json!(4), "{body}");
+    // Bad filters name their field; an unknown action is a 404.
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/workflows/runs/bulk/cancel",
+        Some(json!({"status": "sleeping"})),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("status"), "{body}");
+    let long = "w".repeat(65);
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/workflows/runs/bulk/cancel",
+        Some(json!({"workflow": long})),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("workflow"), "{body}");
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/workflows/runs/bulk/explode",
+        Some(json!({})),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    c.stop(true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_definitions_carry_child_and_dynamic_steps() {
+    let (app, c) = app().await;
+    let kid = json!({"name": "kid", "steps": [
+        {"kind": "task", "name": "inc", "task_type": "add", "input": {"key": "n"}, "output_key": "n"}
+    ]});
+    assert_eq!(
+        call(&app, "POST", "/workflows", Some(kid), ADMIN).await.0,
+        StatusCode::CREATED
+    );
+    // The dynamic step's task returns the steps to run: here `add` returns a number, which
+    // is not a list of steps, so the run fails naming the step.
+    let parent = json!({"name": "parent", "steps": [
+        {"kind": "child", "name": "sub", "workflow": "kid", "output_key": "kid"},
+        {"kind": "dynamic", "name": "plan", "task_type": "add", "input": {"value": 1}, "max_steps": 5}
+    ]});
+    let (status, body) = call(&app, "POST", "/workflows", Some(parent), ADMIN).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, run) = call(
+        &app,
+        "POST",
+        "/workflows/parent/runs",
+        Some(json!({"n": 1})),
+        ADMIN,
+    )
+    .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let (status, done) = call(
+        &app,
+        "GET",
+        &format!("/workflows/runs/{id}/wait?timeout=20s"),
+        None,
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["state"]["kid"], json!({"n": 2}), "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("step plan") && error.contains("neither a list"),
+        "{error}"
+    );
+    // A child naming an unregistered workflow, or a bad max_steps, is refused naming the step.
+    for (bad, step) in [
+        (
+            json!({"kind": "child", "name": "lost", "workflow": "nowhere"}),
+            "lost",
+        ),
+        (
+            json!({"kind": "dynamic", "name": "big", "task_type": "add", "max_steps": 0}),
+            "big",
+        ),
+        (
+            json!({"kind": "child", "name": "me", "workflow": "selfish"}),
+            "me",
+        ),
+    ] {
+        let def = json!({"name": "selfish", "steps": [bad]});
+        let (status, body) = call(&app, "POST", "/workflows", Some(def), ADMIN).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body.to_string().contains(&format!("steps.{step}")),
+            "{body}"
+        );
+    }
+    c.stop(true).await.unwrap();
+}

@@ -146,7 +146,7 @@ pub(crate) struct ApiState {
         stream::events, prometheus::metrics, auth::login, auth::logout,
         compute::list, compute::add, compute::remove,
         workflows::definitions, workflows::register, workflows::start, workflows::list,
-        workflows::get, workflows::wait, workflows::control,
+        workflows::get, workflows::wait, workflows::control, workflows::bulk,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -240,6 +240,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             )),
         )
         .route("/workflows/runs/{id}/{action}", post(workflows::control))
+        .route("/workflows/runs/bulk/{action}", post(workflows::bulk))
         .route("/workflows/{name}/runs", post(workflows::start))
         .route("/scale/history", get(cluster::scale_history))
         .route("/stats", get(cluster::stats))

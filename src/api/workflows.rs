@@ -16,7 +16,10 @@ use serde_json::Value;
 use super::error::{ApiError, ErrorBody};
 use super::tasks::{page_limit, parse_duration, query_error};
 use super::ApiState;
-use crate::workflow::{RunId, RunSnapshot, RunStatus, WorkflowDef, WorkflowError};
+use crate::workflow::{
+    BulkFilter, BulkOutcome, Control, RunId, RunSnapshot, RunStatus, WorkflowDef, WorkflowError,
+    MAX_NAME_LEN,
+};
 
 fn parse_run(raw: &str) -> Result<RunId, ApiError> {
     raw.parse()
@@ -236,4 +239,41 @@ pub(crate) async fn control(
         }
     };
     Ok(Json(run))
+}
+
+/// Pauses, resumes or cancels every active run that the body's filter matches (every
+/// field given must match; `{}` takes every active run), or retries every matching failed
+/// or stopped run still in memory. Runs it cannot change are listed with why.
+#[utoipa::path(post, path = "/workflows/runs/bulk/{action}", tag = "workflows",
+    params(("action" = String, Path, description = "pause, resume, cancel or retry")),
+    request_body = BulkFilter,
+    responses((status = 200, body = BulkOutcome), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such action")))]
+pub(crate) async fn bulk(
+    State(state): State<ApiState>,
+    Path(action): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    let op = match action.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "cancel" => Control::Cancel,
+        "retry" => Control::Retry,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no bulk action `{}`: use pause, resume, cancel or retry",
+                other.escape_debug()
+            )))
+        }
+    };
+    let filter: BulkFilter = body(raw)?;
+    if let Some(w) = &filter.workflow {
+        if w.is_empty() || w.len() > MAX_NAME_LEN {
+            return Err(ApiError::bad(
+                "workflow",
+                format!("a workflow name is 1 to {MAX_NAME_LEN} characters"),
+            ));
+        }
+    }
+    Ok(Json(state.coordinator.workflows().bulk(op, filter).await?))
 }

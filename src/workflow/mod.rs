@@ -74,11 +74,12 @@ impl Default for WorkflowConfig {
 pub struct BulkFilter {
     /// Runs of this workflow only.
     #[serde(default)]
+    #[schema(max_length = 64)]
     pub workflow: Option<String>,
     /// Runs in this status only (running or paused for pause, resume and cancel; failed or
     /// stopped for retry).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, example = "running")]
     pub status: Option<RunStatus>,
 }
 
