@@ -19,6 +19,7 @@ pub(crate) use crate::worker::{AttemptOutcome, WorkerCall};
 // Task-level types, kept nameable here for the queue's callers.
 pub(crate) use crate::task::{Submitted, TaskQuery};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -288,13 +289,20 @@ impl QueueRef {
     /// finishes: the workflow engine's one stream for all its steps. A task whose
     /// idempotency key matched one known only to the store is not followed here
     /// (`Submitted::existing`): the caller waits for it with [`QueueRef::wait_for`].
+    ///
+    /// `fresh`: the caller knows that no task ever held these specs' idempotency keys (the
+    /// workflow engine's new steps), so the store is not asked about them; only memory is.
     pub(crate) async fn submit_batch_into(
         &self,
         specs: Vec<TaskSpec>,
         outcomes: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+        fresh: bool,
     ) -> Result<Vec<Submitted>, Error> {
-        self.submit_inner(specs, Some(Waiter::Stream(outcomes)))
-            .await
+        let known = fresh.then(HashMap::new);
+        let accepted = self
+            .accept_known(specs, Some(Waiter::Stream(outcomes)), known)
+            .await?;
+        Ok(accepted.settle().await?)
     }
 
     /// Submits one task and waits for its outcome.
@@ -334,12 +342,23 @@ impl QueueRef {
         specs: Vec<TaskSpec>,
         waiter: Option<Waiter>,
     ) -> Result<Accepted, Error> {
+        self.accept_known(specs, waiter, None).await
+    }
+
+    /// [`Self::accept`], with the idempotency keys the store holds already looked up
+    /// (`None`: the queue looks up those memory does not hold).
+    async fn accept_known(
+        &self,
+        specs: Vec<TaskSpec>,
+        waiter: Option<Waiter>,
+        known: Option<HashMap<String, TaskId>>,
+    ) -> Result<Accepted, Error> {
         let accepted = self
             .mailbox
             .call(
                 |reply| QueueMsg::Submit {
                     specs,
-                    known: None,
+                    known,
                     waiter,
                     reply,
                 },

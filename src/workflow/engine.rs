@@ -174,6 +174,10 @@ pub(crate) struct EngineState {
     pub(crate) finished: VecDeque<RunId>,
     /// Which run and step each step task is.
     pub(crate) by_task: HashMap<TaskId, (RunId, String)>,
+    /// Steps whose task may already exist (in flight at a restart): their submits ask the
+    /// store for their idempotency keys. Every other step's key is new, and is not looked
+    /// up.
+    pub(crate) unsure: HashSet<(RunId, String)>,
     /// Outcomes that came before the queue's answer to their submit, with when.
     pub(crate) early: HashMap<TaskId, (TaskOutcome, std::time::Instant)>,
     /// Where the queue sends step outcomes.
@@ -230,6 +234,7 @@ impl Actor for WorkflowEngine {
             finished: VecDeque::new(),
             by_task: HashMap::new(),
             early: HashMap::new(),
+            unsure: HashSet::new(),
             outcomes: tx,
             batch: WorkflowBatch::default(),
             dirty: HashSet::new(),
@@ -510,6 +515,9 @@ impl EngineState {
             self.by_task.remove(id);
         }
         entry.core.running.clear();
+        if !self.unsure.is_empty() {
+            self.unsure.retain(|(r, _)| *r != run);
+        }
         if !tasks.is_empty() {
             self.deferred.push(Deferred::Cancel(tasks));
         }

@@ -57,8 +57,9 @@ impl EngineState {
 
     /// Does what waited on a commit.
     pub(crate) fn run_deferred(&mut self, deferred: Vec<Deferred>) {
-        let mut specs = Vec::new();
-        let mut steps = Vec::new();
+        // Steps with new idempotency keys, and steps that may have a task already.
+        let (mut specs, mut steps) = (Vec::new(), Vec::new());
+        let (mut unsure_specs, mut unsure_steps) = (Vec::new(), Vec::new());
         for d in deferred {
             match d {
                 Deferred::Start(run, generation, action) => {
@@ -80,11 +81,15 @@ impl EngineState {
                             mut options,
                         } => {
                             options.idempotency_key = Some(entry.core.task_key(&key));
-                            specs.push(
-                                TaskSpec::from_payload(task_type, Payload::from(input))
-                                    .with_options(options),
-                            );
-                            steps.push((run, generation, key));
+                            let spec = TaskSpec::from_payload(task_type, Payload::from(input))
+                                .with_options(options);
+                            if self.unsure.remove(&(run, key.clone())) {
+                                unsure_specs.push(spec);
+                                unsure_steps.push((run, generation, key));
+                            } else {
+                                specs.push(spec);
+                                steps.push((run, generation, key));
+                            }
                         }
                         Action::Timer { key, due_ms, .. } => {
                             let wait = u64::try_from(due_ms - super::engine::now_ms()).unwrap_or(0);
@@ -117,7 +122,10 @@ impl EngineState {
             }
         }
         if !specs.is_empty() {
-            self.submit(specs, steps);
+            self.submit(specs, steps, true);
+        }
+        if !unsure_specs.is_empty() {
+            self.submit(unsure_specs, unsure_steps, false);
         }
         let now = std::time::Instant::now();
         self.early
@@ -126,20 +134,22 @@ impl EngineState {
 
     /// Submits one round's step tasks in one batch; if the batch is refused, each on its
     /// own, so one bad step fails alone.
-    fn submit(&self, specs: Vec<TaskSpec>, steps: Vec<(RunId, u32, String)>) {
+    fn submit(&self, specs: Vec<TaskSpec>, steps: Vec<(RunId, u32, String)>, fresh: bool) {
         let queue = self.queue.clone();
         let outcomes = self.outcomes.clone();
         let me = self.me.clone();
         tokio::spawn(async move {
             let result = match queue
-                .submit_batch_into(specs.clone(), outcomes.clone())
+                .submit_batch_into(specs.clone(), outcomes.clone(), fresh)
                 .await
             {
                 Ok(ids) => ids.into_iter().map(Ok).collect(),
                 Err(_) if specs.len() > 1 => {
                     let mut each = Vec::with_capacity(specs.len());
                     for spec in specs {
-                        let r = queue.submit_batch_into(vec![spec], outcomes.clone()).await;
+                        let r = queue
+                            .submit_batch_into(vec![spec], outcomes.clone(), fresh)
+                            .await;
                         each.push(r.map(|mut v| v.remove(0)).map_err(|e| e.to_string()));
                     }
                     each

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::def::{Input, Step, Workflow, WorkflowDef};
 use super::engine::{now_ms, Deferred, EngineState, RunEntry};
 use super::journal;
+use super::node::Action;
 use super::WorkflowMetrics;
 use super::{RunId, RunStatus, WorkflowError};
 use crate::store::{WorkflowEventRow, WorkflowRunRow};
@@ -115,6 +116,11 @@ pub(crate) fn restore(state: &mut EngineState, row: &WorkflowRunRow, events: &[W
     if status.is_active() {
         WorkflowMetrics::add(&state.metrics.recovered);
         WorkflowMetrics::add(&state.metrics.active);
+    }
+    for action in &again {
+        if matches!(action, Action::Start { .. }) {
+            state.unsure.insert((id, action.key().to_string()));
+        }
     }
     match status {
         RunStatus::Running => {
