@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wrangle::workflow::{RunStatus, Step, Workflow};
@@ -207,8 +207,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The map's items count one step each, the reduce one more.
     let bar = ProgressBar::new(chunks.len() as u64 + 1).with_style(
         ProgressStyle::with_template(
-            "{bar:40.cyan/blue} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+            "{bar:40.cyan/blue} {pos}/{len} steps  {rate}  eta {eta}  {msg}",
         )?
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", s.per_sec());
+        })
         .progress_chars("##-"),
     );
     let started = Instant::now();
