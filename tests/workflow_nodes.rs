@@ -355,6 +355,14 @@ async fn a_map_completes_on_another_node_when_its_node_is_killed(url: String) {
 
         let done = flows.wait(run, WAIT).await.unwrap();
         let took = killed_at.elapsed();
+        eventually("the killed node to be listed as lost", WAIT, || async {
+            k.c.nodes()
+                .await
+                .unwrap()
+                .iter()
+                .any(|n| n.name == names[victim] && n.status == NodeStatus::Lost)
+        })
+        .await;
         assert_eq!(done.status, RunStatus::Completed, "{done:?}");
         let out = done.state["out"].as_array().expect("a list of outputs");
         assert_eq!(out.len(), ITEMS);
