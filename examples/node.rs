@@ -16,13 +16,14 @@
 //! session is clear text: the cookie's challenge digest (a weak cookie can be guessed from
 //! it offline) and every task and result after it can be read and altered on the path.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wrangle::{handler_fn, HandlerRegistry, Node, NodeConfig, TaskError};
+use wrangle::{HandlerRegistry, Node, NodeConfig};
+
+#[path = "node/journal.rs"]
+mod journal;
 
 const USAGE: &str = "\
 wrangle node: workers on this machine that join a coordinator and run its tasks.
@@ -44,8 +45,9 @@ OPTIONS:
     --tls-server-name <NAME>
                           the name on the coordinator's certificate; default the --join host
     --heartbeat-ms <MS>   heartbeat until the coordinator sets its own; default 1000
-    --journal <PATH>      also serve `journal` tasks: each run appends
-                          `TASK_ID ATTEMPT NODE` to PATH, then sleeps the payload's `ms`
+    --journal <PATH>      also serve `journal` tasks (for tests): each run appends
+                          `TASK_ID ATTEMPT NODE [TAG]` to PATH, then waits for the
+                          payload's `hold_file`, sleeps its `ms` (see examples/node/journal.rs)
     -h, --help            print this help
 ";
 
@@ -142,7 +144,7 @@ async fn serve(
     let handlers = HandlerRegistry::new();
     wrangle_actors::register_all(&handlers);
     if let Some(path) = journal {
-        register_journal(&handlers, &path, &config.name)?;
+        journal::register(&handlers, &path, &config.name)?;
     }
     let node = Node::join(config.clone(), handlers).await?;
     println!(
@@ -163,40 +165,5 @@ async fn serve(
         }
     }
     println!("stopped");
-    Ok(())
-}
-
-/// `journal` tasks: append `TASK_ID ATTEMPT NODE` to the file, then sleep `ms`.
-fn register_journal(
-    handlers: &HandlerRegistry,
-    path: &std::path::Path,
-    node: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("--journal {}: {e}", path.display()))?;
-    let file = Arc::new(Mutex::new(file));
-    let node: Arc<str> = node.into();
-    handlers.register(
-        "journal",
-        handler_fn(move |ctx, input: serde_json::Value| {
-            let file = file.clone();
-            let node = node.clone();
-            async move {
-                let line = format!("{} {} {node}\n", ctx.task_id(), ctx.attempt());
-                file.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .write_all(line.as_bytes())
-                    .map_err(|e| TaskError::retryable(format!("journal: {e}")))?;
-                let ms = input.get("ms").and_then(|v| v.as_u64()).unwrap_or(0);
-                if ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                Ok::<_, TaskError>(serde_json::json!({ "node": &*node }))
-            }
-        }),
-    );
     Ok(())
 }

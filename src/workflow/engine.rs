@@ -158,6 +158,20 @@ impl RunEntry {
     }
 }
 
+impl RunEntry {
+    /// The run's snapshot. A step whose start a pause holds back is not running yet (the
+    /// run's core counts it as running from the moment it was ready).
+    pub(crate) fn snapshot(&self) -> RunSnapshot {
+        let mut s = self.core.snapshot();
+        for action in &self.held {
+            if let Action::Start { key, .. } = action {
+                s.steps_running.remove(key);
+            }
+        }
+        s
+    }
+}
+
 /// The engine's state.
 pub(crate) struct EngineState {
     pub(crate) me: Mailbox<EngineMsg>,
@@ -306,17 +320,17 @@ impl Actor for WorkflowEngine {
                 let _ = reply.send(state.control(run, op).await);
             }
             EngineMsg::Get { run, reply } => {
-                let _ = reply.send(state.runs.get(&run).map(|e| e.core.snapshot()));
+                let _ = reply.send(state.runs.get(&run).map(RunEntry::snapshot));
             }
             EngineMsg::List(reply) => {
                 let mut list: Vec<RunSnapshot> =
-                    state.runs.values().map(|e| e.core.snapshot()).collect();
+                    state.runs.values().map(RunEntry::snapshot).collect();
                 list.sort_by_key(|s| std::cmp::Reverse(s.id));
                 let _ = reply.send(list);
             }
             EngineMsg::Wait { run, reply } => match state.runs.get_mut(&run) {
                 Some(e) if !e.core.status.is_active() => {
-                    let _ = reply.send(e.core.snapshot());
+                    let _ = reply.send(e.snapshot());
                 }
                 Some(e) => e.waiters.push(reply),
                 // Not in memory: dropping the sender tells the caller to read the store.

@@ -269,6 +269,10 @@ impl EngineState {
                 entry.core.updated_at_ms = now;
                 let generation = entry.core.generation;
                 for action in std::mem::take(&mut entry.held) {
+                    // A held step starts now, not when the pause held it back.
+                    if let Action::Start { key, .. } = &action {
+                        entry.core.running.insert(key.clone(), now);
+                    }
                     self.deferred.push(Deferred::Start(run, generation, action));
                 }
                 self.announce(run, "resumed");
@@ -287,7 +291,7 @@ impl EngineState {
             _ => return Err(wrong()),
         }
         self.dirty.insert(run);
-        Ok(self.runs[&run].core.snapshot())
+        Ok(self.runs[&run].snapshot())
     }
 
     /// Applies `op` to every run in memory that `filter` matches and `op` applies to:

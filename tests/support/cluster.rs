@@ -90,30 +90,44 @@ impl Coordinator {
 
     /// Starts a node program with extra arguments.
     pub(crate) fn node_with(&self, name: &str, labels: &str, cookie: &str, extra: &[&str]) -> Node {
-        let journal = self.dir.join(format!("{name}.journal"));
-        let log = self.dir.join(format!("{name}.log"));
-        let cookie_file = self.dir.join(format!("{name}.cookie"));
-        std::fs::write(&cookie_file, cookie).unwrap();
-        let child = Command::new(example_binary("node"))
-            .args(["--join", &format!("127.0.0.1:{}", self.cluster)])
-            .arg("--cookie-file")
-            .arg(&cookie_file)
-            .args(["--name", name, "--labels", labels])
-            .args(["--workers", "2", "--slots", "4", "--heartbeat-ms", "200"])
-            .args(extra)
-            .arg("--journal")
-            .arg(&journal)
-            .env("RUST_LOG", "warn,wrangle=info")
-            .env("NO_COLOR", "1")
-            .stdout(log_file(&log))
-            .stderr(log_file(&log.with_extension("err")))
-            .spawn()
-            .unwrap();
-        Node {
-            process: Program(child),
-            journal,
-            log,
-        }
+        spawn_node(&self.dir, self.cluster, name, labels, cookie, extra)
+    }
+}
+
+/// Starts a node program named `name` joining the cluster listener on 127.0.0.1:`cluster`
+/// (a coordinator program's, or one in the test's own process), with 2 workers x 4 slots,
+/// serving `journal` tasks; its journal, log and cookie files go in `dir`.
+pub(crate) fn spawn_node(
+    dir: &Path,
+    cluster: u16,
+    name: &str,
+    labels: &str,
+    cookie: &str,
+    extra: &[&str],
+) -> Node {
+    let journal = dir.join(format!("{name}.journal"));
+    let log = dir.join(format!("{name}.log"));
+    let cookie_file = dir.join(format!("{name}.cookie"));
+    std::fs::write(&cookie_file, cookie).unwrap();
+    let child = Command::new(example_binary("node"))
+        .args(["--join", &format!("127.0.0.1:{cluster}")])
+        .arg("--cookie-file")
+        .arg(&cookie_file)
+        .args(["--name", name, "--labels", labels])
+        .args(["--workers", "2", "--slots", "4", "--heartbeat-ms", "200"])
+        .args(extra)
+        .arg("--journal")
+        .arg(&journal)
+        .env("RUST_LOG", "warn,wrangle=info")
+        .env("NO_COLOR", "1")
+        .stdout(log_file(&log))
+        .stderr(log_file(&log.with_extension("err")))
+        .spawn()
+        .unwrap();
+    Node {
+        process: Program(child),
+        journal,
+        log,
     }
 }
 
@@ -140,12 +154,13 @@ impl Node {
     }
 }
 
-/// Executions per task id: `(attempt, node)` for each run, from every journal given.
+/// Executions per task id: `(attempt, node)` for each run, from every journal given
+/// (`cancelled ID` lines, which say a run was cancelled, are not executions).
 pub(crate) fn executions(journals: &[&Path]) -> HashMap<String, Vec<(u32, String)>> {
     let mut runs: HashMap<String, Vec<(u32, String)>> = HashMap::new();
     for path in journals {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        for line in text.lines() {
+        for line in text.lines().filter(|l| !l.starts_with("cancelled ")) {
             let mut parts = line.split(' ');
             let (Some(id), Some(attempt), Some(node)) = (parts.next(), parts.next(), parts.next())
             else {
