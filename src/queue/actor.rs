@@ -11,7 +11,7 @@ use super::journal::{self, Accepted, StoreLink, WRITER_STOPPED};
 use super::{QueueConfig, QueueError, QueueStats, Submitted, WorkerCall};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
-use crate::store::{NodeRow, Store, StoreError, StoreMsg, StoreOp};
+use crate::store::{JournalWrite, NodeRow, Store, StoreError, StoreMsg, StoreOp};
 use crate::task::{IdMap, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus};
 
 /// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
@@ -113,6 +113,9 @@ pub(crate) enum QueueMsg {
     Heartbeats(Vec<Arc<str>>),
     /// Answer once everything changed so far is committed to the store.
     Flush(RpcReplyPort<Result<(), StoreError>>),
+    /// A workflow journal round: committed with (or after) every change made so far, and
+    /// answered once durable.
+    Journal(JournalWrite),
     /// The coordinator is stopping: record its node as deregistered.
     Leaving,
     /// A remote node joined, left or was lost: record it.
@@ -337,6 +340,13 @@ impl Actor for TaskQueue {
                     state.core.out.writes.push(StoreOp::Heartbeat(workers, at));
                 }
             }
+            QueueMsg::Journal(write) => match &mut state.store {
+                // Sent with the changes made so far (`send_writes` below), never before them.
+                Some(link) => link.journals.push(write),
+                None => {
+                    let _ = write.reply.send(Ok(()));
+                }
+            },
             QueueMsg::Flush(reply) => {
                 // Everything before it goes to the writer first, so the flush covers it.
                 journal::send_writes(state);

@@ -15,8 +15,8 @@ use super::{QueueError, Submitted};
 use crate::error::Error;
 use crate::mailbox::Mailbox;
 use crate::store::{
-    BatchStored, Claim, Durability, NodeRow, Store, StoreError, StoreMsg, StoreOp, SubmitBatch,
-    Unstored,
+    BatchStored, Claim, Durability, JournalWrite, NodeRow, Store, StoreError, StoreMsg, StoreOp,
+    SubmitBatch, Unstored,
 };
 use crate::task::{TaskId, TaskSpec};
 
@@ -82,6 +82,8 @@ pub(super) struct StoreLink {
     pub(super) durability: Durability,
     /// Submits to hand the writer with the next changes; each is answered by it.
     batches: Vec<SubmitBatch>,
+    /// Workflow journal rounds to hand the writer after the next changes.
+    pub(super) journals: Vec<JournalWrite>,
     /// The node this queue registered in the store.
     pub(super) node: Arc<str>,
     /// This queue's hold on the database (one queue per database).
@@ -124,6 +126,7 @@ impl StoreLink {
             durability: store.config().durability,
             store,
             batches: Vec::new(),
+            journals: Vec::new(),
             node,
             claim: Some(claim),
         })
@@ -201,14 +204,24 @@ pub(super) fn send_writes(state: &mut QueueState) {
     let Some(link) = &mut state.store else {
         return;
     };
-    if state.core.out.writes.is_empty() && link.batches.is_empty() {
+    if state.core.out.writes.is_empty() && link.batches.is_empty() && link.journals.is_empty() {
         return;
     }
     let ops = std::mem::take(&mut state.core.out.writes);
     let batches = std::mem::take(&mut link.batches);
-    if let Err(Some(StoreMsg::Write { batches, .. })) =
-        link.writer.send(StoreMsg::Write { ops, batches })
-    {
+    let journals = std::mem::take(&mut link.journals);
+    if let Err(Some(StoreMsg::Write {
+        batches, journals, ..
+    })) = link.writer.send(StoreMsg::Write {
+        ops,
+        batches,
+        journals,
+    }) {
+        for j in journals {
+            let _ = j
+                .reply
+                .send(Err(StoreError::Unavailable(WRITER_STOPPED.into())));
+        }
         let mut ids = Vec::new();
         for batch in batches {
             ids.extend_from_slice(&batch.fresh);

@@ -432,6 +432,20 @@ impl QueueRef {
         Ok(self.mailbox.call(QueueMsg::Flush, None, QUEUE).await??)
     }
 
+    /// Commits a workflow journal round in the task store's transaction, after every task
+    /// change made so far (so a step's journaled outcome never lands before its task's
+    /// completion); answers once it is durable (at once without a store).
+    pub(crate) async fn journal(&self, batch: crate::store::WorkflowBatch) -> Result<(), Error> {
+        Ok(self
+            .mailbox
+            .call(
+                |reply| QueueMsg::Journal(crate::store::JournalWrite { batch, reply }),
+                None,
+                QUEUE,
+            )
+            .await??)
+    }
+
     /// Records in the store's registry that this queue's node is leaving (before a stop).
     pub(crate) fn leave(&self) {
         if self.store.is_some() {

@@ -28,6 +28,9 @@ pub(super) async fn commit(state: &mut WriterState) {
         for reply in std::mem::take(&mut state.pending.flushes) {
             let _ = reply.send(Ok(()));
         }
+        for reply in std::mem::take(&mut state.pending.journal_acks) {
+            let _ = reply.send(Ok(()));
+        }
         return;
     }
     let batch = state.pending.batch();
@@ -85,6 +88,9 @@ fn committed(state: &mut WriterState, taken: &[KeyTaken], rows: u64, commits: u6
         let _ = batch.reply.send(Ok(BatchStored { held }));
     }
     for reply in std::mem::take(&mut state.pending.flushes) {
+        let _ = reply.send(Ok(()));
+    }
+    for reply in std::mem::take(&mut state.pending.journal_acks) {
         let _ = reply.send(Ok(()));
     }
 }
@@ -162,6 +168,16 @@ async fn take_refused(state: &mut WriterState, done: Split) -> Vec<KeyTaken> {
                     tracing::error!(node = %n, %reason, "node registry row dropped");
                 }
                 Key::Heartbeat(i) => heartbeats.push(*i),
+                Key::Journal => {
+                    // Nothing of the round is durable: the engine hears why and tries again.
+                    state.pending.journal = Default::default();
+                    tracing::error!(%reason, "workflow journal rows refused by the database");
+                    for reply in std::mem::take(&mut state.pending.journal_acks) {
+                        let _ = reply.send(Err(StoreError::Unavailable(format!(
+                            "the database refused the workflow journal: {reason}"
+                        ))));
+                    }
+                }
             }
         }
     }

@@ -45,5 +45,5 @@ pub(crate) use batch::{BatchStored, SubmitBatch, Unstored};
 pub(crate) use claim::Claim;
 pub(crate) use db::redact as redact_url;
 pub(crate) use rows::{ms, AttemptRow, NewTask, NodeRow, Recovered, StoreOp, TaskState, WorkerRow};
-pub(crate) use workflows::{WorkflowBatch, WorkflowEventRow, WorkflowRunRow};
+pub(crate) use workflows::{JournalWrite, WorkflowBatch, WorkflowEventRow, WorkflowRunRow};
 pub(crate) use writer::StoreMsg;

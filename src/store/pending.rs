@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::batch::SubmitBatch;
 use super::rows::{AttemptRow, NewTask, NodeRow, StoreOp, TaskState, WorkerRow};
 use super::split::{Key, Unit};
+use super::workflows::WorkflowBatch;
 use super::StoreError;
 use crate::task::{IdMap, IdSet, TaskId};
 use ractor::RpcReplyPort;
@@ -22,6 +23,8 @@ pub(crate) struct Batch {
     pub(crate) workers: Vec<WorkerRow>,
     pub(crate) nodes: Vec<NodeRow>,
     pub(crate) heartbeats: Vec<(Vec<Arc<str>>, i64)>,
+    /// Workflow run rows and journal events, committed with the task rows.
+    pub(crate) workflows: WorkflowBatch,
 }
 
 #[derive(Default)]
@@ -41,6 +44,10 @@ pub(super) struct Pending {
     /// Submits waiting for the next commit.
     pub(super) acks: Vec<SubmitBatch>,
     pub(super) flushes: Vec<RpcReplyPort<Result<(), StoreError>>>,
+    /// Workflow journal rounds, merged; kept across failed commits until they land.
+    pub(super) journal: WorkflowBatch,
+    /// The engine's rounds waiting for `journal` to land.
+    pub(super) journal_acks: Vec<RpcReplyPort<Result<(), StoreError>>>,
 }
 
 impl Pending {
@@ -74,6 +81,7 @@ impl Pending {
             && self.workers.is_empty()
             && self.nodes.is_empty()
             && self.heartbeats.is_empty()
+            && self.journal.is_empty()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -84,6 +92,8 @@ impl Pending {
             && self.heartbeats.is_empty()
             && self.acks.is_empty()
             && self.flushes.is_empty()
+            && self.journal.is_empty()
+            && self.journal_acks.is_empty()
     }
 
     /// The rows to write. The pending changes stay until the commit succeeds.
@@ -106,6 +116,7 @@ impl Pending {
         batch.workers = self.workers.values().cloned().collect();
         batch.nodes = self.nodes.values().cloned().collect();
         batch.heartbeats = self.heartbeats.clone();
+        batch.workflows = self.journal.clone();
         batch
     }
 
@@ -140,6 +151,9 @@ impl Pending {
         units.extend(self.workers.keys().map(|w| vec![Key::Worker(w.clone())]));
         units.extend(self.nodes.keys().map(|n| vec![Key::Node(n.clone())]));
         units.extend((0..self.heartbeats.len()).map(|i| vec![Key::Heartbeat(i)]));
+        if !self.journal.is_empty() {
+            units.push(vec![Key::Journal]);
+        }
         units
     }
 
@@ -162,6 +176,7 @@ impl Pending {
                 Key::Worker(w) => batch.workers.extend(self.workers.get(w).cloned()),
                 Key::Node(n) => batch.nodes.extend(self.nodes.get(n).cloned()),
                 Key::Heartbeat(i) => batch.heartbeats.extend(self.heartbeats.get(*i).cloned()),
+                Key::Journal => batch.workflows = self.journal.clone(),
             }
         }
         batch.inserts.sort_unstable_by_key(|(t, _)| t.id);
@@ -191,5 +206,6 @@ impl Pending {
         self.workers.clear();
         self.nodes.clear();
         self.heartbeats.clear();
+        self.journal = WorkflowBatch::default();
     }
 }

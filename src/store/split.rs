@@ -76,6 +76,8 @@ pub(crate) enum Key {
     Node(Arc<str>),
     /// One heartbeat statement (its index in the batch).
     Heartbeat(usize),
+    /// The workflow journal's rows, all or none.
+    Journal,
 }
 
 /// Keys that go together: the tasks of one submit, or a single key.

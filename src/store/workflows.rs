@@ -55,6 +55,39 @@ impl WorkflowBatch {
     pub(crate) fn is_empty(&self) -> bool {
         self.runs.is_empty() && self.events.is_empty()
     }
+
+    /// Takes a later batch in: its run rows replace this one's rows of the same runs (one
+    /// row per run per statement, as PostgreSQL's upsert requires), its events follow.
+    pub(crate) fn merge(&mut self, later: WorkflowBatch) {
+        if self.is_empty() {
+            *self = later;
+            return;
+        }
+        let mut at: std::collections::HashMap<uuid::Uuid, usize> = self
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id, i))
+            .collect();
+        for row in later.runs {
+            match at.get(&row.id) {
+                Some(&i) => self.runs[i] = row,
+                None => {
+                    at.insert(row.id, self.runs.len());
+                    self.runs.push(row);
+                }
+            }
+        }
+        self.events.extend(later.events);
+    }
+}
+
+/// A round of the workflow journal handed to the store writer through the queue, so that
+/// it commits in the same transaction as (or after) every task change the queue made
+/// before it: answered once it is durable, or with why the database refused it for good.
+pub(crate) struct JournalWrite {
+    pub(crate) batch: WorkflowBatch,
+    pub(crate) reply: ractor::RpcReplyPort<Result<(), StoreError>>,
 }
 
 impl Store {
@@ -79,7 +112,8 @@ impl Store {
         Ok(self.db.workflow_definitions().await?)
     }
 
-    /// Commits a batch of run rows and events.
+    /// Commits a batch of run rows and events on a connection of its own (PostgreSQL's
+    /// journal path; on SQLite the queue's writer takes it, see `QueueRef::journal`).
     pub(crate) async fn write_workflows(&self, batch: &WorkflowBatch) -> Result<(), StoreError> {
         Ok(self.db.write_workflows(batch).await?)
     }

@@ -25,6 +25,7 @@ use super::dropped::Dropped;
 use super::pending::Pending;
 use super::retention::{self, Retention};
 use super::rows::StoreOp;
+use super::workflows::JournalWrite;
 use super::{StoreError, WriterStats};
 use crate::mailbox::{Mailbox, MailboxDepth};
 
@@ -34,11 +35,12 @@ pub(crate) struct StoreWriter;
 
 /// The writer's messages.
 pub(crate) enum StoreMsg {
-    /// Changes, in the order they were made, and the submits to answer once their tasks'
-    /// fate is known.
+    /// Changes, in the order they were made, the submits to answer once their tasks'
+    /// fate is known, and workflow journal rounds made after those changes.
     Write {
         ops: Vec<StoreOp>,
         batches: Vec<SubmitBatch>,
+        journals: Vec<JournalWrite>,
     },
     /// Commit everything sent before this now; answer when done.
     Flush(RpcReplyPort<Result<(), StoreError>>),
@@ -121,12 +123,22 @@ impl Actor for StoreWriter {
     ) -> Result<(), ActorProcessingErr> {
         state.me.depth().received();
         match msg {
-            StoreMsg::Write { ops, batches } => {
+            StoreMsg::Write {
+                ops,
+                batches,
+                journals,
+            } => {
                 for op in ops {
                     state.pending.add(op);
                 }
                 for batch in batches {
                     take_batch(state, batch);
+                }
+                // Held through an outage, never refused early: a journal round must land
+                // before anything it caused happens, however long that takes.
+                for j in journals {
+                    state.pending.journal.merge(j.batch);
+                    state.pending.journal_acks.push(j.reply);
                 }
             }
             StoreMsg::Flush(reply) => {

@@ -48,8 +48,16 @@ impl EngineState {
             let started = std::time::Instant::now();
             // The queue answers a step's waiter before the task's completion is committed
             // to its own tables: that commit must land too before the next step starts, or
-            // a crash would run the finished step's task again. Both commits run at once.
-            tokio::join!(commit(&store, &batch), queue_durable(&queue));
+            // a crash would run the finished step's task again.
+            if store.backend() == "sqlite" {
+                // One writer at a time: a second connection would wait on the task store's
+                // lock (SQLite's busy handler sleeps a millisecond or more). The round goes
+                // into the task store's own transaction instead, after the completion.
+                commit_with_tasks(&queue, batch).await;
+            } else {
+                // Two connections: both commits run at once.
+                tokio::join!(commit(&store, &batch), queue_durable(&queue));
+            }
             metrics.checkpoint_latency.observe(started.elapsed());
             let _ = me.send(EngineMsg::Committed(deferred));
         });
@@ -378,13 +386,33 @@ async fn queue_durable(queue: &crate::queue::QueueRef) {
     }
 }
 
-/// Commits `batch`, trying again with backoff until it lands: what it holds already
-/// happened in memory, and nothing it caused happens before it is durable.
+/// Commits `batch` on the journal's own connection, trying again with backoff until it
+/// lands: what it holds already happened in memory, and nothing it caused happens before
+/// it is durable.
 async fn commit(store: &crate::store::Store, batch: &WorkflowBatch) {
     let mut delay = Duration::from_millis(50);
     loop {
         match store.write_workflows(batch).await {
             Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Commits `batch` in the task store's transaction, through the queue, after every task
+/// change made so far, trying again with backoff until it lands. A stopped queue ends the
+/// wait (the coordinator is stopping; what was not committed is recovered from the tasks'
+/// own rows).
+async fn commit_with_tasks(queue: &crate::queue::QueueRef, batch: WorkflowBatch) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match queue.journal(batch.clone()).await {
+            Ok(()) => return,
+            Err(crate::Error::Stopped { .. }) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
                 tokio::time::sleep(delay).await;

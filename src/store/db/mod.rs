@@ -42,6 +42,7 @@ mod read;
 mod sqlite;
 mod unnest;
 mod values;
+#[macro_use]
 mod workflows;
 mod write;
 

@@ -4,10 +4,63 @@
 use sqlx::{QueryBuilder, Row};
 
 use super::{chunks, BeginWrite, Db};
-use crate::store::workflows::{WorkflowBatch, WorkflowEventRow, WorkflowRunRow};
+use crate::store::workflows::{WorkflowEventRow, WorkflowRunRow};
 
-const RUN_COLUMNS: &str = "id, workflow, version, status, input, generation, error, \
+pub(super) const RUN_COLUMNS: &str = "id, workflow, version, status, input, generation, error, \
     state, steps_done, created_at_ms, updated_at_ms, finished_at_ms";
+
+/// Writes a [`WorkflowBatch`]'s run rows (inserted, or updated in place) and events on
+/// `$conn`, inside the caller's transaction (`?` returns its `sqlx::Error`). Messages and
+/// outputs lose any NUL character, which PostgreSQL's text refuses.
+macro_rules! write_workflow_rows {
+    ($conn:expr, $db:ty, $batch:expr) => {{
+        let batch: &$crate::store::WorkflowBatch = $batch;
+        for chunk in $crate::store::db::chunks(&batch.runs) {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                "INSERT INTO workflow_runs ({}) ",
+                $crate::store::db::workflows::RUN_COLUMNS
+            ));
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id)
+                    .push_bind($crate::store::text::name(&r.workflow))
+                    .push_bind($crate::store::text::name(&r.version))
+                    .push_bind(&r.status)
+                    .push_bind($crate::store::text::without_nul(&r.input))
+                    .push_bind(r.generation)
+                    .push_bind($crate::store::text::message(r.error.as_deref()))
+                    .push_bind(r.state.as_deref().map($crate::store::text::without_nul))
+                    .push_bind(r.steps_done)
+                    .push_bind(r.created_at_ms)
+                    .push_bind(r.updated_at_ms)
+                    .push_bind(r.finished_at_ms);
+            });
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                 generation = excluded.generation, error = excluded.error, \
+                 state = excluded.state, steps_done = excluded.steps_done, \
+                 updated_at_ms = excluded.updated_at_ms, \
+                 finished_at_ms = excluded.finished_at_ms",
+            );
+            qb.build().execute(&mut *$conn).await?;
+        }
+        for chunk in $crate::store::db::chunks(&batch.events) {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO workflow_events (run_id, seq, step, kind, value, at_ms) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.run_id)
+                    .push_bind(e.seq)
+                    .push_bind($crate::store::text::without_nul(&e.step))
+                    .push_bind(&e.kind)
+                    .push_bind($crate::store::text::without_nul(&e.value))
+                    .push_bind(e.at_ms);
+            });
+            // A batch retried after a commit that landed writes the same events again.
+            qb.push(" ON CONFLICT (run_id, seq) DO NOTHING");
+            qb.build().execute(&mut *$conn).await?;
+        }
+    }};
+}
 
 /// Reads a `SELECT {RUN_COLUMNS}` row (`?` returns its `sqlx::Error`).
 macro_rules! read_run {
@@ -69,52 +122,14 @@ impl Db {
     }
 
     /// Writes run rows (inserted, or updated in place) and appends events, in one
-    /// transaction.
-    pub(crate) async fn write_workflows(&self, batch: &WorkflowBatch) -> Result<(), sqlx::Error> {
+    /// transaction of its own.
+    pub(crate) async fn write_workflows(
+        &self,
+        batch: &crate::store::WorkflowBatch,
+    ) -> Result<(), sqlx::Error> {
         on_pool!(self, |pool, DB| {
             let mut tx = pool.begin_write().await?;
-            for chunk in chunks(&batch.runs) {
-                let mut qb =
-                    QueryBuilder::<DB>::new(format!("INSERT INTO workflow_runs ({RUN_COLUMNS}) "));
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.id)
-                        .push_bind(&r.workflow)
-                        .push_bind(&r.version)
-                        .push_bind(&r.status)
-                        .push_bind(&r.input)
-                        .push_bind(r.generation)
-                        .push_bind(&r.error)
-                        .push_bind(&r.state)
-                        .push_bind(r.steps_done)
-                        .push_bind(r.created_at_ms)
-                        .push_bind(r.updated_at_ms)
-                        .push_bind(r.finished_at_ms);
-                });
-                qb.push(
-                    " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
-                     generation = excluded.generation, error = excluded.error, \
-                     state = excluded.state, steps_done = excluded.steps_done, \
-                     updated_at_ms = excluded.updated_at_ms, \
-                     finished_at_ms = excluded.finished_at_ms",
-                );
-                qb.build().execute(&mut *tx).await?;
-            }
-            for chunk in chunks(&batch.events) {
-                let mut qb = QueryBuilder::<DB>::new(
-                    "INSERT INTO workflow_events (run_id, seq, step, kind, value, at_ms) ",
-                );
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.run_id)
-                        .push_bind(e.seq)
-                        .push_bind(&e.step)
-                        .push_bind(&e.kind)
-                        .push_bind(&e.value)
-                        .push_bind(e.at_ms);
-                });
-                // A batch retried after a commit that landed writes the same events again.
-                qb.push(" ON CONFLICT (run_id, seq) DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-            }
+            write_workflow_rows!(tx, DB, batch);
             tx.commit().await
         })
     }

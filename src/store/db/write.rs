@@ -183,6 +183,7 @@ macro_rules! write_batch {
                 qb.build().execute(&mut *tx).await?;
             }
         }
+        write_workflow_rows!(tx, $db, &batch.workflows);
         tx.commit().await.map(|()| taken)
     }};
 }
