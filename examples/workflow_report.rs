@@ -156,6 +156,7 @@ async fn report(backend: &str, url: &str) {
             Err(e) => panic!("{e}"),
         }
     }
+    let checkpoints = &c.workflows().metrics().checkpoint_latency;
     let mut gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     gaps.sort();
     println!(
@@ -163,6 +164,14 @@ async fn report(backend: &str, url: &str) {
         pct(&gaps, 0.5),
         pct(&gaps, 0.99),
         gaps.last().unwrap().as_secs_f64() * 1e3
+    );
+    let commits = &c.store().expect("a store").writer_stats().commit_latency;
+    println!(
+        "journal round, sent to durable (whole report so far, bucket bounds): p50 <= {:.1} ms, p99 <= {:.1} ms; task store transactions: p50 <= {:.1} ms, p99 <= {:.1} ms",
+        checkpoints.quantile(0.5).unwrap_or(0.0) * 1e3,
+        checkpoints.quantile(0.99).unwrap_or(0.0) * 1e3,
+        commits.quantile(0.5).unwrap_or(0.0) * 1e3,
+        commits.quantile(0.99).unwrap_or(0.0) * 1e3,
     );
     c.stop(true).await.unwrap();
 

@@ -226,6 +226,12 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
     workflow_metrics(&mut out, state.coordinator.workflows().metrics());
     if let Some(store) = state.coordinator.store() {
         let w = store.writer_stats();
+        histogram(
+            &mut out,
+            "wrangle_store_commit_seconds",
+            "One write transaction of the task store's writer, first statement to commit.",
+            &w.commit_latency,
+        );
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         for (name, help, v) in [
             (

@@ -35,7 +35,10 @@ pub(super) async fn commit(state: &mut WriterState) {
     }
     let batch = state.pending.batch();
     let rows = (batch.inserts.len() + batch.updates.len()) as u64;
-    match state.db.write(&batch).await {
+    let started = std::time::Instant::now();
+    let written = state.db.write(&batch).await;
+    state.stats.commit_latency.observe(started.elapsed());
+    match written {
         Ok(taken) => committed(state, &taken, rows, 1),
         Err(e) if split::incurable(&state.db, &e) => {
             tracing::warn!(

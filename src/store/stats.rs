@@ -54,4 +54,7 @@ pub struct WriterStats {
     pub disk_free_bytes: AtomicU64,
     /// False from a failed commit until the next one succeeds.
     pub healthy: AtomicBool,
+    /// How long each write transaction of the writer took, from its first statement to its
+    /// commit (`wrangle_store_commit_seconds`).
+    pub commit_latency: crate::metrics::Histogram,
 }
