@@ -84,6 +84,24 @@ async fn run_all(c: &Coordinator, name: &str, runs: usize) -> Duration {
     started.elapsed()
 }
 
+/// A line of /proc/self/status, in KiB.
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn peak_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -172,6 +190,38 @@ async fn report(backend: &str, url: &str) {
         checkpoints.quantile(0.99).unwrap_or(0.0) * 1e3,
         commits.quantile(0.5).unwrap_or(0.0) * 1e3,
         commits.quantile(0.99).unwrap_or(0.0) * 1e3,
+    );
+    c.stop(true).await.unwrap();
+
+    // A map over 100,000 items: its time and what it holds in memory.
+    let map = Workflow::new("big-map").step(
+        Step::map("each", "items", "noop")
+            .concurrency(256)
+            .output_key("out"),
+    );
+    let c = coordinator(url, vec![map]).await;
+    let items: Vec<u32> = (0..100_000).collect();
+    let rss_before = rss_kib();
+    let started = Instant::now();
+    let id = c
+        .workflows()
+        .start("big-map", json!({ "items": items }))
+        .await
+        .unwrap();
+    let done = c
+        .workflows()
+        .wait(id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+    let took = started.elapsed();
+    println!(
+        "map over 100,000 items (concurrency 256): {:.2} s, {:.0} items/s; resident memory {} MiB before, {} MiB after (peak {} MiB)",
+        took.as_secs_f64(),
+        100_000.0 / took.as_secs_f64(),
+        rss_before / 1024,
+        rss_kib() / 1024,
+        peak_kib() / 1024
     );
     c.stop(true).await.unwrap();
 

@@ -234,6 +234,12 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
     assert_eq!(paused.status, RunStatus::Paused);
     assert!(paused.steps_running.contains_key("hold"), "{paused:?}");
     assert_eq!(buttons(&b).await, json!(["resume", "cancel"]));
+    // Steps done out of those known: none of the one step yet.
+    b.wait_for(
+        "return document.getElementById('wf-d-steps').textContent === '0 / 1'",
+        WAIT,
+    )
+    .await;
 
     // Resume, then release the step: the page sees the run complete, without a reload.
     b.click("#wf-resume").await;

@@ -75,12 +75,18 @@ impl TaskContext {
         &self.worker
     }
 
-    /// Fires when the task is cancelled, times out, or its worker stops.
+    /// Fires when the task is cancelled, times out, or its worker stops. The worker then
+    /// drops the handler's future at once (so a handler needs no cancellation code of its
+    /// own); the token is for what the handler started beside it, such as spawned tasks
+    /// or child processes, which the drop does not stop. Cleanup that must run on a cancel
+    /// belongs in a drop guard.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
     }
 
-    /// Resolves when the task should stop (see [`TaskContext::cancellation`]).
+    /// Resolves when the task should stop (see [`TaskContext::cancellation`]). Awaited in
+    /// the handler itself it never returns on a cancel or timeout, because the handler's
+    /// future is dropped first; await it in a task the handler spawns.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
     }

@@ -55,6 +55,12 @@ function runAge(r) {
   return age(r.created_at_ms) + took;
 }
 
+// Steps completed out of those known so far (a map's list, a loop's turn or a dynamic
+// step's additions can raise the total).
+function stepsOf(r) {
+  return r.steps_total > r.steps_completed ? `${r.steps_completed} / ${r.steps_total}` : String(r.steps_completed);
+}
+
 // Fills a row of the runs table; the row itself stays, so a click is never lost to a re-read.
 function fillRow(tr, r) {
   tr.dataset.status = r.status;
@@ -63,7 +69,7 @@ function fillRow(tr, r) {
   if (r.error) error.title = r.error;
   const running = el("td", runningSummary(r), "running-steps");
   tr.replaceChildren(el("td", r.id.slice(-12)), el("td", r.workflow), statusCell(r.status), running,
-    el("td", String(r.steps_completed)), el("td", runAge(r)), error);
+    el("td", stepsOf(r)), el("td", runAge(r)), error);
 }
 
 function renderRuns(runs) {
@@ -110,7 +116,7 @@ function renderDetail() {
   st.className = "status " + r.status;
   setText("wf-d-workflow", r.workflow);
   setText("wf-d-version", r.version);
-  setText("wf-d-steps", String(r.steps_completed));
+  setText("wf-d-steps", stepsOf(r));
   setText("wf-d-retries", String(r.retries));
   setText("wf-d-started", new Date(r.created_at_ms).toLocaleString());
   for (const [action, statuses] of Object.entries(WF_ACTIONS)) {

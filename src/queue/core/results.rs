@@ -23,7 +23,13 @@ impl QueueCore {
         for r in reports {
             let id = r.task_id;
             let Some(at) = self.holder(worker, id, &r.token) else {
-                self.refuse_stale(worker, id, &r.token, "report");
+                if matches!(r.outcome, AttemptOutcome::Cancelled) {
+                    // The echo of a cancel or a lost lease: the worker stopped an attempt
+                    // the queue had already taken back. It changes nothing.
+                    tracing::debug!(task_id = %id, worker, "a stopped attempt reported after its lease ended");
+                } else {
+                    self.refuse_stale(worker, id, &r.token, "report");
+                }
                 continue;
             };
             match r.outcome {

@@ -121,7 +121,9 @@ fn a_late_failure_or_timeout_is_ignored() {
     let stats = h.core.stats();
     assert_eq!((stats.failed, stats.timed_out, stats.retried), (0, 0, 0));
     assert_eq!(stats.leases_lost, 1);
-    assert_eq!(stats.stale_reports, 3);
+    // The late failure and timeout are counted; the late "stopped" is the echo every
+    // cancel or lost lease brings back, and changes nothing either way.
+    assert_eq!(stats.stale_reports, 2);
     h.check();
 }
 
