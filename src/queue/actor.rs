@@ -25,13 +25,18 @@ pub(crate) enum Waiter {
     Once(oneshot::Sender<TaskOutcome>),
     /// Many tasks, answered as each finishes.
     Stream(mpsc::UnboundedSender<(TaskId, TaskOutcome)>),
+    /// The workflow engine's steps, answered as each finishes. Each answer is followed, a
+    /// moment later, by a journal round that must commit with or after the task's
+    /// completion: the queue holds the completion back briefly so that both go in one
+    /// transaction (see [`HOLD_FOR_JOURNAL`]).
+    Steps(mpsc::UnboundedSender<(TaskId, TaskOutcome)>),
 }
 
 impl Waiter {
     fn is_closed(&self) -> bool {
         match self {
             Self::Once(tx) => tx.is_closed(),
-            Self::Stream(tx) => tx.is_closed(),
+            Self::Stream(tx) | Self::Steps(tx) => tx.is_closed(),
         }
     }
 
@@ -40,7 +45,7 @@ impl Waiter {
             Self::Once(tx) => {
                 let _ = tx.send(outcome);
             }
-            Self::Stream(tx) => {
+            Self::Stream(tx) | Self::Steps(tx) => {
                 let _ = tx.send((id, outcome));
             }
         }
@@ -50,6 +55,7 @@ impl Waiter {
         match self {
             Self::Once(_) => None,
             Self::Stream(tx) => Some(Self::Stream(tx.clone())),
+            Self::Steps(tx) => Some(Self::Steps(tx.clone())),
         }
     }
 }
@@ -107,6 +113,8 @@ pub(crate) enum QueueMsg {
     Worker(WorkerCall),
     /// Time to promote delayed tasks and expire leases.
     Tick,
+    /// Nothing to do but what follows every message: ends a hold for a journal round.
+    Nudge,
     /// The store could not commit these submitted tasks: take them back out.
     NotStored { ids: Vec<TaskId> },
     /// Workers seen alive, for the store's registry.
@@ -150,7 +158,14 @@ pub(crate) struct QueueState {
     since_dispatch: u32,
     /// Where changes are journaled, when the queue has a store.
     pub(super) store: Option<StoreLink>,
+    /// Changes are held for a journal round, and a `Nudge` will end the hold.
+    holding: bool,
 }
+
+/// The longest a workflow step's completion waits for the engine's journal round before
+/// it goes to the writer on its own. The round comes well within it; without the hold the
+/// two would be two transactions in a row, each on the step's path.
+const HOLD_FOR_JOURNAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Dispatch at the latest after this many messages, even if more are waiting.
 const DISPATCH_EVERY: u32 = 64;
@@ -177,6 +192,7 @@ impl Actor for TaskQueue {
             events: args.events,
             me,
             wake_at: None,
+            holding: false,
             closing: None,
             since_dispatch: 0,
             store: link,
@@ -190,6 +206,8 @@ impl Actor for TaskQueue {
         _myself: ActorRef<QueueMsg>,
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
+        // Changes held for a journal round that will not come now.
+        journal::send_writes(state);
         if let Some(claim) = state.store.as_mut().and_then(|l| l.claim.take()) {
             claim.release().await;
         }
@@ -312,6 +330,7 @@ impl Actor for TaskQueue {
                 state.wake_at = None;
                 state.core.tick(now);
             }
+            QueueMsg::Nudge => state.holding = false,
             QueueMsg::NotStored { ids } => {
                 state.core.abandon(&ids);
                 for id in &ids {
@@ -417,6 +436,11 @@ enum Waiting {
 }
 
 impl Waiting {
+    /// Only the workflow engine waits: a journal round follows the outcome.
+    fn is_steps(&self) -> bool {
+        matches!(self, Self::One(Waiter::Steps(_)))
+    }
+
     fn send(self, id: TaskId, outcome: TaskOutcome) {
         match self {
             Self::One(w) => w.send(id, outcome),
@@ -447,6 +471,18 @@ fn add_waiter(waiters: &mut IdMap<Waiting>, id: TaskId, waiter: Waiter) {
     }
 }
 
+/// True when this message's changes should wait for a journal round: every task it
+/// finished is a workflow step (whose round will carry them to the writer), the round goes
+/// through this queue (SQLite), and no submit waits on the next commit.
+fn holds_for_journal(state: &QueueState) -> bool {
+    let finished = &state.core.out.finished;
+    !finished.is_empty()
+        && state.store.as_ref().is_some_and(StoreLink::may_hold)
+        && finished
+            .iter()
+            .all(|(id, _)| state.waiters.get(id).is_some_and(Waiting::is_steps))
+}
+
 /// Runs after every message: hand out work when the mailbox is quiet (so a burst of reports
 /// becomes one delivery per worker), wake waiters, cancel attempts, publish events, and keep
 /// the timer set for the next deadline. True when leases were handed to a worker.
@@ -473,7 +509,14 @@ fn after_message(state: &mut QueueState, now: Instant) -> bool {
             }
         }
     }
-    journal::send_writes(state);
+    if holds_for_journal(state) {
+        if !state.holding {
+            state.holding = true;
+            state.me.send_after(HOLD_FOR_JOURNAL, || QueueMsg::Nudge);
+        }
+    } else {
+        journal::send_writes(state);
+    }
     // Drained in place: the outbox keeps its buffers from one message to the next.
     let out = &mut state.core.out;
     for (id, outcome) in out.finished.drain(..) {

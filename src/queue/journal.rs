@@ -153,6 +153,13 @@ impl StoreLink {
         Some(rx)
     }
 
+    /// Whether changes may wait for a workflow journal round: only on SQLite (where the
+    /// round comes through the queue; on PostgreSQL the engine commits its own), and only
+    /// while no submit or round waits on the next commit.
+    pub(super) fn may_hold(&self) -> bool {
+        self.batches.is_empty() && self.journals.is_empty() && self.store.backend() == "sqlite"
+    }
+
     /// The idempotency keys of `specs` that memory does not hold: only the database can
     /// tell whether a task holds them (one finished before a restart, or that left memory).
     pub(super) fn unknown_keys(core: &QueueCore, specs: &[TaskSpec]) -> Vec<String> {

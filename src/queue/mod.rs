@@ -300,7 +300,7 @@ impl QueueRef {
     ) -> Result<Vec<Submitted>, Error> {
         let known = fresh.then(HashMap::new);
         let accepted = self
-            .accept_known(specs, Some(Waiter::Stream(outcomes)), known)
+            .accept_known(specs, Some(Waiter::Steps(outcomes)), known)
             .await?;
         Ok(accepted.settle().await?)
     }

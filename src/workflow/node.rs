@@ -242,15 +242,7 @@ impl Node {
                     let input = ctx.input(&step.input);
                     ctx.start(key.clone(), &step.task_type, input, &step.options);
                 };
-                match drive_slot(key, slot, ctx, started) {
-                    Some(output) => {
-                        if let Some(k) = &step.output_key {
-                            ctx.state.insert(k.clone(), output);
-                        }
-                        Progress::Done
-                    }
-                    None => slot_progress(key, slot),
-                }
+                drive_output(key, slot, step.output_key.as_ref(), ctx, started)
             }
             Self::Child { step, key, slot } => {
                 let started = |ctx: &mut Ctx<'_>| {
@@ -264,15 +256,7 @@ impl Node {
                         input,
                     });
                 };
-                match drive_slot(key, slot, ctx, started) {
-                    Some(output) => {
-                        if let Some(k) = &step.output_key {
-                            ctx.state.insert(k.clone(), output);
-                        }
-                        Progress::Done
-                    }
-                    None => slot_progress(key, slot),
-                }
+                drive_output(key, slot, step.output_key.as_ref(), ctx, started)
             }
             Self::Dynamic {
                 step,
@@ -507,6 +491,25 @@ fn drive_slot(
             None => None,
         },
         Slot::Done | Slot::Failed(_) => None,
+    }
+}
+
+/// [`drive_slot`] for a step whose output goes under `output_key`.
+fn drive_output(
+    key: &str,
+    slot: &mut Slot,
+    output_key: Option<&String>,
+    ctx: &mut Ctx<'_>,
+    start: impl FnOnce(&mut Ctx<'_>),
+) -> Progress {
+    match drive_slot(key, slot, ctx, start) {
+        Some(output) => {
+            if let Some(k) = output_key {
+                ctx.state.insert(k.clone(), output);
+            }
+            Progress::Done
+        }
+        None => slot_progress(key, slot),
     }
 }
 
