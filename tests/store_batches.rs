@@ -191,3 +191,42 @@ async fn many_rows_land_each_in_its_place(url: String) {
     }
     store.close().await;
 }
+
+/// On PostgreSQL the writer refreshes the statistics of a new database as its tables grow
+/// (after 1,000 rows), so the plans of its prepared statements do not stay those of empty
+/// tables (whole-table scans) until autovacuum comes by. `last_analyze` is set only by an
+/// explicit `ANALYZE`, never by autovacuum's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_are_refreshed_as_the_tables_grow() {
+    use sqlx::Connection;
+    let Some(url) = databases::fresh_postgres("analyze").await else {
+        return;
+    };
+    let analyzed = || async {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let (done,): (bool,) = sqlx::query_as(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'tasks'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        done
+    };
+    let store = Store::open(StoreConfig::new(&url)).await.unwrap();
+    let (queue, handle) = QueueRef::spawn_with_store(QueueConfig::default(), store.clone())
+        .await
+        .unwrap();
+    let specs = (0..500).map(|i| spec("small", i, true)).collect();
+    queue.submit_batch(specs).await.unwrap();
+    queue.flush().await.unwrap();
+    assert!(!analyzed().await, "500 rows: not yet");
+    let specs = (0..1_000).map(|i| spec("grown", i, true)).collect();
+    queue.submit_batch(specs).await.unwrap();
+    queue.flush().await.unwrap();
+    common::eventually("the tasks table to be analyzed", WAIT, analyzed).await;
+    queue.actor().stop(None);
+    handle.await.unwrap();
+    store.close().await;
+    databases::drop_postgres(&url).await;
+}

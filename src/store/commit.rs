@@ -80,6 +80,16 @@ fn refused_rows(state: &WriterState, done: &Split) -> u64 {
 fn committed(state: &mut WriterState, taken: &[KeyTaken], rows: u64, commits: u64) {
     state.stats.commits.fetch_add(commits, Ordering::Relaxed);
     state.stats.task_rows.fetch_add(rows, Ordering::Relaxed);
+    state.rows_written += rows;
+    if state.rows_written >= state.analyze_at {
+        state.analyze_at = state.analyze_at.saturating_mul(8);
+        let db = state.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = db.analyze().await {
+                tracing::warn!(error = %e, "refreshing the database's statistics failed");
+            }
+        });
+    }
     if state.failing.take().is_some() {
         tracing::info!("store writes succeed again");
         state.stats.healthy.store(true, Ordering::Relaxed);

@@ -82,7 +82,15 @@ pub(crate) struct WriterState {
     pub(super) stats: Arc<WriterStats>,
     /// New tasks recently left out, so no later submit is told they exist.
     pub(super) dropped: Dropped,
+    /// Task rows this writer has written, and the count at which it next refreshes the
+    /// database's statistics (see `Db::analyze`).
+    pub(super) rows_written: u64,
+    pub(super) analyze_at: u64,
 }
+
+/// Rows written before the first refresh of the statistics; each next one comes after
+/// eight times as many.
+const FIRST_ANALYZE_AT: u64 = 1_000;
 
 impl Actor for StoreWriter {
     type Msg = StoreMsg;
@@ -112,6 +120,8 @@ impl Actor for StoreWriter {
             max_batch: args.max_batch.max(1),
             stats: args.stats,
             dropped: Dropped::default(),
+            rows_written: 0,
+            analyze_at: FIRST_ANALYZE_AT,
         })
     }
 
