@@ -1,5 +1,5 @@
 //! Property tests of the run state machine under an adversarial engine: random step
-//! graphs ([`gen`]) driven by a simulated engine and queue ([`sim`]) that completes steps
+//! graphs ([`gen`], dynamic steps included) driven by a simulated engine and queue ([`sim`]) that completes steps
 //! in a random order, fails some, fires timers, pauses, resumes, retries failed runs,
 //! delivers outcomes twice and crashes at random points (rebuilding the run from its
 //! journal). Every case must end in a completed or failed run whose journal matches the
@@ -139,6 +139,18 @@ fn expected_outputs(steps: &[Step], done: &[String], out: &mut BTreeMap<String, 
             Step::Task(t) => {
                 if let (Some(k), Some(key)) = (&t.output_key, last(&t.name, "")) {
                     out.insert(k.clone(), output(&key));
+                }
+            }
+            Step::Dynamic(d) => {
+                if let (Some(k), Some(key)) = (&d.output_key, last(&d.name, "")) {
+                    out.insert(k.clone(), output(&key));
+                }
+                // Every execution's added steps ran and wrote their outputs.
+                for key in done.iter().filter(|k| base_name(k) == d.name) {
+                    let added = output(key)["steps"].as_array().map_or(0, Vec::len);
+                    for i in 0..added {
+                        out.insert(format!("out-{key}-x{i}"), output(&format!("x{i}/{key}")));
+                    }
                 }
             }
             Step::Map(m) => {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::task::TaskOptions;
 use crate::workflow::cond::{Condition, Op};
-use crate::workflow::def::{Input, MapStep, Step, TaskStep, Workflow, WorkflowDef};
+use crate::workflow::def::{DynamicStep, Input, MapStep, Step, TaskStep, Workflow, WorkflowDef};
 
 /// The task types steps run.
 const TYPES: [&str; 3] = ["a", "b", "c"];
@@ -26,13 +26,26 @@ const COND_KEYS: [&str; 8] = ["n", "flag", "o0.n", "o1.n", "o2.n", "o3.n", "o4.n
 /// one), so that loops end by `until` as well as by their bound.
 const BODY: &str = "@body";
 
-/// The output of the step `key`: `{"key": key, "n": 0..4}`, the same on every delivery.
+/// The output of the step `key`: `{"key": key, "n": 0..4}`, the same on every delivery. A
+/// dynamic step's (named `dN`, so its keys start with `d`) also lists `n` task steps
+/// `x0`, `x1`, ... of type `a` to run next (their keys are `xI/KEY`), each writing its
+/// output under `out-KEY-xI`.
 pub(super) fn output(key: &str) -> Value {
     // FNV-1a: stable across runs and platforms, unlike the std hasher.
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    json!({"key": key, "n": hash % 4})
+    let n = hash % 4;
+    if key.starts_with('d') {
+        let steps: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"kind": "task", "name": format!("x{i}"), "task_type": "a",
+                    "output_key": format!("out-{key}-x{i}")})
+            })
+            .collect();
+        return json!({"key": key, "n": n, "steps": steps});
+    }
+    json!({"key": key, "n": n})
 }
 
 /// A run's input: `n`, `flag` and the three lists.
@@ -142,7 +155,17 @@ fn leaf() -> impl Strategy<Value = Step> {
         name: String::new(),
         duration_ms,
     });
-    prop_oneof![4 => task, 2 => map, 1 => sleep]
+    let dynamic = any::<bool>().prop_map(|keep| {
+        Step::Dynamic(DynamicStep {
+            name: String::new(),
+            task_type: "d".into(),
+            input: Input::State,
+            output_key: keep.then(String::new),
+            max_steps: 100,
+            options: TaskOptions::default(),
+        })
+    });
+    prop_oneof![4 => task, 2 => map, 1 => sleep, 1 => dynamic]
 }
 
 /// A test on a state key; `body` lets the key be the loop body's first output.
@@ -199,9 +222,12 @@ impl Namer {
                 self.output(&mut m.output_key);
             }
             Step::Sleep { name: n, .. } => *n = name,
-            // Not generated: their outputs are steps or child runs, which the simulated
-            // engine does not make.
-            Step::Dynamic(d) => d.name = name,
+            // Named `dN`: its outputs list steps (see [`output`]).
+            Step::Dynamic(d) => {
+                d.name = format!("d{}", self.steps - 1);
+                self.output(&mut d.output_key);
+            }
+            // Not generated: the simulated engine makes no child runs.
             Step::Child(c) => c.name = name,
             Step::Sequence { name: n, steps } | Step::Parallel { name: n, steps } => {
                 *n = name;
