@@ -97,7 +97,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move {
             {
                 let mut f = journal.lock().unwrap();
-                writeln!(f, "{name} {}", std::process::id())
+                // One write per line, so a reader never sees half of one.
+                let line = format!("{name} {}\n", std::process::id());
+                f.write_all(line.as_bytes())
                     .map_err(|e| TaskError::retryable(e.to_string()))?;
                 f.flush().map_err(|e| TaskError::retryable(e.to_string()))?;
             }

@@ -55,10 +55,12 @@ fn program(url: &str, journal: &Path) -> Command {
     c
 }
 
-/// The journal's lines: (step, pid), in order.
+/// The journal's complete lines: (step, pid), in order. A line being written as the file
+/// is read (its end not yet there) is left for the next read.
 fn lines(path: &Path) -> Vec<(String, u32)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .map(|l| {
             let (step, pid) = l.split_once(' ').expect("a journal line is `STEP PID`");
