@@ -156,9 +156,7 @@ impl RunEntry {
             children: HashMap::new(),
         }
     }
-}
 
-impl RunEntry {
     /// The run's snapshot. A step whose start a pause holds back is not running yet (the
     /// run's core counts it as running from the moment it was ready).
     pub(crate) fn snapshot(&self) -> RunSnapshot {

@@ -390,17 +390,7 @@ async fn queue_durable(queue: &crate::queue::QueueRef) {
 /// lands: what it holds already happened in memory, and nothing it caused happens before
 /// it is durable.
 async fn commit(store: &crate::store::Store, batch: &WorkflowBatch) {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match store.write_workflows(batch).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    until_committed(|| async { store.write_workflows(batch).await.map_err(Into::into) }).await
 }
 
 /// Commits `batch` in the task store's transaction, through the queue, after every task
@@ -408,16 +398,25 @@ async fn commit(store: &crate::store::Store, batch: &WorkflowBatch) {
 /// wait (the coordinator is stopping; what was not committed is recovered from the tasks'
 /// own rows).
 async fn commit_with_tasks(queue: &crate::queue::QueueRef, batch: WorkflowBatch) {
-    let mut delay = Duration::from_millis(50);
-    loop {
+    until_committed(|| async {
         match queue.journal(batch.clone()).await {
-            Ok(()) => return,
-            Err(crate::Error::Stopped { .. }) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+            Err(crate::Error::Stopped { .. }) => Ok(()),
+            other => other,
         }
+    })
+    .await
+}
+
+/// Runs `write` until it succeeds, with a backoff from 50 ms to 5 s between tries.
+async fn until_committed<F, Fut>(mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::Error>>,
+{
+    let mut delay = Duration::from_millis(50);
+    while let Err(e) = write().await {
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
