@@ -24,6 +24,9 @@ pub enum Error {
     /// A workflow was refused, or a run could not be found or changed.
     #[error(transparent)]
     Workflow(#[from] crate::workflow::WorkflowError),
+    /// A pulling worker's call was refused.
+    #[error(transparent)]
+    Pull(#[from] crate::pull::PullError),
     /// The task ended without a result.
     #[error("task {id} {status}: {error}")]
     TaskFailed {

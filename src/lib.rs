@@ -44,6 +44,9 @@
 //!   [`WorkerRegistry`] of heartbeats, and the worker side of the credit protocol: the
 //!   uplink a worker pulls through ([`UplinkRef`]; the queue and a node's agent are uplinks),
 //!   its [`Capabilities`] and its attempt reports.
+//! - `pull`: workers outside the process that pull tasks through calls (the HTTP worker
+//!   protocol): [`pull::PullWorkers`] keeps one session per worker, attached to the queue as
+//!   one more worker of the credit protocol. It sits beside `pool`, above `queue`.
 //! - `pool`: the worker pool actor, supervisor of its workers; [`PoolRef`] is its handle.
 //! - `coordinator`: the root supervisor of the queue, the pools and the cluster gate, with
 //!   the autoscaler and health checks; the [`Coordinator`] handle is the main entry point
@@ -84,6 +87,7 @@ mod handler;
 mod mailbox;
 mod metrics;
 mod pool;
+pub mod pull;
 mod queue;
 mod scaling;
 pub mod settings;

@@ -26,12 +26,14 @@ pub struct ScaleSignals {
     pub total_slots: u64,
     /// Active (not draining) workers.
     pub workers: usize,
-    /// Workers on online nodes: they take the same backlog, so they count in the work per
-    /// worker (the local pool grows only for what they cannot absorb).
+    /// Workers on online nodes and pulling workers (HTTP): they take the same backlog, so
+    /// they count in the work per worker (the local pool grows only for what they cannot
+    /// absorb).
     pub remote_workers: usize,
-    /// Tasks running on online nodes.
+    /// Tasks running on online nodes and pulling workers.
     pub remote_busy_slots: u64,
-    /// Slots on online nodes.
+    /// Slots on online nodes and pulling workers (for a pulling worker: the most tasks it
+    /// asked for in one call).
     pub remote_total_slots: u64,
     /// Messages waiting in online nodes' pool and worker mailboxes, summed.
     pub remote_mailbox: u64,

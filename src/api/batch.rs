@@ -19,6 +19,23 @@ pub(super) fn read_body(
     })
 }
 
+/// A JSON body into `T`, the error naming the field at fault (`leases[2].token`).
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::bad(field, e.into_inner().to_string())
+    })
+}
+
 /// The error a batch past its limit stops the parse with.
 const TOO_MANY: &str = "too many tasks";
 

@@ -100,6 +100,7 @@ pub(crate) async fn workers(
             workers.extend(node.workers);
         }
     }
+    workers.extend(state.coordinator.pull_workers().workers());
     Ok(Json(workers))
 }
 

@@ -193,6 +193,7 @@ impl From<Error> for ApiError {
             }
             Error::Stopped { actor } => Self::Unavailable(format!("{actor} is not running")),
             Error::Workflow(w) => w.into(),
+            Error::Pull(p) => p.into(),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -24,6 +24,8 @@ mod stream;
 mod streams;
 mod tasks;
 mod tls;
+mod waits;
+mod work;
 mod workflows;
 
 pub use auth::{ApiToken, Scope};
@@ -147,6 +149,8 @@ pub(crate) struct ApiState {
         compute::list, compute::add, compute::remove,
         workflows::definitions, workflows::register, workflows::start, workflows::list,
         workflows::get, workflows::wait, workflows::control, workflows::bulk,
+        work::lease, work::heartbeat, work::reports, work::complete, work::fail,
+        work::progress, work::leave, waits::wait_many, waits::run,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -217,9 +221,36 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             )),
         )
         .route("/tasks/{id}/requeue", post(tasks::requeue))
+        .route(
+            "/tasks/wait",
+            post(waits::wait_many).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
+        .route(
+            "/tasks/run",
+            post(waits::run).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
         .route("/nodes", get(cluster::nodes))
         .route("/agents/nodes", get(cluster::agents_nodes))
         .route("/workers", get(cluster::workers))
+        .route(
+            "/workers/lease",
+            post(work::lease).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::one_slot,
+            )),
+        )
+        .route("/workers/heartbeat", post(work::heartbeat))
+        .route("/workers/reports", post(work::reports))
+        .route("/workers/leave", post(work::leave))
+        .route("/workers/tasks/{id}/complete", post(work::complete))
+        .route("/workers/tasks/{id}/fail", post(work::fail))
+        .route("/workers/tasks/{id}/progress", post(work::progress))
         .route("/scale", post(cluster::scale))
         .route("/compute/nodes", get(compute::list).post(compute::add))
         .route(

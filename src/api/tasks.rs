@@ -120,15 +120,24 @@ pub(crate) struct SubmitResponse {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct SubmittedTask {
+pub(crate) struct SubmittedTask {
     #[schema(value_type = String, format = Uuid)]
     id: TaskId,
     /// True when an idempotency key matched an existing task (nothing new was made).
     existing: bool,
 }
 
+impl From<&crate::task::Submitted> for SubmittedTask {
+    fn from(s: &crate::task::Submitted) -> Self {
+        Self {
+            id: s.id,
+            existing: s.existing,
+        }
+    }
+}
+
 /// Turns a body (one task, an array, or `{"tasks": [...]}`) into specs.
-fn specs_from(state: &ApiState, body: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
+pub(crate) fn specs_from(state: &ApiState, body: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
     let items = split_batch(body, state.config.max_batch)?;
     if items.is_empty() {
         return Err(ApiError::bad("tasks", "no tasks given"));
@@ -171,13 +180,7 @@ pub(crate) async fn submit(
     let body = read_body(body, state.config.max_body_bytes)?;
     let specs = specs_from(&state, &body)?;
     let submitted = state.coordinator.queue().submit_batch(specs).await?;
-    let tasks = submitted
-        .into_iter()
-        .map(|s| SubmittedTask {
-            id: s.id,
-            existing: s.existing,
-        })
-        .collect();
+    let tasks = submitted.iter().map(SubmittedTask::from).collect();
     Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })).into_response())
 }
 

@@ -13,6 +13,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::batch::json_body as body;
 use super::error::{ApiError, ErrorBody};
 use super::tasks::{page_limit, parse_duration, query_error};
 use super::ApiState;
@@ -24,23 +25,6 @@ use crate::workflow::{
 fn parse_run(raw: &str) -> Result<RunId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::bad("id", format!("`{raw}` is not a run id (a UUID)")))
-}
-
-/// A JSON body into `T`, the error naming the field at fault.
-fn body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
-        ApiError::bad(field, e.into_inner().to_string())
-    })
 }
 
 impl From<WorkflowError> for ApiError {

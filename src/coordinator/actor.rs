@@ -134,6 +134,7 @@ impl Actor for CoordinatorActor {
         spawn_ticker(me.clone(), c.health_check_interval, || {
             CoordinatorMsg::Health
         });
+        let pull = crate::pull::PullWorkers::start(queue.clone(), args.config.worker_timeout);
         Ok(CoordinatorState {
             autoscaler: Autoscaler::new(rule),
             pools: Supervisor::new("worker pool", args.config.restart_budget),
@@ -145,6 +146,7 @@ impl Actor for CoordinatorActor {
             events: args.events,
             me,
             shared: Arc::new(Shared {
+                pull,
                 queue,
                 pool: RwLock::new(pool),
                 decisions: Mutex::new(VecDeque::new()),

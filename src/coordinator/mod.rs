@@ -335,6 +335,12 @@ impl Coordinator {
         )
     }
 
+    /// Workers outside the process that pull tasks through calls: the worker protocol the
+    /// HTTP API serves at `/workers/lease` and beside it, open to Rust callers too.
+    pub fn pull_workers(&self) -> &crate::pull::PullWorkers {
+        &self.shared.pull
+    }
+
     /// The workflow engine: register workflows, start and steer runs.
     pub fn workflows(&self) -> &crate::workflow::Workflows {
         &self.workflows
@@ -357,6 +363,7 @@ impl Coordinator {
         if let Some(c) = &self.cluster {
             types.extend(c.remote_types());
         }
+        types.extend(self.shared.pull.task_types());
         types.sort();
         types.dedup();
         types
@@ -415,4 +422,5 @@ fn serves(
             .iter()
             .any(|h| h.contains(task_type))
         || cluster.is_some_and(|c| c.remote_types().iter().any(|t| &**t == task_type))
+        || shared.pull.serves(task_type)
 }

@@ -17,10 +17,12 @@ impl CoordinatorState {
         let pool = self.pool();
         let p = pool.stats().await?;
         let remote = *self.shared.remote.read().unwrap_or_else(|e| e.into_inner());
+        // Pulling workers take their share of the backlog like nodes' workers.
+        let (pulling, pull_busy, pull_slots) = self.shared.pull.load();
         Ok(ScaleSignals {
-            remote_workers: remote.workers,
-            remote_busy_slots: remote.busy_slots,
-            remote_total_slots: remote.total_slots,
+            remote_workers: remote.workers + pulling,
+            remote_busy_slots: remote.busy_slots + pull_busy,
+            remote_total_slots: remote.total_slots + pull_slots,
             remote_mailbox: remote.mailbox,
             backlog: queue.queued.saturating_sub(queue.unroutable),
             queue_mailbox: self.shared.queue.mailbox_depth(),

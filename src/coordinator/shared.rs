@@ -16,6 +16,8 @@ use crate::supervision::Supervisor;
 pub(crate) struct Shared {
     /// The queue (never replaced: its end stops the coordinator).
     pub(crate) queue: QueueRef,
+    /// Workers outside the process that pull tasks through calls (HTTP).
+    pub(crate) pull: crate::pull::PullWorkers,
     /// Replaced when the pool is restarted.
     pub(crate) pool: RwLock<PoolRef>,
     /// The last scaling changes, oldest first.

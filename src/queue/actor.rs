@@ -1,4 +1,3 @@
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,7 +7,8 @@ use tokio::time::Instant;
 
 use super::core::{AttemptReport, QueueCore};
 use super::journal::{self, Accepted, StoreLink, WRITER_STOPPED};
-use super::{QueueConfig, QueueError, QueueStats, Submitted, WorkerCall};
+use super::waiters::{add_waiter, register, Waiter, Waiting};
+use super::{QueueConfig, QueueError, QueueStats, WorkerCall};
 use crate::events::EventBus;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::store::{JournalWrite, NodeRow, Store, StoreError, StoreMsg, StoreOp};
@@ -17,48 +17,6 @@ use crate::task::{IdMap, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus
 /// The task queue actor. Use it through [`QueueRef`](super::QueueRef).
 #[derive(Debug)]
 pub(crate) struct TaskQueue;
-
-/// Someone waiting for tasks to finish.
-#[derive(Debug)]
-pub(crate) enum Waiter {
-    /// One task, one answer.
-    Once(oneshot::Sender<TaskOutcome>),
-    /// Many tasks, answered as each finishes.
-    Stream(mpsc::UnboundedSender<(TaskId, TaskOutcome)>),
-    /// The workflow engine's steps, answered as each finishes. Each answer is followed, a
-    /// moment later, by a journal round that must commit with or after the task's
-    /// completion: the queue holds the completion back briefly so that both go in one
-    /// transaction (see [`HOLD_FOR_JOURNAL`]).
-    Steps(mpsc::UnboundedSender<(TaskId, TaskOutcome)>),
-}
-
-impl Waiter {
-    fn is_closed(&self) -> bool {
-        match self {
-            Self::Once(tx) => tx.is_closed(),
-            Self::Stream(tx) | Self::Steps(tx) => tx.is_closed(),
-        }
-    }
-
-    fn send(self, id: TaskId, outcome: TaskOutcome) {
-        match self {
-            Self::Once(tx) => {
-                let _ = tx.send(outcome);
-            }
-            Self::Stream(tx) | Self::Steps(tx) => {
-                let _ = tx.send((id, outcome));
-            }
-        }
-    }
-
-    fn share(&self) -> Option<Self> {
-        match self {
-            Self::Once(_) => None,
-            Self::Stream(tx) => Some(Self::Stream(tx.clone())),
-            Self::Steps(tx) => Some(Self::Steps(tx.clone())),
-        }
-    }
-}
 
 /// The queue's messages. Built only by [`QueueRef`](super::QueueRef).
 pub(crate) enum QueueMsg {
@@ -111,6 +69,26 @@ pub(crate) enum QueueMsg {
     },
     /// The worker side of the credit protocol: attach, detach, credits, reports.
     Worker(WorkerCall),
+    /// A worker call whose caller hears which tasks' reports or extensions were refused
+    /// (their token was not the current lease's): the HTTP worker protocol answers them.
+    Checked {
+        call: WorkerCall,
+        reply: RpcReplyPort<Vec<TaskId>>,
+    },
+    /// A pulling worker asks for up to `credits` tasks: its credits are set, and the
+    /// reply comes once whatever the queue could lease it now has been delivered.
+    Pull {
+        worker: Arc<str>,
+        credits: u32,
+        reply: RpcReplyPort<()>,
+    },
+    /// Register one stream for many tasks; finished ones are answered at once. The reply
+    /// names the tasks memory does not hold (the caller looks for them in the store).
+    WaitMany {
+        ids: Vec<TaskId>,
+        tx: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+        reply: RpcReplyPort<Vec<TaskId>>,
+    },
     /// Time to promote delayed tasks and expire leases.
     Tick,
     /// Nothing to do but what follows every message: ends a hold for a journal round.
@@ -145,7 +123,7 @@ pub(crate) struct QueueState {
     /// The rules and the data.
     pub(super) core: QueueCore,
     /// Waiters by task.
-    waiters: IdMap<Waiting>,
+    pub(super) waiters: IdMap<Waiting>,
     /// Where lifecycle events go.
     events: EventBus,
     /// This actor's own counted mailbox (for timers, and to read its depth).
@@ -292,40 +270,36 @@ impl Actor for TaskQueue {
                 state.closing = Some(Some(drained));
                 let _ = reply.send(());
             }
-            QueueMsg::Worker(call) => match call {
-                WorkerCall::Attach {
-                    worker,
-                    incarnation,
-                    caps,
-                    credits,
-                    sink,
-                } => state.core.attach(worker, incarnation, caps, credits, sink),
-                WorkerCall::Detach {
-                    worker,
-                    incarnation,
-                } => state.core.detach(&worker, incarnation),
-                WorkerCall::SetCredits { worker, credits } => {
-                    state.core.set_credits(&worker, credits)
+            QueueMsg::Worker(call) => {
+                worker_call(state, call, now);
+            }
+            QueueMsg::Checked { call, reply } => {
+                let _ = reply.send(worker_call(state, call, now));
+            }
+            QueueMsg::Pull {
+                worker,
+                credits,
+                reply,
+            } => {
+                state.core.set_credits(&worker, credits);
+                dispatch(state, now);
+                let _ = reply.send(());
+            }
+            QueueMsg::WaitMany { ids, tx, reply } => {
+                let mut unknown = Vec::new();
+                for id in ids {
+                    match state.core.outcome(id) {
+                        None => unknown.push(id),
+                        Some(Some(outcome)) => {
+                            let _ = tx.send((id, outcome));
+                        }
+                        Some(None) => {
+                            add_waiter(&mut state.waiters, id, Waiter::Stream(tx.clone()))
+                        }
+                    }
                 }
-                WorkerCall::Report {
-                    worker,
-                    reports,
-                    credits,
-                } => {
-                    state.core.report(&worker, reports, now);
-                    state.core.credit(&worker, credits);
-                }
-                WorkerCall::Extend { worker, leases } => state.core.extend(&worker, &leases, now),
-                WorkerCall::Progress {
-                    worker,
-                    task_id,
-                    token,
-                    fraction,
-                    message,
-                } => state
-                    .core
-                    .progress(&worker, task_id, &token, fraction, message),
-            },
+                let _ = reply.send(unknown);
+            }
             QueueMsg::Tick => {
                 state.wake_at = None;
                 state.core.tick(now);
@@ -395,80 +369,67 @@ impl Actor for TaskQueue {
     }
 }
 
-fn register(state: &mut QueueState, ids: &[Submitted], waiter: Waiter) {
-    match waiter.share() {
-        // A single waiter belongs to a single-task submit.
-        None => wait_or_answer(state, ids[0], waiter),
-        Some(_) => {
-            for s in ids {
-                let w = waiter.share().expect("stream waiters share");
-                wait_or_answer(state, *s, w);
-            }
+/// Applies one call of the worker side of the credit protocol; returns the tasks whose
+/// reports or extensions were refused.
+fn worker_call(state: &mut QueueState, call: WorkerCall, now: Instant) -> Vec<TaskId> {
+    match call {
+        WorkerCall::Attach {
+            worker,
+            incarnation,
+            caps,
+            credits,
+            sink,
+        } => state.core.attach(worker, incarnation, caps, credits, sink),
+        WorkerCall::Detach {
+            worker,
+            incarnation,
+        } => state.core.detach(&worker, incarnation),
+        WorkerCall::SetCredits { worker, credits } => state.core.set_credits(&worker, credits),
+        WorkerCall::Report {
+            worker,
+            reports,
+            credits,
+        } => {
+            let refused = state.core.report(&worker, reports, now);
+            state.core.credit(&worker, credits);
+            return refused;
         }
+        WorkerCall::Extend { worker, leases } => return state.core.extend(&worker, &leases, now),
+        WorkerCall::Progress {
+            worker,
+            task_id,
+            token,
+            fraction,
+            message,
+        } => state
+            .core
+            .progress(&worker, task_id, &token, fraction, message),
     }
+    Vec::new()
 }
 
-/// Answers at once for a task that already finished, or registers the waiter. Only a task
-/// that an idempotency key matched can have finished: one this submit made has not, so its
-/// lookup is skipped (this runs once per submitted task, on the queue's hot path).
-fn wait_or_answer(state: &mut QueueState, s: Submitted, waiter: Waiter) {
-    if s.existing {
-        match state.core.outcome(s.id) {
-            Some(Some(outcome)) => {
-                waiter.send(s.id, outcome);
-                return;
-            }
-            // Known only to the store (it finished before a restart, or was pruned from
-            // memory): dropping the waiter tells the caller to look there.
-            None => return,
-            Some(None) => {}
+/// Leases queued tasks to workers with credits and delivers them; true when any went out.
+fn dispatch(state: &mut QueueState, now: Instant) -> bool {
+    state.since_dispatch = 0;
+    let mut delivered = false;
+    for d in state.core.dispatch(now) {
+        delivered = true;
+        if let Err(returned) = d.sink.deliver(d.leases) {
+            // The worker is gone; its detach will follow. Put the tasks back now.
+            tracing::debug!(worker = %d.worker, count = returned.len(), "delivery refused");
+            let reports = returned
+                .into_iter()
+                .map(|l| AttemptReport {
+                    task_id: l.task_id,
+                    token: l.token,
+                    outcome: super::AttemptOutcome::Cancelled,
+                })
+                .collect();
+            state.core.report(&d.worker, reports, now);
+            state.core.set_credits(&d.worker, 0);
         }
     }
-    add_waiter(&mut state.waiters, s.id, waiter);
-}
-
-/// The waiters of one task. Nearly every task has exactly one, held without a `Vec` so that
-/// registering it allocates nothing.
-#[derive(Debug)]
-enum Waiting {
-    One(Waiter),
-    Many(Vec<Waiter>),
-}
-
-impl Waiting {
-    /// Only the workflow engine waits: a journal round follows the outcome.
-    fn is_steps(&self) -> bool {
-        matches!(self, Self::One(Waiter::Steps(_)))
-    }
-
-    fn send(self, id: TaskId, outcome: TaskOutcome) {
-        match self {
-            Self::One(w) => w.send(id, outcome),
-            Self::Many(list) => {
-                for w in list {
-                    w.send(id, outcome.clone());
-                }
-            }
-        }
-    }
-}
-
-/// Adds a waiter for `id`, dropping the ones whose receiver is gone.
-fn add_waiter(waiters: &mut IdMap<Waiting>, id: TaskId, waiter: Waiter) {
-    match waiters.entry(id) {
-        Entry::Vacant(slot) => {
-            slot.insert(Waiting::One(waiter));
-        }
-        Entry::Occupied(mut slot) => {
-            let mut list = match std::mem::replace(slot.get_mut(), Waiting::Many(Vec::new())) {
-                Waiting::One(w) => vec![w],
-                Waiting::Many(list) => list,
-            };
-            list.retain(|w| !w.is_closed());
-            list.push(waiter);
-            *slot.get_mut() = Waiting::Many(list);
-        }
-    }
+    delivered
 }
 
 /// True when this message's changes should wait for a journal round: every task it
@@ -490,24 +451,7 @@ fn after_message(state: &mut QueueState, now: Instant) -> bool {
     state.since_dispatch += 1;
     let mut delivered = false;
     if state.me.depth().get() == 0 || state.since_dispatch >= DISPATCH_EVERY {
-        state.since_dispatch = 0;
-        for d in state.core.dispatch(now) {
-            delivered = true;
-            if let Err(returned) = d.sink.deliver(d.leases) {
-                // The worker is gone; its detach will follow. Put the tasks back now.
-                tracing::debug!(worker = %d.worker, count = returned.len(), "delivery refused");
-                let reports = returned
-                    .into_iter()
-                    .map(|l| AttemptReport {
-                        task_id: l.task_id,
-                        token: l.token,
-                        outcome: super::AttemptOutcome::Cancelled,
-                    })
-                    .collect();
-                state.core.report(&d.worker, reports, now);
-                state.core.set_credits(&d.worker, 0);
-            }
-        }
+        delivered = dispatch(state, now);
     }
     if holds_for_journal(state) {
         if !state.holding {

@@ -9,8 +9,9 @@ use tokio::time::Instant;
 
 use ractor::RpcReplyPort;
 
-use super::actor::{QueueMsg, QueueState, Waiter};
+use super::actor::{QueueMsg, QueueState};
 use super::core::QueueCore;
+use super::waiters::Waiter;
 use super::{QueueError, Submitted};
 use crate::error::Error;
 use crate::mailbox::Mailbox;

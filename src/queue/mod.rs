@@ -9,11 +9,13 @@ mod journal;
 mod ready;
 mod sorted;
 mod uplink;
+mod waiters;
 
+pub(crate) use self::actor::QueueMsg;
 pub(crate) use self::actor::TaskQueue;
-pub(crate) use self::actor::{QueueMsg, Waiter};
 pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 use self::journal::Accepted;
+pub(crate) use self::waiters::Waiter;
 // The worker side of the credit protocol (`uplink` makes `QueueRef` one end of it).
 pub(crate) use crate::worker::{AttemptOutcome, WorkerCall};
 // Task-level types, kept nameable here for the queue's callers.
@@ -281,8 +283,20 @@ impl QueueRef {
         Error,
     > {
         let (tx, rx) = mpsc::unbounded_channel();
-        let ids = self.submit_inner(specs, Some(Waiter::Stream(tx))).await?;
+        let ids = self.submit_batch_to(specs, tx).await?;
         Ok((ids, rx))
+    }
+
+    /// [`Self::submit_batch_streaming`] into a channel of the caller's: each outcome goes
+    /// to `outcomes` as its task finishes. A task whose idempotency key matched one known
+    /// only to the store (`Submitted::existing`) is not followed.
+    pub(crate) async fn submit_batch_to(
+        &self,
+        specs: Vec<TaskSpec>,
+        outcomes: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+    ) -> Result<Vec<Submitted>, Error> {
+        self.submit_inner(specs, Some(Waiter::Stream(outcomes)))
+            .await
     }
 
     /// Submits many tasks (all or none) and sends each one's outcome to `outcomes` as it
@@ -403,6 +417,35 @@ impl QueueRef {
             }
             .into()),
         }
+    }
+
+    /// Sends each task's outcome to `outcomes` as it finishes (at once for those finished
+    /// already, from memory or the store). Returns the ids no task has: they never existed,
+    /// or finished long enough ago to be pruned. The stream ends when `outcomes`' receiver
+    /// is dropped; nothing else is held for it.
+    pub async fn wait_many(
+        &self,
+        ids: Vec<TaskId>,
+        outcomes: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+    ) -> Result<Vec<TaskId>, Error> {
+        let tx = outcomes.clone();
+        let unknown = self
+            .mailbox
+            .call(|reply| QueueMsg::WaitMany { ids, tx, reply }, None, QUEUE)
+            .await?;
+        let Some(store) = &self.store else {
+            return Ok(unknown);
+        };
+        let mut missing = Vec::new();
+        for id in unknown {
+            match store.outcome(id).await? {
+                Some(outcome) => {
+                    let _ = outcomes.send((id, outcome));
+                }
+                None => missing.push(id),
+            }
+        }
+        Ok(missing)
     }
 
     /// Everything known about a task.

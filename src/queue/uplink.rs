@@ -10,6 +10,41 @@ impl QueueRef {
     pub(crate) fn worker_call(&self, call: WorkerCall) {
         let _ = self.mailbox.send(QueueMsg::Worker(call));
     }
+
+    /// A pulling worker asks for up to `credits` tasks: answers once what the queue could
+    /// lease it now is delivered to its sink.
+    pub(crate) async fn pull(
+        &self,
+        worker: std::sync::Arc<str>,
+        credits: u32,
+    ) -> Result<(), crate::Error> {
+        self.mailbox
+            .call(
+                |reply| QueueMsg::Pull {
+                    worker,
+                    credits,
+                    reply,
+                },
+                None,
+                super::QUEUE,
+            )
+            .await
+    }
+
+    /// A worker call whose caller hears back: the tasks whose reports or lease extensions
+    /// were refused because their token was not the current lease's.
+    pub(crate) async fn worker_call_checked(
+        &self,
+        call: WorkerCall,
+    ) -> Result<Vec<crate::task::TaskId>, crate::Error> {
+        self.mailbox
+            .call(
+                |reply| QueueMsg::Checked { call, reply },
+                None,
+                super::QUEUE,
+            )
+            .await
+    }
 }
 
 impl Uplink for QueueRef {

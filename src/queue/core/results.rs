@@ -16,7 +16,16 @@ impl QueueCore {
     ///
     /// Each task is looked up once and then reached by its slot; the attempts end at one
     /// wall-clock reading, and the worker's session is updated once for the whole report.
-    pub(crate) fn report(&mut self, worker: &str, reports: Vec<AttemptReport>, now: Instant) {
+    ///
+    /// Returns the tasks whose reports were refused (empty, without allocating, when all
+    /// counted), so a caller that can answer its worker (the HTTP worker protocol) says so.
+    pub(crate) fn report(
+        &mut self,
+        worker: &str,
+        reports: Vec<AttemptReport>,
+        now: Instant,
+    ) -> Vec<TaskId> {
+        let mut refused = Vec::new();
         self.clock = self.clock.max(now);
         let wall = SystemTime::now();
         let mut ended = std::mem::take(&mut self.ended);
@@ -30,6 +39,7 @@ impl QueueCore {
                 } else {
                     self.refuse_stale(worker, id, &r.token, "report");
                 }
+                refused.push(id);
                 continue;
             };
             match r.outcome {
@@ -70,6 +80,7 @@ impl QueueCore {
         }
         ended.clear();
         self.ended = ended;
+        refused
     }
 
     /// A task completed by the attempt just released: it finished when that attempt did

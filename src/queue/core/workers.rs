@@ -364,12 +364,19 @@ impl QueueCore {
 
     /// Extends the leases `worker` holds on tasks without a timeout to `lease_time` from
     /// now. Leases it does not hold (stale tokens) are refused and counted; leases of tasks
-    /// with a timeout are bounded by it and stay as they are.
-    pub(crate) fn extend(&mut self, worker: &str, leases: &[(TaskId, LeaseToken)], now: Instant) {
+    /// with a timeout are bounded by it and stay as they are. Returns the refused tasks.
+    pub(crate) fn extend(
+        &mut self,
+        worker: &str,
+        leases: &[(TaskId, LeaseToken)],
+        now: Instant,
+    ) -> Vec<TaskId> {
         let lease_time = self.config.lease_time;
+        let mut refused = Vec::new();
         for &(id, token) in leases {
             if !self.holds(worker, id, &token) {
                 self.refuse_stale(worker, id, &token, "extend");
+                refused.push(id);
                 continue;
             }
             let e = self.tasks.get_mut(&id).expect("held");
@@ -383,6 +390,7 @@ impl QueueCore {
             self.deadlines.remove(&(old, id));
             self.deadlines.insert((new, id));
         }
+        refused
     }
 
     /// Ends a running task's lease, closing its attempt record.
