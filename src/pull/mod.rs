@@ -340,7 +340,10 @@ impl PullWorkers {
             );
         }
         let session = self.session(worker)?;
-        let done: Vec<(TaskId, bool)> = reports.iter().map(|(id, _, r)| (*id, r.is_ok())).collect();
+        let done: Vec<(TaskId, LeaseToken, bool)> = reports
+            .iter()
+            .map(|(id, token, r)| (*id, *token, r.is_ok()))
+            .collect();
         let reports = reports
             .into_iter()
             .map(|(task_id, token, result)| AttemptReport {

@@ -119,14 +119,19 @@ impl Session {
         self.state().held.iter().map(|(id, t)| (*id, *t)).collect()
     }
 
-    /// Records reports on these tasks (accepted or not: either way it holds them no more).
-    pub(super) fn reported(&self, done: &[(TaskId, bool)], refused: &[TaskId]) {
+    /// Records reports on these tasks. One that counted ends its lease; a refused one
+    /// ends it only when it carried the token the worker holds (that lease is stale),
+    /// not when it carried some other token.
+    pub(super) fn reported(&self, done: &[(TaskId, LeaseToken, bool)], refused: &[TaskId]) {
         let mut s = self.state();
-        for (id, ok) in done {
-            s.held.remove(id);
+        for (id, token, ok) in done {
             if refused.contains(id) {
+                if s.held.get(id) == Some(token) {
+                    s.held.remove(id);
+                }
                 continue;
             }
+            s.held.remove(id);
             if *ok {
                 s.completed += 1;
             } else {
