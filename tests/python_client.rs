@@ -8,6 +8,7 @@
 //! Python the test says so and passes, except under `CI=true`, where it fails.
 
 #[path = "support/programs.rs"]
+#[allow(dead_code)]
 mod programs;
 
 use std::path::{Path, PathBuf};
@@ -69,5 +70,8 @@ fn the_python_client_passes_its_tests_against_the_coordinator_program() {
         .env("WRANGLE_COORDINATOR_BIN", &coordinator)
         .status()
         .expect("pytest starts");
-    assert!(status.success(), "the Python client's tests failed (output above)");
+    assert!(
+        status.success(),
+        "the Python client's tests failed (output above)"
+    );
 }

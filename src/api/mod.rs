@@ -145,7 +145,7 @@ pub(crate) struct ApiState {
         tasks::requeue, tasks::queued, tasks::in_progress, tasks::results, tasks::dead_letters,
         cluster::nodes, cluster::agents_nodes, cluster::workers, cluster::scale,
         cluster::scale_history, cluster::stats, cluster::healthz, cluster::readyz,
-        stream::events, prometheus::metrics, auth::login, auth::logout,
+        stream::events, stream::events_ws, prometheus::metrics, auth::login, auth::logout,
         compute::list, compute::add, compute::remove,
         workflows::definitions, workflows::register, workflows::start, workflows::list,
         workflows::get, workflows::wait, workflows::control, workflows::bulk,
@@ -191,6 +191,11 @@ async fn not_found() -> ApiError {
 
 /// Builds the router: every route, auth, JSON-only bodies, `Host`/`Origin` checks, body
 /// limit, rate limit and CORS.
+///
+/// To serve it inside your own axum application, beside your routes, mount it with
+/// `Router::nest_service("/wrangle", router(..))` (not `nest`): it then sees its own paths,
+/// which its token scopes rely on, and its dashboard works at `/wrangle`. See
+/// `examples/embed.rs`.
 pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     let state = ApiState {
         coordinator,
@@ -283,6 +288,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
                 streams::one_slot,
             )),
         )
+        .route("/events/ws", get(stream::events_ws))
         .route("/metrics", get(prometheus::metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/", get(dashboard::index))

@@ -146,7 +146,10 @@ async fn connection<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: `/events/ws` turns its connection into a WebSocket.
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

@@ -10,9 +10,13 @@ const HISTORY = 300;
 let lastCompleted = null;
 let lastTick = null;
 
+// Where the API is: the page's <base>, which the server sets to where the router is
+// mounted (`/`, or `/wrangle/` in an application that nests it there).
+const BASE = new URL(".", document.baseURI).pathname.replace(/\/$/, "");
+
 async function api(path, options = {}) {
   const headers = Object.assign({ "content-type": "application/json" }, options.headers || {});
-  const res = await fetch(path, Object.assign({ credentials: "same-origin" }, options, { headers }));
+  const res = await fetch(BASE + path, Object.assign({ credentials: "same-origin" }, options, { headers }));
   if (res.status === 401) {
     $("token-form").hidden = false;
     setConn("log in", "bad");
@@ -272,7 +276,7 @@ function onServerEvents(kinds, fn) {
 }
 
 function connectEvents() {
-  const source = new EventSource("/events");
+  const source = new EventSource(BASE + "/events");
   eventSource = source;
   eventHandlers.forEach((h) => listen(source, h.kinds, h.fn));
   const events = $("events");
@@ -339,7 +343,7 @@ $("d-requeue").onclick = async () => {
 $("status-filter").onchange = () => refreshTasks();
 $("token-form").onsubmit = async (e) => {
   e.preventDefault();
-  const res = await fetch("/login", {
+  const res = await fetch(BASE + "/login", {
     method: "POST",
     credentials: "same-origin",
     headers: { "content-type": "application/json" },

@@ -4,10 +4,10 @@ use axum::extract::Path;
 
 use super::{asset, INDEX};
 
-/// The `/assets/...` paths named in `src="..."` and `href="..."` attributes of the page.
+/// The `assets/...` paths named in `src="..."` and `href="..."` attributes of the page.
 fn named_assets() -> Vec<String> {
     INDEX
-        .split("\"/assets/")
+        .split("\"assets/")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
         .map(str::to_owned)
@@ -29,4 +29,18 @@ async fn every_asset_the_page_names_is_served() {
         );
     }
     assert!(asset(Path("nope.js".into())).await.is_err());
+}
+
+#[test]
+fn the_page_names_nothing_by_an_absolute_path() {
+    // An application may nest the router under a prefix: every link is relative.
+    for attr in ["src=\"/", "href=\"/"] {
+        assert!(!INDEX.contains(attr), "the page has {attr}...");
+    }
+    for script in [super::APP_JS, super::WORKFLOWS_JS] {
+        assert!(
+            !script.contains("fetch(\"/") && !script.contains("EventSource(\"/"),
+            "a script calls the API by an absolute path"
+        );
+    }
 }
