@@ -121,7 +121,8 @@ pub use store::{
 pub use supervision::RestartBudget;
 pub use task::{
     Attempt, Lease, LeaseToken, LeaseTokenError, Payload, Submitted, TaskId, TaskOptions,
-    TaskOutcome, TaskPriority, TaskQuery, TaskSnapshot, TaskSpec, TaskStatus,
+    TaskOutcome, TaskPriority, TaskQuery, TaskSnapshot, TaskSpec, TaskStatus, TraceId,
+    TraceIdError,
 };
 pub use util::shutdown_signal;
 pub use worker::{

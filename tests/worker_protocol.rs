@@ -691,3 +691,64 @@ async fn a_batch_is_submitted_and_its_results_streamed_on_one_request() {
     assert_eq!(status, 400);
     assert_eq!(doc["error"]["field"], "[1].priority");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traceparent_header_puts_tasks_in_its_trace_and_workers_see_it() {
+    let s = Server::start(Duration::from_secs(30), Duration::from_secs(60)).await;
+    declare(&s, "tracer").await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let submit = |header: &'static str, body: Value| {
+        s.http
+            .post(format!("{}/tasks", s.url))
+            .bearer_auth(TOKEN)
+            .header("traceparent", header)
+            .json(&body)
+    };
+    let res = submit(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        json!([py_task(1), {"task_type": "py", "trace_id": "0af7651916cd43dd8448eb211c80319c"}]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 201);
+    let ids = ids(&res.json::<Value>().await.unwrap()["tasks"]);
+    let first = s.get(&format!("/tasks/{}", ids[0])).await;
+    assert_eq!(first["options"]["trace_id"], trace);
+    let second = s.get(&format!("/tasks/{}", ids[1])).await;
+    assert_eq!(
+        second["options"]["trace_id"],
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    let leases = s.lease("tracer", 2, 5.0).await;
+    let traces: HashSet<&str> = leases
+        .iter()
+        .map(|l| l["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        traces,
+        HashSet::from([trace, "0af7651916cd43dd8448eb211c80319c"])
+    );
+    // A task without one is in its own trace: its id, without the dashes.
+    let own = s.submit(py_task(2)).await.remove(0);
+    let lease = s.lease("tracer", 1, 5.0).await;
+    assert_eq!(lease[0]["trace_id"], own.replace('-', ""));
+    // A malformed header, or trace id, is refused naming it.
+    let res = submit("00-zz-00f067aa0ba902b7-01", py_task(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["field"],
+        "traceparent"
+    );
+    let (status, body) = s
+        .post(
+            "/tasks",
+            json!({"task_type": "py", "trace_id": "00000000000000000000000000000000"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "trace_id");
+}

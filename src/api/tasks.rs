@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,9 @@ use super::batch::{decode, read_body, split_batch};
 use super::error::{ApiError, ErrorBody};
 use super::ApiState;
 use crate::queue::TaskQuery;
-use crate::task::{Payload, TaskId, TaskOptions, TaskPriority, TaskSnapshot, TaskSpec, TaskStatus};
+use crate::task::{
+    Payload, TaskId, TaskOptions, TaskPriority, TaskSnapshot, TaskSpec, TaskStatus, TraceId,
+};
 
 /// One task to submit.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -54,6 +56,11 @@ pub(crate) struct TaskRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 31_536_000_000_u64)]
     delay_ms: Option<u64>,
+    /// The trace the task belongs to: 32 hex digits (W3C Trace Context). Default: the
+    /// request's `traceparent` header's, else the task's own id.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$")]
+    trace_id: Option<crate::task::TraceId>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +99,7 @@ impl TaskRequest {
             metadata: self.metadata,
             idempotency_key: self.idempotency_key,
             delay: self.delay_ms.map(Duration::from_millis),
+            trace_id: self.trace_id,
         };
         // Checked here, before anything is queued, to name the field as the client wrote it.
         options.validate().map_err(|e| match e {
@@ -136,8 +144,26 @@ impl From<&crate::task::Submitted> for SubmittedTask {
     }
 }
 
-/// Turns a body (one task, an array, or `{"tasks": [...]}`) into specs.
-pub(crate) fn specs_from(state: &ApiState, body: &[u8]) -> Result<Vec<TaskSpec>, ApiError> {
+/// The trace id of a request's `traceparent` header (W3C Trace Context), if it has one.
+pub(crate) fn traceparent(headers: &HeaderMap) -> Result<Option<TraceId>, ApiError> {
+    let Some(value) = headers.get("traceparent") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad("traceparent", "not ASCII"))?;
+    TraceId::from_traceparent(text)
+        .map(Some)
+        .map_err(|e| ApiError::bad("traceparent", e.to_string()))
+}
+
+/// Turns a body (one task, an array, or `{"tasks": [...]}`) into specs; tasks without a
+/// trace id of their own take `trace` (the request's `traceparent`).
+pub(crate) fn specs_from(
+    state: &ApiState,
+    body: &[u8],
+    trace: Option<TraceId>,
+) -> Result<Vec<TaskSpec>, ApiError> {
     let items = split_batch(body, state.config.max_batch)?;
     if items.is_empty() {
         return Err(ApiError::bad("tasks", "no tasks given"));
@@ -161,7 +187,13 @@ pub(crate) fn specs_from(state: &ApiState, body: &[u8]) -> Result<Vec<TaskSpec>,
                     ),
                 ));
             }
-            req.into_spec(&at)
+            let mut spec = req.into_spec(&at)?;
+            if spec.options().trace_id.is_none() {
+                if let Some(t) = trace {
+                    spec = spec.trace_id(t);
+                }
+            }
+            Ok(spec)
         })
         .collect()
 }
@@ -175,10 +207,12 @@ pub(crate) fn specs_from(state: &ApiState, body: &[u8]) -> Result<Vec<TaskSpec>,
         (status = 413, body = ErrorBody), (status = 503, body = ErrorBody, description = "queue full or shutting down")))]
 pub(crate) async fn submit(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let trace = traceparent(&headers)?;
     let body = read_body(body, state.config.max_body_bytes)?;
-    let specs = specs_from(&state, &body)?;
+    let specs = specs_from(&state, &body, trace)?;
     let submitted = state.coordinator.queue().submit_batch(specs).await?;
     let tasks = submitted.iter().map(SubmittedTask::from).collect();
     Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })).into_response())
@@ -190,9 +224,10 @@ pub(crate) async fn submit(
     responses((status = 201, body = SubmitResponse), (status = 400, body = ErrorBody)))]
 pub(crate) async fn submit_compat(
     state: State<ApiState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    submit(state, body).await
+    submit(state, headers, body).await
 }
 
 /// A query string that does not parse (a parameter given twice, say), as JSON like every

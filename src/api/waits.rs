@@ -20,7 +20,9 @@ use tokio::time::Instant;
 
 use super::batch::{json_body, read_body};
 use super::error::{ApiError, ErrorBody};
-use super::tasks::{parse_duration, query_error, specs_from, SubmittedTask, TaskRequest};
+use super::tasks::{
+    parse_duration, query_error, specs_from, traceparent, SubmittedTask, TaskRequest,
+};
 use super::ApiState;
 use crate::task::{Payload, TaskId, TaskOutcome, TaskStatus};
 
@@ -295,8 +297,9 @@ pub(crate) async fn run(
         None => Duration::from_secs(30),
     }
     .min(state.config.max_wait);
+    let trace = traceparent(&headers)?;
     let raw = read_body(raw, state.config.max_body_bytes)?;
-    let specs = specs_from(&state, &raw)?;
+    let specs = specs_from(&state, &raw, trace)?;
     let queue = state.coordinator.queue();
     let (tx, rx) = mpsc::unbounded_channel();
     let submitted = queue.submit_batch_to(specs, tx.clone()).await?;

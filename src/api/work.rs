@@ -84,6 +84,8 @@ pub(crate) struct LeasedTask {
     payload: Payload,
     /// The attempt number (1 for the first run).
     attempt: u32,
+    /// The trace the task belongs to (32 hex digits): carry it into your spans and logs.
+    trace_id: String,
     /// The task's own timeout: report before it passes.
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout_secs: Option<f64>,
@@ -100,6 +102,7 @@ impl From<Lease> for LeasedTask {
             token: l.token.to_string(),
             task_type: l.task_type.to_string(),
             attempt: l.attempt(),
+            trace_id: l.trace_id.to_string(),
             payload: l.payload,
             timeout_secs: l.timeout.map(|d| d.as_secs_f64()),
             lease_secs: l.lease_time.map(|d| d.as_secs_f64()),

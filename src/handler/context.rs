@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, EventKind};
-use crate::task::{LeaseToken, TaskId};
+use crate::task::{LeaseToken, TaskId, TraceId};
 
 /// What a handler knows about the attempt it runs.
 #[derive(Clone)]
@@ -12,6 +12,7 @@ pub struct TaskContext {
     pub(crate) task_id: TaskId,
     pub(crate) attempt: u32,
     pub(crate) task_type: Arc<str>,
+    pub(crate) trace_id: TraceId,
     pub(crate) worker: Arc<str>,
     pub(crate) cancel: CancellationToken,
     pub(crate) events: EventBus,
@@ -49,6 +50,7 @@ impl fmt::Debug for TaskContext {
             .field("task_id", &self.task_id)
             .field("attempt", &self.attempt)
             .field("task_type", &self.task_type)
+            .field("trace_id", &self.trace_id)
             .field("worker", &self.worker)
             .finish()
     }
@@ -63,6 +65,12 @@ impl TaskContext {
     /// 1 on the first run, 2 on the first retry, ...
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// The trace this attempt belongs to: the one the task was submitted with, else the
+    /// task's own id. The attempt's span (`task`) carries it, so logs inside the handler do.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
     }
 
     /// The task's type.

@@ -89,13 +89,14 @@ impl HandlerRegistry {
     }
 }
 
-/// Runs a boxed future, turning a panic inside it into an error instead of unwinding into
-/// the worker.
-pub(crate) struct CatchUnwindFuture<T>(BoxFuture<T>);
+/// Runs a boxed future inside its span, turning a panic inside it into an error instead
+/// of unwinding into the worker.
+pub(crate) struct CatchUnwindFuture<T>(BoxFuture<T>, tracing::Span);
 
 impl<T> CatchUnwindFuture<T> {
-    pub(crate) fn new(fut: BoxFuture<T>) -> Self {
-        Self(fut)
+    /// `span` is entered for every poll (a disabled span costs nothing).
+    pub(crate) fn new(fut: BoxFuture<T>, span: tracing::Span) -> Self {
+        Self(fut, span)
     }
 }
 
@@ -103,7 +104,9 @@ impl<T> Future for CatchUnwindFuture<T> {
     type Output = Result<T, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.0.as_mut();
+        let this = &mut *self;
+        let _entered = this.1.enter();
+        let fut = this.0.as_mut();
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),

@@ -97,6 +97,8 @@ pub struct Lease {
     /// For a task without a timeout: how long the lease lasts unless its holder extends it.
     /// `None` when the task's timeout bounds the lease instead.
     pub lease_time: Option<Duration>,
+    /// The trace the attempt's spans belong to (the task's own id unless it was given one).
+    pub trace_id: super::TraceId,
 }
 
 impl Lease {

@@ -5,11 +5,13 @@ mod lease;
 mod payload;
 mod query;
 mod spec;
+mod trace;
 
 pub use lease::{Lease, LeaseToken, LeaseTokenError};
 pub use payload::Payload;
 pub use query::{Submitted, TaskQuery};
 pub use spec::{TaskOptions, TaskSpec};
+pub use trace::{TraceId, TraceIdError};
 
 pub(crate) type IdSet = std::collections::HashSet<TaskId, std::hash::BuildHasherDefault<IdHasher>>;
 

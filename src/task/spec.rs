@@ -32,6 +32,10 @@ pub struct TaskOptions {
     #[serde(with = "crate::util::opt_duration_ms", rename = "delay_ms")]
     #[schema(value_type = Option<u64>)]
     pub delay: Option<Duration>,
+    /// The trace its spans and logs belong to (32 hex digits); the task's own id when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<super::TraceId>,
 }
 
 impl TaskOptions {
@@ -159,6 +163,13 @@ impl TaskSpec {
     /// Adds a metadata entry.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.options.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Puts the task in this trace (its spans and logs carry the id); by default a task's
+    /// trace id is its own id.
+    pub fn trace_id(mut self, trace: super::TraceId) -> Self {
+        self.options.trace_id = Some(trace);
         self
     }
 

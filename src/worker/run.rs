@@ -64,7 +64,15 @@ impl AttemptJob {
         // The timeout counts from here, first poll included, as `tokio::time::timeout`
         // around the whole attempt would.
         let deadline = self.timeout.map(|t| (now + t, t));
-        let mut guarded = CatchUnwindFuture::new(handler.call(self.ctx, self.input));
+        let span = tracing::info_span!(
+            "task",
+            task_id = %self.ctx.task_id,
+            task_type = %self.ctx.task_type,
+            attempt = self.ctx.attempt,
+            trace_id = %self.ctx.trace_id,
+            worker = %self.ctx.worker,
+        );
+        let mut guarded = CatchUnwindFuture::new(handler.call(self.ctx, self.input), span);
         match Pin::new(&mut guarded).poll(cx) {
             Poll::Ready(r) => {
                 // Whatever the handler spawned with its token stops too.

@@ -130,6 +130,7 @@ fn lease(task_type: &str, input: Payload, timeout: Option<Duration>) -> Lease {
         payload: input,
         timeout,
         lease_time: None,
+        trace_id: crate::task::TraceId::random(),
     }
 }
 

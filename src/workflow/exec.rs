@@ -89,6 +89,8 @@ impl EngineState {
                             mut options,
                         } => {
                             options.idempotency_key = Some(entry.core.task_key(&key));
+                            // A run's steps share one trace: the run's id.
+                            options.trace_id.get_or_insert(run.0.into());
                             let spec = TaskSpec::from_payload(task_type, Payload::from(input))
                                 .with_options(options);
                             if self.unsure.remove(&(run, key.clone())) {

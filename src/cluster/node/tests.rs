@@ -209,6 +209,7 @@ fn lease() -> Lease {
         payload: Payload::encode(&1).unwrap(),
         timeout: None,
         lease_time: None,
+        trace_id: crate::task::TraceId::random(),
     }
 }
 

@@ -353,6 +353,7 @@ mod tests {
             payload: Payload::encode(&serde_json::json!({"x": [1, 2]})).unwrap(),
             timeout: Some(std::time::Duration::from_millis(1500)),
             lease_time: None,
+            trace_id: crate::task::TraceId::random(),
         };
         let body = FromGate::Leases {
             worker: "n1/w-1".into(),

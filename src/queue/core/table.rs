@@ -56,6 +56,7 @@ static NO_OPTIONS: TaskOptions = TaskOptions {
     metadata: std::collections::BTreeMap::new(),
     idempotency_key: None,
     delay: None,
+    trace_id: None,
 };
 
 impl Entry {

@@ -290,6 +290,7 @@ impl QueueCore {
             payload: e.payload.clone(),
             timeout: e.options().timeout,
             lease_time: e.options().timeout.is_none().then_some(lease_time),
+            trace_id: e.options().trace_id.unwrap_or(id.into()),
         };
         self.save(id);
         self.save_attempt(id);

@@ -335,6 +335,7 @@ impl WorkerState {
         let attempt = lease.attempt();
         let handler = self.handlers.get(&lease.task_type).cloned();
         let mut ctx = self.context(lease.task_id, attempt, lease.task_type, token);
+        ctx.trace_id = lease.trace_id;
         ctx.progress = self.progress.as_ref().map(|sink| ProgressRoute {
             sink: sink.clone(),
             token: lease.token,
@@ -392,6 +393,7 @@ impl WorkerState {
             task_id,
             attempt,
             task_type,
+            trace_id: task_id.into(),
             worker: self.shared.id.clone(),
             cancel,
             events: self.events.clone(),

@@ -42,6 +42,8 @@ class TaskContext:
         self.attempt: int = lease["attempt"]
         self.token: str = lease["token"]
         self.timeout: Optional[float] = lease.get("timeout_secs")
+        #: The trace the task belongs to (32 hex digits): carry it into your spans and logs.
+        self.trace_id: Optional[str] = lease.get("trace_id")
         #: Set when the task is cancelled or its lease is lost: stop soon.
         self.cancelled = threading.Event()
 
