@@ -752,3 +752,46 @@ async fn a_traceparent_header_puts_tasks_in_its_trace_and_workers_see_it() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "trace_id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_counts_pulling_workers_in_the_work_per_worker() {
+    let c = Coordinator::builder()
+        .config(CoordinatorConfig {
+            min_workers: 1,
+            max_workers: 8,
+            auto_scale: true,
+            scale_up_threshold: 10.0,
+            scale_cooldown: Duration::ZERO,
+            autoscale_interval: Duration::from_millis(50),
+            ..CoordinatorConfig::default()
+        })
+        .handlers(common::handlers())
+        .start()
+        .await
+        .unwrap();
+    let pull = c.pull_workers();
+    for w in ["a", "b", "c"] {
+        let got = pull
+            .lease(wrangle::pull::LeaseRequest::new(w, ["py"]).max_tasks(4))
+            .await
+            .unwrap();
+        assert!(got.is_empty());
+    }
+    // 100 waiting tasks that only the pulling workers run (they are not asking now).
+    let specs = (0..100)
+        .map(|i| wrangle::TaskSpec::new("py", &i).unwrap())
+        .collect();
+    c.queue().submit_batch(specs).await.unwrap();
+    // 100 waiting over 1 local and 3 pulling workers: 10 workers' worth at the threshold,
+    // of which the pulling ones are 3, so the pool grows to 7, not to its max of 8.
+    common::eventually("a scale-up", Duration::from_secs(10), || async {
+        !c.scale_history().is_empty()
+    })
+    .await;
+    let d = &c.scale_history()[0];
+    assert_eq!(d.reason, "backlog", "{d:?}");
+    assert_eq!(d.signals.remote_workers, 3, "{d:?}");
+    assert_eq!(d.signals.remote_total_slots, 12, "{d:?}");
+    assert_eq!(d.to, 7, "{d:?}");
+    c.stop(false).await.unwrap();
+}
