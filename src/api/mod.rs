@@ -124,9 +124,22 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
-/// What every handler sees.
+/// What every handler sees: one `Arc`, so the clone each middleware layer and handler
+/// takes per request is one reference count, not a copy of every handle.
 #[derive(Clone, Debug)]
-pub(crate) struct ApiState {
+pub(crate) struct ApiState(Arc<ApiShared>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+
+    fn deref(&self) -> &ApiShared {
+        &self.0
+    }
+}
+
+/// The state behind [`ApiState`].
+#[derive(Debug)]
+pub(crate) struct ApiShared {
     pub(crate) coordinator: Coordinator,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: SharedLimiter,
@@ -197,7 +210,7 @@ async fn not_found() -> ApiError {
 /// which its token scopes rely on, and its dashboard works at `/wrangle`. See
 /// `examples/embed.rs`.
 pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
-    let state = ApiState {
+    let state = ApiState(Arc::new(ApiShared {
         coordinator,
         limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
         node_name: config.node_name.clone(),
@@ -209,7 +222,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
             .collect(),
         streams: Arc::new(streams::StreamSlots::new(config.max_streams_per_client)),
         config: Arc::new(config),
-    };
+    }));
     let protected = Router::new()
         .route("/tasks", post(tasks::submit).get(tasks::list))
         .route("/tasks/submit", post(tasks::submit_compat))
