@@ -71,9 +71,48 @@ async fn main() -> Res<()> {
     tokio::spawn(report()).await?
 }
 
+/// Benchmark report: the figures the README quotes, next to a bare ractor baseline.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench_report", args_conflicts_with_subcommands = true)]
+struct Args {
+    /// One part of the report only.
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Tasks per throughput run of the whole report.
+    #[arg(default_value_t = 200_000)]
+    tasks: usize,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Only the 1,000,000-task figures: memory, the growing table and listing.
+    Memory,
+    /// The dispatch latency at one rate, and its floor.
+    Latency {
+        /// Tasks per second.
+        #[arg(default_value_t = 100_000.0)]
+        rate: f64,
+    },
+    /// The steady-state warm-up, then one fixed-size run; prints its rate only.
+    Cost {
+        /// No-op tasks.
+        #[arg(default_value_t = 50_000)]
+        tasks: usize,
+        /// Workers.
+        #[arg(default_value_t = 2)]
+        workers: usize,
+    },
+    /// Only the per-task cost: the baseline and the no-op rates.
+    Throughput {
+        /// Tasks per run.
+        #[arg(default_value_t = 200_000)]
+        tasks: usize,
+    },
+}
+
 async fn report() -> Res<()> {
-    let mode = std::env::args().nth(1);
-    if mode.as_deref() == Some("memory") {
+    let args: Args = wrangle::settings::cli::parse();
+    if let Some(Mode::Memory) = args.mode {
         // Only the 1,000,000-task figures: memory, the growing table and listing.
         let load = load_average();
         let memory = queued_memory().await?;
@@ -84,23 +123,10 @@ async fn report() -> Res<()> {
         memory.print();
         return Ok(());
     }
-    if mode.as_deref() == Some("latency") {
-        let rate: f64 = match std::env::args().nth(2) {
-            Some(n) => n
-                .parse()
-                .map_err(|_| format!("rate `{n}` is not a number"))?,
-            None => 100_000.0,
-        };
+    if let Some(Mode::Latency { rate }) = args.mode {
         return latency::report(rate).await;
     }
-    if mode.as_deref() == Some("cost") {
-        let arg = |i: usize, default: usize| -> Res<usize> {
-            std::env::args().nth(i).map_or(Ok(default), |n| {
-                n.parse()
-                    .map_err(|_| format!("argument `{n}` is not a number").into())
-            })
-        };
-        let (tasks, workers) = (arg(2, 50_000)?, arg(3, 2)?);
+    if let Some(Mode::Cost { tasks, workers }) = args.mode {
         let rate = throughput::fixed_run(workers, tasks).await?;
         println!(
             "{tasks} no-op tasks, {workers} workers: {} tasks/s",
@@ -108,17 +134,9 @@ async fn report() -> Res<()> {
         );
         return Ok(());
     }
-    let only_throughput = mode.as_deref() == Some("throughput");
-    let count = if only_throughput {
-        std::env::args().nth(2)
-    } else {
-        mode
-    };
-    let tasks: usize = match count {
-        Some(n) => n
-            .parse()
-            .map_err(|_| format!("task count `{n}` is not a number"))?,
-        None => 200_000,
+    let (only_throughput, tasks) = match args.mode {
+        Some(Mode::Throughput { tasks }) => (true, tasks),
+        _ => (false, args.tasks),
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load_before = load_average();

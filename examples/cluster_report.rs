@@ -38,12 +38,17 @@ const COOKIE: &str = "cluster-report";
 /// Tasks per submit.
 const CHUNK: usize = 10_000;
 
+/// Cluster report: throughput and latency through nodes joined over TCP.
+#[derive(Debug, clap::Parser)]
+#[command(name = "cluster_report")]
+struct Args {
+    /// Tasks per throughput run.
+    #[arg(default_value_t = 200_000)]
+    tasks: usize,
+}
+
 fn main() -> Res<()> {
-    let tasks: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(200_000);
+    let Args { tasks } = wrangle::settings::cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -140,21 +140,32 @@ fn line(what: &str, n: usize, (rate, lat, cpu): &(f64, Vec<Duration>, Duration),
     );
 }
 
+/// Compute report: requests through compute nodes (HTTP, SSH, Docker).
+#[derive(Debug, clap::Parser)]
+#[command(name = "compute_report")]
+struct Args {
+    /// HTTP requests per run.
+    #[arg(default_value_t = 20_000)]
+    requests: usize,
+    /// SSH commands.
+    #[arg(default_value_t = SSH_COMMANDS)]
+    ssh: usize,
+    /// Docker execs.
+    #[arg(default_value_t = DOCKER_EXECS)]
+    execs: usize,
+    /// Docker runs.
+    #[arg(default_value_t = DOCKER_RUNS)]
+    runs: usize,
+}
+
 #[tokio::main]
 async fn main() -> Res<()> {
-    let arg = |i: usize, default: usize| -> Res<usize> {
-        Ok(std::env::args()
-            .nth(i)
-            .map(|a| a.parse())
-            .transpose()?
-            .unwrap_or(default))
-    };
-    let n = arg(1, 20_000)?;
-    let (ssh_n, exec_n, run_n) = (
-        arg(2, SSH_COMMANDS)?,
-        arg(3, DOCKER_EXECS)?,
-        arg(4, DOCKER_RUNS)?,
-    );
+    let Args {
+        requests: n,
+        ssh: ssh_n,
+        execs: exec_n,
+        runs: run_n,
+    } = wrangle::settings::cli::parse();
     println!(
         "compute report: {n} requests per run, {CONCURRENCY} in flight; load {}",
         load_average()

@@ -17,45 +17,53 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+
 use wrangle::{handler_fn, Coordinator, CoordinatorConfig, StoreConfig, TaskError, TaskSpec};
 
-const USAGE: &str = "\
-durable: submits tasks to a coordinator on a store and waits for them; safe to kill and rerun.
-
-USAGE:
-    cargo run --release --example durable -- [OPTIONS]
-
-OPTIONS:
-    --database-url <URL>  sqlite://PATH or postgres://...; default DATABASE_URL, else
-                          sqlite://durable.db
-    --tasks <N>           tasks to run (keys job-0 .. job-N-1); default 10000
-    --journal <PATH>      file each execution appends `KEY PID` to; default durable.log
-    --work-ms <MS>        time each task takes; default 1
-    --workers <N>         local workers; default 2
-    --slots <N>           tasks each worker runs at once; default 16
-    --hang-after <N>      after N executions in this process, every further one journals
-                          and then hangs, so a kill finds tasks surely running (the crash
-                          test uses it); default never
-    -h, --help            print this help
-";
-
+/// durable: submits tasks to a coordinator on a store and waits for them; safe to kill and
+/// rerun.
+#[derive(Debug, Parser)]
+#[command(name = "durable")]
 struct Args {
+    /// sqlite://PATH or postgres://...
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://durable.db",
+        value_name = "URL"
+    )]
     url: String,
+    /// Tasks to run (keys job-0 .. job-N-1).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
     tasks: usize,
+    /// File each execution appends `KEY PID` to.
+    #[arg(long, default_value = "durable.log", value_name = "PATH")]
     journal: PathBuf,
-    work: Duration,
+    /// Time each task takes, in milliseconds.
+    #[arg(long = "work-ms", default_value_t = 1, value_name = "MS")]
+    work_ms: u64,
+    /// Local workers.
+    #[arg(long, default_value_t = 2, value_name = "N")]
     workers: usize,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
     slots: u32,
+    /// After N executions in this process, every further one journals and then hangs, so a
+    /// kill finds tasks surely running (the crash test uses it). Default never.
+    #[arg(long = "hang-after", value_name = "N")]
     hang_after: Option<usize>,
 }
 
 fn main() -> ExitCode {
-    match parse().and_then(|args| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(run(args))
-    }) {
+    let args: Args = wrangle::settings::cli::parse();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Into::into)
+        .and_then(|rt| rt.block_on(run(args)))
+    {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(e) => {
@@ -63,37 +71,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn parse() -> Result<Args, Box<dyn std::error::Error>> {
-    let mut a = Args {
-        url: std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://durable.db".into()),
-        tasks: 10_000,
-        journal: "durable.log".into(),
-        work: Duration::from_millis(1),
-        workers: 2,
-        slots: 16,
-        hang_after: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--database-url" => a.url = value("--database-url")?,
-            "--tasks" => a.tasks = value("--tasks")?.parse()?,
-            "--journal" => a.journal = value("--journal")?.into(),
-            "--work-ms" => a.work = Duration::from_millis(value("--work-ms")?.parse()?),
-            "--workers" => a.workers = value("--workers")?.parse()?,
-            "--slots" => a.slots = value("--slots")?.parse()?,
-            "--hang-after" => a.hang_after = Some(value("--hang-after")?.parse()?),
-            other => return Err(format!("unknown argument `{other}` (see --help)").into()),
-        }
-    }
-    Ok(a)
 }
 
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
@@ -108,7 +85,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let journal = Arc::new(Mutex::new((file, 0usize)));
     let hang_after = args.hang_after;
     let pid = std::process::id();
-    let work = args.work;
+    let work = Duration::from_millis(args.work_ms);
     let mut config = CoordinatorConfig {
         min_workers: args.workers,
         max_workers: args.workers,

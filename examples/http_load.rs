@@ -88,13 +88,18 @@ async fn drain(c: &Coordinator) {
     }
 }
 
+/// HTTP load: requests per second through the API.
+#[derive(Debug, clap::Parser)]
+#[command(name = "http_load")]
+struct Args {
+    /// Requests per phase.
+    #[arg(default_value_t = 100_000)]
+    requests: usize,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let requests: usize = std::env::args()
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    let Args { requests } = wrangle::settings::cli::parse();
     let (coordinator, url) = start().await?;
     println!(
         "wrangle HTTP load: {requests} requests per phase, {CONNECTIONS} connections, 2 workers"

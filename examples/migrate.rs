@@ -8,18 +8,24 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// Brings a store's schema up to date (the coordinator also migrates on start).
+#[derive(Debug, Parser)]
+#[command(name = "migrate")]
+struct Args {
+    /// The store: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB.
+    #[arg(
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
+    url: String,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let url = match std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-    {
-        Some(url) if url != "-h" && url != "--help" => url,
-        _ => {
-            eprintln!("usage: migrate DATABASE_URL (or set DATABASE_URL)");
-            return ExitCode::from(2);
-        }
-    };
+    let Args { url } = wrangle::settings::cli::parse();
     match wrangle::migrate(&url).await {
         Ok(report) if report.applied.is_empty() => {
             println!(

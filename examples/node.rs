@@ -8,8 +8,12 @@
 //! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie s3cret
 //! cargo run --release --example node -- --join 127.0.0.1:7450 --cookie-file cookie.txt --labels gpu=a100,region=eu --workers 4
 //! WRANGLE_COOKIE=s3cret cargo run --release --example node -- --join 127.0.0.1:7450
+//! cargo run --release --example node -- --config wrangle.toml   # `cookie` and `[node]`
 //! cargo run --release --example node -- --help
 //! ```
+//!
+//! It reads the coordinator's settings file (`--config`, else `./wrangle.toml`): its `cookie`
+//! and its `[node]` section; every setting is also a flag with a `WRANGLE_*` variable.
 //!
 //! `--cookie` shows in `ps` to every user of the machine: prefer `--cookie-file` or the
 //! `WRANGLE_COOKIE` / `WRANGLE_COOKIE_FILE` environment variables. Without `--tls-ca` the
@@ -18,41 +22,30 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
+use clap::Parser;
+use wrangle::settings::cli::NodeArgs;
 use wrangle::{HandlerRegistry, Node, NodeConfig};
 
 #[path = "node/journal.rs"]
 mod journal;
 
-const USAGE: &str = "\
-wrangle node: workers on this machine that join a coordinator and run its tasks.
-
-USAGE:
-    cargo run --release --example node -- --join HOST:PORT --cookie-file PATH [OPTIONS]
-
-OPTIONS:
-    --join <HOST:PORT>    the coordinator's cluster address (env WRANGLE_JOIN)
-    --cookie <SECRET>     the coordinator's cookie (env WRANGLE_COOKIE); shows in `ps`:
-                          prefer --cookie-file or the environment
-    --cookie-file <PATH>  read the cookie from this file (env WRANGLE_COOKIE_FILE)
-    --name <NAME>         this node's name, unique in the cluster; default node-<random>
-                          (env WRANGLE_NODE_NAME)
-    --labels <A,B=C>      labels tasks can require, comma-separated (env WRANGLE_LABELS)
-    --workers <N>         workers in the pool; default 4
-    --slots <N>           tasks each worker runs at once; default 4
-    --tls-ca <PATH>       trust this CA (PEM) and talk TLS to the coordinator
-    --tls-server-name <NAME>
-                          the name on the coordinator's certificate; default the --join host
-    --heartbeat-ms <MS>   heartbeat until the coordinator sets its own; default 1000
-    --journal <PATH>      also serve `journal` tasks (for tests): each run appends
-                          `TASK_ID ATTEMPT NODE [TAG]` to PATH, then waits for the
-                          payload's `hold_file`, sleeps its `ms` (see examples/node/journal.rs)
-    -h, --help            print this help
-";
+/// wrangle node: workers on this machine that join a coordinator and run its tasks.
+#[derive(Debug, Parser)]
+#[command(name = "node", after_help = wrangle::settings::cli::PRECEDENCE)]
+struct Cli {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Also serve `journal` tasks (for tests): each run appends `TASK_ID ATTEMPT NODE [TAG]`
+    /// to PATH, then waits for the payload's `hold_file` and sleeps its `ms`
+    /// (examples/node/journal.rs).
+    #[arg(long, value_name = "PATH")]
+    journal: Option<PathBuf>,
+}
 
 fn main() -> ExitCode {
-    match run() {
+    let cli: Cli = wrangle::settings::cli::parse();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -61,71 +54,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut join = env("WRANGLE_JOIN");
-    let mut cookie = env("WRANGLE_COOKIE");
-    let mut cookie_file = env("WRANGLE_COOKIE_FILE");
-    let mut name = env("WRANGLE_NODE_NAME");
-    let mut labels = env("WRANGLE_LABELS");
-    let mut workers = 4usize;
-    let mut slots = 4u32;
-    let mut tls_ca: Option<PathBuf> = None;
-    let mut tls_server_name = None;
-    let mut heartbeat_ms = 1_000u64;
-    let mut journal: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        let number = |name: &str, v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name}: `{v}` is not a whole number"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return Ok(());
-            }
-            "--join" => join = Some(value("--join")?),
-            "--cookie" => cookie = Some(value("--cookie")?),
-            "--cookie-file" => cookie_file = Some(value("--cookie-file")?),
-            "--name" => name = Some(value("--name")?),
-            "--labels" => labels = Some(value("--labels")?),
-            "--workers" => workers = number("--workers", value("--workers")?)? as usize,
-            "--slots" => slots = number("--slots", value("--slots")?)? as u32,
-            "--tls-ca" => tls_ca = Some(value("--tls-ca")?.into()),
-            "--tls-server-name" => tls_server_name = Some(value("--tls-server-name")?),
-            "--heartbeat-ms" => heartbeat_ms = number("--heartbeat-ms", value("--heartbeat-ms")?)?,
-            "--journal" => journal = Some(value("--journal")?.into()),
-            other => return Err(format!("unknown argument `{other}` (see --help)").into()),
-        }
-    }
-    let join = join.ok_or("--join HOST:PORT is required (see --help)")?;
-    if let Some(path) = cookie_file {
-        cookie = Some(wrangle::settings::read_secret_file(
-            "--cookie-file",
-            path.as_ref(),
-        )?);
-    }
-    let cookie = cookie.ok_or("--cookie-file or --cookie is required (see --help)")?;
-    let mut config = NodeConfig::new(join, cookie);
-    if let Some(n) = name {
-        config.name = n;
-    }
-    config.labels = labels
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    config.workers = workers;
-    config.worker.max_concurrent_tasks = slots;
-    config.tls_ca = tls_ca;
-    config.tls_server_name = tls_server_name;
-    config.heartbeat_interval = Duration::from_millis(heartbeat_ms);
-    config.validate()?;
-
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = cli.node.node_config()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -134,7 +64,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(config, journal))
+        .block_on(serve(config, cli.journal))
 }
 
 async fn serve(

@@ -19,6 +19,15 @@ struct Document {
     words: u32,
 }
 
+/// Quickstart: tasks through an in-process coordinator, then its stats.
+#[derive(Debug, clap::Parser)]
+#[command(name = "quickstart")]
+struct Args {
+    /// Tasks to run.
+    #[arg(default_value_t = 100_000, value_name = "TASKS")]
+    total: usize,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -26,12 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let total: usize = match std::env::args().nth(1) {
-        Some(n) => n
-            .parse()
-            .map_err(|_| format!("task count `{n}` is not a number"))?,
-        None => 100_000,
-    };
+    let Args { total } = wrangle::settings::cli::parse();
 
     // 1. A coordinator with an autoscaled local pool of 2..=4 workers.
     let config = CoordinatorConfig {

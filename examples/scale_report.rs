@@ -42,10 +42,20 @@ const RATE: f64 = 2_000.0;
 /// Nodes started at once (the gate takes a bounded number of handshakes at a time).
 const WAVE: usize = 10;
 
+/// Scale report: what the coordinator costs as node processes join.
+#[derive(Debug, clap::Parser)]
+#[command(name = "scale_report")]
+struct Args {
+    /// Most node processes.
+    #[arg(default_value_t = 100)]
+    nodes: usize,
+    /// Workers per node.
+    #[arg(default_value_t = 100)]
+    workers: usize,
+}
+
 fn main() -> Res<()> {
-    let mut args = std::env::args().skip(1);
-    let nodes: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(100);
-    let workers: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let Args { nodes, workers } = wrangle::settings::cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -41,9 +41,19 @@ const SINGLE_TASKS: usize = 50_000;
 const CLIENTS: usize = 256;
 const RECOVERED: usize = 100_000;
 
+/// Store report: commits and rows per second on each backend.
+#[derive(Debug, clap::Parser)]
+#[command(name = "store_report")]
+struct Args {
+    /// A PostgreSQL server to measure too (a database of its own is made on it).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: Option<String>,
+}
+
 #[tokio::main]
 async fn main() -> Res<()> {
-    tokio::spawn(run()).await?
+    let args: Args = wrangle::settings::cli::parse();
+    tokio::spawn(run(args)).await?
 }
 
 /// Where one backend's figures are measured.
@@ -60,12 +70,12 @@ struct Figures {
     rows_per_task: f64,
 }
 
-async fn run() -> Res<()> {
+async fn run(args: Args) -> Res<()> {
     println!("wrangle store report (load average {})", load_average());
     let dir = std::env::temp_dir().join(format!("wrangle-store-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let postgres = match std::env::var("DATABASE_URL") {
-        Ok(url) if url.starts_with("postgres") => Some(bench_database(&url).await?),
+    let postgres = match args.database_url {
+        Some(url) if url.starts_with("postgres") => Some(bench_database(&url).await?),
         _ => None,
     };
     let mut backends = vec![

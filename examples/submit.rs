@@ -13,99 +13,45 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use wrangle::settings::cli::{SecretArgs, Token};
 
-const USAGE: &str = "\
-Submit tasks to a wrangle coordinator and wait for them.
-
-USAGE:
-    submit [OPTIONS] TYPE [PAYLOAD]
-    submit [OPTIONS] --file TASKS.jsonl
-
-OPTIONS:
-    --url <URL>        the coordinator (default http://127.0.0.1:7700, or WRANGLE_URL)
-    --token <TOKEN>    bearer token (or WRANGLE_TOKEN); shows in `ps`: prefer the next
-    --token-file <PATH>  read the bearer token from this file (or WRANGLE_TOKEN_FILE)
-    --file <PATH>      JSON-lines: one task per line, e.g. {\"task_type\": \"echo\", \"payload\": 1}
-    --count <N>        submit the TYPE/PAYLOAD task N times (default 1)
-    --batch <N>        tasks per request (default 500)
-    --no-wait          submit only; do not wait for results
-    -h, --help         print this help
-";
-
+/// Submit tasks to a wrangle coordinator and wait for them.
+#[derive(Debug, Parser)]
+#[command(name = "submit")]
 struct Args {
+    /// The coordinator.
+    #[arg(long, env = "WRANGLE_URL", default_value = "http://127.0.0.1:7700")]
     url: String,
-    token: Option<String>,
+    /// The bearer token.
+    #[command(flatten)]
+    token: SecretArgs<Token>,
+    /// JSON lines: one task per line, e.g. {"task_type": "echo", "payload": 1}.
+    #[arg(long, value_name = "PATH", conflicts_with = "task_type")]
     file: Option<String>,
-    task_type: Option<String>,
-    payload: Value,
+    /// Submit the TYPE/PAYLOAD task N times.
+    #[arg(long, default_value_t = 1, value_name = "N")]
     count: usize,
-    batch: usize,
-    wait: bool,
+    /// Tasks per request.
+    #[arg(long, default_value_t = 500, value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Submit only; do not wait for results.
+    #[arg(long = "no-wait")]
+    no_wait: bool,
+    /// The task type (without --file).
+    #[arg(value_name = "TYPE", required_unless_present = "file")]
+    task_type: Option<String>,
+    /// The task's payload, as JSON.
+    #[arg(value_name = "PAYLOAD", requires = "task_type", value_parser = parse_json)]
+    payload: Option<Value>,
 }
 
-/// The bearer token in the file at `path`, without its trailing newline.
-fn token_from_file(path: &str) -> Result<String, String> {
-    wrangle::settings::read_secret_file("--token-file", path.as_ref()).map_err(|e| e.to_string())
-}
-
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut a = Args {
-        url: std::env::var("WRANGLE_URL").unwrap_or_else(|_| "http://127.0.0.1:7700".into()),
-        token: match std::env::var("WRANGLE_TOKEN_FILE") {
-            Ok(path) => Some(token_from_file(&path)?),
-            Err(_) => std::env::var("WRANGLE_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-        },
-        file: None,
-        task_type: None,
-        payload: Value::Null,
-        count: 1,
-        batch: 500,
-        wait: true,
-    };
-    let mut positional = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--url" => a.url = value("--url")?.trim_end_matches('/').to_string(),
-            "--token" => a.token = Some(value("--token")?),
-            "--token-file" => a.token = Some(token_from_file(&value("--token-file")?)?),
-            "--file" => a.file = Some(value("--file")?),
-            "--count" => {
-                a.count = value("--count")?
-                    .parse()
-                    .map_err(|_| "--count must be a whole number".to_string())?
-            }
-            "--batch" => {
-                a.batch = value("--batch")?
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or("--batch must be a number above 0")?
-            }
-            "--no-wait" => a.wait = false,
-            flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
-            _ => positional.push(arg),
-        }
-    }
-    match (a.file.is_some(), positional.as_slice()) {
-        (true, []) => {}
-        (false, [t]) => a.task_type = Some(t.clone()),
-        (false, [t, p]) => {
-            a.task_type = Some(t.clone());
-            a.payload = serde_json::from_str(p).map_err(|e| format!("PAYLOAD is not JSON: {e}"))?;
-        }
-        (true, _) => return Err("give either --file or TYPE [PAYLOAD], not both".into()),
-        (false, []) => return Err("nothing to submit: give TYPE [PAYLOAD] or --file".into()),
-        (false, _) => return Err("too many arguments: TYPE [PAYLOAD]".into()),
-    }
-    Ok(Some(a))
+fn parse_json(s: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
 }
 
 fn load_tasks(a: &Args) -> Result<Vec<Value>, String> {
@@ -122,7 +68,8 @@ fn load_tasks(a: &Args) -> Result<Vec<Value>, String> {
                 .collect()
         }
         None => {
-            let task = json!({"task_type": a.task_type, "payload": a.payload});
+            let payload = a.payload.clone().unwrap_or(Value::Null);
+            let task = json!({"task_type": a.task_type, "payload": payload});
             Ok(vec![task; a.count])
         }
     }
@@ -155,13 +102,16 @@ async fn main() -> ExitCode {
 
 /// Ok(true) when every task completed.
 async fn run() -> Result<bool, String> {
-    let Some(a) = parse_args()? else {
-        print!("{USAGE}");
-        return Ok(true);
-    };
+    let mut a: Args = wrangle::settings::cli::parse();
+    a.url = a.url.trim_end_matches('/').to_string();
+    let token = a
+        .token
+        .resolve()
+        .map_err(|e| e.to_string())?
+        .filter(|t| !t.is_empty());
     let tasks = load_tasks(&a)?;
     let http = reqwest::Client::new();
-    let auth = |r: reqwest::RequestBuilder| match &a.token {
+    let auth = |r: reqwest::RequestBuilder| match &token {
         Some(t) => r.bearer_auth(t),
         None => r,
     };
@@ -175,7 +125,7 @@ async fn run() -> Result<bool, String> {
         .with_style(style.clone())
         .with_message("submitted");
     let mut ids = Vec::with_capacity(tasks.len());
-    for chunk in tasks.chunks(a.batch) {
+    for chunk in tasks.chunks(a.batch as usize) {
         let r = auth(http.post(format!("{}/tasks", a.url)))
             .json(&chunk)
             .send()
@@ -196,7 +146,7 @@ async fn run() -> Result<bool, String> {
         bar.inc(chunk.len() as u64);
     }
     bar.finish();
-    if !a.wait {
+    if a.no_wait {
         println!("{} tasks submitted", ids.len());
         return Ok(true);
     }

@@ -55,20 +55,24 @@ fn pipeline() -> Workflow {
         )
 }
 
+/// Spec 3's quick start: a data pipeline workflow on a coordinator with a store.
+#[derive(Debug, clap::Parser)]
+#[command(name = "workflow")]
+struct Args {
+    /// The store: sqlite://PATH or postgres://...
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://workflow.db",
+        value_name = "URL"
+    )]
+    url: String,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://workflow.db".into());
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--database-url" => url = args.next().ok_or("--database-url needs a value")?,
-            "-h" | "--help" => {
-                println!("cargo run --example workflow -- [--database-url URL]");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other:?}").into()),
-        }
-    }
+    let Args { url } = wrangle::settings::cli::parse();
     let coordinator = Coordinator::builder()
         .config(CoordinatorConfig {
             store: Some(StoreConfig::new(&url)),

@@ -18,60 +18,34 @@ use serde_json::json;
 use wrangle::workflow::{Input, RunStatus, Step, Workflow};
 use wrangle::{handler_fn, Coordinator, CoordinatorConfig, StoreConfig, TaskContext, TaskError};
 
-const USAGE: &str = "\
-workflow_durable: runs one workflow of sequential steps on a store; safe to kill and rerun.
-
-OPTIONS:
-    --database-url <URL>  sqlite://PATH or postgres://...; default DATABASE_URL, else
-                          sqlite://workflow_durable.db
-    --steps <N>           steps in the workflow; default 50
-    --journal <PATH>      file each step execution appends `STEP PID` to; default
-                          workflow_durable.log
-    --work-ms <MS>        time each step takes; default 10
-    --hang-after <N>      after N executions in this process, further ones journal and
-                          hang, so that a kill finds a step surely running; default never
-";
-
+/// workflow_durable: runs one workflow of sequential steps on a store; safe to kill and
+/// rerun.
+#[derive(Debug, clap::Parser)]
+#[command(name = "workflow_durable")]
 struct Args {
+    /// sqlite://PATH or postgres://...
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://workflow_durable.db",
+        value_name = "URL"
+    )]
     url: String,
-    steps: usize,
+    /// Steps in the workflow.
+    #[arg(long, default_value_t = 50, value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    steps: u16,
+    /// File each step execution appends `STEP PID` to.
+    #[arg(long, default_value = "workflow_durable.log", value_name = "PATH")]
     journal: PathBuf,
-    work: Duration,
+    /// Time each step takes, in milliseconds.
+    #[arg(long = "work-ms", default_value_t = 10, value_name = "MS")]
+    work_ms: u64,
+    /// After N executions in this process, further ones journal and hang, so that a kill
+    /// finds a step surely running. Default never.
+    #[arg(long = "hang-after", value_name = "N")]
     hang_after: Option<usize>,
-}
-
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        url: std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "sqlite://workflow_durable.db".into()),
-        steps: 50,
-        journal: "workflow_durable.log".into(),
-        work: Duration::from_millis(10),
-        hang_after: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        let number = |v: String, name: &str| v.parse::<usize>().map_err(|e| format!("{name}: {e}"));
-        match arg.as_str() {
-            "--database-url" => a.url = value("--database-url")?,
-            "--steps" => a.steps = number(value("--steps")?, "--steps")?,
-            "--journal" => a.journal = value("--journal")?.into(),
-            "--work-ms" => {
-                a.work = Duration::from_millis(number(value("--work-ms")?, "--work-ms")? as u64)
-            }
-            "--hang-after" => a.hang_after = Some(number(value("--hang-after")?, "--hang-after")?),
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    if a.steps == 0 || a.steps > 10_000 {
-        return Err("--steps must be 1 to 10000".into());
-    }
-    Ok(a)
 }
 
 fn workflow(steps: usize) -> Workflow {
@@ -83,7 +57,7 @@ fn workflow(steps: usize) -> Workflow {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse()?;
+    let args: Args = wrangle::settings::cli::parse();
     let journal = Arc::new(std::sync::Mutex::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -91,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .open(&args.journal)?,
     ));
     let ran = Arc::new(AtomicUsize::new(0));
-    let (work, hang_after) = (args.work, args.hang_after);
+    let (work, hang_after) = (Duration::from_millis(args.work_ms), args.hang_after);
     let step = handler_fn(move |ctx: TaskContext, name: String| {
         let (journal, ran) = (journal.clone(), ran.clone());
         async move {
@@ -117,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..CoordinatorConfig::default()
         })
         .handler("step", step)
-        .workflow(workflow(args.steps))
+        .workflow(workflow(args.steps.into()))
         .start()
         .await?;
     let flows = coordinator.workflows();

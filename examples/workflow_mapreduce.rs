@@ -20,17 +20,32 @@ use serde_json::{json, Value};
 use wrangle::workflow::{RunStatus, Step, Workflow};
 use wrangle::{handler_fn, Coordinator, CoordinatorConfig, StoreConfig, TaskError, WorkerConfig};
 
-const USAGE: &str = "\
-cargo run --example workflow_mapreduce -- [OPTIONS]
-
-OPTIONS:
-    --items <N>           text chunks in the data set; default 2000
-    --words <N>           words per chunk; default 500
-    --concurrency <N>     chunks counted at once; default 32
-    --seed <N>            the data set's seed; default 42
-    --database-url <URL>  the store; default $DATABASE_URL, else sqlite://workflow_mapreduce.db
-    -h, --help            print this help
-";
+/// Map-reduce as a durable workflow: counts the words of generated text chunks.
+#[derive(Debug, clap::Parser)]
+#[command(name = "workflow_mapreduce")]
+struct Args {
+    /// Text chunks in the data set.
+    #[arg(long, default_value_t = 2_000, value_name = "N")]
+    items: u64,
+    /// Words per chunk.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    words: u32,
+    /// Chunks counted at once.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    concurrency: u32,
+    /// The data set's seed.
+    #[arg(long, default_value_t = 42, value_name = "N")]
+    seed: u64,
+    /// The store.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://workflow_mapreduce.db",
+        value_name = "URL"
+    )]
+    url: String,
+}
 
 /// The words the chunks are made of; the first ones are the most frequent (Zipf-like).
 const VOCABULARY: [&str; 48] = [
@@ -119,37 +134,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let mut url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "sqlite://workflow_mapreduce.db".into());
-    let (mut items, mut words, mut concurrency, mut seed) = (2_000u64, 500u64, 32u64, 42u64);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        let number = |name: &str, v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name}: `{v}` is not a whole number"))
-        };
-        match arg.as_str() {
-            "--items" => items = number("--items", value("--items")?)?,
-            "--words" => words = number("--words", value("--words")?)?,
-            "--concurrency" => concurrency = number("--concurrency", value("--concurrency")?)?,
-            "--seed" => seed = number("--seed", value("--seed")?)?,
-            "--database-url" => url = value("--database-url")?,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument `{other}` (see --help)").into()),
-        }
-    }
+    let Args {
+        items,
+        words,
+        concurrency,
+        seed,
+        url,
+    } = wrangle::settings::cli::parse();
     if items == 0 || items > MAX_ITEMS as u64 {
         return Err(format!("--items: expected 1 to {MAX_ITEMS}, got {items}").into());
     }
-    let words = u32::try_from(words).map_err(|_| "--words: too many")?;
-    let concurrency = u32::try_from(concurrency)
-        .ok()
+    let concurrency = Some(concurrency)
         .filter(|c| (1..=wrangle::workflow::MAX_CONCURRENCY).contains(c))
         .ok_or(format!(
             "--concurrency: expected 1 to {}",

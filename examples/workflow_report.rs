@@ -249,8 +249,18 @@ async fn report(backend: &str, url: &str) {
     c.stop(false).await.unwrap();
 }
 
+/// Workflow report: workflow throughput and journal cost on each backend.
+#[derive(Debug, clap::Parser)]
+#[command(name = "workflow_report")]
+struct Args {
+    /// A PostgreSQL server to measure too (a database of its own is made on it).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    database_url: Option<String>,
+}
+
 #[tokio::main]
 async fn main() {
+    let args: Args = wrangle::settings::cli::parse();
     println!(
         "# workflow_report (load average {})",
         std::fs::read_to_string("/proc/loadavg")
@@ -260,7 +270,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("wf.db").display());
     report("SQLite", &sqlite).await;
-    if let Ok(server) = std::env::var("DATABASE_URL") {
+    if let Some(server) = args.database_url {
         if server.starts_with("postgres") {
             // A fresh database of its own, dropped after.
             use sqlx::Connection;

@@ -68,7 +68,8 @@
 //! - `store`: durable state in SQLite or PostgreSQL, a journal below the queue: the
 //!   [`Store`], its migrations, and the writer actor that group-commits batches of changes
 //!   and answers in its own types (it never names the queue).
-//! - `settings`: settings of the runnable programs (TOML file, `WRANGLE_*` env), checked
+//! - `settings`: settings of the runnable programs (TOML file, then `WRANGLE_*` env and
+//!   flags, parsed by clap in `settings::cli`), checked
 //!   and turned into the library's config structs.
 //! - `supervision`: the one supervision behaviour every supervisor calls: reading a
 //!   child's end, the restart budget, restart counters.

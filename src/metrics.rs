@@ -42,6 +42,18 @@ impl Histogram {
         (out, total)
     }
 
+    /// Observations per bucket, not cumulative, by upper bound; the last bound is
+    /// `f64::INFINITY` (those above every bound). Their sum is the total count.
+    pub fn counts(&self) -> Vec<(f64, u64)> {
+        BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.counts)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// The sum of all observations, in seconds.
     pub fn sum_secs(&self) -> f64 {
         self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
@@ -149,5 +161,10 @@ mod tests {
         assert_eq!(h.quantile(0.5), Some(0.001));
         assert_eq!(h.quantile(1.0), Some(1.0));
         assert!((h.sum_secs() - 0.705).abs() < 1e-9);
+        let counts = h.counts();
+        assert_eq!(counts.len(), BUCKETS.len() + 1);
+        assert_eq!(counts[1], (0.001, 2));
+        assert_eq!(*counts.last().unwrap(), (f64::INFINITY, 0));
+        assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), total);
     }
 }

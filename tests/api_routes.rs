@@ -339,6 +339,66 @@ async fn metrics_are_prometheus_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_histograms_are_cumulative_and_count_the_last_bucket() {
+    let c = coordinator().await;
+    let app = router(c.clone(), ApiConfig::default());
+    for i in 0..5 {
+        c.submit("echo", &i).await.unwrap();
+    }
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    // Every histogram family the output declares: its buckets, in order, never decrease,
+    // end at `+Inf`, and `_count` is that last bucket.
+    let histograms: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" histogram"))
+        .collect();
+    assert!(
+        histograms.contains(&"wrangle_task_latency_seconds"),
+        "{text}"
+    );
+    for name in histograms {
+        let bucket = format!("{name}_bucket{{le=\"");
+        let buckets: Vec<(&str, u64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&bucket))
+            .map(|rest| {
+                let (le, n) = rest.split_once("\"} ").unwrap();
+                (le, n.parse().unwrap())
+            })
+            .collect();
+        assert!(buckets.len() > 1, "{name} has no buckets:\n{text}");
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{name} buckets are not cumulative: {buckets:?}"
+        );
+        let bounds: Vec<f64> = buckets.iter().map(|(le, _)| le.parse().unwrap()).collect();
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{name}: {bounds:?}");
+        let (le, last) = *buckets.last().unwrap();
+        assert_eq!(le, "+Inf", "{name}");
+        let count = format!("{name}_count {last}");
+        assert!(text.lines().any(|l| l == count), "{count} in\n{text}");
+        assert!(text.lines().any(|l| l.starts_with(&format!("{name}_sum "))));
+    }
+    let latency_count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wrangle_task_latency_seconds_count "))
+        .unwrap();
+    assert_eq!(latency_count, "5", "{text}");
+    c.stop(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_name_the_field_and_change_nothing() {
     let c = coordinator().await;
     let app = router(

@@ -274,3 +274,160 @@ fn public_bind_without_a_token_and_empty_tokens_refuse_to_start() {
         "an empty WRANGLE_TOKEN started: {err}"
     );
 }
+
+/// Runs example `name` with `args` and `env` in `dir` until it exits (it must, at once);
+/// returns its exit success, standard output and standard error.
+fn run_to_exit(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> (bool, String, String) {
+    let mut cmd = Command::new(example_binary(name));
+    cmd.args(args).current_dir(dir);
+    for var in [
+        "WRANGLE_TOKEN",
+        "WRANGLE_TOKENS",
+        "DATABASE_URL",
+        "WRANGLE_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_into_a_closed_pipe_is_no_panic() {
+    // `--help | head`: the reader is gone before the program writes (here, before it
+    // starts, so the write surely fails).
+    for name in ["coordinator", "node", "durable", "submit", "migrate"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(example_binary(name))
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(out.status.success(), "{name}: {} {err}", out.status);
+    }
+}
+
+#[test]
+fn help_lists_the_settings_and_hides_secrets_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, help, _) = run_to_exit(
+        "coordinator",
+        &["--help"],
+        &[
+            ("WRANGLE_TOKEN", "t0ken-in-env"),
+            ("WRANGLE_TOKENS", "read=r3ader-in-env"),
+            ("WRANGLE_COOKIE", "c00kie-in-env"),
+            ("WRANGLE_DATABASE_URL", "postgres://u:pa55word@db/w"),
+        ],
+        dir.path(),
+    );
+    assert!(ok);
+    for secret in ["t0ken-in-env", "r3ader-in-env", "c00kie-in-env", "pa55word"] {
+        assert!(!help.contains(secret), "{secret} in\n{help}");
+    }
+    for shown in [
+        "--bind <ADDR>",
+        "--token-file <PATH>",
+        "[env: WRANGLE_MAX_WAIT_SECS",
+        "[env: WRANGLE_MAX_EVENT_STREAM_SECS",
+        "[env: WRANGLE_COOKIE_FILE",
+        "DATABASE_URL is read when WRANGLE_DATABASE_URL",
+        "each overriding the one before: the defaults, the settings file",
+    ] {
+        assert!(help.contains(shown), "{shown} in\n{help}");
+    }
+}
+
+#[test]
+fn settings_layer_defaults_file_environment_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wrangle.toml"),
+        "min_workers = 1\nmax_workers = 5\nmax_batch = 7\nlabels = [\"from-file\"]\n",
+    )
+    .unwrap();
+    let env = [
+        ("WRANGLE_MAX_WORKERS", "7"),
+        ("WRANGLE_MAX_BATCH", "8"),
+        ("WRANGLE_LABELS", "from-env,b"),
+        ("DATABASE_URL", "sqlite://generic.db"),
+        ("WRANGLE_DATABASE_URL", "memory"),
+        ("WRANGLE_COOKIE", "c00kie"),
+    ];
+    let (ok, shown, err) = run_to_exit(
+        "coordinator",
+        &["--check", "--max-workers", "6"],
+        &env,
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    for line in [
+        "min_workers: 1,",    // the file
+        "max_batch: 8,",      // the environment over the file
+        "max_workers: 6,",    // the flag over both
+        "max_wait_secs: 300", // the default
+        "\"from-env\"",
+        "database_url: \"memory\"",
+    ] {
+        assert!(shown.contains(line), "{line} in\n{shown}");
+    }
+    assert!(
+        !shown.contains("c00kie") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    // DATABASE_URL counts when WRANGLE_DATABASE_URL is not set.
+    let (ok, shown, _) = run_to_exit(
+        "coordinator",
+        &["--check"],
+        &[("DATABASE_URL", "sqlite://generic.db")],
+        dir.path(),
+    );
+    assert!(ok && shown.contains("sqlite://generic.db"), "{shown}");
+    // A bad value from a variable names the flag and the variable.
+    let (ok, _, err) = run_to_exit(
+        "coordinator",
+        &["--check"],
+        &[("WRANGLE_MIN_WORKERS", "many")],
+        dir.path(),
+    );
+    assert!(!ok, "a bad WRANGLE_MIN_WORKERS was accepted");
+    assert!(
+        err.contains("--min-workers") && err.contains("WRANGLE_MIN_WORKERS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_node_program_reads_the_coordinators_settings_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // No `join` anywhere: the node refuses to start and says where to give it.
+    let (ok, _, err) = run_to_exit("node", &[], &[], dir.path());
+    assert!(!ok && err.contains("--join"), "{err}");
+    // `cookie` and `[node]` come from the file: a name the checks refuse shows it was read
+    // (a valid one would start a node that keeps retrying the absent coordinator).
+    std::fs::write(
+        dir.path().join("settings.toml"),
+        "cookie = \"c00kie\"\n[node]\njoin = \"127.0.0.1:1\"\nname = \"bad name\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run_to_exit("node", &["--config", "settings.toml"], &[], dir.path());
+    assert!(!ok && err.contains("`bad name`"), "{err}");
+    assert!(!err.contains("c00kie"), "{err}");
+}

@@ -1,17 +1,20 @@
-//! Settings of the runnable programs: an optional TOML file, then `WRANGLE_*` environment
-//! variables, then command-line flags, each overriding the one before.
+//! Settings of the runnable programs, in layers, each overriding the one before: the
+//! defaults, an optional TOML file, `WRANGLE_*` environment variables, command-line flags.
 //!
-//! `env` reads the environment, `validate` checks the result, `configs` turns it into the
-//! library's settings structs, and `secret` reads secrets from files.
+//! This module owns the file layer ([`Settings::load`]), the checks (`validate`) and the
+//! library's settings structs built from the result (`configs`); `cli` holds the programs'
+//! command lines (clap), where every setting is a flag whose environment variable is its
+//! `WRANGLE_*` name, and `secret` reads secrets from files.
 
+pub mod cli;
 mod compute;
 mod configs;
-mod env;
+mod node;
 mod secret;
 mod validate;
 
 pub use compute::ComputeSettings;
-pub use env::ENV_VARS;
+pub use node::NodeSettings;
 pub use secret::{read_secret_file, MAX_SECRET_BYTES};
 
 use std::net::SocketAddr;
@@ -29,6 +32,8 @@ pub const IN_MEMORY: &str = "memory";
 
 /// Everything the coordinator program reads. Every field has a default; a file only lists
 /// what it changes. Unknown keys are refused, so a typo is an error, not a silent default.
+/// Every field is also a flag, its name in kebab case (`max_workers`: `--max-workers`),
+/// whose environment variable each field names ([`cli::CoordinatorArgs`]).
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -157,8 +162,11 @@ pub struct Settings {
     /// Node connections that may be handshaking at once; more are closed at once.
     /// Default 64. Env `WRANGLE_CLUSTER_MAX_PENDING_HANDSHAKES`.
     pub cluster_max_pending_handshakes: usize,
-    /// `[compute]`: external compute nodes (file only).
+    /// `[compute]`: external compute nodes (the nodes themselves in the file only).
     pub compute: ComputeSettings,
+    /// `[node]`: the node program's settings (the coordinator ignores them); the node
+    /// program also reads `cookie` from the top level.
+    pub node: NodeSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -212,7 +220,16 @@ impl std::fmt::Debug for Settings {
             .field("cluster_tls_cert", &self.cluster_tls_cert)
             .field("cluster_tls_key", &self.cluster_tls_key)
             .field("node_timeout_ms", &self.node_timeout_ms)
+            .field(
+                "cluster_handshake_timeout_ms",
+                &self.cluster_handshake_timeout_ms,
+            )
+            .field(
+                "cluster_max_pending_handshakes",
+                &self.cluster_max_pending_handshakes,
+            )
             .field("compute", &self.compute)
+            .field("node", &self.node)
             .finish()
     }
 }
@@ -267,41 +284,25 @@ impl Default for Settings {
             cluster_handshake_timeout_ms: 5_000,
             cluster_max_pending_handshakes: 64,
             compute: ComputeSettings::default(),
+            node: NodeSettings::default(),
         }
     }
 }
 
 impl Settings {
-    /// Reads `file` when given (an error if it is missing), else `./wrangle.toml` when it
-    /// exists, then applies `WRANGLE_*` variables (and `DATABASE_URL`) from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, Error> {
-        let env: Vec<(String, String)> = env.into_iter().collect();
-        let from_env = env
-            .iter()
-            .find(|(k, _)| k == "WRANGLE_CONFIG")
-            .map(|(_, v)| Path::new(v).to_path_buf());
-        let path = file.map(Path::to_path_buf).or(from_env);
-        let mut settings = match path {
-            Some(p) => Self::from_file(&p)?,
-            None if Path::new("wrangle.toml").exists() => {
-                Self::from_file(Path::new("wrangle.toml"))?
-            }
-            None => Self::default(),
-        };
-        // `WRANGLE_DATABASE_URL` goes last, so it wins over the generic `DATABASE_URL`.
-        let (own_url, others): (Vec<_>, Vec<_>) =
-            env.iter().partition(|(k, _)| k == "WRANGLE_DATABASE_URL");
-        for (key, value) in others.into_iter().chain(own_url) {
-            settings.apply_env(key, value)?;
+    /// The file layer: reads `file` when given (an error if it is missing), else
+    /// `./wrangle.toml` when it exists, else the defaults. Nothing is checked yet: the
+    /// environment and flags go on top (`cli`), then [`Settings::validate`].
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
+        match file {
+            Some(path) => Self::from_file(path),
+            None if Path::new(DEFAULT_FILE).exists() => Self::from_file(Path::new(DEFAULT_FILE)),
+            None => Ok(Self::default()),
         }
-        settings.validate()?;
-        Ok(settings)
     }
 
-    fn from_file(path: &Path) -> Result<Self, Error> {
+    /// Reads the TOML file at `path`; unknown keys are refused.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::invalid("config", format!("cannot read {}: {e}", path.display()))
         })?;
@@ -309,6 +310,10 @@ impl Settings {
             .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))
     }
 }
+
+/// The settings file read when none is named, if it exists: `wrangle.toml` in the
+/// working directory.
+pub const DEFAULT_FILE: &str = "wrangle.toml";
 
 #[cfg(test)]
 mod tests;

@@ -1,31 +1,45 @@
-//! Settings from files, the environment and secrets files, and their checks.
+//! Settings from files, the environment and secrets files, and their checks. The
+//! environment is given as `(VARIABLE, value)` pairs, passed as the flags those variables
+//! belong to (`cli::tests::parse_env`): clap reads a variable exactly as its flag.
 
 use std::time::Duration;
 
 use super::*;
+
+impl Settings {
+    /// The coordinator program's settings from `file` and the variables `env`.
+    fn load_with(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Self, Error> {
+        let mut flags = Vec::new();
+        if let Some(path) = file {
+            flags.push(format!("--config={}", path.display()));
+        }
+        cli::tests::parse_env(&flags, &env)?.settings()
+    }
+}
 
 #[test]
 fn the_cookie_comes_from_a_file_without_its_newline() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cookie");
     std::fs::write(&path, "s3cret\n").unwrap();
-    let s = Settings::load(
+    let s = Settings::load_with(
         None,
         env(&[("WRANGLE_COOKIE_FILE", path.to_str().unwrap())]),
     )
     .unwrap();
     assert_eq!(s.cookie.as_deref(), Some("s3cret"));
-    let s = Settings::load(None, env(&[("WRANGLE_TOKEN_FILE", path.to_str().unwrap())])).unwrap();
+    let s =
+        Settings::load_with(None, env(&[("WRANGLE_TOKEN_FILE", path.to_str().unwrap())])).unwrap();
     assert_eq!(s.token.as_deref(), Some("s3cret"));
     std::fs::write(&path, "\n").unwrap();
-    let err = Settings::load(
+    let err = Settings::load_with(
         None,
         env(&[("WRANGLE_COOKIE_FILE", path.to_str().unwrap())]),
     )
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("WRANGLE_COOKIE_FILE") && err.contains("empty"),
+        err.contains("cookie-file") && err.contains("empty"),
         "{err}"
     );
     std::fs::write(&path, "x".repeat(5000)).unwrap();
@@ -60,7 +74,7 @@ fn file_then_env_override() {
         "min_workers = 3\nmax_workers = 6\nlabels = [\"gpu\"]\n",
     )
     .unwrap();
-    let s = Settings::load(
+    let s = Settings::load_with(
         Some(&path),
         env(&[("WRANGLE_MAX_WORKERS", "9"), ("HOME", "/x")]),
     )
@@ -68,7 +82,7 @@ fn file_then_env_override() {
     assert_eq!((s.min_workers, s.max_workers), (3, 9));
     assert_eq!(s.labels, vec!["gpu".to_string()]);
     std::fs::write(&path, "min_wrokers = 3\n").unwrap();
-    let err = Settings::load(Some(&path), env(&[]))
+    let err = Settings::load_with(Some(&path), env(&[]))
         .unwrap_err()
         .to_string();
     assert!(err.contains("min_wrokers"), "{err}");
@@ -77,7 +91,7 @@ fn file_then_env_override() {
 
 #[test]
 fn leases_aging_retention_and_handshake_bounds_reach_their_configs() {
-    let s = Settings::load(
+    let s = Settings::load_with(
         None,
         env(&[
             ("WRANGLE_LEASE_TIME_SECS", "5"),
@@ -89,7 +103,7 @@ fn leases_aging_retention_and_handshake_bounds_reach_their_configs() {
     .unwrap();
     let c = s.coordinator_config();
     assert_eq!(c.queue.lease_time, Duration::from_secs(5));
-    let cluster = Settings::load(
+    let cluster = Settings::load_with(
         None,
         env(&[
             ("WRANGLE_CLUSTER_LISTEN", "127.0.0.1:7450"),
@@ -112,7 +126,7 @@ fn leases_aging_retention_and_handshake_bounds_reach_their_configs() {
     assert_eq!(defaults.queue.priority_aging, None);
     assert_eq!(defaults.queue.lease_time, Duration::from_secs(60));
     // A lease time the queue cannot work with is refused, naming it.
-    let err = Settings::load(None, env(&[("WRANGLE_LEASE_TIME_SECS", "0")]))
+    let err = Settings::load_with(None, env(&[("WRANGLE_LEASE_TIME_SECS", "0")]))
         .and_then(|s| s.validate().map(|_| s))
         .unwrap_err()
         .to_string();
@@ -121,7 +135,7 @@ fn leases_aging_retention_and_handshake_bounds_reach_their_configs() {
 
 #[test]
 fn secrets_stay_out_of_debug_output() {
-    let s = Settings::load(
+    let s = Settings::load_with(
         None,
         env(&[
             ("WRANGLE_TOKEN", "t0ken-secret"),
@@ -140,11 +154,14 @@ fn secrets_stay_out_of_debug_output() {
 
 #[test]
 fn bad_values_name_the_variable() {
-    let err = Settings::load(None, env(&[("WRANGLE_MIN_WORKERS", "many")]))
+    let err = Settings::load_with(None, env(&[("WRANGLE_MIN_WORKERS", "many")]))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("WRANGLE_MIN_WORKERS"), "{err}");
-    let err = Settings::load(None, env(&[("WRANGLE_MIN_WORKERS", "20")]))
+    assert!(
+        err.contains("--min-workers") && err.contains("many"),
+        "{err}"
+    );
+    let err = Settings::load_with(None, env(&[("WRANGLE_MIN_WORKERS", "20")]))
         .unwrap_err()
         .to_string();
     assert!(err.contains("min_workers"), "{err}");
@@ -152,7 +169,7 @@ fn bad_values_name_the_variable() {
 
 #[test]
 fn public_bind_without_token_is_refused_unless_dangerously_allowed() {
-    let err = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700")]))
+    let err = Settings::load_with(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700")]))
         .unwrap_err()
         .to_string();
     assert!(
@@ -164,13 +181,13 @@ fn public_bind_without_token_is_refused_unless_dangerously_allowed() {
         ("WRANGLE_TOKENS", "read=r3ader"),
         ("WRANGLE_DANGEROUSLY_ALLOW_PUBLIC_WITHOUT_TOKEN", "true"),
     ] {
-        let s = Settings::load(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700"), with])).unwrap();
+        let s = Settings::load_with(None, env(&[("WRANGLE_BIND", "0.0.0.0:7700"), with])).unwrap();
         assert_eq!(
             s.is_public_without_token(),
             with.0.starts_with("WRANGLE_DANGER")
         );
     }
-    let s = Settings::load(None, env(&[("WRANGLE_BIND", "[::1]:7700")])).unwrap();
+    let s = Settings::load_with(None, env(&[("WRANGLE_BIND", "[::1]:7700")])).unwrap();
     assert!(!s.is_public_without_token(), "loopback needs no token");
 }
 
@@ -183,10 +200,11 @@ fn empty_tokens_are_configuration_errors() {
         &[("WRANGLE_TOKENS", "=abc")][..],
         &[("WRANGLE_TOKENS", "reed=abc")][..],
     ] {
-        let err = Settings::load(None, env(pairs));
+        let err = Settings::load_with(None, env(pairs));
         assert!(err.is_err(), "{pairs:?} was accepted");
     }
-    let s = Settings::load(None, env(&[("WRANGLE_TOKENS", "read+submit=a=b, admin=c")])).unwrap();
+    let s =
+        Settings::load_with(None, env(&[("WRANGLE_TOKENS", "read+submit=a=b, admin=c")])).unwrap();
     assert_eq!(s.tokens.len(), 2);
     assert_eq!(s.tokens[0].token, "a=b");
     assert_eq!(s.tokens[0].scopes.len(), 2);
@@ -220,7 +238,7 @@ credential = "box-key"
 "#,
     )
     .unwrap();
-    let s = Settings::load(Some(&path), env(&[])).unwrap();
+    let s = Settings::load_with(Some(&path), env(&[])).unwrap();
     let config = s.compute.config().unwrap();
     assert_eq!(
         config.health_interval,
@@ -239,7 +257,7 @@ credential = "box-key"
         "[[compute.nodes]]\nid = \"x\"\nendpoint = \"k8s://Bad_Name\"\n",
     )
     .unwrap();
-    let err = Settings::load(Some(&path), env(&[]))
+    let err = Settings::load_with(Some(&path), env(&[]))
         .unwrap_err()
         .to_string();
     assert!(
@@ -251,7 +269,7 @@ credential = "box-key"
         "[[compute.nodes]]\nid = \"x\"\nendpont = \"http://h:1\"\n",
     )
     .unwrap();
-    let err = Settings::load(Some(&path), env(&[]))
+    let err = Settings::load_with(Some(&path), env(&[]))
         .unwrap_err()
         .to_string();
     assert!(err.contains("endpont"), "a typo is refused: {err}");

@@ -1,0 +1,199 @@
+//! The values read at one scrape, as metric families that `prometheus-client` encodes.
+//!
+//! wrangle's counters live in its actors and atomics, read when `/metrics` is asked for, so
+//! they reach `prometheus-client` as its "const" metrics through a [`Collector`] holding
+//! this scrape's values (the pattern the library gives for values read at scrape time).
+//! The library writes the exposition: names, `_total` on counters, label escaping,
+//! cumulative histogram buckets with `+Inf`, `_sum` and `_count`.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::metrics::Histogram;
+
+/// Every family read at one scrape, in the order they are shown.
+#[derive(Debug, Default)]
+pub(super) struct Snapshot {
+    families: Vec<Family>,
+}
+
+/// One metric: its name, help, type, and a sample per label set.
+#[derive(Debug)]
+struct Family {
+    /// As registered: counters without their `_total`, which the encoder adds.
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<Sample>,
+}
+
+/// One label set's value (no label set: `label` is `None`).
+#[derive(Debug)]
+struct Sample {
+    label: Option<(&'static str, String)>,
+    value: Value,
+}
+
+#[derive(Debug)]
+enum Value {
+    Counter(u64),
+    Gauge(u64),
+    GaugeF64(f64),
+    /// Observations per bucket (not cumulative; the last bound is +Inf) and their sum.
+    Histogram(Vec<(f64, u64)>, f64),
+}
+
+impl Snapshot {
+    /// A counter named as it is shown (`wrangle_tasks_completed_total`).
+    pub(super) fn counter(&mut self, name: &'static str, help: &'static str, v: u64) {
+        self.push(
+            name,
+            help,
+            MetricType::Counter,
+            vec![Sample::of(Value::Counter(v))],
+        );
+    }
+
+    /// A counter with one sample per value of `label`.
+    pub(super) fn counters_by<L: ToString>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        rows: impl IntoIterator<Item = (L, u64)>,
+    ) {
+        let samples = rows
+            .into_iter()
+            .map(|(l, v)| Sample::by(label, l, Value::Counter(v)))
+            .collect();
+        self.push(name, help, MetricType::Counter, samples);
+    }
+
+    /// A whole-number gauge.
+    pub(super) fn gauge(&mut self, name: &'static str, help: &'static str, v: u64) {
+        self.push(
+            name,
+            help,
+            MetricType::Gauge,
+            vec![Sample::of(Value::Gauge(v))],
+        );
+    }
+
+    /// A gauge that is not a whole number.
+    pub(super) fn gauge_f64(&mut self, name: &'static str, help: &'static str, v: f64) {
+        self.push(
+            name,
+            help,
+            MetricType::Gauge,
+            vec![Sample::of(Value::GaugeF64(v))],
+        );
+    }
+
+    /// A whole-number gauge with one sample per value of `label`.
+    pub(super) fn gauges_by<L: ToString>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        rows: impl IntoIterator<Item = (L, u64)>,
+    ) {
+        let samples = rows
+            .into_iter()
+            .map(|(l, v)| Sample::by(label, l, Value::Gauge(v)))
+            .collect();
+        self.push(name, help, MetricType::Gauge, samples);
+    }
+
+    /// A latency histogram, in seconds.
+    pub(super) fn histogram(&mut self, name: &'static str, help: &'static str, h: &Histogram) {
+        let value = Value::Histogram(h.counts(), h.sum_secs());
+        self.push(name, help, MetricType::Histogram, vec![Sample::of(value)]);
+    }
+
+    /// A latency histogram per value of `label`, each as [`Histogram::counts`] and
+    /// [`Histogram::sum_secs`] read it.
+    pub(super) fn histograms_by<L: ToString>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        rows: impl IntoIterator<Item = (L, Vec<(f64, u64)>, f64)>,
+    ) {
+        let samples = rows
+            .into_iter()
+            .map(|(l, counts, sum)| Sample::by(label, l, Value::Histogram(counts, sum)))
+            .collect();
+        self.push(name, help, MetricType::Histogram, samples);
+    }
+
+    fn push(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        samples: Vec<Sample>,
+    ) {
+        let name = match kind {
+            // The encoder appends `_total` to a counter's name.
+            MetricType::Counter => name.strip_suffix("_total").unwrap_or_else(|| {
+                debug_assert!(false, "counter {name} does not end in _total");
+                name
+            }),
+            _ => name,
+        };
+        self.families.push(Family {
+            name,
+            help,
+            kind,
+            samples,
+        });
+    }
+}
+
+impl Sample {
+    fn of(value: Value) -> Self {
+        Self { label: None, value }
+    }
+
+    fn by(label: &'static str, value_of_label: impl ToString, value: Value) -> Self {
+        Self {
+            label: Some((label, value_of_label.to_string())),
+            value,
+        }
+    }
+}
+
+impl Value {
+    fn encode(&self, encoder: &mut MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            Value::Counter(v) => encoder.encode_counter::<NoLabelSet, _, f64>(v, None),
+            Value::Gauge(v) => encoder.encode_gauge(v),
+            Value::GaugeF64(v) => encoder.encode_gauge(v),
+            Value::Histogram(buckets, sum) => {
+                // `_count` is the sum of the buckets read, so it always equals `+Inf`'s.
+                let count = buckets.iter().map(|(_, n)| n).sum();
+                encoder.encode_histogram::<NoLabelSet>(*sum, count, buckets, None)
+            }
+        }
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for family in &self.families {
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+            for sample in &family.samples {
+                match &sample.label {
+                    None => sample.value.encode(&mut metric)?,
+                    Some((key, value)) => {
+                        let labels = [(*key, value.as_str())];
+                        sample.value.encode(&mut metric.encode_family(&labels)?)?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

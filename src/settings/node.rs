@@ -1,0 +1,90 @@
+//! The node program's settings: `[node]` in `wrangle.toml`, beside the coordinator's.
+//!
+//! ```toml
+//! cookie = "s3cret"            # shared with the coordinator (better: WRANGLE_COOKIE_FILE)
+//!
+//! [node]
+//! join = "10.0.0.5:7450"
+//! labels = ["gpu=a100", "region=eu"]
+//! workers = 4
+//! slots = 4
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cluster::NodeConfig;
+use crate::error::Error;
+
+/// `[node]`: what the node program reads from the settings file. Every field has a
+/// default; each is also a flag of the node program (`--join`, `--workers`, ...).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The coordinator's cluster address, `host:port`. Required (here or as a flag).
+    pub join: Option<String>,
+    /// This node's name, unique in the cluster. Default `node-<random>`.
+    pub name: Option<String>,
+    /// Labels tasks can require (`gpu=a100`). Default none.
+    pub labels: Vec<String>,
+    /// Workers in the node's pool. Default 4.
+    pub workers: usize,
+    /// Tasks each worker runs at once. Default 4.
+    pub slots: u32,
+    /// The CA certificate (PEM) to trust: the node talks TLS to the coordinator. Default
+    /// none (clear text).
+    pub tls_ca: Option<PathBuf>,
+    /// The name on the coordinator's certificate. Default: the host of `join`.
+    pub tls_server_name: Option<String>,
+    /// Heartbeat period until the coordinator sets its own, in milliseconds. Default 1000.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            join: None,
+            name: None,
+            labels: Vec::new(),
+            workers: 4,
+            slots: 4,
+            tls_ca: None,
+            tls_server_name: None,
+            heartbeat_ms: 1_000,
+        }
+    }
+}
+
+impl NodeSettings {
+    /// The node's config with `cookie`, checked. `join` and the cookie are required.
+    pub fn node_config(&self, cookie: Option<String>) -> Result<NodeConfig, Error> {
+        let join = self.join.clone().ok_or_else(|| {
+            Error::invalid(
+                "join",
+                "the coordinator's address is required: --join HOST:PORT, WRANGLE_JOIN, or \
+                 `join` under [node] in the settings file",
+            )
+        })?;
+        let cookie = cookie.filter(|c| !c.is_empty()).ok_or_else(|| {
+            Error::invalid(
+                "cookie",
+                "required: --cookie-file PATH, WRANGLE_COOKIE_FILE, WRANGLE_COOKIE, or \
+                 `cookie` in the settings file",
+            )
+        })?;
+        let mut config = NodeConfig::new(join, cookie);
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        config.labels = self.labels.clone();
+        config.workers = self.workers;
+        config.worker.max_concurrent_tasks = self.slots;
+        config.tls_ca = self.tls_ca.clone();
+        config.tls_server_name = self.tls_server_name.clone();
+        config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
+        config.validate()?;
+        Ok(config)
+    }
+}
