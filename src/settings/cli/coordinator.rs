@@ -2,7 +2,7 @@
 //! with its `WRANGLE_*` environment variable, in groups as `--help` shows them.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser};
@@ -59,11 +59,6 @@ impl CoordinatorArgs {
         self.cluster.apply(settings)?;
         self.compute.apply(settings);
         Ok(())
-    }
-
-    /// The settings file this command line names, if any.
-    pub fn config_file(&self) -> Option<&Path> {
-        self.config.as_deref()
     }
 }
 

@@ -6,6 +6,29 @@
 //! Secrets (the API token, the cluster cookie) come as themselves or as a file holding them
 //! ([`SecretArgs`]); their values show as `<redacted>` in `Debug` and are never printed in
 //! `--help`.
+//!
+//! A program embedding wrangle can take the coordinator's command line whole, beside its
+//! own flags:
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use wrangle::settings::cli::CoordinatorArgs;
+//!
+//! /// My service, with a wrangle coordinator inside.
+//! #[derive(Debug, Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     wrangle: CoordinatorArgs,
+//!     /// My own flag.
+//!     #[arg(long)]
+//!     greeting: Option<String>,
+//! }
+//!
+//! let cli: Cli = wrangle::settings::cli::parse();
+//! let settings = cli.wrangle.settings()?; // the file, the environment, the flags; checked
+//! let config = settings.coordinator_config();
+//! # Ok::<(), wrangle::Error>(())
+//! ```
 
 mod coordinator;
 mod node;
