@@ -26,9 +26,23 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use wrangle::compute::ComputeCluster;
-use wrangle::settings::cli::CoordinatorArgs;
+use wrangle::settings::cli::{CoordinatorArgs, LogFormat};
 use wrangle::settings::Settings;
 use wrangle::{Coordinator, HandlerRegistry};
+
+/// Prints a line to stdout; a closed stdout (`| head`) is no panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// Prints a line to stderr; a closed stderr is no panic.
+macro_rules! warn {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 
 fn main() -> ExitCode {
     // `--help` and bad flags end here, with clap's message (a closed stdout is no panic).
@@ -36,7 +50,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            warn!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -49,11 +63,17 @@ fn run(args: CoordinatorArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = writeln!(std::io::stdout(), "{settings:#?}");
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -74,7 +94,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     for node in settings.compute.nodes()? {
         let id = node.id().to_string();
         compute.add_node(node).await?;
-        println!("compute node {id} added");
+        say!("compute node {id} added");
     }
     wrangle_actors::register_compute(&handlers, &compute);
     let coordinator = Coordinator::builder()
@@ -86,12 +106,12 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     match coordinator.store() {
         Some(store) => {
             let recovered = coordinator.queue().stats().await?.recovered;
-            println!(
+            say!(
                 "store: {} ({recovered} unfinished tasks recovered)",
                 store.config().redacted_url()
             );
         }
-        None => println!("store: none (tasks are kept in memory only)"),
+        None => say!("store: none (tasks are kept in memory only)"),
     }
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -102,15 +122,15 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "http"
     };
-    println!("wrangle coordinator listening on {addr}");
+    say!("wrangle coordinator listening on {addr}");
     if settings.is_public_without_token() {
-        eprintln!(
+        warn!(
             "WARNING: the API listens on {addr}, beyond this machine, with NO TOKEN: anyone who \
              reaches this port can submit, cancel and scale (--dangerously-allow-public-without-token)"
         );
     }
     if let Some(listen) = settings.cluster_listen {
-        println!(
+        say!(
             "nodes join at {listen}: cargo run --release --example node -- --join {listen} \
              --cookie-file <PATH>"
         );
@@ -121,7 +141,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         ""
     };
-    println!("dashboard: {scheme}://{addr}/{login}");
+    say!("dashboard: {scheme}://{addr}/{login}");
     let app = wrangle::api::router(coordinator.clone(), settings.api_config());
     wrangle::api::serve_with(
         listener,
@@ -130,7 +150,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         wrangle::shutdown_signal(),
     )
     .await?;
-    println!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");
+    say!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");
     let progress = {
         let c = coordinator.clone();
         tokio::spawn(async move {
@@ -139,9 +159,11 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             loop {
                 tick.tick().await;
                 if let Ok(s) = c.queue().stats().await {
-                    println!(
+                    say!(
                         "stopping: {} waiting, {} running, {} completed",
-                        s.queue_size, s.running, s.completed
+                        s.queue_size,
+                        s.running,
+                        s.completed
                     );
                 }
             }
@@ -156,14 +178,15 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                 .await
                 .map(|s| s.queue_size + s.running)
                 .unwrap_or(0);
-            eprintln!("stopped at once: {left} tasks unfinished were dropped");
+            warn!("stopped at once: {left} tasks unfinished were dropped");
             std::process::exit(130);
         }
     };
     progress.abort();
-    println!(
+    say!(
         "stopped: {} tasks completed, {} unfinished",
-        report.completed, report.unfinished
+        report.completed,
+        report.unfinished
     );
     Ok(())
 }

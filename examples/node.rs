@@ -20,12 +20,27 @@
 //! session is clear text: the cookie's challenge digest (a weak cookie can be guessed from
 //! it offline) and every task and result after it can be read and altered on the path.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use wrangle::settings::cli::NodeArgs;
+use wrangle::settings::cli::{LogFormat, NodeArgs};
 use wrangle::{HandlerRegistry, Node, NodeConfig};
+
+/// Prints a line to stdout; a closed stdout (`| head`) is no panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// Prints a line to stderr; a closed stderr is no panic.
+macro_rules! warn {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 
 #[path = "node/journal.rs"]
 mod journal;
@@ -48,7 +63,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            warn!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -56,11 +71,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.node.node_config()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match cli.node.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -77,7 +98,7 @@ async fn serve(
         journal::register(&handlers, &path, &config.name)?;
     }
     let node = Node::join(config.clone(), handlers).await?;
-    println!(
+    say!(
         "wrangle node {} joining {} with {} workers x {} slots, labels {:?}",
         node.name(),
         config.coordinator,
@@ -86,14 +107,14 @@ async fn serve(
         config.labels
     );
     wrangle::shutdown_signal().await;
-    println!("stopping: letting running tasks finish (Ctrl-C again to stop at once)...");
+    say!("stopping: letting running tasks finish (Ctrl-C again to stop at once)...");
     tokio::select! {
         r = node.stop(true) => r?,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("stopped at once: the coordinator runs this node's tasks elsewhere");
+            warn!("stopped at once: the coordinator runs this node's tasks elsewhere");
             std::process::exit(130);
         }
     }
-    println!("stopped");
+    say!("stopped");
     Ok(())
 }

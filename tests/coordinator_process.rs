@@ -431,3 +431,67 @@ fn the_node_program_reads_the_coordinators_settings_file() {
     assert!(!ok && err.contains("`bad name`"), "{err}");
     assert!(!err.contains("c00kie"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_can_be_json() {
+    let port = free_port();
+    let mut child = Command::new(example_binary("coordinator"))
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .env("WRANGLE_DATABASE_URL", "memory")
+        .env_remove("WRANGLE_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let pid = child.id().to_string();
+    let _program = Program(child);
+    // Once it serves, a graceful stop logs at INFO (each worker stopping).
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the coordinator never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(stopped.success());
+    // Read lines until one is a JSON log record at INFO.
+    let found = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["level"] == "INFO" && v["fields"]["message"].is_string() {
+                    return Ok(v);
+                }
+            }
+            seen.push(line);
+            if seen.len() > 200 {
+                break;
+            }
+        }
+        Err(seen)
+    });
+    let record = tokio::time::timeout(Duration::from_secs(30), found)
+        .await
+        .expect("no log line within 30 s")
+        .unwrap()
+        .unwrap_or_else(|seen| panic!("no JSON log record among: {seen:?}"));
+    assert!(record["timestamp"].is_string(), "{record}");
+    assert!(
+        record["target"].as_str().unwrap().starts_with("wrangle"),
+        "{record}"
+    );
+}

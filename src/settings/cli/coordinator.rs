@@ -25,6 +25,10 @@ pub struct CoordinatorArgs {
     /// Check the settings, print them (secrets hidden) and exit without starting.
     #[arg(long)]
     pub check: bool,
+    /// How log lines are written: `text` for people, `json` (one object per line, with the
+    /// current span's fields, such as a task's `trace_id`) for log collectors.
+    #[arg(long, env = "WRANGLE_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
+    pub log_format: super::LogFormat,
     /// The HTTP API.
     #[command(flatten, next_help_heading = "HTTP API")]
     pub api: ApiArgs,

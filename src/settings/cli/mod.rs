@@ -38,6 +38,16 @@ pub use coordinator::{ApiArgs, ClusterArgs, ComputeArgs, CoordinatorArgs, StoreA
 pub use node::NodeArgs;
 pub use secret::{Cookie, Secret, SecretArgs, SecretName, Token};
 
+/// How the programs write their log lines (`--log-format`, `WRANGLE_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields (a task's `trace_id`).
+    Json,
+}
+
 /// The `--help` text on where settings come from, shared by the programs.
 pub const PRECEDENCE: &str = "\
 Settings come in layers, each overriding the one before: the defaults, the settings file \

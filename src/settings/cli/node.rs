@@ -19,6 +19,9 @@ pub struct NodeArgs {
     /// Default ./wrangle.toml when present.
     #[arg(long, env = "WRANGLE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(long, env = "WRANGLE_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
+    pub log_format: super::LogFormat,
     /// The coordinator's cluster address. Required.
     #[arg(long, env = "WRANGLE_JOIN", value_name = "HOST:PORT")]
     pub join: Option<String>,
