@@ -119,6 +119,18 @@ async fn dashboard_submits_a_task_and_shows_it_complete_live() {
         json!(false)
     );
 
+    // A worker pulling over HTTP shows in the workers table beside the local ones.
+    coordinator
+        .pull_workers()
+        .lease(wrangle::pull::LeaseRequest::new("py-1", ["py.resize"]).max_tasks(4))
+        .await
+        .unwrap();
+    b.wait_for(
+        "return [...document.querySelectorAll('#workers tbody tr')].some(r => r.textContent.includes('http:py-1'))",
+        wait,
+    )
+    .await;
+
     // Mark this page load; a reload would lose the mark.
     b.eval("window.__sameLoad = true; return true").await;
     b.eval("document.getElementById('submit-type').value = 'sleep'; return true")

@@ -1,20 +1,21 @@
-//! A minimal W3C WebDriver client over plain HTTP to a local chromedriver: enough to load a
-//! page, fill a form, click, and read the DOM with scripts.
+//! A headless Chromium driven through a local chromedriver with `fantoccini` (the W3C
+//! WebDriver client): enough to load a page, fill a form, click, and read the DOM with
+//! scripts.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 /// A chromedriver process and one headless Chromium session.
 pub(crate) struct Browser {
     driver: Child,
     base: String,
+    /// The session's id, to end it from `Drop` (which cannot wait on the async client).
     session: String,
-    http: reqwest::Client,
+    client: Client,
 }
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 use super::net::free_port;
 
@@ -55,107 +56,68 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          format!("--window-size={width},{height}")]
             }
-        }}});
-        let res: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
+        });
+        let caps = match caps {
+            Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&base)
+            .await
+            .map_err(|e| format!("no WebDriver session: {e}"))?;
+        let session = client
+            .session_id()
             .await
             .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        let session = res["value"]["sessionId"]
-            .as_str()
-            .ok_or_else(|| format!("no session: {res}"))?
-            .to_string();
+            .ok_or("no session id")?;
         Ok(Self {
             driver: child,
             base,
             session,
-            http,
+            client,
         })
-    }
-
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut req = self.http.request(method.clone(), url);
-        if method != reqwest::Method::GET {
-            req = req.json(&body);
-        }
-        let res: Value = req
-            .send()
-            .await
-            .expect("chromedriver answers")
-            .json()
-            .await
-            .expect("chromedriver answers JSON");
-        if let Some(err) = res["value"]["error"].as_str() {
-            panic!("webdriver {path}: {err}: {}", res["value"]["message"]);
-        }
-        res["value"].clone()
     }
 
     /// Opens `url`.
     pub(crate) async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", json!({ "url": url }))
-            .await;
-    }
-
-    async fn element(&self, css: &str) -> String {
-        let v = self
-            .cmd(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        v[ELEMENT].as_str().expect("element id").to_string()
+        self.client.goto(url).await.expect("page loads");
     }
 
     /// Clicks the element matching `css`.
     pub(crate) async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            json!({}),
-        )
-        .await;
+        let el = self.client.find(Locator::Css(css)).await;
+        el.unwrap_or_else(|e| panic!("no element `{css}`: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
     }
 
     /// Replaces the text of the input matching `css`.
     pub(crate) async fn fill(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/clear"),
-            json!({}),
-        )
-        .await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            json!({ "text": text }),
-        )
-        .await;
+        let el = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element `{css}`: {e}"));
+        el.clear().await.expect("input clears");
+        el.send_keys(text).await.expect("input takes keys");
     }
 
     /// Runs `script` (a function body; `return` a value) in the page.
     pub(crate) async fn eval(&self, script: &str) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({"script": script, "args": []}),
-        )
-        .await
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("script `{script}`: {e}"))
     }
 
     /// Polls `script` until it returns a truthy value, up to `timeout`.
@@ -178,11 +140,8 @@ impl Browser {
 
     /// Saves a PNG screenshot.
     pub(crate) async fn screenshot(&self, path: &std::path::Path) {
-        let v = self
-            .cmd(reqwest::Method::GET, "/screenshot", Value::Null)
-            .await;
-        std::fs::write(path, base64_decode(v.as_str().unwrap_or_default()))
-            .expect("write screenshot");
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::write(path, png).expect("write screenshot");
     }
 }
 
@@ -205,26 +164,4 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-/// Decodes standard base64 (enough for screenshots; no extra dependency).
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u32> = s.bytes().filter_map(val).collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let n = chunk.iter().fold(0u32, |acc, &v| (acc << 6) | v) << (6 * (4 - chunk.len()));
-        let b = n.to_be_bytes();
-        out.extend_from_slice(&b[1..chunk.len()]);
-    }
-    out
 }
