@@ -26,28 +26,14 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use wrangle::compute::ComputeCluster;
-use wrangle::settings::cli::{CoordinatorArgs, LogFormat};
+use wrangle::settings::cli::CoordinatorArgs;
 use wrangle::settings::Settings;
 use wrangle::{Coordinator, HandlerRegistry};
 
-/// mimalloc: the request path allocates a little per request, and glibc's malloc was a
-/// quarter of the server's CPU under load (the library itself leaves the choice to you).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "program/mod.rs"]
+mod program;
 
-/// Prints a line to stdout; a closed stdout (`| head`) is no panic.
-macro_rules! say {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
-/// Prints a line to stderr; a closed stderr is no panic.
-macro_rules! warn {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
-}
+use program::{complain, init_logging, say};
 
 fn main() -> ExitCode {
     // `--help` and bad flags end here, with clap's message (a closed stdout is no panic).
@@ -55,7 +41,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            warn!("error: {e}");
+            complain!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -68,17 +54,7 @@ fn run(args: CoordinatorArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = writeln!(std::io::stdout(), "{settings:#?}");
         return Ok(());
     }
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
-    }
+    init_logging(args.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -129,7 +105,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     };
     say!("wrangle coordinator listening on {addr}");
     if settings.is_public_without_token() {
-        warn!(
+        complain!(
             "WARNING: the API listens on {addr}, beyond this machine, with NO TOKEN: anyone who \
              reaches this port can submit, cancel and scale (--dangerously-allow-public-without-token)"
         );
@@ -183,7 +159,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                 .await
                 .map(|s| s.queue_size + s.running)
                 .unwrap_or(0);
-            warn!("stopped at once: {left} tasks unfinished were dropped");
+            complain!("stopped at once: {left} tasks unfinished were dropped");
             std::process::exit(130);
         }
     };

@@ -20,32 +20,17 @@
 //! session is clear text: the cookie's challenge digest (a weak cookie can be guessed from
 //! it offline) and every task and result after it can be read and altered on the path.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use wrangle::settings::cli::{LogFormat, NodeArgs};
+use wrangle::settings::cli::NodeArgs;
 use wrangle::{HandlerRegistry, Node, NodeConfig};
 
-/// mimalloc: the request path allocates a little per request, and glibc's malloc was a
-/// quarter of the server's CPU under load (the library itself leaves the choice to you).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "program/mod.rs"]
+mod program;
 
-/// Prints a line to stdout; a closed stdout (`| head`) is no panic.
-macro_rules! say {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
-/// Prints a line to stderr; a closed stderr is no panic.
-macro_rules! warn {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
-}
+use program::{complain, init_logging, say};
 
 #[path = "node/journal.rs"]
 mod journal;
@@ -68,7 +53,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            warn!("error: {e}");
+            complain!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -76,17 +61,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.node.node_config()?;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match cli.node.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
-    }
+    init_logging(cli.node.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -116,7 +91,7 @@ async fn serve(
     tokio::select! {
         r = node.stop(true) => r?,
         _ = tokio::signal::ctrl_c() => {
-            warn!("stopped at once: the coordinator runs this node's tasks elsewhere");
+            complain!("stopped at once: the coordinator runs this node's tasks elsewhere");
             std::process::exit(130);
         }
     }
