@@ -10,6 +10,7 @@
 //! DATABASE_URL=postgres://wrangle:secret@127.0.0.1/wrangle cargo run --release --example coordinator
 //! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie-file cookie.txt
 //! cargo run --release --example coordinator -- --help
+//! cargo run --release --example coordinator --features otel -- --otel-endpoint http://127.0.0.1:4318
 //! ```
 //!
 //! Every setting is a flag with a `WRANGLE_*` environment variable, and a key of the
@@ -25,6 +26,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use tracing_subscriber::prelude::*;
 use wrangle::compute::ComputeCluster;
 use wrangle::settings::cli::{CoordinatorArgs, LogFormat};
 use wrangle::settings::Settings;
@@ -68,21 +70,49 @@ fn run(args: CoordinatorArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = writeln!(std::io::stdout(), "{settings:#?}");
         return Ok(());
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // The OTel exporter batches on the runtime: the log layers are built inside it.
+    let _runtime = runtime.enter();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
+    let lines = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
+            .boxed(),
+    };
+    let logs = tracing_subscriber::registry().with(filter).with(lines);
+    #[cfg(not(feature = "otel"))]
+    logs.init();
+    // `--otel-endpoint`: spans to an OpenTelemetry collector too, each task's in its trace id.
+    #[cfg(feature = "otel")]
+    let otel = match args.otel_endpoint.as_deref() {
+        Some(endpoint) => {
+            let (layer, guard) = wrangle::telemetry::otlp_layer(&wrangle::telemetry::OtelConfig {
+                endpoint: endpoint.into(),
+                service_name: "wrangle-coordinator".into(),
+                ..Default::default()
+            })?;
+            logs.with(layer).init();
+            Some(guard)
+        }
+        None => {
+            logs.init();
+            None
+        }
+    };
+    let served = runtime.block_on(serve(settings));
+    #[cfg(feature = "otel")]
+    if let Some(guard) = otel {
+        if let Err(e) = runtime.block_on(guard.shutdown()) {
+            warn!("{e}");
+        }
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(serve(settings))
+    served
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {

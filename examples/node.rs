@@ -10,6 +10,7 @@
 //! WRANGLE_COOKIE=s3cret cargo run --release --example node -- --join 127.0.0.1:7450
 //! cargo run --release --example node -- --config wrangle.toml   # `cookie` and `[node]`
 //! cargo run --release --example node -- --help
+//! cargo run --release --example node --features otel -- --otel-endpoint http://127.0.0.1:4318
 //! ```
 //!
 //! It reads the coordinator's settings file (`--config`, else `./wrangle.toml`): its `cookie`
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::prelude::*;
 use wrangle::settings::cli::{LogFormat, NodeArgs};
 use wrangle::{HandlerRegistry, Node, NodeConfig};
 
@@ -76,21 +78,49 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.node.node_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // The OTel exporter batches on the runtime: the log layers are built inside it.
+    let _runtime = runtime.enter();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match cli.node.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
+    let lines = match cli.node.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
+            .boxed(),
+    };
+    let logs = tracing_subscriber::registry().with(filter).with(lines);
+    #[cfg(not(feature = "otel"))]
+    logs.init();
+    // `--otel-endpoint`: spans to an OpenTelemetry collector too, each task's in its trace id.
+    #[cfg(feature = "otel")]
+    let otel = match cli.node.otel_endpoint.as_deref() {
+        Some(endpoint) => {
+            let (layer, guard) = wrangle::telemetry::otlp_layer(&wrangle::telemetry::OtelConfig {
+                endpoint: endpoint.into(),
+                service_name: "wrangle-node".into(),
+                ..Default::default()
+            })?;
+            logs.with(layer).init();
+            Some(guard)
+        }
+        None => {
+            logs.init();
+            None
+        }
+    };
+    let served = runtime.block_on(serve(config, cli.journal));
+    #[cfg(feature = "otel")]
+    if let Some(guard) = otel {
+        if let Err(e) = runtime.block_on(guard.shutdown()) {
+            warn!("{e}");
+        }
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(serve(config, cli.journal))
+    served
 }
 
 async fn serve(
