@@ -10,6 +10,7 @@
 //! DATABASE_URL=postgres://wrangle:secret@127.0.0.1/wrangle cargo run --release --example coordinator
 //! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie-file cookie.txt
 //! cargo run --release --example coordinator -- --help
+//! cargo run --release --example coordinator --features otel -- --otel-endpoint http://127.0.0.1:4318
 //! ```
 //!
 //! Every setting is a flag with a `WRANGLE_*` environment variable, and a key of the
@@ -54,11 +55,22 @@ fn run(args: CoordinatorArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = writeln!(std::io::stdout(), "{settings:#?}");
         return Ok(());
     }
-    init_logging(args.log_format);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(serve(settings))
+        .build()?;
+    // The OTel exporter batches on the runtime: the log layers are built inside it.
+    let telemetry = {
+        let _inside = runtime.enter();
+        init_logging(
+            args.log_format,
+            #[cfg(feature = "otel")]
+            args.otel_endpoint.as_deref(),
+            "wrangle-coordinator",
+        )?
+    };
+    let served = runtime.block_on(serve(settings));
+    program::finish(&runtime, telemetry);
+    served
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {

@@ -10,6 +10,7 @@
 //! WRANGLE_COOKIE=s3cret cargo run --release --example node -- --join 127.0.0.1:7450
 //! cargo run --release --example node -- --config wrangle.toml   # `cookie` and `[node]`
 //! cargo run --release --example node -- --help
+//! cargo run --release --example node --features otel -- --otel-endpoint http://127.0.0.1:4318
 //! ```
 //!
 //! It reads the coordinator's settings file (`--config`, else `./wrangle.toml`): its `cookie`
@@ -61,11 +62,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.node.node_config()?;
-    init_logging(cli.node.log_format);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(serve(config, cli.journal))
+        .build()?;
+    // The OTel exporter batches on the runtime: the log layers are built inside it.
+    let telemetry = {
+        let _inside = runtime.enter();
+        init_logging(
+            cli.node.log_format,
+            #[cfg(feature = "otel")]
+            cli.node.otel_endpoint.as_deref(),
+            "wrangle-node",
+        )?
+    };
+    let served = runtime.block_on(serve(config, cli.journal));
+    program::finish(&runtime, telemetry);
+    served
 }
 
 async fn serve(

@@ -76,6 +76,8 @@
 //! - `mailbox`: counted mailboxes (ractor exposes no mailbox length).
 //! - `metrics`: task latency histograms for the metrics endpoint.
 //! - `events`: the lifecycle [`EventBus`] (tasks, workers, nodes, scaling decisions).
+//! - `telemetry` (feature `otel`): OpenTelemetry export of the `task` spans over OTLP/HTTP,
+//!   each in its task's trace id; the worker calls it when it opens a `task` span.
 //! - `error`: the crate-level [`Error`].
 
 pub mod api;
@@ -95,6 +97,8 @@ pub mod settings;
 mod store;
 mod supervision;
 mod task;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 mod util;
 mod worker;
 pub mod workflow;

@@ -72,6 +72,9 @@ impl AttemptJob {
             trace_id = %self.ctx.trace_id,
             worker = %self.ctx.worker,
         );
+        // The span's OTel trace is the task's own (a client's `traceparent` included).
+        #[cfg(feature = "otel")]
+        crate::telemetry::set_task_parent(&span, self.ctx.trace_id, self.ctx.task_id);
         let mut guarded = CatchUnwindFuture::new(handler.call(self.ctx, self.input), span);
         match Pin::new(&mut guarded).poll(cx) {
             Poll::Ready(r) => {

@@ -29,6 +29,11 @@ pub struct CoordinatorArgs {
     /// current span's fields, such as a task's `trace_id`) for log collectors.
     #[arg(long, env = "WRANGLE_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
     pub log_format: super::LogFormat,
+    /// Export spans (each task's `task` span in the task's trace id) to this OpenTelemetry
+    /// collector over OTLP/HTTP, such as `http://127.0.0.1:4318`. Only with the `otel` feature.
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "WRANGLE_OTEL_ENDPOINT", value_name = "URL")]
+    pub otel_endpoint: Option<String>,
     /// The HTTP API.
     #[command(flatten, next_help_heading = "HTTP API")]
     pub api: ApiArgs,

@@ -22,6 +22,11 @@ pub struct NodeArgs {
     /// How log lines are written: `text`, or `json` (one object per line).
     #[arg(long, env = "WRANGLE_LOG_FORMAT", value_enum, default_value_t = super::LogFormat::Text)]
     pub log_format: super::LogFormat,
+    /// Export spans (each task's `task` span in the task's trace id) to this OpenTelemetry
+    /// collector over OTLP/HTTP, such as `http://127.0.0.1:4318`. Only with the `otel` feature.
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "WRANGLE_OTEL_ENDPOINT", value_name = "URL")]
+    pub otel_endpoint: Option<String>,
     /// The coordinator's cluster address. Required.
     #[arg(long, env = "WRANGLE_JOIN", value_name = "HOST:PORT")]
     pub join: Option<String>,
