@@ -370,15 +370,16 @@ async fn a_waiting_lease_gets_a_task_submitted_while_it_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_leases_and_a_silent_worker_loses_its_tasks_to_another() {
-    // Leases last 600 ms unless extended; a worker silent for 1.5 s is dropped.
-    let s = Server::start(Duration::from_millis(1500), Duration::from_millis(600)).await;
+    // Leases last 1.5 s unless extended; a worker silent for 3 s is dropped. (Margins wide
+    // enough for a loaded machine: a heartbeat is due every 200 ms.)
+    let s = Server::start(Duration::from_millis(3000), Duration::from_millis(1500)).await;
     declare(&s, "steady").await;
     let ids = s.submit(json!([py_task(1), py_task(2)])).await;
     let leases = s.lease("steady", 1, 5.0).await;
     assert_eq!(leases.len(), 1);
     let held = leases[0]["task_id"].as_str().unwrap().to_string();
-    // Heartbeats every 200 ms for 1.5 s keep the lease (600 ms) alive well past its time.
-    for _ in 0..8 {
+    // Heartbeats every 200 ms for 2.4 s keep the lease (1.5 s) alive well past its time.
+    for _ in 0..12 {
         let (status, beat) = s
             .post("/workers/heartbeat", json!({"worker": "steady"}))
             .await;
@@ -456,13 +457,13 @@ async fn heartbeats_keep_leases_and_a_silent_worker_loses_its_tasks_to_another()
         )
         .await;
     assert_eq!(status, 200);
-    // Its lease ran out (600 ms without a heartbeat): the late report is stale.
+    // Its lease ran out (1.5 s without a heartbeat): the late report is stale.
     let late = json!({"worker": "silent", "token": taken[0]["token"], "result": "late"});
     let (status, _) = s
         .post(&format!("/workers/tasks/{lost}/complete"), late.clone())
         .await;
     assert_eq!(status, 409);
-    // Past worker_timeout (1.5 s) it is dropped from /workers, and must lease again.
+    // Past worker_timeout (3 s) it is dropped from /workers, and must lease again.
     eventually(
         "the silent worker to be dropped",
         Duration::from_secs(10),
