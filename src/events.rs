@@ -155,6 +155,8 @@ pub enum EventKind {
     },
     /// The autoscaler (or a person) changed a pool's size.
     Scaled(crate::scaling::ScaleDecision),
+    /// A node group launched, drained, terminated or lost a node (see `wrangle::launch`).
+    NodeScaling(crate::scaling::ScalingEvent),
     /// A node joined the coordinator (or joined again).
     NodeJoined {
         /// The node.

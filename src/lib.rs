@@ -61,6 +61,11 @@
 //!   handlers send work to: the [`compute::ComputeCluster`], one supervised NodeProxy actor
 //!   per node, and one backend per kind of endpoint. It sits beside `handler`: handlers
 //!   call it, it calls nothing above it.
+//! - `launch`: node groups the coordinator launches, drains and stops by itself through a
+//!   [`launch::Launcher`] (local processes here; Docker, SSH, Kubernetes beside): a pure
+//!   plan per group driven by the queue's backlog per routing class and the gate's view of
+//!   the nodes, and the actor that carries it out. It sits beside `workflow`, above
+//!   `cluster`, `queue` and `store`.
 //! - `workflow`: durable workflows ([`workflow::Workflows`]): definitions (Rust builders or
 //!   JSON), a pure state machine per run replayed from its journal, and one engine actor
 //!   that starts each step as a task and journals its outcome before anything follows it.
@@ -87,6 +92,7 @@ mod coordinator;
 mod error;
 mod events;
 mod handler;
+pub mod launch;
 mod mailbox;
 mod metrics;
 mod pool;
@@ -117,7 +123,8 @@ pub use mailbox::MailboxDepth;
 pub use metrics::{Histogram, RateWindow, TaskMetrics, RATE_WINDOW_SECS};
 pub use pool::{PoolConfig, PoolRef, PoolStats};
 pub use queue::{
-    PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats, CLUSTER_FRAME_BYTES,
+    ClassBacklog, PriorityCounts, QueueConfig, QueueError, QueueRef, QueueStats,
+    CLUSTER_FRAME_BYTES,
 };
 pub use scaling::{ScaleDecision, ScalePressure, ScaleSignals};
 pub use store::{

@@ -112,3 +112,32 @@ pub struct ScaleDecision {
     #[schema(value_type = u64)]
     pub at: SystemTime,
 }
+
+/// One decision or outcome of a node group's scaling (see `wrangle::launch`): a node
+/// launched, joined, drained, terminated or lost, with the numbers that caused it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ScalingEvent {
+    /// The node group.
+    pub group: String,
+    /// What happened: `launch` (asked), `launched` (the provider started it),
+    /// `launch_failed`, `joined`, `drain`, `undrain`, `terminate` (asked), `terminated`,
+    /// `terminate_failed`, `lost` (the provider no longer runs it) or `adopted` (found
+    /// running with the group's label, online).
+    pub action: String,
+    /// The node, when the event is about one.
+    pub node: Option<String>,
+    /// Why, in words (`3 tasks wait for this group and its nodes have 0 slots`).
+    pub reason: String,
+    /// Tasks waiting that only this group serves, plus its nodes' mailbox depths.
+    pub waiting: u64,
+    /// The group's nodes at the time (starting and draining ones included).
+    pub nodes: usize,
+    /// Tasks leased or running on the node, when the event is about one.
+    pub in_flight: u64,
+    /// The provider's error, for a failed call.
+    pub error: Option<String>,
+    /// When (Unix ms in JSON).
+    #[serde(with = "crate::util::system_time_ms", rename = "at_ms")]
+    #[schema(value_type = u64)]
+    pub at: SystemTime,
+}

@@ -253,17 +253,17 @@ async fn a_timeout_kills_the_remote_command() {
         let cluster = cluster.clone();
         async move { cluster.execute(&Selector::new(), sh(&script)).await }
     });
+    // `$!` names the forked shell before it has exec'd `sleep`: wait for the exec too.
+    let cmdline = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cmdline"));
+    let read_pid = || -> Option<u32> {
+        let s = std::fs::read_to_string(&pid_file).ok()?;
+        s.ends_with('\n').then(|| s.trim().parse().ok()).flatten()
+    };
     until("the remote sleep to start", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+        read_pid().is_some_and(|pid| cmdline(pid).is_ok_and(|c| c.starts_with("sleep")))
     })
     .await;
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    assert!(cmdline.starts_with("sleep"), "pid {pid} is `{cmdline}`");
+    let pid = read_pid().unwrap();
     let e = run.await.unwrap().unwrap_err();
     assert_eq!(e.kind, ComputeErrorKind::Timeout, "{e}");
     until("the remote sleep to be killed", || !alive(pid)).await;

@@ -84,6 +84,8 @@ pub(crate) struct CoordinatorState {
     pub(super) pools: Supervisor,
     /// Restarts of the cluster's gate against the budget, counted apart from the pools'.
     pub(super) gates: Supervisor,
+    /// Restarts of the node groups' actor.
+    pub(super) node_groups: Supervisor,
     /// The queue, which is never restarted: its end stops the coordinator.
     pub(super) queue_supervisor: Supervisor,
     /// Pools added with `Coordinator::add_pool`: supervised, health-checked and stopped
@@ -139,6 +141,7 @@ impl Actor for CoordinatorActor {
             autoscaler: Autoscaler::new(rule),
             pools: Supervisor::new("worker pool", args.config.restart_budget),
             gates: Supervisor::new("cluster gate", args.config.restart_budget),
+            node_groups: Supervisor::new("node groups", args.config.restart_budget),
             queue_supervisor: Supervisor::new("task queue", args.config.restart_budget),
             config: args.config,
             handlers: args.handlers,
@@ -152,6 +155,7 @@ impl Actor for CoordinatorActor {
                 decisions: Mutex::new(VecDeque::new()),
                 remote: Default::default(),
                 cluster: RwLock::new(None),
+                node_groups: RwLock::new(None),
                 extra_handlers: RwLock::new(Vec::new()),
                 restarts: Restarts::default(),
             }),
@@ -218,6 +222,7 @@ impl Actor for CoordinatorActor {
             // The queue holds every task in memory: it cannot be rebuilt from here.
             Child::Queue => state.queue_supervisor.judge(&exit, OnExit::Escalate),
             Child::Gate(_) => state.gates.judge(&exit, OnExit::Restart),
+            Child::NodeGroups(_) => state.node_groups.judge(&exit, OnExit::Restart),
             Child::Pool | Child::ExtraPool(_) => state.pools.judge(&exit, OnExit::Restart),
             Child::Unknown => return Ok(()),
         };

@@ -24,6 +24,10 @@ pub struct CoordinatorBuilder {
     store: Option<Store>,
     compute: Option<ComputeCluster>,
     workflows: Vec<crate::workflow::Workflow>,
+    node_groups: Vec<(
+        crate::launch::NodeGroupConfig,
+        Arc<dyn crate::launch::Launcher>,
+    )>,
 }
 
 impl CoordinatorBuilder {
@@ -73,11 +77,34 @@ impl CoordinatorBuilder {
         self
     }
 
+    /// Adds a node group: nodes `launcher` starts when tasks that only they can serve wait,
+    /// and stops once they are idle (see [`crate::launch`]). Needs the cluster listener
+    /// (`config.cluster`), which launched nodes join with its cookie.
+    pub fn node_group(
+        mut self,
+        config: crate::launch::NodeGroupConfig,
+        launcher: Arc<dyn crate::launch::Launcher>,
+    ) -> Self {
+        self.node_groups.push((config, launcher));
+        self
+    }
+
     /// Starts the coordinator, its queue and its pool of `min_workers` workers. With a
     /// store, the queue first reloads every unfinished task stored there; an unreachable
     /// database fails here, naming its URL without the password.
     pub async fn start(self) -> Result<Coordinator, Error> {
         self.config.validate()?;
+        if !self.node_groups.is_empty() && self.config.cluster.is_none() {
+            return Err(Error::invalid(
+                "node_groups",
+                "node groups need the cluster listener (cluster.listen) for their nodes to join",
+            ));
+        }
+        for (group, _) in &self.node_groups {
+            group.validate()?;
+        }
+        let local_labels = self.config.worker.labels.clone();
+        let interval = self.config.autoscale_interval;
         let store = match (self.store, &self.config.store) {
             (Some(store), _) => Some(store),
             (None, Some(config)) => Some(Store::open(config.clone()).await?),
@@ -162,6 +189,44 @@ impl CoordinatorBuilder {
                 return Err(e);
             }
         };
+        if let Some(c) = cluster.as_ref().filter(|_| !self.node_groups.is_empty()) {
+            let elsewhere: crate::launch::ServedElsewhere = {
+                let (handlers, shared) = (self.handlers.clone(), shared.clone());
+                Arc::new(move |t: &str, required: &[String]| {
+                    let main = crate::worker::Capabilities {
+                        task_types: Default::default(),
+                        labels: local_labels.clone(),
+                    };
+                    (handlers.contains(t) && main.has_labels(required))
+                        || super::served_nearby(&shared, t)
+                })
+            };
+            let started = crate::launch::NodeGroups::start(crate::launch::Start {
+                groups: self.node_groups,
+                cluster: c.clone(),
+                queue: shared.queue.clone(),
+                store: shared.queue.store().cloned(),
+                events: events.clone(),
+                elsewhere,
+                interval,
+                supervisor: mailbox.actor().get_cell(),
+            })
+            .await;
+            match started {
+                Ok(groups) => {
+                    *shared
+                        .node_groups
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(groups);
+                }
+                Err(e) => {
+                    workflows.stop().await;
+                    c.stop().await;
+                    let _ = mailbox.actor().stop_and_wait(None, None).await;
+                    return Err(e);
+                }
+            }
+        }
         Ok(Coordinator {
             cluster,
             compute: self.compute,

@@ -24,6 +24,8 @@ pub(super) enum Child {
     Pool,
     /// A pool added with `Coordinator::add_pool`, by its index in `extra_pools`.
     ExtraPool(usize),
+    /// The node groups' actor (the groups know their current actor).
+    NodeGroups(crate::launch::NodeGroups),
     /// Not a child this coordinator restarts.
     Unknown,
 }
@@ -83,6 +85,15 @@ impl CoordinatorState {
         if let Some(cluster) = cluster.filter(|c| c.is_gate(id)) {
             return Child::Gate(cluster);
         }
+        let groups = self
+            .shared
+            .node_groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(groups) = groups.filter(|g| g.is_actor(id)) {
+            return Child::NodeGroups(groups);
+        }
         if let Some(i) = self
             .extra_pools
             .iter()
@@ -107,6 +118,10 @@ impl CoordinatorState {
             Child::Gate(cluster) => {
                 tracing::warn!(%reason, "cluster gate ended; starting it again");
                 cluster.restart_gate(myself.get_cell()).await?;
+            }
+            Child::NodeGroups(groups) => {
+                tracing::warn!(%reason, "node groups' actor ended; starting it again");
+                groups.restart(myself.get_cell()).await?;
             }
             Child::ExtraPool(i) => {
                 let extra = &self.extra_pools[i];

@@ -341,6 +341,15 @@ impl Coordinator {
         &self.shared.pull
     }
 
+    /// The node groups the coordinator launches and stops nodes for, if it has any.
+    pub fn node_groups(&self) -> Option<crate::launch::NodeGroups> {
+        self.shared
+            .node_groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The workflow engine: register workflows, start and steer runs.
     pub fn workflows(&self) -> &crate::workflow::Workflows {
         &self.workflows
@@ -364,6 +373,9 @@ impl Coordinator {
             types.extend(c.remote_types());
         }
         types.extend(self.shared.pull.task_types());
+        if let Some(g) = self.node_groups() {
+            types.extend(g.task_types());
+        }
         types.sort();
         types.dedup();
         types
@@ -393,6 +405,10 @@ impl Coordinator {
                 COORDINATOR,
             )
             .await;
+        // After the drain, before the cluster: launched nodes leave through it.
+        if let Some(groups) = self.node_groups() {
+            groups.stop().await;
+        }
         // After the drain: remote workers report through the cluster until then.
         if let Some(cluster) = &self.cluster {
             cluster.stop().await;
@@ -415,12 +431,23 @@ fn serves(
     task_type: &str,
 ) -> bool {
     handlers.contains(task_type)
+        || served_nearby(shared, task_type)
+        || cluster.is_some_and(|c| c.remote_types().iter().any(|t| &**t == task_type))
         || shared
-            .extra_handlers
+            .node_groups
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|h| h.contains(task_type))
-        || cluster.is_some_and(|c| c.remote_types().iter().any(|t| &**t == task_type))
+            .as_ref()
+            .is_some_and(|g| g.task_types().iter().any(|t| &**t == task_type))
+}
+
+/// True when a pool added with `add_pool` or a pulling worker serves `task_type`.
+fn served_nearby(shared: &Shared, task_type: &str) -> bool {
+    shared
+        .extra_handlers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|h| h.contains(task_type))
         || shared.pull.serves(task_type)
 }

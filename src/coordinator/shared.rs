@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) remote: crate::cluster::RemoteLoadCell,
     /// The listener for nodes, once started: its gate is this actor's child.
     pub(crate) cluster: RwLock<Option<crate::cluster::Cluster>>,
+    /// The node groups, once started: their actor is this actor's child.
+    pub(crate) node_groups: RwLock<Option<crate::launch::NodeGroups>>,
     /// The handlers of pools added with `Coordinator::add_pool`: their task types are
     /// served here too.
     pub(crate) extra_handlers: RwLock<Vec<HandlerRegistry>>,

@@ -62,6 +62,8 @@ pub(crate) enum QueueMsg {
     },
     /// The counters.
     Stats(RpcReplyPort<QueueStats>),
+    /// Queued tasks per routing class (classes with none left out).
+    Classes(RpcReplyPort<Vec<super::ClassBacklog>>),
     /// Stop taking submits; `drained` fires once nothing is waiting or running.
     Close {
         drained: oneshot::Sender<()>,
@@ -265,6 +267,9 @@ impl Actor for TaskQueue {
             }
             QueueMsg::Stats(reply) => {
                 let _ = reply.send(state.core.stats());
+            }
+            QueueMsg::Classes(reply) => {
+                let _ = reply.send(state.core.class_backlog());
             }
             QueueMsg::Close { drained, reply } => {
                 state.closing = Some(Some(drained));

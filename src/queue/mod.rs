@@ -16,7 +16,7 @@ pub(crate) use self::actor::QueueMsg;
 pub(crate) use self::actor::TaskQueue;
 pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 use self::journal::Accepted;
-pub use self::types::{PriorityCounts, QueueError, QueueStats};
+pub use self::types::{ClassBacklog, PriorityCounts, QueueError, QueueStats};
 pub(crate) use self::waiters::Waiter;
 // The worker side of the credit protocol (`uplink` makes `QueueRef` one end of it).
 pub(crate) use crate::worker::{AttemptOutcome, WorkerCall};
@@ -418,6 +418,12 @@ impl QueueRef {
     /// The queue's counters.
     pub async fn stats(&self) -> Result<QueueStats, Error> {
         self.mailbox.call(QueueMsg::Stats, None, QUEUE).await
+    }
+
+    /// Queued tasks per routing class (task type and required labels), classes with
+    /// queued tasks only: what a node launcher reads to know which nodes are wanted.
+    pub async fn class_backlog(&self) -> Result<Vec<ClassBacklog>, Error> {
+        self.mailbox.call(QueueMsg::Classes, None, QUEUE).await
     }
 
     /// Stops taking submits (they fail with `QueueError::Closed`), then answers once no

@@ -151,3 +151,16 @@ pub struct QueueStats {
     /// Credits (free slots) workers have announced and not yet used.
     pub free_credits: u64,
 }
+
+/// Queued tasks of one routing class: a task type with the labels its tasks require.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClassBacklog {
+    /// The task type.
+    pub task_type: std::sync::Arc<str>,
+    /// The labels its tasks require, sorted.
+    pub labels: Vec<String>,
+    /// Tasks of the class waiting in the queue.
+    pub queued: usize,
+    /// Whether any attached worker can take them.
+    pub routable: bool,
+}

@@ -34,6 +34,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_workflows.sql"),
         postgres: include_str!("../../migrations/postgres/0003_workflows.sql"),
     },
+    Migration {
+        version: 4,
+        name: "scaling_events",
+        sqlite: include_str!("../../migrations/sqlite/0004_scaling_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_scaling_events.sql"),
+    },
 ];
 
 /// What [`migrate`](super::migrate) did.

@@ -28,6 +28,7 @@ mod migrate;
 mod pending;
 mod retention;
 mod rows;
+mod scaling;
 mod snapshot;
 mod split;
 mod stats;

@@ -46,7 +46,7 @@ impl Ledger {
     }
 
     /// Leases delivered and not reported yet.
-    fn in_flight(&self) -> u64 {
+    pub(super) fn in_flight(&self) -> u64 {
         self.delivered_now().saturating_sub(self.finished)
     }
 

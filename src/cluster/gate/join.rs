@@ -86,9 +86,10 @@ impl GateState {
             // Another process under the same name: the old one's work goes back.
             self.lose(&from, "a new process joined under its name");
         }
-        let (joins, total_joins, bad_frames) = match self.nodes.remove(&from) {
-            Some(old) => (old.joins, old.total_joins, old.bad_frames),
-            None => (VecDeque::new(), 0, 0),
+        // A drained node stays drained across re-joins: its launcher is about to stop it.
+        let (joins, total_joins, bad_frames, draining) = match self.nodes.remove(&from) {
+            Some(old) => (old.joins, old.total_joins, old.bad_frames, old.draining),
+            None => (VecDeque::new(), 0, 0, false),
         };
         // What it says it serves counts at once; its workers' announcements follow.
         let task_types = hello
@@ -112,6 +113,7 @@ impl GateState {
             lost_reason: None,
             told_rejoin: false,
             up_to: 0,
+            draining,
         };
         entry.joins.push_back(now);
         tracing::info!(

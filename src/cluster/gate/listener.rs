@@ -29,6 +29,8 @@ pub(crate) struct Cluster {
     _events: Arc<net::SessionEvents>,
     /// wrangle's accept loop in front of the node server.
     accept: Arc<AbortOnDrop>,
+    /// The listener's address.
+    addr: SocketAddr,
 }
 
 /// A task aborted when the last handle to it goes.
@@ -103,6 +105,12 @@ impl Cluster {
                     format!("cannot listen on {}: {e}", config.listen),
                 )
             })?;
+        let addr = listener.local_addr().map_err(|e| {
+            Error::invalid(
+                "cluster.listen",
+                format!("cannot read the bound address: {e}"),
+            )
+        })?;
         let server = net::start_server(
             &config.name,
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -158,6 +166,7 @@ impl Cluster {
             spec,
             _events: Arc::new(watcher),
             accept: Arc::new(AbortOnDrop(accept)),
+            addr,
         })
     }
 
@@ -192,6 +201,28 @@ impl Cluster {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Drains node `node` (`on`: it gets no new task) or undoes it.
+    pub(crate) async fn drain(&self, node: &str, on: bool) -> Result<(), Error> {
+        let node = node.to_string();
+        ractor::call_t!(
+            self.gate(),
+            |reply| GateMsg::Drain { node, on, reply },
+            5_000
+        )
+        .map_err(|e| Error::invalid("cluster", format!("gate unavailable: {e}")))?
+        .map_err(|e| Error::invalid("node", e))
+    }
+
+    /// The cookie nodes present (for the nodes a launcher starts).
+    pub(crate) fn cookie(&self) -> &str {
+        &self.spec.config.cookie
+    }
+
+    /// Where nodes join: the listener's address (its port chosen when it was 0).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The nodes that have joined, with their state and load.

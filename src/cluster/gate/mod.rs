@@ -82,6 +82,12 @@ pub(crate) enum GateMsg {
     },
     /// The nodes, for the API.
     Nodes(RpcReplyPort<Vec<RemoteNode>>),
+    /// Drain a node (`on`), or undo it.
+    Drain {
+        node: String,
+        on: bool,
+        reply: RpcReplyPort<Result<(), String>>,
+    },
 }
 
 impl BytesConvertable for GateMsg {
@@ -181,6 +187,9 @@ impl Actor for Gate {
             },
             GateMsg::Nodes(reply) => {
                 let _ = reply.send(state.list());
+            }
+            GateMsg::Drain { node, on, reply } => {
+                let _ = reply.send(state.drain(&node, on));
             }
         }
         Ok(())

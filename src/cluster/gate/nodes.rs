@@ -65,6 +65,10 @@ pub struct RemoteNode {
     pub bad_frames: u64,
     /// Why it was lost, when it was.
     pub lost_reason: Option<String>,
+    /// Leases sent to its workers that they have not reported finished.
+    pub in_flight: u64,
+    /// Drained: it gets no new task (a node launcher is about to stop it).
+    pub draining: bool,
 }
 
 /// One node as the gate tracks it.
@@ -99,6 +103,9 @@ pub(super) struct NodeEntry {
     pub(super) told_rejoin: bool,
     /// The last of its `Up` frames applied, acknowledged with each heartbeat.
     pub(super) up_to: u64,
+    /// Drained: its workers get no credits at the queue, so no new task (a node launcher
+    /// is about to stop it).
+    pub(super) draining: bool,
 }
 
 impl GateState {
@@ -161,6 +168,33 @@ impl GateState {
         });
     }
 
+    /// Drains node `name` (`on`: its workers' credits at the queue go to zero, and stay
+    /// there while it is drained) or undoes it (each worker gets its free slots back).
+    pub(super) fn drain(&mut self, name: &str, on: bool) -> Result<(), String> {
+        let Some(n) = self.nodes.get_mut(name) else {
+            return Err(format!("no node {name:?} has joined"));
+        };
+        if n.draining == on {
+            return Ok(());
+        }
+        n.draining = on;
+        for (worker, w) in &mut n.workers {
+            let credits = if on {
+                w.ledger.set(0)
+            } else {
+                w.ledger.set(w.ledger.slots)
+            };
+            self.args
+                .queue
+                .worker_call(crate::worker::WorkerCall::SetCredits {
+                    worker: worker.clone(),
+                    credits,
+                });
+        }
+        tracing::info!(node = %name, draining = on, "node drain changed");
+        Ok(())
+    }
+
     pub(super) fn list(&self) -> Vec<RemoteNode> {
         let now = Instant::now();
         let mut nodes: Vec<RemoteNode> = self
@@ -179,6 +213,8 @@ impl GateState {
                 joins: n.total_joins,
                 bad_frames: n.bad_frames,
                 lost_reason: n.lost_reason.clone(),
+                in_flight: n.workers.values().map(|w| w.ledger.in_flight()).sum(),
+                draining: n.draining,
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));

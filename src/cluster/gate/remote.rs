@@ -54,6 +54,8 @@ pub(super) fn apply(
             let left = u64::from(node.hello.capacity).saturating_sub(others);
             let allowed = u64::from(slots).min(left) as u32;
             let mut ledger = Ledger::new(allowed);
+            // A drained node's workers attach with no credits.
+            let credits = if node.draining { 0 } else { credits };
             let passed = ledger.attach(credits);
             if allowed < slots || passed < credits {
                 clamped(args, from, &worker, "attach", credits, passed);
@@ -94,6 +96,7 @@ pub(super) fn apply(
             });
         }
         Up::Credits { worker, credits } => {
+            let credits = if node.draining { 0 } else { credits };
             // A worker that is not attached has no credits to set.
             let Some(w) = node.workers.get_mut(&worker) else {
                 return;
@@ -112,7 +115,9 @@ pub(super) fn apply(
             reports,
             credits,
         } => {
-            // The reports always go through; the slots they free only up to the worker's.
+            // The reports always go through; the slots they free only up to the worker's,
+            // and none while the node is drained.
+            let credits = if node.draining { 0 } else { credits };
             let passed = match node.workers.get_mut(&worker) {
                 Some(w) => w.ledger.report(reports.len(), credits),
                 None => 0,

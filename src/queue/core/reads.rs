@@ -88,6 +88,24 @@ impl QueueCore {
 
     pub(crate) fn stats(&self) -> QueueStats {
         let queued: usize = self.queued_by_priority.iter().sum();
+        self.stats_with(queued)
+    }
+
+    /// Queued tasks per routing class, classes with queued tasks only.
+    pub(crate) fn class_backlog(&self) -> Vec<crate::queue::ClassBacklog> {
+        self.classes
+            .iter()
+            .filter(|c| c.live > 0)
+            .map(|c| crate::queue::ClassBacklog {
+                task_type: c.key.task_type.clone(),
+                labels: c.key.labels.to_vec(),
+                queued: c.live,
+                routable: c.routable,
+            })
+            .collect()
+    }
+
+    fn stats_with(&self, queued: usize) -> QueueStats {
         QueueStats {
             queue_size: self.waiting(),
             queued,

@@ -39,6 +39,7 @@ mod keys;
 mod maintain;
 mod postgres;
 mod read;
+mod scaling;
 mod sqlite;
 mod unnest;
 mod values;

@@ -131,6 +131,7 @@ fn gate_with(queue: QueueRef, agent: ActorRef<AgentMsg>, session: SessionId) -> 
             lost_reason: None,
             told_rejoin: false,
             up_to: 0,
+            draining: false,
         },
     );
     state

@@ -1,0 +1,646 @@
+//! One node group's state machine, as a pure function of what it observes each tick.
+//!
+//! Each node the group launched is a [`Member`] in one state:
+//!
+//! ```text
+//! launching ──launched──▶ joining ──joined──▶ running ──idle past idle_timeout──▶ draining
+//!     │ failed               │ join_timeout      │ lost past join_timeout          │ empty
+//!     ▼                      ▼                   ▼                                 ▼
+//!  (backoff)              stopping ◀─────────────┴──────────────────────────── stopping ──▶ gone
+//! ```
+//!
+//! A draining node that still has work when `drain_timeout` passes goes back to running;
+//! a node is only ever terminated once the gate reports nothing leased or running on it,
+//! or it is offline (then the gate has already given its leases back to the queue), or it
+//! never joined. Every count holds `members.len() <= max_nodes` after every call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{NodeGroupConfig, Resource};
+use crate::scaling::ScalingEvent;
+
+/// Longest wait after launch failures in a row.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Where a launched node stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// The launcher was asked to start it.
+    Launching,
+    /// Started by the provider, not joined yet.
+    Joining,
+    /// Joined (or lost for less than `join_timeout`).
+    Running,
+    /// Takes no new task; terminated once nothing is in flight on it.
+    Draining,
+    /// The launcher was asked to stop it.
+    Stopping,
+}
+
+/// A node the group launched (or adopted).
+#[derive(Clone, Debug)]
+pub(crate) struct Member {
+    pub(crate) state: MemberState,
+    /// When it entered its state.
+    pub(crate) since: Instant,
+    /// The provider's id, once launched.
+    pub(crate) resource: Option<String>,
+    /// Since when nothing was leased or running on it (running nodes).
+    pub(crate) idle_since: Option<Instant>,
+    /// Since when the gate has not listed it online (running nodes).
+    pub(crate) offline_since: Option<Instant>,
+    /// Its slots: the group's `slots_per_node` until it joins, then what it reports.
+    pub(crate) slots: u64,
+    /// Draining: a tick has passed since the drain, so the gate's counts include every
+    /// lease the queue handed out before it.
+    pub(crate) drain_seen: bool,
+    /// A launcher call about it is running.
+    pub(crate) busy: bool,
+}
+
+/// One node as the gate sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct NodeView {
+    pub(crate) online: bool,
+    /// Leases the gate delivered and the node has not reported, or tasks its pool says it
+    /// runs, whichever is larger.
+    pub(crate) in_flight: u64,
+    /// Its slots, from its heartbeat.
+    pub(crate) slots: u64,
+    /// Messages waiting in its pool's and workers' mailboxes.
+    pub(crate) mailbox: u64,
+}
+
+/// What one tick sees.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Observed {
+    /// Queued tasks only this group can serve.
+    pub(crate) queued: u64,
+    /// The gate's nodes by name.
+    pub(crate) nodes: HashMap<String, NodeView>,
+    /// What the provider runs for this group; `None` when it could not be listed.
+    pub(crate) resources: Option<Vec<Resource>>,
+}
+
+/// What the actor must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Start node `name`.
+    Launch { name: String },
+    /// Tell the gate to give node `name` no new task.
+    Drain { name: String },
+    /// Tell the gate to give node `name` tasks again.
+    Undrain { name: String },
+    /// Stop resource `resource` (running node `name`).
+    Terminate { name: String, resource: String },
+}
+
+/// A group's plan: its members and its timers.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) cfg: NodeGroupConfig,
+    pub(crate) members: BTreeMap<String, Member>,
+    /// Labelled resources the plan does not know, by id: when they were first listed, and
+    /// whether their termination was asked for.
+    strangers: HashMap<String, (Instant, bool)>,
+    last_up: Option<Instant>,
+    last_down: Option<Instant>,
+    /// Launch failures in a row.
+    pub(crate) failures: u32,
+    /// No launch before this (after failures).
+    pub(crate) retry_at: Option<Instant>,
+    /// The last error of a launch, for the status.
+    pub(crate) last_error: Option<String>,
+    /// The last tick's waiting work.
+    pub(crate) waiting: u64,
+    /// Counters for metrics.
+    pub(crate) counts: Counts,
+    /// Events not yet taken by the actor.
+    events: Vec<ScalingEvent>,
+    /// Where new node names come from (random; fixed in tests).
+    name: fn(&str) -> String,
+}
+
+/// What the group has done since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Counts {
+    /// Nodes asked for.
+    pub launches: u64,
+    /// Launches that failed, or nodes that never joined.
+    pub launch_failures: u64,
+    /// Nodes terminated (by the plan, for any reason).
+    pub terminations: u64,
+    /// Nodes the provider lost.
+    pub lost: u64,
+}
+
+impl Plan {
+    pub(crate) fn new(cfg: NodeGroupConfig) -> Self {
+        Self::with_names(cfg, super::node_name)
+    }
+
+    pub(crate) fn with_names(cfg: NodeGroupConfig, name: fn(&str) -> String) -> Self {
+        Self {
+            cfg,
+            members: BTreeMap::new(),
+            strangers: HashMap::new(),
+            last_up: None,
+            last_down: None,
+            failures: 0,
+            retry_at: None,
+            last_error: None,
+            waiting: 0,
+            counts: Counts::default(),
+            events: Vec::new(),
+            name,
+        }
+    }
+
+    /// The events since the last call.
+    pub(crate) fn take_events(&mut self) -> Vec<ScalingEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, action: &str, node: Option<&str>, reason: String, in_flight: u64) {
+        self.events.push(ScalingEvent {
+            group: self.cfg.name.clone(),
+            action: action.to_string(),
+            node: node.map(str::to_string),
+            reason,
+            waiting: self.waiting,
+            nodes: self.members.len(),
+            in_flight,
+            error: None,
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Members that are or will be serving: launching, joining, running.
+    pub(crate) fn active(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    MemberState::Launching | MemberState::Joining | MemberState::Running
+                )
+            })
+            .count()
+    }
+
+    fn backing_off(&self, now: Instant) -> bool {
+        self.retry_at.is_some_and(|t| now < t)
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.failures += 1;
+        self.counts.launch_failures += 1;
+        let wait = self
+            .cfg
+            .launch_backoff
+            .saturating_mul(1 << (self.failures - 1).min(16))
+            .min(MAX_BACKOFF);
+        self.retry_at = Some(now + wait);
+    }
+
+    fn stop(&mut self, name: &str, now: Instant, reason: String, in_flight: u64) -> Option<Action> {
+        let m = self.members.get_mut(name)?;
+        m.state = MemberState::Stopping;
+        m.since = now;
+        let resource = m.resource.clone()?;
+        m.busy = true;
+        self.counts.terminations += 1;
+        self.event("terminate", Some(name), reason, in_flight);
+        Some(Action::Terminate {
+            name: name.to_string(),
+            resource,
+        })
+    }
+
+    /// Launches `n` nodes (within `max_nodes`), for `reason`.
+    fn launch(&mut self, n: usize, now: Instant, reason: &str) -> Vec<Action> {
+        let room = self.cfg.max_nodes.saturating_sub(self.members.len());
+        let mut out = Vec::new();
+        for _ in 0..n.min(room) {
+            let name = (self.name)(&self.cfg.name);
+            self.members.insert(
+                name.clone(),
+                Member {
+                    state: MemberState::Launching,
+                    since: now,
+                    resource: None,
+                    idle_since: None,
+                    offline_since: None,
+                    slots: self.cfg.slots_per_node,
+                    drain_seen: false,
+                    busy: true,
+                },
+            );
+            self.counts.launches += 1;
+            self.event("launch", Some(&name), reason.to_string(), 0);
+            out.push(Action::Launch { name });
+        }
+        if !out.is_empty() {
+            self.last_up = Some(now);
+        }
+        out
+    }
+
+    /// The launcher answered a launch.
+    pub(crate) fn launched(&mut self, name: &str, result: Result<String, String>, now: Instant) {
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        m.busy = false;
+        match result {
+            Ok(resource) => {
+                m.resource = Some(resource.clone());
+                m.state = MemberState::Joining;
+                m.since = now;
+                self.event("launched", Some(name), format!("resource {resource}"), 0);
+            }
+            Err(e) => {
+                self.members.remove(name);
+                self.failed(now);
+                self.last_error = Some(e.clone());
+                let wait = self.retry_at.map_or(0, |t| (t - now).as_millis());
+                self.event(
+                    "launch_failed",
+                    Some(name),
+                    format!(
+                        "{} failure(s) in a row; next launch in {wait} ms",
+                        self.failures
+                    ),
+                    0,
+                );
+                if let Some(e_) = self.events.last_mut() {
+                    e_.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// The launcher answered a termination (of a member, or of a stranger by its id).
+    pub(crate) fn terminated(
+        &mut self,
+        name: &str,
+        resource: &str,
+        result: Result<(), String>,
+        now: Instant,
+    ) {
+        let Some(m) = self.members.get_mut(name) else {
+            if let Some((_, stopping)) = self.strangers.get_mut(resource) {
+                *stopping = false;
+                let (action, error) = match result {
+                    Ok(()) => ("terminated", None),
+                    Err(e) => ("terminate_failed", Some(e)),
+                };
+                self.event(action, Some(name), format!("resource {resource}"), 0);
+                if let Some(ev) = self.events.last_mut() {
+                    ev.error = error;
+                }
+            }
+            return;
+        };
+        m.busy = false;
+        match result {
+            Ok(()) => {
+                self.members.remove(name);
+                self.event("terminated", Some(name), "stopped".into(), 0);
+            }
+            Err(e) => {
+                // Tried again once `launch_backoff` has passed (`since` is now).
+                m.since = now;
+                self.event("terminate_failed", Some(name), "will try again".into(), 0);
+                if let Some(ev) = self.events.last_mut() {
+                    ev.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// One tick: the actions to carry out now.
+    pub(crate) fn tick(&mut self, now: Instant, obs: &Observed) -> Vec<Action> {
+        let mailbox: u64 = self
+            .members
+            .keys()
+            .filter_map(|n| obs.nodes.get(n))
+            .filter(|v| v.online)
+            .map(|v| v.mailbox)
+            .sum();
+        self.waiting = obs.queued + mailbox;
+        let mut out = Vec::new();
+        if let Some(resources) = &obs.resources {
+            self.reconcile(now, obs, resources, &mut out);
+        }
+        self.advance(now, obs, &mut out);
+        self.scale_up(now, &mut out);
+        self.scale_down(now, obs, &mut out);
+        out
+    }
+
+    /// Forgets members the provider no longer runs; adopts or stops labelled strangers.
+    fn reconcile(
+        &mut self,
+        now: Instant,
+        obs: &Observed,
+        resources: &[Resource],
+        out: &mut Vec<Action>,
+    ) {
+        let listed: HashMap<&str, &Resource> =
+            resources.iter().map(|r| (r.node.as_str(), r)).collect();
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(name, m)| {
+                !m.busy && m.resource.is_some() && !listed.contains_key(name.as_str())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            let m = self.members.remove(&name).expect("listed above");
+            if m.state == MemberState::Stopping {
+                self.event(
+                    "terminated",
+                    Some(&name),
+                    "the provider no longer runs it".into(),
+                    0,
+                );
+                continue;
+            }
+            if m.state == MemberState::Joining {
+                self.failed(now);
+            }
+            self.counts.lost += 1;
+            self.event(
+                "lost",
+                Some(&name),
+                format!("the provider no longer runs it (it was {:?})", m.state).to_lowercase(),
+                0,
+            );
+        }
+        for r in resources {
+            if self.members.contains_key(&r.node) {
+                continue;
+            }
+            let view = obs.nodes.get(&r.node).copied().unwrap_or_default();
+            if view.online && self.members.len() < self.cfg.max_nodes {
+                self.strangers.remove(&r.id);
+                self.members.insert(
+                    r.node.clone(),
+                    Member {
+                        state: MemberState::Running,
+                        since: now,
+                        resource: Some(r.id.clone()),
+                        idle_since: None,
+                        offline_since: None,
+                        slots: view.slots.max(1),
+                        drain_seen: false,
+                        busy: false,
+                    },
+                );
+                self.event(
+                    "adopted",
+                    Some(&r.node),
+                    format!(
+                        "resource {} carries this group's label and its node is online",
+                        r.id
+                    ),
+                    view.in_flight,
+                );
+                continue;
+            }
+            let (first, stopping) = self.strangers.entry(r.id.clone()).or_insert((now, false));
+            if !view.online
+                && !*stopping
+                && now.saturating_duration_since(*first) >= self.cfg.join_timeout
+            {
+                // Not a member: it does not count toward the group's bounds. Asked once;
+                // asked again only if it is still listed after the answer.
+                *stopping = true;
+                self.counts.terminations += 1;
+                let reason = format!(
+                    "resource {} carries this group's label but is unknown and offline past join_timeout",
+                    r.id
+                );
+                self.event("terminate", Some(&r.node), reason, 0);
+                out.push(Action::Terminate {
+                    name: r.node.clone(),
+                    resource: r.id.clone(),
+                });
+            }
+        }
+        self.strangers
+            .retain(|id, _| resources.iter().any(|r| &r.id == id));
+    }
+
+    /// Moves each member along its states.
+    fn advance(&mut self, now: Instant, obs: &Observed, out: &mut Vec<Action>) {
+        let names: Vec<String> = self.members.keys().cloned().collect();
+        for name in names {
+            let view = obs.nodes.get(&name).copied().unwrap_or_default();
+            let busy = if view.online { view.in_flight } else { 0 };
+            let cfg = &self.cfg;
+            let m = self.members.get_mut(&name).expect("listed");
+            let in_state = now.saturating_duration_since(m.since);
+            match m.state {
+                MemberState::Launching => {}
+                MemberState::Joining if view.online => {
+                    m.state = MemberState::Running;
+                    m.since = now;
+                    m.idle_since = (busy == 0).then_some(now);
+                    m.slots = view.slots.max(1);
+                    self.failures = 0;
+                    self.retry_at = None;
+                    let reason = format!("joined {} ms after it started", in_state.as_millis());
+                    self.event("joined", Some(&name), reason, busy);
+                }
+                MemberState::Joining => {
+                    if in_state >= cfg.join_timeout {
+                        self.failed(now);
+                        let reason = "did not join within join_timeout".to_string();
+                        out.extend(self.stop(&name, now, reason, 0));
+                    }
+                }
+                MemberState::Running if !view.online => {
+                    m.idle_since = None;
+                    let since = *m.offline_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) >= cfg.join_timeout {
+                        let reason = "offline and not back within join_timeout".to_string();
+                        out.extend(self.stop(&name, now, reason, 0));
+                    }
+                }
+                MemberState::Running => {
+                    m.offline_since = None;
+                    m.slots = view.slots.max(1);
+                    if busy > 0 {
+                        m.idle_since = None;
+                    } else {
+                        m.idle_since.get_or_insert(now);
+                    }
+                }
+                MemberState::Draining if !m.drain_seen => m.drain_seen = true,
+                MemberState::Draining if busy == 0 => {
+                    let reason = if view.online {
+                        "drained: nothing leased or running on it"
+                    } else {
+                        "drained and offline: the gate gave its leases back"
+                    };
+                    out.extend(self.stop(&name, now, reason.into(), 0));
+                }
+                MemberState::Draining => {
+                    if in_state >= cfg.drain_timeout {
+                        m.state = MemberState::Running;
+                        m.since = now;
+                        m.idle_since = None;
+                        let reason =
+                            format!("still had {busy} task(s) in flight after drain_timeout");
+                        self.event("undrain", Some(&name), reason, busy);
+                        out.push(Action::Undrain { name });
+                    }
+                }
+                MemberState::Stopping => {
+                    // A failed termination is tried again after `launch_backoff`.
+                    if !m.busy && in_state >= cfg.launch_backoff {
+                        let reason = "trying the termination again".to_string();
+                        out.extend(self.stop(&name, now, reason, 0));
+                    }
+                }
+            }
+        }
+    }
+
+    fn scale_up(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let active = self.active();
+        if active < self.cfg.min_nodes {
+            if !self.backing_off(now) {
+                out.extend(self.launch(self.cfg.min_nodes - active, now, "below min_nodes"));
+            }
+            return;
+        }
+        if self.waiting == 0 {
+            return;
+        }
+        // A draining node takes work again before any node is launched.
+        let draining = self
+            .members
+            .iter()
+            .find(|(_, m)| m.state == MemberState::Draining)
+            .map(|(n, _)| n.clone());
+        if let Some(name) = draining {
+            let m = self.members.get_mut(&name).expect("found");
+            m.state = MemberState::Running;
+            m.since = now;
+            m.idle_since = None;
+            let reason = format!("{} task(s) wait for this group", self.waiting);
+            self.event("undrain", Some(&name), reason, 0);
+            out.push(Action::Undrain { name });
+            return;
+        }
+        let cooling = self
+            .last_up
+            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.scale_up_cooldown);
+        if cooling || self.backing_off(now) {
+            return;
+        }
+        let slots: u64 = self
+            .members
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    MemberState::Launching | MemberState::Joining | MemberState::Running
+                )
+            })
+            .map(|m| m.slots)
+            .sum();
+        if slots == 0 || self.waiting as f64 / slots as f64 > self.cfg.scale_up_threshold {
+            let reason = format!(
+                "{} task(s) wait for this group and its nodes have {slots} slot(s)",
+                self.waiting
+            );
+            out.extend(self.launch(self.cfg.scale_up_step, now, &reason));
+        }
+    }
+
+    fn scale_down(&mut self, now: Instant, obs: &Observed, out: &mut Vec<Action>) {
+        let cooled = |t: Option<Instant>| {
+            t.is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.scale_down_cooldown)
+        };
+        if self.waiting > 0 || !cooled(self.last_up) || !cooled(self.last_down) {
+            return;
+        }
+        let spare = self.active().saturating_sub(self.cfg.min_nodes);
+        let mut idle: Vec<(Instant, String)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Running && m.offline_since.is_none())
+            .filter_map(|(n, m)| Some((m.idle_since?, n.clone())))
+            .filter(|(t, _)| now.saturating_duration_since(*t) >= self.cfg.idle_timeout)
+            .collect();
+        idle.sort();
+        for (since, name) in idle.into_iter().take(spare) {
+            let m = self.members.get_mut(&name).expect("listed");
+            m.state = MemberState::Draining;
+            m.since = now;
+            m.drain_seen = false;
+            self.last_down = Some(now);
+            let busy = obs.nodes.get(&name).map_or(0, |v| v.in_flight);
+            let reason = format!(
+                "idle for {} ms (idle_timeout {} ms)",
+                now.saturating_duration_since(since).as_millis(),
+                self.cfg.idle_timeout.as_millis()
+            );
+            self.event("drain", Some(&name), reason, busy);
+            out.push(Action::Drain { name });
+        }
+    }
+
+    /// A manual size: launches, or drains the idlest nodes, to reach `target` active
+    /// nodes. Refused outside `min_nodes..=max_nodes`.
+    pub(crate) fn manual(&mut self, target: usize, now: Instant) -> Result<Vec<Action>, String> {
+        if target < self.cfg.min_nodes || target > self.cfg.max_nodes {
+            return Err(format!(
+                "must be within min_nodes..=max_nodes ({}..={})",
+                self.cfg.min_nodes, self.cfg.max_nodes
+            ));
+        }
+        let active = self.active();
+        if target > active {
+            if self.members.len() + (target - active) > self.cfg.max_nodes {
+                return Err(format!(
+                    "{} node(s) are still draining or stopping; at most {} may exist",
+                    self.members.len() - active,
+                    self.cfg.max_nodes
+                ));
+            }
+            return Ok(self.launch(target - active, now, "manual"));
+        }
+        let mut running: Vec<(bool, Option<Instant>, String)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Running)
+            .map(|(n, m)| (m.idle_since.is_none(), m.idle_since, n.clone()))
+            .collect();
+        running.sort();
+        let mut out = Vec::new();
+        for (_, _, name) in running.into_iter().take(active - target) {
+            let m = self.members.get_mut(&name).expect("listed");
+            m.state = MemberState::Draining;
+            m.since = now;
+            m.drain_seen = false;
+            self.event("drain", Some(&name), "manual".into(), 0);
+            out.push(Action::Drain { name });
+        }
+        self.last_down = Some(now);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
