@@ -147,6 +147,30 @@ pub(crate) async fn scale_history(State(state): State<ApiState>) -> Json<Vec<Sca
     Json(state.coordinator.scale_history())
 }
 
+/// The node groups the coordinator launches nodes for, and their recent decisions.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct NodeGroupsView {
+    /// Each group as of its last tick (empty without node groups).
+    groups: Vec<crate::launch::GroupStatus>,
+    /// Their last scaling events (at most 1,000), oldest first.
+    events: Vec<crate::scaling::ScalingEvent>,
+}
+
+/// Node groups: their nodes with each one's state, their counters and last decisions.
+#[utoipa::path(get, path = "/scale/groups", tag = "cluster", responses((status = 200, body = NodeGroupsView)))]
+pub(crate) async fn scale_groups(State(state): State<ApiState>) -> Json<NodeGroupsView> {
+    Json(match state.coordinator.node_groups() {
+        Some(g) => NodeGroupsView {
+            groups: g.status(),
+            events: g.history(),
+        },
+        None => NodeGroupsView {
+            groups: Vec::new(),
+            events: Vec::new(),
+        },
+    })
+}
+
 /// Liveness: the HTTP server answers. Needs no token.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "ok")))]
 pub(crate) async fn healthz() -> &'static str {
