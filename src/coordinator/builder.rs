@@ -193,11 +193,7 @@ impl CoordinatorBuilder {
             let elsewhere: crate::launch::ServedElsewhere = {
                 let (handlers, shared) = (self.handlers.clone(), shared.clone());
                 Arc::new(move |t: &str, required: &[String]| {
-                    let main = crate::worker::Capabilities {
-                        task_types: Default::default(),
-                        labels: local_labels.clone(),
-                    };
-                    (handlers.contains(t) && main.has_labels(required))
+                    (handlers.contains(t) && crate::worker::labels_meet(&local_labels, required))
                         || super::served_nearby(&shared, t)
                 })
             };

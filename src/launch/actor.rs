@@ -9,15 +9,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Serialize;
 use tokio::time::Instant;
 
-use super::plan::{Action, Counts, MemberState, NodeView, Observed, Plan};
+use super::observe::{queued_for, view};
+use super::plan::{Action, NodeView, Observed, Plan};
+use super::status::GroupStatus;
 use super::{Launcher, NodeGroupConfig};
-use crate::cluster::{Cluster, NodeStatus, RemoteNode};
+use crate::cluster::Cluster;
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
-use crate::queue::{ClassBacklog, QueueRef};
+use crate::queue::QueueRef;
 use crate::scaling::ScalingEvent;
 use crate::store::Store;
 
@@ -66,51 +67,6 @@ impl std::fmt::Debug for NodeGroups {
             .field("groups", &self.status().len())
             .finish()
     }
-}
-
-/// A group as the API shows it.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct GroupStatus {
-    /// Its name.
-    pub name: String,
-    /// Which kind of launcher starts its nodes.
-    pub launcher: String,
-    /// Its labels.
-    pub labels: Vec<String>,
-    /// Its task types.
-    pub task_types: Vec<String>,
-    /// Fewest nodes.
-    pub min_nodes: usize,
-    /// Most nodes.
-    pub max_nodes: usize,
-    /// Tasks waiting that only this group serves, plus its nodes' mailbox depths, at the
-    /// last tick.
-    pub waiting: u64,
-    /// Its nodes.
-    pub members: Vec<MemberStatus>,
-    /// Launch failures in a row.
-    pub failures: u32,
-    /// Milliseconds until launches may start again after failures (0: now).
-    pub backoff_ms: u64,
-    /// The last launch error.
-    pub last_error: Option<String>,
-    /// What it has done since the coordinator started.
-    pub counts: Counts,
-}
-
-/// One node of a group.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct MemberStatus {
-    /// The node's name.
-    pub node: String,
-    /// `launching`, `joining`, `running`, `draining` or `stopping`.
-    pub state: MemberState,
-    /// The provider's id for it, once launched.
-    pub resource: Option<String>,
-    /// Milliseconds in its state.
-    pub in_state_ms: u64,
-    /// Milliseconds it has been idle (running nodes with nothing in flight).
-    pub idle_ms: Option<u64>,
 }
 
 pub(crate) enum Msg {
@@ -209,7 +165,10 @@ impl Shared {
                 .iter_mut()
                 .flat_map(|g| g.plan.take_events())
                 .collect();
-            let status = groups.iter().map(|g| status_of(g, now)).collect();
+            let status = groups
+                .iter()
+                .map(|g| GroupStatus::of(&g.plan, g.launcher.kind(), now))
+                .collect();
             (events, status)
         };
         *self.status.write().unwrap_or_else(|e| e.into_inner()) = status;
@@ -246,77 +205,6 @@ impl Shared {
             });
         }
     }
-}
-
-fn status_of(g: &Group, now: Instant) -> GroupStatus {
-    let p = &g.plan;
-    let ms = |d: Duration| d.as_millis() as u64;
-    GroupStatus {
-        name: p.cfg.name.clone(),
-        launcher: g.launcher.kind().to_string(),
-        labels: p.cfg.labels.clone(),
-        task_types: p.cfg.task_types.clone(),
-        min_nodes: p.cfg.min_nodes,
-        max_nodes: p.cfg.max_nodes,
-        waiting: p.waiting,
-        members: p
-            .members
-            .iter()
-            .map(|(name, m)| MemberStatus {
-                node: name.clone(),
-                state: m.state,
-                resource: m.resource.clone(),
-                in_state_ms: ms(now.saturating_duration_since(m.since)),
-                idle_ms: m.idle_since.map(|t| ms(now.saturating_duration_since(t))),
-            })
-            .collect(),
-        failures: p.failures,
-        backoff_ms: p
-            .retry_at
-            .map_or(0, |t| ms(t.saturating_duration_since(now))),
-        last_error: p.last_error.clone(),
-        counts: p.counts,
-    }
-}
-
-/// How the gate's view of a node reads for a plan.
-fn view(n: &RemoteNode) -> NodeView {
-    NodeView {
-        online: n.status == NodeStatus::Online,
-        in_flight: n.in_flight.max(n.pool.current_tasks),
-        slots: n.pool.total_slots,
-        mailbox: n.pool.mailbox_depth + n.pool.worker_mailbox_depth,
-    }
-}
-
-/// True when online node `n` can take tasks of `class`.
-fn node_serves(n: &RemoteNode, class: &ClassBacklog) -> bool {
-    n.status == NodeStatus::Online
-        && !n.draining
-        && n.task_types.iter().any(|t| **t == *class.task_type)
-        && crate::worker::Capabilities {
-            task_types: Default::default(),
-            labels: n.labels.clone(),
-        }
-        .has_labels(&class.labels)
-}
-
-/// Queued tasks that group `cfg` serves and nothing outside it does: not the
-/// coordinator's pools, not pulling workers, not an online node that is not its own.
-fn queued_for(
-    cfg: &NodeGroupConfig,
-    own: &dyn Fn(&str) -> bool,
-    classes: &[ClassBacklog],
-    nodes: &[RemoteNode],
-    elsewhere: &ServedElsewhere,
-) -> u64 {
-    classes
-        .iter()
-        .filter(|c| cfg.serves(&c.task_type, &c.labels))
-        .filter(|c| !elsewhere(&c.task_type, &c.labels))
-        .filter(|c| !nodes.iter().any(|n| !own(&n.name) && node_serves(n, c)))
-        .map(|c| c.queued as u64)
-        .sum()
 }
 
 async fn tick(shared: &Arc<Shared>, myself: &ActorRef<Msg>) {

@@ -171,13 +171,8 @@ impl NodeGroupConfig {
     /// the type is one of its task types, and every required label is met as a worker
     /// meets it (`name` by `name` or `name=<any>`, `name=value` only by itself).
     pub fn serves(&self, task_type: &str, labels: &[String]) -> bool {
-        let caps = crate::worker::Capabilities {
-            task_types: std::iter::once(std::sync::Arc::<str>::from(task_type))
-                .filter(|_| self.task_types.iter().any(|t| t == task_type))
-                .collect(),
-            labels: self.labels.clone(),
-        };
-        caps.serves(task_type) && caps.has_labels(labels)
+        self.task_types.iter().any(|t| t == task_type)
+            && crate::worker::labels_meet(&self.labels, labels)
     }
 }
 

@@ -25,19 +25,24 @@
 //! - `plan`: the pure state machine of one group (unit and property tests, paused time).
 //! - `actor`: the actor that ticks, calls the launchers and records events; [`NodeGroups`]
 //!   is its handle.
+//! - `observe`: what a tick reads from the gate's nodes and the queue's backlog.
+//! - `status`: what the API shows of a group ([`GroupStatus`]).
 //! - `process`: [`ProcessLauncher`], nodes as local child processes.
 
 mod actor;
 mod config;
+mod observe;
 mod plan;
 mod process;
+mod status;
 
 pub use crate::scaling::ScalingEvent;
-pub use actor::{GroupStatus, MemberStatus, NodeGroups};
+pub use actor::NodeGroups;
 pub(crate) use actor::{ServedElsewhere, Start};
 pub use config::NodeGroupConfig;
 pub use plan::{Counts, MemberState};
 pub use process::ProcessLauncher;
+pub use status::{GroupStatus, MemberStatus};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -21,13 +21,20 @@ impl Capabilities {
     /// True when every required label is met: `name` is met by `name` or `name=<any>`,
     /// `name=value` only by itself.
     pub fn has_labels(&self, required: &[String]) -> bool {
-        required.iter().all(|need| {
-            self.labels.iter().any(|have| {
-                have == need
-                    || (!need.contains('=') && have.split_once('=').is_some_and(|(k, _)| k == need))
-            })
-        })
+        labels_meet(&self.labels, required)
     }
+}
+
+/// True when labels `have` meet every label in `required`: `name` is met by `name` or
+/// `name=<any>`, `name=value` only by itself. The one rule for workers, nodes and node
+/// groups alike.
+pub(crate) fn labels_meet(have: &[String], required: &[String]) -> bool {
+    required.iter().all(|need| {
+        have.iter().any(|have| {
+            have == need
+                || (!need.contains('=') && have.split_once('=').is_some_and(|(k, _)| k == need))
+        })
+    })
 }
 
 #[cfg(test)]

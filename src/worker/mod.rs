@@ -11,6 +11,7 @@ mod tests;
 mod uplink;
 
 pub(crate) use actor::Worker;
+pub(crate) use caps::labels_meet;
 pub use caps::Capabilities;
 pub use registry::WorkerRegistry;
 pub use uplink::UplinkRef;

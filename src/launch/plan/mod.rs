@@ -63,6 +63,22 @@ pub(crate) struct Member {
     pub(crate) busy: bool,
 }
 
+impl Member {
+    /// A member entering `state` now, with nothing else known yet.
+    fn new(state: MemberState, now: Instant, resource: Option<String>, slots: u64) -> Self {
+        Self {
+            state,
+            since: now,
+            resource,
+            idle_since: None,
+            offline_since: None,
+            slots,
+            drain_seen: false,
+            busy: state == MemberState::Launching,
+        }
+    }
+}
+
 /// One node as the gate sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct NodeView {
@@ -230,16 +246,7 @@ impl Plan {
             let name = (self.name)(&self.cfg.name);
             self.members.insert(
                 name.clone(),
-                Member {
-                    state: MemberState::Launching,
-                    since: now,
-                    resource: None,
-                    idle_since: None,
-                    offline_since: None,
-                    slots: self.cfg.slots_per_node,
-                    drain_seen: false,
-                    busy: true,
-                },
+                Member::new(MemberState::Launching, now, None, self.cfg.slots_per_node),
             );
             self.counts.launches += 1;
             self.event("launch", Some(&name), reason.to_string(), 0);
@@ -393,16 +400,12 @@ impl Plan {
                 self.strangers.remove(&r.id);
                 self.members.insert(
                     r.node.clone(),
-                    Member {
-                        state: MemberState::Running,
-                        since: now,
-                        resource: Some(r.id.clone()),
-                        idle_since: None,
-                        offline_since: None,
-                        slots: view.slots.max(1),
-                        drain_seen: false,
-                        busy: false,
-                    },
+                    Member::new(
+                        MemberState::Running,
+                        now,
+                        Some(r.id.clone()),
+                        view.slots.max(1),
+                    ),
                 );
                 self.event(
                     "adopted",
@@ -514,133 +517,8 @@ impl Plan {
             }
         }
     }
-
-    fn scale_up(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let active = self.active();
-        if active < self.cfg.min_nodes {
-            if !self.backing_off(now) {
-                out.extend(self.launch(self.cfg.min_nodes - active, now, "below min_nodes"));
-            }
-            return;
-        }
-        if self.waiting == 0 {
-            return;
-        }
-        // A draining node takes work again before any node is launched.
-        let draining = self
-            .members
-            .iter()
-            .find(|(_, m)| m.state == MemberState::Draining)
-            .map(|(n, _)| n.clone());
-        if let Some(name) = draining {
-            let m = self.members.get_mut(&name).expect("found");
-            m.state = MemberState::Running;
-            m.since = now;
-            m.idle_since = None;
-            let reason = format!("{} task(s) wait for this group", self.waiting);
-            self.event("undrain", Some(&name), reason, 0);
-            out.push(Action::Undrain { name });
-            return;
-        }
-        let cooling = self
-            .last_up
-            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.scale_up_cooldown);
-        if cooling || self.backing_off(now) {
-            return;
-        }
-        let slots: u64 = self
-            .members
-            .values()
-            .filter(|m| {
-                matches!(
-                    m.state,
-                    MemberState::Launching | MemberState::Joining | MemberState::Running
-                )
-            })
-            .map(|m| m.slots)
-            .sum();
-        if slots == 0 || self.waiting as f64 / slots as f64 > self.cfg.scale_up_threshold {
-            let reason = format!(
-                "{} task(s) wait for this group and its nodes have {slots} slot(s)",
-                self.waiting
-            );
-            out.extend(self.launch(self.cfg.scale_up_step, now, &reason));
-        }
-    }
-
-    fn scale_down(&mut self, now: Instant, obs: &Observed, out: &mut Vec<Action>) {
-        let cooled = |t: Option<Instant>| {
-            t.is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.scale_down_cooldown)
-        };
-        if self.waiting > 0 || !cooled(self.last_up) || !cooled(self.last_down) {
-            return;
-        }
-        let spare = self.active().saturating_sub(self.cfg.min_nodes);
-        let mut idle: Vec<(Instant, String)> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.state == MemberState::Running && m.offline_since.is_none())
-            .filter_map(|(n, m)| Some((m.idle_since?, n.clone())))
-            .filter(|(t, _)| now.saturating_duration_since(*t) >= self.cfg.idle_timeout)
-            .collect();
-        idle.sort();
-        for (since, name) in idle.into_iter().take(spare) {
-            let m = self.members.get_mut(&name).expect("listed");
-            m.state = MemberState::Draining;
-            m.since = now;
-            m.drain_seen = false;
-            self.last_down = Some(now);
-            let busy = obs.nodes.get(&name).map_or(0, |v| v.in_flight);
-            let reason = format!(
-                "idle for {} ms (idle_timeout {} ms)",
-                now.saturating_duration_since(since).as_millis(),
-                self.cfg.idle_timeout.as_millis()
-            );
-            self.event("drain", Some(&name), reason, busy);
-            out.push(Action::Drain { name });
-        }
-    }
-
-    /// A manual size: launches, or drains the idlest nodes, to reach `target` active
-    /// nodes. Refused outside `min_nodes..=max_nodes`.
-    pub(crate) fn manual(&mut self, target: usize, now: Instant) -> Result<Vec<Action>, String> {
-        if target < self.cfg.min_nodes || target > self.cfg.max_nodes {
-            return Err(format!(
-                "must be within min_nodes..=max_nodes ({}..={})",
-                self.cfg.min_nodes, self.cfg.max_nodes
-            ));
-        }
-        let active = self.active();
-        if target > active {
-            if self.members.len() + (target - active) > self.cfg.max_nodes {
-                return Err(format!(
-                    "{} node(s) are still draining or stopping; at most {} may exist",
-                    self.members.len() - active,
-                    self.cfg.max_nodes
-                ));
-            }
-            return Ok(self.launch(target - active, now, "manual"));
-        }
-        let mut running: Vec<(bool, Option<Instant>, String)> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.state == MemberState::Running)
-            .map(|(n, m)| (m.idle_since.is_none(), m.idle_since, n.clone()))
-            .collect();
-        running.sort();
-        let mut out = Vec::new();
-        for (_, _, name) in running.into_iter().take(active - target) {
-            let m = self.members.get_mut(&name).expect("listed");
-            m.state = MemberState::Draining;
-            m.since = now;
-            m.drain_seen = false;
-            self.event("drain", Some(&name), "manual".into(), 0);
-            out.push(Action::Drain { name });
-        }
-        self.last_down = Some(now);
-        Ok(out)
-    }
 }
 
+mod sizing;
 #[cfg(test)]
 mod tests;

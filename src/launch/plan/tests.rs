@@ -284,8 +284,9 @@ fn failed_launches_back_off_doubling_and_do_not_loop() {
     assert_eq!(s.plan.failures, 0, "a join resets the failures");
 }
 
-#[test]
-fn a_drained_node_with_work_in_flight_is_never_terminated_and_the_drain_is_undone() {
+/// A group with one node, launched for one task, joined, and idle for its whole
+/// `idle_timeout` (10 s): the next tick drains it.
+fn idle_node_at_its_idle_timeout() -> (Sim, String) {
     let mut s = Sim::new(cfg());
     s.queued = 1;
     let node = launched(&s.tick()).remove(0);
@@ -293,6 +294,12 @@ fn a_drained_node_with_work_in_flight_is_never_terminated_and_the_drain_is_undon
     s.queued = 0;
     s.tick();
     s.advance(Duration::from_secs(10));
+    (s, node)
+}
+
+#[test]
+fn a_drained_node_with_work_in_flight_is_never_terminated_and_the_drain_is_undone() {
+    let (mut s, node) = idle_node_at_its_idle_timeout();
     assert_eq!(s.tick(), vec![Action::Drain { name: node.clone() }]);
     // A lease the queue handed out just before the drain took effect.
     s.nodes.get_mut(&node).unwrap().in_flight = 1;
@@ -308,13 +315,7 @@ fn a_drained_node_with_work_in_flight_is_never_terminated_and_the_drain_is_undon
 
 #[test]
 fn waiting_work_undrains_a_draining_node_before_launching_another() {
-    let mut s = Sim::new(cfg());
-    s.queued = 1;
-    let node = launched(&s.tick()).remove(0);
-    s.join_all();
-    s.queued = 0;
-    s.tick();
-    s.advance(Duration::from_secs(10));
+    let (mut s, node) = idle_node_at_its_idle_timeout();
     s.tick();
     assert_eq!(s.state(&node), Some(MemberState::Draining));
     s.queued = 3;
