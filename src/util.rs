@@ -78,6 +78,20 @@ pub(crate) mod opt_system_time_ms {
     }
 }
 
+/// `argv` quoted for a POSIX shell: each argument in single quotes, a `'` inside as `'\''`.
+pub(crate) fn shell_quote<S: AsRef<str>>(argv: &[S]) -> String {
+    let mut line = String::with_capacity(argv.iter().map(|a| a.as_ref().len() + 3).sum());
+    for (i, arg) in argv.iter().enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        line.push('\'');
+        line.push_str(&arg.as_ref().replace('\'', r"'\''"));
+        line.push('\'');
+    }
+    line
+}
+
 /// Resolves when the process is asked to stop: Ctrl-C, or SIGTERM on Unix (what `docker
 /// stop`, `kill` and Kubernetes send). The runnable programs drain on it.
 pub async fn shutdown_signal() {

@@ -75,6 +75,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use backend::{docker_client, docker_message};
 pub use cluster::{ComputeCluster, ComputeNodeRef};
 pub use config::ComputeConfig;
 pub use endpoint::{

@@ -306,8 +306,12 @@ async fn carry_out(shared: &Arc<Shared>, myself: &ActorRef<Msg>, group: usize, a
             }
         }
         Action::Launch { name } => {
-            let request =
-                super::launch_request(&cfg, &shared.join, shared.cluster.cookie(), name.clone());
+            let request = super::launch_request(
+                &cfg,
+                cfg.join.as_deref().unwrap_or(&shared.join),
+                shared.cluster.cookie(),
+                name.clone(),
+            );
             let me = myself.clone();
             tokio::spawn(async move {
                 let result =

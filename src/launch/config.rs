@@ -47,6 +47,10 @@ pub struct NodeGroupConfig {
     pub launch_backoff: Duration,
     /// Extra environment of the node program (`WRANGLE_NODE_WORKERS`, `RUST_LOG`).
     pub env: BTreeMap<String, String>,
+    /// The address (`host:port`) launched nodes dial to join. Default: the cluster's listen
+    /// address, `127.0.0.1` for an unspecified one, which suits local processes and
+    /// containers on the host's network; nodes on other machines need one they can reach.
+    pub join: Option<String>,
 }
 
 impl Default for NodeGroupConfig {
@@ -68,6 +72,7 @@ impl Default for NodeGroupConfig {
             scale_down_cooldown: Duration::from_secs(30),
             launch_backoff: Duration::from_secs(2),
             env: BTreeMap::new(),
+            join: None,
         }
     }
 }
@@ -158,6 +163,15 @@ impl NodeGroupConfig {
                 "at most 1024 non-empty task types",
             ));
         }
+        if let Some(join) = &self.join {
+            let port = join.rsplit_once(':').and_then(|(h, p)| {
+                (!h.is_empty() && !h.contains(char::is_whitespace))
+                    .then(|| p.parse::<u16>().ok())?
+            });
+            if join.len() > 255 || !matches!(port, Some(p) if p > 0) {
+                return Err(Error::invalid("node_groups.join", "must be host:port"));
+            }
+        }
         if let Some(k) = self.env.keys().find(|k| RESERVED_ENV.contains(&k.as_str())) {
             return Err(Error::invalid(
                 "node_groups.env",
@@ -194,6 +208,8 @@ mod tests {
         bad(|c| c.scale_up_threshold = f64::NAN, "scale_up_threshold");
         bad(|c| c.join_timeout = Duration::ZERO, "join_timeout");
         bad(|c| c.labels = vec!["a,b".into()], "node_groups.labels");
+        bad(|c| c.join = Some("no-port".into()), "node_groups.join");
+        bad(|c| c.join = Some("host:0".into()), "node_groups.join");
         bad(
             |c| {
                 c.env.insert("WRANGLE_COOKIE".into(), "x".into());

@@ -28,20 +28,26 @@
 //! - `observe`: what a tick reads from the gate's nodes and the queue's backlog.
 //! - `status`: what the API shows of a group ([`GroupStatus`]).
 //! - `process`: [`ProcessLauncher`], nodes as local child processes.
+//! - `docker`: [`DockerLauncher`], nodes as containers.
+//! - `ssh`: [`SshLauncher`], nodes started over SSH on a compute cluster's hosts.
 
 mod actor;
 mod config;
+mod docker;
 mod observe;
 mod plan;
 mod process;
+mod ssh;
 mod status;
 
 pub use crate::scaling::ScalingEvent;
 pub use actor::NodeGroups;
 pub(crate) use actor::{ServedElsewhere, Start};
 pub use config::NodeGroupConfig;
+pub use docker::DockerLauncher;
 pub use plan::{Counts, MemberState};
 pub use process::ProcessLauncher;
+pub use ssh::SshLauncher;
 pub use status::{GroupStatus, MemberStatus};
 
 use std::collections::BTreeMap;

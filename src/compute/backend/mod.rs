@@ -7,6 +7,8 @@ mod http;
 mod k8s;
 mod ssh;
 
+pub(crate) use docker::{connect as docker_client, message as docker_message};
+
 use std::sync::Arc;
 use std::time::Duration;
 

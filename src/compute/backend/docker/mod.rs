@@ -100,26 +100,7 @@ impl Engine {
     /// The node's client, made and version-agreed on first use (retried until it works).
     async fn client(&self) -> Result<Docker, ComputeError> {
         self.client
-            .get_or_try_init(|| async {
-                let docker = match &self.how {
-                    DockerEngine::Local => Docker::connect_with_local_defaults()
-                        .map(|d| d.with_timeout(Duration::from_secs(ENGINE_TIMEOUT_SECS))),
-                    DockerEngine::Tcp { host, port } => {
-                        let host = if host.contains(':') {
-                            format!("[{host}]")
-                        } else {
-                            host.clone()
-                        };
-                        Docker::connect_with_http(
-                            &format!("http://{host}:{port}"),
-                            ENGINE_TIMEOUT_SECS,
-                            bollard::API_DEFAULT_VERSION,
-                        )
-                    }
-                }
-                .map_err(engine_error)?;
-                docker.negotiate_version().await.map_err(engine_error)
-            })
+            .get_or_try_init(|| async { connect(&self.how).await.map_err(engine_error) })
             .await
             .cloned()
     }
@@ -135,6 +116,28 @@ impl Engine {
             },
         }
     }
+}
+
+/// A client of engine `how`, its API version agreed with the engine (the compute nodes and
+/// the node launcher both reach engines this way).
+pub(crate) async fn connect(how: &DockerEngine) -> Result<Docker, DockerError> {
+    let docker = match how {
+        DockerEngine::Local => Docker::connect_with_local_defaults()
+            .map(|d| d.with_timeout(Duration::from_secs(ENGINE_TIMEOUT_SECS))),
+        DockerEngine::Tcp { host, port } => {
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            Docker::connect_with_http(
+                &format!("http://{host}:{port}"),
+                ENGINE_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )
+        }
+    }?;
+    docker.negotiate_version().await
 }
 
 /// `Ok` when container `name` exists and runs (not paused); else why not.
@@ -197,13 +200,19 @@ fn engine_error(e: DockerError) -> ComputeError {
         | DockerError::APIVersionParseError {} => K::Protocol,
         _ => K::Unavailable,
     };
-    let what = match &e {
+    ComputeError::new(kind, message(&e))
+}
+
+/// What an engine failure says: the engine's own message, or the client's error and its
+/// cause, after `docker engine: `.
+pub(crate) fn message(e: &DockerError) -> String {
+    let what = match e {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
-        _ => std::error::Error::source(&e)
+        _ => std::error::Error::source(e)
             .map(|s| format!("{e}: {s}"))
             .unwrap_or_else(|| e.to_string()),
     };
-    ComputeError::new(kind, format!("docker engine: {what}"))
+    format!("docker engine: {what}")
 }
 
 /// A command's output as it is read: streamed to the sink, kept up to [`MAX_OUTPUT`].

@@ -26,27 +26,13 @@ const MARKER: &[u8] = b"__wrangle_pgid=";
 /// Stderr scanned for the marker before giving up (login scripts may print first).
 const MARKER_SCAN: usize = 64 << 10;
 
-/// `argv` quoted for a POSIX shell: each argument in single quotes, a `'` inside as `'\''`.
-pub(super) fn quote(argv: &[String]) -> String {
-    let mut line = String::with_capacity(argv.iter().map(|a| a.len() + 3).sum());
-    for (i, arg) in argv.iter().enumerate() {
-        if i > 0 {
-            line.push(' ');
-        }
-        line.push('\'');
-        line.push_str(&arg.replace('\'', r"'\''"));
-        line.push('\'');
-    }
-    line
-}
-
 /// The line sent to sshd: report the process group, then `exec` the program (so a signal
 /// that kills it is the session's exit signal, and a missing program exits 127).
 pub(super) fn command_line(argv: &[String]) -> String {
     format!(
         "echo {}$$ >&2; exec {}",
         String::from_utf8_lossy(MARKER),
-        quote(argv)
+        crate::util::shell_quote(argv)
     )
 }
 
@@ -162,6 +148,7 @@ impl Output {
 mod tests {
     use super::*;
     use crate::compute::request::ComputeErrorKind;
+    use crate::util::shell_quote as quote;
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|a| a.to_string()).collect()
