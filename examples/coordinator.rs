@@ -90,12 +90,22 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         say!("compute node {id} added");
     }
     wrangle_actors::register_compute(&handlers, &compute);
-    let coordinator = Coordinator::builder()
+    let mut builder = Coordinator::builder()
         .config(settings.coordinator_config())
-        .handlers(handlers)
-        .compute(compute)
-        .start()
-        .await?;
+        .handlers(handlers);
+    // Nodes launched and stopped by the coordinator itself, from `[[node_groups]]`.
+    for group in &settings.node_groups {
+        let (config, launcher) = group.build(&compute)?;
+        say!(
+            "node group {}: {} nodes ({}..={})",
+            config.name,
+            launcher.kind(),
+            config.min_nodes,
+            config.max_nodes
+        );
+        builder = builder.node_group(config, launcher);
+    }
+    let coordinator = builder.compute(compute).start().await?;
     match coordinator.store() {
         Some(store) => {
             let recovered = coordinator.queue().stats().await?.recovered;

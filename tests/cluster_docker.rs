@@ -1,7 +1,6 @@
 //! Multi-host, on this machine's Docker engine: a coordinator and three node containers on
 //! a private Docker network. The image is built `FROM scratch` with the coordinator and node
-//! programs this test run compiled (stripped of debug info) and the libraries `ldd` lists;
-//! no registry is needed.
+//! programs this test run compiled (`support/node_image.rs`); no registry is needed.
 //!
 //! One node is cut off (`docker network disconnect`) mid-run: its tasks are run elsewhere,
 //! and once reconnected it joins again and takes work. Another is `docker kill`ed mid-run:
@@ -10,14 +9,14 @@
 //! unreachable; elsewhere it says so and passes without running.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 #[path = "support/net.rs"]
 mod net;
-#[path = "support/programs.rs"]
-mod programs;
+#[path = "support/node_image.rs"]
+mod node_image;
 #[path = "support/cluster.rs"]
 #[allow(dead_code)] // the loopback tests' processes are not used here
 mod rig;
@@ -61,43 +60,6 @@ impl Drop for Cleanup {
         let _ = docker(&["network", "rm", &self.network]);
         let _ = docker(&["rmi", "-f", &self.image]);
     }
-}
-
-/// A root filesystem with the programs and their libraries, imported as an image.
-fn build_image(tag: &str, dir: &Path) {
-    let root = dir.join("rootfs");
-    for program in ["coordinator", "node"] {
-        let exe = programs::example_binary(program);
-        let to = root.join("bin").join(program);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let stripped = Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(&exe)
-            .arg(&to)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !stripped {
-            std::fs::copy(&exe, &to).unwrap();
-        }
-        let ldd = Command::new("ldd").arg(&exe).output().unwrap();
-        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux... (0x...)`
-            let path = line
-                .split_whitespace()
-                .find(|w| w.starts_with('/'))
-                .map(PathBuf::from);
-            if let Some(lib) = path {
-                let to = root.join(lib.strip_prefix("/").unwrap());
-                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                std::fs::copy(&lib, &to).unwrap();
-            }
-        }
-    }
-    for d in ["tmp", "journal", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n").unwrap();
-    must(&["build", "-q", "-t", tag, dir.to_str().unwrap()]);
 }
 
 struct Cluster {
@@ -198,7 +160,7 @@ async fn partitioned_and_killed_node_containers_lose_no_task() {
         network: network.clone(),
         image: image.clone(),
     };
-    build_image(&image, dir.path());
+    node_image::build(&image, dir.path(), &["coordinator", "node"], None);
     must(&["network", "create", &network]);
 
     let journals = dir.path().join("journal");

@@ -10,11 +10,13 @@ pub mod cli;
 mod compute;
 mod configs;
 mod node;
+mod node_groups;
 mod secret;
 mod validate;
 
 pub use compute::ComputeSettings;
 pub use node::NodeSettings;
+pub use node_groups::{LauncherSettings, NodeGroupSettings};
 pub use secret::{read_secret_file, MAX_SECRET_BYTES};
 
 use std::net::SocketAddr;
@@ -167,6 +169,9 @@ pub struct Settings {
     /// `[node]`: the node program's settings (the coordinator ignores them); the node
     /// program also reads `cookie` from the top level.
     pub node: NodeSettings,
+    /// `[[node_groups]]`: nodes the coordinator launches and stops by itself (in the file
+    /// only; needs `cluster_listen`).
+    pub node_groups: Vec<NodeGroupSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -230,6 +235,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("compute", &self.compute)
             .field("node", &self.node)
+            .field("node_groups", &self.node_groups)
             .finish()
     }
 }
@@ -285,6 +291,7 @@ impl Default for Settings {
             cluster_max_pending_handshakes: 64,
             compute: ComputeSettings::default(),
             node: NodeSettings::default(),
+            node_groups: Vec::new(),
         }
     }
 }

@@ -274,3 +274,102 @@ credential = "box-key"
         .to_string();
     assert!(err.contains("endpont"), "a typo is refused: {err}");
 }
+
+#[test]
+fn node_groups_come_from_the_file_with_their_launchers_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    let write = |groups: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "cluster_listen = \"127.0.0.1:7450\"\ncookie = \"s3cret\"\n\
+                 [[compute.nodes]]\nid = \"lab1\"\nendpoint = \"ssh://ada@10.0.0.6\"\ncredential = \"k\"\n\
+                 {groups}"
+            ),
+        )
+        .unwrap();
+        Settings::load_with(Some(&path), env(&[]))
+    };
+    let s = write(
+        r#"
+[[node_groups]]
+name = "gpu"
+labels = ["gpu=a100"]
+task_types = ["infer"]
+max_nodes = 3
+idle_timeout_secs = 90.5
+launcher = { kind = "docker", image = "wrangle-node:1", args = ["--workers", "2"], memory_mb = 512 }
+
+[[node_groups]]
+name = "lab"
+task_types = ["sleep"]
+join = "10.0.0.1:7450"
+launcher = { kind = "ssh", hosts = ["lab1"], program = "/opt/wrangle/node" }
+
+[[node_groups]]
+name = "local"
+task_types = ["echo"]
+launcher = { kind = "process", program = "/usr/local/bin/wrangle-node" }
+"#,
+    )
+    .unwrap();
+    s.validate().unwrap();
+    let gpu = s.node_groups[0].config().unwrap();
+    assert_eq!(gpu.max_nodes, 3);
+    assert_eq!(gpu.idle_timeout, Duration::from_millis(90_500));
+    assert_eq!(gpu.join_timeout, Duration::from_secs(60), "a default");
+    assert_eq!(
+        s.node_groups[1].config().unwrap().join.as_deref(),
+        Some("10.0.0.1:7450")
+    );
+
+    let refused = |groups: &str, field: &str| {
+        let err = match write(groups) {
+            Ok(s) => s.validate().unwrap_err(),
+            Err(e) => e,
+        }
+        .to_string();
+        assert!(err.contains(field), "{err} should name {field}");
+    };
+    refused(
+        "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"ftp\" }\n",
+        "ftp",
+    );
+    refused(
+        "[[node_groups]]\nname = \"a\"\nlaunchr = { kind = \"process\", program = \"p\" }\n",
+        "launchr",
+    );
+    refused(
+        "[[node_groups]]\nname = \"a\"\nmin_nodes = 5\nmax_nodes = 2\nlauncher = { kind = \"process\", program = \"p\" }\n",
+        "node_groups.min_nodes",
+    );
+    refused(
+        "[[node_groups]]\nname = \"a\"\nidle_timeout_secs = -1\nlauncher = { kind = \"process\", program = \"p\" }\n",
+        "node_groups.idle_timeout_secs",
+    );
+    refused(
+        "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"ssh\", hosts = [\"nope\"], program = \"p\" }\n",
+        "node_groups.launcher.hosts",
+    );
+    refused(
+        "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"docker\", image = \"i\", engine = \"nohost\" }\n",
+        "node_groups.launcher.engine",
+    );
+    refused(
+        "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"process\", program = \"p\" }\n\
+         [[node_groups]]\nname = \"a\"\nlauncher = { kind = \"process\", program = \"p\" }\n",
+        "two node groups",
+    );
+    // Without a cluster, launched nodes would have nothing to join.
+    std::fs::write(
+        &path,
+        "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"process\", program = \"p\" }\n",
+    )
+    .unwrap();
+    let err = Settings::load_with(Some(&path), env(&[]))
+        .and_then(|s| s.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cluster_listen"), "{err}");
+}

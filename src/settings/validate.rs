@@ -31,7 +31,41 @@ impl Settings {
                 "cluster_tls_cert and cluster_tls_key go together",
             ));
         }
+        self.validate_node_groups()?;
         self.coordinator_config().validate()
+    }
+
+    /// Each group's settings, their names unique, a cluster for them to join, and SSH
+    /// hosts that are compute nodes.
+    fn validate_node_groups(&self) -> Result<(), Error> {
+        if !self.node_groups.is_empty() && self.cluster_listen.is_none() {
+            return Err(Error::invalid(
+                "node_groups",
+                "launched nodes join the cluster: set cluster_listen (and cookie)",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for g in &self.node_groups {
+            g.config()?;
+            if !names.insert(&g.name) {
+                return Err(Error::invalid(
+                    "node_groups.name",
+                    format!("two node groups are named {:?}", g.name),
+                ));
+            }
+            if let super::LauncherSettings::Ssh { hosts, .. } = &g.launcher {
+                if let Some(h) = hosts
+                    .iter()
+                    .find(|h| !self.compute.nodes.iter().any(|n| &n.id == *h))
+                {
+                    return Err(Error::invalid(
+                        "node_groups.launcher.hosts",
+                        format!("{h:?} is not the id of one of [[compute.nodes]]"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// No empty token, no token without scopes, and no listener beyond loopback without a
