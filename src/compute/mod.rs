@@ -75,7 +75,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use backend::{docker_client, docker_message};
+pub(crate) use backend::{docker_client, docker_message, kube_client, read_kubeconfig, KubeSource};
 pub use cluster::{ComputeCluster, ComputeNodeRef};
 pub use config::ComputeConfig;
 pub use endpoint::{

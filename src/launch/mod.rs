@@ -30,10 +30,12 @@
 //! - `process`: [`ProcessLauncher`], nodes as local child processes.
 //! - `docker`: [`DockerLauncher`], nodes as containers.
 //! - `ssh`: [`SshLauncher`], nodes started over SSH on a compute cluster's hosts.
+//! - `kubernetes`: [`KubernetesLauncher`], nodes as pods, the cookie in a Secret.
 
 mod actor;
 mod config;
 mod docker;
+mod kubernetes;
 mod observe;
 mod plan;
 mod process;
@@ -45,6 +47,7 @@ pub use actor::NodeGroups;
 pub(crate) use actor::{ServedElsewhere, Start};
 pub use config::NodeGroupConfig;
 pub use docker::DockerLauncher;
+pub use kubernetes::KubernetesLauncher;
 pub use plan::{Counts, MemberState};
 pub use process::ProcessLauncher;
 pub use ssh::SshLauncher;

@@ -1,9 +1,17 @@
 //! A **mock of the Kubernetes API**, not a real cluster: an axum server on 127.0.0.1 that
-//! answers the few paths wrangle's Kubernetes backend calls, so kube's real client (HTTP,
-//! JSON, errors, log streams) runs against it. It keeps Deployments, Jobs and Pods in
-//! memory and "runs" a Job at once by giving it a pod whose end follows from the Job's
-//! command (see [`outcome`]); it records every request, and a test can make it fail
-//! (a status such as 500, 403 or 429 with `Retry-After`, or no answer at all).
+//! answers the few paths wrangle's Kubernetes compute backend and node launcher call, so
+//! kube's real client (HTTP, JSON, errors, log streams) runs against it. It keeps
+//! Deployments, Jobs, Pods and Secrets in memory and "runs" a Job at once by giving it a
+//! pod whose end follows from the Job's command (see [`outcome`]); it records every
+//! request, and a test can make it fail (a status such as 500, 403 or 429 with
+//! `Retry-After`, or no answer at all).
+//!
+//! For the node launcher it creates Pods as posted (they stay `Pending`: nothing runs
+//! them), lists them by equality label selectors, deletes them at once (recording the
+//! grace period asked for; a real API server would keep a pod, marked for deletion, until
+//! its kubelet stopped it), and keeps Secrets (create, get, replace with `resourceVersion`
+//! checks). A test sets a pod's phase, marks one as being deleted, or adds pods and
+//! secrets of its own.
 //!
 //! Nothing here schedules, pulls images or runs programs: what the tests show is that the
 //! backend speaks the API as Kubernetes documents it, not that a cluster runs the Job.
@@ -24,7 +32,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodSpec, PodStatus, PodTemplateSpec,
+    ContainerStateWaiting, ContainerStatus, Pod, PodSpec, PodStatus, PodTemplateSpec, Secret,
 };
 use kube::core::ObjectMeta;
 use serde_json::json;
@@ -66,6 +74,24 @@ struct State {
     deleted: Vec<(String, Option<String>)>,
     /// Requests whose `METHOD /path` contains the pattern fail so.
     faults: Vec<(String, Fault)>,
+    /// Secrets by (namespace, name).
+    secrets: BTreeMap<(String, String), Secret>,
+    /// The Pods created with `POST`, in order, as posted.
+    pods_posted: Vec<Pod>,
+    /// Names of the Pods deleted, with the `gracePeriodSeconds` each deletion asked for.
+    pods_deleted: Vec<(String, Option<i64>)>,
+    /// The last `resourceVersion` handed out.
+    version: u64,
+    /// List every pod of a namespace whatever the label selector asks (a test's way to
+    /// show that a client checks labels itself).
+    ignore_selectors: bool,
+}
+
+impl State {
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
 }
 
 impl FakeApi {
@@ -203,6 +229,143 @@ impl FakeApi {
     pub(crate) fn jobs(&self) -> Vec<Job> {
         self.state().jobs.values().cloned().collect()
     }
+
+    /// Adds pod `ns/name` with `labels`, in `phase`, as if something else had made it.
+    pub(crate) fn labelled_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)], phase: &str) {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"containers": [{"name": "node", "image": IMAGE}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap();
+        self.state()
+            .pods
+            .insert((ns.into(), name.into()), (pod, String::new(), false));
+    }
+
+    /// Ends pod `ns/name` as its kubelet would report it: `phase` (`Succeeded`, `Failed`),
+    /// its container terminated with `exit_code` and `reason`, having printed `log`.
+    pub(crate) fn end_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        phase: &str,
+        exit_code: i32,
+        reason: &str,
+        log: &str,
+    ) {
+        let mut state = self.state();
+        let (pod, old_log, open) = state
+            .pods
+            .get_mut(&(ns.to_string(), name.to_string()))
+            .expect("a pod that exists");
+        let container = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+            .unwrap_or_default();
+        pod.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: container.0,
+                image: container.1,
+                state: Some(terminated(exit_code, reason, None)),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        });
+        *old_log = log.to_string();
+        *open = false;
+    }
+
+    /// Marks pod `ns/name` as being deleted (`deletionTimestamp` set), as a real API server
+    /// does during a pod's grace period.
+    pub(crate) fn mark_deleting(&self, ns: &str, name: &str) {
+        let mut state = self.state();
+        let (pod, _, _) = state
+            .pods
+            .get_mut(&(ns.to_string(), name.to_string()))
+            .expect("a pod that exists");
+        pod.metadata.deletion_timestamp =
+            Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
+    }
+
+    /// Lists pods as if the label selector were not there: every pod of the namespace.
+    pub(crate) fn ignore_label_selectors(&self) {
+        self.state().ignore_selectors = true;
+    }
+
+    /// The Pods that exist now in `ns`, by name.
+    pub(crate) fn pod_names(&self, ns: &str) -> Vec<String> {
+        self.state()
+            .pods
+            .keys()
+            .filter(|(pod_ns, _)| pod_ns == ns)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// Pod `ns/name` as the mock keeps it.
+    pub(crate) fn pod_object(&self, ns: &str, name: &str) -> Option<Pod> {
+        let state = self.state();
+        state
+            .pods
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|(p, _, _)| p.clone())
+    }
+
+    /// The Pods created with `POST` so far, as the client posted them.
+    pub(crate) fn pods_posted(&self) -> Vec<Pod> {
+        self.state().pods_posted.clone()
+    }
+
+    /// The Pods deleted so far, with the `gracePeriodSeconds` each deletion asked for.
+    pub(crate) fn pods_deleted(&self) -> Vec<(String, Option<i64>)> {
+        self.state().pods_deleted.clone()
+    }
+
+    /// Secret `ns/name`, if it exists.
+    pub(crate) fn secret(&self, ns: &str, name: &str) -> Option<Secret> {
+        self.state()
+            .secrets
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Adds (or overwrites) secret `ns/name` with `labels`, holding `key` = `value`.
+    pub(crate) fn put_secret(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        key: &str,
+        value: &str,
+    ) {
+        let mut state = self.state();
+        let version = state.next_version();
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(labels),
+                resource_version: Some(version),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                key.to_string(),
+                k8s_openapi::ByteString(value.as_bytes().to_vec()),
+            )])),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        state.secrets.insert((ns.into(), name.into()), secret);
+    }
 }
 
 impl Drop for FakeApi {
@@ -335,6 +498,7 @@ fn status(code: u16, message: &str, retry_after: u32) -> Response {
     let reason = match code {
         403 => "Forbidden",
         404 => "NotFound",
+        409 => "AlreadyExists",
         422 => "Invalid",
         429 => "TooManyRequests",
         _ => "InternalError",
@@ -443,7 +607,11 @@ async fn answer(state: &Mutex<State>, method: Method, uri: Uri, body: Bytes) -> 
             }
         }
         (&Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => {
-            let selector = query.get("labelSelector").cloned().unwrap_or_default();
+            let selector = if s.ignore_selectors {
+                String::new()
+            } else {
+                query.get("labelSelector").cloned().unwrap_or_default()
+            };
             let wanted: Vec<(&str, &str)> = selector
                 .split(',')
                 .filter_map(|kv| kv.split_once('='))
@@ -464,6 +632,86 @@ async fn answer(state: &Mutex<State>, method: Method, uri: Uri, body: Bytes) -> 
                 "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
                 "items": items,
             }))
+        }
+        (&Method::POST, ["api", "v1", "namespaces", ns, "pods"]) => {
+            let mut pod: Pod = match serde_json::from_slice(&body) {
+                Ok(pod) => pod,
+                Err(e) => return status(422, &format!("Pod is invalid: {e}"), 0),
+            };
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            if s.pods.contains_key(&key(ns, &name)) {
+                return status(409, &format!("pods \"{name}\" already exists"), 0);
+            }
+            s.pods_posted.push(pod.clone());
+            pod.metadata.namespace = Some(ns.to_string());
+            pod.metadata.resource_version = Some(s.next_version());
+            // Nothing schedules it: it waits, as a pod no node has taken.
+            pod.status = Some(PodStatus {
+                phase: Some("Pending".into()),
+                ..PodStatus::default()
+            });
+            s.pods
+                .insert(key(ns, &name), (pod.clone(), String::new(), false));
+            (StatusCode::CREATED, axum::Json(pod)).into_response()
+        }
+        (&Method::DELETE, ["api", "v1", "namespaces", ns, "pods", name]) => {
+            let grace = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["gracePeriodSeconds"].as_i64());
+            match s.pods.remove(&key(ns, name)) {
+                Some((pod, _, _)) => {
+                    s.pods_deleted.push((name.to_string(), grace));
+                    object(&pod)
+                }
+                None => status(404, &format!("pods \"{name}\" not found"), 0),
+            }
+        }
+        (&Method::POST, ["api", "v1", "namespaces", ns, "secrets"]) => {
+            let mut secret: Secret = match serde_json::from_slice(&body) {
+                Ok(secret) => secret,
+                Err(e) => return status(422, &format!("Secret is invalid: {e}"), 0),
+            };
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            if s.secrets.contains_key(&key(ns, &name)) {
+                return status(409, &format!("secrets \"{name}\" already exists"), 0);
+            }
+            secret.metadata.namespace = Some(ns.to_string());
+            secret.metadata.resource_version = Some(s.next_version());
+            s.secrets.insert(key(ns, &name), secret.clone());
+            (StatusCode::CREATED, axum::Json(secret)).into_response()
+        }
+        (&Method::GET, ["api", "v1", "namespaces", ns, "secrets", name]) => {
+            match s.secrets.get(&key(ns, name)) {
+                Some(secret) => object(secret),
+                None => status(404, &format!("secrets \"{name}\" not found"), 0),
+            }
+        }
+        (&Method::PUT, ["api", "v1", "namespaces", ns, "secrets", name]) => {
+            let mut secret: Secret = match serde_json::from_slice(&body) {
+                Ok(secret) => secret,
+                Err(e) => return status(422, &format!("Secret is invalid: {e}"), 0),
+            };
+            let Some(current) = s.secrets.get(&key(ns, name)) else {
+                return status(404, &format!("secrets \"{name}\" not found"), 0);
+            };
+            // As the API server: a replacement names the version it read, if any.
+            if let Some(read) = &secret.metadata.resource_version {
+                if current.metadata.resource_version.as_ref() != Some(read) {
+                    return status(
+                        409,
+                        &format!(
+                            "Operation cannot be fulfilled on secrets \"{name}\": the object \
+                             has been modified; please apply your changes to the latest version \
+                             and try again"
+                        ),
+                        0,
+                    );
+                }
+            }
+            secret.metadata.namespace = Some(ns.to_string());
+            secret.metadata.resource_version = Some(s.next_version());
+            s.secrets.insert(key(ns, name), secret.clone());
+            object(&secret)
         }
         (&Method::GET, ["api", "v1", "namespaces", ns, "pods", name]) => {
             match s.pods.get(&key(ns, name)) {

@@ -8,6 +8,7 @@ mod k8s;
 mod ssh;
 
 pub(crate) use docker::{connect as docker_client, message as docker_message};
+pub(crate) use k8s::{connect as kube_client, read_kubeconfig, Source as KubeSource};
 
 use std::sync::Arc;
 use std::time::Duration;

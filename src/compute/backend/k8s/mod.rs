@@ -74,9 +74,10 @@ struct Cluster {
     deadline: Duration,
 }
 
-/// Where a client's settings come from.
-enum Source {
-    /// A kubeconfig named by the node's credential (parsed; not printed: it holds secrets).
+/// Where a client's settings come from (also the node launcher's: `launch::kubernetes`).
+pub(crate) enum Source {
+    /// A parsed kubeconfig (not printed: it holds secrets), its current context used;
+    /// `name` says which one in messages (a credential's name, a path).
     Kubeconfig {
         config: Box<Kubeconfig>,
         name: String,
@@ -116,14 +117,46 @@ impl KubernetesBackend {
 
 /// Reads and parses kubeconfig `name`; the error names the field and never quotes the file.
 fn load_kubeconfig(path: &Path, name: &str) -> Result<Kubeconfig, Error> {
+    read_kubeconfig(path)
+        .map_err(|why| Error::invalid("credential", format!("kubeconfig `{name}` {why}")))
+}
+
+/// Reads and parses the kubeconfig at `path`; the error says why (`cannot be read (…)`,
+/// `is not a kubeconfig …`) and never quotes the file, which holds secrets.
+pub(crate) fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, String> {
     use kube::config::KubeconfigError as E;
-    Kubeconfig::read_from(path).map_err(|e| {
-        let why = match e {
-            E::ReadConfig(e, _) => format!("cannot be read ({})", e.kind()),
-            _ => "is not a kubeconfig (YAML with clusters, users and contexts)".to_string(),
-        };
-        Error::invalid("credential", format!("kubeconfig `{name}` {why}"))
+    Kubeconfig::read_from(path).map_err(|e| match e {
+        E::ReadConfig(e, _) => format!("cannot be read ({})", e.kind()),
+        _ => "is not a kubeconfig (YAML with clusters, users and contexts)".to_string(),
     })
+}
+
+/// A client from `source`'s settings, talking rustls, with kube's retry layer off (the task
+/// queue, or a node group's planner, is the one place that retries). Errors start with
+/// `kubernetes: ` and never quote the kubeconfig.
+pub(crate) async fn connect(source: &Source) -> Result<Client, ComputeError> {
+    install_crypto_provider();
+    let mut config = match source {
+        Source::Kubeconfig { config, name } => {
+            let options = KubeConfigOptions::default();
+            Config::from_custom_kubeconfig((**config).clone(), &options)
+                .await
+                .map_err(|e| {
+                    ComputeError::new(
+                        ComputeErrorKind::Rejected,
+                        format!("kubernetes: kubeconfig `{name}` cannot be used: {e}"),
+                    )
+                })?
+        }
+        Source::Infer => Config::infer().await.map_err(|e| {
+            ComputeError::unavailable(format!(
+                "kubernetes: no credential named and none found (KUBECONFIG, \
+                 ~/.kube/config, in-cluster): {e}"
+            ))
+        })?,
+    };
+    config.default_retry = false;
+    Client::try_from(config).map_err(|e| error::api_error("make a client", e))
 }
 
 /// kube builds its TLS settings with rustls' process-wide crypto provider, which rustls
@@ -143,31 +176,7 @@ impl Cluster {
     /// The node's client, made on first use (tried again at every use until it works).
     async fn client(&self) -> Result<Client, ComputeError> {
         self.client
-            .get_or_try_init(|| async {
-                install_crypto_provider();
-                let mut config = match &self.source {
-                    Source::Kubeconfig { config, name } => {
-                        let options = KubeConfigOptions::default();
-                        Config::from_custom_kubeconfig((**config).clone(), &options)
-                            .await
-                            .map_err(|e| {
-                                ComputeError::new(
-                                    ComputeErrorKind::Rejected,
-                                    format!("kubernetes: kubeconfig `{name}` cannot be used: {e}"),
-                                )
-                            })?
-                    }
-                    Source::Infer => Config::infer().await.map_err(|e| {
-                        ComputeError::unavailable(format!(
-                            "kubernetes: no credential named and none found (KUBECONFIG, \
-                             ~/.kube/config, in-cluster): {e}"
-                        ))
-                    })?,
-                };
-                // The task queue is the one place that retries.
-                config.default_retry = false;
-                Client::try_from(config).map_err(|e| error::api_error("make a client", e))
-            })
+            .get_or_try_init(|| connect(&self.source))
             .await
             .cloned()
     }
