@@ -17,6 +17,9 @@ use std::time::Duration;
 mod net;
 #[path = "support/node_image.rs"]
 mod node_image;
+#[allow(dead_code)] // only `example_binary` is used
+#[path = "support/programs.rs"]
+mod programs;
 #[path = "support/cluster.rs"]
 #[allow(dead_code)] // the loopback tests' processes are not used here
 mod rig;

@@ -16,6 +16,9 @@ use wrangle::{ClusterConfig, Coordinator, CoordinatorConfig, StoreConfig, TaskSp
 mod net;
 #[path = "support/node_image.rs"]
 mod node_image;
+#[allow(dead_code)] // only `example_binary` is used
+#[path = "support/programs.rs"]
+mod programs;
 
 fn docker(args: &[&str]) -> Result<String, String> {
     let out = std::process::Command::new("docker")

@@ -1,13 +1,11 @@
 //! A Docker image of wrangle's programs, made without a registry: `FROM scratch` with the
 //! example programs this test run compiled (stripped of debug info) and the libraries
-//! `ldd` lists for them.
+//! `ldd` lists for them. The test declares `support/programs.rs` as `programs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "programs.rs"]
-#[allow(dead_code)] // only `example_binary` is used here
-mod programs;
+use super::programs;
 
 /// Builds image `tag` in `dir` holding `/bin/PROGRAM` for each of `programs` (examples),
 /// with `entrypoint` as its entrypoint when given.
