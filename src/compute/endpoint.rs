@@ -337,7 +337,7 @@ fn parse_k8s(rest: &str, err: &ErrFn<'_>) -> Result<Endpoint, EndpointError> {
     })
 }
 
-fn dns_label(s: &str) -> bool {
+pub(crate) fn dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()

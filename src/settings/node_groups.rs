@@ -26,8 +26,10 @@
 //!
 //! Launchers: `process` (`program`, `args`, `log_dir`), `docker` (`image`, `args`,
 //! `network`, `cpus`, `memory_mb`, `engine` as `host:port` for an engine over TCP) and `ssh`
-//! (`hosts`: ids of `[[compute.nodes]]` with `ssh://` endpoints, `program`, `args`). Times
-//! are in seconds (fractions allowed).
+//! (`hosts`: ids of `[[compute.nodes]]` with `ssh://` endpoints, `program`, `args`) and
+//! `kubernetes` (`namespace`, `image`, `args`, `kubeconfig`, `service_account`,
+//! `requests` and `limits` as `{ cpu = "500m", memory = "1Gi" }`). Times are in seconds
+//! (fractions allowed).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,7 +40,9 @@ use serde::Deserialize;
 
 use crate::compute::{ComputeCluster, DockerEngine};
 use crate::error::Error;
-use crate::launch::{DockerLauncher, Launcher, NodeGroupConfig, ProcessLauncher, SshLauncher};
+use crate::launch::{
+    DockerLauncher, KubernetesLauncher, Launcher, NodeGroupConfig, ProcessLauncher, SshLauncher,
+};
 
 /// One `[[node_groups]]` entry: [`NodeGroupConfig`]'s fields (times as `_secs`) and the
 /// launcher.
@@ -126,6 +130,35 @@ pub enum LauncherSettings {
         #[serde(default)]
         args: Vec<String>,
     },
+    /// Kubernetes pods, one per node.
+    Kubernetes {
+        /// The pods' namespace. Default `default`.
+        namespace: Option<String>,
+        /// The image (its entrypoint is the node program).
+        image: String,
+        /// The entrypoint's arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// A kubeconfig file. Default: as `kubectl` finds one (`KUBECONFIG`,
+        /// `~/.kube/config`, or the in-cluster service account).
+        kubeconfig: Option<PathBuf>,
+        /// The pods' service account. Default: none, and no API token mounted.
+        service_account: Option<String>,
+        /// CPU and memory requested per pod, as Kubernetes quantities (`"500m"`, `"1Gi"`).
+        requests: Option<Resources>,
+        /// CPU and memory limits per pod.
+        limits: Option<Resources>,
+    },
+}
+
+/// CPU and memory as Kubernetes quantities.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU (`"2"`, `"500m"`).
+    pub cpu: String,
+    /// Memory (`"512Mi"`, `"4Gi"`).
+    pub memory: String,
 }
 
 impl NodeGroupSettings {
@@ -250,6 +283,34 @@ impl NodeGroupSettings {
                     args.clone(),
                 ))
             }
+            LauncherSettings::Kubernetes {
+                namespace,
+                image,
+                args,
+                kubeconfig,
+                service_account,
+                requests,
+                limits,
+            } => {
+                let mut l = KubernetesLauncher::new(
+                    namespace.as_deref().unwrap_or("default"),
+                    image,
+                    args.clone(),
+                );
+                if let Some(path) = kubeconfig {
+                    l = l.kubeconfig(path);
+                }
+                if let Some(account) = service_account {
+                    l = l.service_account(account);
+                }
+                if let Some(r) = requests {
+                    l = l.requests(&r.cpu, &r.memory);
+                }
+                if let Some(r) = limits {
+                    l = l.limits(&r.cpu, &r.memory);
+                }
+                Arc::new(l)
+            }
         };
         Ok((config, launcher))
     }
@@ -278,6 +339,16 @@ impl LauncherSettings {
             Self::Ssh { program, .. } if program.trim().is_empty() => {
                 bad("node_groups.launcher.program", "must not be empty")
             }
+            Self::Kubernetes { image, .. } if image.trim().is_empty() => {
+                bad("node_groups.launcher.image", "must not be empty")
+            }
+            Self::Kubernetes {
+                namespace: Some(ns),
+                ..
+            } if !crate::compute::dns_label(ns) => bad(
+                "node_groups.launcher.namespace",
+                "a DNS label: lowercase letters, digits and '-', at most 63",
+            ),
             _ => Ok(()),
         }
     }

@@ -311,6 +311,11 @@ launcher = { kind = "ssh", hosts = ["lab1"], program = "/opt/wrangle/node" }
 name = "local"
 task_types = ["echo"]
 launcher = { kind = "process", program = "/usr/local/bin/wrangle-node" }
+
+[[node_groups]]
+name = "pods"
+task_types = ["echo"]
+launcher = { kind = "kubernetes", namespace = "agents", image = "wrangle-node:1", requests = { cpu = "500m", memory = "1Gi" } }
 "#,
     )
     .unwrap();
@@ -355,6 +360,10 @@ launcher = { kind = "process", program = "/usr/local/bin/wrangle-node" }
     refused(
         "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"docker\", image = \"i\", engine = \"nohost\" }\n",
         "node_groups.launcher.engine",
+    );
+    refused(
+        "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"kubernetes\", namespace = \"Bad_NS\", image = \"i\" }\n",
+        "node_groups.launcher.namespace",
     );
     refused(
         "[[node_groups]]\nname = \"a\"\nlauncher = { kind = \"process\", program = \"p\" }\n\
