@@ -2,11 +2,15 @@
 //! path, and every kind of rejection (400 naming the field, 401, 404, 409, 413, 429), each
 //! checked to leave the runtime's state unchanged.
 
+#[path = "support/net.rs"]
+mod net;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
+use futures_util::future::BoxFuture;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -274,6 +278,12 @@ async fn cluster_routes_happy_path() {
     );
     let (_, v) = call(&app, "GET", "/scale/history", None, None).await;
     assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (v[0]["kind"].as_str(), v[0]["to"].as_u64()),
+        (Some("pool"), Some(3)),
+        "a pool's decision, marked as one: {v}"
+    );
+    assert!(v[0]["pool"].is_string(), "{v}");
     let (s, v) = call(&app, "GET", "/stats", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["workers"]["worker_count"], 3);
@@ -335,6 +345,140 @@ async fn metrics_are_prometheus_text() {
         let value = l.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "not a sample line: {l}");
     }
+    c.stop(false).await.unwrap();
+}
+
+/// A launcher whose every launch fails, as a provider out of capacity would.
+struct NoCapacity;
+
+impl wrangle::launch::Launcher for NoCapacity {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+
+    fn launch(
+        &self,
+        _node: wrangle::launch::NodeLaunch,
+    ) -> BoxFuture<'_, Result<String, wrangle::launch::LaunchError>> {
+        Box::pin(async { Err(wrangle::launch::LaunchError::new("test", "no capacity")) })
+    }
+
+    fn terminate(
+        &self,
+        _id: String,
+        _grace: Duration,
+    ) -> BoxFuture<'_, Result<(), wrangle::launch::LaunchError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn list(
+        &self,
+        _group: String,
+    ) -> BoxFuture<'_, Result<Vec<wrangle::launch::Resource>, wrangle::launch::LaunchError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_history_and_metrics_show_node_group_decisions_beside_the_pools() {
+    let handlers = HandlerRegistry::new();
+    wrangle_actors::register_all(&handlers);
+    let listen = format!("127.0.0.1:{}", net::free_port()).parse().unwrap();
+    let config = CoordinatorConfig {
+        min_workers: 1,
+        max_workers: 4,
+        auto_scale: false,
+        cluster: Some(wrangle::ClusterConfig::new(listen, "history-test")),
+        autoscale_interval: Duration::from_millis(100),
+        ..CoordinatorConfig::default()
+    };
+    // One node below min_nodes: launched at the first tick, refused, then a minute of
+    // backoff, so the group's history holds exactly `launch` and `launch_failed`.
+    let group = wrangle::launch::NodeGroupConfig {
+        task_types: vec!["infer".into()],
+        min_nodes: 1,
+        max_nodes: 2,
+        launch_backoff: Duration::from_secs(60),
+        ..wrangle::launch::NodeGroupConfig::new("gpu")
+    };
+    let c = Coordinator::builder()
+        .config(config)
+        .handlers(handlers)
+        .node_group(group, std::sync::Arc::new(NoCapacity))
+        .start()
+        .await
+        .unwrap();
+    let groups = c.node_groups().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while groups.history().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed launch: {:?}",
+            groups.history()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app = router(c.clone(), ApiConfig::default());
+    let (s, v) = call(&app, "POST", "/scale", Some(json!({"workers": 2})), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let (s, v) = call(&app, "GET", "/scale/history", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let entries = v.as_array().unwrap();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["node", "node", "pool"], "oldest first: {v}");
+    let actions: Vec<&str> = entries[..2]
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["launch", "launch_failed"]);
+    assert_eq!(entries[1]["group"], "gpu");
+    assert!(
+        entries[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no capacity"),
+        "{v}"
+    );
+    assert_eq!(
+        (entries[2]["from"].as_u64(), entries[2]["to"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let times: Vec<u64> = entries
+        .iter()
+        .map(|e| e["at_ms"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    let (s, v) = call(&app, "GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    for line in [
+        "wrangle_node_group_launches_total{group=\"gpu\"} 1",
+        "wrangle_node_group_launch_failures_total{group=\"gpu\"} 1",
+        "wrangle_node_group_never_joined_total{group=\"gpu\"} 0",
+        "wrangle_node_group_terminations_total{group=\"gpu\"} 0",
+        "wrangle_node_group_drains_total{group=\"gpu\"} 0",
+        "wrangle_node_group_drain_seconds_count{group=\"gpu\"} 0",
+        "wrangle_node_group_nodes{group=\"gpu\",state=\"launching\"} 0",
+        "wrangle_node_group_nodes{group=\"gpu\",state=\"running\"} 0",
+        "wrangle_node_group_failures_in_a_row{group=\"gpu\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "metrics lack `{line}`:\n{text}"
+        );
+    }
+    let backoff: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wrangle_node_group_backoff_seconds{group=\"gpu\"} "))
+        .expect("a backoff gauge")
+        .parse()
+        .unwrap();
+    assert!(backoff > 0.0 && backoff <= 60.0, "{backoff}");
     c.stop(false).await.unwrap();
 }
 

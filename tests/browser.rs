@@ -13,6 +13,7 @@ mod webdriver;
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::json;
 use webdriver::Browser;
 use wrangle::{Coordinator, CoordinatorConfig, HandlerRegistry};
@@ -109,6 +110,15 @@ async fn dashboard_submits_a_task_and_shows_it_complete_live() {
     )
     .await;
 
+    // This coordinator launches no nodes, and the node groups panel says so.
+    b.wait_for(
+        "const empty = document.getElementById('node-groups-empty'); \
+         return !empty.hidden && empty.textContent === 'No node groups.' && \
+         document.getElementById('node-groups-table').hidden",
+        wait,
+    )
+    .await;
+
     // The secret is in no URL, no script-readable cookie, no storage.
     assert_eq!(
         b.eval(&format!(
@@ -171,6 +181,122 @@ async fn dashboard_submits_a_task_and_shows_it_complete_live() {
     let task = coordinator.get_task(id.parse().unwrap()).await.unwrap();
     assert_eq!(task.status, wrangle::TaskStatus::Completed);
     b.screenshot(&screenshot_path("wide")).await;
+    coordinator.stop(false).await.unwrap();
+}
+
+/// A launcher whose every launch fails, with an error that holds markup: the page must show
+/// it as text.
+struct Refusing;
+
+const REFUSAL: &str = "no capacity <img src=x onerror=\"window.__injected = true\">";
+
+impl wrangle::launch::Launcher for Refusing {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+
+    fn launch(
+        &self,
+        _node: wrangle::launch::NodeLaunch,
+    ) -> BoxFuture<'_, Result<String, wrangle::launch::LaunchError>> {
+        Box::pin(async { Err(wrangle::launch::LaunchError::new("test", REFUSAL)) })
+    }
+
+    fn terminate(
+        &self,
+        _id: String,
+        _grace: Duration,
+    ) -> BoxFuture<'_, Result<(), wrangle::launch::LaunchError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn list(
+        &self,
+        _group: String,
+    ) -> BoxFuture<'_, Result<Vec<wrangle::launch::Resource>, wrangle::launch::LaunchError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_node_groups_and_their_decisions_beside_the_pools() {
+    let Some(b) = browser(1280, 800).await else {
+        return;
+    };
+    let handlers = HandlerRegistry::new();
+    wrangle_actors::register_all(&handlers);
+    let listen = format!("127.0.0.1:{}", net::free_port()).parse().unwrap();
+    let config = CoordinatorConfig {
+        min_workers: 1,
+        max_workers: 4,
+        auto_scale: false,
+        cluster: Some(wrangle::ClusterConfig::new(listen, "dashboard-test")),
+        autoscale_interval: Duration::from_millis(100),
+        ..CoordinatorConfig::default()
+    };
+    // Below min_nodes: one launch at the first tick, refused, then a minute of backoff.
+    let group = wrangle::launch::NodeGroupConfig {
+        task_types: vec!["infer".into()],
+        min_nodes: 1,
+        max_nodes: 3,
+        launch_backoff: Duration::from_secs(60),
+        ..wrangle::launch::NodeGroupConfig::new("gpu")
+    };
+    let coordinator = Coordinator::builder()
+        .config(config)
+        .handlers(handlers)
+        .node_group(group, std::sync::Arc::new(Refusing))
+        .start()
+        .await
+        .unwrap();
+    coordinator.scale(2).await.unwrap();
+    let app = wrangle::api::router(coordinator.clone(), wrangle::api::ApiConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(wrangle::api::serve(listener, app, std::future::pending()));
+    b.goto(&url).await;
+    let wait = Duration::from_secs(20);
+
+    // The group's row: no node, its bounds, its backoff, its error as text, its counters.
+    let row = "document.querySelector('#node-groups tr[data-group=gpu]')";
+    b.wait_for(
+        &format!(
+            "const r = {row}; return r !== null && !document.getElementById('node-groups-table').hidden \
+             && document.getElementById('node-groups-empty').hidden \
+             && r.textContent.includes('launched 1, failed 1 (never joined 0)')"
+        ),
+        wait,
+    )
+    .await;
+    let cells = b
+        .eval(&format!("return [...{row}.cells].map(c => c.textContent)"))
+        .await;
+    let cells: Vec<String> = serde_json::from_value(cells).unwrap();
+    assert_eq!(cells[0], "gpu");
+    assert_eq!(cells[1], "test");
+    assert_eq!(cells[2], "none", "{cells:?}");
+    assert_eq!(cells[3], "1 / 3");
+    assert!(cells[5].contains("1 failed in a row"), "{cells:?}");
+    assert_eq!(cells[6], format!("test launcher: {REFUSAL}"));
+    assert_eq!(
+        b.eval(&format!(
+            "return {row}.querySelector('img') === null && window.__injected === undefined"
+        ))
+        .await,
+        json!(true),
+        "the launcher's error became markup"
+    );
+    // The decisions list holds the pool's change and the group's launch and failure.
+    b.wait_for(
+        "const items = [...document.querySelectorAll('#decisions li')]; \
+         return items.some(li => li.dataset.kind === 'pool' && li.textContent.includes('1 → 2 workers')) \
+         && items.some(li => li.dataset.kind === 'node' && li.textContent.includes('gpu: launch_failed'))",
+        wait,
+    )
+    .await;
+    b.eval("document.getElementById('node-groups-panel').scrollIntoView(); return true")
+        .await;
+    b.screenshot(&screenshot_path("node-groups")).await;
     coordinator.stop(false).await.unwrap();
 }
 

@@ -133,7 +133,81 @@ async fn waiting_labelled_tasks_launch_nodes_that_run_them_then_exit_when_idle()
     };
     assert_eq!(stored.len(), groups.history().len());
     assert_eq!(stored.last().unwrap().action, "terminated");
+
+    // The same decisions through the HTTP API: `/scale/history` beside the pool's, and the
+    // group's counters on `/metrics`, each equal to the events it counts.
+    let history = groups.history();
+    let app = wrangle::api::router(c.clone(), wrangle::api::ApiConfig::default());
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&get(&app, "/scale/history").await).unwrap();
+    let node_actions: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["kind"] == "node")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(node_actions, actions);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["kind"] == "node" || e["kind"] == "pool"),
+        "{entries:?}"
+    );
+    let text = get(&app, "/metrics").await;
+    let metric = |name: &str| -> f64 {
+        let prefix = format!("{name}{{group=\"gpu\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let events = |action: &str| actions.iter().filter(|a| **a == action).count() as f64;
+    assert_eq!(
+        metric("wrangle_node_group_launches_total"),
+        events("launch")
+    );
+    assert_eq!(metric("wrangle_node_group_launch_failures_total"), 0.0);
+    assert_eq!(metric("wrangle_node_group_never_joined_total"), 0.0);
+    assert_eq!(metric("wrangle_node_group_lost_total"), 0.0);
+    assert_eq!(
+        metric("wrangle_node_group_terminations_total"),
+        events("terminate")
+    );
+    let drains = metric("wrangle_node_group_drains_total");
+    assert_eq!(drains, events("drain"));
+    assert_eq!(
+        metric("wrangle_node_group_undrains_total"),
+        events("undrain")
+    );
+    // Every node is gone and none was lost: each drain was undone or ended in its node's
+    // termination, and each of those was timed.
+    let drained = metric("wrangle_node_group_drain_seconds_count");
+    assert!(drained >= 1.0, "{text}");
+    assert_eq!(drained, drains - events("undrain"));
+    let took = metric("wrangle_node_group_drain_seconds_sum");
+    assert!(
+        took > 0.0 && took < 60.0 * drained,
+        "{took} s for {drained} drain(s)"
+    );
+    for state in ["launching", "joining", "running", "draining", "stopping"] {
+        let line = format!("wrangle_node_group_nodes{{group=\"gpu\",state=\"{state}\"}} 0");
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
     c.stop(true).await.unwrap();
+}
+
+/// The body of `GET uri` on the router.
+async fn get(app: &axum::Router, uri: &str) -> String {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), axum::http::StatusCode::OK, "GET {uri}");
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use super::error::{ApiError, ErrorBody};
 use super::ApiState;
 use crate::coordinator::{CoordinatorStats, ScaleDecision};
 use crate::pool::PoolStats;
+use crate::scaling::ScalingEvent;
 use crate::worker::WorkerInfo;
 
 /// A machine taking part in the cluster: the coordinator's own process, and every node
@@ -141,10 +142,47 @@ pub(crate) async fn stats(
     Ok(Json(state.coordinator.get_stats().await?))
 }
 
-/// Recent scaling changes, oldest first.
-#[utoipa::path(get, path = "/scale/history", tag = "cluster", responses((status = 200, body = Vec<ScaleDecision>)))]
-pub(crate) async fn scale_history(State(state): State<ApiState>) -> Json<Vec<ScaleDecision>> {
-    Json(state.coordinator.scale_history())
+/// One entry of `GET /scale/history`: a change of the local pool's size (`"kind": "pool"`,
+/// with the fields of a [`ScaleDecision`]) or a node group's decision (`"kind": "node"`, with
+/// the fields of a [`ScalingEvent`]).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(crate) enum ScaleHistoryEntry {
+    /// The local pool's workers changed.
+    Pool(ScaleDecision),
+    /// A node group launched, joined, drained, terminated or lost a node.
+    Node(ScalingEvent),
+}
+
+impl ScaleHistoryEntry {
+    fn at(&self) -> std::time::SystemTime {
+        match self {
+            Self::Pool(d) => d.at,
+            Self::Node(e) => e.at,
+        }
+    }
+}
+
+/// Recent scaling decisions, oldest first: the local pool's (its last ones, as `POST /scale`
+/// and the autoscaler made them) and the node groups' (their last 1,000), each marked with
+/// its `kind`.
+#[utoipa::path(get, path = "/scale/history", tag = "cluster", responses((status = 200, body = Vec<ScaleHistoryEntry>)))]
+pub(crate) async fn scale_history(State(state): State<ApiState>) -> Json<Vec<ScaleHistoryEntry>> {
+    let pool = state.coordinator.scale_history();
+    let nodes = state
+        .coordinator
+        .node_groups()
+        .map(|g| g.history())
+        .unwrap_or_default();
+    let mut entries: Vec<ScaleHistoryEntry> = pool
+        .into_iter()
+        .map(ScaleHistoryEntry::Pool)
+        .chain(nodes.into_iter().map(ScaleHistoryEntry::Node))
+        .collect();
+    // Each list is oldest first already; a stable sort keeps that order within each, and
+    // puts the pool's decision first when one of each has the same time.
+    entries.sort_by_key(ScaleHistoryEntry::at);
+    Json(entries)
 }
 
 /// The node groups the coordinator launches nodes for, and their recent decisions.
@@ -153,7 +191,7 @@ pub(crate) struct NodeGroupsView {
     /// Each group as of its last tick (empty without node groups).
     groups: Vec<crate::launch::GroupStatus>,
     /// Their last scaling events (at most 1,000), oldest first.
-    events: Vec<crate::scaling::ScalingEvent>,
+    events: Vec<ScalingEvent>,
 }
 
 /// Node groups: their nodes with each one's state, their counters and last decisions.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::plan::{Counts, MemberState, Plan};
+use super::plan::{Counts, MemberState, Plan, DRAIN_BUCKETS};
 
 /// A group as the API shows it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -36,6 +36,11 @@ pub struct GroupStatus {
     pub last_error: Option<String>,
     /// What it has done since the coordinator started.
     pub counts: Counts,
+    /// Drain times (drain begun to node terminated) per bucket, for `/metrics`: each
+    /// bucket's upper bound in seconds and the drains in it, not cumulative; the last bound
+    /// is `f64::INFINITY`. They add up to `counts.drained`.
+    #[serde(skip)]
+    pub(crate) drain_times: Vec<(f64, u64)>,
 }
 
 /// One node of a group.
@@ -82,6 +87,12 @@ impl GroupStatus {
                 .map_or(0, |t| ms(t.saturating_duration_since(now))),
             last_error: p.last_error.clone(),
             counts: p.counts,
+            drain_times: DRAIN_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(p.drain_buckets)
+                .collect(),
         }
     }
 }

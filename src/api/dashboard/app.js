@@ -255,10 +255,77 @@ function describeDecision(d) {
     `busy ${s.busy_slots}/${s.total_slots}, workers ${s.workers} + ${s.remote_workers} remote)`;
 }
 
-async function loadDecisions() {
+// A node group's decision or outcome (a `ScalingEvent`): what happened to which node, why,
+// and the group's numbers at the time.
+function describeNodeEvent(e) {
+  return `${new Date(e.at_ms).toLocaleTimeString()} ${e.group}: ${e.action}${e.node ? " " + e.node : ""} ` +
+    `(${e.reason}; ${e.waiting} waiting, ${e.nodes} node(s)` +
+    (e.in_flight ? `, ${e.in_flight} in flight` : "") + ")" + (e.error ? ": " + e.error : "");
+}
+
+// One entry of the decisions list, marked `pool` or `node` (the `kind` of /scale/history).
+function decisionItem(kind, d) {
+  const li = el("li");
+  li.dataset.kind = kind;
+  li.append(el("span", kind, "tag " + kind), " " + (kind === "node" ? describeNodeEvent(d) : describeDecision(d)));
+  return li;
+}
+
+function logDecision(kind, d) {
   const list = $("decisions");
+  list.prepend(decisionItem(kind, d));
+  while (list.children.length > 100) list.lastChild.remove();
+}
+
+// The pool's and the node groups' decisions, newest first.
+async function loadDecisions() {
   const decisions = await api("/scale/history");
-  list.replaceChildren(...decisions.reverse().map((d) => el("li", describeDecision(d))));
+  $("decisions").replaceChildren(...decisions.slice(-100).reverse().map((d) => decisionItem(d.kind, d)));
+}
+
+// A refresh of the node groups a moment after their events, once for a burst of them.
+let nodeGroupsPending = false;
+function refreshNodeGroupsSoon() {
+  if (nodeGroupsPending) return;
+  nodeGroupsPending = true;
+  setTimeout(() => { nodeGroupsPending = false; refreshNodeGroups().catch(() => {}); }, 250);
+}
+
+const NODE_STATES = ["launching", "joining", "running", "draining", "stopping"];
+
+// The node groups the coordinator launches nodes for: their nodes by state, bounds, backoff,
+// last error and counters. Without node groups the panel says so.
+async function refreshNodeGroups() {
+  const view = await api("/scale/groups");
+  const groups = view.groups;
+  $("node-groups-empty").hidden = groups.length !== 0;
+  $("node-groups-table").hidden = groups.length === 0;
+  $("node-groups").tBodies[0].replaceChildren(...groups.map((g) => {
+    const tr = el("tr");
+    tr.dataset.group = g.name;
+    const states = el("td");
+    NODE_STATES.forEach((state) => {
+      const n = g.members.filter((m) => m.state === state).length;
+      if (n > 0) states.append(el("span", n + " " + state, "status " + state), " ");
+    });
+    if (g.members.length === 0) states.append(el("span", "none", "muted"));
+    states.title = g.members.map((m) => `${m.node}: ${m.state} for ${fmtSpan(m.in_state_ms)}` +
+      (m.resource ? ` (${m.resource})` : "")).join("\n");
+    const backoff = g.backoff_ms > 0
+      ? `${fmtSpan(g.backoff_ms)} (${g.failures} failed in a row)`
+      : (g.failures > 0 ? `${g.failures} failed in a row` : "–");
+    const error = el("td", g.last_error || "–", g.last_error ? "error" : "muted");
+    if (g.last_error) error.title = g.last_error;
+    const c = g.counts;
+    const meanDrain = c.drained > 0 ? `, mean ${fmtSpan(c.drain_ms / c.drained)}` : "";
+    const counters = `launched ${c.launches}, failed ${c.launch_failures} (never joined ${c.never_joined}), ` +
+      `drains ${c.drains} (undone ${c.undrains}, ended ${c.drained}${meanDrain}), ` +
+      `terminated ${c.terminations}, lost ${c.lost}`;
+    tr.append(el("td", g.name), el("td", g.launcher), states,
+      el("td", g.min_nodes + " / " + g.max_nodes), el("td", fmtNum(g.waiting)),
+      el("td", backoff), error, el("td", counters, "counters"));
+    return tr;
+  }));
 }
 
 // The page's one event stream, shared by every view: other scripts (workflows.js) ask for
@@ -283,8 +350,10 @@ function connectEvents() {
   let pending = false;
   const onEvent = (e) => {
     const data = JSON.parse(e.data);
-    if (e.type === "scaled") {
-      logEvent($("decisions"), describeDecision(data), 50);
+    if (e.type === "scaled") logDecision("pool", data);
+    if (e.type === "node_scaling") {
+      logDecision("node", data);
+      refreshNodeGroupsSoon();
     }
     if (e.type !== "task_started" && e.type !== "task_submitted" && e.type !== "task_progress") {
       const id = data.id ? " " + String(data.id).slice(-12) : "";
@@ -299,7 +368,7 @@ function connectEvents() {
   };
   ["task_submitted", "task_started", "task_progress", "task_completed", "task_retried", "task_dead_lettered",
     "task_cancelled", "task_requeued", "lease_lost", "worker_started", "worker_stopped", "worker_restarted",
-    "worker_unresponsive", "pool_failed", "scaled", "lagged"].forEach((k) => source.addEventListener(k, onEvent));
+    "worker_unresponsive", "pool_failed", "scaled", "node_scaling", "lagged"].forEach((k) => source.addEventListener(k, onEvent));
   source.onerror = () => setConn("reconnecting", "bad");
 }
 
@@ -370,8 +439,9 @@ async function tick() {
 
 (async function start() {
   await tick();
-  try { await refreshTasks(); await loadDecisions(); } catch (err) { /* shown by tick */ }
+  try { await refreshTasks(); await loadDecisions(); await refreshNodeGroups(); } catch (err) { /* shown by tick */ }
   connectEvents();
   setInterval(tick, 1000);
   setInterval(() => refreshTasks().catch(() => {}), 3000);
+  setInterval(() => refreshNodeGroups().catch(() => {}), 2000);
 })();

@@ -5,6 +5,7 @@
 //! registry of its own: no process-wide recorder, so an application embedding wrangle keeps
 //! its own metrics setup.
 
+mod node_groups;
 mod snapshot;
 
 use axum::extract::State;
@@ -201,6 +202,9 @@ async fn read(state: &ApiState) -> Result<Snapshot, ApiError> {
     );
     if let Some(compute) = state.coordinator.compute() {
         compute_metrics(&mut m, compute);
+    }
+    if let Some(groups) = state.coordinator.node_groups() {
+        node_groups::node_group_metrics(&mut m, &groups.status());
     }
     workflow_metrics(&mut m, state.coordinator.workflows().metrics());
     if let Some(store) = state.coordinator.store() {

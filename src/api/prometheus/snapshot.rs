@@ -28,10 +28,10 @@ struct Family {
     samples: Vec<Sample>,
 }
 
-/// One label set's value (no label set: `label` is `None`).
+/// One label set's value (no label set: `labels` is empty).
 #[derive(Debug)]
 struct Sample {
-    label: Option<(&'static str, String)>,
+    labels: Vec<(&'static str, String)>,
     value: Value,
 }
 
@@ -105,6 +105,40 @@ impl Snapshot {
         self.push(name, help, MetricType::Gauge, samples);
     }
 
+    /// A gauge that is not a whole number, with one sample per value of `label`.
+    pub(super) fn gauges_f64_by<L: ToString>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        rows: impl IntoIterator<Item = (L, f64)>,
+    ) {
+        let samples = rows
+            .into_iter()
+            .map(|(l, v)| Sample::by(label, l, Value::GaugeF64(v)))
+            .collect();
+        self.push(name, help, MetricType::Gauge, samples);
+    }
+
+    /// A whole-number gauge with one sample per pair of values of labels `keys`
+    /// (`{group="gpu",state="running"}`).
+    pub(super) fn gauges_by2<A: ToString, B: ToString>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        keys: [&'static str; 2],
+        rows: impl IntoIterator<Item = (A, B, u64)>,
+    ) {
+        let samples = rows
+            .into_iter()
+            .map(|(a, b, v)| Sample {
+                labels: vec![(keys[0], a.to_string()), (keys[1], b.to_string())],
+                value: Value::Gauge(v),
+            })
+            .collect();
+        self.push(name, help, MetricType::Gauge, samples);
+    }
+
     /// A latency histogram, in seconds.
     pub(super) fn histogram(&mut self, name: &'static str, help: &'static str, h: &Histogram) {
         let value = Value::Histogram(h.counts(), h.sum_secs());
@@ -153,12 +187,15 @@ impl Snapshot {
 
 impl Sample {
     fn of(value: Value) -> Self {
-        Self { label: None, value }
+        Self {
+            labels: Vec::new(),
+            value,
+        }
     }
 
     fn by(label: &'static str, value_of_label: impl ToString, value: Value) -> Self {
         Self {
-            label: Some((label, value_of_label.to_string())),
+            labels: vec![(label, value_of_label.to_string())],
             value,
         }
     }
@@ -185,12 +222,15 @@ impl Collector for Snapshot {
             let mut metric =
                 encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
             for sample in &family.samples {
-                match &sample.label {
-                    None => sample.value.encode(&mut metric)?,
-                    Some((key, value)) => {
-                        let labels = [(*key, value.as_str())];
-                        sample.value.encode(&mut metric.encode_family(&labels)?)?
-                    }
+                if sample.labels.is_empty() {
+                    sample.value.encode(&mut metric)?;
+                } else {
+                    let labels: Vec<(&str, &str)> = sample
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (*k, v.as_str()))
+                        .collect();
+                    sample.value.encode(&mut metric.encode_family(&labels)?)?;
                 }
             }
         }

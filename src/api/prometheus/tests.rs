@@ -110,3 +110,89 @@ fn histogram_buckets_are_cumulative_and_count_is_the_last() {
         assert!(text.contains(&sum), "{sum} in\n{text}");
     }
 }
+
+#[test]
+fn node_groups_show_their_counters_drain_times_and_nodes_by_state() {
+    use crate::launch::{Counts, GroupStatus, MemberState, MemberStatus};
+    let member = |node: &str, state| MemberStatus {
+        node: node.into(),
+        state,
+        resource: None,
+        in_state_ms: 0,
+        idle_ms: None,
+    };
+    let group = |name: &str| GroupStatus {
+        name: name.into(),
+        launcher: "process".into(),
+        labels: Vec::new(),
+        task_types: Vec::new(),
+        min_nodes: 0,
+        max_nodes: 4,
+        waiting: 0,
+        members: Vec::new(),
+        failures: 0,
+        backoff_ms: 0,
+        last_error: None,
+        counts: Counts::default(),
+        drain_times: vec![(1.0, 0), (2.5, 0), (10.0, 0), (f64::INFINITY, 0)],
+    };
+    let gpu = GroupStatus {
+        waiting: 7,
+        members: vec![
+            member("gpu-1", MemberState::Running),
+            member("gpu-2", MemberState::Running),
+            member("gpu-3", MemberState::Draining),
+            member("gpu-4", MemberState::Joining),
+        ],
+        failures: 2,
+        backoff_ms: 1_500,
+        last_error: Some("boom".into()),
+        counts: Counts {
+            launches: 9,
+            launch_failures: 3,
+            never_joined: 1,
+            terminations: 4,
+            lost: 1,
+            drains: 5,
+            undrains: 1,
+            drained: 3,
+            drain_ms: 12_500,
+        },
+        // Drains of 0.5 s, 2 s and 10 s.
+        drain_times: vec![(1.0, 1), (2.5, 1), (10.0, 1), (f64::INFINITY, 0)],
+        ..group("gpu")
+    };
+    let mut m = Snapshot::default();
+    super::node_groups::node_group_metrics(&mut m, &[gpu, group("cpu")]);
+    let text = encode(m);
+    for line in [
+        "# TYPE wrangle_node_group_launches_total counter",
+        "wrangle_node_group_launches_total{group=\"gpu\"} 9",
+        "wrangle_node_group_launches_total{group=\"cpu\"} 0",
+        "wrangle_node_group_launch_failures_total{group=\"gpu\"} 3",
+        "wrangle_node_group_never_joined_total{group=\"gpu\"} 1",
+        "wrangle_node_group_terminations_total{group=\"gpu\"} 4",
+        "wrangle_node_group_lost_total{group=\"gpu\"} 1",
+        "wrangle_node_group_drains_total{group=\"gpu\"} 5",
+        "wrangle_node_group_undrains_total{group=\"gpu\"} 1",
+        "# TYPE wrangle_node_group_drain_seconds histogram",
+        "wrangle_node_group_drain_seconds_bucket{group=\"gpu\",le=\"1\"} 1",
+        "wrangle_node_group_drain_seconds_bucket{group=\"gpu\",le=\"2.5\"} 2",
+        "wrangle_node_group_drain_seconds_bucket{group=\"gpu\",le=\"+Inf\"} 3",
+        "wrangle_node_group_drain_seconds_sum{group=\"gpu\"} 12.5",
+        "wrangle_node_group_drain_seconds_count{group=\"gpu\"} 3",
+        "wrangle_node_group_drain_seconds_count{group=\"cpu\"} 0",
+        "# TYPE wrangle_node_group_nodes gauge",
+        "wrangle_node_group_nodes{group=\"gpu\",state=\"launching\"} 0",
+        "wrangle_node_group_nodes{group=\"gpu\",state=\"joining\"} 1",
+        "wrangle_node_group_nodes{group=\"gpu\",state=\"running\"} 2",
+        "wrangle_node_group_nodes{group=\"gpu\",state=\"draining\"} 1",
+        "wrangle_node_group_nodes{group=\"gpu\",state=\"stopping\"} 0",
+        "wrangle_node_group_nodes{group=\"cpu\",state=\"running\"} 0",
+        "wrangle_node_group_backoff_seconds{group=\"gpu\"} 1.5",
+        "wrangle_node_group_failures_in_a_row{group=\"gpu\"} 2",
+        "wrangle_node_group_waiting{group=\"gpu\"} 7",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+}

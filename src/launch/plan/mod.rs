@@ -26,6 +26,12 @@ use crate::scaling::ScalingEvent;
 /// Longest wait after launch failures in a row.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// Upper bounds of the drain-time histogram's buckets, in seconds: a drain lasts from a
+/// tick or two (an idle node) to `drain_timeout` (five minutes by default) and beyond, when
+/// the node had to be drained again after an undrain.
+pub(crate) const DRAIN_BUCKETS: [f64; 10] =
+    [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
 /// Where a launched node stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +67,8 @@ pub(crate) struct Member {
     pub(crate) drain_seen: bool,
     /// A launcher call about it is running.
     pub(crate) busy: bool,
+    /// Stopping after a drain: when that drain began, to time it once it is terminated.
+    pub(crate) drained_since: Option<Instant>,
 }
 
 impl Member {
@@ -75,6 +83,7 @@ impl Member {
             slots,
             drain_seen: false,
             busy: state == MemberState::Launching,
+            drained_since: None,
         }
     }
 }
@@ -136,6 +145,9 @@ pub(crate) struct Plan {
     pub(crate) waiting: u64,
     /// Counters for metrics.
     pub(crate) counts: Counts,
+    /// Drains timed from their start to the node's termination: counts per bucket of
+    /// [`DRAIN_BUCKETS`] (not cumulative; the last counts those above every bound).
+    pub(crate) drain_buckets: [u64; DRAIN_BUCKETS.len() + 1],
     /// Events not yet taken by the actor.
     events: Vec<ScalingEvent>,
     /// Where new node names come from (random; fixed in tests).
@@ -147,12 +159,25 @@ pub(crate) struct Plan {
 pub struct Counts {
     /// Nodes asked for.
     pub launches: u64,
-    /// Launches that failed, or nodes that never joined.
+    /// Launches that failed: the launcher's error, or a node that never joined (those are
+    /// also counted in `never_joined`).
     pub launch_failures: u64,
+    /// Launched nodes that never joined: not within `join_timeout`, or lost by the provider
+    /// before they did.
+    pub never_joined: u64,
     /// Nodes terminated (by the plan, for any reason).
     pub terminations: u64,
     /// Nodes the provider lost.
     pub lost: u64,
+    /// Drains begun (idle nodes, and manual sizes down).
+    pub drains: u64,
+    /// Drains undone: work waited for the group, or the node still had work in flight at
+    /// `drain_timeout`.
+    pub undrains: u64,
+    /// Drains that ended with the node terminated.
+    pub drained: u64,
+    /// Milliseconds from each of those drains' start to the node's termination, summed.
+    pub drain_ms: u64,
 }
 
 impl Plan {
@@ -172,6 +197,7 @@ impl Plan {
             last_error: None,
             waiting: 0,
             counts: Counts::default(),
+            drain_buckets: [0; DRAIN_BUCKETS.len() + 1],
             events: Vec::new(),
             name,
         }
@@ -183,6 +209,13 @@ impl Plan {
     }
 
     fn event(&mut self, action: &str, node: Option<&str>, reason: String, in_flight: u64) {
+        // Drains and undrains happen in several places (idle nodes, manual sizes, waiting
+        // work, `drain_timeout`); each is one event, so they are counted here.
+        match action {
+            "drain" => self.counts.drains += 1,
+            "undrain" => self.counts.undrains += 1,
+            _ => {}
+        }
         self.events.push(ScalingEvent {
             group: self.cfg.name.clone(),
             action: action.to_string(),
@@ -224,8 +257,25 @@ impl Plan {
         self.retry_at = Some(now + wait);
     }
 
+    /// A drain that began at `since` ended with its node terminated at `now`.
+    fn drain_done(&mut self, since: Instant, now: Instant) {
+        let took = now.saturating_duration_since(since);
+        let secs = took.as_secs_f64();
+        let i = DRAIN_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DRAIN_BUCKETS.len());
+        self.drain_buckets[i] += 1;
+        self.counts.drained += 1;
+        self.counts.drain_ms += took.as_millis() as u64;
+    }
+
     fn stop(&mut self, name: &str, now: Instant, reason: String, in_flight: u64) -> Option<Action> {
         let m = self.members.get_mut(name)?;
+        if m.state == MemberState::Draining {
+            // A draining member's `since` is when its drain began.
+            m.drained_since = Some(m.since);
+        }
         m.state = MemberState::Stopping;
         m.since = now;
         let resource = m.resource.clone()?;
@@ -317,7 +367,9 @@ impl Plan {
         m.busy = false;
         match result {
             Ok(()) => {
-                self.members.remove(name);
+                if let Some(since) = self.members.remove(name).and_then(|m| m.drained_since) {
+                    self.drain_done(since, now);
+                }
                 self.event("terminated", Some(name), "stopped".into(), 0);
             }
             Err(e) => {
@@ -372,6 +424,9 @@ impl Plan {
         for name in gone {
             let m = self.members.remove(&name).expect("listed above");
             if m.state == MemberState::Stopping {
+                if let Some(since) = m.drained_since {
+                    self.drain_done(since, now);
+                }
                 self.event(
                     "terminated",
                     Some(&name),
@@ -382,6 +437,7 @@ impl Plan {
             }
             if m.state == MemberState::Joining {
                 self.failed(now);
+                self.counts.never_joined += 1;
             }
             self.counts.lost += 1;
             self.event(
@@ -466,6 +522,7 @@ impl Plan {
                 MemberState::Joining => {
                     if in_state >= cfg.join_timeout {
                         self.failed(now);
+                        self.counts.never_joined += 1;
                         let reason = "did not join within join_timeout".to_string();
                         out.extend(self.stop(&name, now, reason, 0));
                     }
@@ -519,6 +576,8 @@ impl Plan {
     }
 }
 
+#[cfg(test)]
+mod counts_tests;
 mod sizing;
 #[cfg(test)]
 mod tests;
