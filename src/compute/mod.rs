@@ -76,9 +76,9 @@ mod supervisor;
 mod tests;
 
 pub(crate) use backend::{docker_client, docker_message, kube_client, read_kubeconfig, KubeSource};
-pub(crate) use endpoint::dns_label;
 pub use cluster::{ComputeCluster, ComputeNodeRef};
 pub use config::ComputeConfig;
+pub(crate) use endpoint::dns_label;
 pub use endpoint::{
     ComputeBackend, DockerEngine, DockerTarget, Endpoint, EndpointError, KubernetesTarget,
 };

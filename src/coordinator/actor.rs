@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::autoscaler::{Autoscaler, ScaleRule};
 use super::children::{spawn_pool, Child, ExtraPool};
 use super::shared::{Restarts, Shared};
 use super::{CoordinatorConfig, StopReport};
@@ -18,6 +17,7 @@ use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::pool::{PoolConfig, PoolRef};
 use crate::queue::QueueRef;
 use crate::scaling::ScaleDecision;
+use crate::scaling::{Autoscaler, ScaleRule};
 use crate::store::Store;
 use crate::supervision::{ChildExit, OnExit, Supervisor, Verdict};
 use crate::worker::WorkerRegistry;

@@ -7,7 +7,6 @@
 //! a task submitted without waiting.
 
 mod actor;
-mod autoscaler;
 mod builder;
 mod children;
 mod config;

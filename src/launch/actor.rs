@@ -45,7 +45,9 @@ struct Shared {
     status: RwLock<Vec<GroupStatus>>,
     cluster: Cluster,
     queue: QueueRef,
-    store: Option<Store>,
+    /// Batches of events for the store's `scaling_events` table, written in order by one
+    /// task (see [`journal`]).
+    journal: Option<tokio::sync::mpsc::UnboundedSender<Vec<ScalingEvent>>>,
     events: EventBus,
     elsewhere: ServedElsewhere,
     interval: Duration,
@@ -197,14 +199,35 @@ impl Shared {
             );
             self.events.publish(EventKind::NodeScaling(e.clone()));
         }
-        if let Some(store) = self.store.clone() {
-            tokio::spawn(async move {
-                if let Err(e) = store.record_scaling_events(&events).await {
-                    tracing::warn!(error = %e, "could not store scaling events");
-                }
-            });
+        if let Some(journal) = &self.journal {
+            // Fails only once the writer is gone, when the runtime shuts down.
+            let _ = journal.send(events);
         }
     }
+}
+
+/// Most events written to the store in one statement.
+const JOURNAL_BATCH: usize = 512;
+
+/// Starts the task that writes scaling events to `store`, in the order they were made,
+/// batching what has piled up; it ends when the groups are dropped. (Unbounded: events come
+/// from the planner a few per tick, never from outside.)
+fn journal(store: Store) -> tokio::sync::mpsc::UnboundedSender<Vec<ScalingEvent>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<ScalingEvent>>();
+    tokio::spawn(async move {
+        while let Some(mut batch) = rx.recv().await {
+            while batch.len() < JOURNAL_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = store.record_scaling_events(&batch).await {
+                tracing::warn!(error = %e, events = batch.len(), "could not store scaling events");
+            }
+        }
+    });
+    tx
 }
 
 async fn tick(shared: &Arc<Shared>, myself: &ActorRef<Msg>) {
@@ -404,7 +427,7 @@ impl NodeGroups {
             status: RwLock::new(Vec::new()),
             cluster: s.cluster,
             queue: s.queue,
-            store: s.store,
+            journal: s.store.map(journal),
             events: s.events,
             elsewhere: s.elsewhere,
             interval: s.interval,

@@ -7,6 +7,7 @@
 //! join = "10.0.0.5:7450"
 //! labels = ["gpu=a100", "region=eu"]
 //! workers = 4
+//! max_workers = 16             # grows with the coordinator's backlog; default: fixed
 //! slots = 4
 //! ```
 
@@ -29,8 +30,13 @@ pub struct NodeSettings {
     pub name: Option<String>,
     /// Labels tasks can require (`gpu=a100`). Default none.
     pub labels: Vec<String>,
-    /// Workers in the node's pool. Default 4.
+    /// Workers in the node's pool (its fewest, when it scales). Default 4.
     pub workers: usize,
+    /// Most workers: the pool grows up to this many while the coordinator holds tasks the
+    /// node can serve, and shrinks back to `workers` when idle. Default none (fixed).
+    pub max_workers: Option<usize>,
+    /// Least time between two changes of the pool's size, in milliseconds. Default 10000.
+    pub scale_cooldown_ms: u64,
     /// Tasks each worker runs at once. Default 4.
     pub slots: u32,
     /// The CA certificate (PEM) to trust: the node talks TLS to the coordinator. Default
@@ -49,6 +55,8 @@ impl Default for NodeSettings {
             name: None,
             labels: Vec::new(),
             workers: 4,
+            max_workers: None,
+            scale_cooldown_ms: 10_000,
             slots: 4,
             tls_ca: None,
             tls_server_name: None,
@@ -80,6 +88,8 @@ impl NodeSettings {
         }
         config.labels = self.labels.clone();
         config.workers = self.workers;
+        config.max_workers = self.max_workers;
+        config.scale_cooldown = Duration::from_millis(self.scale_cooldown_ms);
         config.worker.max_concurrent_tasks = self.slots;
         config.tls_ca = self.tls_ca.clone();
         config.tls_server_name = self.tls_server_name.clone();

@@ -50,8 +50,8 @@ impl GateState {
             FromNode::Heartbeat(load) => {
                 node.load = load;
                 let agent = node.agent.clone();
-                let up_to = node.up_to;
-                self.send(&agent, FromGate::Ack { up_to });
+                let (up_to, backlog) = (node.up_to, node.backlog_share);
+                self.send(&agent, FromGate::Ack { up_to, backlog });
                 self.publish();
             }
             FromNode::Leave => {

@@ -114,6 +114,7 @@ impl GateState {
             told_rejoin: false,
             up_to: 0,
             draining,
+            backlog_share: 0,
         };
         entry.joins.push_back(now);
         tracing::info!(

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
 
+mod backlog;
 mod credits;
 mod frames;
 mod join;
@@ -82,6 +83,9 @@ pub(crate) enum GateMsg {
     },
     /// The nodes, for the API.
     Nodes(RpcReplyPort<Vec<RemoteNode>>),
+    /// The queue's backlog per routing class (fetched at each tick), from which each
+    /// node's share is worked out.
+    Backlog(Vec<crate::queue::ClassBacklog>),
     /// Drain a node (`on`), or undo it.
     Drain {
         node: String,
@@ -164,14 +168,18 @@ impl Actor for Gate {
 
     async fn handle(
         &self,
-        _myself: ActorRef<GateMsg>,
+        myself: ActorRef<GateMsg>,
         msg: GateMsg,
         state: &mut GateState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             GateMsg::Node { from, key, body } => state.on_frame(from, key, body),
             GateMsg::Malformed(bad) => state.malformed(bad),
-            GateMsg::Tick => state.tick(),
+            GateMsg::Tick => {
+                state.tick();
+                state.fetch_backlog(myself);
+            }
+            GateMsg::Backlog(classes) => state.share_backlog(&classes),
             GateMsg::SessionClosed {
                 peer,
                 session,

@@ -69,6 +69,9 @@ pub struct RemoteNode {
     pub in_flight: u64,
     /// Drained: it gets no new task (a node launcher is about to stop it).
     pub draining: bool,
+    /// Its share of the queued tasks it can serve, as last sent to it (its own pool's
+    /// autoscaler reads it).
+    pub backlog: u64,
 }
 
 /// One node as the gate tracks it.
@@ -106,6 +109,9 @@ pub(super) struct NodeEntry {
     /// Drained: its workers get no credits at the queue, so no new task (a node launcher
     /// is about to stop it).
     pub(super) draining: bool,
+    /// Its share of the waiting tasks it can serve, as of the gate's last look at the
+    /// queue (sent with each heartbeat's answer, for its pool's autoscaler).
+    pub(super) backlog_share: u64,
 }
 
 impl GateState {
@@ -215,6 +221,7 @@ impl GateState {
                 lost_reason: n.lost_reason.clone(),
                 in_flight: n.workers.values().map(|w| w.ledger.in_flight()).sum(),
                 draining: n.draining,
+                backlog: n.backlog_share,
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));

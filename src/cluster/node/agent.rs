@@ -101,6 +101,9 @@ pub(crate) struct AgentArgs {
     /// First and longest reconnect delay.
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
+    /// The node's share of the coordinator's backlog, from the gate's last heartbeat
+    /// answer (0 while not joined): what the node's autoscaler reads.
+    pub(crate) backlog: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The agent's state.

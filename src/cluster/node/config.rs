@@ -20,8 +20,15 @@ pub struct NodeConfig {
     pub name: String,
     /// Labels its workers carry (`gpu=a100`, `region=eu`).
     pub labels: Vec<String>,
-    /// Workers in its pool. Default 4.
+    /// Workers in its pool (its fewest, when it scales). Default 4.
     pub workers: usize,
+    /// Most workers: the node's own autoscaler grows the pool up to this many from its
+    /// share of the coordinator's backlog (sent with each heartbeat's answer) and its
+    /// workers' mailbox depths, and shrinks it back to `workers` when idle. `None` (the
+    /// default) keeps the pool at `workers`.
+    pub max_workers: Option<usize>,
+    /// Least time between two changes of the pool's size. Default 10 s.
+    pub scale_cooldown: Duration,
     /// Settings of each worker (slots, timeouts). Its `labels` are replaced by the node's.
     pub worker: WorkerConfig,
     /// Where the node's own server listens. Default `127.0.0.1:0` (it only connects out).
@@ -48,6 +55,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("name", &self.name)
             .field("labels", &self.labels)
             .field("workers", &self.workers)
+            .field("max_workers", &self.max_workers)
+            .field("scale_cooldown", &self.scale_cooldown)
             .field("worker", &self.worker)
             .field("listen", &self.listen)
             .field("tls_ca", &self.tls_ca)
@@ -68,6 +77,8 @@ impl NodeConfig {
             name: format!("node-{:06x}", fastrand::u32(..0x100_0000)),
             labels: Vec::new(),
             workers: 4,
+            max_workers: None,
+            scale_cooldown: Duration::from_secs(10),
             worker: WorkerConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls_ca: None,
@@ -93,6 +104,15 @@ impl NodeConfig {
         }
         if self.workers == 0 {
             return Err(Error::invalid("workers", "must be at least 1"));
+        }
+        if self
+            .max_workers
+            .is_some_and(|m| m < self.workers || m > 10_000)
+        {
+            return Err(Error::invalid(
+                "max_workers",
+                "must be from workers to 10000",
+            ));
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return Err(Error::invalid(

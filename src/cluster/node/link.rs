@@ -2,6 +2,7 @@
 //! gate welcomes the node, heartbeats, noticing a silent or vanished coordinator, and
 //! leaving on purpose.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ractor::{ActorRef, RpcReplyPort};
@@ -61,7 +62,10 @@ impl AgentState {
             }
             FromGate::Leases { worker, leases } => self.deliver(&worker, leases),
             FromGate::Cancel { worker, task_id } => self.cancel(&worker, task_id),
-            FromGate::Ack { up_to } => self.acked(up_to),
+            FromGate::Ack { up_to, backlog } => {
+                self.args.backlog.store(backlog, Ordering::Relaxed);
+                self.acked(up_to);
+            }
             FromGate::Farewell => {
                 if let Some(reply) = self.leaving.take() {
                     let _ = reply.send(());
@@ -99,6 +103,7 @@ impl AgentState {
     /// Forgets the registration (not the connection). Changes not yet sent wait for the
     /// next welcome, but for announces: the welcome makes its own.
     pub(super) fn leave_link(&mut self) {
+        self.args.backlog.store(0, Ordering::Relaxed);
         self.joined = false;
         self.status.joined = false;
         self.outbox.retain(|up| !matches!(up, Up::Attach { .. }));

@@ -3,6 +3,7 @@
 //!
 //! - this file: the [`Node`] handle, which starts the node's server, agent and pool.
 //! - `config`: [`NodeConfig`].
+//! - `autoscale`: the node's own autoscaler (with `max_workers`).
 //! - `agent`: the agent actor, its messages and its state.
 //! - `link`: the agent's link to its coordinator (connect, hello, heartbeat, reconnect).
 //! - `relay`: the agent as its workers' uplink (`AgentLink`): their calls batched up to
@@ -11,6 +12,7 @@
 //! - `progress`: attempts' progress, at most 20 reports a second per task.
 
 mod agent;
+mod autoscale;
 mod config;
 mod link;
 mod oversized;
@@ -60,6 +62,18 @@ pub struct Node {
     agent: ActorRef<AgentMsg>,
     pool: PoolRef,
     server: ActorRef<ractor_cluster::NodeServerMessage>,
+    /// The pool's autoscaler (with `max_workers`), stopped with the node.
+    autoscaler: Option<Arc<AbortOnDrop>>,
+}
+
+/// A task aborted when the last handle to it is dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Node {
@@ -93,6 +107,8 @@ impl Node {
             tls,
             timeout: Duration::from_secs(3),
         };
+        let max_workers = config.max_workers.unwrap_or(config.workers);
+        let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let hello = wire::Hello {
             instance: fastrand::u64(..),
             labels: config.labels.clone(),
@@ -103,7 +119,7 @@ impl Node {
                 .collect(),
             address: config.listen.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            capacity: (config.workers as u64 * u64::from(config.worker.max_concurrent_tasks))
+            capacity: (max_workers as u64 * u64::from(config.worker.max_concurrent_tasks))
                 .min(u64::from(u32::MAX)) as u32,
         };
         let name: Arc<str> = config.name.as_str().into();
@@ -115,6 +131,7 @@ impl Node {
             slots: config.worker.max_concurrent_tasks,
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max,
+            backlog: backlog.clone(),
         };
         let (agent, _) = ractor::Actor::spawn(None, Agent, args)
             .await
@@ -122,7 +139,7 @@ impl Node {
         let pool_config = PoolConfig {
             name: config.name.clone(),
             min_workers: config.workers,
-            max_workers: config.workers,
+            max_workers,
             worker: WorkerConfig {
                 labels: config.labels.clone(),
                 ..config.worker.clone()
@@ -142,11 +159,22 @@ impl Node {
         )
         .await?;
         let _ = agent.cast(AgentMsg::Pool(pool.clone()));
+        let autoscaler = (max_workers > config.workers).then(|| {
+            autoscale::spawn(
+                pool.clone(),
+                backlog,
+                (config.workers, max_workers),
+                config.worker.max_concurrent_tasks,
+                config.scale_cooldown,
+                config.heartbeat_interval.max(Duration::from_millis(200)),
+            )
+        });
         Ok(Self {
             name,
             agent,
             pool,
             server,
+            autoscaler: autoscaler.map(|h| Arc::new(AbortOnDrop(h))),
         })
     }
 
@@ -170,6 +198,9 @@ impl Node {
     /// ones first, then the node tells the coordinator it is leaving. Otherwise running
     /// attempts are cancelled at once (the coordinator runs them elsewhere).
     pub async fn stop(&self, graceful: bool) -> Result<(), Error> {
+        if let Some(scaler) = &self.autoscaler {
+            scaler.0.abort();
+        }
         let stopped = self.pool.stop(graceful).await;
         let leave = |reply: RpcReplyPort<()>| AgentMsg::Leave(reply);
         let _ = ractor::call_t!(self.agent, leave, 2_000);

@@ -120,6 +120,7 @@ impl Rig {
             slots: 4,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(1),
+            backlog: Default::default(),
         };
         let mut state = AgentState::new(args, void, events);
         state.gate = Some(gate);
@@ -360,8 +361,13 @@ async fn reports_a_gate_never_acknowledged_go_again_after_the_next_welcome() {
         };
         if acked {
             // The gate applied it and said so with its answer to a heartbeat.
-            rig.state
-                .on_frame("coordinator", FromGate::Ack { up_to: seq });
+            rig.state.on_frame(
+                "coordinator",
+                FromGate::Ack {
+                    up_to: seq,
+                    backlog: 0,
+                },
+            );
         }
     }
     // The gate dies with the second report (a new one asks the node to join again).
@@ -385,7 +391,8 @@ async fn reports_a_gate_never_acknowledged_go_again_after_the_next_welcome() {
     );
     // Acknowledged now, a later welcome does not repeat it.
     let up_to = rig.state.seq;
-    rig.state.on_frame("coordinator", FromGate::Ack { up_to });
+    rig.state
+        .on_frame("coordinator", FromGate::Ack { up_to, backlog: 0 });
     rig.state.on_frame("coordinator", FromGate::Rejoin);
     rig.welcome();
     let ups = rig.ups_until_attach().await;

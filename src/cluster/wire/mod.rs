@@ -22,7 +22,7 @@ use crate::worker::WorkerInfo;
 use crate::worker::{AttemptReport, Capabilities};
 
 /// Bumped whenever a wire type changes shape.
-pub(crate) const WIRE_VERSION: u8 = 4;
+pub(crate) const WIRE_VERSION: u8 = 5;
 
 /// The secret that binds a node's frames to the session it was registered on (128 random
 /// bits from the operating system).
@@ -323,6 +323,10 @@ pub(crate) enum FromGate {
     Ack {
         /// The last `Up` frame of the node's the gate applied.
         up_to: u64,
+        /// This node's share of the tasks waiting that it can serve (its task types and
+        /// labels), split among the online nodes that serve them by their capacity: what
+        /// its own pool's autoscaler reads as backlog.
+        backlog: u64,
     },
     /// The coordinator does not know this node (it restarted, or gave the node up):
     /// say hello again.

@@ -133,7 +133,7 @@ fn from_gate() -> impl Strategy<Value = FromGate> {
             worker,
             task_id: crate::task::TaskId::from_uuid(uuid::Uuid::from_u128(id)),
         }),
-        any::<u64>().prop_map(|up_to| FromGate::Ack { up_to }),
+        (any::<u64>(), any::<u64>()).prop_map(|(up_to, backlog)| FromGate::Ack { up_to, backlog }),
         Just(FromGate::Rejoin),
         Just(FromGate::Farewell),
     ]

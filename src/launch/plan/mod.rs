@@ -521,8 +521,13 @@ impl Plan {
                 }
                 MemberState::Joining => {
                     if in_state >= cfg.join_timeout {
+                        let error = format!(
+                            "node {name} did not join within join_timeout ({} ms): is the join address reachable from it, and its cookie right? (see its log)",
+                            cfg.join_timeout.as_millis()
+                        );
                         self.failed(now);
                         self.counts.never_joined += 1;
+                        self.last_error = Some(error);
                         let reason = "did not join within join_timeout".to_string();
                         out.extend(self.stop(&name, now, reason, 0));
                     }

@@ -47,6 +47,14 @@ pub struct NodeArgs {
     /// Workers in the pool. Default 4.
     #[arg(long, env = "WRANGLE_NODE_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
+    /// Most workers: the pool grows from --workers up to this many while the coordinator
+    /// holds tasks this node can serve (and shrinks back when idle). Default: --workers
+    /// (a fixed pool).
+    #[arg(long, env = "WRANGLE_NODE_MAX_WORKERS", value_name = "N")]
+    pub max_workers: Option<usize>,
+    /// Least time between two changes of the pool's size, in milliseconds. Default 10000.
+    #[arg(long, env = "WRANGLE_NODE_SCALE_COOLDOWN_MS", value_name = "MS")]
+    pub scale_cooldown_ms: Option<u64>,
     /// Tasks each worker runs at once. Default 4.
     #[arg(long, env = "WRANGLE_NODE_SLOTS", value_name = "N")]
     pub slots: Option<u32>,
@@ -72,6 +80,8 @@ impl NodeArgs {
         set(&mut node.name, &self.name.clone().map(Some));
         set_list(&mut node.labels, &self.labels);
         set(&mut node.workers, &self.workers);
+        set(&mut node.max_workers, &self.max_workers.map(Some));
+        set(&mut node.scale_cooldown_ms, &self.scale_cooldown_ms);
         set(&mut node.slots, &self.slots);
         set(&mut node.tls_ca, &self.tls_ca.clone().map(Some));
         set(

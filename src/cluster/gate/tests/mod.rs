@@ -132,9 +132,47 @@ fn gate_with(queue: QueueRef, agent: ActorRef<AgentMsg>, session: SessionId) -> 
             told_rejoin: false,
             up_to: 0,
             draining: false,
+            backlog_share: 0,
         },
     );
     state
+}
+
+#[tokio::test]
+async fn each_node_gets_its_share_of_the_classes_it_serves_by_capacity() {
+    let mut state = gate_with_node_on(1).await;
+    let agent = state.nodes["n1"].agent.clone();
+    let mut gpu = gate_with(state.args.queue.clone(), agent, 2)
+        .nodes
+        .remove("n1")
+        .unwrap();
+    gpu.key = 10;
+    gpu.hello.labels = vec!["gpu=a100".into()];
+    gpu.hello.capacity = 12;
+    state.nodes.insert("n2".into(), gpu);
+    for n in state.nodes.values_mut() {
+        n.task_types = ["t".into()].into_iter().collect();
+    }
+    let class = |task_type: &str, labels: &[&str], queued| crate::queue::ClassBacklog {
+        task_type: task_type.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        queued,
+        routable: true,
+    };
+    let classes = [
+        class("t", &[], 16),          // both serve it: 4 and 12 slots
+        class("t", &["gpu"], 7),      // only n2
+        class("u", &[], 100),         // nobody
+        class("t", &["gpu=h100"], 5), // nobody
+    ];
+    state.share_backlog(&classes);
+    assert_eq!(state.nodes["n1"].backlog_share, 4);
+    assert_eq!(state.nodes["n2"].backlog_share, 12 + 7);
+    // A drained node gets no share: the others get it all.
+    state.nodes.get_mut("n2").unwrap().draining = true;
+    state.share_backlog(&classes);
+    assert_eq!(state.nodes["n1"].backlog_share, 16);
+    assert_eq!(state.nodes["n2"].backlog_share, 0);
 }
 
 #[tokio::test]

@@ -2,7 +2,12 @@
 //! ([`ScaleSignals`]), the waiting work per worker it derives from them
 //! ([`ScalePressure`]), and the decision itself ([`ScaleDecision`]). These types sit below
 //! `events` and `coordinator`, so both can name them: the coordinator decides, the event
-//! bus carries the decision.
+//! bus carries the decision. `autoscaler` holds the rule that turns signals into a
+//! decision, used by the coordinator's pool and by each node's own pool.
+
+mod autoscaler;
+
+pub(crate) use autoscaler::{Autoscaler, ScaleRule};
 
 use std::time::SystemTime;
 
