@@ -4,8 +4,12 @@
 //! - [`Echo`] returns its input.
 //! - [`Sleep`] waits, reporting progress, and honours cancellation.
 //! - [`Fail`] fails on purpose: retryably, permanently, or by panicking.
+//! - [`Shell`] (Unix) runs a local program: no shell interpolation unless asked for, a
+//!   cleared environment but for an allowlist, a time limit, capped output, and its whole
+//!   process group stopped on a timeout or cancellation.
 //!
-//! [`register_all`] adds them under their usual task types (`echo`, `sleep`, `fail`).
+//! [`register_all`] adds them under their usual task types (`echo`, `sleep`, `fail`,
+//! `shell`).
 //!
 //! With a [`ComputeCluster`](wrangle::compute::ComputeCluster), [`HttpCall`],
 //! [`RemoteCommand`] and [`Chat`] send work to external nodes; [`register_compute`] adds
@@ -13,12 +17,16 @@
 
 mod chat;
 mod compute;
+#[cfg(unix)]
+mod shell;
 
 pub use chat::{Chat, ChatApi, ChatInput, ChatMessage, ChatOutput};
 pub use compute::{
     HttpCall, HttpCallInput, HttpCallOutput, Placement, RemoteCommand, RemoteCommandInput,
     RemoteCommandOutput,
 };
+#[cfg(unix)]
+pub use shell::{Shell, ShellInput, ShellOutput};
 
 use std::time::Duration;
 
@@ -125,11 +133,14 @@ impl TaskHandler for Fail {
     }
 }
 
-/// Registers [`Echo`], [`Sleep`] and [`Fail`] as `echo`, `sleep` and `fail`.
+/// Registers [`Echo`], [`Sleep`], [`Fail`] and (on Unix) [`Shell`] with its defaults as
+/// `echo`, `sleep`, `fail` and `shell`.
 pub fn register_all(handlers: &HandlerRegistry) {
     handlers.register("echo", Echo);
     handlers.register("sleep", Sleep);
     handlers.register("fail", Fail);
+    #[cfg(unix)]
+    handlers.register("shell", Shell::default());
 }
 
 /// Registers [`HttpCall`], [`RemoteCommand`] and [`Chat`], each sending to `cluster`, as
