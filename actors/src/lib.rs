@@ -133,13 +133,21 @@ impl TaskHandler for Fail {
     }
 }
 
-/// Registers [`Echo`], [`Sleep`], [`Fail`] and (on Unix) [`Shell`] with its defaults as
-/// `echo`, `sleep`, `fail` and `shell`.
+/// Registers [`Echo`], [`Sleep`] and [`Fail`] as `echo`, `sleep` and `fail`.
+///
+/// [`Shell`] is not among them: it runs programs on the machine for whoever may submit
+/// tasks, so a program registers it on purpose ([`register_shell`]).
 pub fn register_all(handlers: &HandlerRegistry) {
     handlers.register("echo", Echo);
     handlers.register("sleep", Sleep);
     handlers.register("fail", Fail);
-    #[cfg(unix)]
+}
+
+/// Registers [`Shell`] with its defaults as `shell`: every holder of a token that may
+/// submit tasks can then run programs on this machine (within its allowlisted
+/// environment, timeouts and output caps). Register it only where that is intended.
+#[cfg(unix)]
+pub fn register_shell(handlers: &HandlerRegistry) {
     handlers.register("shell", Shell::default());
 }
 
