@@ -28,7 +28,7 @@ const JOIN: Duration = Duration::from_secs(30);
 static PEER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The wire version of wrangle's frames (`src/cluster/wire/mod.rs`).
-const WIRE_VERSION: u8 = 4;
+const WIRE_VERSION: u8 = 5;
 
 /// A node's frame as the codec writes it: version, claimed sender, session key, then the
 /// body (postcard: an enum is its variant index as a varint, then its fields).
