@@ -10,7 +10,6 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 #[path = "support/net.rs"]
@@ -24,25 +23,10 @@ mod programs;
 #[allow(dead_code)] // the loopback tests' processes are not used here
 mod rig;
 
+use node_image::docker;
 use rig::until;
 
 const COOKIE: &str = "docker-secret";
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 fn must(args: &[&str]) -> String {
     docker(args).unwrap_or_else(|e| panic!("{e}"))

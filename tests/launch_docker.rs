@@ -12,29 +12,17 @@ use std::time::{Duration, Instant};
 use wrangle::launch::{DockerLauncher, MemberState, NodeGroupConfig, NodeGroups};
 use wrangle::{ClusterConfig, Coordinator, CoordinatorConfig, StoreConfig, TaskSpec, TaskStatus};
 
+#[path = "support/launch.rs"]
+mod launch;
 #[path = "support/net.rs"]
 mod net;
+use launch::{run_echoes, until};
+use node_image::docker;
 #[path = "support/node_image.rs"]
 mod node_image;
 #[allow(dead_code)] // only `example_binary` is used
 #[path = "support/programs.rs"]
 mod programs;
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// False (after saying why) when the engine is unreachable outside CI.
 fn engine_here() -> bool {
@@ -135,14 +123,6 @@ impl Drop for Rig {
     }
 }
 
-async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn running_nodes(groups: &NodeGroups) -> Vec<(String, String)> {
     groups.status()[0]
         .members
@@ -167,21 +147,13 @@ async fn waiting_labelled_tasks_launch_containers_that_run_them_then_are_removed
         .await;
     let groups = c.node_groups().unwrap();
     assert!(containers_of(&rig.group).is_empty());
-    let mut handles = Vec::new();
-    for i in 0..20 {
-        let spec = TaskSpec::new("echo", &serde_json::json!({ "i": i }))
-            .unwrap()
-            .label("gpu=a100");
-        handles.push(c.submit_async(spec).await.unwrap());
-    }
     let mut launched = std::collections::BTreeSet::new();
-    for h in handles {
-        let out: serde_json::Value = h.result(Duration::from_secs(90)).await.unwrap();
-        assert!(out.get("i").is_some(), "echo answers its input: {out}");
+    run_echoes(&c, 20, "gpu=a100", Duration::from_secs(90), || {
         for g in groups.status() {
             launched.extend(g.members.iter().filter_map(|m| m.resource.clone()));
         }
-    }
+    })
+    .await;
     assert!(!launched.is_empty(), "a container ran the tasks");
     // Each container the group ran carries its labels.
     for id in &launched {

@@ -8,27 +8,15 @@ use std::time::{Duration, Instant};
 use wrangle::launch::{MemberState, NodeGroupConfig, NodeGroups, ProcessLauncher};
 use wrangle::{ClusterConfig, Coordinator, CoordinatorConfig, TaskSpec, TaskStatus};
 
+#[path = "support/launch.rs"]
+mod launch;
 #[path = "support/net.rs"]
 mod net;
+use launch::{alive, until};
 // Only `example_binary` is used here.
 #[allow(dead_code)]
 #[path = "support/programs.rs"]
 mod programs;
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
-async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn coordinator(
     group: NodeGroupConfig,

@@ -8,24 +8,15 @@ use std::time::{Duration, Instant};
 use wrangle::launch::{NodeGroupConfig, ProcessLauncher};
 use wrangle::{ClusterConfig, Coordinator, CoordinatorConfig, StoreConfig, TaskSpec};
 
+#[path = "support/launch.rs"]
+mod launch;
 #[path = "support/net.rs"]
 mod net;
+use launch::{alive, run_echoes, until};
 // Only `example_binary` is used here.
 #[allow(dead_code)]
 #[path = "support/programs.rs"]
 mod programs;
-
-fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn group() -> NodeGroupConfig {
     NodeGroupConfig {
@@ -79,21 +70,13 @@ async fn waiting_labelled_tasks_launch_nodes_that_run_them_then_exit_when_idle()
         "the group's task type is accepted with no node online"
     );
     // No local handler serves `echo`: only the group can.
-    let mut handles = Vec::new();
-    for i in 0..40 {
-        let spec = TaskSpec::new("echo", &serde_json::json!({ "i": i }))
-            .unwrap()
-            .label("gpu=a100");
-        handles.push(c.submit_async(spec).await.unwrap());
-    }
     let mut pids = std::collections::BTreeSet::new();
-    for h in handles {
-        let out: serde_json::Value = h.result(Duration::from_secs(60)).await.unwrap();
-        assert!(out.get("i").is_some(), "echo answers its input: {out}");
+    run_echoes(&c, 40, "gpu=a100", Duration::from_secs(60), || {
         for g in groups.status() {
             pids.extend(g.members.iter().filter_map(|m| m.resource.clone()));
         }
-    }
+    })
+    .await;
     assert!(!pids.is_empty(), "a node was launched");
     // Idle past 1.5 s: drained, terminated, and the process is gone.
     until("the group to have no node", Duration::from_secs(30), || {

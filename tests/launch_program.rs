@@ -9,28 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "support/launch.rs"]
+mod launch;
 #[path = "support/net.rs"]
 mod net;
+use launch::processes_of;
 #[path = "support/programs.rs"]
 mod programs;
 use programs::{example_binary, Program};
-
-/// Pids of live processes whose environment says they belong to node group `group`.
-fn processes_of(group: &str) -> Vec<u32> {
-    let tag = format!("WRANGLE_GROUP={group}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == tag.as_bytes()))
-                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-                })
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_groups_from_the_settings_file_launch_nodes_that_serve_http_submits() {

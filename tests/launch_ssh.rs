@@ -6,14 +6,17 @@
 //! `CI=true` a missing sshd fails the test.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wrangle::compute::{ComputeCluster, ComputeConfig, ComputeNode};
 use wrangle::launch::{Launcher, NodeGroupConfig, SshLauncher};
-use wrangle::{ClusterConfig, Coordinator, CoordinatorConfig, RestartBudget, TaskSpec};
+use wrangle::{ClusterConfig, Coordinator, CoordinatorConfig, RestartBudget};
 
+#[path = "support/launch.rs"]
+mod launch;
 #[path = "support/net.rs"]
 mod net;
+use launch::{processes_of, run_echoes, until};
 // Only `example_binary` is used here.
 #[allow(dead_code)]
 #[path = "support/programs.rs"]
@@ -22,26 +25,29 @@ mod programs;
 #[path = "support/sshd.rs"]
 mod sshd;
 
-/// Pids of the processes whose environment says they belong to node group `group`.
-fn processes_of(group: &str) -> Vec<u32> {
-    let tag = format!("WRANGLE_GROUP={group}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == tag.as_bytes()))
-        })
-        .filter(|pid| sshd::alive(*pid))
-        .collect()
-}
-
-async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A compute cluster with one SSH host, `h1`: the test's sshd, logged in with its key.
+async fn hosts(sshd: &sshd::Sshd) -> ComputeCluster {
+    let compute = ComputeCluster::start_with(
+        "hosts",
+        ComputeConfig {
+            credentials_dir: Some(sshd.path("creds")),
+            known_hosts: Some(sshd.path("known_hosts")),
+            ..ComputeConfig::default()
+        },
+        RestartBudget::default(),
+    )
+    .await
+    .unwrap();
+    compute
+        .add_node(
+            ComputeNode::new("h1", &sshd.endpoint())
+                .unwrap()
+                .credential("id_ed25519")
+                .timeout(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    compute
 }
 
 /// Removes the group's files on the host however the test ends.
@@ -70,26 +76,7 @@ async fn nodes_started_over_ssh_join_run_the_tasks_and_are_stopped_when_idle() {
     };
     let group = format!("ssh{:08x}", fastrand::u32(..));
     let _files = HostFiles(group.clone());
-    let compute = ComputeCluster::start_with(
-        "hosts",
-        ComputeConfig {
-            credentials_dir: Some(sshd.path("creds")),
-            known_hosts: Some(sshd.path("known_hosts")),
-            ..ComputeConfig::default()
-        },
-        RestartBudget::default(),
-    )
-    .await
-    .unwrap();
-    compute
-        .add_node(
-            ComputeNode::new("h1", &sshd.endpoint())
-                .unwrap()
-                .credential("id_ed25519")
-                .timeout(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+    let compute = hosts(&sshd).await;
     let node = programs::example_binary("node");
     let launcher = SshLauncher::new(
         compute.clone(),
@@ -125,19 +112,11 @@ async fn nodes_started_over_ssh_join_run_the_tasks_and_are_stopped_when_idle() {
         .await
         .unwrap();
     let groups = c.node_groups().unwrap();
-    let mut handles = Vec::new();
-    for i in 0..20 {
-        let spec = TaskSpec::new("echo", &serde_json::json!({ "i": i }))
-            .unwrap()
-            .label("gpu=a100");
-        handles.push(c.submit_async(spec).await.unwrap());
-    }
     let mut seen = std::collections::BTreeSet::new();
-    for h in handles {
-        let out: serde_json::Value = h.result(Duration::from_secs(90)).await.unwrap();
-        assert!(out.get("i").is_some(), "echo answers its input: {out}");
-        seen.extend(processes_of(&group));
-    }
+    run_echoes(&c, 20, "gpu=a100", Duration::from_secs(90), || {
+        seen.extend(processes_of(&group))
+    })
+    .await;
     assert!(!seen.is_empty(), "a node process ran on the host");
     for pid in &seen {
         // Started through sshd: the node's environment holds what the launcher sent.
@@ -174,25 +153,7 @@ async fn the_ssh_launcher_lists_only_its_live_nodes_and_reports_a_dead_one_gone(
     };
     let group = format!("ssh{:08x}", fastrand::u32(..));
     let _files = HostFiles(group.clone());
-    let compute = ComputeCluster::start_with(
-        "hosts",
-        ComputeConfig {
-            credentials_dir: Some(sshd.path("creds")),
-            known_hosts: Some(sshd.path("known_hosts")),
-            ..ComputeConfig::default()
-        },
-        RestartBudget::default(),
-    )
-    .await
-    .unwrap();
-    compute
-        .add_node(
-            ComputeNode::new("h1", &sshd.endpoint())
-                .unwrap()
-                .credential("id_ed25519"),
-        )
-        .await
-        .unwrap();
+    let compute = hosts(&sshd).await;
     // A stand-in node program: sleeps until it is stopped.
     let launcher = SshLauncher::new(
         compute.clone(),

@@ -46,13 +46,22 @@ pub(crate) fn build(tag: &str, dir: &Path, programs: &[&str], entrypoint: Option
         dockerfile += &format!("ENTRYPOINT [\"{program}\"]\n");
     }
     std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    docker(&["build", "-q", "-t", tag, dir.to_str().unwrap()]).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs the docker CLI: its trimmed output, or what it said on stderr.
+pub(crate) fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
-        .args(["build", "-q", "-t", tag, dir.to_str().unwrap()])
+        .args(args)
         .output()
-        .expect("docker build");
-    assert!(
-        out.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
