@@ -201,7 +201,8 @@ impl ComputeCluster {
         nodes.values().map(|n| n.info()).collect()
     }
 
-    /// The nodes that may receive work now: healthy, not being removed.
+    /// The nodes that may receive work now: not being removed, with a circuit breaker that
+    /// lets a request through (closed, or half-open with a probe to spare).
     pub fn get_available_nodes(&self) -> Vec<ComputeNodeInfo> {
         let nodes = self.inner.nodes.read().expect("nodes");
         nodes
@@ -220,7 +221,8 @@ impl ComputeCluster {
     }
 
     /// The least-loaded available node that matches `selector` (work per slot, ties by
-    /// id), or `None`.
+    /// id), or `None`. A node whose circuit breaker is open is skipped, so work goes to
+    /// another node with the same labels.
     pub fn select_node(&self, selector: &Selector) -> Option<ComputeNodeRef> {
         let nodes = self.inner.nodes.read().expect("nodes");
         nodes
@@ -232,8 +234,10 @@ impl ComputeCluster {
             })
     }
 
-    /// Checks every node now; answers whether each passed. A node stops receiving work
-    /// only after `unhealthy_after` failures in a row (see [`ComputeConfig`]).
+    /// Checks every node now; answers whether each passed. A failed check counts towards
+    /// the node's circuit breaker, which opens after `unhealthy_after` failures in a row
+    /// (see [`ComputeConfig`]); a passing one ends the row, and half-opens a breaker that
+    /// was open because the node failed its checks.
     pub async fn health_check(&self) -> BTreeMap<String, bool> {
         let nodes: Vec<Arc<NodeShared>> = self
             .inner
@@ -345,6 +349,12 @@ impl ComputeNodeRef {
         sink: Option<StreamSink>,
     ) -> Result<ComputeResponse, ComputeError> {
         self.shared.execute(request, sink).await
+    }
+
+    /// Moves the node's breaker clock on by `d`: a cool-down ends without waiting for it.
+    #[cfg(test)]
+    pub(crate) fn pass_time(&self, d: std::time::Duration) {
+        *self.shared.skew.lock().expect("skew") += d;
     }
 
     #[cfg(test)]

@@ -1,18 +1,43 @@
-//! A compute cluster's settings: health checks, the breaker, bounds and credentials.
+//! A compute cluster's settings: health checks, the circuit breaker, bounds and credentials.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The longest breaker window or cool-down.
+const MAX_BREAKER_TIME: Duration = Duration::from_secs(86_400);
+
 /// How a cluster's proxies check and trip, and where its backends find credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Each node has a circuit breaker (see [`ComputeCluster`](super::ComputeCluster)): closed,
+/// it opens after `unhealthy_after` failures in a row or a failure rate of
+/// `breaker_failure_rate` over `breaker_window` (once that holds `breaker_min_requests`
+/// requests); open, it refuses requests at once, retryably, for `breaker_open_for`, doubled
+/// on each reopening up to `breaker_max_open_for`; half-open, it lets `breaker_probes`
+/// requests through: a success closes it, a failure opens it again.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ComputeConfig {
     /// Time between health checks of a healthy node. Default 10 s.
     pub health_interval: Duration,
     /// How long one check may take. Default 5 s.
     pub health_timeout: Duration,
-    /// Failed checks (or requests failing for the node's sake) in a row that make a node
-    /// unhealthy. Default 3.
+    /// Failed checks or node faults (unreachable, timed out, HTTP 5xx) in a row that open
+    /// the node's circuit breaker. Default 3.
     pub unhealthy_after: u32,
+    /// The failed share of the requests in `breaker_window` that opens the breaker, from 0
+    /// (exclusive) to 1. Default 0.5.
+    pub breaker_failure_rate: f64,
+    /// Requests `breaker_window` must hold before its failure rate counts. Default 20.
+    pub breaker_min_requests: u32,
+    /// How far back the failure rate looks. Default 60 s.
+    pub breaker_window: Duration,
+    /// How long an open breaker refuses requests before it lets a probe through. Default
+    /// 10 s.
+    pub breaker_open_for: Duration,
+    /// The longest cool-down: each time a probe fails, the cool-down doubles up to this.
+    /// Default 5 min.
+    pub breaker_max_open_for: Duration,
+    /// Probe requests a half-open breaker lets through at once. Default 1.
+    pub breaker_probes: u32,
     /// Longest time between checks of a failing node. Default 60 s.
     pub max_backoff: Duration,
     /// Requests that may wait for a slot on one node; more are refused as busy (retryable).
@@ -34,6 +59,12 @@ impl Default for ComputeConfig {
             health_interval: Duration::from_secs(10),
             health_timeout: Duration::from_secs(5),
             unhealthy_after: 3,
+            breaker_failure_rate: 0.5,
+            breaker_min_requests: 20,
+            breaker_window: Duration::from_secs(60),
+            breaker_open_for: Duration::from_secs(10),
+            breaker_max_open_for: Duration::from_secs(300),
+            breaker_probes: 1,
             max_backoff: Duration::from_secs(60),
             max_waiting: 10_000,
             credentials_dir: None,
@@ -61,6 +92,34 @@ impl ComputeConfig {
         if self.unhealthy_after == 0 {
             return Err(Error::invalid("unhealthy_after", "must be at least 1"));
         }
+        let rate = self.breaker_failure_rate;
+        if !rate.is_finite() || rate <= 0.0 || rate > 1.0 {
+            return Err(Error::invalid(
+                "breaker_failure_rate",
+                "must be above 0 and at most 1",
+            ));
+        }
+        if self.breaker_min_requests == 0 {
+            return Err(Error::invalid("breaker_min_requests", "must be at least 1"));
+        }
+        for (field, d) in [
+            ("breaker_window", self.breaker_window),
+            ("breaker_open_for", self.breaker_open_for),
+            ("breaker_max_open_for", self.breaker_max_open_for),
+        ] {
+            if d.is_zero() || d > MAX_BREAKER_TIME {
+                return Err(Error::invalid(field, "must be from 1 ms to one day"));
+            }
+        }
+        if self.breaker_max_open_for < self.breaker_open_for {
+            return Err(Error::invalid(
+                "breaker_max_open_for",
+                "must be at least breaker_open_for",
+            ));
+        }
+        if self.breaker_probes == 0 {
+            return Err(Error::invalid("breaker_probes", "must be at least 1"));
+        }
         if self.max_waiting == 0 {
             return Err(Error::invalid("max_waiting", "must be at least 1"));
         }
@@ -86,5 +145,88 @@ impl ComputeConfig {
             ));
         }
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_breaker_settings_are_named() {
+        let field = |c: ComputeConfig| match c.validate().unwrap_err() {
+            crate::Error::Invalid { field, .. } => field,
+            e => panic!("{e}"),
+        };
+        let ok = ComputeConfig::default();
+        assert!(ok.validate().is_ok());
+        for (bad, name) in [
+            (
+                ComputeConfig {
+                    breaker_failure_rate: 0.0,
+                    ..ok.clone()
+                },
+                "breaker_failure_rate",
+            ),
+            (
+                ComputeConfig {
+                    breaker_failure_rate: f64::NAN,
+                    ..ok.clone()
+                },
+                "breaker_failure_rate",
+            ),
+            (
+                ComputeConfig {
+                    breaker_failure_rate: 1.5,
+                    ..ok.clone()
+                },
+                "breaker_failure_rate",
+            ),
+            (
+                ComputeConfig {
+                    breaker_min_requests: 0,
+                    ..ok.clone()
+                },
+                "breaker_min_requests",
+            ),
+            (
+                ComputeConfig {
+                    breaker_window: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "breaker_window",
+            ),
+            (
+                ComputeConfig {
+                    breaker_open_for: Duration::MAX,
+                    ..ok.clone()
+                },
+                "breaker_open_for",
+            ),
+            (
+                ComputeConfig {
+                    breaker_open_for: Duration::from_secs(60),
+                    breaker_max_open_for: Duration::from_secs(30),
+                    ..ok.clone()
+                },
+                "breaker_max_open_for",
+            ),
+            (
+                ComputeConfig {
+                    breaker_probes: 0,
+                    ..ok.clone()
+                },
+                "breaker_probes",
+            ),
+            (
+                ComputeConfig {
+                    unhealthy_after: 0,
+                    ..ok.clone()
+                },
+                "unhealthy_after",
+            ),
+        ] {
+            assert_eq!(field(bad), name);
+        }
     }
 }

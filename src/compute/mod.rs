@@ -2,9 +2,18 @@
 //! send work to. A [`ComputeCluster`] holds [`ComputeNode`]s, each reached through a
 //! backend named by its [`Endpoint`] (HTTP via reqwest, Docker via bollard, Kubernetes via
 //! kube, SSH via russh) and represented by a supervised NodeProxy actor that owns the connection,
-//! counts in-flight requests against `max_concurrent`, checks health with backoff and
-//! trips a circuit breaker. [`ComputeCluster::select_node`] picks the least-loaded healthy
-//! node whose labels and capabilities match.
+//! counts in-flight requests against `max_concurrent` and checks health with backoff.
+//! [`ComputeCluster::select_node`] picks the least-loaded available node whose labels and
+//! capabilities match.
+//!
+//! Each node has a circuit breaker ([`BreakerState`], shown as [`BreakerInfo`]): node
+//! faults (unreachable, timed out, HTTP 5xx) and failed checks open it, after
+//! `unhealthy_after` in a row or past a failure rate (see [`ComputeConfig`]). While it is
+//! open the node's requests fail at once, retryably, with the cool-down left as
+//! `retry_after`, and selection skips the node, so tasks go to another node with the same
+//! labels; after the cool-down (growing with each failed probe) one probe request decides
+//! whether it closes. While the node fails its health checks no probe is spent on it: the
+//! first passing check half-opens the breaker.
 //!
 //! The task queue stays the one place that retries: a failed request answers with a
 //! [`ComputeError`] that says whether a retry (on another node) can help, and converts
@@ -58,11 +67,12 @@
 //! ```
 //!
 //! Files: `endpoint` (parsing), `node` (descriptions, selectors, reports), `request`
-//! (requests, answers, errors), `config` (settings), `proxy` (the actor), `state` (what a proxy shares with the
-//! handle), `cluster` (the handle), `supervisor` (the proxies' supervisor), `backend/` (one file per
-//! backend).
+//! (requests, answers, errors), `config` (settings), `breaker` (the circuit breaker's state
+//! machine), `proxy` (the actor), `state` (what a proxy shares with the handle), `cluster`
+//! (the handle), `supervisor` (the proxies' supervisor), `backend/` (one file per backend).
 
 mod backend;
+mod breaker;
 mod cluster;
 mod config;
 mod endpoint;
@@ -76,13 +86,14 @@ mod supervisor;
 mod tests;
 
 pub(crate) use backend::{docker_client, docker_message, kube_client, read_kubeconfig, KubeSource};
+pub use breaker::BreakerState;
 pub use cluster::{ComputeCluster, ComputeNodeRef};
 pub use config::ComputeConfig;
 pub(crate) use endpoint::dns_label;
 pub use endpoint::{
     ComputeBackend, DockerEngine, DockerTarget, Endpoint, EndpointError, KubernetesTarget,
 };
-pub use node::{ComputeNode, ComputeNodeInfo, NodeHealth, Selector};
+pub use node::{BreakerInfo, ComputeNode, ComputeNodeInfo, NodeHealth, Selector};
 pub use request::{
     CommandRequest, ComputeError, ComputeErrorKind, ComputeRequest, ComputeResponse, HttpMethod,
     HttpRequest, StreamChunk, StreamFormat, StreamSink,

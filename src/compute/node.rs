@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::breaker::BreakerState;
 use super::endpoint::{ComputeBackend, Endpoint, EndpointError};
 use crate::error::Error;
 
@@ -258,17 +259,52 @@ impl Selector {
 /// A node's health as its proxy last saw it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct NodeHealth {
-    /// Whether the node receives work.
+    /// Whether the node takes work: its circuit breaker is not open.
     pub healthy: bool,
     /// When it was last checked (`None`: not yet); in JSON, milliseconds since the Unix
     /// epoch.
     #[serde(serialize_with = "unix_ms")]
     #[schema(value_type = Option<u64>)]
     pub checked_at: Option<SystemTime>,
-    /// Why the last check or request failed, if it did.
+    /// Why the last check or request failed, if it did (cleared by a passing check).
     pub reason: Option<String>,
-    /// Checks failed in a row.
+    /// Node faults and failed checks in a row (the breaker's count).
     pub consecutive_failures: u32,
+}
+
+/// A node's circuit breaker: whether requests go through, and why not.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct BreakerInfo {
+    /// `closed` (requests go through), `open` (refused at once, retryably) or `half_open`
+    /// (a probe request decides).
+    pub state: BreakerState,
+    /// Node faults and failed checks in a row.
+    pub consecutive_failures: u32,
+    /// Requests in the failure-rate window.
+    pub window_requests: u32,
+    /// Of those, the failed ones.
+    pub window_failures: u32,
+    /// `window_failures / window_requests` (0 when the window is empty).
+    pub failure_rate: f64,
+    /// When it last opened, while open or half-open; in JSON, milliseconds since the Unix
+    /// epoch.
+    #[serde(serialize_with = "unix_ms")]
+    #[schema(value_type = Option<u64>)]
+    pub opened_at: Option<SystemTime>,
+    /// While open, when its cool-down ends (a probe may then go through); in JSON,
+    /// milliseconds since the Unix epoch.
+    #[serde(serialize_with = "unix_ms")]
+    #[schema(value_type = Option<u64>)]
+    pub retry_at: Option<SystemTime>,
+    /// Open and waiting for a passing health check, whatever the cool-down: the node fails
+    /// its checks.
+    pub waiting_for_check: bool,
+    /// Why it last opened.
+    pub reason: Option<String>,
+    /// Times it opened since the node was added.
+    pub trips: u64,
+    /// Requests it refused at once.
+    pub rejected: u64,
 }
 
 fn unix_ms<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -302,6 +338,8 @@ pub struct ComputeNodeInfo {
     pub waiting: usize,
     /// Its health.
     pub health: NodeHealth,
+    /// Its circuit breaker.
+    pub breaker: BreakerInfo,
     /// Requests finished, and of those failed, since the node was added.
     pub requests: u64,
     /// Requests that failed.

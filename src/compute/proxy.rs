@@ -1,11 +1,11 @@
 //! The NodeProxy actor: the owner of one compute node. It builds the node's backend client
 //! (and with it the connection pool), publishes it to the node's requests together with a
-//! token that ends them all if the proxy dies, checks the node's health on a schedule with
-//! backoff, and keeps the circuit breaker: `unhealthy_after` failed checks or node faults
-//! in a row mark the node unhealthy (nothing is sent to it, and what waited for a slot
-//! fails retryably so the task queue can retry it elsewhere); one passing check brings it
-//! back. Requests themselves run in their callers' tasks (see `state`), in the node's
-//! `max_concurrent` slots.
+//! token that ends them all if the proxy dies, and checks the node's health on a schedule
+//! with backoff. Each check's outcome goes to the node's circuit breaker (see `breaker`):
+//! failed checks count towards opening it, and while it is open because the node fails its
+//! checks, the first passing one moves it to half-open. Requests themselves run in their
+//! callers' tasks (see `state`), in the node's `max_concurrent` slots, with the breaker's
+//! leave.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,7 +26,7 @@ pub(crate) enum ProxyMsg {
     HealthDone(Result<(), String>),
     /// Check now and answer whether the check passed.
     CheckNow(oneshot::Sender<bool>),
-    /// A request found the node at fault: check soon.
+    /// The breaker opened on failing requests: check soon whether the node answers.
     CheckSoon,
     /// Fail on purpose (fault drills and tests of supervision).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -52,6 +52,8 @@ pub(crate) struct ProxyState {
     checking: bool,
     /// Generation of the scheduled health tick: a tick of an older one is ignored.
     tick: u64,
+    /// Checks failed in a row: the next one waits longer.
+    failed_checks: u32,
     check_waiters: Vec<oneshot::Sender<bool>>,
 }
 
@@ -88,6 +90,7 @@ impl Actor for NodeProxy {
             checks: JoinSet::new(),
             checking: false,
             tick: 0,
+            failed_checks: 0,
             check_waiters: Vec::new(),
         })
     }
@@ -147,18 +150,23 @@ impl ProxyState {
     fn checked(&mut self, result: Result<(), String>) {
         self.checking = false;
         self.shared.last_check.lock().expect("health").0 = Some(SystemTime::now());
-        let failures = match result {
+        let passed = result.is_ok();
+        match result {
             Ok(()) => {
+                self.failed_checks = 0;
                 self.shared.passed();
-                0
             }
-            Err(reason) => self.shared.failed(reason),
-        };
-        // Those who asked for a check hear how this one went; whether the node takes work
-        // follows the breaker (`unhealthy_after` failures in a row).
-        for w in self.check_waiters.drain(..) {
-            let _ = w.send(failures == 0);
+            Err(reason) => {
+                self.failed_checks = self.failed_checks.saturating_add(1);
+                self.shared.failed(reason);
+            }
         }
+        // Those who asked for a check hear how this one went; whether the node takes work
+        // follows the breaker.
+        for w in self.check_waiters.drain(..) {
+            let _ = w.send(passed);
+        }
+        let failures = self.failed_checks;
         // The next check: on schedule, later and later while the node keeps failing.
         let config = &self.shared.config;
         let delay = if failures == 0 {

@@ -202,9 +202,11 @@ pub enum ComputeErrorKind {
     NoNode,
     /// The request took longer than its timeout: retryable.
     Timeout,
-    /// The node is busy (HTTP 429 or 503): retryable, not before `retry_after`.
+    /// The node, or its wait line in the proxy, is full (HTTP 429): retryable, not before
+    /// `retry_after`. Not the node's fault: its circuit breaker does not count it.
     Busy,
-    /// The node failed (HTTP 5xx): retryable.
+    /// The node failed (HTTP 5xx; a 503's `Retry-After` is kept in `retry_after`):
+    /// retryable.
     Remote,
     /// The node refused the request (HTTP 4xx other than 429): permanent.
     Rejected,
@@ -259,11 +261,13 @@ impl ComputeError {
     }
 
     /// True when the failure says the node itself is in trouble (it counts towards its
-    /// circuit breaker), rather than the request.
+    /// circuit breaker), rather than the request: it could not be reached, it did not
+    /// answer in time, or it failed (HTTP 500, 502, 503, 504 and every other 5xx). A refusal
+    /// (4xx), a 429 and a broken answer are not.
     pub(crate) fn is_node_fault(&self) -> bool {
         matches!(
             self.kind,
-            ComputeErrorKind::Unavailable | ComputeErrorKind::Timeout
+            ComputeErrorKind::Unavailable | ComputeErrorKind::Timeout | ComputeErrorKind::Remote
         )
     }
 }
@@ -343,5 +347,26 @@ mod tests {
             Some(Duration::from_secs(7)),
             "the queue hears Retry-After"
         );
+    }
+
+    #[test]
+    fn node_faults_are_what_the_breaker_counts() {
+        use ComputeErrorKind as K;
+        for (kind, fault) in [
+            (K::Unavailable, true),
+            (K::Timeout, true),
+            (K::Remote, true),
+            (K::Busy, false),
+            (K::Rejected, false),
+            (K::Protocol, false),
+            (K::Invalid, false),
+            (K::NoNode, false),
+        ] {
+            assert_eq!(
+                ComputeError::new(kind, "x").is_node_fault(),
+                fault,
+                "{kind:?}"
+            );
+        }
     }
 }

@@ -135,7 +135,7 @@ fn give_up(shared: &NodeShared, reason: String) {
     tracing::error!(node = shared.node.id(), %reason, "compute node proxy given up");
     shared.last_check.lock().expect("health").1 = Some(reason);
     shared
-        .healthy
-        .store(false, std::sync::atomic::Ordering::Relaxed);
+        .given_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     shared.tripped.notify_waiters();
 }

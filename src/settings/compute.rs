@@ -4,6 +4,14 @@
 //! ```toml
 //! [compute]
 //! credentials_dir = "/etc/wrangle/credentials"
+//! # The circuit breaker: open after 3 failures in a row or half the last minute's
+//! # requests (20 at least) failed; refuse for 10 s, doubled on each failed probe up to 300 s.
+//! unhealthy_after = 3
+//! breaker_failure_rate = 0.5
+//! breaker_min_requests = 20
+//! breaker_window_secs = 60
+//! breaker_open_secs = 10
+//! breaker_max_open_secs = 300
 //!
 //! [[compute.nodes]]
 //! id = "gpu1"
@@ -33,8 +41,19 @@ pub struct ComputeSettings {
     pub known_hosts: Option<PathBuf>,
     /// Seconds between health checks of a healthy node. Default 10.
     pub health_interval_secs: f64,
-    /// Failed checks in a row that make a node unhealthy. Default 3.
+    /// Failed checks or node faults in a row that open a node's circuit breaker. Default 3.
     pub unhealthy_after: u32,
+    /// The failed share of the window's requests that opens the breaker (0 to 1). Default
+    /// 0.5.
+    pub breaker_failure_rate: f64,
+    /// Requests the window must hold before its failure rate counts. Default 20.
+    pub breaker_min_requests: u32,
+    /// Seconds the failure rate looks back. Default 60.
+    pub breaker_window_secs: f64,
+    /// Seconds an open breaker refuses requests before a probe. Default 10.
+    pub breaker_open_secs: f64,
+    /// The longest cool-down, in seconds (it doubles on each failed probe). Default 300.
+    pub breaker_max_open_secs: f64,
 }
 
 impl Default for ComputeSettings {
@@ -46,6 +65,11 @@ impl Default for ComputeSettings {
             known_hosts: None,
             health_interval_secs: c.health_interval.as_secs_f64(),
             unhealthy_after: c.unhealthy_after,
+            breaker_failure_rate: c.breaker_failure_rate,
+            breaker_min_requests: c.breaker_min_requests,
+            breaker_window_secs: c.breaker_window.as_secs_f64(),
+            breaker_open_secs: c.breaker_open_for.as_secs_f64(),
+            breaker_max_open_secs: c.breaker_max_open_for.as_secs_f64(),
         }
     }
 }
@@ -60,13 +84,34 @@ impl ComputeSettings {
                 "must be from 0.01 to 86400",
             ));
         }
+        let seconds = |field: &'static str, secs: f64| {
+            if secs.is_finite() && (0.001..=86_400.0).contains(&secs) {
+                Ok(Duration::from_secs_f64(secs))
+            } else {
+                Err(Error::invalid(field, "must be from 0.001 to 86400"))
+            }
+        };
         let config = ComputeConfig {
             health_interval: Duration::from_secs_f64(secs),
             unhealthy_after: self.unhealthy_after,
+            breaker_failure_rate: self.breaker_failure_rate,
+            breaker_min_requests: self.breaker_min_requests,
+            breaker_window: seconds("compute.breaker_window_secs", self.breaker_window_secs)?,
+            breaker_open_for: seconds("compute.breaker_open_secs", self.breaker_open_secs)?,
+            breaker_max_open_for: seconds(
+                "compute.breaker_max_open_secs",
+                self.breaker_max_open_secs,
+            )?,
             credentials_dir: self.credentials_dir.clone(),
             known_hosts: self.known_hosts.clone(),
             ..ComputeConfig::default()
         };
+        if config.breaker_max_open_for < config.breaker_open_for {
+            return Err(Error::invalid(
+                "compute.breaker_max_open_secs",
+                "must be at least breaker_open_secs",
+            ));
+        }
         config.validate()?;
         Ok(config)
     }

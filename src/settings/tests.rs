@@ -223,6 +223,11 @@ fn compute_nodes_come_from_the_file_and_a_bad_one_is_named() {
 [compute]
 health_interval_secs = 2.5
 unhealthy_after = 5
+breaker_failure_rate = 0.25
+breaker_min_requests = 8
+breaker_window_secs = 30
+breaker_open_secs = 2.5
+breaker_max_open_secs = 120
 
 [[compute.nodes]]
 id = "gpu1"
@@ -245,6 +250,17 @@ credential = "box-key"
         std::time::Duration::from_millis(2500)
     );
     assert_eq!(config.unhealthy_after, 5);
+    assert_eq!(config.breaker_failure_rate, 0.25);
+    assert_eq!(config.breaker_min_requests, 8);
+    assert_eq!(config.breaker_window, std::time::Duration::from_secs(30));
+    assert_eq!(
+        config.breaker_open_for,
+        std::time::Duration::from_millis(2500)
+    );
+    assert_eq!(
+        config.breaker_max_open_for,
+        std::time::Duration::from_secs(120)
+    );
     let nodes = s.compute.nodes().unwrap();
     assert_eq!(nodes.len(), 2);
     assert_eq!(nodes[0].labels()["gpu"], "a100");
@@ -273,6 +289,23 @@ credential = "box-key"
         .unwrap_err()
         .to_string();
     assert!(err.contains("endpont"), "a typo is refused: {err}");
+}
+
+#[test]
+fn bad_breaker_settings_are_named() {
+    for (line, field) in [
+        ("breaker_open_secs = 0", "compute.breaker_open_secs"),
+        ("breaker_window_secs = -1", "compute.breaker_window_secs"),
+        ("breaker_max_open_secs = 1", "compute.breaker_max_open_secs"),
+        ("breaker_failure_rate = 2", "breaker_failure_rate"),
+        ("breaker_min_requests = 0", "breaker_min_requests"),
+    ] {
+        let s: Settings = toml::from_str(&format!("[compute]\n{line}\n")).unwrap();
+        match s.compute.config().unwrap_err() {
+            Error::Invalid { field: f, .. } => assert_eq!(f, field, "{line}"),
+            e => panic!("{line}: {e}"),
+        }
+    }
 }
 
 #[test]

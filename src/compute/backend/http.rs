@@ -139,8 +139,9 @@ fn transport_error(e: reqwest::Error) -> ComputeError {
     ComputeError::new(kind, what)
 }
 
-/// A non-success status as an error: 429 and 503 are busy (with `Retry-After`), other
-/// 5xx a failure of the node, other 4xx a refusal no retry fixes.
+/// A non-success status as an error: 429 is busy, every 5xx (503 too) a failure of the
+/// node that counts towards its breaker, other 4xx a refusal no retry fixes. A
+/// `Retry-After` is kept (a 429's or a 503's).
 async fn status_error(response: reqwest::Response) -> ComputeError {
     let status = response.status();
     let retry_after = response
@@ -149,7 +150,7 @@ async fn status_error(response: reqwest::Response) -> ComputeError {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let kind = match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => ComputeErrorKind::Busy,
+        StatusCode::TOO_MANY_REQUESTS => ComputeErrorKind::Busy,
         s if s.is_server_error() => ComputeErrorKind::Remote,
         _ => ComputeErrorKind::Rejected,
     };

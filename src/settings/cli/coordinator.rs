@@ -389,9 +389,33 @@ pub struct ComputeArgs {
         value_name = "SECS"
     )]
     pub compute_health_interval_secs: Option<f64>,
-    /// Failed checks in a row that make a compute node unhealthy. Default 3.
+    /// Failed checks or node faults in a row that open a compute node's circuit breaker.
+    /// Default 3.
     #[arg(long, env = "WRANGLE_COMPUTE_UNHEALTHY_AFTER", value_name = "N")]
     pub compute_unhealthy_after: Option<u32>,
+    /// The failed share of recent requests that opens a compute node's breaker. Default 0.5.
+    #[arg(
+        long,
+        env = "WRANGLE_COMPUTE_BREAKER_FAILURE_RATE",
+        value_name = "RATE"
+    )]
+    pub compute_breaker_failure_rate: Option<f64>,
+    /// Requests the breaker's window must hold before its failure rate counts. Default 20.
+    #[arg(long, env = "WRANGLE_COMPUTE_BREAKER_MIN_REQUESTS", value_name = "N")]
+    pub compute_breaker_min_requests: Option<u32>,
+    /// Seconds the breaker's failure rate looks back. Default 60.
+    #[arg(long, env = "WRANGLE_COMPUTE_BREAKER_WINDOW_SECS", value_name = "SECS")]
+    pub compute_breaker_window_secs: Option<f64>,
+    /// Seconds an open breaker refuses requests before a probe. Default 10.
+    #[arg(long, env = "WRANGLE_COMPUTE_BREAKER_OPEN_SECS", value_name = "SECS")]
+    pub compute_breaker_open_secs: Option<f64>,
+    /// The longest cool-down of a breaker, in seconds. Default 300.
+    #[arg(
+        long,
+        env = "WRANGLE_COMPUTE_BREAKER_MAX_OPEN_SECS",
+        value_name = "SECS"
+    )]
+    pub compute_breaker_max_open_secs: Option<f64>,
 }
 
 impl ComputeArgs {
@@ -409,6 +433,24 @@ impl ComputeArgs {
         set(
             &mut s.compute.unhealthy_after,
             &self.compute_unhealthy_after,
+        );
+        let c = &mut s.compute;
+        set(
+            &mut c.breaker_failure_rate,
+            &self.compute_breaker_failure_rate,
+        );
+        set(
+            &mut c.breaker_min_requests,
+            &self.compute_breaker_min_requests,
+        );
+        set(
+            &mut c.breaker_window_secs,
+            &self.compute_breaker_window_secs,
+        );
+        set(&mut c.breaker_open_secs, &self.compute_breaker_open_secs);
+        set(
+            &mut c.breaker_max_open_secs,
+            &self.compute_breaker_max_open_secs,
         );
     }
 }

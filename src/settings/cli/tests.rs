@@ -80,6 +80,11 @@ fn every_setting_is_a_flag_with_its_variable() {
         "known_hosts",
         "health_interval_secs",
         "unhealthy_after",
+        "breaker_failure_rate",
+        "breaker_min_requests",
+        "breaker_window_secs",
+        "breaker_open_secs",
+        "breaker_max_open_secs",
     ] {
         let long = format!("compute-{}", field.replace('_', "-"));
         assert!(

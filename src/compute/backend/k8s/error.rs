@@ -2,10 +2,11 @@
 //!
 //! - The API server could not be reached (refused, reset, TLS, a cut stream): `Unavailable`,
 //!   retryable and a fault of the node.
-//! - `429 Too Many Requests` and `503`: `Busy`, retryable no earlier than the server asked.
+//! - `429 Too Many Requests`: `Busy`, retryable no earlier than the server asked.
 //!   kube does not hand over response headers, so the wait comes from the `Status` body's
 //!   `details.retryAfterSeconds`, which the API server sends with its `Retry-After` header.
-//! - Other `5xx` (and `504`): `Remote`, retryable.
+//! - `5xx` (`503` too, with its wait as above): `Remote`, retryable, a fault of the node
+//!   that counts towards its circuit breaker.
 //! - `401`, `403`, `404`, `409`, `422` and any other `4xx`: `Rejected`, permanent, with the
 //!   API's own message (a missing deployment, a forbidden namespace, an invalid Job).
 //! - A body that is not what the API promises: `Protocol`, retryable.
@@ -23,7 +24,7 @@ pub(super) fn api_error(what: &str, e: KubeError) -> ComputeError {
     match e {
         KubeError::Api(status) => {
             let kind = match status.code {
-                429 | 503 => K::Busy,
+                429 => K::Busy,
                 c if c >= 500 => K::Remote,
                 _ => K::Rejected,
             };
@@ -31,7 +32,7 @@ pub(super) fn api_error(what: &str, e: KubeError) -> ComputeError {
                 .details
                 .as_ref()
                 .map(|d| d.retry_after_seconds)
-                .filter(|s| *s > 0 && kind == K::Busy)
+                .filter(|s| *s > 0 && matches!(status.code, 429 | 503))
                 .map(|s| Duration::from_secs(u64::from(s)));
             let message = if status.message.is_empty() {
                 status.reason.clone()
@@ -107,6 +108,11 @@ mod tests {
         assert!(e.is_retryable());
         let e = api_error("get deployment", status(500, "etcd is sad", 0));
         assert_eq!((e.kind, e.retry_after), (ComputeErrorKind::Remote, None));
+        let e = api_error("create job", status(503, "shutting down", 5));
+        assert_eq!(
+            (e.kind, e.retry_after),
+            (ComputeErrorKind::Remote, Some(Duration::from_secs(5)))
+        );
         for code in [403, 404, 422] {
             let e = api_error("create job", status(code, "the API's own words", 0));
             assert_eq!(e.kind, ComputeErrorKind::Rejected, "{code}");

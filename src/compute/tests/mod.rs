@@ -1,5 +1,8 @@
 //! The compute cluster against real HTTP servers on 127.0.0.1 (axum, in the test): slots,
 //! selection, health and the breaker, status mapping, streams, supervision and removal.
+//! The circuit breaker's own run is in `breaker`.
+
+mod breaker;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
