@@ -1,5 +1,5 @@
-//! The compute routes (`/compute/nodes`), the compute metrics and the `admin` scope they
-//! need, driven with `tower::ServiceExt::oneshot` against a coordinator whose compute cluster
+//! The compute routes (`/compute/nodes`), the compute metrics (a node's circuit breaker
+//! among them) and the `admin` scope they need, driven with `tower::ServiceExt::oneshot` against a coordinator whose compute cluster
 //! has a real HTTP node (an axum server on 127.0.0.1).
 
 use axum::body::Body;
@@ -46,7 +46,11 @@ async fn node_server() -> String {
 }
 
 async fn app() -> (Router, Coordinator) {
-    let compute = ComputeCluster::start("api").await.unwrap();
+    app_with(ComputeCluster::start("api").await.unwrap()).await
+}
+
+/// The router of a coordinator whose compute cluster is `compute`.
+async fn app_with(compute: ComputeCluster) -> (Router, Coordinator) {
     let c = Coordinator::builder()
         .config(CoordinatorConfig {
             min_workers: 1,
@@ -190,6 +194,68 @@ async fn bad_compute_nodes_are_refused_naming_the_field_and_change_nothing() {
         ids,
         ["n1"],
         "nothing bad was added, nothing accepted was lost"
+    );
+    c.stop(true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_shows_in_the_listing_and_the_metrics() {
+    // A node whose work fails with 500s: three in a row open its breaker.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = Router::new()
+        .route("/", axum::routing::get(|| async { "up" }))
+        .route(
+            "/work",
+            axum::routing::get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "overloaded") }),
+        );
+    tokio::spawn(async move { axum::serve(listener, server).await.unwrap() });
+    let compute = ComputeCluster::start("api").await.unwrap();
+    compute
+        .add_node(wrangle::compute::ComputeNode::new("gpu1", &url).unwrap())
+        .await
+        .unwrap();
+    let (app, c) = app_with(compute.clone()).await;
+    let (_, listed) = call(&app, "GET", "/compute/nodes", None, "admin-t0ken").await;
+    assert_eq!(listed[0]["breaker"]["state"], "closed", "{listed}");
+    assert_eq!(listed[0]["breaker"]["trips"], 0);
+
+    let node = compute.node("gpu1").unwrap();
+    let work =
+        || wrangle::compute::ComputeRequest::Http(wrangle::compute::HttpRequest::get("/work"));
+    for _ in 0..3 {
+        node.execute(work()).await.unwrap_err();
+    }
+    let refused = node.execute(work()).await.unwrap_err();
+    assert!(refused.retry_after.is_some(), "{refused}");
+
+    let (_, listed) = call(&app, "GET", "/compute/nodes", None, "admin-t0ken").await;
+    let b = &listed[0]["breaker"];
+    assert_eq!(b["state"], "open", "{listed}");
+    assert_eq!(b["trips"], 1);
+    assert_eq!(b["rejected"], 1);
+    assert_eq!(b["reason"], "3 failures in a row");
+    assert!(
+        b["retry_at"].as_u64().unwrap() > b["opened_at"].as_u64().unwrap(),
+        "{b}"
+    );
+    assert_eq!(listed[0]["health"]["healthy"], false);
+
+    let (_, metrics) = call(&app, "GET", "/metrics", None, "admin-t0ken").await;
+    let text = metrics.as_str().unwrap();
+    for line in [
+        "wrangle_compute_breaker_state{node=\"gpu1\"} 1",
+        "wrangle_compute_breaker_trips_total{node=\"gpu1\"} 1",
+        "wrangle_compute_breaker_rejected_total{node=\"gpu1\"} 1",
+        "wrangle_compute_healthy{node=\"gpu1\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in /metrics");
+    }
+    let (_, doc) = call(&app, "GET", "/openapi.json", None, "admin-t0ken").await;
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["BreakerInfo"]["properties"]["state"].is_object(),
+        "the OpenAPI document describes the breaker"
     );
     c.stop(true).await.unwrap();
 }

@@ -184,12 +184,31 @@ async function refreshCompute() {
     const health = n.draining ? "draining" : n.health.healthy ? "healthy" : "unhealthy";
     const status = statusCell(health);
     if (n.health.reason) status.append(el("span", " " + n.health.reason, "muted"));
-    tr.append(el("td", n.id), el("td", n.backend + " " + n.endpoint), status,
+    tr.append(el("td", n.id), el("td", n.backend + " " + n.endpoint), status, breakerCell(n.breaker),
       el("td", n.in_flight + " / " + n.max_concurrent), el("td", String(n.waiting)),
       el("td", fmtNum(n.requests)), el("td", fmtNum(n.failures)),
       el("td", Object.entries(n.labels).map(([k, v]) => k + "=" + v).join(", ")));
     return tr;
   }));
+}
+
+// A compute node's circuit breaker as a badge: closed, open (with the cool-down left, or
+// waiting for a passing health check) or half-open (a probe decides); the tooltip says why.
+function breakerCell(b) {
+  const td = el("td");
+  let text = b.state === "half_open" ? "half-open" : b.state;
+  if (b.state === "open") {
+    if (b.waiting_for_check) text += " until a check passes";
+    else if (b.retry_at) text += " " + fmtSpan(b.retry_at - Date.now());
+  }
+  const badge = el("span", text, "status breaker-" + b.state);
+  badge.title = [
+    b.reason,
+    b.window_requests ? Math.round(b.failure_rate * 100) + "% of " + b.window_requests + " recent requests failed" : "",
+    b.trips + " trips, " + b.rejected + " requests refused",
+  ].filter(Boolean).join("; ");
+  td.append(badge);
+  return td;
 }
 
 function statusCell(status) {

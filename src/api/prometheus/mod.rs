@@ -315,7 +315,8 @@ fn store_metrics(m: &mut Snapshot, w: &crate::store::WriterStats) {
     }
 }
 
-/// Per compute node: requests, failures, load, health, restarts and request latency.
+/// Per compute node: requests, failures, load, health, circuit breaker, restarts and
+/// request latency.
 fn compute_metrics(m: &mut Snapshot, compute: &crate::compute::ComputeCluster) {
     let mut infos = Vec::new();
     let mut latencies = Vec::new();
@@ -324,7 +325,7 @@ fn compute_metrics(m: &mut Snapshot, compute: &crate::compute::ComputeCluster) {
         latencies.push((info.id.clone(), latency.counts(), latency.sum_secs()));
     });
     type Field = fn(&crate::compute::ComputeNodeInfo) -> u64;
-    let series: [(&str, bool, &str, Field); 7] = [
+    let series: [(&str, bool, &str, Field); 10] = [
         (
             "wrangle_compute_requests_total",
             true,
@@ -354,6 +355,24 @@ fn compute_metrics(m: &mut Snapshot, compute: &crate::compute::ComputeCluster) {
             false,
             "1 when the node receives work.",
             |i| u64::from(i.health.healthy && !i.draining),
+        ),
+        (
+            "wrangle_compute_breaker_state",
+            false,
+            "The node's circuit breaker: 0 closed, 1 open, 2 half-open.",
+            |i| i.breaker.state.code(),
+        ),
+        (
+            "wrangle_compute_breaker_trips_total",
+            true,
+            "Times the node's circuit breaker opened.",
+            |i| i.breaker.trips,
+        ),
+        (
+            "wrangle_compute_breaker_rejected_total",
+            true,
+            "Requests the node's circuit breaker refused at once.",
+            |i| i.breaker.rejected,
         ),
         (
             "wrangle_compute_proxy_restarts_total",
