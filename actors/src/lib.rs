@@ -7,6 +7,9 @@
 //! - [`Shell`] (Unix) runs a local program: no shell interpolation unless asked for, a
 //!   cleared environment but for an allowlist, a time limit, capped output, and its whole
 //!   process group stopped on a timeout or cancellation.
+//! - [`HttpTool`] sends a GET or POST to a host on its allowlist: every redirect and every
+//!   connection's address checked (no loopback, private, link-local or metadata address,
+//!   whatever DNS answers), capped sizes, a time limit, a JSON or text result.
 //!
 //! [`register_all`] adds them under their usual task types (`echo`, `sleep`, `fail`,
 //! `shell`).
@@ -17,6 +20,7 @@
 
 mod chat;
 mod compute;
+mod http_tool;
 #[cfg(unix)]
 mod shell;
 
@@ -24,6 +28,10 @@ pub use chat::{Chat, ChatApi, ChatInput, ChatMessage, ChatOutput};
 pub use compute::{
     HttpCall, HttpCallInput, HttpCallOutput, Placement, RemoteCommand, RemoteCommandInput,
     RemoteCommandOutput,
+};
+pub use http_tool::{
+    HttpBody, HttpMethod, HttpTool, HttpToolBuilder, HttpToolConfigError, HttpToolInput,
+    HttpToolOutput,
 };
 #[cfg(unix)]
 pub use shell::{Shell, ShellInput, ShellOutput};
@@ -149,6 +157,13 @@ pub fn register_all(handlers: &HandlerRegistry) {
 #[cfg(unix)]
 pub fn register_shell(handlers: &HandlerRegistry) {
     handlers.register("shell", Shell::default());
+}
+
+/// Registers `tool` as `http_tool`: every holder of a token that may submit tasks can then
+/// make requests from this machine to the hosts on its allowlist. Like [`register_shell`],
+/// it is not in [`register_all`]; register it only where that is intended.
+pub fn register_http_tool(handlers: &HandlerRegistry, tool: HttpTool) {
+    handlers.register("http_tool", tool);
 }
 
 /// Registers [`HttpCall`], [`RemoteCommand`] and [`Chat`], each sending to `cluster`, as
