@@ -105,6 +105,9 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         );
         builder = builder.node_group(config, launcher);
     }
+    // Agents over HTTP: `POST /workflows/agent/runs` with `{"agent": {...}, "messages": [...]}`
+    // (see wrangle_actors::AgentRequest); tools are any registered task types.
+    builder = builder.workflow(wrangle_actors::agent_workflow("agent", 16));
     let coordinator = builder.compute(compute).start().await?;
     match coordinator.store() {
         Some(store) => {

@@ -16,15 +16,28 @@
 //!
 //! With a [`ComputeCluster`](wrangle::compute::ComputeCluster), [`HttpCall`],
 //! [`RemoteCommand`] and [`Chat`] send work to external nodes; [`register_compute`] adds
-//! them as `http_call`, `remote_command` and `chat`.
+//! them as `http_call`, `remote_command` and `chat` (and the agent's `agent_model`).
+//!
+//! An agent ([`agent_workflow`], [`AgentModel`]) is a chat model that calls tools, run as a
+//! durable workflow: each model call and each tool call is a journaled step, so a run
+//! survives its coordinator's death without repeating completed calls. [`register_agent`]
+//! adds its model step as `agent_model`.
 
+mod agent;
 mod chat;
 mod compute;
 mod http_tool;
 #[cfg(unix)]
 mod shell;
 
-pub use chat::{Chat, ChatApi, ChatInput, ChatMessage, ChatOutput};
+pub use agent::{
+    agent_workflow, AgentModel, AgentRequest, AgentSpec, AgentTool, AgentTurn, AGENT_MODEL,
+    MAX_TOOL_RESULT,
+};
+pub use chat::{
+    Chat, ChatApi, ChatInput, ChatMessage, ChatOutput, RateLimit, ToolCall, ToolSpec, Usage,
+    MAX_MESSAGES, MAX_TOOLS,
+};
 pub use compute::{
     HttpCall, HttpCallInput, HttpCallOutput, Placement, RemoteCommand, RemoteCommandInput,
     RemoteCommandOutput,
@@ -167,9 +180,20 @@ pub fn register_http_tool(handlers: &HandlerRegistry, tool: HttpTool) {
 }
 
 /// Registers [`HttpCall`], [`RemoteCommand`] and [`Chat`], each sending to `cluster`, as
-/// `http_call`, `remote_command` and `chat`.
+/// `http_call`, `remote_command` and `chat`, and the agent's model step ([`AgentModel`])
+/// as `agent_model` (register [`agent_workflow`] too, to run agents).
 pub fn register_compute(handlers: &HandlerRegistry, cluster: &wrangle::compute::ComputeCluster) {
     handlers.register("http_call", HttpCall::new(cluster.clone()));
     handlers.register("remote_command", RemoteCommand::new(cluster.clone()));
-    handlers.register("chat", Chat::new(cluster.clone()));
+    let chat = Chat::new(cluster.clone());
+    handlers.register("chat", chat.clone());
+    register_agent(handlers, chat);
+}
+
+/// Registers the agent's model step ([`AgentModel`]) as `agent_model`, asking models
+/// through `chat`. Register the workflow itself with
+/// `coordinator.workflows().register(agent_workflow(name, max_turns))`, and the tools'
+/// task types as usual.
+pub fn register_agent(handlers: &HandlerRegistry, chat: Chat) {
+    handlers.register(AGENT_MODEL, AgentModel::new(chat));
 }

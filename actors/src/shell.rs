@@ -147,6 +147,10 @@ pub struct Shell {
     pub max_timeout: Duration,
     /// How long the process group has between SIGTERM and SIGKILL. Default 2 s.
     pub kill_grace: Duration,
+    /// When set, the only programs it runs (compared with `program` as written), and never
+    /// a script (`shell: true` is refused): what an agent's shell tool needs, since a model
+    /// chooses its input. Default `None` (any program).
+    pub allowed_programs: Option<Vec<String>>,
 }
 
 impl Default for Shell {
@@ -157,6 +161,7 @@ impl Default for Shell {
             default_timeout: Duration::from_secs(60),
             max_timeout: Duration::from_secs(3600),
             kill_grace: Duration::from_secs(2),
+            allowed_programs: None,
         }
     }
 }
@@ -252,6 +257,17 @@ impl Shell {
             return Err(invalid("program", "must not be empty"));
         }
         text("program", &input.program, program_max)?;
+        if let Some(allowed) = &self.allowed_programs {
+            if input.shell {
+                return Err(invalid("shell", "scripts are not allowed by this handler"));
+            }
+            if !allowed.iter().any(|p| p == &input.program) {
+                return Err(invalid(
+                    "program",
+                    format!("not an allowed program (allowed: {})", allowed.join(", ")),
+                ));
+            }
+        }
         if input.args.len() > MAX_ARGS {
             return Err(invalid(
                 "args",

@@ -369,3 +369,26 @@ async fn what_a_program_leaves_running_is_stopped_when_it_exits() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_allowlist_refuses_other_programs_and_scripts() {
+    let c = coordinator(Shell {
+        allowed_programs: Some(vec!["echo".into()]),
+        ..Shell::default()
+    })
+    .await;
+    let out = run(&c, json!({ "program": "echo", "args": ["hi"] }))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "hi\n");
+    let e = refused(&c, json!({ "program": "rm", "args": ["-rf", "/tmp/x"] })).await;
+    assert!(e.contains("program") && e.contains("allowed: echo"), "{e}");
+    // A path to an allowed name is another program.
+    let e = refused(&c, json!({ "program": "/bin/echo" })).await;
+    assert!(e.contains("not an allowed program"), "{e}");
+    let e = refused(&c, json!({ "program": "echo", "shell": true })).await;
+    assert!(
+        e.contains("shell") && e.contains("scripts are not allowed"),
+        "{e}"
+    );
+}
