@@ -10,11 +10,15 @@ use std::sync::atomic::AtomicBool;
 use super::*;
 use crate::handler::TaskError;
 
-/// A server that fails its work while `failing`, and counts what reaches it.
+/// A server that fails its work while `failing` (and its health checks while
+/// `checks_failing`), and counts what reaches it.
 #[derive(Default)]
 struct Flaky {
     failing: AtomicBool,
+    checks_failing: AtomicBool,
     hits: AtomicUsize,
+    /// Ends the requests to `/hold`.
+    release: Notify,
 }
 
 impl Flaky {
@@ -32,20 +36,35 @@ async fn work(State(f): State<Arc<Flaky>>) -> (StatusCode, &'static str) {
     }
 }
 
+async fn health(State(f): State<Arc<Flaky>>) -> StatusCode {
+    if f.checks_failing.load(Ordering::SeqCst) {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::OK
+    }
+}
+
+async fn hold(State(f): State<Arc<Flaky>>) -> &'static str {
+    f.hits.fetch_add(1, Ordering::SeqCst);
+    f.release.notified().await;
+    "held"
+}
+
 async fn refuse(State(f): State<Arc<Flaky>>) -> (StatusCode, &'static str) {
     f.hits.fetch_add(1, Ordering::SeqCst);
     (StatusCode::BAD_REQUEST, "missing field `model`")
 }
 
-/// A flaky server (its health check, `/`, always answers) and its URL.
+/// A flaky server and its URL.
 async fn flaky(failing: bool) -> (String, Arc<Flaky>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let f = Arc::new(Flaky::default());
     f.failing.store(failing, Ordering::SeqCst);
     let app = Router::new()
-        .route("/", get(|| async { "up" }))
+        .route("/", get(health))
         .route("/work", get(work))
+        .route("/hold", get(hold))
         .route("/refuse", get(refuse))
         .with_state(f.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
@@ -246,5 +265,64 @@ async fn selection_skips_a_node_whose_breaker_is_open_for_another_serving_the_la
     assert_eq!((bad.hits(), good.hits()), (3, 10));
     let available: Vec<String> = c.get_available_nodes().into_iter().map(|n| n.id).collect();
     assert_eq!(available, ["b"]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_checks_open_it_waiters_give_up_and_a_passing_check_lets_a_probe_through() {
+    let (url, server) = flaky(false).await;
+    let c = breaker_cluster().await;
+    let node = ComputeNode::new("gpu1", &url).unwrap().max_concurrent(1);
+    c.add_node(node).await.unwrap();
+    let node = c.node("gpu1").unwrap();
+    until("the first check", || {
+        node.info().health.checked_at.is_some()
+    })
+    .await;
+    let held = {
+        let node = node.clone();
+        tokio::spawn(async move { node.execute(get_req("/hold")).await })
+    };
+    until("the slot is taken", || server.hits() == 1).await;
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let node = node.clone();
+            tokio::spawn(async move { node.execute(get_req("/work")).await })
+        })
+        .collect();
+    until("two wait for the slot", || node.info().waiting == 2).await;
+
+    // The node fails its checks: the third opens the breaker, and the waiters give up.
+    server.checks_failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(c.health_check().await.get("gpu1"), Some(&false));
+    }
+    for w in waiters {
+        let e = w.await.unwrap().unwrap_err();
+        assert_eq!(
+            (e.kind, e.is_retryable()),
+            (ComputeErrorKind::Unavailable, true),
+            "{e}"
+        );
+        assert!(e.message.contains("circuit breaker is open"), "{e}");
+    }
+    let b = node.info().breaker;
+    assert_eq!((b.state, b.waiting_for_check), (BreakerState::Open, true));
+    server.release.notify_one();
+    assert!(held.await.unwrap().is_ok(), "what ran finishes");
+    assert_eq!(server.hits(), 1, "the waiters never reached the server");
+
+    // Past the cool-down, a node that fails its checks still gets no probe.
+    node.pass_time(Duration::from_secs(600));
+    assert_eq!(state(&node), BreakerState::Open);
+    assert!(node.execute(get_req("/work")).await.is_err());
+    assert_eq!(server.hits(), 1);
+    // One passing check half-opens it; the probe, a real request, closes it.
+    server.checks_failing.store(false, Ordering::SeqCst);
+    assert_eq!(c.health_check().await.get("gpu1"), Some(&true));
+    assert_eq!(state(&node), BreakerState::HalfOpen);
+    assert!(node.execute(get_req("/work")).await.is_ok());
+    assert_eq!(state(&node), BreakerState::Closed);
+    assert_eq!(server.hits(), 2);
     c.stop().await;
 }
