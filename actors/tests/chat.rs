@@ -335,3 +335,37 @@ async fn an_agent_that_keeps_calling_tools_stops_at_its_turn_limit() {
     );
     c.stop(true).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_calls_are_counted_by_node_and_model() {
+    let (_, url) = serve(|n, _| {
+        if n == 1 {
+            (StatusCode::BAD_REQUEST, "no").into_response()
+        } else {
+            reply("ok")
+        }
+    })
+    .await;
+    let compute = cluster(&url).await;
+    let c = coordinator(&compute).await;
+    outcome(&c, ask(json!({}))).await.unwrap();
+    outcome(&c, ask(json!({}))).await.unwrap_err();
+    outcome(&c, ask(json!({"model": "other"}))).await.unwrap();
+    let usage = compute.model_usage();
+    let of = |model: &str| {
+        let (_, _, c) = usage
+            .iter()
+            .find(|(n, m, _)| n == "model" && m == model)
+            .unwrap();
+        (
+            c.requests,
+            c.failures,
+            c.prompt_tokens,
+            c.completion_tokens,
+            c.latency.cumulative().1,
+        )
+    };
+    assert_eq!(of("m"), (2, 1, 10, 3, 1));
+    assert_eq!(of("other"), (1, 0, 10, 3, 1));
+    c.stop(true).await.unwrap();
+}

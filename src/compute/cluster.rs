@@ -69,6 +69,8 @@ struct Inner {
     config: ComputeConfig,
     nodes: RwLock<BTreeMap<String, Arc<NodeShared>>>,
     supervisor: ActorRef<SupMsg>,
+    /// What model calls through its nodes cost, as chat handlers report them.
+    models: super::usage::ModelUsage,
 }
 
 impl ComputeCluster {
@@ -95,6 +97,7 @@ impl ComputeCluster {
                 config,
                 nodes: RwLock::new(BTreeMap::new()),
                 supervisor,
+                models: Default::default(),
             }),
         })
     }
@@ -185,6 +188,17 @@ impl ComputeCluster {
     }
 
     /// Every node with its request latency histogram, by id (for the metrics endpoint).
+    /// Counts one model call on node `node` (requests, failures, tokens, latency by node
+    /// and model, shown by `/metrics` as `wrangle_llm_*`). Chat handlers call it.
+    pub fn record_model_call(&self, node: &str, model: &str, call: super::ModelCall) {
+        self.inner.models.record(node, model, call);
+    }
+
+    /// The model calls counted so far: `(node, model, counters)`, by node then model.
+    pub fn model_usage(&self) -> Vec<(String, String, super::ModelCounters)> {
+        self.inner.models.read()
+    }
+
     pub(crate) fn with_latency(
         &self,
         mut f: impl FnMut(&ComputeNodeInfo, &crate::metrics::Histogram),

@@ -84,6 +84,7 @@ mod state;
 mod supervisor;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub(crate) use backend::{docker_client, docker_message, kube_client, read_kubeconfig, KubeSource};
 pub use breaker::BreakerState;
@@ -99,3 +100,4 @@ pub use request::{
     HttpRequest, StreamChunk, StreamFormat, StreamSink,
 };
 pub use spec::ComputeNodeSpec;
+pub use usage::{ModelCall, ModelCounters, MAX_SERIES};

@@ -4,6 +4,9 @@
 //! tools the model may call, token usage and latency in the result, per-request timeouts,
 //! and request and token rate limits per node and model.
 //!
+//! Every call is counted on the cluster by node and model (requests, failures, tokens,
+//! latency: `wrangle_llm_*` in `/metrics`).
+//!
 //! Failures keep their verdict for the queue, the one retrier: a 429 or 503 is retryable
 //! no earlier than the server's `Retry-After`; a 5xx, a timeout, a malformed answer or a
 //! broken stream is retryable; a 4xx is permanent; so is bad input, naming the field.
@@ -18,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wrangle::compute::{
     ComputeCluster, ComputeError, ComputeErrorKind, ComputeNodeRef, ComputeRequest,
-    ComputeResponse, StreamChunk,
+    ComputeResponse, ModelCall, StreamChunk,
 };
 use wrangle::{TaskContext, TaskError};
 
@@ -346,9 +349,26 @@ impl Chat {
             Ok(r) => r,
             Err(e) => {
                 self.limiter.settle(node.id(), &input.model, estimate, 0);
+                let failed = ModelCall {
+                    latency,
+                    ok: false,
+                    ..ModelCall::default()
+                };
+                self.cluster
+                    .record_model_call(node.id(), &input.model, failed);
                 return Err(e.into());
             }
         };
+        self.cluster.record_model_call(
+            node.id(),
+            &input.model,
+            ModelCall {
+                prompt_tokens: reply.usage.map(|u| u.prompt_tokens),
+                completion_tokens: reply.usage.map(|u| u.completion_tokens),
+                latency,
+                ok: true,
+            },
+        );
         if let Some(u) = reply.usage {
             self.limiter
                 .settle(node.id(), &input.model, estimate, u.total());

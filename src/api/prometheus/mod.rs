@@ -401,6 +401,44 @@ fn compute_metrics(m: &mut Snapshot, compute: &crate::compute::ComputeCluster) {
         "node",
         latencies,
     );
+    model_metrics(m, compute);
+}
+
+/// Model calls by node and model: requests, failures, tokens and latency.
+fn model_metrics(m: &mut Snapshot, compute: &crate::compute::ComputeCluster) {
+    let usage = compute.model_usage();
+    let keys = ["node", "model"];
+    type Field = fn(&crate::compute::ModelCounters) -> u64;
+    let series: [(&str, &str, Field); 4] = [
+        ("wrangle_llm_requests_total", "Model calls.", |c| c.requests),
+        (
+            "wrangle_llm_failures_total",
+            "Model calls that failed.",
+            |c| c.failures,
+        ),
+        (
+            "wrangle_llm_prompt_tokens_total",
+            "Prompt tokens, as the servers counted them.",
+            |c| c.prompt_tokens,
+        ),
+        (
+            "wrangle_llm_completion_tokens_total",
+            "Completion tokens, as the servers counted them.",
+            |c| c.completion_tokens,
+        ),
+    ];
+    for (name, help, field) in series {
+        let rows = usage.iter().map(|(n, model, c)| (n, model, field(c)));
+        m.counters_by2(name, help, keys, rows);
+    }
+    m.histograms_by2(
+        "wrangle_llm_request_seconds",
+        "Latency of model calls that succeeded.",
+        keys,
+        usage
+            .iter()
+            .map(|(n, model, c)| (n, model, c.latency.counts(), c.latency.sum_secs())),
+    );
 }
 
 /// The workflow engine: runs by what happened to them, steps, and latencies.

@@ -139,6 +139,42 @@ impl Snapshot {
         self.push(name, help, MetricType::Gauge, samples);
     }
 
+    /// A counter with one sample per pair of values of labels `keys`.
+    pub(super) fn counters_by2<A: ToString, B: ToString>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        keys: [&'static str; 2],
+        rows: impl IntoIterator<Item = (A, B, u64)>,
+    ) {
+        let samples = rows
+            .into_iter()
+            .map(|(a, b, v)| Sample {
+                labels: vec![(keys[0], a.to_string()), (keys[1], b.to_string())],
+                value: Value::Counter(v),
+            })
+            .collect();
+        self.push(name, help, MetricType::Counter, samples);
+    }
+
+    /// A latency histogram per pair of values of labels `keys`.
+    pub(super) fn histograms_by2<A: ToString, B: ToString>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        keys: [&'static str; 2],
+        rows: impl IntoIterator<Item = (A, B, Vec<(f64, u64)>, f64)>,
+    ) {
+        let samples = rows
+            .into_iter()
+            .map(|(a, b, counts, sum)| Sample {
+                labels: vec![(keys[0], a.to_string()), (keys[1], b.to_string())],
+                value: Value::Histogram(counts, sum),
+            })
+            .collect();
+        self.push(name, help, MetricType::Histogram, samples);
+    }
+
     /// A latency histogram, in seconds.
     pub(super) fn histogram(&mut self, name: &'static str, help: &'static str, h: &Histogram) {
         let value = Value::Histogram(h.counts(), h.sum_secs());

@@ -196,3 +196,29 @@ fn node_groups_show_their_counters_drain_times_and_nodes_by_state() {
         assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn model_calls_show_by_node_and_model() {
+    let compute = crate::compute::ComputeCluster::start("t").await.unwrap();
+    let call = crate::compute::ModelCall {
+        prompt_tokens: Some(12),
+        completion_tokens: Some(4),
+        latency: Duration::from_millis(30),
+        ok: true,
+    };
+    compute.record_model_call("gpu1", "gemma", call);
+    compute.record_model_call("gpu1", "gemma", crate::compute::ModelCall::default());
+    let mut m = Snapshot::default();
+    model_metrics(&mut m, &compute);
+    let text = encode(m);
+    for line in [
+        "wrangle_llm_requests_total{node=\"gpu1\",model=\"gemma\"} 2\n",
+        "wrangle_llm_failures_total{node=\"gpu1\",model=\"gemma\"} 1\n",
+        "wrangle_llm_prompt_tokens_total{node=\"gpu1\",model=\"gemma\"} 12\n",
+        "wrangle_llm_completion_tokens_total{node=\"gpu1\",model=\"gemma\"} 4\n",
+        "wrangle_llm_request_seconds_count{node=\"gpu1\",model=\"gemma\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    compute.stop().await;
+}
