@@ -138,7 +138,8 @@ pub use task::{
 };
 pub use util::shutdown_signal;
 pub use worker::{
-    Capabilities, UplinkRef, WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry, WorkerStatus,
+    Capabilities, RoutingStrategy, UplinkRef, WorkerConfig, WorkerInfo, WorkerRef, WorkerRegistry,
+    WorkerStatus,
 };
 
 /// The names most programs need.

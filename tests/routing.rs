@@ -2,6 +2,10 @@
 //! tag. While no such worker exists it waits in the queue, visibly unroutable (and it does
 //! not make the autoscaler grow pools that could not take it); once a second pool with a
 //! tagged worker joins the same queue, the task runs there.
+//!
+//! Routing among workers: a round-robin pool deals a burst out one task per worker in
+//! turn, a least-loaded one (the default) fills its freest worker first, and tasks sharing
+//! an affinity key stay on one worker, moving together to another when it stops.
 
 #[path = "support/common.rs"]
 mod common;
@@ -233,4 +237,154 @@ fn register_noop(c: &wrangle::Coordinator) {
         "noop",
         handler_fn(|_ctx: TaskContext, _: ()| async { Ok::<_, TaskError>(()) }),
     );
+}
+
+/// Waits until `n` workers are attached to the queue with all their slots free.
+async fn attached(c: &wrangle::Coordinator, n: usize, slots: u64) {
+    eventually("the workers to attach", secs(5), || async {
+        let q = c.get_stats().await.unwrap().queue;
+        q.workers == n && q.free_credits == slots
+    })
+    .await;
+}
+
+/// Submits `specs` in one batch and returns each task's result (its worker's id), in order.
+async fn run_all(c: &wrangle::Coordinator, specs: Vec<TaskSpec>) -> Vec<String> {
+    let ids = c.submit_batch(specs).await.unwrap();
+    let mut out = Vec::new();
+    for id in ids {
+        match c.wait_for(id, secs(10)).await.unwrap() {
+            wrangle::TaskOutcome::Completed { result } => out.push(result.decode().unwrap()),
+            other => panic!("task {id}: {other:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_round_robin_pool_deals_a_burst_out_in_turn_and_least_loaded_stays_the_default() {
+    let c = start(common::fixed(1), whoami_handlers()).await;
+    for (name, routing) in [
+        ("rr", wrangle::RoutingStrategy::RoundRobin),
+        ("ll", wrangle::RoutingStrategy::default()),
+    ] {
+        c.add_pool(
+            PoolConfig {
+                name: name.into(),
+                min_workers: 3,
+                max_workers: 3,
+                worker: WorkerConfig {
+                    labels: vec![name.into()],
+                    ..WorkerConfig::default()
+                },
+                routing,
+                ..PoolConfig::default()
+            },
+            whoami_handlers(),
+        )
+        .await
+        .unwrap();
+    }
+    // The local worker and three in each pool, four slots each.
+    attached(&c, 7, 28).await;
+
+    let burst = |label: &str| {
+        (0..9)
+            .map(|_| TaskSpec::new("whoami", &()).unwrap().label(label))
+            .collect::<Vec<_>>()
+    };
+    let dealt = run_all(&c, burst("rr")).await;
+    let expected: Vec<String> = (0..9).map(|i| format!("rr/w-{}", i % 3 + 1)).collect();
+    assert_eq!(dealt, expected, "one each, in turn");
+
+    // Least-loaded fills the freest worker first: four, four, one.
+    let filled = run_all(&c, burst("ll")).await;
+    let count = |w: &str| filled.iter().filter(|r| *r == w).count();
+    let mut counts = [count("ll/w-1"), count("ll/w-2"), count("ll/w-3")];
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 4, 4], "{filled:?}");
+    c.stop(true).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_affinity_key_keeps_its_tasks_on_one_worker_and_they_move_together_when_it_stops() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let handlers = whoami_handlers();
+    // Returns its worker's id once the gate is open (at once when `wait` is false).
+    handlers.register(
+        "turn",
+        handler_fn(move |ctx: TaskContext, wait: bool| {
+            let mut gate = gate.clone();
+            async move {
+                if wait {
+                    gate.wait_for(|open| *open).await.expect("gate kept");
+                }
+                Ok::<_, TaskError>(ctx.worker().to_string())
+            }
+        }),
+    );
+    let mut config = common::fixed(3);
+    // Long enough that no task stops waiting for its worker during the test.
+    config.queue.affinity_wait = secs(600);
+    let c = start(config, handlers).await;
+    attached(&c, 3, 12).await;
+
+    let turns = |key: &str, wait: bool, n: usize| {
+        (0..n)
+            .map(|_| TaskSpec::new("turn", &wait).unwrap().affinity_key(key))
+            .collect::<Vec<_>>()
+    };
+    // Ten turns of one conversation: more than one worker's four slots, all on one worker.
+    let ran = run_all(&c, turns("conv-1", false, 10)).await;
+    assert!(ran.iter().all(|w| *w == ran[0]), "{ran:?}");
+    // Another conversation binds on its own.
+    let other = run_all(&c, turns("conv-2", false, 3)).await;
+    assert!(other.iter().all(|w| *w == other[0]), "{other:?}");
+    assert_eq!(c.get_stats().await.unwrap().queue.affinity_keys, 2);
+
+    // Six turns that hold their slots: four run on the bound worker, two wait for it.
+    let bound = ran[0].clone();
+    let ids = c.submit_batch(turns("conv-1", true, 6)).await.unwrap();
+    eventually("four to run and two to wait", secs(5), || async {
+        let q = c.get_stats().await.unwrap().queue;
+        q.running == 4 && q.affinity_waiting == 2
+    })
+    .await;
+    for id in &ids {
+        let snap = c.get_task(*id).await.unwrap();
+        if let Some(a) = snap.attempts.last() {
+            assert_eq!(&*a.worker, bound);
+        }
+    }
+
+    // The bound worker stops for good: its tasks go back, the key is bound to another
+    // worker, and all six run there.
+    let worker = c
+        .pool()
+        .worker_refs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.id() == bound)
+        .unwrap();
+    worker.stop(false);
+    eventually("the worker to leave", secs(5), || async {
+        c.get_stats().await.unwrap().queue.workers == 2
+    })
+    .await;
+    open.send(true).unwrap();
+    let mut moved = Vec::new();
+    for id in &ids {
+        match c.wait_for(*id, secs(10)).await.unwrap() {
+            wrangle::TaskOutcome::Completed { result } => {
+                moved.push(result.decode::<String>().unwrap())
+            }
+            other => panic!("task {id}: {other:?}"),
+        }
+    }
+    assert_ne!(moved[0], bound);
+    assert!(moved.iter().all(|w| *w == moved[0]), "{moved:?}");
+    let q = c.get_stats().await.unwrap().queue;
+    assert_eq!((q.affinity_keys, q.affinity_fallbacks), (1, 0), "{q:?}");
+    c.stop(true).await.unwrap();
 }

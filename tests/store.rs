@@ -236,7 +236,8 @@ async fn unfinished_tasks_run_after_a_restart_with_their_attempts_kept(url: Stri
         .submit_async(
             TaskSpec::new("echo", &json!("later"))
                 .unwrap()
-                .delay(Duration::from_millis(300)),
+                .delay(Duration::from_millis(300))
+                .affinity_key("conversation-1"),
         )
         .await
         .unwrap();
@@ -263,6 +264,10 @@ async fn unfinished_tasks_run_after_a_restart_with_their_attempts_kept(url: Stri
         second.wait_for(delayed.id, WAIT).await.unwrap(),
         TaskOutcome::Completed { .. }
     ));
+    // Its options came back with it, the affinity key among them (stored in the options
+    // column's JSON, so no migration was needed for it).
+    let d = second.get_task(delayed.id).await.unwrap();
+    assert_eq!(d.options.affinity_key.as_deref(), Some("conversation-1"));
     second.stop(true).await.unwrap();
 }
 

@@ -113,7 +113,7 @@ pub(super) fn split_batch(body: &[u8], max: usize) -> Result<Vec<(String, &RawVa
     let items = match start.map(|i| body[i]) {
         Some(b'[') => numbered(bounded_array(body, max)?, ""),
         Some(b'{') => {
-            // An object's keys are few (a task has ten fields); its values stay raw.
+            // An object's keys are few (a task has a dozen fields); its values stay raw.
             let mut map: std::collections::HashMap<String, &RawValue> =
                 serde_json::from_slice(body).map_err(invalid)?;
             match map.remove("tasks") {

@@ -61,6 +61,11 @@ pub(crate) struct TaskRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$")]
     trace_id: Option<crate::task::TraceId>,
+    /// Tasks with the same key run on one worker while it lives (it waits a short while
+    /// for that worker when it is busy): 1 to 256 bytes.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
+    affinity_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +105,7 @@ impl TaskRequest {
             idempotency_key: self.idempotency_key,
             delay: self.delay_ms.map(Duration::from_millis),
             trace_id: self.trace_id,
+            affinity_key: self.affinity_key,
         };
         // Checked here, before anything is queued, to name the field as the client wrote it.
         options.validate().map_err(|e| match e {

@@ -131,6 +131,7 @@ impl CoordinatorConfig {
             max_workers: self.max_workers,
             worker: self.worker.clone(),
             restart_budget: self.restart_budget,
+            ..PoolConfig::default()
         }
     }
 }

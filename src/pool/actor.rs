@@ -262,11 +262,10 @@ impl PoolState {
     async fn add_worker(&mut self, myself: &ActorRef<PoolMsg>) -> Result<(), ActorProcessingErr> {
         let id: Arc<str> = format!("{}/w-{}", self.name, self.next_index).into();
         self.next_index += 1;
-        let shared = Arc::new(WorkerShared::new(
-            id,
-            self.name.clone(),
-            self.config.worker.clone(),
-        ));
+        let shared = Arc::new(
+            WorkerShared::new(id, self.name.clone(), self.config.worker.clone())
+                .with_routing(self.config.routing),
+        );
         self.spawn_worker(myself, shared).await
     }
 

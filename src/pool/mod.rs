@@ -17,7 +17,7 @@ use crate::queue::QueueRef;
 use crate::supervision::RestartBudget;
 use crate::task::{Payload, TaskSpec};
 use crate::worker::UplinkRef;
-use crate::worker::{WorkerConfig, WorkerInfo, WorkerRef};
+use crate::worker::{RoutingStrategy, WorkerConfig, WorkerInfo, WorkerRef};
 
 /// Settings of a worker pool (see [`PoolRef`]).
 #[derive(Clone, Debug)]
@@ -32,6 +32,9 @@ pub struct PoolConfig {
     pub worker: WorkerConfig,
     /// Restarts allowed before the pool fails upward.
     pub restart_budget: RestartBudget,
+    /// How the queue spreads tasks over the pool's workers. Default
+    /// [`RoutingStrategy::LeastLoaded`].
+    pub routing: RoutingStrategy,
 }
 
 impl Default for PoolConfig {
@@ -42,6 +45,7 @@ impl Default for PoolConfig {
             max_workers: 10,
             worker: WorkerConfig::default(),
             restart_budget: RestartBudget::default(),
+            routing: RoutingStrategy::default(),
         }
     }
 }

@@ -50,6 +50,16 @@ pub struct QueueConfig {
     /// batch). The default, 16 MiB less 64 KiB, lets every task cross to a node in one
     /// ractor_cluster frame (16 MiB) with room for the lease around it.
     pub max_payload_bytes: usize,
+    /// How long a task with an `affinity_key` waits for the worker its key is bound to
+    /// when that worker has no free slot, from the moment another worker could have taken
+    /// it; then it goes to whichever worker is free (the binding stays). Zero: it never
+    /// waits, and goes to the bound worker only when that one has a free slot at the time.
+    /// Default 2 s: long enough to ride out a busy moment of the bound worker, short
+    /// enough that a bound worker stuck on long tasks costs its keys little.
+    pub affinity_wait: Duration,
+    /// Most affinity keys bound at once; past it, the least recently used binding is
+    /// dropped (its key's next task binds it again). Default 100,000.
+    pub max_affinity_keys: usize,
 }
 
 /// The longest `lease_time` (and `lease_grace`): 7 days.
@@ -75,6 +85,8 @@ impl Default for QueueConfig {
             max_finished_bytes: 512 << 20,
             max_dead_letter_bytes: 512 << 20,
             max_payload_bytes: CLUSTER_FRAME_BYTES - 64 * 1024,
+            affinity_wait: Duration::from_secs(2),
+            max_affinity_keys: 100_000,
         }
     }
 }
@@ -105,6 +117,12 @@ impl QueueConfig {
         }
         if self.lease_grace > MAX_LEASE_TIME {
             return Err(Error::invalid("lease_grace", "must be at most 7 days"));
+        }
+        if self.max_affinity_keys == 0 {
+            return Err(Error::invalid("max_affinity_keys", "must be at least 1"));
+        }
+        if self.affinity_wait > MAX_LEASE_TIME {
+            return Err(Error::invalid("affinity_wait", "must be at most 7 days"));
         }
         if self.retry_base_delay > self.retry_max_delay {
             return Err(Error::invalid(

@@ -2,6 +2,7 @@
 //! dead letters and waiters, run as one ractor actor.
 
 mod actor;
+mod bindings;
 mod config;
 mod core;
 mod fifo;

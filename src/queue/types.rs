@@ -150,6 +150,16 @@ pub struct QueueStats {
     pub workers: usize,
     /// Credits (free slots) workers have announced and not yet used.
     pub free_credits: u64,
+    /// Affinity keys bound to a worker now (at most `max_affinity_keys`).
+    pub affinity_keys: usize,
+    /// Queued tasks waiting for the busy worker their affinity key is bound to.
+    pub affinity_waiting: usize,
+    /// Tasks that stopped waiting for their bound worker after `affinity_wait` and went to
+    /// another one.
+    pub affinity_fallbacks: u64,
+    /// Affinity bindings dropped, least recently used first, to keep to
+    /// `max_affinity_keys`.
+    pub affinity_evicted: u64,
 }
 
 /// Queued tasks of one routing class: a task type with the labels its tasks require.

@@ -36,6 +36,14 @@ pub struct TaskOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$")]
     pub trace_id: Option<super::TraceId>,
+    /// Tasks with the same key run on one worker: the first of them leased binds the key to
+    /// its worker, and the later ones go to that worker while it is attached (waiting for it
+    /// up to the queue's `affinity_wait` when it is busy), else to whoever the pool's
+    /// routing picks, which takes the binding over. At most
+    /// [`MAX_AFFINITY_KEY_BYTES`](Self::MAX_AFFINITY_KEY_BYTES) bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub affinity_key: Option<String>,
 }
 
 impl TaskOptions {
@@ -47,6 +55,8 @@ impl TaskOptions {
     /// Longest `delay` before a first run: 365 days (a delay of 2^63 ms and more would wrap
     /// to "now" once stored as a signed timestamp).
     pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+    /// Longest `affinity_key`: 256 bytes (the queue keeps a map of the keys it has bound).
+    pub const MAX_AFFINITY_KEY_BYTES: usize = 256;
 
     /// Checks the options for values no task can run with, and for values past the
     /// documented maximums ([`Self::MAX_RETRIES`], [`Self::MAX_TIMEOUT`],
@@ -84,6 +94,24 @@ impl TaskOptions {
                 "idempotency_key",
                 "must not be empty when given",
             ));
+        }
+        if let Some(key) = &self.affinity_key {
+            if key.is_empty() {
+                return Err(Error::invalid(
+                    "affinity_key",
+                    "must not be empty when given",
+                ));
+            }
+            if key.len() > Self::MAX_AFFINITY_KEY_BYTES {
+                return Err(Error::invalid(
+                    "affinity_key",
+                    format!(
+                        "is {} bytes; at most {}",
+                        key.len(),
+                        Self::MAX_AFFINITY_KEY_BYTES
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -179,6 +207,20 @@ impl TaskSpec {
         self
     }
 
+    /// Keeps this task on the worker that took the first task with the same key (see
+    /// [`TaskOptions::affinity_key`]).
+    ///
+    /// ```
+    /// use wrangle::TaskSpec;
+    ///
+    /// let turn = TaskSpec::new("chat", &"hello").unwrap().affinity_key("conversation-42");
+    /// assert_eq!(turn.options().affinity_key.as_deref(), Some("conversation-42"));
+    /// ```
+    pub fn affinity_key(mut self, key: impl Into<String>) -> Self {
+        self.options.affinity_key = Some(key.into());
+        self
+    }
+
     /// Delays the first run.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.options.delay = Some(delay);
@@ -218,6 +260,7 @@ mod tests {
             timeout: Some(TaskOptions::MAX_TIMEOUT),
             retries: Some(TaskOptions::MAX_RETRIES),
             delay: Some(TaskOptions::MAX_DELAY),
+            affinity_key: Some("k".repeat(TaskOptions::MAX_AFFINITY_KEY_BYTES)),
             ..TaskOptions::default()
         };
         at_max.validate().unwrap();
@@ -240,6 +283,20 @@ mod tests {
                 "delay",
                 TaskOptions {
                     delay: Some(Duration::from_millis(1 << 63)),
+                    ..TaskOptions::default()
+                },
+            ),
+            (
+                "affinity_key",
+                TaskOptions {
+                    affinity_key: Some("k".repeat(TaskOptions::MAX_AFFINITY_KEY_BYTES + 1)),
+                    ..TaskOptions::default()
+                },
+            ),
+            (
+                "affinity_key",
+                TaskOptions {
+                    affinity_key: Some(String::new()),
                     ..TaskOptions::default()
                 },
             ),

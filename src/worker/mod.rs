@@ -5,6 +5,7 @@ mod caps;
 mod delivery;
 mod registry;
 mod report;
+mod routing;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -14,6 +15,7 @@ pub(crate) use actor::Worker;
 pub(crate) use caps::labels_meet;
 pub use caps::Capabilities;
 pub use registry::WorkerRegistry;
+pub use routing::RoutingStrategy;
 pub use uplink::UplinkRef;
 
 pub(crate) use actor::{WorkerArgs, WorkerMsg};
@@ -159,6 +161,8 @@ pub(crate) struct WorkerShared {
     /// Unique per actor incarnation, so the queue can tell a restarted worker from the one
     /// that died under the same id.
     pub(crate) incarnation: u64,
+    /// How the queue spreads tasks over this worker's pool (its pool's setting).
+    pub(crate) routing: RoutingStrategy,
     status: AtomicU8,
     current: AtomicU32,
     completed: AtomicU64,
@@ -175,6 +179,7 @@ impl WorkerShared {
             pool,
             config,
             incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
+            routing: RoutingStrategy::default(),
             status: AtomicU8::new(WorkerStatus::Idle as u8),
             current: AtomicU32::new(0),
             completed: AtomicU64::new(0),
@@ -185,6 +190,11 @@ impl WorkerShared {
         }
     }
 
+    /// The same, routed by `routing` (its pool's strategy).
+    pub(crate) fn with_routing(self, routing: RoutingStrategy) -> Self {
+        Self { routing, ..self }
+    }
+
     /// The counters for the next incarnation of the same worker: totals carry over.
     pub(crate) fn restarted(&self) -> Self {
         let next = Self::new(self.id.clone(), self.pool.clone(), self.config.clone());
@@ -192,6 +202,7 @@ impl WorkerShared {
         next.failed.store(self.failed(), Ordering::Relaxed);
         Self {
             restarts: self.restarts + 1,
+            routing: self.routing,
             ..next
         }
     }

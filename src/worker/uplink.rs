@@ -8,7 +8,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use super::{AttemptReport, Capabilities};
+use super::{AttemptReport, Capabilities, RoutingStrategy};
 use crate::handler::ProgressSink;
 use crate::task::{Lease, LeaseToken, TaskId};
 
@@ -75,6 +75,12 @@ pub(crate) trait LeaseSink: Send + Sync + fmt::Debug + 'static {
     fn deliver(&self, leases: Vec<Lease>) -> Result<(), Vec<Lease>>;
     /// Tells the worker to stop one attempt.
     fn cancel(&self, task_id: TaskId);
+    /// How the queue spreads tasks over this worker and the others of its pool: its pool's
+    /// strategy. Asked once, when the worker attaches. Workers reached through a node or
+    /// the HTTP worker protocol keep the default, least-loaded.
+    fn routing(&self) -> RoutingStrategy {
+        RoutingStrategy::LeastLoaded
+    }
 }
 
 /// Where a worker pulls tasks from: a handle to an uplink, shared by a pool's workers.

@@ -19,7 +19,7 @@ use crate::task::{
     TaskSnapshot, TaskSpec, TaskStatus,
 };
 pub(crate) use crate::worker::{AttemptOutcome, AttemptReport};
-use crate::worker::{Capabilities, LeaseSink};
+use crate::worker::{Capabilities, LeaseSink, RoutingStrategy};
 
 /// What the queue asks its owner to do after a change.
 #[derive(Default)]
@@ -114,6 +114,16 @@ struct Session {
     credits: u32,
     sink: Arc<dyn LeaseSink>,
     leases: IdSet,
+    /// Its pool's strategy: which index holds it while it has credits (`with_credits` or
+    /// `rotation`), and how many tasks it takes per turn.
+    routing: RoutingStrategy,
+    /// Round robin: the turn it was last served in (at first, the one it attached in); its
+    /// place in `rotation`.
+    turn: u64,
+    /// Queued tasks whose affinity key is bound to this worker, waiting for it to have a
+    /// free slot, best first: (priority lane reversed, sequence number, id). Entries of
+    /// tasks no longer parked here are stale and skipped (see `affinity.rs`).
+    parked: BTreeSet<(std::cmp::Reverse<usize>, u64, TaskId)>,
 }
 
 /// Leases for one worker, from one dispatch.
@@ -162,9 +172,15 @@ pub(crate) struct QueueCore {
     /// Running tasks by lease deadline.
     deadlines: Sorted<(Instant, TaskId)>,
     workers: HashMap<Arc<str>, Session>,
-    /// The workers with free credits, most first (ties by id): the order `dispatch` serves
-    /// them in. Kept in step with every session's `credits`.
+    /// The least-loaded workers with free credits, most first (ties by id): the order
+    /// `dispatch` serves them in. Kept in step with every session's `credits`.
     with_credits: BTreeSet<(std::cmp::Reverse<u32>, Arc<str>)>,
+    /// The round-robin workers with free credits, served longest ago first (by turn).
+    rotation: BTreeSet<(u64, Arc<str>)>,
+    /// The last round-robin turn handed out.
+    turns: u64,
+    /// Affinity keys bound to workers, and tasks waiting for their bound worker.
+    affinity: affinity::Affinity,
     idempotency: HashMap<String, TaskId>,
     /// Finished tasks, oldest first, for retention.
     /// Each entry carries the task's retention tag when it was pushed; an entry whose tag
@@ -204,6 +220,7 @@ impl QueueCore {
     }
 
     pub(crate) fn with_metrics(config: QueueConfig, metrics: Arc<TaskMetrics>) -> Self {
+        let affinity = affinity::Affinity::new(config.max_affinity_keys);
         Self {
             config,
             tasks: Tasks::new(),
@@ -218,6 +235,9 @@ impl QueueCore {
             deadlines: Sorted::default(),
             workers: HashMap::new(),
             with_credits: BTreeSet::new(),
+            rotation: BTreeSet::new(),
+            turns: 0,
+            affinity,
             idempotency: HashMap::new(),
             finished: VecDeque::new(),
             dead: BTreeMap::new(),
@@ -282,6 +302,7 @@ impl QueueCore {
                 self.idempotency.remove(key);
             }
         }
+        self.affinity.forget(id);
         Some(e)
     }
 
@@ -317,6 +338,7 @@ impl QueueCore {
 
     /// Takes a queued task out of the ready counts (its heap entry goes stale).
     pub(super) fn unready(&mut self, id: TaskId) {
+        self.affinity.unpark(id);
         self.unready_at(self.tasks.slot_of(&id));
     }
 
@@ -407,17 +429,22 @@ impl QueueCore {
             }
             self.lose_lease(id, &worker, "lease expired without a report");
         }
+        self.release_parked(now);
         self.next_wake()
     }
 
-    /// The earliest time something is due (a pending task or a lease deadline).
+    /// The earliest time something is due (a pending task, a lease deadline, or the end of
+    /// a task's wait for its bound worker).
     pub(crate) fn next_wake(&self) -> Option<Instant> {
         let a = self.delayed.first().map(|x| x.0);
         let b = self.deadlines.first().map(|x| x.0);
-        a.into_iter().chain(b).min()
+        let c = self.affinity.next_release();
+        a.into_iter().chain(b).chain(c).min()
     }
 }
 
+mod affinity;
+mod dispatch;
 mod persist;
 mod reads;
 mod results;

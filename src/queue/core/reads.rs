@@ -134,6 +134,10 @@ impl QueueCore {
                 .sum(),
             workers: self.workers.len(),
             free_credits: self.workers.values().map(|w| w.credits as u64).sum(),
+            affinity_keys: self.affinity.bindings.len(),
+            affinity_waiting: self.affinity.waiting(),
+            affinity_fallbacks: self.affinity.fallbacks,
+            affinity_evicted: self.affinity.bindings.evicted(),
         }
     }
 }

@@ -57,6 +57,7 @@ static NO_OPTIONS: TaskOptions = TaskOptions {
     idempotency_key: None,
     delay: None,
     trace_id: None,
+    affinity_key: None,
 };
 
 impl Entry {

@@ -15,8 +15,8 @@ use self::timers::{spawn_heartbeat, Extending};
 use super::delivery::{self, LeasedJob};
 use super::run::{run_attempt, AttemptJob};
 use super::{
-    AttemptOutcome, AttemptReport, Capabilities, LeaseSink, UplinkRef, WorkerRegistry,
-    WorkerShared, WorkerStatus,
+    AttemptOutcome, AttemptReport, Capabilities, LeaseSink, RoutingStrategy, UplinkRef,
+    WorkerRegistry, WorkerShared, WorkerStatus,
 };
 use crate::events::{EventBus, EventKind};
 use crate::handler::{HandlerMap, ProgressRoute, ProgressSink, TaskContext, TaskError};
@@ -139,11 +139,15 @@ pub(crate) enum Origin {
 }
 
 /// Delivers a worker's leases into its mailbox.
-struct ActorSink(Mailbox<WorkerMsg>);
+/// A local worker's end of the queue: its mailbox, and its pool's routing.
+struct ActorSink(Mailbox<WorkerMsg>, RoutingStrategy);
 
 impl fmt::Debug for ActorSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ActorSink").field(&self.0).finish()
+        f.debug_tuple("ActorSink")
+            .field(&self.0)
+            .field(&self.1)
+            .finish()
     }
 }
 
@@ -159,6 +163,10 @@ impl LeaseSink for ActorSink {
 
     fn cancel(&self, task_id: TaskId) {
         let _ = self.0.send(WorkerMsg::Cancel(task_id));
+    }
+
+    fn routing(&self) -> RoutingStrategy {
+        self.1
     }
 }
 
@@ -292,7 +300,7 @@ impl WorkerState {
             self.shared.incarnation,
             caps,
             credits,
-            Arc::new(ActorSink(self.me.clone())),
+            Arc::new(ActorSink(self.me.clone(), self.shared.routing)),
         );
     }
 

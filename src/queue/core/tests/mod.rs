@@ -4,11 +4,13 @@
 //! Every test ends (and the property tests check after every step) with [`Harness::check`],
 //! which recounts the queue's bookkeeping from the tasks themselves.
 
+mod affinity;
 mod cancel;
 mod list;
 mod ordering;
 mod retention;
 mod retry;
+mod round_robin;
 mod routing;
 mod stale;
 mod submit;
@@ -28,13 +30,15 @@ use crate::queue::{QueueConfig, QueueError, Submitted};
 use crate::task::{
     Lease, LeaseToken, Payload, TaskId, TaskOutcome, TaskSnapshot, TaskSpec, TaskStatus,
 };
-use crate::worker::Capabilities;
+use crate::worker::{Capabilities, RoutingStrategy};
 
 /// A fake worker's end of the queue: records what it was handed and told to stop.
 #[derive(Debug, Default)]
 struct TestSink {
     leases: Mutex<Vec<Lease>>,
     cancelled: Mutex<Vec<TaskId>>,
+    /// Its pool's routing, as a local worker's sink reports it.
+    routing: RoutingStrategy,
 }
 
 impl TestSink {
@@ -56,6 +60,10 @@ impl LeaseSink for TestSink {
 
     fn cancel(&self, task_id: TaskId) {
         self.cancelled.lock().unwrap().push(task_id);
+    }
+
+    fn routing(&self) -> RoutingStrategy {
+        self.routing
     }
 }
 
@@ -105,7 +113,35 @@ impl Harness {
         labels: &[&str],
         credits: u32,
     ) -> Arc<TestSink> {
-        let sink = Arc::new(TestSink::default());
+        self.attach_sink(
+            name,
+            incarnation,
+            types,
+            labels,
+            credits,
+            TestSink::default(),
+        )
+    }
+
+    /// Attaches worker `name` (incarnation 1) of a round-robin pool, serving `types`.
+    fn rr_worker(&mut self, name: &str, types: &[&str], credits: u32) -> Arc<TestSink> {
+        let sink = TestSink {
+            routing: RoutingStrategy::RoundRobin,
+            ..TestSink::default()
+        };
+        self.attach_sink(name, 1, types, &[], credits, sink)
+    }
+
+    fn attach_sink(
+        &mut self,
+        name: &str,
+        incarnation: u64,
+        types: &[&str],
+        labels: &[&str],
+        credits: u32,
+        sink: TestSink,
+    ) -> Arc<TestSink> {
+        let sink = Arc::new(sink);
         let caps = Capabilities {
             task_types: types.iter().map(|t| Arc::from(*t)).collect(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
@@ -319,13 +355,21 @@ impl Harness {
         let with_credits: std::collections::BTreeSet<_> = c
             .workers
             .iter()
-            .filter(|(_, s)| s.credits > 0)
+            .filter(|(_, s)| s.credits > 0 && s.routing == RoutingStrategy::LeastLoaded)
             .map(|(id, s)| (std::cmp::Reverse(s.credits), id.clone()))
             .collect();
         assert_eq!(
             with_credits, c.with_credits,
             "index of workers with credits"
         );
+        let rotation: std::collections::BTreeSet<_> = c
+            .workers
+            .iter()
+            .filter(|(_, s)| s.credits > 0 && s.routing == RoutingStrategy::RoundRobin)
+            .map(|(id, s)| (s.turn, id.clone()))
+            .collect();
+        assert_eq!(rotation, c.rotation, "rotation of round-robin workers");
+        c.check_affinity();
         for session in c.workers.values() {
             for id in &session.leases {
                 assert_eq!(c.tasks[id].status(), TaskStatus::Running, "lease of {id}");
