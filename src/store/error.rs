@@ -44,6 +44,19 @@ pub enum StoreError {
         /// The URL, password hidden.
         url: String,
     },
+    /// A coordinator's write carried the epoch of a leader lease that another coordinator
+    /// has since taken (PostgreSQL failover): the write was refused and rolled back. The
+    /// coordinator that gets this is no longer the leader and must stop writing.
+    #[error(
+        "fenced: a newer coordinator leader (epoch {current}) holds the database; this \
+         coordinator's epoch {epoch} may no longer write"
+    )]
+    Fenced {
+        /// The epoch the refused write carried.
+        epoch: u64,
+        /// The epoch of the leader holding the database now.
+        current: u64,
+    },
     /// A read or write failed while running.
     #[error("{0}")]
     Unavailable(String),

@@ -40,6 +40,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_scaling_events.sql"),
         postgres: include_str!("../../migrations/postgres/0004_scaling_events.sql"),
     },
+    Migration {
+        version: 5,
+        name: "coordinator_leader",
+        sqlite: include_str!("../../migrations/sqlite/0005_coordinator_leader.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_coordinator_leader.sql"),
+    },
 ];
 
 /// What [`migrate`](super::migrate) did.
