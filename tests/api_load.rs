@@ -1,7 +1,8 @@
 //! Routing and load through the HTTP API, driven with `tower::ServiceExt::oneshot`: an
 //! `affinity_key` given at submit (one task or a batch) keeps its tasks on one worker and
 //! is stored with them, a bad one is refused naming the field, and the OpenAPI document
-//! describes it.
+//! describes it. Under load shedding, low tasks are refused with 503 and `Retry-After`
+//! (a batch keeps its other tasks), higher ones still enter, and what was accepted runs.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -11,17 +12,28 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use wrangle::api::{router, ApiConfig};
 use wrangle::{
-    handler_fn, Coordinator, CoordinatorConfig, HandlerRegistry, TaskContext, TaskError,
+    handler_fn, Coordinator, CoordinatorConfig, HandlerRegistry, QueueConfig, TaskContext,
+    TaskError, WorkerConfig,
 };
 
 /// A coordinator with `workers` workers (no autoscaling), whose `whoami` handler answers
-/// with its worker's id.
-async fn coordinator(workers: usize, config: CoordinatorConfig) -> Coordinator {
+/// with its worker's id, once `gate` is open when there is one.
+async fn coordinator_gated(
+    workers: usize,
+    config: CoordinatorConfig,
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Coordinator {
     let handlers = HandlerRegistry::new();
     handlers.register(
         "whoami",
-        handler_fn(|ctx: TaskContext, _: Value| async move {
-            Ok::<_, TaskError>(ctx.worker().to_string())
+        handler_fn(move |ctx: TaskContext, _: Value| {
+            let gate = gate.clone();
+            async move {
+                if let Some(mut gate) = gate {
+                    gate.wait_for(|open| *open).await.expect("gate kept");
+                }
+                Ok::<_, TaskError>(ctx.worker().to_string())
+            }
         }),
     );
     let config = CoordinatorConfig {
@@ -31,6 +43,27 @@ async fn coordinator(workers: usize, config: CoordinatorConfig) -> Coordinator {
         ..config
     };
     Coordinator::start(config, handlers).await.unwrap()
+}
+
+/// [`coordinator_gated`] with no gate.
+async fn coordinator(workers: usize, config: CoordinatorConfig) -> Coordinator {
+    coordinator_gated(workers, config, None).await
+}
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after 10 s.
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -129,5 +162,98 @@ async fn an_affinity_key_given_over_http_keeps_its_tasks_on_one_worker() {
     assert_eq!(key["maxLength"], 256, "{key}");
     let stats = &doc["components"]["schemas"]["QueueStats"]["properties"];
     assert!(stats["affinity_waiting"].is_object(), "{stats}");
+    c.stop(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_mark_low_tasks_get_503_with_retry_after_and_high_ones_still_enter() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let config = CoordinatorConfig {
+        queue: QueueConfig {
+            shed_low_above: Some(3),
+            shed_retry_after: std::time::Duration::from_secs(7),
+            ..QueueConfig::default()
+        },
+        worker: WorkerConfig {
+            max_concurrent_tasks: 1,
+            ..WorkerConfig::default()
+        },
+        ..CoordinatorConfig::default()
+    };
+    let c = coordinator_gated(1, config, Some(gate)).await;
+    let app = router(c.clone(), ApiConfig::default());
+    let task = |priority: &str| json!({"task_type": "whoami", "priority": priority});
+
+    // One task holds the only slot; four wait behind it: over the mark of three.
+    let mut accepted = Vec::new();
+    for _ in 0..5 {
+        let (s, v) = call(&app, "POST", "/tasks", Some(task("high"))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        accepted.extend(ids_of(&v));
+    }
+    eventually("one running and four queued", || async {
+        let q = c.get_stats().await.unwrap().queue;
+        q.running == 1 && q.queued == 4
+    })
+    .await;
+
+    // A low task: refused, with the reason and when to come back.
+    let (s, headers, v) = call_with_headers(&app, "POST", "/tasks", Some(task("low"))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(headers["retry-after"], "7");
+    assert_eq!(v["error"]["code"], "overloaded");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("shed_low_above"), "{message}");
+    // A high one enters.
+    let (s, v) = call(&app, "POST", "/tasks", Some(task("high"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    accepted.extend(ids_of(&v));
+    // A batch keeps its high task and names the low ones it lost.
+    let batch = json!({"tasks": [task("low"), task("critical"), task("low")]});
+    let (s, headers, v) = call_with_headers(&app, "POST", "/tasks", Some(batch)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(headers["retry-after"], "7");
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 1, "{v}");
+    let refused: Vec<u64> = v["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(refused, vec![0, 2], "{v}");
+    assert_eq!(v["refused"][0]["code"], "overloaded");
+    assert_eq!(v["refused"][0]["retry_after_secs"], 7);
+    accepted.extend(ids_of(&v));
+
+    // Everything accepted is still there; nothing refused was made.
+    let (_, stats) = call(&app, "GET", "/stats", None).await;
+    let q = &stats["queue"];
+    assert_eq!((&q["queued"], &q["running"]), (&json!(6), &json!(1)), "{q}");
+    assert_eq!(q["submitted"], 7);
+    assert_eq!(q["shedding"], true);
+    assert_eq!(q["shedding_up_to"], "low");
+    assert_eq!(q["shed"]["low"], 3);
+    let (_, metrics) = call(&app, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("wrangle_tasks_shed_total{priority=\"low\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wrangle_tasks_shed_total{priority=\"high\"} 0"));
+
+    // The workers free up: every accepted task runs, and low work enters again.
+    open.send(true).unwrap();
+    for id in &accepted {
+        let (s, v) = call(&app, "GET", &format!("/tasks/{id}/wait?timeout=10s"), None).await;
+        assert_eq!(
+            (s, &v["status"]),
+            (StatusCode::OK, &json!("completed")),
+            "{v}"
+        );
+    }
+    let (s, v) = call(&app, "POST", "/tasks", Some(task("low"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, stats) = call(&app, "GET", "/stats", None).await;
+    assert_eq!(stats["queue"]["shedding"], false);
     c.stop(false).await.unwrap();
 }

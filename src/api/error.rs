@@ -35,6 +35,11 @@ pub(crate) enum ApiError {
     TooManyStreams(usize),
     /// 503: the runtime cannot take it now (queue full, shutting down).
     Unavailable(String),
+    /// 503: load shedding refused the task; try again after this long (`Retry-After`).
+    Overloaded {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// 500: logged here, answered without details.
     Internal(String),
 }
@@ -65,8 +70,15 @@ impl ApiError {
     }
 }
 
+/// A `Retry-After` value: whole seconds, rounded up, at least one.
+pub(crate) fn retry_after_header(after: std::time::Duration) -> u64 {
+    after.as_secs_f64().ceil().max(1.0) as u64
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Told to every 429 and 503; an overload names its own.
+        let mut retry_after_secs = 1;
         let (status, code, message, field) = match self {
             Self::BadRequest { field, message } => {
                 (StatusCode::BAD_REQUEST, "bad_request", message, Some(field))
@@ -127,6 +139,13 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, None),
+            Self::Overloaded {
+                message,
+                retry_after,
+            } => {
+                retry_after_secs = retry_after_header(retry_after);
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded", message, None)
+            }
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a request");
                 (
@@ -154,7 +173,7 @@ impl IntoResponse for ApiError {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, "1".parse().expect("static"));
+                    .insert(header::RETRY_AFTER, retry_after_secs.into());
             }
             _ => {}
         }
@@ -178,6 +197,10 @@ impl From<Error> for ApiError {
                     Self::Unavailable(q.to_string())
                 }
                 QueueError::WaitTimeout { .. } => Self::Unavailable(q.to_string()),
+                QueueError::Overloaded { retry_after, .. } => Self::Overloaded {
+                    message: q.to_string(),
+                    retry_after,
+                },
                 // The database's own message may name hosts and users: it goes to the log.
                 QueueError::NotStored { reason } => {
                     tracing::warn!(%reason, "submit refused: not stored");

@@ -126,11 +126,29 @@ impl TaskRequest {
     }
 }
 
-/// What a submit returns: one entry per task, in order.
+/// What a submit returns: one entry per task accepted, in order.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SubmitResponse {
-    /// The accepted tasks.
+    /// The accepted tasks, in the order they were given (all of them, unless `refused`
+    /// names some).
     tasks: Vec<SubmittedTask>,
+    /// The tasks of the batch that load shedding refused while the others were accepted:
+    /// absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    refused: Vec<RefusedTask>,
+}
+
+/// A task of a batch refused by load shedding.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RefusedTask {
+    /// Its position in the batch (from 0).
+    index: usize,
+    /// Why: `overloaded`.
+    code: &'static str,
+    /// What happened, for a person (the backlog and the mark it passed).
+    message: String,
+    /// Seconds to wait before submitting it again.
+    retry_after_secs: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -204,13 +222,17 @@ pub(crate) fn specs_from(
         .collect()
 }
 
-/// Submits one task or a batch. All are accepted, or none.
+/// Submits one task or a batch. All are accepted, or none; but under load shedding
+/// (`shed_low_above`, `shed_normal_above`), the tasks it refuses are left out and named in
+/// `refused` while the others are accepted, and a submit whose every task is refused is
+/// answered 503 `overloaded` with `Retry-After`.
 #[utoipa::path(post, path = "/tasks", tag = "tasks",
     request_body(content = Vec<TaskRequest>, description = "one task, an array of tasks, or `{\"tasks\": [...]}`"),
     responses(
-        (status = 201, body = SubmitResponse),
+        (status = 201, body = SubmitResponse, description = "accepted; under load shedding some tasks may be named in `refused` (with a `Retry-After` header)"),
         (status = 400, body = ErrorBody, description = "malformed task; `field` names it"),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody, description = "queue full or shutting down")))]
+        (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "queue full or shutting down (`unavailable`), or every task refused by load shedding (`overloaded`, with `Retry-After`)")))]
 pub(crate) async fn submit(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -219,9 +241,44 @@ pub(crate) async fn submit(
     let trace = traceparent(&headers)?;
     let body = read_body(body, state.config.max_body_bytes)?;
     let specs = specs_from(&state, &body, trace)?;
-    let submitted = state.coordinator.queue().submit_batch(specs).await?;
-    let tasks = submitted.iter().map(SubmittedTask::from).collect();
-    Ok((StatusCode::CREATED, Json(SubmitResponse { tasks })).into_response())
+    let answers = state.coordinator.queue().submit_each(specs).await?;
+    let mut tasks = Vec::with_capacity(answers.len());
+    let mut refused = Vec::new();
+    for (index, answer) in answers.into_iter().enumerate() {
+        match answer {
+            Ok(s) => tasks.push(SubmittedTask::from(&s)),
+            Err(e) => refused.push((index, e)),
+        }
+    }
+    if tasks.is_empty() {
+        if let Some((_, e)) = refused.pop() {
+            // Nothing accepted: the submit as a whole is refused (503 with Retry-After).
+            return Err(crate::Error::Queue(e).into());
+        }
+    }
+    let refused: Vec<RefusedTask> = refused
+        .into_iter()
+        .map(|(index, e)| RefusedTask {
+            index,
+            code: "overloaded",
+            retry_after_secs: match &e {
+                crate::QueueError::Overloaded { retry_after, .. } => {
+                    super::error::retry_after_header(*retry_after)
+                }
+                _ => 1,
+            },
+            message: e.to_string(),
+        })
+        .collect();
+    let retry_after = refused.iter().map(|r| r.retry_after_secs).max();
+    let mut response =
+        (StatusCode::CREATED, Json(SubmitResponse { tasks, refused })).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+    }
+    Ok(response)
 }
 
 /// The same as `POST /tasks` (the route database-backed agent systems use).

@@ -5,7 +5,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::core::{AttemptReport, QueueCore};
+use super::core::{Admission, AttemptReport, QueueCore};
 use super::journal::{self, Accepted, StoreLink, WRITER_STOPPED};
 use super::waiters::{add_waiter, register, Waiter, Waiting};
 use super::{QueueConfig, QueueError, QueueStats, WorkerCall};
@@ -20,12 +20,14 @@ pub(crate) struct TaskQueue;
 
 /// The queue's messages. Built only by [`QueueRef`](super::QueueRef).
 pub(crate) enum QueueMsg {
-    /// Accept tasks (all or none); optionally wait for their outcomes. `known`: the tasks
-    /// the database holds for the idempotency keys memory did not, once looked up (`None`
-    /// as the caller sends it).
+    /// Accept tasks (all or none, but for those load shedding leaves out when `admission`
+    /// allows it); optionally wait for their outcomes. `known`: the tasks the database
+    /// holds for the idempotency keys memory did not, once looked up (`None` as the caller
+    /// sends it).
     Submit {
         specs: Vec<TaskSpec>,
         known: Option<HashMap<String, TaskId>>,
+        admission: Admission,
         waiter: Option<Waiter>,
         reply: RpcReplyPort<Result<Accepted, QueueError>>,
     },
@@ -207,13 +209,14 @@ impl Actor for TaskQueue {
             QueueMsg::Submit {
                 specs,
                 known,
+                admission,
                 waiter,
                 reply,
             } => 'submit: {
                 if let (Some(link), None) = (&state.store, &known) {
                     let keys = StoreLink::unknown_keys(&state.core, &specs);
                     if !keys.is_empty() && state.closing.is_none() {
-                        link.look_up_keys(&state.me, keys, specs, waiter, reply);
+                        link.look_up_keys(&state.me, keys, specs, admission, waiter, reply);
                         break 'submit;
                     }
                 }
@@ -222,17 +225,21 @@ impl Actor for TaskQueue {
                 } else {
                     state
                         .core
-                        .submit_known(specs, &known.unwrap_or_default(), now)
+                        .submit_known(specs, &known.unwrap_or_default(), now, admission)
                 };
-                if let (Ok(ids), Some(waiter)) = (&result, waiter) {
-                    register(state, ids, waiter);
+                if let (Ok(admitted), Some(waiter)) = (&result, waiter) {
+                    register(state, &admitted.submitted, waiter);
                 }
-                let answer = result.map(|submitted| {
+                let answer = result.map(|admitted| {
                     let stored = state
                         .store
                         .as_mut()
-                        .and_then(|link| link.journal(&submitted));
-                    Accepted { submitted, stored }
+                        .and_then(|link| link.journal(&admitted.submitted));
+                    Accepted {
+                        submitted: admitted.submitted,
+                        shed: admitted.shed,
+                        stored,
+                    }
                 });
                 let _ = reply.send(answer);
             }

@@ -60,6 +60,21 @@ pub struct QueueConfig {
     /// Most affinity keys bound at once; past it, the least recently used binding is
     /// dropped (its key's next task binds it again). Default 100,000.
     pub max_affinity_keys: usize,
+    /// Load shedding: while more than this many tasks are queued (runnable now; tasks
+    /// waiting out a delay or a retry backoff do not count), new `Low` tasks are refused
+    /// with [`QueueError::Overloaded`](super::QueueError::Overloaded) (HTTP 503 with
+    /// `Retry-After`); higher priorities still enter, up to `max_queue_size`. Tasks already
+    /// accepted are never dropped, retries and workflow steps of runs already started are
+    /// never refused, and a submit whose idempotency key matches a task is answered as
+    /// usual. Default `None`: off, since the backlog your workers clear in acceptable time
+    /// is yours to know (`max_queue_size` is a memory bound, not a latency target).
+    pub shed_low_above: Option<usize>,
+    /// The same for `Normal` tasks, at a mark at or above `shed_low_above` (`Low` ones are
+    /// refused past it too). `High` and `Critical` tasks are never shed. Default `None`.
+    pub shed_normal_above: Option<usize>,
+    /// How long a client whose task was shed is told to wait before trying again
+    /// (`Retry-After`). Default 5 s.
+    pub shed_retry_after: Duration,
 }
 
 /// The longest `lease_time` (and `lease_grace`): 7 days.
@@ -87,6 +102,9 @@ impl Default for QueueConfig {
             max_payload_bytes: CLUSTER_FRAME_BYTES - 64 * 1024,
             affinity_wait: Duration::from_secs(2),
             max_affinity_keys: 100_000,
+            shed_low_above: None,
+            shed_normal_above: None,
+            shed_retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -123,6 +141,36 @@ impl QueueConfig {
         }
         if self.affinity_wait > MAX_LEASE_TIME {
             return Err(Error::invalid("affinity_wait", "must be at most 7 days"));
+        }
+        for (field, mark) in [
+            ("shed_low_above", self.shed_low_above),
+            ("shed_normal_above", self.shed_normal_above),
+        ] {
+            if mark.is_some_and(|m| m >= self.max_queue_size) {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "must be below max_queue_size ({}), or it never sheds",
+                        self.max_queue_size
+                    ),
+                ));
+            }
+        }
+        if let (Some(low), Some(normal)) = (self.shed_low_above, self.shed_normal_above) {
+            if normal < low {
+                return Err(Error::invalid(
+                    "shed_normal_above",
+                    format!("must be at least shed_low_above ({low}): low work is shed first"),
+                ));
+            }
+        }
+        if self.shed_retry_after < Duration::from_secs(1)
+            || self.shed_retry_after > Duration::from_secs(3600)
+        {
+            return Err(Error::invalid(
+                "shed_retry_after",
+                "must be between 1 s and 1 hour (Retry-After counts whole seconds)",
+            ));
         }
         if self.retry_base_delay > self.retry_max_delay {
             return Err(Error::invalid(

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use ractor::RpcReplyPort;
 
 use super::actor::{QueueMsg, QueueState};
-use super::core::QueueCore;
+use super::core::{Admission, QueueCore};
 use super::waiters::Waiter;
 use super::{QueueError, Submitted};
 use crate::error::Error;
@@ -24,8 +24,12 @@ use crate::task::{TaskId, TaskSpec};
 /// The queue's answer to a submit it took: the tasks, and with a store, the writer's word on
 /// them when the answer waits for it. [`Accepted::settle`] makes the caller's answer.
 pub(crate) struct Accepted {
-    /// One per spec: the task made, or the task an idempotency key known in memory matched.
+    /// One per spec accepted: the task made, or the task an idempotency key known in
+    /// memory matched.
     pub(crate) submitted: Vec<Submitted>,
+    /// The specs load shedding left out (positions in the batch, and why), when the
+    /// submit allowed it.
+    pub(crate) shed: Vec<(usize, QueueError)>,
     /// The store writer's answer, when the submit must wait for its commit (committed
     /// durability, or a new task whose idempotency key only the database can check).
     pub(super) stored:
@@ -37,6 +41,10 @@ impl Accepted {
     /// another task's idempotency key is answered as that task (`existing`); a batch not
     /// stored is refused (`NotStored`), its tasks already taken back out of the queue.
     pub(crate) async fn settle(self) -> Result<Vec<Submitted>, QueueError> {
+        debug_assert!(
+            self.shed.is_empty(),
+            "a submit that sheds tasks settles each"
+        );
         let mut submitted = self.submitted;
         let Some(stored) = self.stored else {
             return Ok(submitted);
@@ -60,6 +68,29 @@ impl Accepted {
                 reason: WRITER_STOPPED.into(),
             }),
         }
+    }
+}
+
+impl Accepted {
+    /// [`Self::settle`] for a submit whose shed tasks were left out: one answer per spec of
+    /// the batch, in order, the shed ones refused.
+    pub(crate) async fn settle_each(
+        mut self,
+    ) -> Result<Vec<Result<Submitted, QueueError>>, QueueError> {
+        let shed = std::mem::take(&mut self.shed);
+        let mut accepted = self.settle().await?.into_iter();
+        let mut shed = shed.into_iter().peekable();
+        let mut out = Vec::with_capacity(accepted.len() + shed.len());
+        loop {
+            match shed.next_if(|(i, _)| *i == out.len()) {
+                Some((_, refused)) => out.push(Err(refused)),
+                None => match accepted.next() {
+                    Some(s) => out.push(Ok(s)),
+                    None => break,
+                },
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -181,6 +212,7 @@ impl StoreLink {
         me: &Mailbox<QueueMsg>,
         keys: Vec<String>,
         specs: Vec<TaskSpec>,
+        admission: Admission,
         waiter: Option<Waiter>,
         reply: RpcReplyPort<Result<Accepted, QueueError>>,
     ) {
@@ -193,6 +225,7 @@ impl StoreLink {
                     let _ = me.send(QueueMsg::Submit {
                         specs,
                         known: Some(known),
+                        admission,
                         waiter,
                         reply,
                     });

@@ -16,6 +16,7 @@ mod waiters;
 pub(crate) use self::actor::QueueMsg;
 pub(crate) use self::actor::TaskQueue;
 pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
+use self::core::Admission;
 use self::journal::Accepted;
 pub use self::types::{ClassBacklog, PriorityCounts, QueueError, QueueStats};
 pub(crate) use self::waiters::Waiter;
@@ -122,9 +123,40 @@ impl QueueRef {
         Ok(ids.pop().expect("one id per task"))
     }
 
-    /// Submits many tasks in one message: all are accepted, or none.
+    /// Submits many tasks in one message: all are accepted, or none. While load shedding
+    /// is on, a batch holding a task it refuses is refused whole
+    /// ([`QueueError::Overloaded`]); [`Self::submit_each`] accepts the rest.
     pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Submitted>, Error> {
         self.submit_inner(specs, None).await
+    }
+
+    /// Submits many tasks in one message, leaving out only those load shedding refuses
+    /// (see [`QueueConfig::shed_low_above`]): one answer per spec, in order, either the
+    /// task or [`QueueError::Overloaded`]. Anything else (an invalid task, a full queue, a
+    /// store that cannot commit) still refuses the whole batch, as the outer error.
+    ///
+    /// ```
+    /// use wrangle::{QueueConfig, QueueError, QueueRef, TaskPriority, TaskSpec};
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), wrangle::Error> {
+    /// let config = QueueConfig { shed_low_above: Some(1), ..QueueConfig::default() };
+    /// let (queue, _) = QueueRef::spawn(config).await?;
+    /// let task = |p| TaskSpec::new("report", &()).unwrap().priority(p);
+    /// queue.submit_batch(vec![task(TaskPriority::Normal), task(TaskPriority::Normal)]).await?;
+    /// // Two queued, over the mark of one: the low task is shed, the high one enters.
+    /// let answers = queue.submit_each(vec![task(TaskPriority::Low), task(TaskPriority::High)]).await?;
+    /// assert!(matches!(answers[0], Err(QueueError::Overloaded { .. })));
+    /// assert!(answers[1].is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn submit_each(
+        &self,
+        specs: Vec<TaskSpec>,
+    ) -> Result<Vec<Result<Submitted, QueueError>>, Error> {
+        let accepted = self.accept_as(specs, None, None, Admission::Each).await?;
+        Ok(accepted.settle_each().await?)
     }
 
     /// Submits many tasks and streams each one's outcome as it finishes.
@@ -169,8 +201,14 @@ impl QueueRef {
         fresh: bool,
     ) -> Result<Vec<Submitted>, Error> {
         let known = fresh.then(HashMap::new);
+        // Steps of runs already accepted: load shedding does not cut a run in half.
         let accepted = self
-            .accept_known(specs, Some(Waiter::Steps(outcomes)), known)
+            .accept_as(
+                specs,
+                Some(Waiter::Steps(outcomes)),
+                known,
+                Admission::Exempt,
+            )
             .await?;
         Ok(accepted.settle().await?)
     }
@@ -212,16 +250,17 @@ impl QueueRef {
         specs: Vec<TaskSpec>,
         waiter: Option<Waiter>,
     ) -> Result<Accepted, Error> {
-        self.accept_known(specs, waiter, None).await
+        self.accept_as(specs, waiter, None, Admission::Whole).await
     }
 
     /// [`Self::accept`], with the idempotency keys the store holds already looked up
-    /// (`None`: the queue looks up those memory does not hold).
-    async fn accept_known(
+    /// (`None`: the queue looks up those memory does not hold), shed as `admission` says.
+    async fn accept_as(
         &self,
         specs: Vec<TaskSpec>,
         waiter: Option<Waiter>,
         known: Option<HashMap<String, TaskId>>,
+        admission: Admission,
     ) -> Result<Accepted, Error> {
         let accepted = self
             .mailbox
@@ -229,6 +268,7 @@ impl QueueRef {
                 |reply| QueueMsg::Submit {
                     specs,
                     known,
+                    admission,
                     waiter,
                     reply,
                 },

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::task::{TaskId, TaskStatus};
+use crate::task::{TaskId, TaskPriority, TaskStatus};
 
 /// What the queue refuses, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +63,29 @@ pub enum QueueError {
         /// The database's error.
         reason: String,
     },
+    /// Load shedding: the queue holds more queued tasks than the mark set for this
+    /// priority (`shed_low_above`, `shed_normal_above`), so new tasks of it are refused
+    /// until the backlog falls; higher priorities still enter.
+    #[error(
+        "queue overloaded: {queued} tasks queued, over the {mark} at which {} tasks are \
+         shed ({setting}); {refused} refused, retry after {} s",
+        priority.as_str(),
+        retry_after.as_secs()
+    )]
+    Overloaded {
+        /// The priority refused.
+        priority: TaskPriority,
+        /// Tasks queued when it was refused.
+        queued: usize,
+        /// The mark over which tasks of `priority` are shed.
+        mark: usize,
+        /// The setting that holds the mark.
+        setting: &'static str,
+        /// Tasks of the submit refused for it.
+        refused: usize,
+        /// How long to wait before trying again.
+        retry_after: Duration,
+    },
     /// The queue is shutting down and takes no new tasks.
     #[error("queue is shutting down and accepts no new tasks")]
     Closed,
@@ -76,7 +99,7 @@ pub enum QueueError {
     },
 }
 
-/// Waiting tasks by priority.
+/// Tasks counted by priority (waiting ones, or ones shed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PriorityCounts {
     /// `Low`.
@@ -90,7 +113,8 @@ pub struct PriorityCounts {
 }
 
 impl PriorityCounts {
-    pub(super) fn from_array(a: [usize; 4]) -> Self {
+    pub(super) fn from_array<T: Copy + TryInto<usize>>(a: [T; 4]) -> Self {
+        let a = a.map(|n| n.try_into().unwrap_or(usize::MAX));
         Self {
             low: a[0],
             normal: a[1],
@@ -160,6 +184,13 @@ pub struct QueueStats {
     /// Affinity bindings dropped, least recently used first, to keep to
     /// `max_affinity_keys`.
     pub affinity_evicted: u64,
+    /// Load shedding is on: new `Low` tasks are refused now (the queue holds more than
+    /// `shed_low_above` queued tasks, or more than `shed_normal_above`).
+    pub shedding: bool,
+    /// The highest priority refused now (`low` or `normal`), while shedding.
+    pub shedding_up_to: Option<TaskPriority>,
+    /// Tasks refused by load shedding since start, by priority.
+    pub shed: PriorityCounts,
 }
 
 /// Queued tasks of one routing class: a task type with the labels its tasks require.

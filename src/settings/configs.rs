@@ -29,6 +29,9 @@ impl Settings {
         c.queue.lease_time = Duration::from_secs(self.lease_time_secs);
         c.queue.priority_aging =
             (self.priority_aging_secs > 0).then(|| Duration::from_secs(self.priority_aging_secs));
+        c.queue.shed_low_above = (self.shed_low_above > 0).then_some(self.shed_low_above);
+        c.queue.shed_normal_above = (self.shed_normal_above > 0).then_some(self.shed_normal_above);
+        c.queue.shed_retry_after = Duration::from_secs(self.shed_retry_after_secs);
         c.store = self.store_config();
         c.cluster = self.cluster_listen.map(|listen| {
             let mut cluster = ClusterConfig::new(listen, self.cookie.clone().unwrap_or_default());

@@ -143,6 +143,16 @@ pub struct Settings {
     /// whatever their priority; 0 (default) keeps priority strict.
     /// Env `WRANGLE_PRIORITY_AGING_SECS`.
     pub priority_aging_secs: u64,
+    /// Load shedding: while more tasks than this are queued, new `low` tasks are refused
+    /// (503 `overloaded` with `Retry-After`); higher priorities still enter. 0 (default)
+    /// turns it off. Env `WRANGLE_SHED_LOW_ABOVE`.
+    pub shed_low_above: usize,
+    /// The same for `normal` tasks, at a mark at or above `shed_low_above`; `high` and
+    /// `critical` are never shed. 0 (default) turns it off. Env `WRANGLE_SHED_NORMAL_ABOVE`.
+    pub shed_normal_above: usize,
+    /// The `Retry-After` a shed task is answered with, in seconds. Default 5.
+    /// Env `WRANGLE_SHED_RETRY_AFTER_SECS`.
+    pub shed_retry_after_secs: u64,
     /// Where nodes join (`0.0.0.0:7450`); none (default) runs without a cluster.
     /// Env `WRANGLE_CLUSTER_LISTEN`.
     pub cluster_listen: Option<SocketAddr>,
@@ -220,6 +230,9 @@ impl std::fmt::Debug for Settings {
             .field("retention_max_bytes", &self.retention_max_bytes)
             .field("lease_time_secs", &self.lease_time_secs)
             .field("priority_aging_secs", &self.priority_aging_secs)
+            .field("shed_low_above", &self.shed_low_above)
+            .field("shed_normal_above", &self.shed_normal_above)
+            .field("shed_retry_after_secs", &self.shed_retry_after_secs)
             .field("cluster_listen", &self.cluster_listen)
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
             .field("cluster_tls_cert", &self.cluster_tls_cert)
@@ -282,6 +295,9 @@ impl Default for Settings {
             retention_max_bytes: 8 << 30,
             lease_time_secs: c.queue.lease_time.as_secs(),
             priority_aging_secs: 0,
+            shed_low_above: 0,
+            shed_normal_above: 0,
+            shed_retry_after_secs: c.queue.shed_retry_after.as_secs(),
             cluster_listen: None,
             cookie: None,
             cluster_tls_cert: None,

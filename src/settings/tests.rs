@@ -415,3 +415,52 @@ launcher = { kind = "kubernetes", namespace = "agents", image = "wrangle-node:1"
         .to_string();
     assert!(err.contains("cluster_listen"), "{err}");
 }
+
+#[test]
+fn load_shedding_marks_come_from_the_file_and_env_and_bad_ones_are_named() {
+    let dir = std::env::temp_dir().join(format!("wrangle-shed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.toml");
+    std::fs::write(&path, "shed_low_above = 500\nshed_retry_after_secs = 9\n").unwrap();
+    let s = Settings::load_with(Some(&path), env(&[("WRANGLE_SHED_NORMAL_ABOVE", "900")])).unwrap();
+    s.validate().unwrap();
+    let q = s.coordinator_config().queue;
+    assert_eq!(q.shed_low_above, Some(500));
+    assert_eq!(q.shed_normal_above, Some(900));
+    assert_eq!(q.shed_retry_after, Duration::from_secs(9));
+    // Off by default: 0 is no mark.
+    let defaults = Settings::default().coordinator_config().queue;
+    assert_eq!(
+        (defaults.shed_low_above, defaults.shed_normal_above),
+        (None, None)
+    );
+    assert_eq!(defaults.shed_retry_after, Duration::from_secs(5));
+    // A normal mark below the low one, or a mark the queue never reaches, is refused by name.
+    for (pairs, field) in [
+        (
+            &[
+                ("WRANGLE_SHED_LOW_ABOVE", "50"),
+                ("WRANGLE_SHED_NORMAL_ABOVE", "10"),
+            ][..],
+            "shed_normal_above",
+        ),
+        (
+            &[
+                ("WRANGLE_MAX_QUEUE_SIZE", "100"),
+                ("WRANGLE_SHED_LOW_ABOVE", "100"),
+            ][..],
+            "shed_low_above",
+        ),
+        (
+            &[("WRANGLE_SHED_RETRY_AFTER_SECS", "0")][..],
+            "shed_retry_after",
+        ),
+    ] {
+        let err = Settings::load_with(None, env(pairs))
+            .and_then(|s| s.validate().map(|_| s))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -103,6 +103,11 @@ async function refreshStats() {
   setConn("live", "ok");
   const q = s.queue;
   $("c-queued").textContent = fmtNum(q.queue_size);
+  // Load shedding: new low (and maybe normal) tasks are refused while the backlog is high.
+  const shedding = $("c-shedding");
+  shedding.hidden = !q.shedding;
+  shedding.textContent = "shedding " + (q.shedding_up_to === "normal" ? "low, normal" : "low");
+  shedding.title = `refused so far: low ${q.shed.low}, normal ${q.shed.normal}`;
   $("c-running").textContent = fmtNum(q.running);
   $("c-completed").textContent = fmtNum(q.completed);
   $("c-failed").textContent = fmtNum(q.failed + q.timed_out);

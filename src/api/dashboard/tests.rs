@@ -44,3 +44,17 @@ fn the_page_names_nothing_by_an_absolute_path() {
         );
     }
 }
+
+#[test]
+fn the_queue_card_shows_when_load_shedding_is_on() {
+    assert!(
+        INDEX.contains("id=\"c-shedding\""),
+        "the badge is on the page"
+    );
+    for read in ["q.shedding", "q.shedding_up_to", "q.shed.low"] {
+        assert!(
+            super::APP_JS.contains(read),
+            "the page reads {read} from /stats"
+        );
+    }
+}

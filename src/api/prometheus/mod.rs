@@ -104,6 +104,17 @@ async fn read(state: &ApiState) -> Result<Snapshot, ApiError> {
         "Progress reports from node workers dropped: their fencing token was not the current lease's.",
         q.stale_progress,
     );
+    m.counters_by(
+        "wrangle_tasks_shed_total",
+        "Tasks refused at submit by load shedding (shed_low_above, shed_normal_above), by priority.",
+        "priority",
+        [
+            ("low", q.shed.low as u64),
+            ("normal", q.shed.normal as u64),
+            ("high", q.shed.high as u64),
+            ("critical", q.shed.critical as u64),
+        ],
+    );
     let tm = state.coordinator.queue().metrics();
     let now_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -147,6 +147,8 @@ struct Counters {
     stale_reports: u64,
     /// Progress dropped because its token was not the current lease's.
     stale_progress: u64,
+    /// Tasks refused by load shedding, by priority.
+    shed: [u64; 4],
 }
 
 pub(crate) struct QueueCore {
@@ -448,10 +450,12 @@ mod dispatch;
 mod persist;
 mod reads;
 mod results;
+mod shed;
 mod submit;
 mod table;
 mod workers;
 
+pub(crate) use shed::Admission;
 use table::{Entry, Slot, Tasks};
 
 #[cfg(test)]

@@ -138,6 +138,9 @@ impl QueueCore {
             affinity_waiting: self.affinity.waiting(),
             affinity_fallbacks: self.affinity.fallbacks,
             affinity_evicted: self.affinity.bindings.evicted(),
+            shedding: self.shedding_up_to().is_some(),
+            shedding_up_to: self.shedding_up_to(),
+            shed: crate::queue::PriorityCounts::from_array(self.counters.shed),
         }
     }
 }

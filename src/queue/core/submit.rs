@@ -1,16 +1,31 @@
-//! Submits: a batch is checked whole, then every task of it is accepted.
+//! Submits: a batch is checked whole, then every task of it is accepted (but those load
+//! shedding leaves out, when the submit allows it).
 
+use super::shed::Admission;
 use super::*;
 
+/// What a submit the queue took answers.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    /// The tasks accepted, in the batch's order: the task made, or the one an idempotency
+    /// key matched.
+    pub(crate) submitted: Vec<Submitted>,
+    /// The specs load shedding left out (with `Admission::Each` only): their positions in
+    /// the batch, and why.
+    pub(crate) shed: Vec<(usize, QueueError)>,
+}
+
 impl QueueCore {
-    /// Accepts every spec, or none: an invalid spec or a full queue refuses the whole batch.
+    /// Accepts every spec, or none: an invalid spec, a full queue or load shedding refuses
+    /// the whole batch.
     #[cfg(test)]
     pub(crate) fn submit(
         &mut self,
         specs: Vec<TaskSpec>,
         now: Instant,
     ) -> Result<Vec<Submitted>, QueueError> {
-        self.submit_known(specs, &HashMap::new(), now)
+        self.submit_known(specs, &HashMap::new(), now, Admission::Whole)
+            .map(|a| a.submitted)
     }
 
     /// True when a task in memory holds this idempotency key.
@@ -19,13 +34,15 @@ impl QueueCore {
     }
 
     /// [`submit`](Self::submit), where `known` maps idempotency keys memory does not hold,
-    /// but the store does (for tasks no longer in memory), to their tasks.
+    /// but the store does (for tasks no longer in memory), to their tasks, and `admission`
+    /// says what load shedding does to the batch.
     pub(crate) fn submit_known(
         &mut self,
-        specs: Vec<TaskSpec>,
+        mut specs: Vec<TaskSpec>,
         known: &HashMap<String, TaskId>,
         now: Instant,
-    ) -> Result<Vec<Submitted>, QueueError> {
+        admission: Admission,
+    ) -> Result<Admitted, QueueError> {
         self.clock = self.clock.max(now);
         for (index, spec) in specs.iter().enumerate() {
             spec.validate().map_err(|e| QueueError::InvalidTask {
@@ -44,6 +61,36 @@ impl QueueCore {
                 });
             }
         }
+        let shed = self.shed(&specs, known, admission);
+        let shed = match (admission, shed.first()) {
+            (_, None) => Vec::new(),
+            (Admission::Each, Some(_)) => {
+                let mut per_priority = [0usize; 4];
+                for &i in &shed {
+                    per_priority[specs[i].options.priority.index()] += 1;
+                }
+                let errors = shed
+                    .iter()
+                    .map(|&i| {
+                        let p = specs[i].options.priority;
+                        (i, self.overloaded(p, per_priority[p.index()]))
+                    })
+                    .collect();
+                // `shed` is in batch order: one pass takes them out.
+                let mut left_out = shed.iter().peekable();
+                let mut at = 0;
+                specs.retain(|_| {
+                    let out = left_out.next_if_eq(&&at).is_some();
+                    at += 1;
+                    !out
+                });
+                errors
+            }
+            // The whole batch is refused for its tasks that are shed.
+            (_, Some(&first)) => {
+                return Err(self.overloaded(specs[first].options.priority, specs.len()));
+            }
+        };
         // New tasks this batch makes: a key already known, or repeated within the batch,
         // makes none.
         let mut keys = HashSet::new();
@@ -114,7 +161,10 @@ impl QueueCore {
                 existing: false,
             });
         }
-        Ok(out)
+        Ok(Admitted {
+            submitted: out,
+            shed,
+        })
     }
 
     /// The class of a new task entry (the caller inserts the entry), made if needed.

@@ -241,6 +241,17 @@ pub struct WorkerArgs {
     /// priority, in seconds; 0 keeps priority strict. Default 0.
     #[arg(long, env = "WRANGLE_PRIORITY_AGING_SECS", value_name = "SECS")]
     pub priority_aging_secs: Option<u64>,
+    /// Load shedding: while more tasks than this are queued, new low tasks are refused
+    /// (503 with Retry-After); 0 turns it off. Default 0.
+    #[arg(long, env = "WRANGLE_SHED_LOW_ABOVE", value_name = "N")]
+    pub shed_low_above: Option<usize>,
+    /// The same for normal tasks, at a mark at or above --shed-low-above; 0 turns it off.
+    /// Default 0.
+    #[arg(long, env = "WRANGLE_SHED_NORMAL_ABOVE", value_name = "N")]
+    pub shed_normal_above: Option<usize>,
+    /// The Retry-After a shed task is answered with, in seconds. Default 5.
+    #[arg(long, env = "WRANGLE_SHED_RETRY_AFTER_SECS", value_name = "SECS")]
+    pub shed_retry_after_secs: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -259,6 +270,9 @@ impl WorkerArgs {
         set(&mut s.worker_timeout_secs, &self.worker_timeout_secs);
         set(&mut s.lease_time_secs, &self.lease_time_secs);
         set(&mut s.priority_aging_secs, &self.priority_aging_secs);
+        set(&mut s.shed_low_above, &self.shed_low_above);
+        set(&mut s.shed_normal_above, &self.shed_normal_above);
+        set(&mut s.shed_retry_after_secs, &self.shed_retry_after_secs);
     }
 }
 

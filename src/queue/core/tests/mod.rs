@@ -12,6 +12,7 @@ mod retention;
 mod retry;
 mod round_robin;
 mod routing;
+mod shed;
 mod stale;
 mod submit;
 mod timeout;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AttemptOutcome, AttemptReport, LeaseSink, QueueCore};
+use super::{Admission, AttemptOutcome, AttemptReport, LeaseSink, QueueCore};
 use crate::events::EventKind;
 use crate::handler::TaskError;
 use crate::queue::{QueueConfig, QueueError, Submitted};
@@ -161,6 +162,17 @@ impl Harness {
 
     fn submit_batch(&mut self, specs: Vec<TaskSpec>) -> Result<Vec<Submitted>, QueueError> {
         self.core.submit(specs, self.now)
+    }
+
+    /// Submits a batch as `admission` says load shedding treats it: the tasks accepted,
+    /// and the positions of those shed with why.
+    fn submit_as(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        admission: Admission,
+    ) -> Result<super::submit::Admitted, QueueError> {
+        self.core
+            .submit_known(specs, &HashMap::new(), self.now, admission)
     }
 
     /// Leases what can be leased now; returns (worker, task, attempt) in dispatch order.
