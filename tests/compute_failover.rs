@@ -185,7 +185,7 @@ async fn drill(pool: &str, compute: &ComputeCluster, backend: &mut impl Backend)
         TASKS - on_other >= answered as usize,
         "{on_other}, {answered}"
     );
-    assert!(other.info().health.healthy);
+    assert!(other.info().health.healthy, "{:?}", other.info());
 
     backend.revive();
     eventually("the node healthy again", secs(30), || async {
