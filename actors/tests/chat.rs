@@ -369,3 +369,34 @@ async fn model_calls_are_counted_by_node_and_model() {
     assert_eq!(of("other"), (1, 0, 10, 3, 1));
     c.stop(true).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_every_model_node_is_open_circuited_low_work_is_shed() {
+    let (_, url) = serve(|_, _| (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response()).await;
+    let compute = cluster(&url).await;
+    let c = coordinator(&compute).await;
+    // Three node faults in a row open the node's breaker.
+    for _ in 0..3 {
+        outcome(&c, ask(json!({})).retries(0)).await.unwrap_err();
+    }
+    assert_eq!(
+        compute.list_nodes()[0].breaker.state,
+        wrangle::compute::BreakerState::Open
+    );
+    // Within a second or two the coordinator sheds new low-priority work...
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let refusal = loop {
+        let low = ask(json!({})).priority(wrangle::TaskPriority::Low);
+        match c.submit_async(low).await {
+            Err(e) => break e.to_string(),
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "low work was never shed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(refusal.contains("circuit breaker is open"), "{refusal}");
+    // ...while normal work still enters.
+    c.submit_async(ask(json!({})).retries(0)).await.unwrap();
+    c.stop(false).await.unwrap();
+}

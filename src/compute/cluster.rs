@@ -209,6 +209,16 @@ impl ComputeCluster {
         }
     }
 
+    /// True when the cluster has nodes and every one's circuit breaker is open: nothing
+    /// can be served now (the coordinator then sheds new low-priority work).
+    pub fn all_open(&self) -> bool {
+        let nodes = self.inner.nodes.read().expect("nodes");
+        !nodes.is_empty()
+            && nodes
+                .values()
+                .all(|n| n.info().breaker.state == super::BreakerState::Open)
+    }
+
     /// Every node, by id.
     pub fn list_nodes(&self) -> Vec<ComputeNodeInfo> {
         let nodes = self.inner.nodes.read().expect("nodes");

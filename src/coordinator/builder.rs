@@ -223,6 +223,9 @@ impl CoordinatorBuilder {
                 }
             }
         }
+        if let Some(compute) = &self.compute {
+            watch_compute(compute.clone(), shared.queue.clone());
+        }
         Ok(Coordinator {
             cluster,
             compute: self.compute,
@@ -235,4 +238,19 @@ impl CoordinatorBuilder {
             started: Instant::now(),
         })
     }
+}
+
+/// Every second, tells the queue whether every compute node's circuit breaker is open
+/// (graceful degradation: new low-priority work is then shed); ends with the queue.
+fn watch_compute(compute: ComputeCluster, queue: crate::queue::QueueRef) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            if !queue.set_degraded(compute.all_open()) {
+                return;
+            }
+        }
+    });
 }

@@ -101,6 +101,8 @@ pub(crate) enum QueueMsg {
     NotStored { ids: Vec<TaskId> },
     /// Workers seen alive, for the store's registry.
     Heartbeats(Vec<Arc<str>>),
+    /// Every compute node's breaker is open (true) or not any more (false).
+    Degraded(bool),
     /// Answer once everything changed so far is committed to the store.
     Flush(RpcReplyPort<Result<(), StoreError>>),
     /// A workflow journal round: committed with (or after) every change made so far, and
@@ -339,6 +341,7 @@ impl Actor for TaskQueue {
                     state.core.out.writes.push(StoreOp::Node(row));
                 }
             }
+            QueueMsg::Degraded(on) => state.core.set_degraded(on),
             QueueMsg::Heartbeats(workers) => {
                 if state.store.is_some() {
                     let at = crate::store::ms(std::time::SystemTime::now());

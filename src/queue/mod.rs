@@ -393,6 +393,12 @@ impl QueueRef {
     }
 
     /// Records in the store's registry that these workers are alive.
+    /// Sheds new `Low` work whatever the backlog while `on`: the coordinator says so while
+    /// every compute node's circuit breaker is open. False once the queue is gone.
+    pub(crate) fn set_degraded(&self, on: bool) -> bool {
+        self.mailbox.send(QueueMsg::Degraded(on)).is_ok()
+    }
+
     pub(crate) fn persist_heartbeats(&self, workers: Vec<Arc<str>>) {
         if self.store.is_some() && !workers.is_empty() {
             let _ = self.mailbox.send(QueueMsg::Heartbeats(workers));

@@ -212,6 +212,9 @@ pub(crate) struct QueueCore {
     nonces: rand::rngs::StdRng,
     /// With a store: the node name attempts are recorded under. `None`: nothing is written.
     persist: Option<Arc<str>>,
+    /// Set while every compute node's circuit breaker is open: new `Low` work is shed
+    /// whatever the backlog (see `shed`).
+    degraded: bool,
     pub(crate) out: Outbox,
 }
 
@@ -256,6 +259,7 @@ impl QueueCore {
             epoch: 0,
             nonces: rand::SeedableRng::from_entropy(),
             persist: None,
+            degraded: false,
             out: Outbox::default(),
         }
     }

@@ -8,6 +8,11 @@
 //! ever dropped: a refusal happens at submit, before the task exists. Retries, re-queues and
 //! lost leases are not submits; workflow steps of a run already started are submitted
 //! exempt, so a run is never cut in half by shedding.
+//!
+//! Graceful degradation: while every compute node's circuit breaker is open (the
+//! coordinator tells the queue, [`QueueCore::set_degraded`]), new `Low` tasks are shed
+//! whatever the backlog, so the work that still matters is not queued behind work the
+//! broken backends cannot serve anyway.
 
 use super::*;
 
@@ -22,7 +27,29 @@ pub(crate) enum Admission {
     Exempt,
 }
 
+/// The "setting" a degraded refusal names.
+const DEGRADED: &str = "every compute node's circuit breaker is open";
+
 impl QueueCore {
+    /// Sheds new `Low` work whatever the backlog while `on` (every compute node is
+    /// open-circuited), or stops doing so.
+    pub(crate) fn set_degraded(&mut self, on: bool) {
+        if self.degraded != on {
+            tracing::warn!(
+                degraded = on,
+                "low-priority work {} while compute nodes are all open-circuited",
+                if on { "is shed" } else { "is accepted again" }
+            );
+        }
+        self.degraded = on;
+    }
+
+    /// True when a new task of `priority` is shed with `queued` tasks queued.
+    fn sheds(&self, priority: TaskPriority, queued: usize) -> bool {
+        self.shed_mark(priority)
+            .is_some_and(|(mark, setting)| queued > mark || setting == DEGRADED)
+    }
+
     /// Tasks queued now: the backlog shedding weighs.
     fn backlog(&self) -> usize {
         self.queued_by_priority.iter().sum()
@@ -30,6 +57,9 @@ impl QueueCore {
 
     /// The mark over which new tasks of `priority` are shed, with the setting holding it.
     fn shed_mark(&self, priority: TaskPriority) -> Option<(usize, &'static str)> {
+        if self.degraded && priority == TaskPriority::Low {
+            return Some((0, DEGRADED));
+        }
         let low = self.config.shed_low_above.map(|m| (m, "shed_low_above"));
         let normal = self
             .config
@@ -51,7 +81,7 @@ impl QueueCore {
         let queued = self.backlog();
         [TaskPriority::Normal, TaskPriority::Low]
             .into_iter()
-            .find(|&p| self.shed_mark(p).is_some_and(|(mark, _)| queued > mark))
+            .find(|&p| self.sheds(p, queued))
     }
 
     /// The positions of the specs that shedding refuses, weighing the batch in order (each
@@ -65,7 +95,9 @@ impl QueueCore {
     ) -> Vec<usize> {
         let mut shed = Vec::new();
         if admission == Admission::Exempt
-            || (self.config.shed_low_above.is_none() && self.config.shed_normal_above.is_none())
+            || (self.config.shed_low_above.is_none()
+                && self.config.shed_normal_above.is_none()
+                && !self.degraded)
         {
             return shed;
         }
@@ -84,10 +116,7 @@ impl QueueCore {
                 continue;
             }
             let priority = spec.options.priority;
-            if self
-                .shed_mark(priority)
-                .is_some_and(|(mark, _)| queued > mark)
-            {
+            if self.sheds(priority, queued) {
                 shed.push(i);
                 continue;
             }

@@ -223,3 +223,32 @@ fn shedding_ends_as_workers_take_the_backlog_down() {
     h.submit(at(TaskPriority::Low));
     h.check();
 }
+
+#[test]
+fn while_every_compute_node_is_open_circuited_low_tasks_are_shed_whatever_the_backlog() {
+    // No marks set, an empty queue: only the degraded signal sheds.
+    let mut h = shedding(None, None);
+    h.core.set_degraded(true);
+    assert_eq!(h.core.stats().shedding_up_to, Some(TaskPriority::Low));
+    match h.submit_batch(vec![at(TaskPriority::Low)]) {
+        Err(QueueError::Overloaded {
+            setting, queued, ..
+        }) => {
+            assert_eq!(queued, 0);
+            assert!(setting.contains("circuit breaker is open"), "{setting}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for p in [
+        TaskPriority::Normal,
+        TaskPriority::High,
+        TaskPriority::Critical,
+    ] {
+        h.submit(at(p));
+    }
+    // The backends are back: low work enters again.
+    h.core.set_degraded(false);
+    assert!(!h.core.stats().shedding);
+    h.submit(at(TaskPriority::Low));
+    assert_eq!(h.core.stats().queued, 4);
+}
