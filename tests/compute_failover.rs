@@ -185,7 +185,12 @@ async fn drill(pool: &str, compute: &ComputeCluster, backend: &mut impl Backend)
         TASKS - on_other >= answered as usize,
         "{on_other}, {answered}"
     );
-    assert!(other.info().health.healthy, "{:?}", other.info());
+    // The other node served throughout; on a loaded machine its own checks may time out
+    // now and then (2 s), so it is asked to be healthy, not to have never wavered.
+    eventually("the other node healthy", secs(30), || async {
+        other.info().health.healthy
+    })
+    .await;
 
     backend.revive();
     eventually("the node healthy again", secs(30), || async {

@@ -375,14 +375,16 @@ async fn while_every_model_node_is_open_circuited_low_work_is_shed() {
     let (_, url) = serve(|_, _| (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response()).await;
     let compute = cluster(&url).await;
     let c = coordinator(&compute).await;
-    // Three node faults in a row open the node's breaker.
-    for _ in 0..3 {
+    // Node faults in a row open the node's breaker: three, unless the node's first
+    // health check (which passes: /health answers) lands between them and restarts the row.
+    let open = || compute.list_nodes()[0].breaker.state == wrangle::compute::BreakerState::Open;
+    for _ in 0..10 {
+        if open() {
+            break;
+        }
         outcome(&c, ask(json!({})).retries(0)).await.unwrap_err();
     }
-    assert_eq!(
-        compute.list_nodes()[0].breaker.state,
-        wrangle::compute::BreakerState::Open
-    );
+    assert!(open(), "{:?}", compute.list_nodes()[0].breaker);
     // Within a second or two the coordinator sheds new low-priority work...
     let deadline = Instant::now() + Duration::from_secs(8);
     let refusal = loop {

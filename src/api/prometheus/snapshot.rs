@@ -129,14 +129,8 @@ impl Snapshot {
         keys: [&'static str; 2],
         rows: impl IntoIterator<Item = (A, B, u64)>,
     ) {
-        let samples = rows
-            .into_iter()
-            .map(|(a, b, v)| Sample {
-                labels: vec![(keys[0], a.to_string()), (keys[1], b.to_string())],
-                value: Value::Gauge(v),
-            })
-            .collect();
-        self.push(name, help, MetricType::Gauge, samples);
+        let rows = rows.into_iter().map(|(a, b, v)| (a, b, Value::Gauge(v)));
+        self.push(name, help, MetricType::Gauge, by2(keys, rows));
     }
 
     /// A counter with one sample per pair of values of labels `keys`.
@@ -147,14 +141,8 @@ impl Snapshot {
         keys: [&'static str; 2],
         rows: impl IntoIterator<Item = (A, B, u64)>,
     ) {
-        let samples = rows
-            .into_iter()
-            .map(|(a, b, v)| Sample {
-                labels: vec![(keys[0], a.to_string()), (keys[1], b.to_string())],
-                value: Value::Counter(v),
-            })
-            .collect();
-        self.push(name, help, MetricType::Counter, samples);
+        let rows = rows.into_iter().map(|(a, b, v)| (a, b, Value::Counter(v)));
+        self.push(name, help, MetricType::Counter, by2(keys, rows));
     }
 
     /// A latency histogram per pair of values of labels `keys`.
@@ -165,14 +153,10 @@ impl Snapshot {
         keys: [&'static str; 2],
         rows: impl IntoIterator<Item = (A, B, Vec<(f64, u64)>, f64)>,
     ) {
-        let samples = rows
+        let rows = rows
             .into_iter()
-            .map(|(a, b, counts, sum)| Sample {
-                labels: vec![(keys[0], a.to_string()), (keys[1], b.to_string())],
-                value: Value::Histogram(counts, sum),
-            })
-            .collect();
-        self.push(name, help, MetricType::Histogram, samples);
+            .map(|(a, b, counts, sum)| (a, b, Value::Histogram(counts, sum)));
+        self.push(name, help, MetricType::Histogram, by2(keys, rows));
     }
 
     /// A latency histogram, in seconds.
@@ -272,4 +256,16 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// Samples labelled with a pair of values of labels `keys`.
+fn by2<A: ToString, B: ToString>(
+    keys: [&'static str; 2],
+    rows: impl Iterator<Item = (A, B, Value)>,
+) -> Vec<Sample> {
+    rows.map(|(a, b, value)| Sample {
+        labels: vec![(keys[0], a.to_string()), (keys[1], b.to_string())],
+        value,
+    })
+    .collect()
 }
