@@ -107,7 +107,7 @@ pub(crate) async fn register(
 /// first state. Answers at once with the run as it is.
 #[utoipa::path(post, path = "/workflows/{name}/runs", tag = "workflows",
     params(("name" = String, Path, description = "the workflow's name")),
-    request_body(content = Object, description = "the run's input (its first state)"),
+    request_body(content = Option<Object>, description = "the run's input (its first state); none starts it with an empty state"),
     responses((status = 201, body = RunSnapshot), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn start(
