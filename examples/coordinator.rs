@@ -13,6 +13,10 @@
 //! cargo run --release --example coordinator --features otel -- --otel-endpoint http://127.0.0.1:4318
 //! ```
 //!
+//! On PostgreSQL it runs with failover: start it two or more times on one database and one
+//! leads while the others stand by, taking over when the leader dies or freezes (see the
+//! README, "Failover"; `wrangle::failover`). An SQLite file has one coordinator.
+//!
 //! Every setting is a flag with a `WRANGLE_*` environment variable, and a key of the
 //! settings file (`wrangle.toml`); `--help` lists them ([`wrangle::settings::cli`]).
 //!
@@ -26,7 +30,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
 use wrangle::compute::ComputeCluster;
+use wrangle::failover::Failover;
 use wrangle::settings::cli::CoordinatorArgs;
 use wrangle::settings::Settings;
 use wrangle::{Coordinator, HandlerRegistry};
@@ -74,6 +80,42 @@ fn run(args: CoordinatorArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
+    if settings.is_postgres() {
+        return serve_with_failover(settings, listener).await;
+    }
+    let coordinator = build(&settings, None).await?;
+    match coordinator.store() {
+        Some(store) => {
+            let recovered = coordinator.queue().stats().await?.recovered;
+            say!(
+                "store: {} ({recovered} unfinished tasks recovered)",
+                store.config().redacted_url()
+            );
+        }
+        None => say!("store: none (tasks are kept in memory only)"),
+    }
+    announce(&settings, &listener)?;
+    let app = wrangle::api::router(coordinator.clone(), settings.api_config());
+    wrangle::api::serve_with(
+        listener,
+        app,
+        settings.serve_config(),
+        wrangle::shutdown_signal(),
+    )
+    .await?;
+    stop_gracefully(&coordinator).await
+}
+
+/// The coordinator with its handlers, compute nodes, node groups and workflows; on
+/// `store` when given (failover: the store this program leads with), else on the store
+/// the settings name.
+async fn build(
+    settings: &Settings,
+    store: Option<wrangle::Store>,
+) -> Result<Coordinator, Box<dyn std::error::Error>> {
     let handlers = HandlerRegistry::new();
     wrangle_actors::register_all(&handlers);
     // External compute nodes from `[[compute.nodes]]`; more can be added at run time
@@ -93,6 +135,9 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Coordinator::builder()
         .config(settings.coordinator_config())
         .handlers(handlers);
+    if let Some(store) = store {
+        builder = builder.store(store);
+    }
     // Nodes launched and stopped by the coordinator itself, from `[[node_groups]]`.
     for group in &settings.node_groups {
         let (config, launcher) = group.build(&compute)?;
@@ -108,20 +153,14 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     // Agents over HTTP: `POST /workflows/agent/runs` with `{"agent": {...}, "messages": [...]}`
     // (see wrangle_actors::AgentRequest); tools are any registered task types.
     builder = builder.workflow(wrangle_actors::agent_workflow("agent", 16));
-    let coordinator = builder.compute(compute).start().await?;
-    match coordinator.store() {
-        Some(store) => {
-            let recovered = coordinator.queue().stats().await?.recovered;
-            say!(
-                "store: {} ({recovered} unfinished tasks recovered)",
-                store.config().redacted_url()
-            );
-        }
-        None => say!("store: none (tasks are kept in memory only)"),
-    }
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
+    Ok(builder.compute(compute).start().await?)
+}
+
+/// Where the API, the dashboard and the cluster listen, and warnings about them.
+fn announce(
+    settings: &Settings,
+    listener: &tokio::net::TcpListener,
+) -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     let scheme = if settings.tls_cert.is_some() {
         "https"
@@ -148,14 +187,112 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         ""
     };
     say!("dashboard: {scheme}://{addr}/{login}");
-    let app = wrangle::api::router(coordinator.clone(), settings.api_config());
-    wrangle::api::serve_with(
+    Ok(())
+}
+
+/// PostgreSQL: several coordinator programs share the database; this one stands by until
+/// it takes the leader lease, then builds its coordinator on the same store (recovering
+/// every unfinished task and workflow run) and leads until it stops or loses the lease,
+/// when it steps down to standby again. Its HTTP port serves either role (see
+/// `wrangle::failover`); its cluster listener opens only while it leads, so nodes given
+/// every coordinator's address join the leader.
+async fn serve_with_failover(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let config = settings
+        .store_config()
+        .ok_or("failover needs a PostgreSQL store")?;
+    let store = wrangle::Store::open(config).await?;
+    let api_config = settings.api_config();
+    let failover = Failover::new(store.clone(), settings.advertised_url(), &api_config)?;
+    announce(&settings, &listener)?;
+    say!(
+        "failover: {} stands by on {} (lease {} ms, renewed every {} ms)",
+        failover.name(),
+        store.config().redacted_url(),
+        settings.leader_lease_ms,
+        settings.leader_renew_ms
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            wrangle::shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    let server = tokio::spawn(wrangle::api::serve_with(
         listener,
-        app,
+        failover.router(),
         settings.serve_config(),
-        wrangle::shutdown_signal(),
-    )
-    .await?;
+        stop.clone().cancelled_owned(),
+    ));
+    let result = lead_while_possible(&settings, &failover, &api_config, &stop).await;
+    stop.cancel();
+    failover.leave().await;
+    server.await??;
+    result
+}
+
+/// How long a deposed coordinator has to stop before the program exits instead.
+const STEP_DOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Stands by, leads, steps down, stands by again, until `stop`.
+async fn lead_while_possible(
+    settings: &Settings,
+    failover: &Failover,
+    api_config: &wrangle::api::ApiConfig,
+    stop: &CancellationToken,
+) -> Result<(), Box<dyn std::error::Error>> {
+    while let Some(epoch) = failover.wait_to_lead(stop).await {
+        let coordinator = match build(settings, Some(failover.store().clone())).await {
+            Ok(c) => c,
+            Err(e) => {
+                failover.abdicate().await;
+                return Err(e);
+            }
+        };
+        let recovered = coordinator.queue().stats().await?.recovered;
+        say!("leading (epoch {epoch}): {recovered} unfinished tasks recovered");
+        failover.lead(wrangle::api::router(
+            coordinator.clone(),
+            api_config.clone(),
+        ));
+        tokio::select! {
+            reason = failover.lost() => {
+                complain!("lost the leadership: {reason}; stepping down to standby");
+                failover.step_down(reason);
+                // Nothing more of it can be written: running tasks are cancelled and left
+                // to the new leader, which recovers them from the store.
+                let stopped =
+                    tokio::time::timeout(STEP_DOWN_LIMIT, coordinator.stop(false)).await;
+                match stopped {
+                    Ok(Ok(_)) => say!("standing by again"),
+                    Ok(Err(e)) => {
+                        complain!("the deposed coordinator stopped with an error: {e}");
+                        say!("standing by again");
+                    }
+                    Err(_) => {
+                        // Its actors still hold their names: a clean restart is the way back.
+                        complain!(
+                            "the deposed coordinator did not stop within {STEP_DOWN_LIMIT:?}; \
+                             exiting (restart this program to stand by again)"
+                        );
+                        std::process::exit(3);
+                    }
+                }
+            }
+            _ = stop.cancelled() => {
+                return stop_gracefully(&coordinator).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lets queued and running tasks finish, with progress; a second Ctrl-C stops at once.
+async fn stop_gracefully(coordinator: &Coordinator) -> Result<(), Box<dyn std::error::Error>> {
     say!("stopping: letting queued and running tasks finish (Ctrl-C again to stop at once)...");
     let progress = {
         let c = coordinator.clone();

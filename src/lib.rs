@@ -91,6 +91,7 @@ pub mod compute;
 mod coordinator;
 mod error;
 mod events;
+pub mod failover;
 mod handler;
 pub mod launch;
 mod mailbox;

@@ -159,7 +159,7 @@ pub(crate) fn scopes_of(tokens: &[ApiToken], given: &str) -> Option<BTreeSet<Sco
 }
 
 /// The credential a request carries: the bearer token, else the login cookie.
-fn credential(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn credential(headers: &HeaderMap) -> Option<String> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -215,25 +215,72 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the coordinator runs and takes tasks.
+/// Readiness: the coordinator runs and takes tasks. The body says its role: `single`,
+/// `leader` (failover on PostgreSQL), `deposed` (it lost the leadership and is stepping
+/// down; a standby's `/readyz` says `standby`).
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+    responses((status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "not ready", body = Readiness)))]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
-    let store_down = state.coordinator.store().is_some_and(|s| {
+    let store = state.coordinator.store();
+    let store_down = store.is_some_and(|s| {
         !s.writer_stats()
             .healthy
             .load(std::sync::atomic::Ordering::Relaxed)
     });
-    if !state.coordinator.is_running() {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    } else if store_down {
-        // Submits would be refused: send traffic elsewhere until commits succeed again.
+    let role = store.map_or("single", |s| s.role());
+    let not_ready = |reason: &str| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: store unavailable",
+            Json(Readiness {
+                ready: false,
+                role: role.to_string(),
+                reason: Some(reason.to_string()),
+            }),
         )
             .into_response()
+    };
+    if !state.coordinator.is_running() {
+        not_ready("the coordinator is not running")
+    } else if role == "deposed" {
+        not_ready("another coordinator leads now; this one is stepping down")
+    } else if store_down {
+        // Submits would be refused: send traffic elsewhere until commits succeed again.
+        not_ready("store unavailable")
     } else {
-        (StatusCode::OK, "ready").into_response()
+        Json(Readiness {
+            ready: true,
+            role: role.to_string(),
+            reason: None,
+        })
+        .into_response()
     }
+}
+
+/// What `/readyz` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Readiness {
+    /// True when it takes tasks.
+    ready: bool,
+    /// `single`, `leader`, `deposed` (or, from a standby, `standby`).
+    role: String,
+    /// Why it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The coordinators sharing this one's PostgreSQL database: who leads, who stands by,
+/// the last takeover. A coordinator without failover answers `"role": "single"`.
+#[utoipa::path(get, path = "/failover", tag = "cluster",
+    responses((status = 200, description = "the failover view", body = crate::failover::FailoverStatus),
+        (status = 503, description = "the lease cannot be read", body = ErrorBody)))]
+pub(crate) async fn failover(
+    State(state): State<ApiState>,
+) -> Result<Json<crate::failover::FailoverStatus>, ApiError> {
+    let store = state.coordinator.store();
+    let role = store.map_or("single", |s| s.role());
+    crate::failover::FailoverStatus::read(store, role, None)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::Unavailable(format!("cannot read the lease: {e}")))
 }

@@ -40,6 +40,9 @@ pub(crate) enum ApiError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// 503 `not_leader` with `Retry-After: 1`: another coordinator took the lead
+    /// (failover) and this one steps down; nothing was accepted.
+    NotLeader,
     /// 500: logged here, answered without details.
     Internal(String),
 }
@@ -146,6 +149,14 @@ impl IntoResponse for ApiError {
                 retry_after_secs = retry_after_header(retry_after);
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded", message, None)
             }
+            Self::NotLeader => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_leader",
+                "this coordinator is no longer the leader (another took over); nothing was \
+                 accepted: retry, and the new leader will answer"
+                    .to_string(),
+                None,
+            ),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a request");
                 (
@@ -201,6 +212,11 @@ impl From<Error> for ApiError {
                     message: q.to_string(),
                     retry_after,
                 },
+                // Failover: the store refused the write because another coordinator leads
+                // now; this one steps down. Nothing was accepted: retry (at the leader).
+                QueueError::NotStored { reason } if reason.contains("not the leader") => {
+                    Self::NotLeader
+                }
                 // The database's own message may name hosts and users: it goes to the log.
                 QueueError::NotStored { reason } => {
                     tracing::warn!(%reason, "submit refused: not stored");
@@ -210,6 +226,7 @@ impl From<Error> for ApiError {
                     )
                 }
             },
+            Error::Store(crate::store::StoreError::Fenced { .. }) => Self::NotLeader,
             Error::Store(e) => {
                 tracing::warn!(error = %e, "store error");
                 Self::Unavailable("the database is unavailable".into())

@@ -9,7 +9,7 @@
 //! # }
 //! ```
 
-mod auth;
+pub(crate) mod auth;
 mod batch;
 mod cluster;
 mod compute;
@@ -157,7 +157,7 @@ pub(crate) struct ApiShared {
         tasks::submit, tasks::submit_compat, tasks::list, tasks::get, tasks::wait, tasks::cancel,
         tasks::requeue, tasks::queued, tasks::in_progress, tasks::results, tasks::dead_letters,
         cluster::nodes, cluster::agents_nodes, cluster::workers, cluster::scale,
-        cluster::scale_history, cluster::scale_groups, cluster::stats, cluster::healthz, cluster::readyz,
+        cluster::scale_history, cluster::scale_groups, cluster::stats, cluster::healthz, cluster::readyz, cluster::failover,
         stream::events, stream::events_ws, prometheus::metrics, auth::login, auth::logout,
         compute::list, compute::add, compute::remove,
         workflows::definitions, workflows::register, workflows::start, workflows::list,
@@ -295,6 +295,7 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/scale/groups", get(cluster::scale_groups))
         .route("/stats", get(cluster::stats))
         .route("/readyz", get(cluster::readyz))
+        .route("/failover", get(cluster::failover))
         .route(
             "/events",
             get(stream::events).route_layer(middleware::from_fn_with_state(

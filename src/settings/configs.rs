@@ -63,7 +63,33 @@ impl Settings {
             (self.retention_max_tasks > 0).then_some(self.retention_max_tasks);
         store.retention_max_bytes =
             (self.retention_max_bytes > 0).then_some(self.retention_max_bytes);
+        store.leader_lease = Duration::from_millis(self.leader_lease_ms);
+        store.leader_renew = Duration::from_millis(self.leader_renew_ms);
         Some(store)
+    }
+
+    /// True when tasks are stored in PostgreSQL: the coordinator program then runs with
+    /// failover (a standby until it takes the leader lease).
+    pub fn is_postgres(&self) -> bool {
+        let url = self.database_url.trim();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    /// The base URL this coordinator gives standbys to redirect clients to:
+    /// `advertise_url`, else `bind` (`None` when `bind` is an unspecified address).
+    pub fn advertised_url(&self) -> Option<String> {
+        if let Some(url) = &self.advertise_url {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+        if self.bind.ip().is_unspecified() {
+            return None;
+        }
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{}", self.bind))
     }
 
     /// The HTTP server's connection settings: limits and TLS.

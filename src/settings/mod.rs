@@ -153,6 +153,18 @@ pub struct Settings {
     /// The `Retry-After` a shed task is answered with, in seconds. Default 5.
     /// Env `WRANGLE_SHED_RETRY_AFTER_SECS`.
     pub shed_retry_after_secs: u64,
+    /// PostgreSQL failover: the leader's lease lasts this many milliseconds without a
+    /// renewal; a standby takes over once it lapses. Default 3000.
+    /// Env `WRANGLE_LEADER_LEASE_MS`.
+    pub leader_lease_ms: u64,
+    /// PostgreSQL failover: the leader renews its lease (and standbys try for it) this
+    /// often, in milliseconds; at most half the lease. Default 1000.
+    /// Env `WRANGLE_LEADER_RENEW_MS`.
+    pub leader_renew_ms: u64,
+    /// PostgreSQL failover: the base URL other coordinators send clients to while this
+    /// one leads (`http://10.0.0.5:7700`). Default: `bind` as an http(s) URL, unless it is
+    /// `0.0.0.0` or `[::]`, which must be given. Env `WRANGLE_ADVERTISE_URL`.
+    pub advertise_url: Option<String>,
     /// Where nodes join (`0.0.0.0:7450`); none (default) runs without a cluster.
     /// Env `WRANGLE_CLUSTER_LISTEN`.
     pub cluster_listen: Option<SocketAddr>,
@@ -233,6 +245,9 @@ impl std::fmt::Debug for Settings {
             .field("shed_low_above", &self.shed_low_above)
             .field("shed_normal_above", &self.shed_normal_above)
             .field("shed_retry_after_secs", &self.shed_retry_after_secs)
+            .field("leader_lease_ms", &self.leader_lease_ms)
+            .field("leader_renew_ms", &self.leader_renew_ms)
+            .field("advertise_url", &self.advertise_url)
             .field("cluster_listen", &self.cluster_listen)
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
             .field("cluster_tls_cert", &self.cluster_tls_cert)
@@ -298,6 +313,9 @@ impl Default for Settings {
             shed_low_above: 0,
             shed_normal_above: 0,
             shed_retry_after_secs: c.queue.shed_retry_after.as_secs(),
+            leader_lease_ms: 3_000,
+            leader_renew_ms: 1_000,
+            advertise_url: None,
             cluster_listen: None,
             cookie: None,
             cluster_tls_cert: None,

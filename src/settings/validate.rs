@@ -31,8 +31,48 @@ impl Settings {
                 "cluster_tls_cert and cluster_tls_key go together",
             ));
         }
+        self.validate_failover()?;
         self.validate_node_groups()?;
         self.coordinator_config().validate()
+    }
+
+    /// The leader lease's timing, and an advertised URL standbys can redirect to.
+    fn validate_failover(&self) -> Result<(), Error> {
+        if self.leader_renew_ms < 50 {
+            return Err(Error::invalid("leader_renew_ms", "must be at least 50"));
+        }
+        if self.leader_lease_ms < self.leader_renew_ms.saturating_mul(2)
+            || self.leader_lease_ms > 600_000
+        {
+            return Err(Error::invalid(
+                "leader_lease_ms",
+                "must be at least twice leader_renew_ms (a renewal may be late once) and at \
+                 most 600000",
+            ));
+        }
+        if let Some(url) = &self.advertise_url {
+            let ok = url
+                .parse::<axum::http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+                .and_then(|u| u.authority().map(|a| !a.as_str().contains('@')))
+                .unwrap_or(false);
+            if !ok || url.len() > 2048 {
+                return Err(Error::invalid(
+                    "advertise_url",
+                    "must be an http:// or https:// base URL without credentials \
+                     (http://10.0.0.5:7700)",
+                ));
+            }
+        }
+        if self.is_postgres() && self.advertised_url().is_none() {
+            return Err(Error::invalid(
+                "advertise_url",
+                "required on PostgreSQL when bind is 0.0.0.0 or [::]: the address other \
+                 coordinators send clients to while this one leads",
+            ));
+        }
+        Ok(())
     }
 
     /// Each group's settings, their names unique, a cluster for them to join, and SSH

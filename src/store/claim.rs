@@ -1,39 +1,60 @@
 //! One queue per database: the claim a queue takes on its database at start, and the
-//! coordinator epoch it increments in the same transaction.
+//! coordinator epoch it increments with it.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
 use super::db::{redact, Db};
+use super::leader::{self, Leadership};
+use super::leadership::{renew_until_lost, Candidacy, Fence};
 use super::{StoreConfig, StoreError};
 
 /// Proof that this process is the one journaling into a database: an exclusive lock on
-/// `PATH.lock` beside an SQLite file, or a session advisory lock on PostgreSQL, held on
-/// its own connection. Released by [`Claim::release`], or by the OS or server when the
-/// process dies.
+/// `PATH.lock` beside an SQLite file, or the leader lease on PostgreSQL (renewed in the
+/// background; see [`leader`]). Released by [`Claim::release`]; when the process dies, by
+/// the OS (the file lock) or by the lease lapsing.
 #[derive(Debug)]
 pub(crate) enum Claim {
     File(std::fs::File),
-    Postgres(sqlx::PgConnection),
+    Leader {
+        pool: sqlx::PgPool,
+        leadership: Leadership,
+        fence: Arc<Fence>,
+        renewer: tokio::task::JoinHandle<()>,
+    },
     /// An in-memory SQLite database: nothing to share.
     Nothing,
 }
 
-/// The advisory lock key a queue holds on PostgreSQL ("wrangleq" in ASCII).
-const QUEUE_LOCK: i64 = 0x7772_616e_676c_6571;
-
 impl Claim {
+    /// Gives the database up. On PostgreSQL the lease is released so a standby takes over
+    /// at once; the fence keeps this leadership's epoch, so the writer's last commit still
+    /// passes unless a standby has taken over meanwhile.
     pub(crate) async fn release(self) {
         match self {
             Self::File(file) => drop(file),
-            Self::Postgres(mut conn) => {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(QUEUE_LOCK)
-                    .execute(&mut conn)
-                    .await;
-                let _ = sqlx::Connection::close(conn).await;
+            Self::Leader {
+                pool,
+                leadership,
+                fence,
+                renewer,
+            } => {
+                renewer.abort();
+                if fence.lost().is_none() {
+                    match leader::release(&pool, &leadership).await {
+                        Ok(true) => {
+                            tracing::info!(epoch = leadership.epoch, "leader lease released")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leader lease not released; it lapses")
+                        }
+                    }
+                }
+                let _ = leader::leave(&pool, &leadership.holder).await;
             }
             Self::Nothing => {}
         }
@@ -49,23 +70,24 @@ pub(crate) async fn current_epoch(db: &Db) -> Result<u64, sqlx::Error> {
     let sql = "SELECT epoch FROM coordinator_epoch WHERE id = 1";
     let epoch: Option<i64> = match db {
         Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
-        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
+        Db::Postgres(pool, _) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
     };
     Ok(epoch.unwrap_or(0).max(0) as u64)
 }
 
 /// Takes the [`Claim`] on the database at `config.url`, or says who holds it, and
-/// increments the coordinator epoch while holding it: on PostgreSQL the advisory lock and
-/// the increment are one transaction (a session lock taken in a transaction outlives its
-/// commit); on SQLite the increment is committed under the file lock. Returns the claim and
-/// the new epoch.
-pub(crate) async fn claim(config: &StoreConfig, db: &Db) -> Result<(Claim, u64), StoreError> {
+/// increments the coordinator epoch while holding it: on PostgreSQL taking the leader
+/// lease increments it (or the lease was taken already, by [`Store::try_lead`]); on
+/// SQLite the increment is committed under the file lock. Returns the claim and the new
+/// epoch.
+///
+/// [`Store::try_lead`]: super::Store::try_lead
+pub(crate) async fn claim(
+    config: &StoreConfig,
+    db: &Db,
+    candidacy: &Candidacy,
+) -> Result<(Claim, u64), StoreError> {
     let url = config.url.as_str();
-    let in_use = || StoreError::InUse { url: redact(url) };
-    let unreachable = |e: sqlx::Error| StoreError::Unreachable {
-        url: redact(url),
-        reason: e.to_string(),
-    };
     let no_epoch = |e: sqlx::Error| {
         StoreError::Unavailable(format!("cannot increment the coordinator epoch: {e}"))
     };
@@ -86,33 +108,70 @@ pub(crate) async fn claim(config: &StoreConfig, db: &Db) -> Result<(Claim, u64),
         tx.commit().await.map_err(no_epoch)?;
         Ok((claim, epoch.max(0) as u64))
     } else {
-        let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
-        let mut conn = tokio::time::timeout(
-            config.connect_timeout,
-            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+        let Db::Postgres(pool, fence) = db else {
+            return Err(StoreError::Unavailable(
+                "a postgres url opened an sqlite pool".into(),
+            ));
+        };
+        let taken = candidacy
+            .taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let leadership = match taken {
+            Some(leadership) => leadership,
+            None => {
+                // A coordinator killed a moment ago holds the lease until it lapses.
+                let patience = config.leader_lease + config.leader_renew;
+                lead_within(config, pool, candidacy, patience)
+                    .await?
+                    .ok_or_else(|| StoreError::InUse { url: redact(url) })?
+            }
+        };
+        fence.arm(leadership.epoch);
+        let epoch = leadership.epoch;
+        let renewer = renew_until_lost(
+            pool.clone(),
+            leadership.clone(),
+            candidacy.http_url(),
+            fence.clone(),
+            config.leader_lease,
+            config.leader_renew,
+        );
+        tracing::info!(epoch, holder = %leadership.holder, "leader lease held");
+        Ok((
+            Claim::Leader {
+                pool: pool.clone(),
+                leadership,
+                fence: fence.clone(),
+                renewer,
+            },
+            epoch,
+        ))
+    }
+}
+
+/// Tries for the leader lease every renewal interval for up to `patience`.
+pub(crate) async fn lead_within(
+    config: &StoreConfig,
+    pool: &sqlx::PgPool,
+    candidacy: &Candidacy,
+    patience: Duration,
+) -> Result<Option<Leadership>, StoreError> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let http_url = candidacy.http_url();
+        let taken = leader::try_acquire(
+            pool,
+            &candidacy.holder,
+            http_url.as_deref(),
+            config.leader_lease,
         )
-        .await
-        .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
-        .map_err(unreachable)?;
-        let mut tx = sqlx::Connection::begin(&mut conn)
-            .await
-            .map_err(unreachable)?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(QUEUE_LOCK)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unreachable)?;
-        if !got {
-            drop(tx);
-            let _ = sqlx::Connection::close(conn).await;
-            return Err(in_use());
+        .await?;
+        if taken.is_some() || Instant::now() >= deadline {
+            return Ok(taken);
         }
-        let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(no_epoch)?;
-        tx.commit().await.map_err(no_epoch)?;
-        Ok((Claim::Postgres(conn), epoch.max(0) as u64))
+        tokio::time::sleep(config.leader_renew.min(deadline - Instant::now())).await;
     }
 }
 

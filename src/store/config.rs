@@ -55,6 +55,14 @@ pub struct StoreConfig {
     pub sqlite_fsync_every_commit: bool,
     /// The name this process registers its node under. Default `coordinator`.
     pub node: String,
+    /// PostgreSQL only: how long the coordinator leader's lease lasts without a renewal.
+    /// A standby takes over once it lapses, so this bounds the takeover time after the
+    /// leader dies. Default 3 s.
+    pub leader_lease: Duration,
+    /// PostgreSQL only: how often the leader renews its lease (and every coordinator says
+    /// it is alive; standbys try for the lease this often). At most half the lease.
+    /// Default 1 s.
+    pub leader_renew: Duration,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -72,6 +80,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("sqlite_fsync_every_commit", &self.sqlite_fsync_every_commit)
             .field("node", &self.node)
+            .field("leader_lease", &self.leader_lease)
+            .field("leader_renew", &self.leader_renew)
             .finish()
     }
 }
@@ -91,6 +101,8 @@ impl StoreConfig {
             connect_timeout: Duration::from_secs(5),
             sqlite_fsync_every_commit: true,
             node: "coordinator".into(),
+            leader_lease: Duration::from_secs(3),
+            leader_renew: Duration::from_secs(1),
         }
     }
 
@@ -132,6 +144,20 @@ impl StoreConfig {
             return Err(Error::invalid(
                 "store.connect_timeout",
                 "must be greater than zero",
+            ));
+        }
+        if self.leader_renew < Duration::from_millis(50) {
+            return Err(Error::invalid(
+                "store.leader_renew",
+                "must be at least 50 ms",
+            ));
+        }
+        if self.leader_lease < self.leader_renew * 2 || self.leader_lease > Duration::from_secs(600)
+        {
+            return Err(Error::invalid(
+                "store.leader_lease",
+                "must be at least twice store.leader_renew (a renewal may be late once) and at \
+                 most 600 s",
             ));
         }
         Ok(())

@@ -21,6 +21,8 @@ pub struct Store {
     pub(super) stats: Arc<WriterStats>,
     /// The coordinator epoch: read at open, set by the claim that increments it.
     pub(super) epoch: Arc<AtomicU64>,
+    /// Its part in failover (PostgreSQL): its name, and a leadership taken.
+    pub(super) candidacy: Arc<super::leadership::Candidacy>,
 }
 
 /// Connects to the database at `url` and brings its schema up to date: what the
@@ -50,9 +52,10 @@ impl Store {
         tracing::info!(backend = db.backend(), url = %config.redacted_url(), epoch, "store open");
         Ok(Self {
             db,
-            config: Arc::new(config),
             stats: Arc::default(),
             epoch: Arc::new(AtomicU64::new(epoch)),
+            candidacy: Arc::new(super::leadership::Candidacy::new(&config.node)),
+            config: Arc::new(config),
         })
     }
 
@@ -97,6 +100,9 @@ impl Store {
                 u64::MAX => None,
                 free => Some(free),
             },
+            role: self.role().to_string(),
+            epoch: self.epoch(),
+            lost: self.db.fence().and_then(|f| f.lost()),
         }
     }
 

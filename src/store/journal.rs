@@ -22,7 +22,7 @@ impl Store {
     /// Claims the database for one queue (see [`Claim`]) and increments the coordinator
     /// epoch in the same transaction; [`Store::epoch`] answers the new value from then on.
     pub(crate) async fn claim(&self) -> Result<Claim, Error> {
-        let (claim, epoch) = claim::claim(&self.config, &self.db).await?;
+        let (claim, epoch) = claim::claim(&self.config, &self.db, &self.candidacy).await?;
         self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(epoch, "database claimed");
         Ok(claim)

@@ -75,6 +75,26 @@ pub(crate) struct LeaderStatus {
     /// How long until the lease lapses by the database's clock; zero when it has lapsed
     /// or is free.
     pub(crate) expires_in: Duration,
+    /// Where the holder serves its HTTP API (standbys redirect clients there).
+    pub(crate) http_url: Option<String>,
+    /// How long ago the latest leadership began (the last takeover); `None` before any.
+    pub(crate) acquired_ago: Option<Duration>,
+    /// Who held the lease when it was taken; `None` when it was free (never held, or
+    /// released by a clean stop).
+    pub(crate) previous_holder: Option<String>,
+}
+
+/// A coordinator that said it is alive within the last few renewal intervals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// Its holder name.
+    pub(crate) holder: String,
+    /// Where it serves HTTP.
+    pub(crate) http_url: Option<String>,
+    /// `leader` or `standby`, as it said last.
+    pub(crate) role: String,
+    /// How long ago it said so.
+    pub(crate) seen_ago: Duration,
 }
 
 /// SQLSTATE `lock_not_available`: `lock_timeout` ran out.
@@ -82,7 +102,9 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Takes the lease when it is free or lapsed, in one statement: locks the row `FOR
 /// UPDATE` (waiting for fenced writes in flight), increments `coordinator_epoch`, and
-/// writes holder, epoch and expiry. `$1` the holder, `$2` the lease in seconds.
+/// writes holder, epoch, expiry, the holder's HTTP address and the time of the take (the
+/// previous holder kept for the dashboard). `$1` the holder, `$2` the lease in seconds,
+/// `$3` the HTTP address.
 const ACQUIRE: &str = "\
     WITH free AS ( \
         SELECT id FROM coordinator_leader \
@@ -95,14 +117,15 @@ const ACQUIRE: &str = "\
     ) \
     UPDATE coordinator_leader AS l \
        SET holder = $1, epoch = bumped.epoch, renewed_at = clock_timestamp(), \
-           expires_at = clock_timestamp() + make_interval(secs => $2) \
+           expires_at = clock_timestamp() + make_interval(secs => $2), \
+           http_url = $3, acquired_at = clock_timestamp(), previous_holder = l.holder \
       FROM bumped \
      WHERE l.id = 1 \
     RETURNING l.epoch";
 
-/// Takes the leader lease for `holder` for `lease`, when nobody holds it or the holder's
-/// lease has lapsed by the database's clock, and returns the new [`Leadership`]; `None`
-/// when another holder's lease still runs.
+/// Takes the leader lease for `holder` (serving HTTP at `http_url`) for `lease`, when
+/// nobody holds it or the holder's lease has lapsed by the database's clock, and returns
+/// the new [`Leadership`]; `None` when another holder's lease still runs.
 ///
 /// The take is one statement, so two coordinators racing for a free lease cannot both
 /// win; it increments `coordinator_epoch` and stores the new value in the lease row. It
@@ -111,6 +134,7 @@ const ACQUIRE: &str = "\
 pub(crate) async fn try_acquire(
     pool: &PgPool,
     holder: &str,
+    http_url: Option<&str>,
     lease: Duration,
 ) -> Result<Option<Leadership>, StoreError> {
     let mut tx = pool.begin().await?;
@@ -123,6 +147,7 @@ pub(crate) async fn try_acquire(
     let taken: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(ACQUIRE)
         .bind(holder)
         .bind(lease.as_secs_f64())
+        .bind(http_url)
         .fetch_optional(&mut *tx)
         .await;
     let epoch = match taken {
@@ -179,17 +204,89 @@ pub(crate) async fn release(pool: &PgPool, leadership: &Leadership) -> Result<bo
 pub(crate) async fn current(pool: &PgPool) -> Result<LeaderStatus, StoreError> {
     let row = sqlx::query(
         "SELECT holder, epoch, \
-                GREATEST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()), 0)::float8 \
+                GREATEST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()), 0)::float8, \
+                http_url, \
+                GREATEST(EXTRACT(EPOCH FROM clock_timestamp() - acquired_at), 0)::float8, \
+                previous_holder \
            FROM coordinator_leader WHERE id = 1",
     )
     .fetch_one(pool)
     .await?;
     let left: f64 = row.try_get(2)?;
+    let ago: Option<f64> = row.try_get(4)?;
     Ok(LeaderStatus {
         holder: row.try_get(0)?,
         epoch: row.try_get::<i64, _>(1)?.max(0) as u64,
         expires_in: Duration::try_from_secs_f64(left).unwrap_or(Duration::ZERO),
+        http_url: row.try_get(3)?,
+        acquired_ago: ago.and_then(|s| Duration::try_from_secs_f64(s).ok()),
+        previous_holder: row.try_get(5)?,
     })
+}
+
+/// Says that `holder` is alive, serving HTTP at `http_url`, in `role` (`leader` or
+/// `standby`): every coordinator calls it once per renewal interval. Not fenced: a
+/// standby writes it too, and it is only shown.
+pub(crate) async fn heartbeat(
+    pool: &PgPool,
+    holder: &str,
+    http_url: Option<&str>,
+    role: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO coordinator_members (holder, http_url, role, seen_at) \
+         VALUES ($1, $2, $3, clock_timestamp()) \
+         ON CONFLICT (holder) DO UPDATE SET http_url = excluded.http_url, \
+             role = excluded.role, seen_at = excluded.seen_at",
+    )
+    .bind(holder)
+    .bind(http_url)
+    .bind(role)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Forgets `holder` (a clean stop); rows of coordinators that died are dropped by
+/// [`members`] once they are an hour old.
+pub(crate) async fn leave(pool: &PgPool, holder: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM coordinator_members WHERE holder = $1")
+        .bind(holder)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The coordinators seen within `within`, by name (at most 100).
+pub(crate) async fn members(pool: &PgPool, within: Duration) -> Result<Vec<Member>, StoreError> {
+    sqlx::query(
+        "DELETE FROM coordinator_members \
+          WHERE seen_at < clock_timestamp() - make_interval(secs => 3600)",
+    )
+    .execute(pool)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT holder, http_url, role, \
+                GREATEST(EXTRACT(EPOCH FROM clock_timestamp() - seen_at), 0)::float8 \
+           FROM coordinator_members \
+          WHERE seen_at >= clock_timestamp() - make_interval(secs => $1) \
+          ORDER BY holder LIMIT 100",
+    )
+    .bind(within.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let ago: f64 = row.try_get(3)?;
+            Ok(Member {
+                holder: row.try_get(0)?,
+                http_url: row.try_get(1)?,
+                role: row.try_get(2)?,
+                seen_ago: Duration::try_from_secs_f64(ago).unwrap_or(Duration::ZERO),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }
 
 /// Refuses the write transaction on `conn` with [`StoreError::Fenced`] unless the lease
@@ -199,17 +296,23 @@ pub(crate) async fn current(pool: &PgPool) -> Result<LeaderStatus, StoreError> {
 /// It locks the lease row `FOR KEY SHARE` until the transaction ends, so the answer holds
 /// until commit: a takeover ([`try_acquire`], `FOR UPDATE`) waits for this transaction,
 /// while the leader's renewals do not. One indexed single-row read per transaction.
+#[cfg(test)]
 pub(crate) async fn fence(conn: &mut PgConnection, epoch: u64) -> Result<(), StoreError> {
+    match check(conn, epoch).await? {
+        None => Ok(()),
+        Some(current) => Err(StoreError::Fenced { epoch, current }),
+    }
+}
+
+/// [`fence`]'s check: `None` when the lease row holds `epoch` (the row then locked until
+/// the transaction ends), else the epoch it holds.
+pub(crate) async fn check(conn: &mut PgConnection, epoch: u64) -> Result<Option<u64>, sqlx::Error> {
     let current: i64 =
         sqlx::query_scalar("SELECT epoch FROM coordinator_leader WHERE id = 1 FOR KEY SHARE")
             .fetch_one(conn)
             .await?;
     let current = current.max(0) as u64;
-    if current == epoch {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced { epoch, current })
-    }
+    Ok((current != epoch).then_some(current))
 }
 
 #[cfg(test)]

@@ -46,6 +46,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_coordinator_leader.sql"),
         postgres: include_str!("../../migrations/postgres/0005_coordinator_leader.sql"),
     },
+    Migration {
+        version: 6,
+        name: "coordinator_members",
+        sqlite: include_str!("../../migrations/sqlite/0006_coordinator_members.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_coordinator_members.sql"),
+    },
 ];
 
 /// What [`migrate`](super::migrate) did.
@@ -131,7 +137,7 @@ pub(crate) async fn run(db: &Db) -> Result<MigrationReport, StoreError> {
     }
     match db {
         Db::Sqlite(pool) => apply!(pool, false, sqlite),
-        Db::Postgres(pool) => apply!(pool, true, postgres),
+        Db::Postgres(pool, _) => apply!(pool, true, postgres),
     }
     Ok(MigrationReport {
         backend: db.backend(),

@@ -24,10 +24,8 @@ mod dropped;
 mod error;
 mod handle;
 mod journal;
-// The failover lease and fencing: nothing calls them until the coordinator's standby mode
-// is wired (issue 17, next slice).
-#[cfg_attr(not(test), allow(dead_code))]
 mod leader;
+mod leadership;
 mod migrate;
 mod pending;
 mod retention;

@@ -79,7 +79,7 @@ pub(crate) async fn database_bytes(db: &Db) -> Result<u64, sqlx::Error> {
             .fetch_one(pool)
             .await?
         }
-        Db::Postgres(pool) => {
+        Db::Postgres(pool, _) => {
             sqlx::query_scalar("SELECT pg_database_size(current_database())")
                 .fetch_one(pool)
                 .await?
@@ -112,7 +112,7 @@ pub(crate) async fn cutoff_keeping(db: &Db, keep: u64) -> Result<Option<i64>, sq
                 .fetch_optional(pool)
                 .await?
         }
-        Db::Postgres(pool) => {
+        Db::Postgres(pool, _) => {
             sqlx::query_scalar(sql)
                 .bind(keep)
                 .fetch_optional(pool)

@@ -34,7 +34,7 @@ pub(crate) fn incurable(db: &Db, e: &sqlx::Error) -> bool {
                 return false;
             };
             match db {
-                Db::Postgres(_) => {
+                Db::Postgres(..) => {
                     code != "23505"
                         && (code.starts_with("22")
                             || code.starts_with("23")

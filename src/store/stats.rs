@@ -29,6 +29,15 @@ pub struct StoreStats {
     /// Free bytes on the disk holding an SQLite file, measured with `database_bytes`;
     /// `None` for PostgreSQL, or before the first measure.
     pub disk_free_bytes: Option<u64>,
+    /// `single` (SQLite, or PostgreSQL before this coordinator took the leader lease),
+    /// `leader` (it holds the lease; failover), or `deposed` (another coordinator took
+    /// the lease: this one may no longer write and steps down).
+    pub role: String,
+    /// The coordinator epoch this store writes with.
+    pub epoch: u64,
+    /// Why the leadership was lost, once it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
 
 /// The writer's counters, read by `/metrics` and the benchmarks.

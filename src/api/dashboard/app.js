@@ -197,6 +197,26 @@ async function refreshCompute() {
   }));
 }
 
+// Failover on PostgreSQL: the coordinators sharing the database (the leader and its
+// standbys) and the last takeover. Hidden for a single coordinator.
+async function refreshFailover() {
+  const f = await api("/failover");
+  $("failover-panel").hidden = f.role === "single";
+  if (f.role === "single") return;
+  const takeover = f.last_takeover_ago_ms == null ? "none yet"
+    : age(Date.now() - f.last_takeover_ago_ms) + " ago" + (f.previous_leader ? " (from " + f.previous_leader + ")" : "");
+  const down = f.stepped_down ? "; this coordinator stepped down " + age(Date.now() - f.stepped_down.ago_ms) + " ago: " + f.stepped_down.reason : "";
+  $("failover-summary").textContent = `leader ${f.leader || "none"} (epoch ${f.epoch}); last takeover ${takeover}${down}`;
+  $("coordinators").tBodies[0].replaceChildren(...f.coordinators.map((c) => {
+    const tr = el("tr");
+    tr.dataset.coordinator = c.name;
+    const name = c.name === f.name ? c.name + " (this one)" : c.name;
+    tr.append(el("td", name), statusCell(c.role), el("td", c.url || "–"),
+      el("td", age(Date.now() - c.seen_ago_ms) + " ago"));
+    return tr;
+  }));
+}
+
 // A compute node's circuit breaker as a badge: closed, open (with the cool-down left, or
 // waiting for a passing health check) or half-open (a probe decides); the tooltip says why.
 function breakerCell(b) {
@@ -455,6 +475,7 @@ async function tick() {
     await refreshStats();
     await refreshWorkers();
     await refreshCompute();
+    await refreshFailover();
   } catch (err) {
     console.error("dashboard refresh failed:", err);
     if (err.message !== "unauthorized") setConn("offline", "bad");

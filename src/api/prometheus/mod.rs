@@ -220,6 +220,16 @@ async fn read(state: &ApiState) -> Result<Snapshot, ApiError> {
     workflow_metrics(&mut m, state.coordinator.workflows().metrics());
     if let Some(store) = state.coordinator.store() {
         store_metrics(&mut m, store.writer_stats());
+        m.gauge(
+            "wrangle_coordinator_epoch",
+            "The coordinator epoch this coordinator writes with.",
+            store.epoch(),
+        );
+        m.gauge(
+            "wrangle_failover_leader",
+            "1 while this coordinator holds the PostgreSQL leader lease (failover).",
+            u64::from(store.role() == "leader"),
+        );
     }
     if let Some(c) = &stats.cluster {
         m.gauge("wrangle_cluster_nodes_online", "Nodes online.", c.online);

@@ -311,6 +311,18 @@ pub struct StoreArgs {
     /// shrinks; PostgreSQL: a warning); 0 sets none. Default 8589934592 (8 GiB).
     #[arg(long, env = "WRANGLE_RETENTION_MAX_BYTES", value_name = "BYTES")]
     pub retention_max_bytes: Option<u64>,
+    /// PostgreSQL failover: the leader's lease, in milliseconds; a standby takes over
+    /// once it lapses. Default 3000.
+    #[arg(long, env = "WRANGLE_LEADER_LEASE_MS", value_name = "MS")]
+    pub leader_lease_ms: Option<u64>,
+    /// PostgreSQL failover: how often the leader renews its lease and standbys try for
+    /// it, in milliseconds; at most half the lease. Default 1000.
+    #[arg(long, env = "WRANGLE_LEADER_RENEW_MS", value_name = "MS")]
+    pub leader_renew_ms: Option<u64>,
+    /// PostgreSQL failover: the base URL standbys send clients to while this coordinator
+    /// leads (http://10.0.0.5:7700). Default: --bind, unless it is 0.0.0.0 or [::].
+    #[arg(long, env = "WRANGLE_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl StoreArgs {
@@ -326,6 +338,11 @@ impl StoreArgs {
         set(&mut s.retention_hours, &self.retention_hours);
         set(&mut s.retention_max_tasks, &self.retention_max_tasks);
         set(&mut s.retention_max_bytes, &self.retention_max_bytes);
+        set(&mut s.leader_lease_ms, &self.leader_lease_ms);
+        set(&mut s.leader_renew_ms, &self.leader_renew_ms);
+        if self.advertise_url.is_some() {
+            s.advertise_url = self.advertise_url.clone();
+        }
     }
 }
 

@@ -17,7 +17,7 @@ impl Db {
     pub(crate) async fn analyze(&self) -> Result<(), sqlx::Error> {
         match self {
             Db::Sqlite(_) => Ok(()),
-            Db::Postgres(pool) => {
+            Db::Postgres(pool, _) => {
                 sqlx::query("ANALYZE tasks, attempts, workflow_runs, workflow_events")
                     .execute(pool)
                     .await?;
@@ -54,7 +54,7 @@ impl Db {
             // Under READ COMMITTED a commit between two statements could make a task
             // prunable after its attempts were looked for; one statement deletes exactly
             // the attempts of the tasks it deletes.
-            Db::Postgres(pool) => {
+            Db::Postgres(pool, _) => {
                 let sql = format!(
                     "WITH gone AS (DELETE FROM tasks WHERE {old} RETURNING id), \
                      a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM gone)) \

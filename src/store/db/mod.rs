@@ -12,8 +12,10 @@
 //! - [`keys`]: which tasks hold which idempotency keys.
 //! - [`maintain`]: retention's deletes and the marks made at recovery.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use super::leadership::Fence;
 use super::{StoreConfig, StoreError};
 
 /// Runs `$body` once per backend: `$pool` is the pool and `$db` its sqlx database type, so
@@ -26,7 +28,7 @@ macro_rules! on_pool {
                 type $db = sqlx::Sqlite;
                 $body
             }
-            Db::Postgres($pool) => {
+            Db::Postgres($pool, _) => {
                 #[allow(dead_code)]
                 type $db = sqlx::Postgres;
                 $body
@@ -49,11 +51,12 @@ mod write;
 
 pub(crate) use write::KeyTaken;
 
-/// A connected database.
+/// A connected database. A PostgreSQL one carries the [`Fence`] its write transactions
+/// pass first (failover: only the leader's epoch may write).
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
     Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
+    Postgres(sqlx::PgPool, Arc<Fence>),
 }
 
 /// A transaction that will write.
@@ -66,6 +69,13 @@ pub(crate) trait BeginWrite {
     /// `busy_timeout` waits out) when another connection commits between its first read
     /// and its first write; an immediate one waits for the other writer instead.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Backend>, sqlx::Error>;
+
+    /// Begins it and passes `fence` first (PostgreSQL; SQLite has nothing to fence): a
+    /// coordinator that is no longer the leader gets an error and writes nothing.
+    async fn begin_fenced(
+        &self,
+        fence: Option<&Fence>,
+    ) -> Result<sqlx::Transaction<'static, Self::Backend>, sqlx::Error>;
 }
 
 /// Rows per multi-row statement. Only these sizes are used, so that each statement's SQL
@@ -136,7 +146,7 @@ impl Db {
                 .await
                 .map_err(unreachable)?;
             let pool = postgres::pool(config, options).await.map_err(unreachable)?;
-            Ok(Self::Postgres(pool))
+            Ok(Self::Postgres(pool, Arc::new(Fence::new())))
         } else if url.starts_with("sqlite:") {
             let options = sqlite::options(config).map_err(bad_url)?;
             probe::<sqlx::SqliteConnection>(&options, config.connect_timeout)
@@ -152,11 +162,19 @@ impl Db {
         }
     }
 
+    /// The fence of a PostgreSQL database's write transactions.
+    pub(crate) fn fence(&self) -> Option<&Arc<Fence>> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(_, fence) => Some(fence),
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub(crate) fn backend(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
-            Self::Postgres(_) => "postgres",
+            Self::Postgres(..) => "postgres",
         }
     }
 

@@ -18,6 +18,14 @@ pub(super) async fn pool(
     config: &StoreConfig,
     options: PgConnectOptions,
 ) -> Result<sqlx::PgPool, sqlx::Error> {
+    // A leader frozen inside a write transaction keeps the lease row locked (see
+    // `store::leader`): the server ends such a transaction before the lease lapses, so a
+    // standby's takeover does not wait on it.
+    let idle = config.leader_lease.saturating_sub(config.leader_renew);
+    let options = options.options([(
+        "idle_in_transaction_session_timeout",
+        format!("{}", idle.as_millis().max(100)),
+    )]);
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.connect_timeout)
@@ -30,5 +38,16 @@ impl BeginWrite for sqlx::PgPool {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.begin().await
+    }
+
+    async fn begin_fenced(
+        &self,
+        fence: Option<&super::Fence>,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        if let Some(fence) = fence {
+            fence.pass(&mut tx).await?;
+        }
+        Ok(tx)
     }
 }

@@ -17,7 +17,9 @@ impl Db {
         if events.is_empty() {
             return Ok(());
         }
+        let fence = self.fence().map(|f| &**f);
         on_pool!(self, |pool, DB| {
+            let mut tx = super::BeginWrite::begin_fenced(pool, fence).await?;
             for chunk in super::chunks(events) {
                 let mut qb = sqlx::QueryBuilder::<DB>::new(format!(
                     "INSERT INTO scaling_events ({COLUMNS}) "
@@ -33,9 +35,9 @@ impl Db {
                         .push_bind(i64::try_from(e.in_flight).unwrap_or(i64::MAX))
                         .push_bind(text::message(e.error.as_deref()));
                 });
-                qb.build().execute(pool).await?;
+                qb.build().execute(&mut *tx).await?;
             }
-            Ok(())
+            tx.commit().await
         })
     }
 

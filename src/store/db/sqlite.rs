@@ -54,4 +54,12 @@ impl BeginWrite for sqlx::SqlitePool {
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.begin_with("BEGIN IMMEDIATE").await
     }
+
+    /// An SQLite file has one coordinator (its lock file): nothing to fence.
+    async fn begin_fenced(
+        &self,
+        _fence: Option<&super::Fence>,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_write().await
+    }
 }

@@ -127,8 +127,9 @@ impl Db {
         &self,
         batch: &crate::store::WorkflowBatch,
     ) -> Result<(), sqlx::Error> {
+        let fence = self.fence().map(|f| &**f);
         on_pool!(self, |pool, DB| {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = pool.begin_fenced(fence).await?;
             write_workflow_rows!(tx, DB, batch);
             tx.commit().await
         })

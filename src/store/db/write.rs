@@ -76,9 +76,9 @@ pub(super) const UPSERT_ATTEMPTS: &str = "INSERT INTO attempts (task_id, number,
 
 /// Writes a [`Batch`] in one transaction on `$pool` (a pool of backend `$db`).
 macro_rules! write_batch {
-    ($pool:expr, $db:ty, $batch:expr) => {{
+    ($pool:expr, $db:ty, $batch:expr, $fence:expr) => {{
         let batch: &Batch = $batch;
-        let mut tx = BeginWrite::begin_write($pool).await?;
+        let mut tx = BeginWrite::begin_fenced($pool, $fence).await?;
         // A new task whose idempotency key another task holds (stored, or older in this
         // batch) cannot be stored: `ON CONFLICT DO NOTHING` would drop it without a word
         // while its submit is answered as committed. Such tasks are left out here and
@@ -201,6 +201,7 @@ impl Db {
     /// Writes one batch in one transaction. Returns the new tasks left out because another
     /// task holds their idempotency key.
     pub(crate) async fn write(&self, batch: &Batch) -> Result<Vec<KeyTaken>, sqlx::Error> {
-        on_pool!(self, |pool, DB| write_batch!(pool, DB, batch))
+        let fence = self.fence().map(|f| &**f);
+        on_pool!(self, |pool, DB| write_batch!(pool, DB, batch, fence))
     }
 }

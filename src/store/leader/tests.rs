@@ -50,7 +50,7 @@ async fn fresh(test: &str) -> Option<String> {
 /// One coordinator's pool on the database at `url`.
 async fn pool(url: &str) -> PgPool {
     match Db::connect(&StoreConfig::new(url)).await.unwrap() {
-        Db::Postgres(pool) => pool,
+        Db::Postgres(pool, _) => pool,
         Db::Sqlite(_) => unreachable!("a postgres url"),
     }
 }
@@ -79,7 +79,7 @@ async fn stored_epoch(pool: &PgPool) -> u64 {
 async fn take_when_lapsed(pool: &PgPool, holder: &str) -> Leadership {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        if let Some(taken) = try_acquire(pool, holder, SHORT).await.unwrap() {
+        if let Some(taken) = try_acquire(pool, holder, None, SHORT).await.unwrap() {
             return taken;
         }
         assert!(Instant::now() < deadline, "{holder} never took the lease");
@@ -116,7 +116,7 @@ async fn racing_holders_exactly_one_wins() {
     let before = stored_epoch(&a).await;
     let tries = (0..8).map(|i| {
         let pool = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tokio::spawn(async move { try_acquire(&pool, &format!("c{i}"), LONG).await })
+        tokio::spawn(async move { try_acquire(&pool, &format!("c{i}"), None, LONG).await })
     });
     let mut winners = Vec::new();
     for t in tries {
@@ -141,12 +141,12 @@ async fn renewals_keep_the_lease_past_its_length() {
         return;
     };
     let (a, b) = (pool(&url).await, pool(&url).await);
-    let leader = try_acquire(&a, "a", SHORT).await.unwrap().unwrap();
+    let leader = try_acquire(&a, "a", None, SHORT).await.unwrap().unwrap();
     let started = Instant::now();
     // Renewed every 100 ms for three lease lengths: the standby never gets in.
     while started.elapsed() < 3 * SHORT {
         assert!(renew(&a, &leader, SHORT).await.unwrap());
-        assert_eq!(try_acquire(&b, "b", SHORT).await.unwrap(), None);
+        assert_eq!(try_acquire(&b, "b", None, SHORT).await.unwrap(), None);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let now = current(&b).await.unwrap();
@@ -164,8 +164,8 @@ async fn a_lapsed_lease_goes_to_the_standby_with_the_next_epoch() {
         return;
     };
     let (a, b) = (pool(&url).await, pool(&url).await);
-    let old = try_acquire(&a, "a", SHORT).await.unwrap().unwrap();
-    assert_eq!(try_acquire(&b, "b", SHORT).await.unwrap(), None);
+    let old = try_acquire(&a, "a", None, SHORT).await.unwrap().unwrap();
+    assert_eq!(try_acquire(&b, "b", None, SHORT).await.unwrap(), None);
     // `a` stops renewing (frozen); `b` takes over once the lease lapses.
     let new = take_when_lapsed(&b, "b").await;
     assert_eq!(new.epoch, old.epoch + 1);
@@ -179,7 +179,7 @@ async fn a_lapsed_lease_goes_to_the_standby_with_the_next_epoch() {
     assert!(release(&b, &new).await.unwrap());
     let now = current(&a).await.unwrap();
     assert_eq!((now.holder, now.expires_in), (None, Duration::ZERO));
-    let next = try_acquire(&a, "a", SHORT).await.unwrap().unwrap();
+    let next = try_acquire(&a, "a", None, SHORT).await.unwrap().unwrap();
     assert_eq!(next.epoch, new.epoch + 1);
     drop_database(&url).await;
 }
@@ -190,7 +190,7 @@ async fn a_fenced_write_does_not_commit() {
         return;
     };
     let (a, b) = (pool(&url).await, pool(&url).await);
-    let old = try_acquire(&a, "a", SHORT).await.unwrap().unwrap();
+    let old = try_acquire(&a, "a", None, SHORT).await.unwrap().unwrap();
     let new = take_when_lapsed(&b, "b").await;
 
     // The old leader's transaction: a write, then the fence, which refuses.
@@ -225,7 +225,7 @@ async fn a_takeover_waits_for_a_fenced_write_in_flight() {
         return;
     };
     let (a, b) = (pool(&url).await, pool(&url).await);
-    let old = try_acquire(&a, "a", SHORT).await.unwrap().unwrap();
+    let old = try_acquire(&a, "a", None, SHORT).await.unwrap().unwrap();
     let mut tx = a.begin().await.unwrap();
     fence(&mut tx, old.epoch).await.unwrap();
     // The lease lapses while the write is in flight; a renewal is not blocked by it.
@@ -236,7 +236,7 @@ async fn a_takeover_waits_for_a_fenced_write_in_flight() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let standby = b.clone();
-    let takeover = tokio::spawn(async move { try_acquire(&standby, "b", LONG).await });
+    let takeover = tokio::spawn(async move { try_acquire(&standby, "b", None, LONG).await });
     // The takeover waits on the fenced transaction's row lock...
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -269,7 +269,7 @@ async fn a_takeover_blocked_past_its_lease_answers_none() {
         return;
     };
     let (a, b) = (pool(&url).await, pool(&url).await);
-    let old = try_acquire(&a, "a", SHORT).await.unwrap().unwrap();
+    let old = try_acquire(&a, "a", None, SHORT).await.unwrap().unwrap();
     let mut tx = a.begin().await.unwrap();
     fence(&mut tx, old.epoch).await.unwrap();
     // A frozen leader's transaction: the standby waits at most its lease, then says no.
@@ -278,7 +278,7 @@ async fn a_takeover_blocked_past_its_lease_answers_none() {
         assert!(Instant::now() < deadline, "the lease never lapsed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(try_acquire(&b, "b", SHORT).await.unwrap(), None);
+    assert_eq!(try_acquire(&b, "b", None, SHORT).await.unwrap(), None);
     drop(tx);
     let new = take_when_lapsed(&b, "b").await;
     assert_eq!(new.epoch, old.epoch + 1);

@@ -1,0 +1,412 @@
+//! Failover with real processes on a real PostgreSQL server: two coordinator programs
+//! share one database, one leads and one stands by; node programs are given both cluster
+//! addresses. Killing the leader (SIGKILL) hands the run to the standby, whose nodes
+//! re-join it by themselves; freezing the leader (SIGSTOP) past its lease hands the run
+//! over too, and the frozen leader, woken, commits nothing and steps down.
+//!
+//! Each coordinator connects with its own `application_name`, so the database itself says
+//! who wrote what: an audit trigger records the writer of every task and attempt row.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+#[path = "support/net.rs"]
+mod net;
+use net::free_port;
+#[path = "support/programs.rs"]
+mod programs;
+use programs::{example_binary, Program};
+#[path = "support/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+#[path = "support/databases.rs"]
+mod databases;
+use cluster::{executions, until, COOKIE};
+
+/// A coordinator program in failover on the database at `url`.
+struct Coord {
+    process: Program,
+    http: u16,
+    cluster: u16,
+    name: &'static str,
+}
+
+impl Coord {
+    fn start(dir: &Path, name: &'static str, url: &str, lease_ms: u64, renew_ms: u64) -> Self {
+        let (http, cluster) = (free_port(), free_port());
+        let cookie = dir.join(format!("{name}.cookie"));
+        std::fs::write(&cookie, format!("{COOKIE}\n")).unwrap();
+        let url = format!("{url}?application_name=wrangle_{name}");
+        let child = Command::new(example_binary("coordinator"))
+            .args(["--bind", &format!("127.0.0.1:{http}")])
+            .args(["--database-url", &url])
+            .args(["--cluster-listen", &format!("127.0.0.1:{cluster}")])
+            .arg("--cookie-file")
+            .arg(&cookie)
+            .args(["--leader-lease-ms", &lease_ms.to_string()])
+            .args(["--leader-renew-ms", &renew_ms.to_string()])
+            .args(["--min-workers", "1", "--max-workers", "1"])
+            .env_remove("DATABASE_URL")
+            .env("WRANGLE_NODE_TIMEOUT_MS", "1500")
+            .env("RUST_LOG", "warn,wrangle=info")
+            .env("NO_COLOR", "1")
+            .current_dir(dir)
+            .stdout(log(&dir.join(format!("{name}.log"))))
+            .stderr(log(&dir.join(format!("{name}.err"))))
+            .spawn()
+            .unwrap();
+        Self {
+            process: Program(child),
+            http,
+            cluster,
+            name,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// `/readyz`'s role (`leader`, `standby`, ...), or `None` while it does not answer.
+    async fn role(&self, http: &reqwest::Client) -> Option<String> {
+        let r = http.get(self.url("/readyz")).send().await.ok()?;
+        let body: Value = r.json().await.ok()?;
+        body["role"].as_str().map(str::to_string)
+    }
+
+    async fn stats(&self, http: &reqwest::Client) -> Option<Value> {
+        let r = http.get(self.url("/stats")).send().await.ok()?;
+        r.status().is_success().then_some(())?;
+        r.json().await.ok()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.process.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {}", self.name);
+    }
+
+    fn log_text(&self, dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(format!("{}.log", self.name))).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join(format!("{}.err", self.name))).unwrap_or_default()
+    }
+}
+
+fn log(path: &Path) -> std::fs::File {
+    std::fs::File::create(path).unwrap()
+}
+
+/// A node program serving `journal` tasks, given every coordinator's cluster address.
+fn node(dir: &Path, name: &str, coordinators: &[&Coord]) -> (Program, PathBuf) {
+    let journal = dir.join(format!("{name}.journal"));
+    let cookie = dir.join(format!("{name}.cookie"));
+    std::fs::write(&cookie, COOKIE).unwrap();
+    let join: Vec<String> = coordinators
+        .iter()
+        .map(|c| format!("127.0.0.1:{}", c.cluster))
+        .collect();
+    let child = Command::new(example_binary("node"))
+        .args(["--join", &join.join(",")])
+        .arg("--cookie-file")
+        .arg(&cookie)
+        .args(["--name", name])
+        .args(["--workers", "2", "--slots", "8", "--heartbeat-ms", "200"])
+        .arg("--journal")
+        .arg(&journal)
+        .env("RUST_LOG", "warn,wrangle=info")
+        .env("NO_COLOR", "1")
+        .stdout(log(&dir.join(format!("{name}.log"))))
+        .stderr(log(&dir.join(format!("{name}.err"))))
+        .spawn()
+        .unwrap();
+    (Program(child), journal)
+}
+
+/// Records the `application_name` of every session that writes a task or attempt row.
+async fn audit_writes(url: &str) {
+    databases::execute(
+        url,
+        "CREATE TABLE write_audit (app TEXT NOT NULL, tbl TEXT NOT NULL, \
+             at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()); \
+         CREATE FUNCTION audit_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             INSERT INTO write_audit (app, tbl) \
+             VALUES (current_setting('application_name'), TG_TABLE_NAME); \
+             RETURN NULL; END $$; \
+         CREATE TRIGGER audit_tasks AFTER INSERT OR UPDATE OR DELETE ON tasks \
+             FOR EACH ROW EXECUTE FUNCTION audit_write(); \
+         CREATE TRIGGER audit_attempts AFTER INSERT OR UPDATE OR DELETE ON attempts \
+             FOR EACH ROW EXECUTE FUNCTION audit_write();",
+    )
+    .await;
+}
+
+async fn wait_role(http: &reqwest::Client, c: &Coord, role: &str, timeout: Duration) {
+    until(&format!("{} to be {role}", c.name), timeout, || async {
+        c.role(http).await.as_deref() == Some(role)
+    })
+    .await;
+}
+
+async fn submit(http: &reqwest::Client, c: &Coord, tasks: Vec<Value>) -> Vec<String> {
+    let r = http
+        .post(c.url("/tasks"))
+        .json(&json!({ "tasks": tasks }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "submit: {status} {body}");
+    body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn stored(url: &str, sql: &str) -> i64 {
+    databases::count(url, sql).await
+}
+
+/// Two coordinators and two nodes; 10,000 tasks; the leader SIGKILLed mid-run. The standby
+/// takes over with the default lease (3 s, renewed every second), the nodes re-join it,
+/// and every task completes; only tasks in flight at the kill run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_every_task_completes() {
+    let Some(url) = databases::fresh_postgres("failover_kill").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut a = Coord::start(dir.path(), "a", &url, 3_000, 1_000);
+    wait_role(&http, &a, "leader", Duration::from_secs(60)).await;
+    let b = Coord::start(dir.path(), "b", &url, 3_000, 1_000);
+    wait_role(&http, &b, "standby", Duration::from_secs(60)).await;
+    // The standby sends clients to the leader.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(b.url("/tasks?limit=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        a.url("/tasks?limit=1")
+    );
+
+    let (_n1, j1) = node(dir.path(), "n1", &[&a, &b]);
+    let (_n2, j2) = node(dir.path(), "n2", &[&a, &b]);
+    until(
+        "both nodes on the leader",
+        Duration::from_secs(30),
+        || async { cluster_nodes_online(&http, &a).await == 2 },
+    )
+    .await;
+
+    const TASKS: usize = 10_000;
+    let mut ids = Vec::with_capacity(TASKS);
+    for _ in 0..TASKS / 500 {
+        let batch = (0..500)
+            .map(|_| json!({"task_type": "journal", "payload": {"ms": 20}, "retries": 5}))
+            .collect();
+        ids.extend(submit(&http, &a, batch).await);
+    }
+    until(
+        "a third of the tasks done",
+        Duration::from_secs(120),
+        || async {
+            a.stats(&http)
+                .await
+                .and_then(|s| s["queue"]["completed"].as_u64())
+                .is_some_and(|n| n >= (TASKS / 3) as u64)
+        },
+    )
+    .await;
+
+    a.process.0.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    a.process.0.wait().unwrap();
+    wait_role(&http, &b, "leader", Duration::from_secs(30)).await;
+    let leading = killed.elapsed();
+    until(
+        "a task running under the new leader",
+        Duration::from_secs(30),
+        || async {
+            b.stats(&http).await.is_some_and(|s| {
+                s["queue"]["running"].as_u64().unwrap_or(0) > 0
+                    || s["queue"]["completed"].as_u64().unwrap_or(0) > 0
+            })
+        },
+    )
+    .await;
+    let first_task = killed.elapsed();
+    until(
+        "both nodes on the new leader",
+        Duration::from_secs(30),
+        || async { cluster_nodes_online(&http, &b).await == 2 },
+    )
+    .await;
+    let rejoined = killed.elapsed();
+    until("every task completed", Duration::from_secs(180), || async {
+        stored(
+            &url,
+            "SELECT COUNT(*) FROM tasks WHERE status = 'completed'",
+        )
+        .await
+            == TASKS as i64
+    })
+    .await;
+    assert_eq!(
+        stored(&url, "SELECT COUNT(*) FROM tasks").await,
+        TASKS as i64
+    );
+
+    let runs = executions(&[&j1, &j2]);
+    let missing = ids.iter().filter(|id| !runs.contains_key(*id)).count();
+    assert_eq!(missing, 0, "tasks completed without running on a node");
+    let twice = ids
+        .iter()
+        .filter(|id| runs.get(*id).is_some_and(|r| r.len() > 1))
+        .count();
+    println!(
+        "takeover after SIGKILL: standby leading in {leading:?}, first task running in \
+         {first_task:?}, both nodes re-joined in {rejoined:?}; {twice} of {TASKS} tasks ran \
+         twice"
+    );
+    // In flight at the kill: 2 nodes x 2 workers x 8 slots, and what the gate had sent
+    // ahead to them.
+    assert!(
+        twice <= 64,
+        "{twice} tasks ran twice: more than were in flight at the kill"
+    );
+    drop(b);
+    databases::drop_postgres(&url).await;
+}
+
+/// Online nodes as the coordinator lists them (0 while it does not answer).
+async fn cluster_nodes_online(http: &reqwest::Client, c: &Coord) -> usize {
+    match http.get(c.url("/nodes")).send().await {
+        Ok(r) if r.status().is_success() => r
+            .json::<Vec<Value>>()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n["status"] == "online")
+            .count(),
+        _ => 0,
+    }
+}
+
+/// Split brain: the leader frozen (SIGSTOP) past its lease while its tasks run; the
+/// standby takes over. Woken (SIGCONT), the old leader finishes its tasks but commits
+/// nothing (the database's audit of every task and attempt row says so) and steps down to
+/// standby, saying why in `/failover` and its log; the new leader completes every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_commits_nothing_after_the_takeover_and_steps_down() {
+    let Some(url) = databases::fresh_postgres("failover_freeze").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let a = Coord::start(dir.path(), "a", &url, 1_500, 500);
+    wait_role(&http, &a, "leader", Duration::from_secs(60)).await;
+    let b = Coord::start(dir.path(), "b", &url, 1_500, 500);
+    wait_role(&http, &b, "standby", Duration::from_secs(60)).await;
+    audit_writes(&url).await;
+
+    // 40 tasks of 3 s on the leader's one local worker (16 at a time).
+    let tasks = (0..40)
+        .map(|_| json!({"task_type": "sleep", "payload": {"ms": 3000}, "retries": 5}))
+        .collect();
+    let ids = submit(&http, &a, tasks).await;
+    until(
+        "tasks running on the leader",
+        Duration::from_secs(30),
+        || async {
+            a.stats(&http)
+                .await
+                .and_then(|s| s["queue"]["running"].as_u64())
+                .is_some_and(|n| n > 0)
+        },
+    )
+    .await;
+
+    a.signal("STOP");
+    wait_role(&http, &b, "leader", Duration::from_secs(30)).await;
+    let takeover_epoch: i64 =
+        stored(&url, "SELECT epoch FROM coordinator_leader WHERE id = 1").await;
+    // Past the frozen leader's tasks' end, had it been running.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.signal("CONT");
+    wait_role(&http, &a, "standby", Duration::from_secs(30)).await;
+    let failover: Value = http
+        .get(a.url("/failover"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failover["role"], "standby", "{failover}");
+    assert!(
+        failover["stepped_down"]["reason"].as_str().is_some(),
+        "the old leader says why it stepped down: {failover}"
+    );
+    assert_eq!(failover["leader_url"], b.url("").trim_end_matches('/'));
+    let log = a.log_text(dir.path());
+    assert!(
+        log.contains("stepping down"),
+        "the old leader's log says it stepped down"
+    );
+    for line in log
+        .lines()
+        .filter(|l| l.contains("refused") || l.contains("lost") || l.contains("stepping"))
+        .take(8)
+    {
+        println!("old leader: {line}");
+    }
+
+    until("every task completed", Duration::from_secs(60), || async {
+        stored(
+            &url,
+            "SELECT COUNT(*) FROM tasks WHERE status = 'completed'",
+        )
+        .await
+            == ids.len() as i64
+    })
+    .await;
+    // Nothing the old leader wrote landed after the takeover.
+    let after = format!(
+        "SELECT COUNT(*) FROM write_audit WHERE app = 'wrangle_a' AND at >= \
+         (SELECT acquired_at FROM coordinator_leader WHERE id = 1 AND epoch = {takeover_epoch})"
+    );
+    assert_eq!(
+        stored(&url, &after).await,
+        0,
+        "the frozen leader wrote after the takeover"
+    );
+    // The new leader did write (the audit works).
+    assert!(
+        stored(
+            &url,
+            "SELECT COUNT(*) FROM write_audit WHERE app = 'wrangle_b'"
+        )
+        .await
+            > 0,
+        "the new leader's writes are audited"
+    );
+    drop((a, b));
+    databases::drop_postgres(&url).await;
+}
