@@ -173,13 +173,17 @@ impl Failover {
     }
 
     /// Reads the lease: the leader's address when another coordinator holds a running
-    /// lease and gave an `http(s)` address.
+    /// lease and gave an `http(s)` address other than this one's (a program restarted on
+    /// its old address finds its dead self's lease until it lapses: a redirect there would
+    /// come back here).
     async fn refresh_leader(&self) -> Option<String> {
+        let mine = self.inner.store.http_url();
         let url = match self.inner.store.failover_facts().await {
             Ok((lease, _)) => lease
                 .http_url
                 .filter(|_| !lease.expires_in.is_zero())
                 .filter(|_| lease.holder.as_deref() != Some(self.name()))
+                .filter(|u| Some(u) != mine.as_ref())
                 .filter(|u| standby::usable_base(u)),
             Err(_) => None,
         };

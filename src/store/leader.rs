@@ -168,8 +168,8 @@ pub(crate) async fn try_acquire(
 /// lease row still holds its epoch, even if the lease lapsed meanwhile and nobody took it
 /// (nobody else can have written); `false` once another coordinator took the lease or it
 /// was released: the caller is no longer the leader and must stop writing.
-pub(crate) async fn renew(
-    pool: &PgPool,
+pub(crate) async fn renew<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     leadership: &Leadership,
     lease: Duration,
 ) -> Result<bool, StoreError> {
@@ -181,7 +181,7 @@ pub(crate) async fn renew(
     )
     .bind(leadership.epoch as i64)
     .bind(lease.as_secs_f64())
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(renewed.rows_affected() == 1)
 }
@@ -227,8 +227,8 @@ pub(crate) async fn current(pool: &PgPool) -> Result<LeaderStatus, StoreError> {
 /// Says that `holder` is alive, serving HTTP at `http_url`, in `role` (`leader` or
 /// `standby`): every coordinator calls it once per renewal interval. Not fenced: a
 /// standby writes it too, and it is only shown.
-pub(crate) async fn heartbeat(
-    pool: &PgPool,
+pub(crate) async fn heartbeat<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     holder: &str,
     http_url: Option<&str>,
     role: &str,
@@ -242,7 +242,7 @@ pub(crate) async fn heartbeat(
     .bind(holder)
     .bind(http_url)
     .bind(role)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use super::leader::{self, Leadership};
+use super::StoreError;
 
 /// What a PostgreSQL store's write transactions pass first: nothing while the store is not
 /// leading (a single coordinator that took no lease), the lease row's epoch check while it
@@ -127,8 +128,13 @@ impl Candidacy {
 
 /// Renews `leadership`'s lease every `every` until it is lost, tripping `fence` when a
 /// renewal is refused (another coordinator took the lease) or none succeeded for a whole
-/// `lease` (the lease may have lapsed and been taken). Says each time, too, that this
-/// coordinator is alive and leads (the member row).
+/// `lease` since the last one was sent (the lease may have lapsed and been taken). Says
+/// each time, too, that this coordinator is alive and leads (the member row).
+///
+/// It renews on a connection of its own, not the store's pool: the writer and the
+/// readers may hold every pooled connection for a while (a recovery, a burst of
+/// commits), and a renewal queued behind them would let the lease lapse under a healthy
+/// leader.
 pub(crate) fn renew_until_lost(
     pool: PgPool,
     leadership: Leadership,
@@ -138,7 +144,9 @@ pub(crate) fn renew_until_lost(
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last_renewed = Instant::now();
+        let options = pool.connect_options();
+        let mut conn: Option<PgConnection> = None;
+        let mut last_sent = Instant::now();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -147,34 +155,50 @@ pub(crate) fn renew_until_lost(
             if fence.lost().is_some() {
                 return;
             }
-            let renewed =
-                tokio::time::timeout(every, leader::renew(&pool, &leadership, lease)).await;
-            match renewed {
-                Ok(Ok(true)) => {
-                    last_renewed = Instant::now();
-                    let _ =
-                        leader::heartbeat(&pool, &leadership.holder, http_url.as_deref(), "leader")
-                            .await;
+            let sent = Instant::now();
+            // The renewal may take until the lease, as last renewed, would lapse.
+            let left = lease.saturating_sub(last_sent.elapsed());
+            let renewed = tokio::time::timeout(left, async {
+                if conn.is_none() {
+                    conn = Some(<PgConnection as sqlx::Connection>::connect_with(&options).await?);
                 }
+                let c = conn.as_mut().expect("connected just above");
+                let renewed = leader::renew(&mut *c, &leadership, lease).await?;
+                if renewed {
+                    let _ = leader::heartbeat(
+                        &mut *c,
+                        &leadership.holder,
+                        http_url.as_deref(),
+                        "leader",
+                    )
+                    .await;
+                }
+                Ok::<bool, StoreError>(renewed)
+            })
+            .await;
+            match renewed {
+                Ok(Ok(true)) => last_sent = sent,
                 Ok(Ok(false)) => {
                     fence.trip("another coordinator took the leader lease".into());
                     return;
                 }
-                Ok(Err(e)) if last_renewed.elapsed() >= lease => {
+                Ok(Err(e)) => {
+                    conn = None;
+                    if last_sent.elapsed() >= lease {
+                        fence.trip(format!(
+                            "the leader lease could not be renewed for {lease:?}: {e}"
+                        ));
+                        return;
+                    }
+                    tracing::warn!(error = %e, "leader lease renewal failed; retrying");
+                }
+                Err(_) => {
                     fence.trip(format!(
-                        "the leader lease could not be renewed for {lease:?}: {e}"
+                        "the leader lease could not be renewed for {lease:?}: the database did \
+                         not answer"
                     ));
                     return;
                 }
-                Err(_) if last_renewed.elapsed() >= lease => {
-                    fence.trip(format!(
-                        "the leader lease could not be renewed for {lease:?}: the database \
-                         did not answer"
-                    ));
-                    return;
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "leader lease renewal failed; retrying"),
-                Err(_) => tracing::warn!("leader lease renewal timed out; retrying"),
             }
         }
     })
@@ -194,6 +218,11 @@ impl super::Store {
             .http_url
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = url;
+    }
+
+    /// Where this coordinator serves HTTP, as given to [`Self::set_http_url`].
+    pub(crate) fn http_url(&self) -> Option<String> {
+        self.candidacy.http_url()
     }
 
     fn pg(&self) -> Result<(&PgPool, &Arc<Fence>), crate::Error> {
