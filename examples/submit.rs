@@ -4,11 +4,21 @@
 //! Tasks come from a JSON-lines file (one task object per line, as `POST /tasks` takes them)
 //! or from arguments (`TYPE [PAYLOAD] [--count N]`).
 //!
+//! Given several coordinators (`--url a,b`), it follows the leader: a standby's redirect is
+//! followed with the token, and when the coordinator in use dies it tries the others until
+//! one leads, then carries on submitting and waiting for the same tasks. Each task is given
+//! an idempotency key (unless it has one), so a batch whose answer was lost can be sent
+//! again without making its tasks twice.
+//!
 //! ```text
 //! cargo run --release --example submit -- echo '{"hello": "world"}' --count 1000
 //! cargo run --release --example submit -- --file tasks.jsonl --url http://127.0.0.1:7700
+//! cargo run --release --example submit -- --url http://10.0.0.1:7700,http://10.0.0.2:7700 echo 1
 //! cargo run --release --example submit -- --help
 //! ```
+
+#[path = "submit/leader.rs"]
+mod leader;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -19,16 +29,42 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use wrangle::settings::cli::{SecretArgs, Token};
 
+use leader::{Call, Coordinators, Resend};
+
+/// How long the coordinator holds one wait for a task open.
+const WAIT: Duration = Duration::from_secs(30);
+
 /// Submit tasks to a wrangle coordinator and wait for them.
 #[derive(Debug, Parser)]
 #[command(name = "submit")]
 struct Args {
-    /// The coordinator.
-    #[arg(long, env = "WRANGLE_URL", default_value = "http://127.0.0.1:7700")]
-    url: String,
+    /// The coordinators, comma-separated: standbys redirect to the leader, and the others
+    /// are tried when the one in use cannot be reached.
+    #[arg(
+        long,
+        env = "WRANGLE_URL",
+        default_value = "http://127.0.0.1:7700",
+        value_delimiter = ',',
+        value_name = "URL[,URL...]"
+    )]
+    url: Vec<String>,
     /// The bearer token.
     #[command(flatten)]
     token: SecretArgs<Token>,
+    /// How long each request keeps trying to reach a leading coordinator (through
+    /// takeovers and dead coordinators) before the tool gives up, in seconds.
+    #[arg(
+        long,
+        env = "WRANGLE_FAILOVER_SECS",
+        default_value_t = 10,
+        value_name = "S"
+    )]
+    failover_secs: u64,
+    /// Send the tasks without idempotency keys: cheaper for the coordinator, but a batch
+    /// whose answer is lost (the coordinator died while taking it) ends the run, as it may
+    /// or may not have been accepted.
+    #[arg(long = "no-idempotency-keys")]
+    no_idempotency_keys: bool,
     /// JSON lines: one task per line, e.g. {"task_type": "echo", "payload": 1}.
     #[arg(long, value_name = "PATH", conflicts_with = "task_type")]
     file: Option<String>,
@@ -75,17 +111,24 @@ fn load_tasks(a: &Args) -> Result<Vec<Value>, String> {
     }
 }
 
-/// The API's error message, or the status line.
-async fn error_of(r: reqwest::Response) -> String {
-    let status = r.status();
-    match r.json::<Value>().await {
-        Ok(v) => match (v["error"]["field"].as_str(), v["error"]["message"].as_str()) {
-            (Some(f), Some(m)) => format!("{status}: {f}: {m}"),
-            (None, Some(m)) => format!("{status}: {m}"),
-            _ => status.to_string(),
-        },
-        Err(_) => status.to_string(),
+/// Gives every task object without an idempotency key one of its own, unique to this run
+/// (`submit-RUN-N`, N its line or place), so that sending a batch again cannot make its
+/// tasks twice.
+fn add_idempotency_keys(tasks: &mut [Value]) {
+    let run = uuid::Uuid::now_v7().simple();
+    for (n, task) in tasks.iter_mut().enumerate() {
+        let keyless = !has_key(task);
+        if let (true, Some(t)) = (keyless, task.as_object_mut()) {
+            t.insert("idempotency_key".into(), json!(format!("submit-{run}-{n}")));
+        }
     }
+}
+
+/// Whether a task carries an idempotency key (so sending it again is safe).
+fn has_key(task: &Value) -> bool {
+    task["idempotency_key"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty())
 }
 
 #[tokio::main]
@@ -102,19 +145,17 @@ async fn main() -> ExitCode {
 
 /// Ok(true) when every task completed.
 async fn run() -> Result<bool, String> {
-    let mut a: Args = wrangle::settings::cli::parse();
-    a.url = a.url.trim_end_matches('/').to_string();
+    let a: Args = wrangle::settings::cli::parse();
     let token = a
         .token
         .resolve()
         .map_err(|e| e.to_string())?
         .filter(|t| !t.is_empty());
-    let tasks = load_tasks(&a)?;
-    let http = reqwest::Client::new();
-    let auth = |r: reqwest::RequestBuilder| match &token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
-    };
+    let mut tasks = load_tasks(&a)?;
+    if !a.no_idempotency_keys {
+        add_idempotency_keys(&mut tasks);
+    }
+    let coordinators = Coordinators::new(&a.url, token, Duration::from_secs(a.failover_secs))?;
     let style = ProgressStyle::with_template(
         "{msg:>10} {bar:40.cyan/blue} {pos}/{len} {per_sec} eta {eta}",
     )
@@ -126,20 +167,33 @@ async fn run() -> Result<bool, String> {
         .with_message("submitted");
     let mut ids = Vec::with_capacity(tasks.len());
     for chunk in tasks.chunks(a.batch as usize) {
-        let r = auth(http.post(format!("{}/tasks", a.url)))
-            .json(&chunk)
-            .send()
+        let body = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
+        // Keyed tasks are answered as the tasks already made when the batch comes twice.
+        let resend = if chunk.iter().all(has_key) {
+            Resend::Safe
+        } else {
+            Resend::Never
+        };
+        let submitted = coordinators
+            .call(&Call::post("/tasks", body.into(), resend))
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", a.url))?;
-        if !r.status().is_success() {
-            bar.abandon();
-            return Err(format!(
-                "submit refused after {} accepted tasks: {}",
-                ids.len(),
-                error_of(r).await
-            ));
-        }
-        let body: Value = r.json().await.map_err(|e| e.to_string())?;
+            .and_then(|r| {
+                if r.status.is_success() {
+                    Ok(r.body)
+                } else {
+                    Err(r.error())
+                }
+            });
+        let body = match submitted {
+            Ok(body) => body,
+            Err(e) => {
+                bar.abandon();
+                return Err(format!(
+                    "submit failed after {} accepted tasks: {e}",
+                    ids.len()
+                ));
+            }
+        };
         for t in body["tasks"].as_array().into_iter().flatten() {
             ids.push(t["id"].as_str().unwrap_or_default().to_string());
         }
@@ -148,6 +202,7 @@ async fn run() -> Result<bool, String> {
     bar.finish();
     if a.no_wait {
         println!("{} tasks submitted", ids.len());
+        say_leader(&coordinators);
         return Ok(true);
     }
     let bar = ProgressBar::new(ids.len() as u64)
@@ -156,23 +211,24 @@ async fn run() -> Result<bool, String> {
     let (mut completed, mut failed, mut other) = (0usize, 0usize, 0usize);
     let mut first_error = None;
     let waits = ids.iter().map(|id| {
-        let (http, bar) = (&http, &bar);
-        let url = format!("{}/tasks/{id}/wait?timeout=30s", a.url);
+        let (coordinators, bar) = (&coordinators, &bar);
+        // A wait the coordinator holds open, plus time for the answer to come back.
+        let call = Call::get(format!("/tasks/{id}/wait?timeout={}s", WAIT.as_secs()))
+            .timeout(WAIT + Duration::from_secs(15));
         async move {
             loop {
-                let r = auth(http.get(&url))
-                    .send()
+                let r = coordinators
+                    .call(&call)
                     .await
-                    .map_err(|e| format!("lost the coordinator: {e}"))?;
-                if r.status().as_u16() == 202 {
+                    .map_err(|e| format!("lost the coordinators while waiting: {e}"))?;
+                if r.status.as_u16() == 202 {
                     continue; // still running: wait again
                 }
-                if !r.status().is_success() {
-                    return Err(error_of(r).await);
+                if !r.status.is_success() {
+                    return Err(format!("waiting for {id}: {}", r.error()));
                 }
-                let t: Value = r.json().await.map_err(|e| e.to_string())?;
                 bar.inc(1);
-                return Ok::<_, String>((id, t));
+                return Ok::<_, String>((id, r.body));
             }
         }
     });
@@ -201,5 +257,14 @@ async fn run() -> Result<bool, String> {
     if let Some(e) = first_error {
         println!("first failure: {e}");
     }
+    say_leader(&coordinators);
     Ok(failed == 0 && other == 0)
+}
+
+/// Names the coordinator the run ended on, when it is not the first one given.
+fn say_leader(coordinators: &Coordinators) {
+    let now = coordinators.current();
+    if now != coordinators.first() {
+        println!("followed the leader to {now}");
+    }
 }
