@@ -32,8 +32,24 @@ class Coordinator:
     def client(self, token: str = TOKEN, **kw: object) -> Client:
         return Client(self.url, token, **kw)  # type: ignore[arg-type]
 
+    def stop(self) -> None:
+        """Stops it gracefully (SIGTERM), killing it if it lingers."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
-def _start(extra: "dict[str, str]") -> Iterator[Coordinator]:
+    def kill(self) -> None:
+        """Kills it at once (SIGKILL), as a crash would."""
+        self.proc.kill()
+        self.proc.wait()
+
+
+def launch(extra: "dict[str, str]") -> Coordinator:
+    """Starts the coordinator program with the test settings and ``extra`` on a free
+    port; returns once it answers ``/healthz``."""
     binary = os.environ.get("WRANGLE_COORDINATOR_BIN")
     if not binary:
         pytest.fail("WRANGLE_COORDINATOR_BIN must name the coordinator program (cargo build --example coordinator)")
@@ -65,12 +81,13 @@ def _start(extra: "dict[str, str]") -> Iterator[Coordinator]:
             proc.kill()
             pytest.fail("the coordinator did not answer /healthz within 60 s")
         time.sleep(0.05)
-    yield Coordinator(url, proc)
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    return Coordinator(url, proc)
+
+
+def _start(extra: "dict[str, str]") -> Iterator[Coordinator]:
+    c = launch(extra)
+    yield c
+    c.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Python client and worker for wrangle.
 
 >>> from wrangle_client import Client, Worker
->>> c = Client("http://127.0.0.1:7700", token="...")            # doctest: +SKIP
+>>> c = Client(["http://10.0.0.1:7700", "http://10.0.0.2:7700"], token="...")  # doctest: +SKIP
 >>> ids = c.submit_many([{"task_type": "echo", "payload": i} for i in range(100)])  # doctest: +SKIP
 >>> for r in c.as_completed(ids):                              # doctest: +SKIP
 ...     print(r.id, r.value())
@@ -11,6 +11,7 @@ from ._client import MAX_BATCH, Client, Task, TaskResult
 from ._errors import (
     BadRequest,
     Conflict,
+    ConnectionLost,
     Forbidden,
     NotFound,
     TaskFailed,
@@ -26,6 +27,7 @@ __all__ = [
     "BadRequest",
     "Client",
     "Conflict",
+    "ConnectionLost",
     "Forbidden",
     "NotFound",
     "PermanentError",

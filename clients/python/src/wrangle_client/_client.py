@@ -10,7 +10,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import httpx
 
-from ._errors import TaskFailed, Unavailable, WaitTimeout, WrangleError, error_from
+from ._errors import ConnectionLost, TaskFailed, Unavailable, WaitTimeout, WrangleError, error_from
+from ._leader import Coordinators, base_of, parse_urls
 
 #: Most tasks (and ids) in one call; larger batches are split.
 MAX_BATCH = 10_000
@@ -93,16 +94,52 @@ class TaskResult:
         )
 
 
+def _keyed(tasks: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether every task carries an idempotency key: submitting them twice makes nothing
+    twice."""
+    return all(t.get("idempotency_key") for t in tasks)
+
+
+class _Broken(WrangleError):
+    """A result stream ended before its last line (the connection broke)."""
+
+
+class _Stalled:
+    """Streams that keep breaking with nothing read: given up on after
+    ``failover_timeout`` seconds."""
+
+    def __init__(self, failover_timeout: float) -> None:
+        self.failover_timeout = failover_timeout
+        self.since: Optional[float] = None
+
+    def check(self, broken: _Broken, progress: bool) -> None:
+        now = time.monotonic()
+        if progress or self.since is None:
+            self.since = now
+        elif now - self.since > self.failover_timeout:
+            raise WrangleError(f"{broken.message} (again, for {self.failover_timeout:g} s)") from broken
+
+
 def _chunks(items: Sequence[Any], size: int = MAX_BATCH) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
 class Client:
-    """A connection to a wrangle coordinator's HTTP API (thread-safe; keeps connections
-    alive). ``token`` is sent as ``Authorization: Bearer``. Answers 503 and 429 (the
-    queue is full or busy; nothing was accepted) are retried ``retries`` times with the
-    server's ``Retry-After``; connection failures are retried for reads only.
+    """A connection to wrangle's coordinators' HTTP API (thread-safe; keeps connections
+    alive). ``token`` is sent as ``Authorization: Bearer``.
+
+    ``url`` names one coordinator or several (a list, or comma-separated): calls follow a
+    standby's redirect to the leader (with the token) and remember it; when the
+    coordinator in use cannot be reached or knows no leader yet, the others are tried for
+    up to ``failover_timeout`` seconds per call. Waits that break because the coordinator
+    died carry on, for the same tasks, on the one that took over.
+
+    Answers 503 and 429 (the queue is full or busy; nothing was accepted) are retried
+    ``retries`` times with the server's ``Retry-After``. A request whose connection broke
+    after it was sent is sent again only when that is safe: reads, waits, worker reports,
+    and submits whose tasks all carry an ``idempotency_key``; otherwise
+    :class:`ConnectionLost`.
 
     >>> with Client("http://127.0.0.1:7700", token="...") as c:  # doctest: +SKIP
     ...     print(c.run("echo", {"hi": 1}))
@@ -110,29 +147,42 @@ class Client:
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:7700",
+        url: Union[str, Sequence[str]] = "http://127.0.0.1:7700",
         token: Optional[str] = None,
         *,
         timeout: float = 30.0,
         retries: int = 3,
+        failover_timeout: float = 10.0,
         http: Optional[httpx.Client] = None,
     ) -> None:
         headers = {"accept": "application/json"}
         if token:
             headers["authorization"] = f"Bearer {token}"
-        self.url = url.rstrip("/")
+        self._coordinators = Coordinators(parse_urls(url), failover_timeout)
         self.retries = retries
+        self.timeout = timeout
         self._http = http or httpx.Client(
-            base_url=self.url,
             headers=headers,
             timeout=httpx.Timeout(timeout, read=None),
             limits=httpx.Limits(max_keepalive_connections=32, max_connections=64),
+            follow_redirects=False,
         )
         if http is not None:
             self._http.headers.update(headers)
 
+    @property
+    def url(self) -> str:
+        """The coordinator calls go to now: the leader, once a standby named it."""
+        return self._coordinators.current
+
+    @property
+    def urls(self) -> List[str]:
+        """The coordinators given, in the order they are tried."""
+        return list(self._coordinators.urls)
+
     def __repr__(self) -> str:  # the token stays out of it
-        return f"Client({self.url!r})"
+        urls = self._coordinators.urls
+        return f"Client({urls[0]!r})" if len(urls) == 1 else f"Client({urls!r})"
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -153,22 +203,28 @@ class Client:
         *,
         params: Optional[Mapping[str, Any]] = None,
         idempotent: bool = False,
+        wait: Optional[float] = None,
     ) -> Any:
-        """One API call; the decoded JSON answer, or a :class:`WrangleError`."""
+        """One API call on the leader; the decoded JSON answer, or a
+        :class:`WrangleError`. ``idempotent``: sending it twice does no harm, so it is sent
+        again when its connection breaks. ``wait``: the longest the server may hold the
+        call before it answers (a long-poll), so a coordinator silent for longer than that
+        plus ``timeout`` is given up on."""
         content = None if body is _NO_BODY else json.dumps(body, separators=(",", ":"))
         headers = {"content-type": "application/json"} if content is not None else None
+        timeout = None if wait is None else httpx.Timeout(self.timeout, read=wait + self.timeout)
         attempt = 0
         while True:
-            try:
-                res = self._http.request(
-                    method, path, content=content, headers=headers, params=params
-                )
-            except httpx.TransportError as e:
-                if idempotent and attempt < self.retries:
-                    attempt += 1
-                    time.sleep(min(0.1 * 2**attempt, 2.0))
-                    continue
-                raise WrangleError(f"cannot reach {self.url}: {e}") from e
+            res = self._coordinators.send(
+                self._http,
+                method,
+                path,
+                content=content,
+                headers=headers,
+                params=params,
+                timeout=timeout,
+                resend=idempotent,
+            )
             if res.status_code in (429, 503) and attempt < self.retries:
                 attempt += 1
                 time.sleep(_retry_after(res, attempt))
@@ -187,7 +243,7 @@ class Client:
         order."""
         ids: List[str] = []
         for chunk in _chunks([_task_json(t) for t in tasks]):
-            answer = self.request("POST", "/tasks", {"tasks": list(chunk)})
+            answer = self.request("POST", "/tasks", {"tasks": list(chunk)}, idempotent=_keyed(chunk))
             ids.extend(t["id"] for t in answer["tasks"])
         return ids
 
@@ -214,28 +270,60 @@ class Client:
 
     def as_completed(self, task_ids: Sequence[str], timeout: float = 30.0) -> Iterator[TaskResult]:
         """Yields each task's result as it finishes (finished ones first), streamed over
-        one request per 10,000 ids."""
+        one request per 10,000 ids. A stream that breaks (the coordinator died) is opened
+        again, on the leader, for the tasks not yet finished."""
         ids = list(dict.fromkeys(task_ids))
         deadline = time.monotonic() + timeout
         for chunk in _chunks(ids):
-            left = max(0.0, deadline - time.monotonic())
-            yield from self._stream(
-                "/tasks/wait", {"ids": list(chunk), "timeout_secs": left}, None
-            )
+            pending = list(chunk)
+            stalled = _Stalled(self._coordinators.failover_timeout)
+            while True:
+                left = max(0.0, deadline - time.monotonic())
+                seen = set()
+                try:
+                    for r in self._stream("/tasks/wait", {"ids": pending, "timeout_secs": left}, None, left, True):
+                        seen.add(r.id)
+                        yield r
+                    break
+                except _Broken as e:
+                    stalled.check(e, progress=bool(seen))
+                    pending = [i for i in pending if i not in seen]
+                    if not pending:
+                        break
 
     def run_many(self, tasks: Iterable[TaskLike], timeout: float = 60.0) -> List[TaskResult]:
         """Submits tasks and waits for them on the same request (one per 10,000); the
-        results in the order the tasks were given."""
+        results in the order the tasks were given. When the stream breaks after it was
+        sent, it is sent again for the unfinished tasks if they all carry an
+        ``idempotency_key`` (else :class:`ConnectionLost`)."""
         all_tasks = [_task_json(t) for t in tasks]
         results: List[TaskResult] = []
         deadline = time.monotonic() + timeout
         for chunk in _chunks(all_tasks):
-            left = max(0.0, deadline - time.monotonic())
             got: List[Optional[TaskResult]] = [None] * len(chunk)
-            params = {"timeout": f"{int(left * 1000)}ms"}
-            for r in self._stream("/tasks/run", list(chunk), params):
-                assert r.index is not None
-                got[r.index] = r
+            # Where each task of the batch sent is in the chunk.
+            place = list(range(len(chunk)))
+            stalled = _Stalled(self._coordinators.failover_timeout)
+            while True:
+                left = max(0.0, deadline - time.monotonic())
+                params = {"timeout": f"{int(left * 1000)}ms"}
+                batch = [chunk[i] for i in place]
+                try:
+                    for r in self._stream("/tasks/run", batch, params, left, _keyed(batch)):
+                        assert r.index is not None
+                        r.index = place[r.index]
+                        got[r.index] = r
+                    break
+                except _Broken as e:
+                    stalled.check(e, progress=len(place) > sum(got[i] is None for i in place))
+                    place = [i for i in place if got[i] is None]
+                    if not place:
+                        break
+                    if not _keyed(chunk[i] for i in place):
+                        raise ConnectionLost(
+                            f"{e.message}; {len(place)} tasks unfinished, and without idempotency keys "
+                            "they are not sent again"
+                        ) from e
             results.extend(r for r in got if r is not None)
         return results
 
@@ -249,31 +337,55 @@ class Client:
         first that did not complete)."""
         return [r.value() for r in self.run_many([Task(task_type, p) for p in payloads], timeout)]
 
-    def _stream(self, path: str, body: Any, params: Optional[Mapping[str, Any]]) -> Iterator[TaskResult]:
+    def _stream(
+        self, path: str, body: Any, params: Optional[Mapping[str, Any]], wait: float, resend: bool
+    ) -> Iterator[TaskResult]:
+        """The results of one NDJSON stream held open up to ``wait`` seconds;
+        :class:`_Broken` when it ends before its last line."""
         content = json.dumps(body, separators=(",", ":"))
         headers = {"content-type": "application/json", "accept": _NDJSON}
+        # The server ends the stream by ``wait``: silence for much longer is a dead peer.
+        timeout = httpx.Timeout(self.timeout, read=wait + self.timeout)
         attempt = 0
         while True:
-            with self._http.stream("POST", path, content=content, headers=headers, params=params) as res:
+            res = self._coordinators.send(
+                self._http,
+                "POST",
+                path,
+                content=content,
+                headers=headers,
+                params=params,
+                timeout=timeout,
+                stream=True,
+                resend=resend,
+            )
+            try:
                 if res.status_code in (429, 503) and attempt < self.retries:
                     attempt += 1
                     res.read()
                     time.sleep(_retry_after(res, attempt))
                     continue
-                if res.status_code >= 400:
+                if res.status_code >= 300:
                     res.read()
                     _decode(res)
                 end: Optional[Dict[str, Any]] = None
-                for line in res.iter_lines():
-                    if not line:
-                        continue
-                    d = json.loads(line)
-                    if d.get("done"):
-                        end = d
-                    elif "status" in d:
-                        yield TaskResult.from_json(d)
+                try:
+                    for line in res.iter_lines():
+                        if not line:
+                            continue
+                        d = json.loads(line)
+                        if d.get("done"):
+                            end = d
+                        elif "status" in d:
+                            yield TaskResult.from_json(d)
+                except httpx.TransportError as e:
+                    # The next attempt starts at another coordinator (a frozen one would
+                    # hold it up again).
+                    self._coordinators.failed(base_of(res.request.url, path))
+                    raise _Broken(f"the result stream from {res.request.url} broke: {type(e).__name__}: {e}") from e
                 if end is None:
-                    raise WrangleError("the result stream ended early", status=res.status_code)
+                    self._coordinators.failed(base_of(res.request.url, path))
+                    raise _Broken(f"the result stream from {res.request.url} ended early", status=res.status_code)
                 if end.get("not_found"):
                     raise error_from(
                         404,
@@ -286,6 +398,8 @@ class Client:
                         end["unfinished"],
                     )
                 return
+            finally:
+                res.close()
 
     def cancel(self, task_id: str) -> str:
         """Cancels a task (a running one is told to stop); the status it had."""
@@ -327,8 +441,13 @@ class Client:
 
     def wait_run(self, run_id: str, timeout: float = 60.0) -> Dict[str, Any]:
         """Waits for a run to end; its snapshot (:class:`WaitTimeout` if it did not)."""
-        res = self._http.get(
-            f"/workflows/runs/{run_id}/wait", params={"timeout": f"{int(timeout * 1000)}ms"}
+        res = self._coordinators.send(
+            self._http,
+            "GET",
+            f"/workflows/runs/{run_id}/wait",
+            params={"timeout": f"{int(timeout * 1000)}ms"},
+            timeout=httpx.Timeout(self.timeout, read=timeout + self.timeout),
+            resend=True,
         )
         body = _decode(res)
         if res.status_code == 202:
@@ -353,6 +472,7 @@ def _decode(res: httpx.Response) -> Any:
         body = json.loads(text) if text else None
     except ValueError:
         body = None
-    if res.status_code >= 400:
+    if res.status_code >= 300:
+        # A redirect reaching here was not the standby protocol's (those are followed).
         raise error_from(res.status_code, body, text)
     return body

@@ -58,6 +58,12 @@ class Unavailable(WrangleError):
     """503 or 429 after the retries ran out: the queue is full, stopping, or busy."""
 
 
+class ConnectionLost(WrangleError):
+    """The request was sent but the connection broke (or the coordinator did not answer in
+    time) before the answer came: it may have been acted on, so it was not sent again.
+    Submits whose tasks all carry an ``idempotency_key`` are sent again instead."""
+
+
 class TaskFailed(WrangleError):
     """A task ended without a result: failed, cancelled or timed out."""
 
@@ -94,6 +100,9 @@ def error_from(status: int, body: Any, text: str) -> WrangleError:
         message = str(detail.get("message", text))
         code = str(detail.get("code", ""))
         field = detail.get("field")
+    elif isinstance(detail, str) and isinstance(body, dict):
+        # A standby's answer: the kind of error, and the message beside it.
+        message, code, field = str(body.get("message", text)), detail, None
     else:
         message, code, field = (text or f"HTTP {status}"), "", None
     cls = _BY_STATUS.get(status, WrangleError)
