@@ -1,17 +1,19 @@
-"""The client follows the leading coordinator: through a standby's redirect (with the
-token), past a takeover in progress (``no_leader``) and past a dead coordinator."""
+"""The client and the worker follow the leading coordinator: through a standby's redirect
+(with the token), past a takeover in progress (``no_leader``), past a dead coordinator, and
+across a coordinator that dies while they wait and lease."""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
-from conftest import TOKEN, Coordinator
+from conftest import TOKEN, Coordinator, launch
 from standby import Standby
-from wrangle_client import Client, Task, Unavailable, WrangleError
+from wrangle_client import Client, Task, TaskContext, TaskResult, Unavailable, Worker, WrangleError
 
 
 def eventually(what: str, cond: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -117,3 +119,106 @@ def test_redirects_that_must_not_be_followed_fail_clearly(coordinator: Coordinat
         assert "which is not an http or https URL" in e.value.message
     with pytest.raises(ValueError):
         Client("ftp://127.0.0.1:21")
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[Worker], Worker]]:
+    """Starts workers on threads; stops them after the test (they must stop)."""
+    started = []
+
+    def start(w: Worker) -> Worker:
+        started.append((w, w.start()))
+        return w
+
+    yield start
+    for w, t in started:
+        w.stop()
+        t.join(timeout=30)
+        assert not t.is_alive(), f"worker {w.name} did not stop"
+
+
+def test_the_worker_follows_a_standby(coordinator: Coordinator, workers: Callable[[Worker], Worker]) -> None:
+    with Standby(coordinator.url, no_leader=2, token=TOKEN) as s:
+        w = workers(Worker(Client(s.url, TOKEN), "follower", {"py.follow": lambda n: n + 1}, poll_wait=0.5))
+        with coordinator.client() as c:
+            eventually("the worker to attach", lambda: any(x["id"] == "http:follower" for x in c.workers()))
+            ids = c.submit_many([Task("py.follow", i) for i in range(100)])
+            results = c.wait_many(ids, timeout=60)
+        assert [results[i].result for i in ids] == [i + 1 for i in range(100)]
+        eventually("the reports to count", lambda: w.completed == 100)
+        assert s.hits == 3 and s.without_token == 0
+
+
+def test_clients_and_workers_carry_on_with_the_coordinator_that_took_over(tmp_path: Any) -> None:
+    """The coordinator dies while a task runs and a client waits for it; another one, on
+    the same database, takes over (the standby now redirects to it). The worker leases
+    the task again from it, its old attempt is told to stop and its report is refused
+    without harm, and the client's wait ends with the new attempt's result."""
+    database = {"WRANGLE_DATABASE_URL": f"sqlite://{tmp_path / 'takeover.db'}"}
+    old = launch(database)
+    new = None
+    calls: Dict[str, int] = {"n": 0}
+    first_started = threading.Event()
+    stale_stopped = threading.Event()
+
+    def handler(payload: Any, ctx: TaskContext) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            first_started.set()
+            if ctx.cancelled.wait(60):
+                stale_stopped.set()
+            return "stale"
+        return "fresh"
+
+    s = Standby(old.url, token=TOKEN)
+    w = Worker(
+        Client(s.url, TOKEN, failover_timeout=60),
+        "survivor",
+        {"py.takeover": handler},
+        poll_wait=0.5,
+        heartbeat_interval=0.2,
+    )
+    worker = w.start()
+    try:
+        client = Client(s.url, TOKEN, failover_timeout=60)
+        eventually("the worker to attach", lambda: any(x["id"] == "http:survivor" for x in client.workers()))
+        task_id = client.submit("py.takeover", None, retries=3)
+        assert first_started.wait(20)
+        # The wait streams an echo task's result first: once it is read, the stream is
+        # open on the first coordinator, waiting for the held task.
+        echo_id = client.submit("echo", "first")
+        seen: List[TaskResult] = []
+        got_echo = threading.Event()
+
+        def wait_both() -> None:
+            for r in client.as_completed([echo_id, task_id], timeout=90):
+                seen.append(r)
+                got_echo.set()
+
+        waiter = threading.Thread(target=wait_both)
+        waiter.start()
+        assert got_echo.wait(20)
+
+        old.kill()
+        new = launch(database)
+        s.lead_to(new.url)
+
+        waiter.join(90)
+        assert [r.id for r in seen] == [echo_id, task_id]
+        assert seen[1].value() == "fresh"
+        assert client.url == new.url
+        assert stale_stopped.wait(30), "the attempt the old coordinator leased was never told to stop"
+        eventually("the stale report to be refused", lambda: w.refused == 1)
+        assert w.completed == 1
+        assert calls["n"] == 2
+        assert client.get(task_id)["status"] == "completed"
+        w.stop()
+        worker.join(30)
+        assert not worker.is_alive(), "the worker did not stop"
+    finally:
+        w.stop()
+        worker.join(30)
+        if new is not None:
+            new.stop()
+        old.kill()
+        s.close()

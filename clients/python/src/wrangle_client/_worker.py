@@ -76,6 +76,12 @@ class Worker:
     running tasks finish and are reported, then the worker leaves (anything it still held
     goes back to the queue at once).
 
+    It follows the leading coordinator with its client: after a takeover it leases from
+    the new leader, which does not know the leases the old one gave (their tasks run
+    again). Those attempts are told to stop (``TaskContext.cancelled``) once a heartbeat
+    finds the worker unknown or their leases void, and their reports are refused: counted
+    in ``refused``.
+
     >>> w = Worker(Client(url, token), "py-1", {"square": lambda n: n * n})  # doctest: +SKIP
     >>> w.run()  # until stop() from another thread, or Ctrl-C                # doctest: +SKIP
     """
@@ -105,6 +111,8 @@ class Worker:
             self.register(task_type, f)
         self._stop = threading.Event()
         self._lock = threading.Condition()
+        # The attempts running, by lease token (a task can run twice here when a takeover
+        # handed it out again while its old attempt still ran).
         self._running: Dict[str, TaskContext] = {}
         self._reports: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
         self.completed = 0
@@ -183,6 +191,7 @@ class Worker:
                         "max_tasks": min(free, 1000),
                         "wait_secs": self.poll_wait,
                     },
+                    wait=self.poll_wait,
                 )
             except WrangleError as e:
                 if e.status in (400, 401, 403):
@@ -193,7 +202,7 @@ class Worker:
             for lease in answer["tasks"]:
                 ctx = TaskContext(self, lease)
                 with self._lock:
-                    self._running[ctx.id] = ctx
+                    self._running[ctx.token] = ctx
                 if self.heartbeat_interval is None and lease.get("lease_secs"):
                     self.heartbeat_interval = max(0.05, lease["lease_secs"] / 3)
                 pool.submit(self._run_one, ctx, lease.get("payload"))
@@ -239,17 +248,23 @@ class Worker:
 
     def _send_reports(self, batch: List[Dict[str, Any]]) -> None:
         try:
-            answer = self.client.request("POST", "/workers/reports", {"worker": self.name, "reports": batch})
+            # Tokens fence reports: one sent twice is refused the second time, so a lost
+            # answer is safe to send again.
+            answer = self.client.request(
+                "POST", "/workers/reports", {"worker": self.name, "reports": batch}, idempotent=True
+            )
             refused = set(answer["refused"])
-        except NotFound:
-            # Dropped after a silence: its leases went back to the queue already.
-            refused = {r["task_id"] for r in batch}
         except WrangleError as e:
-            log.warning("reports not sent (%d tasks; their leases will expire): %s", len(batch), e)
             refused = {r["task_id"] for r in batch}
+            if e.status in (404, 409, 410):
+                # Unknown worker (dropped after a silence, or a coordinator that took over)
+                # or stale leases: their tasks went back to the queue already.
+                log.info("reports refused (%d tasks; their leases had ended): %s", len(batch), e)
+            else:
+                log.warning("reports not sent (%d tasks; their leases will expire): %s", len(batch), e)
         with self._lock:
             for r in batch:
-                self._running.pop(r["task_id"], None)
+                self._running.pop(r["token"], None)
                 if r["task_id"] in refused:
                     self.refused += 1
                 elif r["status"] == "completed":
@@ -263,18 +278,42 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_interval or 5.0):
             with self._lock:
-                if not self._running:
-                    continue
+                held = list(self._running.values())
+            if not held:
+                continue
+            body: Dict[str, Any] = {"worker": self.name}
+            if len(held) <= 1000:
+                # Named, so the coordinator says which are not current (a lease from a
+                # coordinator that has since been taken over from).
+                body["leases"] = [{"task_id": ctx.id, "token": ctx.token} for ctx in held]
             try:
-                beat = self.client.request("POST", "/workers/heartbeat", {"worker": self.name})
+                beat = self.client.request("POST", "/workers/heartbeat", body, idempotent=True)
+            except NotFound:
+                # The coordinator does not know this worker (a takeover, or dropped after a
+                # silence): every lease held when the heartbeat went is void. Leases taken
+                # since come from a coordinator that knows the worker.
+                fresh = [ctx for ctx in held if not ctx.cancelled.is_set()]
+                if fresh:
+                    log.warning("the coordinator does not know this worker: %d attempts stop", len(fresh))
+                for ctx in fresh:
+                    ctx.cancelled.set()
+                continue
             except WrangleError as e:
                 log.warning("heartbeat failed: %s", e)
                 continue
-            with self._lock:
-                for task_id in list(beat["cancelled"]) + list(beat["refused"]):
-                    ctx = self._running.get(task_id)
-                    if ctx is not None:
-                        ctx.cancelled.set()
+            refused = set(beat["refused"])
+            cancelled = set(beat["cancelled"])
+            newest: Dict[str, int] = {}
+            count: Dict[str, int] = {}
+            for ctx in held:
+                newest[ctx.id] = max(newest.get(ctx.id, 0), ctx.attempt)
+                count[ctx.id] = count.get(ctx.id, 0) + 1
+            for ctx in held:
+                # A task held twice (handed out again after a takeover) has one current
+                # lease: the newest attempt's.
+                stale = ctx.id in refused and (count[ctx.id] == 1 or ctx.attempt < newest[ctx.id])
+                if stale or ctx.id in cancelled:
+                    ctx.cancelled.set()
 
     def _progress(self, ctx: TaskContext, fraction: float, message: str) -> None:
         try:
