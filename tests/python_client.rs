@@ -1,7 +1,9 @@
 //! The Python client's pytest suite (`clients/python/tests`), run against the real
 //! coordinator program: submits and waits (one, many, streamed), errors as exceptions with
-//! the API's code and field, tokens, retries on a full queue, workflows, and Python
-//! functions run as handlers through the HTTP worker protocol.
+//! the API's code and field, tokens, retries on a full queue, workflows, Python functions
+//! run as handlers through the HTTP worker protocol, and the client and worker following
+//! the leading coordinator (through an in-test standby, past a dead address, and across a
+//! coordinator killed and replaced on the same database).
 //!
 //! Needs `python3` with `venv`; the test makes a virtualenv with `httpx` and `pytest` under
 //! `~/.cache/wrangle-pyclient-venv` on its first run (from the package registry). Without
