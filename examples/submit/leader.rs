@@ -221,10 +221,11 @@ impl Coordinators {
                 }
                 Err(Failure::Refused(why)) => return Err(why),
                 Err(Failure::Lost(why)) if call.resend == Resend::Never => {
+                    self.failed(&base);
                     return Err(format!(
                         "{why}; the request had been sent and may have been acted on, so it \
                          is not sent again"
-                    ))
+                    ));
                 }
                 Err(Failure::Lost(why) | Failure::Unreached(why)) => (why, None),
                 Err(Failure::NoLeader {

@@ -110,6 +110,8 @@ class Coordinators:
                 why = str(e)
             except Lost as e:
                 if not resend:
+                    # The next call starts at another coordinator (this one may be dead).
+                    self.failed(base)
                     raise Lost(
                         f"{e.message}; the request had been sent and may have been acted on, "
                         "so it is not sent again"

@@ -153,7 +153,8 @@ class Worker:
             self._reports.put(None)
             reporter.join()
             try:
-                self.client.request("POST", "/workers/leave", {"worker": self.name})
+                # Leaving twice is harmless (the second is answered 404).
+                self.client.request("POST", "/workers/leave", {"worker": self.name}, idempotent=True)
             except NotFound:
                 pass
             except WrangleError as e:
