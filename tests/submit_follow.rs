@@ -3,8 +3,12 @@
 //! followed with the token to the real coordinator program; a dead coordinator in the list
 //! is passed over; a redirect it must not follow ends the run with a clear error; and when
 //! the coordinator dies while the tool waits, the tool waits for the same tasks on the one
-//! that took over.
+//! that took over: a stub's redirect to a coordinator restarted on the same SQLite file,
+//! and (with `DATABASE_URL` naming a PostgreSQL server) a real standby's takeover.
 
+#[path = "support/databases.rs"]
+#[allow(dead_code)]
+mod databases;
 #[path = "support/net.rs"]
 mod net;
 #[path = "support/programs.rs"]
@@ -30,7 +34,7 @@ use programs::{example_binary, Program};
 const TOKEN: &str = "f0llow-t0ken";
 
 /// A coordinator program on a free port, with the token; `database` as
-/// `WRANGLE_DATABASE_URL`.
+/// `WRANGLE_DATABASE_URL` (PostgreSQL: in failover, leading or standing by).
 async fn coordinator(dir: &Path, database: &str) -> (Program, String) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -41,6 +45,8 @@ async fn coordinator(dir: &Path, database: &str) -> (Program, String) {
         .env("WRANGLE_DATABASE_URL", database)
         .env("WRANGLE_TOKEN", TOKEN)
         .env("WRANGLE_MIN_WORKERS", "2")
+        .env("WRANGLE_LEADER_LEASE_MS", "1000")
+        .env("WRANGLE_LEADER_RENEW_MS", "300")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -207,6 +213,61 @@ async fn pipe(
     }
 }
 
+/// A `POST` with the token that must succeed; its JSON answer.
+async fn post(url: String, body: Value) -> Value {
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap()
+}
+
+/// A pulling worker declares `task_type` and never takes a task: tasks of that type are
+/// accepted, and none can finish on this coordinator.
+async fn declare_held(base: &str, task_type: &str) {
+    post(
+        format!("{base}/workers/lease"),
+        json!({"worker": "idle", "task_types": [task_type]}),
+    )
+    .await;
+}
+
+/// Runs `n` tasks of `task_type` on the coordinator at `base`, as a pulling worker.
+async fn run_held(base: &str, task_type: &str, n: usize) {
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done < n {
+        let leased = post(
+            format!("{base}/workers/lease"),
+            json!({"worker": "runner", "task_types": [task_type], "max_tasks": n,
+                   "wait_secs": 1}),
+        )
+        .await;
+        let reports: Vec<Value> = leased["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                json!({"task_id": t["task_id"], "token": t["token"], "status": "completed",
+                       "result": t["payload"]})
+            })
+            .collect();
+        if !reports.is_empty() {
+            let answer = post(
+                format!("{base}/workers/reports"),
+                json!({"worker": "runner", "reports": reports}),
+            )
+            .await;
+            done += answer["accepted"].as_u64().unwrap() as usize;
+        }
+        assert!(Instant::now() < deadline, "only {done} tasks ran");
+    }
+}
+
 /// What a run of the submit tool printed, and how it ended.
 struct Run {
     code: Option<i32>,
@@ -358,22 +419,7 @@ async fn submit_waits_on_the_coordinator_that_took_over() {
     // The tool reaches the first coordinator through a relay that counts its waits.
     let relay = Relay::start(&old_url).await;
     let standby = Standby::start(&relay.url, 0).await;
-    let http = reqwest::Client::new();
-    let post = |url: String, body: Value| {
-        let request = http.post(url).bearer_auth(TOKEN).json(&body);
-        async move {
-            let r = request.send().await.unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    // A pulling worker declares the type and never takes a task: nothing can finish on the
-    // first coordinator.
-    post(
-        format!("{old_url}/workers/lease"),
-        json!({"worker": "idle", "task_types": [TYPE]}),
-    )
-    .await;
+    declare_held(&old_url, TYPE).await;
 
     let payload = r#"{"held": true}"#;
     let count = N.to_string();
@@ -405,34 +451,7 @@ async fn submit_waits_on_the_coordinator_that_took_over() {
     let (_new, new_url) = coordinator(dir.path(), &database).await;
     standby.lead_to(&new_url);
 
-    // Run the tasks on the new coordinator, as a pulling worker.
-    let mut done = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done < N {
-        let leased = post(
-            format!("{new_url}/workers/lease"),
-            json!({"worker": "runner", "task_types": [TYPE], "max_tasks": N, "wait_secs": 1}),
-        )
-        .await;
-        let reports: Vec<Value> = leased["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                json!({"task_id": t["task_id"], "token": t["token"], "status": "completed",
-                       "result": t["payload"]})
-            })
-            .collect();
-        if !reports.is_empty() {
-            let answer = post(
-                format!("{new_url}/workers/reports"),
-                json!({"worker": "runner", "reports": reports}),
-            )
-            .await;
-            done += answer["accepted"].as_u64().unwrap() as usize;
-        }
-        assert!(Instant::now() < deadline, "only {done} tasks ran");
-    }
+    run_held(&new_url, TYPE, N).await;
 
     let run = finish(tool).await;
     assert_eq!(run.code, Some(0));
@@ -440,4 +459,80 @@ async fn submit_waits_on_the_coordinator_that_took_over() {
     assert!(run
         .stdout
         .contains(&format!("followed the leader to {new_url}")));
+}
+
+/// Two coordinator programs in failover on one PostgreSQL database: the tool is given the
+/// leader (through a relay that counts its waits) and the standby; the leader is killed
+/// while the tool waits; the standby (`503 no_leader` or a redirect to the dead leader
+/// until it leads) takes over and the tool waits for the same tasks there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_rides_a_real_takeover() {
+    const TYPE: &str = "follow.pg";
+    const N: usize = 20;
+    let Some(database) = databases::fresh_postgres("submit_follow").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, leader_url) = coordinator(dir.path(), &database).await;
+    wait_role(&leader_url, "leader").await;
+    let (_standby, standby_url) = coordinator(dir.path(), &database).await;
+    wait_role(&standby_url, "standby").await;
+    declare_held(&leader_url, TYPE).await;
+    let relay = Relay::start(&leader_url).await;
+
+    let count = N.to_string();
+    let urls = format!("{},{standby_url}", relay.url);
+    let tool = submit_command(&[
+        "--url",
+        &urls,
+        "--failover-secs",
+        "60",
+        "--count",
+        &count,
+        TYPE,
+        "{}",
+    ])
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while relay.waits() < N {
+        assert!(
+            Instant::now() < deadline,
+            "only {} waits were sent",
+            relay.waits()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    leader.0.kill().unwrap();
+    leader.0.wait().unwrap();
+
+    wait_role(&standby_url, "leader").await;
+    run_held(&standby_url, TYPE, N).await;
+    let run = finish(tool).await;
+    assert_eq!(run.code, Some(0));
+    assert!(run.stdout.contains(&format!("{N} completed, 0 failed")));
+    assert!(run
+        .stdout
+        .contains(&format!("followed the leader to {standby_url}")));
+    databases::drop_postgres(&database).await;
+}
+
+/// Waits until the coordinator at `base` says (`/readyz`) it has `role`.
+async fn wait_role(base: &str, role: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http
+            .get(format!("{base}/readyz"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+        {
+            if r.json::<Value>().await.is_ok_and(|v| v["role"] == role) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{base} never became {role}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
