@@ -710,6 +710,11 @@ async fn token_is_required_everywhere_but_healthz() {
     assert_eq!(submitted(&c).await, before);
     let (s, _) = call(&app, "GET", "/healthz", None, None).await;
     assert_eq!(s, StatusCode::OK);
+    // Load balancers probe readiness without a token; it says the role.
+    let (s, v) = call(&app, "GET", "/readyz", None, None).await;
+    assert_eq!((s, &v["role"]), (StatusCode::OK, &json!("single")), "{v}");
+    let (s, _) = call(&app, "GET", "/failover", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = call(&app, "GET", "/stats", None, Some("s3cret")).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = call(&app, "GET", "/stats?access_token=s3cret", None, None).await;

@@ -124,7 +124,9 @@ impl fmt::Debug for ApiToken {
 pub(crate) fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
-        (_, ["healthz"] | [""] | ["assets", ..] | ["login"] | ["logout"]) => None,
+        // `/readyz` too: load balancers probe it without a token (it says ready or not,
+        // and the role: leader, standby or single).
+        (_, ["healthz" | "readyz"] | [""] | ["assets", ..] | ["login"] | ["logout"]) => None,
         (
             _,
             ["worker", ..] | ["workers", "lease" | "heartbeat" | "reports" | "leave" | "tasks", ..],
@@ -288,6 +290,8 @@ mod tests {
             (Method::GET, "/assets/app.js", None),
             (Method::POST, "/login", None),
             (Method::GET, "/healthz", None),
+            (Method::GET, "/readyz", None),
+            (Method::GET, "/failover", Some(Scope::Read)),
         ];
         for (method, path, scope) in cases {
             assert_eq!(required_scope(&method, path), scope, "{method} {path}");

@@ -11,7 +11,7 @@ pub(crate) struct CommonResponses;
 impl utoipa::Modify for CommonResponses {
     fn modify(&self, openapi: &mut OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let public = matches!(path.as_str(), "/healthz" | "/login" | "/logout");
+            let public = matches!(path.as_str(), "/healthz" | "/readyz" | "/login" | "/logout");
             for op in [
                 &mut item.get,
                 &mut item.post,

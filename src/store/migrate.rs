@@ -86,10 +86,22 @@ pub(crate) async fn run(db: &Db) -> Result<MigrationReport, StoreError> {
     let mut applied = Vec::new();
     macro_rules! apply {
         ($pool:expr, $lock:expr, $sql:ident) => {{
+            // Under the lock too: two programs starting at once on a new PostgreSQL
+            // database would race `CREATE TABLE IF NOT EXISTS` (one fails on the table's
+            // type name).
+            let mut tx = $pool.begin().await.map_err(failed(0))?;
+            if $lock {
+                sqlx::query(PG_LOCK_SQL)
+                    .bind(PG_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed(0))?;
+            }
             sqlx::query(TRACKING)
-                .execute($pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(failed(0))?;
+            tx.commit().await.map_err(failed(0))?;
             for m in MIGRATIONS {
                 let mut tx = $pool.begin().await.map_err(failed(m.version))?;
                 if $lock {
