@@ -6,7 +6,8 @@
 //! come back to the right worker (`relay`); progress is thinned out per task first
 //! (`progress`). It also owns the link: it connects, says hello, heartbeats, notices a
 //! silent or vanished coordinator, and connects again with backoff (`link`). This file
-//! holds the actor, its messages and its state.
+//! holds the actor, its messages and its state; which coordinator address it tries next is
+//! `rotation`'s.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use ractor::{
 use super::link::LinkStatus;
 use super::progress::{self, Coalescer};
 use super::relay::LocalWorker;
+use super::rotation::Rotation;
 use crate::cluster::gate::{GateMsg, GATE_GROUP};
 use crate::cluster::net::{Connector, SessionEvents};
 use crate::cluster::wire::{self, BadFrame, FromGate, FromNode, Hello, SessionKey, Up};
@@ -92,8 +94,8 @@ pub(crate) struct AgentArgs {
     pub(crate) name: Arc<str>,
     /// What it says in each hello.
     pub(crate) hello: Hello,
-    /// How it reaches the coordinator.
-    pub(crate) connector: Connector,
+    /// How it reaches each coordinator address, in the order it tries them (at least one).
+    pub(crate) connectors: Vec<Connector>,
     /// Heartbeat period until the gate sets its own.
     pub(crate) heartbeat: Duration,
     /// Each worker's slots (the node's workers share one configuration).
@@ -129,8 +131,8 @@ pub(crate) struct AgentState {
     pub(super) connected_at: Option<Instant>,
     /// When the last heartbeat went out.
     pub(super) last_beat: Instant,
-    /// The next reconnect delay.
-    pub(super) backoff: Duration,
+    /// Which coordinator address it tries (or joined), and the wait between cycles.
+    pub(super) rotation: Rotation,
     /// The node's workers, to deliver leases to and to re-announce after a (re)join.
     pub(super) workers: HashMap<Arc<str>, LocalWorker>,
     /// Changes waiting to go out in the next frame.
@@ -173,7 +175,8 @@ impl Actor for Agent {
         ractor::pg::join(agent_group(&args.name), vec![myself.get_cell()]);
         ractor::pg::monitor(GATE_GROUP.to_string(), myself.get_cell());
         let me = myself.clone();
-        let events = args.connector.subscribe(move |closed| {
+        // Every connector shares the node's one server: any of them subscribes to it.
+        let events = args.connectors[0].subscribe(move |closed| {
             let _ = me.cast(AgentMsg::SessionClosed {
                 authenticated: closed.authenticated,
                 addr: closed.addr,
@@ -229,13 +232,12 @@ impl Actor for Agent {
                 if let Err(e) = result {
                     state.status.failed_connects += 1;
                     tracing::warn!(
-                        coordinator = %state.args.connector.address(),
+                        coordinator = %state.connector().address(),
                         error = %e,
-                        retry_in_ms = state.backoff.as_millis() as u64,
                         "could not reach the coordinator"
                     );
                     state.status.last_error = Some(e);
-                    state.retry_later();
+                    state.retry_later(false);
                 }
             }
             AgentMsg::SessionClosed {
@@ -250,7 +252,7 @@ impl Actor for Agent {
                     tracing::error!("{why}");
                     state.status.last_error = Some(why);
                     state.status.failed_connects += 1;
-                    state.retry_later();
+                    state.retry_later(false);
                 }
             }
             AgentMsg::Pool(pool) => state.pool = Some(pool),
@@ -281,7 +283,19 @@ impl AgentState {
         Self {
             heartbeat: args.heartbeat,
             timeout: args.heartbeat * 5,
-            backoff: args.reconnect_min,
+            rotation: Rotation::new(
+                args.connectors.len(),
+                args.reconnect_min,
+                args.reconnect_max,
+            ),
+            status: LinkStatus {
+                coordinator: args.connectors[0].address().to_string(),
+                joined: false,
+                joins: 0,
+                failed_connects: 0,
+                last_error: None,
+                bad_frames: 0,
+            },
             args,
             gate: None,
             joined: false,
@@ -301,16 +315,14 @@ impl AgentState {
             pool: None,
             leaving: None,
             left: false,
-            status: LinkStatus {
-                joined: false,
-                joins: 0,
-                failed_connects: 0,
-                last_error: None,
-                bad_frames: 0,
-            },
             myself,
             _events: events,
         }
+    }
+
+    /// How it reaches the coordinator address it tries (or joined).
+    pub(super) fn connector(&self) -> &Connector {
+        &self.args.connectors[self.rotation.current()]
     }
 
     /// A frame for the gate, with this node's name and session key.

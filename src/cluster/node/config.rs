@@ -11,8 +11,13 @@ use crate::worker::WorkerConfig;
 /// Settings of a node process.
 #[derive(Clone, PartialEq)]
 pub struct NodeConfig {
-    /// The coordinator's cluster address, `host:port`.
+    /// The coordinator's cluster address, `host:port`: the first one the node tries.
     pub coordinator: String,
+    /// Further coordinator addresses, for failover: the node tries `coordinator` and these
+    /// in turn, joins whichever accepts it, and moves on to the next one by itself when the
+    /// coordinator it is on dies, freezes or stops listening. At most 15 (16 in all), no
+    /// address twice. Default none.
+    pub also_join: Vec<String>,
     /// The shared secret (the coordinator's cookie).
     pub cookie: String,
     /// This node's name, unique in the cluster; its workers are `name/w-N`. Default
@@ -36,7 +41,8 @@ pub struct NodeConfig {
     /// The CA certificate (PEM) to trust when the coordinator uses TLS; `None` connects in
     /// clear text.
     pub tls_ca: Option<PathBuf>,
-    /// The name the coordinator's certificate is for. Default: the host of `coordinator`.
+    /// The name the coordinator's certificate is for. Default: the host of the address
+    /// being tried (`coordinator` or one of `also_join`).
     pub tls_server_name: Option<String>,
     /// Heartbeat period until the coordinator sets its own. Default 1 s.
     pub heartbeat_interval: Duration,
@@ -51,6 +57,7 @@ impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeConfig")
             .field("coordinator", &self.coordinator)
+            .field("also_join", &self.also_join)
             .field("cookie", &"<redacted>")
             .field("name", &self.name)
             .field("labels", &self.labels)
@@ -69,10 +76,14 @@ impl std::fmt::Debug for NodeConfig {
 }
 
 impl NodeConfig {
+    /// The most coordinator addresses a node is given (`coordinator` and `also_join`).
+    pub const MAX_COORDINATORS: usize = 16;
+
     /// A node joining `coordinator` with `cookie`, and the defaults.
     pub fn new(coordinator: impl Into<String>, cookie: impl Into<String>) -> Self {
         Self {
             coordinator: coordinator.into(),
+            also_join: Vec::new(),
             cookie: cookie.into(),
             name: format!("node-{:06x}", fastrand::u32(..0x100_0000)),
             labels: Vec::new(),
@@ -89,17 +100,45 @@ impl NodeConfig {
         }
     }
 
+    /// Adds a coordinator address to try in turn with the others (failover).
+    ///
+    /// ```
+    /// let config = wrangle::NodeConfig::new("10.0.0.5:7450", "secret").also_join("10.0.0.6:7450");
+    /// assert_eq!(config.coordinators().collect::<Vec<_>>(), ["10.0.0.5:7450", "10.0.0.6:7450"]);
+    /// ```
+    pub fn also_join(mut self, address: impl Into<String>) -> Self {
+        self.also_join.push(address.into());
+        self
+    }
+
+    /// Every coordinator address, in the order the node tries them: `coordinator`, then
+    /// `also_join`.
+    pub fn coordinators(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.coordinator.as_str()).chain(self.also_join.iter().map(String::as_str))
+    }
+
     /// Checks for values a node cannot run with.
     pub fn validate(&self) -> Result<(), Error> {
         validate_common(&self.cookie, &self.name, self.heartbeat_interval)?;
-        if self
-            .coordinator
-            .rsplit_once(':')
-            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-        {
+        check_address("coordinator", &self.coordinator)?;
+        for address in &self.also_join {
+            check_address("also_join", address)?;
+        }
+        if self.also_join.len() >= Self::MAX_COORDINATORS {
             return Err(Error::invalid(
-                "coordinator",
-                format!("`{}` is not `host:port`", self.coordinator),
+                "also_join",
+                format!(
+                    "{} coordinator addresses; at most {} in all",
+                    self.also_join.len() + 1,
+                    Self::MAX_COORDINATORS
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = self.coordinators().find(|a| !seen.insert(*a)) {
+            return Err(Error::invalid(
+                "also_join",
+                format!("`{twice}` is listed twice"),
             ));
         }
         if self.workers == 0 {
@@ -126,4 +165,24 @@ impl NodeConfig {
         };
         worker.validate()
     }
+}
+
+/// Checks that `address` is `host:port`; the error names `field`.
+fn check_address(field: &'static str, address: &str) -> Result<(), Error> {
+    if address.is_empty() {
+        return Err(Error::invalid(
+            field,
+            "an empty address; expected `host:port`",
+        ));
+    }
+    if address
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(Error::invalid(
+            field,
+            format!("`{address}` is not `host:port`"),
+        ));
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
-//! The agent's link to its coordinator: connecting (with backoff), saying hello until the
-//! gate welcomes the node, heartbeats, noticing a silent or vanished coordinator, and
-//! leaving on purpose.
+//! The agent's link to its coordinator: connecting (to each address in turn, with a backoff
+//! between whole cycles: `rotation`), saying hello until the gate welcomes the node,
+//! heartbeats, noticing a silent or vanished coordinator and moving on to the next address,
+//! and leaving on purpose.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use crate::cluster::wire::{FromGate, FromNode, NodeLoad, Up};
 /// The node's link to its coordinator, as [`Node::status`](super::Node::status) shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LinkStatus {
+    /// The coordinator address joined, or being tried.
+    pub coordinator: String,
     /// Registered with the coordinator, taking work.
     pub joined: bool,
     /// Times it has joined (1 after the first).
@@ -44,21 +47,41 @@ impl AgentState {
                 self.heartbeat = Duration::from_millis(heartbeat_ms.max(1));
                 self.timeout = Duration::from_millis(timeout_ms.max(1));
                 self.joined = true;
-                self.backoff = self.args.reconnect_min;
+                self.rotation.joined();
                 self.status.joined = true;
                 self.status.joins += 1;
                 self.status.last_error = None;
-                tracing::info!(coordinator = %from, workers = self.workers.len(), "joined the coordinator");
+                let address = self.connector().address().to_string();
+                tracing::info!(
+                    coordinator = %from,
+                    %address,
+                    workers = self.workers.len(),
+                    "joined coordinator at {address}"
+                );
                 self.rejoined();
             }
             FromGate::Refused {
                 reason,
                 retry_after_ms,
             } => {
-                tracing::warn!(coordinator = %from, %reason, "the coordinator refused this node");
+                tracing::warn!(
+                    coordinator = %from,
+                    address = %self.connector().address(),
+                    %reason,
+                    retry_after_ms,
+                    "the coordinator refused this node"
+                );
                 self.status.last_error = Some(reason);
                 self.leave_link();
-                self.hold_until = Some(Instant::now() + Duration::from_millis(retry_after_ms));
+                if self.args.connectors.len() == 1 {
+                    // Its only coordinator: no hello until it said to come back.
+                    self.hold_until = Some(Instant::now() + Duration::from_millis(retry_after_ms));
+                } else {
+                    // Another address may be the leader now: try it at once. This one is
+                    // asked again after a whole cycle, so at most once per backoff.
+                    self.gate = None;
+                    self.retry_later(true);
+                }
             }
             FromGate::Leases { worker, leases } => self.deliver(&worker, leases),
             FromGate::Cancel { worker, task_id } => self.cancel(&worker, task_id),
@@ -137,8 +160,8 @@ impl AgentState {
             self.last_heard = Instant::now();
             self.hello();
         } else {
-            tracing::warn!(coordinator = %self.args.connector.address(), "lost the coordinator; reconnecting");
-            self.retry_later();
+            tracing::warn!(coordinator = %self.connector().address(), "lost the coordinator; reconnecting");
+            self.retry_later(false);
         }
     }
 
@@ -154,23 +177,23 @@ impl AgentState {
                     .is_some_and(|t| now.duration_since(t) > self.timeout)
             {
                 self.connected_at = None;
-                let connector = self.args.connector.clone();
-                tokio::spawn(async move { connector.close_sessions().await });
-                self.retry_later();
+                tracing::warn!(
+                    coordinator = %self.connector().address(),
+                    "connected, but no coordinator answered; giving the connection up"
+                );
+                self.retry_later(true);
             }
             return;
         }
         if now.duration_since(self.last_heard) > self.timeout {
             tracing::warn!(
-                coordinator = %self.args.connector.address(),
+                coordinator = %self.connector().address(),
                 silent_ms = now.duration_since(self.last_heard).as_millis() as u64,
                 "the coordinator went silent; reconnecting"
             );
             self.gate = None;
             self.leave_link();
-            let connector = self.args.connector.clone();
-            tokio::spawn(async move { connector.close_sessions().await });
-            self.retry_later();
+            self.retry_later(true);
             return;
         }
         if !self.joined {
@@ -207,7 +230,7 @@ impl AgentState {
             return;
         }
         self.connecting = true;
-        let connector = self.args.connector.clone();
+        let connector = self.connector().clone();
         let me = self.myself.clone();
         tokio::spawn(async move {
             let result = connector.connect().await;
@@ -215,17 +238,33 @@ impl AgentState {
         });
     }
 
-    /// Schedules the next connection attempt, backing off (with jitter) up to the limit.
-    pub(super) fn retry_later(&mut self) {
-        if self.connecting {
+    /// The address tried (or joined) failed: schedules an attempt at the next one, at once
+    /// while the cycle through the addresses has some left, else after the backoff (with
+    /// jitter). With `close`, the sessions of the node's server are closed first (the one to
+    /// the address given up), so that they cannot outlive the next attempt's.
+    pub(super) fn retry_later(&mut self, close: bool) {
+        if self.connecting || self.gate.is_some() {
             return;
         }
         self.connecting = true;
-        let jitter = 0.5 + fastrand::f64();
-        let delay = self.backoff.mul_f64(jitter);
-        self.backoff = (self.backoff * 2).min(self.args.reconnect_max);
+        let from = self.connector().address().to_string();
+        let wait = self.rotation.failed();
+        let delay = wait.mul_f64(0.5 + fastrand::f64());
+        let to = self.connector().clone();
+        self.status.coordinator = to.address().to_string();
+        if self.args.connectors.len() > 1 {
+            tracing::info!(
+                from = %from,
+                to = %to.address(),
+                wait_ms = delay.as_millis() as u64,
+                "moving on to the next coordinator address"
+            );
+        }
         let me = self.myself.clone();
         tokio::spawn(async move {
+            if close {
+                to.close_sessions().await;
+            }
             tokio::time::sleep(delay).await;
             let _ = me.cast(AgentMsg::Connect);
         });

@@ -1,11 +1,14 @@
-//! The node's side of the cluster: a node process joins a coordinator, and its workers pull
-//! from the coordinator's queue through the node's agent.
+//! The node's side of the cluster: a node process joins a coordinator (the first of its
+//! coordinator addresses that accepts it, moving on to the next when it is lost), and its
+//! workers pull from the coordinator's queue through the node's agent.
 //!
 //! - this file: the [`Node`] handle, which starts the node's server, agent and pool.
 //! - `config`: [`NodeConfig`].
 //! - `autoscale`: the node's own autoscaler (with `max_workers`).
 //! - `agent`: the agent actor, its messages and its state.
 //! - `link`: the agent's link to its coordinator (connect, hello, heartbeat, reconnect).
+//! - `rotation`: which coordinator address the agent tries next, and the backoff between
+//!   whole cycles through them.
 //! - `relay`: the agent as its workers' uplink (`AgentLink`): their calls batched up to
 //!   the gate, leases and cancellations down to them.
 //! - `oversized`: results and messages too big for a frame, made to fit.
@@ -18,6 +21,7 @@ mod link;
 mod oversized;
 mod progress;
 mod relay;
+mod rotation;
 
 pub use self::config::NodeConfig;
 pub use self::link::LinkStatus;
@@ -81,18 +85,28 @@ impl Node {
     /// reconnecting), and its pool of workers with `handlers`.
     pub async fn join(config: NodeConfig, handlers: HandlerRegistry) -> Result<Self, Error> {
         config.validate()?;
+        // With TLS, each coordinator address's certificate is checked against
+        // `tls_server_name`, or else the host of that address.
         let tls = match &config.tls_ca {
-            Some(ca) => {
-                let host = config
-                    .tls_server_name
-                    .clone()
-                    .unwrap_or_else(|| host_of(&config.coordinator).to_string());
-                let name = rustls_pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| Error::invalid("tls_server_name", format!("`{host}`: {e}")))?;
-                Some((net::tls_connector(ca)?, name))
-            }
+            Some(ca) => Some(net::tls_connector(ca)?),
             None => None,
         };
+        let mut targets = Vec::new();
+        for address in config.coordinators() {
+            let tls = match &tls {
+                Some(connector) => {
+                    let host = config
+                        .tls_server_name
+                        .clone()
+                        .unwrap_or_else(|| host_of(address).to_string());
+                    let name = rustls_pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| Error::invalid("tls_server_name", format!("`{host}`: {e}")))?;
+                    Some((connector.clone(), name))
+                }
+                None => None,
+            };
+            targets.push((address.to_string(), tls));
+        }
         let server = net::start_server(
             &config.name,
             config.listen,
@@ -101,12 +115,15 @@ impl Node {
             ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         )
         .await?;
-        let connector = net::Connector {
-            server: server.clone(),
-            address: config.coordinator.clone(),
-            tls,
-            timeout: Duration::from_secs(3),
-        };
+        let connectors = targets
+            .into_iter()
+            .map(|(address, tls)| net::Connector {
+                server: server.clone(),
+                address,
+                tls,
+                timeout: Duration::from_secs(3),
+            })
+            .collect();
         let max_workers = config.max_workers.unwrap_or(config.workers);
         let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let hello = wire::Hello {
@@ -126,7 +143,7 @@ impl Node {
         let args = AgentArgs {
             name: name.clone(),
             hello,
-            connector,
+            connectors,
             heartbeat: config.heartbeat_interval,
             slots: config.worker.max_concurrent_tasks,
             reconnect_min: config.reconnect_min,

@@ -86,6 +86,11 @@ const W: &str = "n1/w-1";
 impl Rig {
     /// An agent of node `n1`, joined, with worker `n1/w-1` (incarnation 1, 4 free slots).
     async fn joined() -> Self {
+        Self::joined_to(&["127.0.0.1:9"]).await
+    }
+
+    /// [`Rig::joined`], given the coordinator `addresses` (joined to the first).
+    async fn joined_to(addresses: &[&str]) -> Self {
         let (tx, frames) = mpsc::unbounded_channel();
         let (gate, _) = Actor::spawn(None, Tap, tx).await.unwrap();
         let (void, _) = Actor::spawn(None, Void, ()).await.unwrap();
@@ -98,13 +103,16 @@ impl Rig {
         )
         .await
         .unwrap();
-        let connector = Connector {
-            server,
-            address: "127.0.0.1:9".into(),
-            tls: None,
-            timeout: Duration::from_secs(1),
-        };
-        let events = connector.subscribe(|_| {});
+        let connectors: Vec<Connector> = addresses
+            .iter()
+            .map(|address| Connector {
+                server: server.clone(),
+                address: address.to_string(),
+                tls: None,
+                timeout: Duration::from_secs(1),
+            })
+            .collect();
+        let events = connectors[0].subscribe(|_| {});
         let args = AgentArgs {
             name: "n1".into(),
             hello: Hello {
@@ -115,7 +123,7 @@ impl Rig {
                 version: "test".into(),
                 capacity: 4,
             },
-            connector,
+            connectors,
             heartbeat: Duration::from_millis(100),
             slots: 4,
             reconnect_min: Duration::from_millis(100),
@@ -397,4 +405,41 @@ async fn reports_a_gate_never_acknowledged_go_again_after_the_next_welcome() {
     rig.welcome();
     let ups = rig.ups_until_attach().await;
     assert!(matches!(ups[..], [Up::Attach { .. }]), "{ups:?}");
+}
+
+#[tokio::test]
+async fn a_silent_coordinator_is_given_up_for_the_next_address() {
+    let mut rig = Rig::joined_to(&["127.0.0.1:9", "127.0.0.1:10"]).await;
+    assert_eq!(rig.state.status.coordinator, "127.0.0.1:9");
+    assert!(rig.state.status.joined);
+    // Nothing heard for longer than the welcome's timeout (1 s).
+    rig.state.last_heard = std::time::Instant::now() - Duration::from_secs(2);
+    rig.state.tick().await;
+    assert!(rig.state.gate.is_none() && !rig.state.joined);
+    assert!(
+        rig.state.connecting,
+        "an attempt at the next address is scheduled"
+    );
+    assert_eq!(rig.state.connector().address(), "127.0.0.1:10");
+    assert_eq!(rig.state.status.coordinator, "127.0.0.1:10");
+}
+
+#[tokio::test]
+async fn a_refused_hello_moves_on_with_several_addresses_and_waits_with_one() {
+    let refused = || FromGate::Refused {
+        reason: "joined 11 times in the last minute".into(),
+        retry_after_ms: 30_000,
+    };
+    let mut rig = Rig::joined_to(&["127.0.0.1:9", "127.0.0.1:10"]).await;
+    rig.state.joined = false;
+    rig.state.on_frame("coordinator", refused());
+    assert!(rig.state.gate.is_none() && rig.state.hold_until.is_none());
+    assert_eq!(rig.state.status.coordinator, "127.0.0.1:10");
+
+    // Its only coordinator: it keeps the connection and says no hello until told to.
+    let mut rig = Rig::joined().await;
+    rig.state.joined = false;
+    rig.state.on_frame("coordinator", refused());
+    assert!(rig.state.gate.is_some() && rig.state.hold_until.is_some());
+    assert_eq!(rig.state.status.coordinator, "127.0.0.1:9");
 }
