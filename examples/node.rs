@@ -4,9 +4,15 @@
 //! coordinator goes away the node keeps reconnecting; SIGTERM (or Ctrl-C) drains it: running
 //! tasks finish, then it leaves.
 //!
+//! For failover, give it several coordinators' addresses (`--join A,B`, `WRANGLE_JOIN=A,B`,
+//! or `join = ["A", "B"]` under `[node]`): it joins whichever accepts it (the leader; standbys
+//! do not listen), and when that one dies, freezes or stops listening it moves on to the
+//! next address by itself, at once; it backs off only after every address failed in a row.
+//!
 //! ```text
 //! cargo run --release --example coordinator -- --cluster-listen 0.0.0.0:7450 --cookie s3cret
 //! cargo run --release --example node -- --join 127.0.0.1:7450 --cookie-file cookie.txt --labels gpu=a100,region=eu --workers 4
+//! cargo run --release --example node -- --join 10.0.0.5:7450,10.0.0.6:7450 --cookie-file cookie.txt   # failover
 //! WRANGLE_COOKIE=s3cret cargo run --release --example node -- --join 127.0.0.1:7450
 //! cargo run --release --example node -- --config wrangle.toml   # `cookie` and `[node]`
 //! cargo run --release --example node -- --help
@@ -93,7 +99,7 @@ async fn serve(
     say!(
         "wrangle node {} joining {} with {} workers x {} slots, labels {:?}",
         node.name(),
-        config.coordinator,
+        config.coordinators().collect::<Vec<_>>().join(","),
         config.workers,
         config.worker.max_concurrent_tasks,
         config.labels

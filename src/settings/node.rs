@@ -4,7 +4,7 @@
 //! cookie = "s3cret"            # shared with the coordinator (better: WRANGLE_COOKIE_FILE)
 //!
 //! [node]
-//! join = "10.0.0.5:7450"
+//! join = "10.0.0.5:7450"      # or several, for failover: ["10.0.0.5:7450", "10.0.0.6:7450"]
 //! labels = ["gpu=a100", "region=eu"]
 //! workers = 4
 //! max_workers = 16             # grows with the coordinator's backlog; default: fixed
@@ -24,7 +24,11 @@ use crate::error::Error;
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSettings {
-    /// The coordinator's cluster address, `host:port`. Required (here or as a flag).
+    /// The coordinator's cluster address, `host:port`. Required (here or as a flag). For
+    /// failover, several coordinators' addresses (at most 16), comma-separated or (in the
+    /// file) an array of strings: the node joins whichever accepts it (the leader) and
+    /// moves on to the next by itself when it loses it.
+    #[serde(deserialize_with = "one_or_many")]
     pub join: Option<String>,
     /// This node's name, unique in the cluster. Default `node-<random>`.
     pub name: Option<String>,
@@ -82,7 +86,10 @@ impl NodeSettings {
                  `cookie` in the settings file",
             )
         })?;
-        let mut config = NodeConfig::new(join, cookie);
+        let mut addresses = join.split(',').map(str::trim);
+        let first = addresses.next().unwrap_or_default().to_string();
+        let mut config = NodeConfig::new(first, cookie);
+        config.also_join = addresses.map(String::from).collect();
         if let Some(name) = &self.name {
             config.name = name.clone();
         }
@@ -94,7 +101,40 @@ impl NodeSettings {
         config.tls_ca = self.tls_ca.clone();
         config.tls_server_name = self.tls_server_name.clone();
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            // The addresses came from `join`: the error names it.
+            Error::Invalid {
+                field: "coordinator" | "also_join",
+                reason,
+            } => Error::Invalid {
+                field: "join",
+                reason,
+            },
+            e => e,
+        })?;
         Ok(config)
     }
+}
+
+/// `join` in the file: one string (addresses separated by commas), or an array of them,
+/// kept as one comma-separated string like the flag's.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Join;
+    impl<'de> serde::de::Visitor<'de> for Join {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a `host:port` string, or an array of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let mut all = Vec::<String>::new();
+            while let Some(address) = seq.next_element()? {
+                all.push(address);
+            }
+            Ok(all.join(","))
+        }
+    }
+    d.deserialize_any(Join).map(Some)
 }

@@ -27,8 +27,10 @@ pub struct NodeArgs {
     #[cfg(feature = "otel")]
     #[arg(long, env = "WRANGLE_OTEL_ENDPOINT", value_name = "URL")]
     pub otel_endpoint: Option<String>,
-    /// The coordinator's cluster address. Required.
-    #[arg(long, env = "WRANGLE_JOIN", value_name = "HOST:PORT")]
+    /// The coordinator's cluster address. Required. For failover, several coordinators'
+    /// addresses, comma-separated (at most 16): the node joins whichever accepts it and moves
+    /// on to the next by itself when it loses it.
+    #[arg(long, env = "WRANGLE_JOIN", value_name = "HOST:PORT[,HOST:PORT...]")]
     pub join: Option<String>,
     /// The coordinator's cookie. Required.
     #[command(flatten)]
@@ -62,7 +64,8 @@ pub struct NodeArgs {
     /// cookie's challenge digest and every task can be read and altered on the path.
     #[arg(long, env = "WRANGLE_NODE_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
-    /// The name on the coordinator's certificate. Default the --join host.
+    /// The name on the coordinator's certificate. Default the --join host (of each address
+    /// in turn, with several).
     #[arg(long, env = "WRANGLE_NODE_TLS_SERVER_NAME", value_name = "NAME")]
     pub tls_server_name: Option<String>,
     /// Heartbeat period until the coordinator sets its own, in milliseconds. Default 1000.

@@ -248,3 +248,58 @@ fn the_node_reads_its_section_of_the_coordinators_file() {
     let err = node(&["--join", "h:1"]).unwrap_err().to_string();
     assert!(err.contains("cookie"), "{err}");
 }
+
+#[test]
+fn the_node_takes_several_coordinator_addresses_and_names_join_for_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = |toml: &str, flags: &[&str]| {
+        let path = dir.path().join("w.toml");
+        std::fs::write(&path, format!("cookie = \"c00kie\"\n\n[node]\n{toml}")).unwrap();
+        let config = format!("--config={}", path.display());
+        let matches = NodeArgs::command()
+            .mut_args(|a| a.env(None::<&'static str>))
+            .try_get_matches_from(["node", config.as_str()].iter().chain(flags))
+            .unwrap();
+        NodeArgs::from_arg_matches(&matches).unwrap().node_config()
+    };
+    let list = |c: &crate::NodeConfig| c.coordinators().map(String::from).collect::<Vec<_>>();
+    // The flag (and WRANGLE_JOIN, the same string): comma-separated, spaces trimmed.
+    let c = node("", &["--join", "10.0.0.5:7450, 10.0.0.6:7450"]).unwrap();
+    assert_eq!(c.coordinator, "10.0.0.5:7450");
+    assert_eq!(list(&c), ["10.0.0.5:7450", "10.0.0.6:7450"]);
+    // The file: an array, or a string with commas; the flag wins over it.
+    let c = node("join = [\"a:1\", \"b:2\", \"c:3\"]\n", &[]).unwrap();
+    assert_eq!(list(&c), ["a:1", "b:2", "c:3"]);
+    let c = node("join = \"a:1,b:2\"\n", &[]).unwrap();
+    assert_eq!(list(&c), ["a:1", "b:2"]);
+    let c = node("join = [\"a:1\", \"b:2\"]\n", &["--join", "d:4"]).unwrap();
+    assert_eq!(list(&c), ["d:4"]);
+    // One address: as before, nothing more to try.
+    let c = node("join = \"a:1\"\n", &[]).unwrap();
+    assert!(c.also_join.is_empty());
+    // A bad one, an empty one, one twice, too many: each an error naming `join`.
+    for (flag, why) in [
+        ("a:1,b", "`b` is not `host:port`"),
+        ("a:1,b:99999", "`b:99999` is not `host:port`"),
+        ("nope,a:1", "`nope` is not `host:port`"),
+        ("a:1,,b:2", "an empty address"),
+        ("a:1,b:2,a:1", "`a:1` is listed twice"),
+    ] {
+        let err = node("", &["--join", flag]).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid join") && err.contains(why),
+            "{flag}: {err}"
+        );
+    }
+    let seventeen = (1..=17).map(|p| format!("h:{p}")).collect::<Vec<_>>();
+    let err = node("", &["--join", &seventeen.join(",")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid join") && err.contains("at most 16"),
+        "{err}"
+    );
+    assert!(node("", &["--join", &seventeen[..16].join(",")]).is_ok());
+    let err = node("join = [\"a:1\", 7]\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("join"), "{err}");
+}
