@@ -83,7 +83,7 @@ async fn runs_tasks(http: &reqwest::Client, c: &Coordinator, node: &Node, name: 
 
 /// Waits until the node's log says it joined the coordinator on `port`.
 async fn logged_join(node: &Node, port: u16) {
-    let line = format!("joined coordinator at 127.0.0.1:{port}");
+    let line = format!("joined the coordinator at 127.0.0.1:{port}");
     until(&format!("`{line}` in the node's log"), JOIN, || async {
         node.log_text().contains(&line)
     })

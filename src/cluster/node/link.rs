@@ -56,7 +56,7 @@ impl AgentState {
                     coordinator = %from,
                     %address,
                     workers = self.workers.len(),
-                    "joined coordinator at {address}"
+                    "joined the coordinator at {address}"
                 );
                 self.rejoined();
             }
