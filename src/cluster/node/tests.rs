@@ -47,18 +47,31 @@ impl Actor for Tap {
 }
 
 /// Stands in for the agent's own mailbox (the flushes it sends itself): the test flushes.
+/// The connection attempts it is told to make go to the test.
 struct Void;
 
 impl Actor for Void {
     type Msg = AgentMsg;
-    type State = ();
-    type Arguments = ();
+    type State = mpsc::UnboundedSender<()>;
+    type Arguments = mpsc::UnboundedSender<()>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<AgentMsg>,
-        _: (),
+        connects: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(connects)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        connects: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let AgentMsg::Connect = msg {
+            let _ = connects.send(());
+        }
         Ok(())
     }
 }
@@ -77,6 +90,8 @@ impl LeaseSink for Kept {
 
 struct Rig {
     state: AgentState,
+    /// Each `Connect` the agent sent itself (an attempt at the address it moved to).
+    connects: mpsc::UnboundedReceiver<()>,
     frames: mpsc::UnboundedReceiver<FromNode>,
     sink: Arc<Kept>,
 }
@@ -93,7 +108,8 @@ impl Rig {
     async fn joined_to(addresses: &[&str]) -> Self {
         let (tx, frames) = mpsc::unbounded_channel();
         let (gate, _) = Actor::spawn(None, Tap, tx).await.unwrap();
-        let (void, _) = Actor::spawn(None, Void, ()).await.unwrap();
+        let (connects_tx, connects) = mpsc::unbounded_channel();
+        let (void, _) = Actor::spawn(None, Void, connects_tx).await.unwrap();
         let server = net::start_server(
             "n1",
             "127.0.0.1:0".parse().unwrap(),
@@ -136,6 +152,7 @@ impl Rig {
         state.worker_call(attach(4, sink.clone()));
         let mut rig = Self {
             state,
+            connects,
             frames,
             sink,
         };
@@ -442,4 +459,43 @@ async fn a_refused_hello_moves_on_with_several_addresses_and_waits_with_one() {
     rig.state.on_frame("coordinator", refused());
     assert!(rig.state.gate.is_some() && rig.state.hold_until.is_some());
     assert_eq!(rig.state.status.coordinator, "127.0.0.1:9");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_coordinator_is_followed_by_the_next_address_at_once_and_a_failed_cycle_waits() {
+    let mut rig = Rig::joined_to(&["127.0.0.1:9", "127.0.0.1:10"]).await;
+    // How long until the agent's next connection attempt, on the paused clock.
+    async fn next_attempt(rig: &mut Rig) -> Duration {
+        let start = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), rig.connects.recv())
+            .await
+            .expect("an attempt within 10 s")
+            .expect("the mailbox is gone");
+        // What the agent does with its `Connect`.
+        rig.state.connecting = false;
+        start.elapsed()
+    }
+    // The coordinator it joined goes silent: the next address at once.
+    rig.state.last_heard = std::time::Instant::now() - Duration::from_secs(2);
+    rig.state.tick().await;
+    assert_eq!(next_attempt(&mut rig).await, Duration::ZERO);
+    assert_eq!(rig.state.status.coordinator, "127.0.0.1:10");
+    // That one refuses the connection too: a whole cycle failed, so it waits
+    // `reconnect_min` (100 ms, jittered by half either way) before the first again.
+    rig.state.retry_later(false);
+    let waited = next_attempt(&mut rig).await;
+    assert!(
+        (Duration::from_millis(50)..=Duration::from_millis(150)).contains(&waited),
+        "{waited:?}"
+    );
+    assert_eq!(rig.state.status.coordinator, "127.0.0.1:9");
+    // The first fails: on to the second at once; it fails: a longer wait (200 ms ± half).
+    rig.state.retry_later(false);
+    assert_eq!(next_attempt(&mut rig).await, Duration::ZERO);
+    rig.state.retry_later(false);
+    let waited = next_attempt(&mut rig).await;
+    assert!(
+        (Duration::from_millis(100)..=Duration::from_millis(300)).contains(&waited),
+        "{waited:?}"
+    );
 }
