@@ -8,9 +8,15 @@
 //! `reconnect_min` at first, doubling up to `reconnect_max`. So a takeover is found within
 //! about one connection attempt per address, and a node whose coordinators are all down
 //! still backs off. With one address every failure ends a cycle: the node backs off after
-//! each, as a node with a single coordinator always did.
+//! each, as a node with a single coordinator always did. With several, the wait is at most
+//! [`FAILOVER_MAX_WAIT`] whatever `reconnect_max` says: they are coordinators in failover,
+//! one of which takes over within seconds, and a cycle of refused connections costs
+//! little.
 
 use std::time::Duration;
+
+/// The longest wait between two cycles through several addresses.
+pub(super) const FAILOVER_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// The position in the list of coordinator addresses, and the backoff between cycles.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,8 +38,14 @@ pub(super) struct Rotation {
 
 impl Rotation {
     /// Starts at the first of `len` addresses (at least one), waiting `min` after the
-    /// first failed cycle and at most `max` after any.
+    /// first failed cycle and at most `max` after any (at most [`FAILOVER_MAX_WAIT`] with
+    /// several addresses).
     pub(super) fn new(len: usize, min: Duration, max: Duration) -> Self {
+        let max = if len > 1 {
+            max.min(FAILOVER_MAX_WAIT)
+        } else {
+            max
+        };
         Self {
             len: len.max(1),
             current: 0,
@@ -118,6 +130,11 @@ mod tests {
                 (2, 0),
                 (0, 800),
             ]
+        );
+        // Several addresses: never more than a second between cycles.
+        assert_eq!(
+            fail(&mut r, 6),
+            [(1, 0), (2, 0), (0, 1_000), (1, 0), (2, 0), (0, 1_000)]
         );
     }
 
