@@ -29,6 +29,10 @@ mod databases;
 mod pg_server;
 use cluster::{executions, until, COOKIE};
 
+/// One scenario at a time: each runs several programs and times leases of a second or
+/// three, which a machine shared with the other scenarios would stretch.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A coordinator program in failover on the database at `url`.
 struct Coord {
     process: Program,
@@ -182,6 +186,7 @@ async fn stored(url: &str, sql: &str) -> i64 {
 /// and every task completes; only tasks in flight at the kill run twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_and_every_task_completes() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(url) = databases::fresh_postgres("failover_kill").await else {
         return;
     };
@@ -323,8 +328,9 @@ async fn a_killed_leader_is_replaced_and_every_task_completes() {
         rerun_after_done[0]
     );
     assert!(
-        done_at_kill.len() >= TASKS / 3,
-        "the kill came after a third of the tasks"
+        !done_at_kill.is_empty() && done_at_kill.len() < TASKS,
+        "the kill came mid-run: {} of {TASKS} stored as completed",
+        done_at_kill.len()
     );
     drop(b);
     databases::drop_postgres(&url).await;
@@ -370,6 +376,7 @@ async fn cluster_nodes_online(http: &reqwest::Client, c: &Coord) -> usize {
 /// standby, saying why in `/failover` and its log; the new leader completes every task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_commits_nothing_after_the_takeover_and_steps_down() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(url) = databases::fresh_postgres("failover_freeze").await else {
         return;
     };
@@ -487,6 +494,7 @@ async fn leader_of(coords: &[Coord], http: &reqwest::Client, timeout: Duration) 
 /// stand by again); the run of 3,000 tasks still completes with nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_ten_times_in_a_minute_loses_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(url) = databases::fresh_postgres("failover_flap").await else {
         return;
     };
@@ -554,6 +562,7 @@ async fn killing_the_leader_ten_times_in_a_minute_loses_nothing() {
 /// afterwards, and every task completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_coordinators_survive_a_database_restart_and_one_leads() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(server) = pg_server::PgServer::start(free_port()) else {
         return;
     };
