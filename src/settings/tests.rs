@@ -464,3 +464,62 @@ fn load_shedding_marks_come_from_the_file_and_env_and_bad_ones_are_named() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn failover_settings_reach_the_store_and_bad_ones_are_named() {
+    let s = Settings::load_with(
+        None,
+        env(&[
+            ("WRANGLE_DATABASE_URL", "postgres://u@10.0.0.9/db"),
+            ("WRANGLE_LEADER_LEASE_MS", "1200"),
+            ("WRANGLE_LEADER_RENEW_MS", "300"),
+            ("WRANGLE_BIND", "127.0.0.1:7701"),
+        ]),
+    )
+    .unwrap();
+    s.validate().unwrap();
+    let store = s.store_config().unwrap();
+    assert_eq!(store.leader_lease, Duration::from_millis(1200));
+    assert_eq!(store.leader_renew, Duration::from_millis(300));
+    assert!(s.is_postgres());
+    // Standbys redirect to `bind` unless told otherwise.
+    assert_eq!(s.advertised_url().as_deref(), Some("http://127.0.0.1:7701"));
+    let defaults = Settings::default().store_config().unwrap();
+    assert_eq!(
+        (defaults.leader_lease, defaults.leader_renew),
+        (Duration::from_secs(3), Duration::from_secs(1))
+    );
+    for (pairs, field) in [
+        (&[("WRANGLE_LEADER_RENEW_MS", "10")][..], "leader_renew_ms"),
+        (
+            &[
+                ("WRANGLE_LEADER_LEASE_MS", "1000"),
+                ("WRANGLE_LEADER_RENEW_MS", "600"),
+            ][..],
+            "leader_lease_ms",
+        ),
+        (
+            &[("WRANGLE_ADVERTISE_URL", "ftp://10.0.0.5")][..],
+            "advertise_url",
+        ),
+        (
+            &[("WRANGLE_ADVERTISE_URL", "http://user:pw@10.0.0.5:7700")][..],
+            "advertise_url",
+        ),
+        // On PostgreSQL a wildcard bind says nothing a client could reach.
+        (
+            &[
+                ("WRANGLE_DATABASE_URL", "postgres://u@10.0.0.9/db"),
+                ("WRANGLE_BIND", "0.0.0.0:7700"),
+                ("WRANGLE_TOKEN", "t0ken"),
+            ][..],
+            "advertise_url",
+        ),
+    ] {
+        let err = Settings::load_with(None, env(pairs))
+            .and_then(|s| s.validate().map(|_| s))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}
