@@ -152,6 +152,29 @@ async fn audit_writes(url: &str) {
     .await;
 }
 
+/// An HTTP client that gives up on a frozen coordinator.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// Coordinator `a`, leading, and `b`, standing by, with this lease and renewal.
+async fn leader_and_standby(
+    dir: &Path,
+    url: &str,
+    lease_ms: u64,
+    renew_ms: u64,
+    http: &reqwest::Client,
+) -> (Coord, Coord) {
+    let a = Coord::start(dir, "a", url, lease_ms, renew_ms);
+    wait_role(http, &a, "leader", Duration::from_secs(60)).await;
+    let b = Coord::start(dir, "b", url, lease_ms, renew_ms);
+    wait_role(http, &b, "standby", Duration::from_secs(60)).await;
+    (a, b)
+}
+
 async fn wait_role(http: &reqwest::Client, c: &Coord, role: &str, timeout: Duration) {
     until(&format!("{} to be {role}", c.name), timeout, || async {
         c.role(http).await.as_deref() == Some(role)
@@ -181,6 +204,20 @@ async fn stored(url: &str, sql: &str) -> i64 {
     databases::count(url, sql).await
 }
 
+/// Waits until the database holds exactly `tasks` tasks, every one completed: nothing
+/// lost, nothing left over.
+async fn every_task_completed(url: &str, tasks: usize, timeout: Duration) {
+    let done = "SELECT COUNT(*) FROM tasks WHERE status = 'completed'";
+    until("every task completed", timeout, || async {
+        stored(url, done).await == tasks as i64
+    })
+    .await;
+    assert_eq!(
+        stored(url, "SELECT COUNT(*) FROM tasks").await,
+        tasks as i64
+    );
+}
+
 /// Two coordinators and two nodes; 10,000 tasks; the leader SIGKILLed mid-run. The standby
 /// takes over with the default lease (3 s, renewed every second), the nodes re-join it,
 /// and every task completes; only tasks in flight at the kill run twice.
@@ -191,11 +228,8 @@ async fn a_killed_leader_is_replaced_and_every_task_completes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let mut a = Coord::start(dir.path(), "a", &url, 3_000, 1_000);
-    wait_role(&http, &a, "leader", Duration::from_secs(60)).await;
-    let b = Coord::start(dir.path(), "b", &url, 3_000, 1_000);
-    wait_role(&http, &b, "standby", Duration::from_secs(60)).await;
+    let http = client();
+    let (mut a, b) = leader_and_standby(dir.path(), &url, 3_000, 1_000, &http).await;
     until(
         "the standby to know the leader",
         Duration::from_secs(30),
@@ -289,19 +323,7 @@ async fn a_killed_leader_is_replaced_and_every_task_completes() {
     )
     .await;
     let rejoined = killed.elapsed();
-    until("every task completed", Duration::from_secs(180), || async {
-        stored(
-            &url,
-            "SELECT COUNT(*) FROM tasks WHERE status = 'completed'",
-        )
-        .await
-            == TASKS as i64
-    })
-    .await;
-    assert_eq!(
-        stored(&url, "SELECT COUNT(*) FROM tasks").await,
-        TASKS as i64
-    );
+    every_task_completed(&url, TASKS, Duration::from_secs(180)).await;
 
     let runs = executions(&[&j1, &j2]);
     let missing = ids.iter().filter(|id| !runs.contains_key(*id)).count();
@@ -381,14 +403,8 @@ async fn a_frozen_leader_commits_nothing_after_the_takeover_and_steps_down() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let a = Coord::start(dir.path(), "a", &url, 1_500, 500);
-    wait_role(&http, &a, "leader", Duration::from_secs(60)).await;
-    let b = Coord::start(dir.path(), "b", &url, 1_500, 500);
-    wait_role(&http, &b, "standby", Duration::from_secs(60)).await;
+    let http = client();
+    let (a, b) = leader_and_standby(dir.path(), &url, 1_500, 500, &http).await;
     audit_writes(&url).await;
 
     // 40 tasks of 3 s on the leader's one local worker (16 at a time).
@@ -443,15 +459,7 @@ async fn a_frozen_leader_commits_nothing_after_the_takeover_and_steps_down() {
         println!("old leader: {line}");
     }
 
-    until("every task completed", Duration::from_secs(60), || async {
-        stored(
-            &url,
-            "SELECT COUNT(*) FROM tasks WHERE status = 'completed'",
-        )
-        .await
-            == ids.len() as i64
-    })
-    .await;
+    every_task_completed(&url, ids.len(), Duration::from_secs(60)).await;
     // Nothing the old leader wrote landed after the takeover.
     let after = format!(
         "SELECT COUNT(*) FROM write_audit WHERE app = 'wrangle_a' AND at >= \
@@ -499,10 +507,7 @@ async fn killing_the_leader_ten_times_in_a_minute_loses_nothing() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let http = client();
     let (lease, renew) = (1_000, 250);
     let mut coords = [
         Coord::start(dir.path(), "a", &url, lease, renew),
@@ -535,19 +540,7 @@ async fn killing_the_leader_ten_times_in_a_minute_loses_nothing() {
         flapping < Duration::from_secs(60),
         "the ten kills took {flapping:?}, not a minute"
     );
-    until("every task completed", Duration::from_secs(120), || async {
-        stored(
-            &url,
-            "SELECT COUNT(*) FROM tasks WHERE status = 'completed'",
-        )
-        .await
-            == TASKS as i64
-    })
-    .await;
-    assert_eq!(
-        stored(&url, "SELECT COUNT(*) FROM tasks").await,
-        TASKS as i64
-    );
+    every_task_completed(&url, TASKS, Duration::from_secs(120)).await;
     let epoch = stored(&url, "SELECT epoch FROM coordinator_leader WHERE id = 1").await;
     assert!(
         epoch >= 11,
@@ -568,14 +561,8 @@ async fn both_coordinators_survive_a_database_restart_and_one_leads() {
     };
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let mut a = Coord::start(dir.path(), "a", &url, 1_500, 500);
-    wait_role(&http, &a, "leader", Duration::from_secs(60)).await;
-    let mut b = Coord::start(dir.path(), "b", &url, 1_500, 500);
-    wait_role(&http, &b, "standby", Duration::from_secs(60)).await;
+    let http = client();
+    let (mut a, mut b) = leader_and_standby(dir.path(), &url, 1_500, 500, &http).await;
     const TASKS: usize = 1_000;
     let tasks = (0..TASKS)
         .map(|_| json!({"task_type": "sleep", "payload": {"ms": 100}, "retries": 20}))
@@ -617,19 +604,7 @@ async fn both_coordinators_survive_a_database_restart_and_one_leads() {
             c.log_text(dir.path())
         );
     }
-    until("every task completed", Duration::from_secs(120), || async {
-        stored(
-            &url,
-            "SELECT COUNT(*) FROM tasks WHERE status = 'completed'",
-        )
-        .await
-            == TASKS as i64
-    })
-    .await;
-    assert_eq!(
-        stored(&url, "SELECT COUNT(*) FROM tasks").await,
-        TASKS as i64
-    );
+    every_task_completed(&url, TASKS, Duration::from_secs(120)).await;
     println!(
         "after the database restart: a {:?}, b {:?}",
         roles.0, roles.1
