@@ -6,6 +6,9 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
 //! test says so and passes, except under `CI=true`, where it fails.
 
+#[path = "support/databases.rs"]
+#[allow(dead_code)]
+mod databases;
 #[path = "support/net.rs"]
 mod net;
 #[path = "support/webdriver.rs"]
@@ -321,4 +324,76 @@ async fn dashboard_fits_a_narrow_window() {
     );
     b.screenshot(&screenshot_path("narrow")).await;
     coordinator.stop(false).await.unwrap();
+}
+
+/// Failover on PostgreSQL: the leader's dashboard lists the coordinators sharing its
+/// database, the leader and a standby (here a `Failover` in this process that never takes
+/// over while the leader renews), and the epoch of the last takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_leader_and_its_standby() {
+    let Some(url) = databases::fresh_postgres("dashboard_failover").await else {
+        return;
+    };
+    let Some(b) = browser(1280, 800).await else {
+        return;
+    };
+    let handlers = HandlerRegistry::new();
+    wrangle_actors::register_all(&handlers);
+    let config = CoordinatorConfig {
+        min_workers: 1,
+        max_workers: 1,
+        store: Some(wrangle::StoreConfig::new(&url)),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = Coordinator::start(config, handlers).await.unwrap();
+    let app = wrangle::api::router(coordinator.clone(), wrangle::api::ApiConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let page = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(wrangle::api::serve(listener, app, std::future::pending()));
+    let standby_store = wrangle::Store::open(wrangle::StoreConfig::new(&url))
+        .await
+        .unwrap();
+    let standby = wrangle::failover::Failover::new(
+        standby_store,
+        Some("http://127.0.0.1:9".into()),
+        &wrangle::api::ApiConfig::default(),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let standing_by = {
+        let (standby, stop) = (standby.clone(), stop.clone());
+        tokio::spawn(async move { standby.wait_to_lead(&stop).await })
+    };
+    b.goto(&page).await;
+    b.wait_for(
+        "const rows = [...document.querySelectorAll('#coordinators tbody tr')]; \
+         return !document.getElementById('failover-panel').hidden && rows.length === 2 \
+         && rows.some(r => r.cells[1].textContent === 'leader' && r.cells[0].textContent.endsWith('(this one)')) \
+         && rows.some(r => r.cells[1].textContent === 'standby' && r.cells[2].textContent === 'http://127.0.0.1:9')",
+        Duration::from_secs(20),
+    )
+    .await;
+    let summary = b
+        .eval("return document.getElementById('failover-summary').textContent")
+        .await;
+    let summary = summary.as_str().unwrap();
+    assert!(
+        summary.starts_with("leader coordinator-") && summary.contains("(epoch 1)"),
+        "{summary}"
+    );
+    let header = b
+        .eval("return document.getElementById('store').textContent")
+        .await;
+    assert!(
+        header.as_str().unwrap().ends_with("(leader, epoch 1)"),
+        "the header says this coordinator leads: {header}"
+    );
+    b.eval("document.getElementById('failover-panel').scrollIntoView(); return true")
+        .await;
+    b.screenshot(&screenshot_path("failover")).await;
+    stop.cancel();
+    assert_eq!(standing_by.await.unwrap(), None, "the standby never led");
+    standby.leave().await;
+    coordinator.stop(false).await.unwrap();
+    databases::drop_postgres(&url).await;
 }

@@ -117,8 +117,9 @@ async function refreshStats() {
   $("uptime").textContent = "up " + age(Date.now() - s.uptime_secs * 1000);
   $("restarts").textContent = `restarts: workers ${s.workers.restarts}, pools ${s.pool_restarts}, gate ${s.gate_restarts}`;
   const st = s.store;
+  const role = st && st.role !== "single" ? ` (${st.role}, epoch ${st.epoch})` : "";
   $("store").textContent = st
-    ? "store: " + st.url + (st.healthy ? "" : " (unavailable: submits refused)")
+    ? "store: " + st.url + role + (st.healthy ? "" : " (unavailable: submits refused)")
     : "store: none (memory only)";
   $("store").className = st && !st.healthy ? "pill bad" : "muted";
   const now = performance.now();
