@@ -519,6 +519,30 @@ async fn killing_the_leader_ten_times_in_a_minute_loses_nothing() {
         .map(|_| json!({"task_type": "sleep", "payload": {"ms": 100}, "retries": 20}))
         .collect();
     submit(&http, &coords[at], tasks).await;
+    // Workflow runs too, defined over HTTP (so each new leader finds the definition in
+    // the store): three steps of 400 ms, journaled one by one across the takeovers.
+    const RUNS: usize = 20;
+    let step = |name: &str| {
+        json!({"kind": "task", "name": name, "task_type": "sleep", "input": {"key": "p"},
+               "output_key": name})
+    };
+    let definition = json!({"name": "three", "steps": [step("one"), step("two"), step("three")]});
+    let r = http
+        .post(coords[at].url("/workflows"))
+        .json(&definition)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "register: {}", r.status());
+    for _ in 0..RUNS {
+        let r = http
+            .post(coords[at].url("/workflows/three/runs"))
+            .json(&json!({"p": {"ms": 400}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
 
     let started = Instant::now();
     for _ in 0..10 {
@@ -540,7 +564,37 @@ async fn killing_the_leader_ten_times_in_a_minute_loses_nothing() {
         flapping < Duration::from_secs(60),
         "the ten kills took {flapping:?}, not a minute"
     );
-    every_task_completed(&url, TASKS, Duration::from_secs(120)).await;
+    until(
+        "every workflow run completed",
+        Duration::from_secs(120),
+        || async {
+            stored(
+                &url,
+                "SELECT COUNT(*) FROM workflow_runs WHERE status = 'completed'",
+            )
+            .await
+                == RUNS as i64
+        },
+    )
+    .await;
+    assert_eq!(
+        stored(&url, "SELECT COUNT(*) FROM workflow_runs").await,
+        RUNS as i64
+    );
+    // The tasks and each run's three steps all completed (a step re-queued at a takeover
+    // may be a task of its own), none failed or left over.
+    until("every task completed", Duration::from_secs(120), || async {
+        stored(
+            &url,
+            "SELECT COUNT(*) FROM tasks WHERE status <> 'completed'",
+        )
+        .await
+            == 0
+    })
+    .await;
+    let total = stored(&url, "SELECT COUNT(*) FROM tasks").await;
+    assert!(total >= (TASKS + 3 * RUNS) as i64, "{total} tasks stored");
+    println!("{total} tasks stored for {TASKS} tasks and {RUNS} runs of 3 steps");
     let epoch = stored(&url, "SELECT epoch FROM coordinator_leader WHERE id = 1").await;
     assert!(
         epoch >= 11,
