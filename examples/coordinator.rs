@@ -248,6 +248,11 @@ async fn lead_while_possible(
     while let Some(epoch) = failover.wait_to_lead(stop).await {
         let coordinator = match build(settings, Some(failover.store().clone())).await {
             Ok(c) => c,
+            // The lease went to another standby while this one was starting: stand by.
+            Err(e) if lease_lost(e.as_ref()) => {
+                complain!("the leader lease was lost while starting: {e}; standing by again");
+                continue;
+            }
             Err(e) => {
                 failover.abdicate().await;
                 return Err(e);
@@ -289,6 +294,13 @@ async fn lead_while_possible(
         }
     }
     Ok(())
+}
+
+/// True when starting failed because another coordinator holds the leader lease (the
+/// error crosses the coordinator's actors as text: `StoreError::InUse`'s message).
+fn lease_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.to_string()
+        .contains("in use by another wrangle coordinator")
 }
 
 /// Lets queued and running tasks finish, with progress; a second Ctrl-C stops at once.

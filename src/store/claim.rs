@@ -119,7 +119,14 @@ pub(crate) async fn claim(
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let leadership = match taken {
-            Some(leadership) => leadership,
+            // Taken by the standby loop before the coordinator was built: still ours only
+            // if a renewal says so (a slow start may have let it lapse and go elsewhere).
+            Some(leadership) => {
+                if !leader::renew(pool, &leadership, config.leader_lease).await? {
+                    return Err(StoreError::InUse { url: redact(url) });
+                }
+                leadership
+            }
             None => {
                 // A coordinator killed a moment ago holds the lease until it lapses.
                 let patience = config.leader_lease + config.leader_renew;

