@@ -178,8 +178,9 @@ impl Failover {
     /// come back here).
     async fn refresh_leader(&self) -> Option<String> {
         let mine = self.inner.store.http_url();
-        let url = match self.inner.store.failover_facts().await {
-            Ok((lease, _)) => lease
+        // The lease alone: the member list is for `/failover`, not for every poll.
+        let url = match self.inner.store.lease().await {
+            Ok(lease) => lease
                 .http_url
                 .filter(|_| !lease.expires_in.is_zero())
                 .filter(|_| lease.holder.as_deref() != Some(self.name()))

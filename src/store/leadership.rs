@@ -297,12 +297,18 @@ impl super::Store {
         }
     }
 
+    /// The lease row as it stands.
+    pub(crate) async fn lease(&self) -> Result<leader::LeaderStatus, crate::Error> {
+        let (pool, _) = self.pg()?;
+        Ok(leader::current(pool).await?)
+    }
+
     /// The lease row and the coordinators seen within three leases.
     pub(crate) async fn failover_facts(
         &self,
     ) -> Result<(leader::LeaderStatus, Vec<leader::Member>), crate::Error> {
+        let status = self.lease().await?;
         let (pool, _) = self.pg()?;
-        let status = leader::current(pool).await?;
         let members = leader::members(pool, self.config.leader_lease * 3).await?;
         Ok((status, members))
     }
