@@ -225,6 +225,15 @@ pub(crate) async fn submit(
     let tasks: Vec<Value> = (0..count)
         .map(|_| json!({"task_type": "journal", "payload": {"ms": ms}, "labels": labels, "retries": 5}))
         .collect();
+    submit_tasks(http, c, tasks).await
+}
+
+/// Submits `tasks` (task objects as `POST /tasks` takes them) in one request; their ids.
+pub(crate) async fn submit_tasks(
+    http: &reqwest::Client,
+    c: &impl Api,
+    tasks: Vec<Value>,
+) -> Vec<String> {
     let r = http
         .post(c.url("/tasks"))
         .json(&json!({ "tasks": tasks }))
