@@ -13,7 +13,6 @@ use std::fmt;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
@@ -185,21 +184,21 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Requires a token holding the route's scope, when tokens are configured: 401 without a
 /// valid one, 403 naming the missing scope.
-pub(crate) async fn authorize(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+pub(crate) fn authorize(state: &ApiState, req: &Request) -> Result<(), ApiError> {
     if state.tokens.is_empty() {
-        return next.run(req).await;
+        return Ok(());
     }
     let Some(needed) = required_scope(req.method(), req.uri().path()) else {
-        return next.run(req).await;
+        return Ok(());
     };
     let Some(scopes) = credential(req.headers()).and_then(|t| scopes_of(&state.tokens, &t)) else {
-        return ApiError::Unauthorized.into_response();
+        return Err(ApiError::Unauthorized);
     };
     if !scopes.contains(&needed) {
         tracing::warn!(scope = needed.as_str(), path = %req.uri().path(), "request refused: scope missing");
-        return ApiError::MissingScope(needed.as_str()).into_response();
+        return Err(ApiError::MissingScope(needed.as_str()));
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// What `POST /login` takes.

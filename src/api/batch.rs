@@ -113,10 +113,15 @@ pub(super) fn split_batch(body: &[u8], max: usize) -> Result<Vec<(String, &RawVa
     let items = match start.map(|i| body[i]) {
         Some(b'[') => numbered(bounded_array(body, max)?, ""),
         Some(b'{') => {
-            // An object's keys are few (a task has a dozen fields); its values stay raw.
-            let mut map: std::collections::HashMap<String, &RawValue> =
-                serde_json::from_slice(body).map_err(invalid)?;
-            match map.remove("tasks") {
+            // One pass over the object that keeps only `tasks`, raw; the rest is skipped
+            // unread (a single task is decoded once, later, straight from the body).
+            #[derive(serde::Deserialize)]
+            struct Probe<'a> {
+                #[serde(borrow)]
+                tasks: Option<&'a RawValue>,
+            }
+            let probe: Probe<'_> = serde_json::from_slice(body).map_err(invalid)?;
+            match probe.tasks {
                 Some(tasks) if tasks.get().trim_start().starts_with('[') => {
                     numbered(bounded_array(tasks.get().as_bytes(), max)?, "tasks")
                 }
@@ -140,12 +145,21 @@ pub(super) fn split_batch(body: &[u8], max: usize) -> Result<Vec<(String, &RawVa
     Ok(items)
 }
 
+/// Decodes one item of [`split_batch`] straight from its raw JSON (already checked as JSON
+/// there, so only its shape can be wrong): an error names the field by its path.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
+    raw: &RawValue,
     at: &str,
 ) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let message = e.inner().to_string();
+    let mut json = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        // The field's path says where; the position within the item would only confuse.
+        let inner = e.inner();
+        let mut message = inner.to_string();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        if inner.line() != 0 && message.ends_with(&position) {
+            message.truncate(message.len() - position.len());
+        }
         let mut path = e.path().to_string();
         // serde reports a missing or unknown field at the object's own path: name it.
         for marker in ["missing field `", "unknown field `"] {

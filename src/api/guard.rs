@@ -17,36 +17,55 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::ApiState;
 
-/// Answers 415 to a request with a body that is not `application/json`.
+/// Every request's checks in one middleware (one boxed future and one clone of the routes
+/// per request, where a layer per check cost one each: a fifth of a single submit's time),
+/// in this order: the client's rate limit; then, on every route but `/healthz`, `Host` and
+/// `Origin`, JSON-only bodies and the token's scope.
+pub(crate) async fn guard(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Err(refused) = check(&state, &req) {
+        return refused.into_response();
+    }
+    next.run(req).await
+}
+
+fn check(state: &ApiState, req: &Request) -> Result<(), ApiError> {
+    super::rate_limit::admit(state, req)?;
+    if req.uri().path() == "/healthz" {
+        return Ok(());
+    }
+    host_and_origin(state, req)?;
+    json_only(req)?;
+    super::auth::authorize(state, req)
+}
+
+/// Refuses (415) a request with a body that is not `application/json`.
 ///
 /// Methods that carry a body (POST, PUT, PATCH, DELETE) must declare
 /// `content-type: application/json` (parameters such as `charset` allowed) whenever they send
 /// a body or any content type at all; a body-less `POST /tasks/{id}/requeue` without a content
 /// type stays accepted.
-pub(crate) async fn json_only(req: Request, next: Next) -> Response {
+fn json_only(req: &Request) -> Result<(), ApiError> {
     let carries_body = matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
     if carries_body {
-        let headers = req.headers();
         // A body of no bytes (`content-length: 0`, or none at all) needs no type.
         let has_body = req.body().size_hint().exact() != Some(0);
-        match headers.get(header::CONTENT_TYPE) {
+        match req.headers().get(header::CONTENT_TYPE) {
             Some(kind) => {
                 let kind = kind.to_str().unwrap_or_default();
                 if !is_json(kind) {
-                    return ApiError::UnsupportedMediaType(kind.chars().take(100).collect())
-                        .into_response();
+                    return Err(ApiError::UnsupportedMediaType(
+                        kind.chars().take(100).collect(),
+                    ));
                 }
             }
-            None if has_body => {
-                return ApiError::UnsupportedMediaType(String::new()).into_response();
-            }
+            None if has_body => return Err(ApiError::UnsupportedMediaType(String::new())),
             None => {}
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// `application/json`, with or without parameters, in any case.
@@ -55,34 +74,29 @@ fn is_json(kind: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// Answers 421 when `Host` names another server (DNS rebinding) and 403 when `Origin` is
-/// another site (cross-site requests).
-pub(crate) async fn host_and_origin(
-    State(state): State<ApiState>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Refuses a request whose `Host` names another server (421: DNS rebinding), or whose
+/// `Origin` is another site (403: a cross-site request).
+fn host_and_origin(state: &ApiState, req: &Request) -> Result<(), ApiError> {
     // HTTP/2 carries the host in the URI's authority instead of a header.
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-    if let Some(host) = &host {
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Some(host) = host {
         if !host_allowed(host, &state.config.allowed_hosts) {
             tracing::warn!(host = %host.chars().take(100).collect::<String>(), "request for another host refused");
-            return ApiError::MisdirectedHost.into_response();
+            return Err(ApiError::MisdirectedHost);
         }
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("null");
-        if !origin_allowed(origin, host.as_deref(), &state.config.cors_origins) {
+        if !origin_allowed(origin, host, &state.config.cors_origins) {
             tracing::warn!(origin = %origin.chars().take(100).collect::<String>(), "cross-site request refused");
-            return ApiError::ForeignOrigin.into_response();
+            return Err(ApiError::ForeignOrigin);
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// The host name of a `Host` value (`name`, `name:port`, `[v6]:port`), in lower case.

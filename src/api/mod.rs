@@ -311,28 +311,16 @@ pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authorize,
-        ));
-    // The body timeout sits inside `json_only`, which reads the body's own size hint.
-    let guarded = protected
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.config.body_read_timeout,
-        ))
-        .layer(middleware::from_fn(guard::json_only))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            guard::host_and_origin,
         ));
+    // The guard sits outside the body timeout: its JSON-only check reads the body's own
+    // size hint.
     let mut app = Router::new()
         .route("/healthz", get(cluster::healthz))
-        .merge(guarded)
+        .merge(protected)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::rate_limit,
-        ));
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard));
     if !state.config.cors_origins.is_empty() {
         let origins = state
             .config

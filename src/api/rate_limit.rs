@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Request};
 use dashmap::DashMap;
 
 use super::error::ApiError;
@@ -131,12 +129,8 @@ impl RateLimiter {
     }
 }
 
-/// Answers 429 once a client passes its rate.
-pub(crate) async fn rate_limit(
-    State(state): State<ApiState>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Refuses (429) a request once its client passes its rate.
+pub(crate) fn admit(state: &ApiState, req: &Request) -> Result<(), ApiError> {
     if let Some(limiter) = &state.limiter {
         let client = req
             .extensions()
@@ -144,10 +138,10 @@ pub(crate) async fn rate_limit(
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         if !limiter.allow(client) {
-            return ApiError::RateLimited.into_response();
+            return Err(ApiError::RateLimited);
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// Shared so tests can build a limiter of their own.

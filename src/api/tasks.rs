@@ -196,9 +196,7 @@ pub(crate) fn specs_from(
     items
         .into_iter()
         .map(|(at, raw)| {
-            let value: serde_json::Value = serde_json::from_str(raw.get())
-                .map_err(|e| ApiError::bad("body", format!("invalid JSON: {e}")))?;
-            let req: TaskRequest = decode(value, &at)?;
+            let req: TaskRequest = decode(raw, &at)?;
             if !coordinator.serves(&req.task_type) {
                 let known = coordinator.task_types();
                 let names: Vec<&str> = known.iter().map(|t| &**t).collect();
