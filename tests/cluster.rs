@@ -223,25 +223,26 @@ async fn malformed_frames_are_counted_and_logged_with_the_peer_name() {
     gate.cast(RawFrame(frame)).unwrap();
     gate.cast(RawFrame(Vec::new())).unwrap();
 
+    // The HTTP listener may come up after the cluster's: a refused connection is "not yet".
     until("two bad frames counted", JOIN, || async {
-        let text = http
-            .get(c.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
+        let Ok(answer) = http.get(c.url("/metrics")).send().await else {
+            return false;
+        };
+        answer
             .text()
             .await
-            .unwrap();
-        text.contains("wrangle_cluster_bad_frames_total 2")
+            .is_ok_and(|t| t.contains("wrangle_cluster_bad_frames_total 2"))
     })
     .await;
-    let log =
-        std::fs::read_to_string(dir.path().join(format!("coordinator-{}.log", c.http))).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("did not decode") && l.contains("garbler")),
-        "{log}"
-    );
+    // The count and the log line are written one after the other, not at once.
+    let log_path = dir.path().join(format!("coordinator-{}.log", c.http));
+    until("the bad frame logged with its sender", JOIN, || async {
+        std::fs::read_to_string(&log_path).is_ok_and(|log| {
+            log.lines()
+                .any(|l| l.contains("did not decode") && l.contains("garbler"))
+        })
+    })
+    .await;
 
     // The coordinator carries on: a node joins and runs work.
     let node = c.node("after", "zone=z", COOKIE);
