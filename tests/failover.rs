@@ -433,3 +433,87 @@ async fn both_coordinators_survive_a_database_restart_and_one_leads() {
     );
     drop((a, b));
 }
+
+/// A standby's own routes (`/failover`, `/stats`, `/metrics`) ask for a token with the
+/// `read` scope as the leader's do; the public probes stay public; every other route is
+/// redirected to the leader, which checks the token itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_answers_its_own_routes_only_with_a_token() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(url) = databases::fresh_postgres("failover_tokens").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let http = client();
+    const TOKEN: &str = "standby-t0ken-read";
+    let env = [(
+        "WRANGLE_TOKENS",
+        "read=standby-t0ken-read,submit=standby-t0ken-submit",
+    )];
+    let a = Coord::start_with(dir.path(), "a", &url, (1_500, 500), &env);
+    wait_role(&http, &a, "leader", Duration::from_secs(60)).await;
+    let b = Coord::start_with(dir.path(), "b", &url, (1_500, 500), &env);
+    wait_role(&http, &b, "standby", Duration::from_secs(60)).await;
+
+    let status = |path: &'static str, token: Option<&'static str>| {
+        let mut request = http.get(b.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for path in ["/failover", "/stats", "/metrics"] {
+        assert_eq!(status(path, None).await, 401, "{path} without a token");
+        assert_eq!(
+            status(path, Some("wrong")).await,
+            401,
+            "{path}, a wrong token"
+        );
+        // A valid token without the read scope is refused too.
+        let other = status(path, Some("standby-t0ken-submit")).await;
+        assert_eq!(other, 401, "{path}, a token without the read scope");
+        assert_eq!(
+            status(path, Some(TOKEN)).await,
+            200,
+            "{path} with the token"
+        );
+    }
+    assert_eq!(status("/healthz", None).await, 200);
+    assert_eq!(status("/readyz", None).await, 503, "a standby is not ready");
+
+    // Everything else goes to the leader, whose own checks then apply.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = no_redirects.get(b.url("/tasks")).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 307);
+    let location = answer.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(location, a.url("/tasks"));
+    let at_leader = no_redirects.get(&location).send().await.unwrap();
+    assert_eq!(
+        at_leader.status().as_u16(),
+        401,
+        "the leader checks the token"
+    );
+    let failover: Value = http
+        .get(b.url("/failover"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failover["role"], "standby", "{failover}");
+    // The member list says who leads by the lease, even before the leader's next renewal
+    // rewrites its own row.
+    let leaders: Vec<&Value> = failover["coordinators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "leader")
+        .collect();
+    assert_eq!(leaders.len(), 1, "{failover}");
+    assert_eq!(leaders[0]["name"], failover["leader"], "{failover}");
+}

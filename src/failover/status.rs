@@ -38,7 +38,8 @@ pub struct CoordinatorMember {
     pub name: String,
     /// Where it serves HTTP.
     pub url: Option<String>,
-    /// `leader` or `standby`, as it last said.
+    /// `leader` if it holds the lease now, else `standby` (the lease decides: a member's own
+    /// word is as old as its last renewal).
     pub role: String,
     /// Milliseconds since it last said it was alive.
     pub seen_ago_ms: u64,
@@ -85,6 +86,8 @@ impl FailoverStatus {
             return Ok(Self::single());
         };
         let (lease, members) = store.failover_facts().await?;
+        let leader = lease.holder.clone().filter(|_| !lease.expires_in.is_zero());
+        let leads = |name: &str| leader.as_deref() == Some(name);
         Ok(Self {
             role: role.to_string(),
             name: store.holder().to_string(),
@@ -97,9 +100,14 @@ impl FailoverStatus {
             coordinators: members
                 .into_iter()
                 .map(|m| CoordinatorMember {
+                    role: if leads(&m.holder) {
+                        "leader"
+                    } else {
+                        "standby"
+                    }
+                    .into(),
                     name: m.holder,
                     url: m.http_url,
-                    role: m.role,
                     seen_ago_ms: ms(m.seen_ago),
                 })
                 .collect(),

@@ -36,6 +36,17 @@ impl Coord {
         lease_ms: u64,
         renew_ms: u64,
     ) -> Self {
+        Self::start_with(dir, name, url, (lease_ms, renew_ms), &[])
+    }
+
+    /// Started with extra environment variables (settings).
+    pub(crate) fn start_with(
+        dir: &Path,
+        name: &'static str,
+        url: &str,
+        (lease_ms, renew_ms): (u64, u64),
+        env: &[(&str, &str)],
+    ) -> Self {
         let (http, cluster) = (free_port(), free_port());
         let cookie = dir.join(format!("{name}.cookie"));
         std::fs::write(&cookie, format!("{COOKIE}\n")).unwrap();
@@ -50,6 +61,7 @@ impl Coord {
             .args(["--leader-renew-ms", &renew_ms.to_string()])
             .args(["--min-workers", "1", "--max-workers", "1"])
             .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
             .env("WRANGLE_NODE_TIMEOUT_MS", "1500")
             .env("RUST_LOG", "warn,wrangle=info")
             .env("NO_COLOR", "1")
