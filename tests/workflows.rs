@@ -506,6 +506,63 @@ async fn bulk_operations_and_cancelling_a_parent(url: String) {
     c.stop(true).await.unwrap();
 }
 
+/// Listing by status reaches past memory: with 2 finished runs kept in memory, 3 failed
+/// runs older than 6 completed ones are still the page of `status=failed` (the store is
+/// asked for that status, not for the newest runs and then filtered), newest first; an
+/// active status is answered from memory alone.
+async fn listing_by_status_finds_older_runs_in_the_store(url: String) {
+    let mut config = config(&url);
+    config.workflows.keep_finished = 2;
+    let c = builder(&url, Counts::default(), None)
+        .config(config)
+        .start()
+        .await
+        .unwrap();
+    let flows = c.workflows();
+    let def: WorkflowDef = serde_json::from_value(json!({
+        "name": "gated",
+        "steps": [{"kind": "task", "name": "b", "task_type": "flaky", "input": {"key": "gate"}}]
+    }))
+    .unwrap();
+    flows.register_json(def).await.unwrap();
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let run = flows
+            .start("gated", json!({"gate": {"ok": false}}))
+            .await
+            .unwrap();
+        assert_eq!(
+            flows.wait(run, WAIT).await.unwrap().status,
+            RunStatus::Failed
+        );
+        failed.push(run);
+    }
+    for _ in 0..6 {
+        let run = flows
+            .start("gated", json!({"gate": {"ok": true}}))
+            .await
+            .unwrap();
+        assert_eq!(
+            flows.wait(run, WAIT).await.unwrap().status,
+            RunStatus::Completed
+        );
+    }
+    let page = flows.list(Some(RunStatus::Failed), 3).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|r| r.id).collect();
+    failed.reverse();
+    assert_eq!(ids, failed, "the three failed runs, newest first");
+    let two = flows.list(Some(RunStatus::Failed), 2).await.unwrap();
+    assert_eq!(two.len(), 2);
+    let all = flows.list(None, 100).await.unwrap();
+    assert_eq!(all.len(), 9, "every run, from memory and the store");
+    assert!(flows
+        .list(Some(RunStatus::Running), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    c.stop(true).await.unwrap();
+}
+
 on_both!(
     child_runs_and_dynamic_steps_run_to_the_end,
     a_restart_finds_the_child_run_again,
@@ -514,4 +571,5 @@ on_both!(
     a_restart_resumes_without_running_a_completed_step_again,
     runs_pause_resume_cancel_and_retry,
     bad_definitions_are_refused_naming_the_step,
+    listing_by_status_finds_older_runs_in_the_store,
 );

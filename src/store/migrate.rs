@@ -52,6 +52,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_coordinator_members.sql"),
         postgres: include_str!("../../migrations/postgres/0006_coordinator_members.sql"),
     },
+    Migration {
+        version: 7,
+        name: "workflow_runs_by_status",
+        sqlite: include_str!("../../migrations/sqlite/0007_workflow_runs_by_status.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_workflow_runs_by_status.sql"),
+    },
 ];
 
 /// What [`migrate`](super::migrate) did.

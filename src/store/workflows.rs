@@ -155,10 +155,11 @@ impl Store {
     pub(crate) async fn finished_workflow_runs(
         &self,
         limit: usize,
+        status: Option<&str>,
     ) -> Result<Vec<WorkflowRunRow>, StoreError> {
         Ok(self
             .db
-            .finished_workflow_runs(i64::try_from(limit).unwrap_or(i64::MAX))
+            .finished_workflow_runs(i64::try_from(limit).unwrap_or(i64::MAX), status)
             .await?)
     }
 }

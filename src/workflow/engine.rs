@@ -78,7 +78,11 @@ pub(crate) enum EngineMsg {
         reply: RpcReplyPort<Option<RunSnapshot>>,
     },
     /// Runs in memory (active ones and recently finished ones).
-    List(RpcReplyPort<Vec<RunSnapshot>>),
+    List {
+        status: Option<RunStatus>,
+        limit: usize,
+        reply: RpcReplyPort<Vec<RunSnapshot>>,
+    },
     /// Answer once the run completes, fails, stops or is cancelled.
     Wait {
         run: RunId,
@@ -323,10 +327,24 @@ impl Actor for WorkflowEngine {
             EngineMsg::Get { run, reply } => {
                 let _ = reply.send(state.runs.get(&run).map(RunEntry::snapshot));
             }
-            EngineMsg::List(reply) => {
-                let mut list: Vec<RunSnapshot> =
-                    state.runs.values().map(RunEntry::snapshot).collect();
-                list.sort_by_key(|s| std::cmp::Reverse(s.id));
+            EngineMsg::List {
+                status,
+                limit,
+                reply,
+            } => {
+                // Choose by id and status first: only the page's runs are copied out.
+                let mut ids: Vec<RunId> = state
+                    .runs
+                    .iter()
+                    .filter(|(_, e)| status.is_none_or(|s| e.core.status == s))
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.sort_unstable_by_key(|id| std::cmp::Reverse(*id));
+                ids.truncate(limit);
+                let list: Vec<RunSnapshot> = ids
+                    .iter()
+                    .filter_map(|id| state.runs.get(id).map(RunEntry::snapshot))
+                    .collect();
                 let _ = reply.send(list);
             }
             EngineMsg::Wait { run, reply } => match state.runs.get_mut(&run) {

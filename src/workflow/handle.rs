@@ -171,11 +171,26 @@ impl Workflows {
         status: Option<RunStatus>,
         limit: usize,
     ) -> Result<Vec<RunSnapshot>, Error> {
-        let mut runs = self.mailbox.call(EngineMsg::List, None, ENGINE).await?;
-        if let Some(store) = &self.store {
+        let mut runs = self
+            .mailbox
+            .call(
+                |reply| EngineMsg::List {
+                    status,
+                    limit,
+                    reply,
+                },
+                None,
+                ENGINE,
+            )
+            .await?;
+        // Finished runs are in the store too (those no longer in memory only there); an
+        // active status is in memory alone.
+        let finished = status.is_none_or(|s| !s.is_active());
+        if let Some(store) = self.store.as_ref().filter(|_| finished) {
             if runs.len() < limit {
                 let known: std::collections::HashSet<RunId> = runs.iter().map(|r| r.id).collect();
-                for row in store.finished_workflow_runs(limit).await? {
+                let wanted = status.map(|s| s.as_str());
+                for row in store.finished_workflow_runs(limit, wanted).await? {
                     if let Ok(s) = journal::snapshot_of_row(&row) {
                         if !known.contains(&s.id) {
                             runs.push(s);

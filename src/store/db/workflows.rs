@@ -173,15 +173,30 @@ impl Db {
     pub(crate) async fn finished_workflow_runs(
         &self,
         limit: i64,
+        status: Option<&str>,
     ) -> Result<Vec<WorkflowRunRow>, sqlx::Error> {
         on_pool!(self, |pool, _DB| {
-            let rows = sqlx::query(&format!(
-                "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE finished_at_ms IS NOT NULL \
-                 ORDER BY finished_at_ms DESC LIMIT $1"
-            ))
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let rows = match status {
+                None => {
+                    sqlx::query(&format!(
+                        "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE finished_at_ms IS NOT NULL \
+                         ORDER BY finished_at_ms DESC LIMIT $1"
+                    ))
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+                }
+                Some(status) => {
+                    sqlx::query(&format!(
+                        "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE status = $1 \
+                         AND finished_at_ms IS NOT NULL ORDER BY finished_at_ms DESC LIMIT $2"
+                    ))
+                    .bind(status)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+                }
+            };
             rows.iter()
                 .map(|row| -> Result<_, sqlx::Error> { Ok(read_run!(row)) })
                 .collect()
