@@ -1,5 +1,7 @@
 //! Changes made outside the writer's batches: retention's deletes, and the marks recovery
-//! makes (a previous run's registry rows lost, a row that no longer decodes failed).
+//! makes (a previous run's registry rows lost, a row that no longer decodes failed). Each
+//! passes the leader's fence first, as the writer's batches do: a coordinator that no
+//! longer leads changes nothing.
 
 use super::{BeginWrite, Db};
 use crate::store::text;
@@ -30,6 +32,7 @@ impl Db {
     /// their attempts. Returns how many tasks went.
     pub(crate) async fn prune(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
         let old = "finished_at_ms < $1 AND dead_seq IS NULL";
+        let fence = self.fence().map(|f| &**f);
         match self {
             // The first statement takes the database's write lock, so no commit lands
             // between the two: the tasks deleted are those whose attempts were.
@@ -38,7 +41,7 @@ impl Db {
                     "DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE {old})"
                 );
                 let tasks = format!("DELETE FROM tasks WHERE {old}");
-                let mut tx = pool.begin_write().await?;
+                let mut tx = pool.begin_fenced(fence).await?;
                 sqlx::query(&attempts)
                     .bind(before_ms)
                     .execute(&mut *tx)
@@ -60,10 +63,12 @@ impl Db {
                      a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM gone)) \
                      SELECT count(*) FROM gone"
                 );
+                let mut tx = pool.begin_fenced(fence).await?;
                 let n: i64 = sqlx::query_scalar(&sql)
                     .bind(before_ms)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(n.max(0) as u64)
             }
         }
@@ -76,9 +81,12 @@ impl Db {
                        WHERE status = 'active'";
         let nodes = "UPDATE nodes SET status = 'lost', deregistered_at_ms = $1 \
                      WHERE status = 'active'";
+        let fence = self.fence().map(|f| &**f);
         on_pool!(self, |pool, DB| {
-            let w = sqlx::query(workers).bind(at_ms).execute(pool).await?;
-            let n = sqlx::query(nodes).bind(at_ms).execute(pool).await?;
+            let mut tx = pool.begin_fenced(fence).await?;
+            let w = sqlx::query(workers).bind(at_ms).execute(&mut *tx).await?;
+            let n = sqlx::query(nodes).bind(at_ms).execute(&mut *tx).await?;
+            tx.commit().await?;
             Ok((w.rows_affected(), n.rows_affected()))
         })
     }
@@ -96,15 +104,16 @@ impl Db {
         let sql = "UPDATE tasks SET status = 'failed', error = $1, finished_at_ms = $2, \
                    dead_seq = NULL WHERE id = $3";
         let id = id.as_uuid();
+        let fence = self.fence().map(|f| &**f);
         on_pool!(self, |pool, _DB| {
+            let mut tx = pool.begin_fenced(fence).await?;
             sqlx::query(sql)
                 .bind(text::message(Some(error)))
                 .bind(at_ms)
                 .bind(id)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })?;
-        Ok(())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
     }
 }

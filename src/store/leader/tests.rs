@@ -284,3 +284,44 @@ async fn a_takeover_blocked_past_its_lease_answers_none() {
     assert_eq!(new.epoch, old.epoch + 1);
     drop_database(&url).await;
 }
+
+/// Retention's prune and recovery's marks pass the fence as the writer's batches do: once
+/// another coordinator leads, each is refused and the leadership ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_writes_are_fenced_too() {
+    let Some(url) = fresh("maintain").await else {
+        return;
+    };
+    let db = Db::connect(&StoreConfig::new(&url)).await.unwrap();
+    let Db::Postgres(a, fence) = &db else {
+        unreachable!("a postgres url")
+    };
+    let old = try_acquire(a, "a", None, SHORT).await.unwrap().unwrap();
+    fence.arm(old.epoch);
+    // While it leads, each goes through.
+    db.prune(0).await.unwrap();
+    db.mark_gone(1).await.unwrap();
+    db.fail_task(crate::task::TaskId::new(), "unreadable", 1)
+        .await
+        .unwrap();
+
+    let b = pool(&url).await;
+    let new = take_when_lapsed(&b, "b").await;
+    let refused = db.prune(i64::MAX).await.unwrap_err().to_string();
+    assert!(refused.contains("not the leader"), "{refused}");
+    assert!(
+        refused.contains(&format!("epoch {} leads now", new.epoch)),
+        "{refused}"
+    );
+    assert!(fence.lost().is_some(), "the leadership ended");
+    for refused in [
+        db.mark_gone(2).await.unwrap_err().to_string(),
+        db.fail_task(crate::task::TaskId::new(), "unreadable", 2)
+            .await
+            .unwrap_err()
+            .to_string(),
+    ] {
+        assert!(refused.contains("not the leader"), "{refused}");
+    }
+    drop_database(&url).await;
+}
