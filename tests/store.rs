@@ -864,3 +864,51 @@ async fn postgres_a_key_taken_while_its_commit_waits_answers_with_the_stored_tas
     c.stop(false).await.unwrap();
     databases::drop_postgres(&url).await;
 }
+
+/// Failover's refusal reaches callers typed: once another coordinator's epoch holds the
+/// lease, a submit is refused before the database (`QueueError::NotLeader`; over HTTP 503
+/// `not_leader` with `Retry-After`), and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_coordinator_refuses_submits_as_not_the_leader() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let Some(url) = databases::fresh_postgres("deposed_submit").await else {
+        return;
+    };
+    let c = started(on(&url, 1)).await;
+    c.submit("echo", &json!({"n": 1})).await.unwrap();
+
+    // Another coordinator takes the lease: its epoch is newer.
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE coordinator_leader SET epoch = epoch + 1, holder = 'thief'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let refused = c.submit("echo", &json!({"n": 2})).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::Queue(QueueError::NotLeader { .. })),
+        "{refused:?}"
+    );
+    let app = wrangle::api::router(c.clone(), wrangle::api::ApiConfig::default());
+    let request = axum::http::Request::post("/tasks")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"task_type": "echo", "payload": 3}"#))
+        .unwrap();
+    let answer = app.oneshot(request).await.unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let body: serde_json::Value =
+        serde_json::from_slice(&answer.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "not_leader", "{body}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "only the task submitted while it led");
+    db.close().await.unwrap();
+    let _ = c.stop(false).await;
+    databases::drop_postgres(&url).await;
+}

@@ -214,9 +214,7 @@ impl From<Error> for ApiError {
                 },
                 // Failover: the store refused the write because another coordinator leads
                 // now; this one steps down. Nothing was accepted: retry (at the leader).
-                QueueError::NotStored { reason } if reason.contains("not the leader") => {
-                    Self::NotLeader
-                }
+                QueueError::NotLeader { .. } => Self::NotLeader,
                 // The database's own message may name hosts and users: it goes to the log.
                 QueueError::NotStored { reason } => {
                     tracing::warn!(%reason, "submit refused: not stored");
@@ -226,7 +224,10 @@ impl From<Error> for ApiError {
                     )
                 }
             },
-            Error::Store(crate::store::StoreError::Fenced { .. }) => Self::NotLeader,
+            Error::Store(
+                crate::store::StoreError::Fenced { .. }
+                | crate::store::StoreError::NotLeader { .. },
+            ) => Self::NotLeader,
             Error::Store(e) => {
                 tracing::warn!(error = %e, "store error");
                 Self::Unavailable("the database is unavailable".into())

@@ -61,9 +61,7 @@ impl Accepted {
                 }
                 Ok(submitted)
             }
-            Ok(Err(e)) => Err(QueueError::NotStored {
-                reason: e.to_string(),
-            }),
+            Ok(Err(e)) => Err(not_stored(e)),
             Err(_) => Err(QueueError::NotStored {
                 reason: WRITER_STOPPED.into(),
             }),
@@ -91,6 +89,16 @@ impl Accepted {
             }
         }
         Ok(out)
+    }
+}
+
+/// A submit the store could not commit: refused for want of the leadership, or not stored.
+fn not_stored(e: crate::store::StoreError) -> QueueError {
+    match e {
+        crate::store::StoreError::NotLeader { reason } => QueueError::NotLeader { reason },
+        e => QueueError::NotStored {
+            reason: e.to_string(),
+        },
     }
 }
 

@@ -63,6 +63,13 @@ pub enum QueueError {
         /// The database's error.
         reason: String,
     },
+    /// Failover: this coordinator no longer leads (another took the lease), so its store
+    /// refused the submit and nothing was accepted; the leader takes it.
+    #[error("tasks not stored: this coordinator is not the leader ({reason})")]
+    NotLeader {
+        /// Why its leadership ended.
+        reason: String,
+    },
     /// Load shedding: the queue holds more queued tasks than the mark set for this
     /// priority (`shed_low_above`, `shed_normal_above`), so new tasks of it are refused
     /// until the backlog falls; higher priorities still enter.

@@ -123,18 +123,19 @@ fn held(state: &WriterState, batch: &SubmitBatch) -> Vec<KeyTaken> {
 /// A commit failed for a reason a retry may cure: refuses the waiting submits and tries
 /// the rest again after a backoff.
 fn failed(state: &mut WriterState, e: sqlx::Error) {
-    let error = format!("database unavailable: {e}");
+    // A refusal of the leader's fence stays one (`StoreError::NotLeader`).
+    let error = StoreError::from(e);
     state.stats.failures.fetch_add(1, Ordering::Relaxed);
     state.stats.healthy.store(false, Ordering::Relaxed);
     let backoff = match &state.failing {
         Some((_, last)) => (*last * 2).min(Duration::from_secs(5)),
         None => Duration::from_millis(100),
     };
-    tracing::error!(error = %e, retry_in = ?backoff, "store commit failed");
+    tracing::error!(error = %error, retry_in = ?backoff, "store commit failed");
     let acks = std::mem::take(&mut state.pending.acks);
     refuse(state, acks, &error);
     for reply in std::mem::take(&mut state.pending.flushes) {
-        let _ = reply.send(Err(StoreError::Unavailable(error.clone())));
+        let _ = reply.send(Err(error.clone()));
     }
     state.failing = Some((error, backoff));
     state.me.send_after(backoff, || StoreMsg::Retry);
@@ -216,7 +217,7 @@ async fn take_refused(state: &mut WriterState, done: Split) -> Vec<KeyTaken> {
         for id in batch.tasks() {
             fresh.remove(id);
         }
-        let error = format!("the database refused the task: {reason}");
+        let error = StoreError::Unavailable(format!("the database refused the task: {reason}"));
         refuse(state, vec![batch], &error);
     }
     // New tasks without a waiting submit (buffered durability) are reported too.
@@ -283,7 +284,7 @@ fn key_taken(state: &mut WriterState, taken: &[KeyTaken]) {
 }
 
 /// Answers submits with an error and reports their new tasks not stored.
-pub(super) fn refuse(state: &mut WriterState, batches: Vec<SubmitBatch>, error: &str) {
+pub(super) fn refuse(state: &mut WriterState, batches: Vec<SubmitBatch>, error: &StoreError) {
     let mut ids = Vec::new();
     for batch in batches {
         state.pending.forget(&batch.fresh);
@@ -291,9 +292,7 @@ pub(super) fn refuse(state: &mut WriterState, batches: Vec<SubmitBatch>, error: 
             state.dropped.note(id, Fate::Lost);
         }
         ids.extend_from_slice(&batch.fresh);
-        let _ = batch
-            .reply
-            .send(Err(StoreError::Unavailable(error.to_string())));
+        let _ = batch.reply.send(Err(error.clone()));
     }
     if !ids.is_empty() {
         state.unstored.not_stored(ids);

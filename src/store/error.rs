@@ -57,6 +57,14 @@ pub enum StoreError {
         /// The epoch of the leader holding the database now.
         current: u64,
     },
+    /// The write was refused before it reached the database: this coordinator's
+    /// leadership ended (another coordinator took the lease, or the lease could not be
+    /// renewed). Nothing of it was written.
+    #[error("write refused, not the leader ({reason})")]
+    NotLeader {
+        /// Why the leadership ended.
+        reason: String,
+    },
     /// A read or write failed while running.
     #[error("{0}")]
     Unavailable(String),
@@ -64,6 +72,11 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Unavailable(format!("database unavailable: {e}"))
+        match super::leadership::refusal(&e) {
+            Some(reason) => Self::NotLeader {
+                reason: reason.to_string(),
+            },
+            None => Self::Unavailable(format!("database unavailable: {e}")),
+        }
     }
 }

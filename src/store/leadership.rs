@@ -94,8 +94,20 @@ impl Fence {
     }
 }
 
+/// How a refusal travels through the database code, whose functions return `sqlx::Error`;
+/// [`refusal`] reads it back (into `StoreError::NotLeader`).
+const REFUSED: &str = "write refused, not the leader: ";
+
 fn refused(reason: &str) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("write refused, not the leader ({reason})"))
+    sqlx::Error::Protocol(format!("{REFUSED}{reason}"))
+}
+
+/// The reason of a write [`Fence::pass`] refused, if `e` is one.
+pub(crate) fn refusal(e: &sqlx::Error) -> Option<&str> {
+    match e {
+        sqlx::Error::Protocol(message) => message.strip_prefix(REFUSED),
+        _ => None,
+    }
 }
 
 /// A store's part in failover, shared by its clones: who it is, and the leadership it took.

@@ -74,7 +74,7 @@ pub(crate) struct WriterState {
     pub(super) pending: Pending,
     /// Set after a failed commit: the error, and when to try again. Submits arriving
     /// before then are refused at once instead of waiting on a database that is down.
-    pub(super) failing: Option<(String, Duration)>,
+    pub(super) failing: Option<(StoreError, Duration)>,
     retention: Retention,
     prune_interval: Duration,
     /// Commit early once this many tasks are pending, even while more changes arrive.
@@ -197,10 +197,10 @@ impl Actor for StoreWriter {
 /// rather than held).
 fn take_batch(state: &mut WriterState, batch: SubmitBatch) {
     if let Some(lost) = state.dropped.first_lost(&batch.matched) {
-        let error = format!(
+        let error = StoreError::Unavailable(format!(
             "task {lost}, which holds this submit's idempotency key, was not stored; \
              submit again"
-        );
+        ));
         commit::refuse(state, vec![batch], &error);
         return;
     }
