@@ -469,9 +469,9 @@ async fn a_standby_answers_its_own_routes_only_with_a_token() {
             401,
             "{path}, a wrong token"
         );
-        // A valid token without the read scope is refused too.
+        // A valid token without the read scope is refused too, naming the scope (403).
         let other = status(path, Some("standby-t0ken-submit")).await;
-        assert_eq!(other, 401, "{path}, a token without the read scope");
+        assert_eq!(other, 403, "{path}, a token without the read scope");
         assert_eq!(
             status(path, Some(TOKEN)).await,
             200,

@@ -14,7 +14,7 @@ mod batch;
 mod cluster;
 mod compute;
 mod dashboard;
-mod error;
+pub(crate) mod error;
 mod guard;
 mod openapi_status;
 mod prometheus;

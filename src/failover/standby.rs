@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::Failover;
 use crate::api::auth::{credential, scopes_of};
+use crate::api::error::ApiError;
 use crate::api::Scope;
 
 /// True for a leader address a standby may send clients to: `http(s)://host[:port]`, no
@@ -137,23 +138,19 @@ impl Failover {
         response
     }
 
-    /// 401 unless the request carries a token with the `read` scope (when tokens are set).
+    /// Refuses a request without a token holding the `read` scope (when tokens are set),
+    /// as the leader's API does: 401 without a valid token, 403 naming the scope.
     fn refuse_unauthorized(&self, req: &Request) -> Option<Response> {
         if self.inner.tokens.is_empty() {
             return None;
         }
-        let allowed = credential(req.headers())
-            .and_then(|t| scopes_of(&self.inner.tokens, &t))
-            .is_some_and(|scopes| scopes.contains(&Scope::Read));
-        (!allowed).then(|| {
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(json!({"error": {"code": "unauthorized",
-                    "message": "a token with the read scope is required"}})),
-            )
-                .into_response()
-        })
+        let refusal =
+            match credential(req.headers()).and_then(|t| scopes_of(&self.inner.tokens, &t)) {
+                None => ApiError::Unauthorized,
+                Some(scopes) if scopes.contains(&Scope::Read) => return None,
+                Some(_) => ApiError::MissingScope(Scope::Read.as_str()),
+            };
+        Some(refusal.into_response())
     }
 }
 
