@@ -84,15 +84,14 @@ pub(crate) struct LeaderStatus {
     pub(crate) previous_holder: Option<String>,
 }
 
-/// A coordinator that said it is alive within the last few renewal intervals.
+/// A coordinator that said it is alive within the last few renewal intervals. (Its role is
+/// the lease's to say, not its own row's, which is as old as its last renewal.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Member {
     /// Its holder name.
     pub(crate) holder: String,
     /// Where it serves HTTP.
     pub(crate) http_url: Option<String>,
-    /// `leader` or `standby`, as it said last.
-    pub(crate) role: String,
     /// How long ago it said so.
     pub(crate) seen_ago: Duration,
 }
@@ -266,7 +265,7 @@ pub(crate) async fn members(pool: &PgPool, within: Duration) -> Result<Vec<Membe
     .execute(pool)
     .await?;
     let rows = sqlx::query(
-        "SELECT holder, http_url, role, \
+        "SELECT holder, http_url, \
                 GREATEST(EXTRACT(EPOCH FROM clock_timestamp() - seen_at), 0)::float8 \
            FROM coordinator_members \
           WHERE seen_at >= clock_timestamp() - make_interval(secs => $1) \
@@ -277,11 +276,10 @@ pub(crate) async fn members(pool: &PgPool, within: Duration) -> Result<Vec<Membe
     .await?;
     rows.iter()
         .map(|row| {
-            let ago: f64 = row.try_get(3)?;
+            let ago: f64 = row.try_get(2)?;
             Ok(Member {
                 holder: row.try_get(0)?,
                 http_url: row.try_get(1)?,
-                role: row.try_get(2)?,
                 seen_ago: Duration::try_from_secs_f64(ago).unwrap_or(Duration::ZERO),
             })
         })
