@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::def::Workflow;
 use super::journal::{self, Entry};
 use super::node::Action;
-use super::run::{RunCore, RunEvent};
+use super::run::{RunCore, RunEntry, RunEvent};
 use super::WorkflowMetrics;
 use super::{RunId, RunSnapshot, RunStatus, WorkflowError};
 use crate::mailbox::{Mailbox, MailboxDepth};
@@ -132,49 +132,6 @@ pub(crate) struct EngineArgs {
     pub(crate) initial: Vec<Workflow>,
     pub(crate) events: crate::events::EventBus,
     pub(crate) metrics: Arc<super::WorkflowMetrics>,
-}
-
-/// One run in memory.
-pub(crate) struct RunEntry {
-    pub(crate) core: RunCore,
-    /// Step tasks by key, once the queue took them.
-    pub(crate) tasks: HashMap<String, TaskId>,
-    /// Starts waiting for a resume.
-    pub(crate) held: Vec<Action>,
-    pub(crate) waiters: Vec<oneshot::Sender<RunSnapshot>>,
-    /// The parent's run, generation and step, for a child run (in memory: a recovered
-    /// parent links its children again when it asks for them).
-    pub(crate) parent: Option<(RunId, u32, String)>,
-    /// How deep it is under its top parent.
-    pub(crate) depth: u32,
-    /// Child runs started by its steps, by step key.
-    pub(crate) children: HashMap<String, RunId>,
-}
-
-impl RunEntry {
-    pub(crate) fn new(core: RunCore) -> Self {
-        Self {
-            core,
-            tasks: HashMap::new(),
-            held: Vec::new(),
-            waiters: Vec::new(),
-            parent: None,
-            depth: 0,
-            children: HashMap::new(),
-        }
-    }
-
-    /// The run's snapshot. A step whose start a pause holds back is not running yet (the
-    /// run's core counts it as running from the moment it was ready).
-    pub(crate) fn snapshot(&self) -> RunSnapshot {
-        let mut s = self.core.snapshot();
-        for action in &self.held {
-            if let Action::Start { key, .. } = action {
-                s.steps_running.remove(key);
-            }
-        }
-        s
-    }
 }
 
 /// The engine's state.

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use super::def::{Input, Step, Workflow, WorkflowDef};
-use super::engine::{now_ms, Deferred, EngineState, RunEntry};
+use super::engine::{now_ms, Deferred, EngineState};
 use super::journal;
 use super::node::Action;
+use super::run::RunEntry;
 use super::WorkflowMetrics;
 use super::{RunId, RunStatus, WorkflowError};
 use crate::store::{WorkflowEventRow, WorkflowRunRow};

@@ -1,16 +1,19 @@
 //! One run as a pure state machine: its state, its tree of steps and its journal position.
 //! Events go in (a step done or failed, a retry), actions come out (tasks and timers to
 //! start); the engine journals each event before it applies it, and replays the journal
-//! through the same machine after a restart.
+//! through the same machine after a restart. `RunEntry` is what the engine keeps around one
+//! run in memory (its step tasks, held starts, waiters and children).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::def::Workflow;
 use super::node::{Action, Ctx, Node, Progress, StepResult};
 use super::{RunId, RunSnapshot, RunStatus};
+use crate::task::TaskId;
 
 /// An entry of a run's journal that changes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -179,5 +182,48 @@ impl RunCore {
             updated_at_ms: self.updated_at_ms,
             finished_at_ms: self.finished_at_ms,
         }
+    }
+}
+
+/// One run in memory.
+pub(crate) struct RunEntry {
+    pub(crate) core: RunCore,
+    /// Step tasks by key, once the queue took them.
+    pub(crate) tasks: HashMap<String, TaskId>,
+    /// Starts waiting for a resume.
+    pub(crate) held: Vec<Action>,
+    pub(crate) waiters: Vec<oneshot::Sender<RunSnapshot>>,
+    /// The parent's run, generation and step, for a child run (in memory: a recovered
+    /// parent links its children again when it asks for them).
+    pub(crate) parent: Option<(RunId, u32, String)>,
+    /// How deep it is under its top parent.
+    pub(crate) depth: u32,
+    /// Child runs started by its steps, by step key.
+    pub(crate) children: HashMap<String, RunId>,
+}
+
+impl RunEntry {
+    pub(crate) fn new(core: RunCore) -> Self {
+        Self {
+            core,
+            tasks: HashMap::new(),
+            held: Vec::new(),
+            waiters: Vec::new(),
+            parent: None,
+            depth: 0,
+            children: HashMap::new(),
+        }
+    }
+
+    /// The run's snapshot. A step whose start a pause holds back is not running yet (the
+    /// run's core counts it as running from the moment it was ready).
+    pub(crate) fn snapshot(&self) -> RunSnapshot {
+        let mut s = self.core.snapshot();
+        for action in &self.held {
+            if let Action::Start { key, .. } = action {
+                s.steps_running.remove(key);
+            }
+        }
+        s
     }
 }
