@@ -450,10 +450,7 @@ async fn a_standby_answers_its_own_routes_only_with_a_token() {
         "WRANGLE_TOKENS",
         "read=standby-t0ken-read,submit=standby-t0ken-submit",
     )];
-    let a = Coord::start_with(dir.path(), "a", &url, (1_500, 500), &env);
-    wait_role(&http, &a, "leader", Duration::from_secs(60)).await;
-    let b = Coord::start_with(dir.path(), "b", &url, (1_500, 500), &env);
-    wait_role(&http, &b, "standby", Duration::from_secs(60)).await;
+    let (a, b) = leader_and_standby_with(dir.path(), &url, (1_500, 500), &env, &http).await;
 
     let status = |path: &'static str, token: Option<&'static str>| {
         let mut request = http.get(b.url(path));

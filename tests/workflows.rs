@@ -525,27 +525,22 @@ async fn listing_by_status_finds_older_runs_in_the_store(url: String) {
     }))
     .unwrap();
     flows.register_json(def).await.unwrap();
-    let mut failed = Vec::new();
-    for _ in 0..3 {
+    // One run to its end: failed unless `ok`.
+    let finished = |ok: bool| async move {
         let run = flows
-            .start("gated", json!({"gate": {"ok": false}}))
+            .start("gated", json!({"gate": {"ok": ok}}))
             .await
             .unwrap();
-        assert_eq!(
-            flows.wait(run, WAIT).await.unwrap().status,
-            RunStatus::Failed
-        );
+        (run, flows.wait(run, WAIT).await.unwrap().status)
+    };
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let (run, status) = finished(false).await;
+        assert_eq!(status, RunStatus::Failed);
         failed.push(run);
     }
     for _ in 0..6 {
-        let run = flows
-            .start("gated", json!({"gate": {"ok": true}}))
-            .await
-            .unwrap();
-        assert_eq!(
-            flows.wait(run, WAIT).await.unwrap().status,
-            RunStatus::Completed
-        );
+        assert_eq!(finished(true).await.1, RunStatus::Completed);
     }
     let page = flows.list(Some(RunStatus::Failed), 3).await.unwrap();
     let ids: Vec<_> = page.iter().map(|r| r.id).collect();

@@ -173,9 +173,20 @@ pub(crate) async fn leader_and_standby(
     renew_ms: u64,
     http: &reqwest::Client,
 ) -> (Coord, Coord) {
-    let a = Coord::start(dir, "a", url, lease_ms, renew_ms);
+    leader_and_standby_with(dir, url, (lease_ms, renew_ms), &[], http).await
+}
+
+/// [`leader_and_standby`], both started with these extra environment variables.
+pub(crate) async fn leader_and_standby_with(
+    dir: &Path,
+    url: &str,
+    lease: (u64, u64),
+    env: &[(&str, &str)],
+    http: &reqwest::Client,
+) -> (Coord, Coord) {
+    let a = Coord::start_with(dir, "a", url, lease, env);
     wait_role(http, &a, "leader", Duration::from_secs(60)).await;
-    let b = Coord::start(dir, "b", url, lease_ms, renew_ms);
+    let b = Coord::start_with(dir, "b", url, lease, env);
     wait_role(http, &b, "standby", Duration::from_secs(60)).await;
     (a, b)
 }
