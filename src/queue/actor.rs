@@ -144,6 +144,8 @@ pub(crate) struct QueueState {
     pub(super) store: Option<StoreLink>,
     /// Changes are held for a journal round, and a `Nudge` will end the hold.
     holding: bool,
+    /// This message submitted workflow steps (their rows may wait for a journal round).
+    steps_submitted: bool,
 }
 
 /// The longest a workflow step's completion waits for the engine's journal round before
@@ -177,6 +179,7 @@ impl Actor for TaskQueue {
             me,
             wake_at: None,
             holding: false,
+            steps_submitted: false,
             closing: None,
             since_dispatch: 0,
             store: link,
@@ -205,6 +208,7 @@ impl Actor for TaskQueue {
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
         state.me.depth().received();
+        state.steps_submitted = false;
         state.core.out.events_on = state.events.has_subscribers();
         let now = Instant::now();
         match msg {
@@ -229,14 +233,16 @@ impl Actor for TaskQueue {
                         .core
                         .submit_known(specs, &known.unwrap_or_default(), now, admission)
                 };
+                let steps = matches!(waiter, Some(Waiter::Steps(_)));
                 if let (Ok(admitted), Some(waiter)) = (&result, waiter) {
                     register(state, &admitted.submitted, waiter);
                 }
+                state.steps_submitted = steps && result.is_ok();
                 let answer = result.map(|admitted| {
                     let stored = state
                         .store
                         .as_mut()
-                        .and_then(|link| link.journal(&admitted.submitted));
+                        .and_then(|link| link.journal(&admitted.submitted, steps));
                     Accepted {
                         submitted: admitted.submitted,
                         shed: admitted.shed,
@@ -447,12 +453,13 @@ fn dispatch(state: &mut QueueState, now: Instant) -> bool {
     delivered
 }
 
-/// True when this message's changes should wait for a journal round: every task it
-/// finished is a workflow step (whose round will carry them to the writer), the round goes
-/// through this queue (SQLite), and no submit waits on the next commit.
+/// True when this message's changes should wait for a journal round: it submitted
+/// workflow steps or finished tasks that are all workflow steps (a round will follow and
+/// carry them to the writer in one transaction), the round goes through this queue
+/// (SQLite), and no other submit waits on the next commit.
 fn holds_for_journal(state: &QueueState) -> bool {
     let finished = &state.core.out.finished;
-    !finished.is_empty()
+    (state.steps_submitted || !finished.is_empty())
         && state.store.as_ref().is_some_and(StoreLink::may_hold)
         && finished
             .iter()

@@ -122,6 +122,9 @@ pub(super) struct StoreLink {
     pub(super) durability: Durability,
     /// Submits to hand the writer with the next changes; each is answered by it.
     batches: Vec<SubmitBatch>,
+    /// How many of `batches` are workflow steps' (their answers may wait for a journal
+    /// round, as the engine does not wait on them).
+    step_batches: usize,
     /// Workflow journal rounds to hand the writer after the next changes.
     pub(super) journals: Vec<JournalWrite>,
     /// The node this queue registered in the store.
@@ -166,6 +169,7 @@ impl StoreLink {
             durability: store.config().durability,
             store,
             batches: Vec::new(),
+            step_batches: 0,
             journals: Vec::new(),
             node,
             claim: Some(claim),
@@ -174,10 +178,11 @@ impl StoreLink {
 
     /// Hands a submit's tasks to the writer with the next changes, when its answer must
     /// wait for their commit (committed durability). Returns where the writer's answer
-    /// arrives.
+    /// arrives. `steps`: a workflow engine's submit, which may wait for its journal round.
     pub(super) fn journal(
         &mut self,
         submitted: &[Submitted],
+        steps: bool,
     ) -> Option<ractor::concurrency::OneshotReceiver<Result<BatchStored, StoreError>>> {
         if self.durability != Durability::Committed {
             return None;
@@ -185,6 +190,7 @@ impl StoreLink {
         let (fresh, matched): (Vec<&Submitted>, Vec<&Submitted>) =
             submitted.iter().partition(|s| !s.existing);
         let (tx, rx) = ractor::concurrency::oneshot();
+        self.step_batches += usize::from(steps);
         self.batches.push(SubmitBatch {
             fresh: fresh.into_iter().map(|s| s.id).collect(),
             matched: matched.into_iter().map(|s| s.id).collect(),
@@ -195,9 +201,11 @@ impl StoreLink {
 
     /// Whether changes may wait for a workflow journal round: only on SQLite (where the
     /// round comes through the queue; on PostgreSQL the engine commits its own), and only
-    /// while no submit or round waits on the next commit.
+    /// while no submit but the engine's steps and no round waits on the next commit.
     pub(super) fn may_hold(&self) -> bool {
-        self.batches.is_empty() && self.journals.is_empty() && self.store.backend() == "sqlite"
+        self.batches.len() == self.step_batches
+            && self.journals.is_empty()
+            && self.store.backend() == "sqlite"
     }
 
     /// The idempotency keys of `specs` that memory does not hold: only the database can
@@ -258,6 +266,7 @@ pub(super) fn send_writes(state: &mut QueueState) {
     }
     let ops = std::mem::take(&mut state.core.out.writes);
     let batches = std::mem::take(&mut link.batches);
+    link.step_batches = 0;
     let journals = std::mem::take(&mut link.journals);
     if let Err(Some(StoreMsg::Write {
         batches, journals, ..

@@ -17,7 +17,7 @@ pub(crate) use self::actor::QueueMsg;
 pub(crate) use self::actor::TaskQueue;
 pub use self::config::{QueueConfig, CLUSTER_FRAME_BYTES};
 use self::core::Admission;
-use self::journal::Accepted;
+pub(crate) use self::journal::Accepted;
 pub use self::types::{ClassBacklog, PriorityCounts, QueueError, QueueStats};
 pub(crate) use self::waiters::Waiter;
 // The worker side of the credit protocol (`uplink` makes `QueueRef` one end of it).
@@ -194,23 +194,25 @@ impl QueueRef {
     ///
     /// `fresh`: the caller knows that no task ever held these specs' idempotency keys (the
     /// workflow engine's new steps), so the store is not asked about them; only memory is.
+    ///
+    /// The answer comes before the store's: [`Accepted::settle`] waits for it. On SQLite
+    /// the tasks' rows may wait for the engine's next journal round, to be committed in its
+    /// transaction.
     pub(crate) async fn submit_batch_into(
         &self,
         specs: Vec<TaskSpec>,
         outcomes: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
         fresh: bool,
-    ) -> Result<Vec<Submitted>, Error> {
+    ) -> Result<Accepted, Error> {
         let known = fresh.then(HashMap::new);
         // Steps of runs already accepted: load shedding does not cut a run in half.
-        let accepted = self
-            .accept_as(
-                specs,
-                Some(Waiter::Steps(outcomes)),
-                known,
-                Admission::Exempt,
-            )
-            .await?;
-        Ok(accepted.settle().await?)
+        self.accept_as(
+            specs,
+            Some(Waiter::Steps(outcomes)),
+            known,
+            Admission::Exempt,
+        )
+        .await
     }
 
     /// Submits one task and waits for its outcome.

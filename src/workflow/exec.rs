@@ -143,7 +143,10 @@ impl EngineState {
     }
 
     /// Submits one round's step tasks in one batch; if the batch is refused, each on its
-    /// own, so one bad step fails alone.
+    /// own, so one bad step fails alone. Fresh steps are followed as soon as the queue took
+    /// them: their commit does not hold the run up (the journal already says they started,
+    /// and a recovery submits them again under the same idempotency keys); a batch the
+    /// store then could not keep fails its steps.
     fn submit(&self, specs: Vec<TaskSpec>, steps: Vec<(RunId, u32, String)>, fresh: bool) {
         let queue = self.queue.clone();
         let outcomes = self.outcomes.clone();
@@ -153,14 +156,36 @@ impl EngineState {
                 .submit_batch_into(specs.clone(), outcomes.clone(), fresh)
                 .await
             {
-                Ok(ids) => ids.into_iter().map(Ok).collect(),
+                Ok(accepted) if fresh => {
+                    let taken = accepted.submitted.iter().map(|s| Ok(*s)).collect();
+                    let _ = me.send(EngineMsg::Submitted {
+                        steps: steps.clone(),
+                        result: taken,
+                    });
+                    if let Err(e) = accepted.settle().await {
+                        let refused = vec![Err(e.to_string()); steps.len()];
+                        let _ = me.send(EngineMsg::Submitted {
+                            steps,
+                            result: refused,
+                        });
+                    }
+                    return;
+                }
+                Ok(accepted) => match settled(accepted).await {
+                    Ok(taken) => taken.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e); steps.len()],
+                },
                 Err(_) if specs.len() > 1 => {
                     let mut each = Vec::with_capacity(specs.len());
                     for spec in specs {
-                        let r = queue
+                        let r = match queue
                             .submit_batch_into(vec![spec], outcomes.clone(), fresh)
-                            .await;
-                        each.push(r.map(|mut v| v.remove(0)).map_err(|e| e.to_string()));
+                            .await
+                        {
+                            Ok(accepted) => settled(accepted).await,
+                            Err(e) => Err(e.to_string()),
+                        };
+                        each.push(r.map(|mut v| v.remove(0)));
                     }
                     each
                 }
@@ -205,10 +230,17 @@ impl EngineState {
                         let _ = queue.cancel(s.id).await;
                     });
                 }
-                Err(e) if current => self.record(
-                    run,
-                    RunEvent::Step(key, StepResult::Failed(format!("not queued: {e}"))),
-                ),
+                Err(e) if current => {
+                    // A fresh step followed before the store refused its task: forget it.
+                    let entry = self.runs.get_mut(&run).expect("checked");
+                    if let Some(id) = entry.tasks.remove(&key) {
+                        self.by_task.remove(&id);
+                    }
+                    self.record(
+                        run,
+                        RunEvent::Step(key, StepResult::Failed(format!("not queued: {e}"))),
+                    )
+                }
                 Err(_) => {}
             }
         }
@@ -373,6 +405,15 @@ fn verb(op: Control) -> &'static str {
         Control::Cancel => "cancel",
         Control::Retry => "retry",
     }
+}
+
+/// The store's word on submitted steps (the tasks an idempotency key matched in the store
+/// replace those made), or why it could not keep them.
+async fn settled(accepted: crate::queue::Accepted) -> Result<Vec<Submitted>, String> {
+    accepted
+        .settle()
+        .await
+        .map_err(|e| crate::Error::from(e).to_string())
 }
 
 /// Waits until every change the queue made so far is committed to the task store.
