@@ -22,6 +22,10 @@ use wrangle::{
 
 const RUNS: usize = 100;
 
+/// The system allocator, counting the bytes allocated and not yet freed.
+#[global_allocator]
+static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 fn config(url: &str) -> CoordinatorConfig {
     let mut c = CoordinatorConfig {
         min_workers: 4,
@@ -35,8 +39,12 @@ fn config(url: &str) -> CoordinatorConfig {
 }
 
 async fn coordinator(url: &str, workflows: Vec<Workflow>) -> Coordinator {
+    start(config(url), workflows).await
+}
+
+async fn start(config: CoordinatorConfig, workflows: Vec<Workflow>) -> Coordinator {
     let mut b = Coordinator::builder()
-        .config(config(url))
+        .config(config)
         .handler(
             "noop",
             handler_fn(|_ctx, _: serde_json::Value| async move { Ok::<_, TaskError>(()) }),
@@ -67,39 +75,28 @@ fn parallel(name: &str, steps: usize) -> Workflow {
     )
 }
 
+/// Starts `runs` runs of `name` at once (as the baseline's clients start at once: a start
+/// is answered once its run row is committed, and one after another those commits would
+/// be counted as the steps' time) and waits for all of them.
 async fn run_all(c: &Coordinator, name: &str, runs: usize) -> Duration {
     let started = Instant::now();
-    let mut ids = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        ids.push(c.workflows().start(name, json!({})).await.unwrap());
-    }
-    for id in ids {
-        let done = c
-            .workflows()
-            .wait(id, Duration::from_secs(600))
-            .await
-            .unwrap();
+    let each: Vec<_> = (0..runs)
+        .map(|_| {
+            let (c, name) = (c.clone(), name.to_string());
+            tokio::spawn(async move {
+                let id = c.workflows().start(&name, json!({})).await.unwrap();
+                c.workflows()
+                    .wait(id, Duration::from_secs(600))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for run in each {
+        let done = run.await.unwrap();
         assert_eq!(done.status, RunStatus::Completed, "{done:?}");
     }
     started.elapsed()
-}
-
-/// A line of /proc/self/status, in KiB.
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib() -> u64 {
-    status_kib("VmRSS:")
-}
-
-fn peak_kib() -> u64 {
-    status_kib("VmHWM:")
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -193,37 +190,12 @@ async fn report(backend: &str, url: &str) {
     );
     c.stop(true).await.unwrap();
 
-    // A map over 100,000 items: its time and what it holds in memory.
-    let map = Workflow::new("big-map").step(
-        Step::map("each", "items", "noop")
-            .concurrency(256)
-            .output_key("out"),
-    );
-    let c = coordinator(url, vec![map]).await;
-    let items: Vec<u32> = (0..100_000).collect();
-    let rss_before = rss_kib();
-    let started = Instant::now();
-    let id = c
-        .workflows()
-        .start("big-map", json!({ "items": items }))
-        .await
-        .unwrap();
-    let done = c
-        .workflows()
-        .wait(id, Duration::from_secs(600))
-        .await
-        .unwrap();
-    assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
-    let took = started.elapsed();
-    println!(
-        "map over 100,000 items (concurrency 256): {:.2} s, {:.0} items/s; resident memory {} MiB before, {} MiB after (peak {} MiB)",
-        took.as_secs_f64(),
-        100_000.0 / took.as_secs_f64(),
-        rss_before / 1024,
-        rss_kib() / 1024,
-        peak_kib() / 1024
-    );
-    c.stop(true).await.unwrap();
+    // A map over 100,000 items: its time and what it holds in memory, with the queue's
+    // default retention of finished tasks (100,000 kept in memory for reads) and with 1,000
+    // kept, which leaves what the workflow itself holds.
+    for keep in [None, Some(1_000)] {
+        big_map(url, keep).await;
+    }
 
     // Resume: 10,000 runs waiting on a durable timer, then a restart.
     let nap = Workflow::new("nap").sleep("wait", Duration::from_secs(3600));
@@ -247,6 +219,65 @@ async fn report(backend: &str, url: &str) {
         resumed.as_secs_f64() * 1e3
     );
     c.stop(false).await.unwrap();
+}
+
+/// Runs a map over 100,000 no-op items (concurrency 256, outputs into the state) on a new
+/// coordinator whose queue keeps `keep` finished tasks in memory (its default if `None`),
+/// and prints its time and the process's resident memory before and after.
+async fn big_map(url: &str, keep: Option<usize>) {
+    let map = Workflow::new("big-map").step(
+        Step::map("each", "items", "noop")
+            .concurrency(256)
+            .output_key("out"),
+    );
+    let mut config = config(url);
+    if let Some(keep) = keep {
+        config.queue.max_finished_tasks = keep;
+    }
+    let c = start(config, vec![map]).await;
+    let items: Vec<u32> = (0..100_000).collect();
+    let heap_before = HEAP.allocated();
+    // The heap's peak while the map runs, sampled every millisecond.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(heap_before));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(HEAP.allocated(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let id = c
+        .workflows()
+        .start("big-map", json!({ "items": items }))
+        .await
+        .unwrap();
+    let done = c
+        .workflows()
+        .wait(id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+    let took = started.elapsed();
+    sampler.abort();
+    let mib = |bytes: usize| bytes as f64 / f64::from(1 << 20);
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    // The run's final state holds the 100,000 items and their outputs: its size as JSON.
+    let state_json = serde_json::to_vec(&done.state).map_or(0, |v| v.len());
+    drop(done);
+    let kept = keep.map_or("the queue's default of".into(), |k| format!("{k}"));
+    println!(
+        "map over 100,000 items (concurrency 256, {kept} finished tasks kept in memory): {:.2} s, {:.0} items/s; heap {:.1} MiB before, peak {:+.1} MiB during, {:+.1} MiB after (the final state is {:.1} MiB as JSON)",
+        took.as_secs_f64(),
+        100_000.0 / took.as_secs_f64(),
+        mib(heap_before),
+        mib(peak) - mib(heap_before),
+        mib(HEAP.allocated()) - mib(heap_before),
+        mib(state_json),
+    );
+    c.stop(true).await.unwrap();
 }
 
 /// Workflow report: workflow throughput and journal cost on each backend.

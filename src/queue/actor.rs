@@ -148,9 +148,9 @@ pub(crate) struct QueueState {
     steps_submitted: bool,
 }
 
-/// The longest a workflow step's completion waits for the engine's journal round before
-/// it goes to the writer on its own. The round comes well within it; without the hold the
-/// two would be two transactions in a row, each on the step's path.
+/// The longest a workflow step's completion (or a new step's row) waits for the engine's
+/// journal round before it goes to the writer on its own. The round comes well within it;
+/// without the hold they would be transactions in a row, each on the step's path.
 const HOLD_FOR_JOURNAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Dispatch at the latest after this many messages, even if more are waiting.
@@ -455,8 +455,8 @@ fn dispatch(state: &mut QueueState, now: Instant) -> bool {
 
 /// True when this message's changes should wait for a journal round: it submitted
 /// workflow steps or finished tasks that are all workflow steps (a round will follow and
-/// carry them to the writer in one transaction), the round goes through this queue
-/// (SQLite), and no other submit waits on the next commit.
+/// carry them to the writer in one transaction), and no other submit waits on the next
+/// commit.
 fn holds_for_journal(state: &QueueState) -> bool {
     let finished = &state.core.out.finished;
     (state.steps_submitted || !finished.is_empty())

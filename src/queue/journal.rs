@@ -199,13 +199,11 @@ impl StoreLink {
         Some(rx)
     }
 
-    /// Whether changes may wait for a workflow journal round: only on SQLite (where the
-    /// round comes through the queue; on PostgreSQL the engine commits its own), and only
-    /// while no submit but the engine's steps and no round waits on the next commit.
+    /// Whether changes may wait for a workflow journal round (which comes through the
+    /// queue, to be committed in the same transaction): only while no submit but the
+    /// engine's steps and no round waits on the next commit.
     pub(super) fn may_hold(&self) -> bool {
-        self.batches.len() == self.step_batches
-            && self.journals.is_empty()
-            && self.store.backend() == "sqlite"
+        self.batches.len() == self.step_batches && self.journals.is_empty()
     }
 
     /// The idempotency keys of `specs` that memory does not hold: only the database can

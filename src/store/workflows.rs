@@ -12,8 +12,9 @@ pub(crate) struct WorkflowRunRow {
     pub(crate) version: String,
     /// `running`, `paused`, `completed`, `failed`, `cancelled` or `stopped`.
     pub(crate) status: String,
-    /// The input object, as JSON.
-    pub(crate) input: String,
+    /// The input object, as JSON. `None` in a row that updates one already written: the
+    /// input never changes, and a big one (a map's list) is not written again each round.
+    pub(crate) input: Option<String>,
     /// How many times the run was retried from its failed steps.
     pub(crate) generation: i64,
     pub(crate) error: Option<String>,
@@ -71,7 +72,10 @@ impl WorkflowBatch {
             .collect();
         for row in later.runs {
             match at.get(&row.id) {
-                Some(&i) => self.runs[i] = row,
+                Some(&i) => {
+                    let earlier = std::mem::replace(&mut self.runs[i], row);
+                    self.runs[i].input = self.runs[i].input.take().or(earlier.input);
+                }
                 None => {
                     at.insert(row.id, self.runs.len());
                     self.runs.push(row);
@@ -110,12 +114,6 @@ impl Store {
         &self,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         Ok(self.db.workflow_definitions().await?)
-    }
-
-    /// Commits a batch of run rows and events on a connection of its own (PostgreSQL's
-    /// journal path; on SQLite the queue's writer takes it, see `QueueRef::journal`).
-    pub(crate) async fn write_workflows(&self, batch: &WorkflowBatch) -> Result<(), StoreError> {
-        Ok(self.db.write_workflows(batch).await?)
     }
 
     /// Runs still running or paused, with their events in order.

@@ -23,8 +23,8 @@ impl EngineState {
             return;
         }
         for id in std::mem::take(&mut self.dirty) {
-            if let Some(entry) = self.runs.get(&id) {
-                self.batch.runs.push(journal::run_row(&entry.core));
+            if let Some(entry) = self.runs.get_mut(&id) {
+                self.batch.runs.push(journal::run_row(&mut entry.core));
             }
         }
         if self.batch.is_empty() && self.deferred.is_empty() {
@@ -32,11 +32,7 @@ impl EngineState {
         }
         let batch = std::mem::take(&mut self.batch);
         let deferred = std::mem::take(&mut self.deferred);
-        let Some(store) = self.store.clone() else {
-            self.run_deferred(deferred);
-            return;
-        };
-        if batch.is_empty() {
+        if self.store.is_none() || batch.is_empty() {
             self.run_deferred(deferred);
             return;
         }
@@ -48,16 +44,12 @@ impl EngineState {
             let started = std::time::Instant::now();
             // The queue answers a step's waiter before the task's completion is committed
             // to its own tables: that commit must land too before the next step starts, or
-            // a crash would run the finished step's task again.
-            if store.backend() == "sqlite" {
-                // One writer at a time: a second connection would wait on the task store's
-                // lock (SQLite's busy handler sleeps a millisecond or more). The round goes
-                // into the task store's own transaction instead, after the completion.
-                commit_with_tasks(&queue, batch).await;
-            } else {
-                // Two connections: both commits run at once.
-                tokio::join!(commit(&store, &batch), queue_durable(&queue));
-            }
+            // a crash would run the finished step's task again. The round goes into the
+            // task store's own transaction, after the completion: one writer (on SQLite a
+            // second connection would wait on the task store's lock, whose busy handler
+            // sleeps a millisecond or more; on PostgreSQL two commits in a row, the
+            // completion's and the round's, were each on the step's path).
+            commit_with_tasks(&queue, batch).await;
             metrics.checkpoint_latency.observe(started.elapsed());
             let _ = me.send(EngineMsg::Committed(deferred));
         });
@@ -414,26 +406,6 @@ async fn settled(accepted: crate::queue::Accepted) -> Result<Vec<Submitted>, Str
         .settle()
         .await
         .map_err(|e| crate::Error::from(e).to_string())
-}
-
-/// Waits until every change the queue made so far is committed to the task store.
-async fn queue_durable(queue: &crate::queue::QueueRef) {
-    let mut delay = Duration::from_millis(50);
-    while let Err(e) = queue.flush().await {
-        if matches!(e, crate::Error::Stopped { .. }) {
-            return;
-        }
-        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "task store flush failed");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Commits `batch` on the journal's own connection, trying again with backoff until it
-/// lands: what it holds already happened in memory, and nothing it caused happens before
-/// it is durable.
-async fn commit(store: &crate::store::Store, batch: &WorkflowBatch) {
-    until_committed(|| async { store.write_workflows(batch).await.map_err(Into::into) }).await
 }
 
 /// Commits `batch` in the task store's transaction, through the queue, after every task

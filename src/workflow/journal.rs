@@ -18,15 +18,16 @@ pub(crate) const FAILED: &str = "failed";
 pub(crate) const RETRY: &str = "retry";
 pub(crate) const TIMER: &str = "timer";
 
-/// The row of `run` as it is now.
-pub(crate) fn run_row(run: &RunCore) -> WorkflowRunRow {
+/// The row of `run` as it is now; the first one takes the run's input (later rows update
+/// it in place and leave the input as written).
+pub(crate) fn run_row(run: &mut RunCore) -> WorkflowRunRow {
     let finished = run.finished_at_ms.is_some();
     WorkflowRunRow {
         id: run.id.0,
         workflow: run.workflow.name().to_string(),
         version: run.version.to_string(),
         status: run.status.as_str().to_string(),
-        input: run.input.to_string(),
+        input: run.input.take(),
         generation: i64::from(run.generation),
         error: run.error.clone(),
         state: finished.then(|| serde_json::to_string(&run.state).unwrap_or_default()),
@@ -106,8 +107,9 @@ pub(crate) fn replay(
     workflow: Arc<Workflow>,
 ) -> Result<(RunCore, Vec<Action>), String> {
     let input: BTreeMap<String, Value> =
-        serde_json::from_str(&row.input).map_err(|e| format!("stored input: {e}"))?;
-    let mut run = RunCore::new(
+        serde_json::from_str(row.input.as_deref().unwrap_or_default())
+            .map_err(|e| format!("stored input: {e}"))?;
+    let mut run = RunCore::stored(
         RunId(row.id),
         workflow,
         row.version.as_str().into(),
@@ -162,7 +164,11 @@ pub(crate) fn replay(
 
 /// A finished run's snapshot from its row alone.
 pub(crate) fn snapshot_of_row(row: &WorkflowRunRow) -> Result<RunSnapshot, String> {
-    let state_json = row.state.as_deref().unwrap_or(&row.input);
+    let state_json = row
+        .state
+        .as_deref()
+        .or(row.input.as_deref())
+        .unwrap_or("{}");
     Ok(RunSnapshot {
         id: RunId(row.id),
         workflow: row.workflow.clone(),

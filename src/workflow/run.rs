@@ -32,8 +32,8 @@ pub(crate) struct RunCore {
     pub(crate) status: RunStatus,
     /// The input plus every output written under a key.
     pub(crate) state: BTreeMap<String, Value>,
-    /// The input, as the run row keeps it.
-    pub(crate) input: Arc<str>,
+    /// The input, as the run row keeps it, until the run's first row takes it.
+    pub(crate) input: Option<String>,
     root: Node,
     /// The journal's last sequence number.
     pub(crate) seq: i64,
@@ -70,15 +70,28 @@ impl RunCore {
         input: BTreeMap<String, Value>,
         now_ms: i64,
     ) -> Self {
-        let root = Node::sequence(&workflow.def.steps, "");
         let input_json = serde_json::to_string(&input).unwrap_or_else(|_| "{}".into());
+        let mut run = Self::stored(id, workflow, version, input, now_ms);
+        run.input = Some(input_json);
+        run
+    }
+
+    /// A run whose row the store holds already (its input is not written again).
+    pub(crate) fn stored(
+        id: RunId,
+        workflow: Arc<Workflow>,
+        version: Arc<str>,
+        input: BTreeMap<String, Value>,
+        now_ms: i64,
+    ) -> Self {
+        let root = Node::sequence(&workflow.def.steps, "");
         Self {
             id,
             workflow,
             version,
             status: RunStatus::Running,
             state: input,
-            input: input_json.into(),
+            input: None,
             root,
             seq: 0,
             generation: 0,

@@ -120,7 +120,7 @@ impl Harness {
             workflow: self.run.workflow.name().into(),
             version: "v1".into(),
             status: self.run.status.as_str().into(),
-            input: self.run.input.to_string(),
+            input: self.run.input.clone(),
             generation: i64::from(self.run.generation),
             error: self.run.error.clone(),
             state: None,
@@ -231,6 +231,32 @@ fn a_map_reduces_and_an_empty_one_ends_at_once() {
 }
 
 #[test]
+fn a_map_reads_each_item_as_it_starts_and_fails_if_its_list_changes() {
+    // A branch beside the map writes the map's list while items wait for a slot.
+    let wf = Workflow::new("race").parallel(
+        "p",
+        [
+            Step::from(Step::map("m", "items", "t").concurrency(1)),
+            Step::from(Step::task("w", "t").output_key("items")),
+        ],
+    );
+    let mut h = Harness::new(wf, json!({"items": [10, 20, 30]}));
+    assert_eq!(h.keys(), ["m[0].0", "w"]);
+    assert_eq!(h.input_of("m[0].0"), &json!(10));
+    h.done("m[0].0", json!(11));
+    assert_eq!(h.input_of("m[1].0"), &json!(20));
+    h.done("w", json!([1]));
+    h.done("m[1].0", json!(21));
+    assert_eq!(h.run.status, RunStatus::Failed);
+    let e = h.run.error.clone().unwrap();
+    assert!(
+        e.contains("\"items\" changed while the map ran over it"),
+        "{e}"
+    );
+    h.check_replay();
+}
+
+#[test]
 fn a_map_over_something_else_fails_naming_it() {
     let wf = Workflow::new("bad").step(Step::map("m", "items", "t"));
     let h = Harness::new(wf, json!({"items": {"a": 1}}));
@@ -317,7 +343,7 @@ fn a_timer_keeps_its_deadline_through_replay() {
             workflow: "s".into(),
             version: "v1".into(),
             status: "running".into(),
-            input: "{}".into(),
+            input: Some("{}".into()),
             generation: 0,
             error: None,
             state: None,

@@ -227,3 +227,59 @@ async fn batches_of_many_statements_keep_every_row_in_its_place() {
         drop_database(&url).await;
     }
 }
+
+/// A run's input is written by its first row only: later rows update the run in place
+/// without it (a map's list is not written again each round), rounds merged while the
+/// first had not landed keep it, and the stored input is the first row's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_input_is_written_once_and_kept() {
+    use crate::store::{WorkflowBatch, WorkflowRunRow};
+    let input = format!("{{\"items\":[{}]}}", vec!["1"; 10_000].join(","));
+    let row = |status: &str, input: Option<String>, steps_done| WorkflowRunRow {
+        id: uuid::Uuid::from_u128(7),
+        workflow: "w".into(),
+        version: "v1".into(),
+        status: status.into(),
+        input,
+        generation: 0,
+        error: None,
+        state: None,
+        steps_done,
+        created_at_ms: 1,
+        updated_at_ms: 1 + steps_done,
+        finished_at_ms: None,
+    };
+    // Two rounds merged before a commit: the first's input stays.
+    let mut merged = WorkflowBatch {
+        runs: vec![row("running", Some(input.clone()), 0)],
+        events: Vec::new(),
+    };
+    merged.merge(WorkflowBatch {
+        runs: vec![row("running", None, 1)],
+        events: Vec::new(),
+    });
+    assert_eq!(merged.runs.len(), 1);
+    assert_eq!(merged.runs[0].input.as_deref(), Some(input.as_str()));
+    assert_eq!(merged.runs[0].steps_done, 1);
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(dir.path()).await {
+        let db = Db::connect(&StoreConfig::new(&url)).await.unwrap();
+        super::super::migrate::run(&db).await.unwrap();
+        for runs in [merged.runs.clone(), vec![row("running", None, 2)]] {
+            let batch = Batch {
+                workflows: WorkflowBatch {
+                    runs,
+                    events: Vec::new(),
+                },
+                ..Batch::default()
+            };
+            db.write(&batch).await.unwrap();
+        }
+        let stored = db.workflow_run(uuid::Uuid::from_u128(7)).await.unwrap();
+        let stored = stored.expect("the run is stored");
+        assert_eq!(stored.input.as_deref(), Some(input.as_str()), "{url}");
+        assert_eq!(stored.steps_done, 2, "{url}");
+        db.close().await;
+        drop_database(&url).await;
+    }
+}

@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{chunks, BeginWrite, Db};
+use super::{chunks, Db};
 use crate::store::workflows::{WorkflowEventRow, WorkflowRunRow};
 
 pub(super) const RUN_COLUMNS: &str = "id, workflow, version, status, input, generation, error, \
@@ -25,7 +25,11 @@ macro_rules! write_workflow_rows {
                     .push_bind($crate::store::text::name(&r.workflow))
                     .push_bind($crate::store::text::name(&r.version))
                     .push_bind(&r.status)
-                    .push_bind($crate::store::text::without_nul(&r.input))
+                    // Only a run's first row inserts it, and that row has the input; an
+                    // empty one would fail the run's replay loudly, never run it on `{}`.
+                    .push_bind($crate::store::text::without_nul(
+                        r.input.as_deref().unwrap_or_default(),
+                    ))
                     .push_bind(r.generation)
                     .push_bind($crate::store::text::message(r.error.as_deref()))
                     .push_bind(r.state.as_deref().map($crate::store::text::without_nul))
@@ -71,7 +75,7 @@ macro_rules! read_run {
             workflow: row.try_get(1)?,
             version: row.try_get(2)?,
             status: row.try_get(3)?,
-            input: row.try_get(4)?,
+            input: Some(row.try_get(4)?),
             generation: row.try_get(5)?,
             error: row.try_get(6)?,
             state: row.try_get(7)?,
@@ -118,20 +122,6 @@ impl Db {
             rows.iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
                 .collect()
-        })
-    }
-
-    /// Writes run rows (inserted, or updated in place) and appends events, in one
-    /// transaction of its own.
-    pub(crate) async fn write_workflows(
-        &self,
-        batch: &crate::store::WorkflowBatch,
-    ) -> Result<(), sqlx::Error> {
-        let fence = self.fence().map(|f| &**f);
-        on_pool!(self, |pool, DB| {
-            let mut tx = pool.begin_fenced(fence).await?;
-            write_workflow_rows!(tx, DB, batch);
-            tx.commit().await
         })
     }
 

@@ -1,5 +1,10 @@
 //! A map step at run time: items read from the state, at most `concurrency` in flight,
 //! each through its stages in order, then the outputs (or their reduction) into the state.
+//!
+//! The list is not copied: each item is read from the state when it starts (driving is a
+//! pure function of the journal, so a replay reads the same item). Outputs are kept only
+//! when something takes them (an output key or a reduction), so beside the state a map
+//! holds what is in flight.
 
 use std::collections::HashMap;
 
@@ -14,9 +19,9 @@ pub(crate) struct MapNode {
     step: MapStep,
     /// Step keys of its items are `{prefix}[{item}].{stage}`.
     prefix: String,
-    /// Read from the state when the map starts.
-    items: Option<Vec<Value>>,
-    /// The last stage's output per item.
+    /// The list's length, read from the state when the map starts.
+    len: Option<usize>,
+    /// The last stage's output per item, when an output key or a reduction takes them.
     outputs: Vec<Option<Value>>,
     /// The next item to start.
     next: usize,
@@ -37,7 +42,7 @@ impl MapNode {
         Self {
             step: step.clone(),
             prefix: format!("{}{scope}", step.name),
-            items: None,
+            len: None,
             outputs: Vec::new(),
             next: 0,
             in_flight: 0,
@@ -73,10 +78,10 @@ impl MapNode {
         }
         let stages = self.step.stages.len() as u64;
         let reduce = u64::from(self.step.reduce.is_some());
-        let Some(items) = &self.items else {
+        let Some(len) = self.len else {
             return stages + reduce;
         };
-        let unstarted = (items.len() - self.next) as u64 * stages;
+        let unstarted = (len - self.next) as u64 * stages;
         let left = |stage: usize| stages - stage as u64;
         let in_flight = self.inputs.keys().map(|(_, s)| left(*s)).sum::<u64>()
             + self.restart.iter().map(|(_, s, _)| left(*s)).sum::<u64>()
@@ -107,12 +112,15 @@ impl MapNode {
         if self.finished {
             return Progress::Done;
         }
-        let items = match &self.items {
-            Some(items) => items.len(),
+        let keeps_outputs = self.step.output_key.is_some() || self.step.reduce.is_some();
+        let items = match self.len {
+            Some(len) => len,
             None => match ctx.state.get(&self.step.items) {
                 Some(Value::Array(list)) => {
-                    self.outputs = vec![None; list.len()];
-                    self.items = Some(list.clone());
+                    if keeps_outputs {
+                        self.outputs = vec![None; list.len()];
+                    }
+                    self.len = Some(list.len());
                     list.len()
                 }
                 other => {
@@ -136,7 +144,9 @@ impl MapNode {
                             self.start(ctx, item, stage + 1, out)
                         }
                         StepResult::Done(out) => {
-                            self.outputs[item] = Some(out);
+                            if keeps_outputs {
+                                self.outputs[item] = Some(out);
+                            }
                             self.in_flight -= 1;
                             self.done += 1;
                         }
@@ -159,7 +169,18 @@ impl MapNode {
         let limit = self.step.concurrency as usize;
         while self.in_flight < limit && self.next < items {
             let item = self.next;
-            let input = self.items.as_ref().expect("read above")[item].clone();
+            let input = match ctx.state.get(&self.step.items) {
+                Some(Value::Array(list)) if list.len() == items => list[item].clone(),
+                _ => {
+                    return Progress::Failed(
+                        self.prefix.clone(),
+                        format!(
+                            "state key {:?} changed while the map ran over it",
+                            self.step.items
+                        ),
+                    )
+                }
+            };
             self.next += 1;
             self.in_flight += 1;
             self.start(ctx, item, 0, input);
@@ -201,8 +222,7 @@ impl MapNode {
         }
         self.reduce = Slot::Done;
         self.finished = true;
-        // The items and outputs are in the state (or reduced): free them.
-        self.items = Some(Vec::new());
+        // The outputs are in the state (or reduced): free them.
         self.outputs = Vec::new();
         Progress::Done
     }

@@ -77,7 +77,7 @@ impl Sim {
         let now = 1_000;
         let mut core = RunCore::new(RunId::new(), wf.clone(), "v1".into(), input, now);
         let actions = core.start(now);
-        let row = journal::run_row(&core);
+        let row = journal::run_row(&mut core);
         let mut sim = Self {
             wf,
             core,
@@ -116,7 +116,9 @@ impl Sim {
     /// does what waited on it, and checks that a replay of the store gives the live run.
     pub(super) fn commit(&mut self) -> Check {
         self.journal.append(&mut self.pending);
-        self.row = journal::run_row(&self.core);
+        // Updated in place, as the store does: the input stays as first written.
+        let earlier = std::mem::replace(&mut self.row, journal::run_row(&mut self.core));
+        self.row.input = self.row.input.take().or(earlier.input);
         self.reported_committed = self.reported.len();
         for (generation, action) in std::mem::take(&mut self.deferred) {
             if self.core.generation != generation || !self.core.status.is_active() {
