@@ -446,10 +446,15 @@ async fn a_standby_answers_its_own_routes_only_with_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let http = client();
     const TOKEN: &str = "standby-t0ken-read";
-    let env = [(
-        "WRANGLE_TOKENS",
-        "read=standby-t0ken-read,submit=standby-t0ken-submit",
-    )];
+    let env = [
+        (
+            "WRANGLE_TOKENS",
+            "read=standby-t0ken-read,submit=standby-t0ken-submit",
+        ),
+        // 100 requests per second, bursts of 200: more than this test sends, until the
+        // flood at its end.
+        ("WRANGLE_RATE_LIMIT", "100"),
+    ];
     let (a, b) = leader_and_standby_with(dir.path(), &url, (1_500, 500), &env, &http).await;
 
     let status = |path: &'static str, token: Option<&'static str>| {
@@ -513,4 +518,31 @@ async fn a_standby_answers_its_own_routes_only_with_a_token() {
         .collect();
     assert_eq!(leaders.len(), 1, "{failover}");
     assert_eq!(leaders[0]["name"], failover["leader"], "{failover}");
+
+    // The standby's own routes are guarded as the leader's are: a rebound `Host` (DNS
+    // rebinding) is answered 421 and a foreign `Origin` 403, even with the token.
+    let rebound = http
+        .get(b.url("/stats"))
+        .header("host", "attacker.example:7700")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status().as_u16(), 421);
+    let cross_site = http
+        .get(b.url("/failover"))
+        .header("origin", "http://attacker.example")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status().as_u16(), 403);
+    // And rate-limited: a flood of 400 requests meets 429s.
+    let mut limited = 0;
+    for _ in 0..400 {
+        if status("/healthz", None).await == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "no request of the flood was refused");
 }

@@ -15,7 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::ApiState;
+use super::rate_limit::SharedLimiter;
+use super::{ApiConfig, ApiState};
 
 /// Every request's checks in one middleware (one boxed future and one clone of the routes
 /// per request, where a layer per check cost one each: a fifth of a single submit's time),
@@ -29,13 +30,27 @@ pub(crate) async fn guard(State(state): State<ApiState>, req: Request, next: Nex
 }
 
 fn check(state: &ApiState, req: &Request) -> Result<(), ApiError> {
-    super::rate_limit::admit(state, req)?;
+    admit_and_place(&state.limiter, &state.config, req)?;
     if req.uri().path() == "/healthz" {
         return Ok(());
     }
-    host_and_origin(state, req)?;
     json_only(req)?;
     super::auth::authorize(state, req)
+}
+
+/// The checks before any route's own: the client's rate limit, then (on every route but
+/// `/healthz`) `Host` and `Origin`. A standby coordinator runs them on the routes it
+/// answers itself, with the API's own settings.
+pub(crate) fn admit_and_place(
+    limiter: &SharedLimiter,
+    config: &ApiConfig,
+    req: &Request,
+) -> Result<(), ApiError> {
+    super::rate_limit::admit(limiter, req)?;
+    if req.uri().path() == "/healthz" {
+        return Ok(());
+    }
+    host_and_origin(config, req)
 }
 
 /// Refuses (415) a request with a body that is not `application/json`.
@@ -76,7 +91,7 @@ fn is_json(kind: &str) -> bool {
 
 /// Refuses a request whose `Host` names another server (421: DNS rebinding), or whose
 /// `Origin` is another site (403: a cross-site request).
-fn host_and_origin(state: &ApiState, req: &Request) -> Result<(), ApiError> {
+fn host_and_origin(config: &ApiConfig, req: &Request) -> Result<(), ApiError> {
     // HTTP/2 carries the host in the URI's authority instead of a header.
     let host = req
         .headers()
@@ -84,14 +99,14 @@ fn host_and_origin(state: &ApiState, req: &Request) -> Result<(), ApiError> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     if let Some(host) = host {
-        if !host_allowed(host, &state.config.allowed_hosts) {
+        if !host_allowed(host, &config.allowed_hosts) {
             tracing::warn!(host = %host.chars().take(100).collect::<String>(), "request for another host refused");
             return Err(ApiError::MisdirectedHost);
         }
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("null");
-        if !origin_allowed(origin, host, &state.config.cors_origins) {
+        if !origin_allowed(origin, host, &config.cors_origins) {
             tracing::warn!(origin = %origin.chars().take(100).collect::<String>(), "cross-site request refused");
             return Err(ApiError::ForeignOrigin);
         }

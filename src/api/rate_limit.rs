@@ -9,7 +9,6 @@ use axum::extract::{ConnectInfo, Request};
 use dashmap::DashMap;
 
 use super::error::ApiError;
-use super::ApiState;
 
 /// Requests per second allowed to one client (an IPv4 address or an IPv6 /64), with a
 /// burst allowance.
@@ -130,8 +129,8 @@ impl RateLimiter {
 }
 
 /// Refuses (429) a request once its client passes its rate.
-pub(crate) fn admit(state: &ApiState, req: &Request) -> Result<(), ApiError> {
-    if let Some(limiter) = &state.limiter {
+pub(crate) fn admit(limiter: &SharedLimiter, req: &Request) -> Result<(), ApiError> {
+    if let Some(limiter) = limiter {
         let client = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()

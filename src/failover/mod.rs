@@ -52,6 +52,10 @@ struct Inner {
     store: Store,
     /// The API's tokens: the standby's own routes need them as the leader's do.
     tokens: Arc<[ApiToken]>,
+    /// The API's settings and its own rate limiter, for the standby's own routes (the
+    /// leader's router checks its requests itself).
+    api: Arc<crate::api::ApiConfig>,
+    limiter: crate::api::rate_limit::SharedLimiter,
     /// The router of the coordinator this program leads with, while it leads.
     leading: RwLock<Option<Router>>,
     /// Where the leader serves HTTP, as last read from the lease (never this program).
@@ -96,6 +100,10 @@ impl Failover {
             inner: Arc::new(Inner {
                 store,
                 tokens,
+                api: Arc::new(api.clone()),
+                limiter: api
+                    .rate_limit
+                    .map(|l| Arc::new(crate::api::rate_limit::RateLimiter::new(l))),
                 leading: RwLock::new(None),
                 leader_url: RwLock::new(None),
                 stepped_down: Mutex::new(None),

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::Failover;
 use crate::api::auth::{credential, scopes_of};
 use crate::api::error::ApiError;
+use crate::api::guard::admit_and_place;
 use crate::api::Scope;
 
 /// True for a leader address a standby may send clients to: `http(s)://host[:port]`, no
@@ -44,6 +45,15 @@ impl Failover {
     }
 
     async fn serve(&self, req: Request) -> Response {
+        let leading = self.leading();
+        // The leader's router checks what goes to it; what is answered here is checked here,
+        // as the leader would: rate limit, then `Host` and `Origin` (DNS rebinding).
+        if leading.is_none() || req.uri().path() == "/failover" {
+            let inner = &self.inner;
+            if let Err(refused) = admit_and_place(&inner.limiter, &inner.api, &req) {
+                return refused.into_response();
+            }
+        }
         if req.uri().path() == "/failover" {
             if let Some(refused) = self.refuse_unauthorized(&req) {
                 return refused;
@@ -53,7 +63,7 @@ impl Failover {
                 Err(e) => unavailable(&format!("cannot read the lease: {e}")),
             };
         }
-        if let Some(mut app) = self.leading() {
+        if let Some(mut app) = leading {
             return match tower::Service::call(&mut app, req).await {
                 Ok(response) => response,
                 Err(never) => match never {},
