@@ -392,7 +392,7 @@ impl EngineState {
         let workflow = self.defs[&(name.to_string(), version.clone())].clone();
         let id = child.as_ref().map_or_else(RunId::new, |(id, _)| *id);
         let now = now_ms();
-        let mut core = RunCore::new(id, workflow, version.into(), input, now);
+        let mut core = RunCore::new(id, workflow, version.into(), input, now).new_row();
         let actions = core.start(now);
         let mut entry = RunEntry::new(core);
         if let Some((_, parent)) = child {

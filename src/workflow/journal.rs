@@ -109,7 +109,7 @@ pub(crate) fn replay(
     let input: BTreeMap<String, Value> =
         serde_json::from_str(row.input.as_deref().unwrap_or_default())
             .map_err(|e| format!("stored input: {e}"))?;
-    let mut run = RunCore::stored(
+    let mut run = RunCore::new(
         RunId(row.id),
         workflow,
         row.version.as_str().into(),

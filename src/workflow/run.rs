@@ -62,22 +62,9 @@ impl std::fmt::Debug for RunCore {
 }
 
 impl RunCore {
-    /// A run of `workflow` (at `version`) on `input`, not yet driven.
+    /// A run of `workflow` (at `version`) on `input`, not yet driven; its input is not
+    /// written with its rows (the store holds it already) unless [`Self::new_row`] says so.
     pub(crate) fn new(
-        id: RunId,
-        workflow: Arc<Workflow>,
-        version: Arc<str>,
-        input: BTreeMap<String, Value>,
-        now_ms: i64,
-    ) -> Self {
-        let input_json = serde_json::to_string(&input).unwrap_or_else(|_| "{}".into());
-        let mut run = Self::stored(id, workflow, version, input, now_ms);
-        run.input = Some(input_json);
-        run
-    }
-
-    /// A run whose row the store holds already (its input is not written again).
-    pub(crate) fn stored(
         id: RunId,
         workflow: Arc<Workflow>,
         version: Arc<str>,
@@ -103,6 +90,12 @@ impl RunCore {
             updated_at_ms: now_ms,
             finished_at_ms: None,
         }
+    }
+
+    /// A run not stored yet: its first row carries the input.
+    pub(crate) fn new_row(mut self) -> Self {
+        self.input = Some(serde_json::to_string(&self.state).unwrap_or_else(|_| "{}".into()));
+        self
     }
 
     /// Drives the tree with no event: the first steps start.

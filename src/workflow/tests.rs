@@ -26,7 +26,7 @@ struct Harness {
 impl Harness {
     fn new(wf: Workflow, input: Value) -> Self {
         let input: BTreeMap<String, Value> = serde_json::from_value(input).unwrap();
-        let run = RunCore::new(RunId::new(), Arc::new(wf), "v1".into(), input, 1_000);
+        let run = RunCore::new(RunId::new(), Arc::new(wf), "v1".into(), input, 1_000).new_row();
         let mut h = Self {
             run,
             journal: Vec::new(),

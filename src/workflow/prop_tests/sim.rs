@@ -75,7 +75,7 @@ impl Sim {
     ) -> Result<Self, TestCaseError> {
         let wf = Arc::new(wf);
         let now = 1_000;
-        let mut core = RunCore::new(RunId::new(), wf.clone(), "v1".into(), input, now);
+        let mut core = RunCore::new(RunId::new(), wf.clone(), "v1".into(), input, now).new_row();
         let actions = core.start(now);
         let row = journal::run_row(&mut core);
         let mut sim = Self {
