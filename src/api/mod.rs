@@ -86,6 +86,22 @@ pub struct ApiConfig {
     pub node_name: String,
 }
 
+impl ApiConfig {
+    /// `token` (with every scope) and `tokens`, together: what requests are checked against.
+    pub(crate) fn every_token(&self) -> Arc<[ApiToken]> {
+        self.token
+            .iter()
+            .map(ApiToken::full)
+            .chain(self.tokens.iter().cloned())
+            .collect()
+    }
+
+    /// A rate limiter of its own for `rate_limit`, if one is set.
+    pub(crate) fn limiter(&self) -> SharedLimiter {
+        self.rate_limit.map(|l| Arc::new(RateLimiter::new(l)))
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
@@ -212,14 +228,9 @@ async fn not_found() -> ApiError {
 pub fn router(coordinator: Coordinator, config: ApiConfig) -> Router {
     let state = ApiState(Arc::new(ApiShared {
         coordinator,
-        limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
+        limiter: config.limiter(),
         node_name: config.node_name.clone(),
-        tokens: config
-            .token
-            .iter()
-            .map(ApiToken::full)
-            .chain(config.tokens.iter().cloned())
-            .collect(),
+        tokens: config.every_token(),
         streams: Arc::new(streams::StreamSlots::new(config.max_streams_per_client)),
         config: Arc::new(config),
     }));

@@ -90,20 +90,12 @@ impl Failover {
             ));
         }
         store.set_http_url(http_url);
-        let tokens = api
-            .token
-            .iter()
-            .map(ApiToken::full)
-            .chain(api.tokens.iter().cloned())
-            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
-                tokens,
+                tokens: api.every_token(),
                 api: Arc::new(api.clone()),
-                limiter: api
-                    .rate_limit
-                    .map(|l| Arc::new(crate::api::rate_limit::RateLimiter::new(l))),
+                limiter: api.limiter(),
                 leading: RwLock::new(None),
                 leader_url: RwLock::new(None),
                 stepped_down: Mutex::new(None),

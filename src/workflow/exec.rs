@@ -154,8 +154,8 @@ impl EngineState {
                         steps: steps.clone(),
                         result: taken,
                     });
-                    if let Err(e) = accepted.settle().await {
-                        let refused = vec![Err(e.to_string()); steps.len()];
+                    if let Err(e) = settled(accepted).await {
+                        let refused = vec![Err(e); steps.len()];
                         let _ = me.send(EngineMsg::Submitted {
                             steps,
                             result: refused,
