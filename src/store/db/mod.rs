@@ -5,9 +5,9 @@
 //!
 //! - [`sqlite`] and [`postgres`]: how each is connected to, and how a writing transaction
 //!   begins on it.
-//! - [`write`]: one batch of changes in one transaction; the task and attempt rows go in
-//!   as multi-row `VALUES` on SQLite ([`values`]) and as arrays through `UNNEST` on
-//!   PostgreSQL ([`unnest`]).
+//! - [`write`]: one batch of changes in one transaction; SQLite takes it as one script of
+//!   multi-row `VALUES` statements ([`script`]), PostgreSQL takes the task and attempt rows
+//!   as arrays through `UNNEST` ([`unnest`]).
 //! - [`read`]: tasks with their attempts, counts and registry rows.
 //! - [`keys`]: which tasks hold which idempotency keys.
 //! - [`maintain`]: retention's deletes and the marks made at recovery.
@@ -37,17 +37,18 @@ macro_rules! on_pool {
     };
 }
 
+#[macro_use]
+mod workflows;
+#[macro_use]
+mod write;
 mod keys;
 mod maintain;
 mod postgres;
 mod read;
 mod scaling;
+mod script;
 mod sqlite;
 mod unnest;
-mod values;
-#[macro_use]
-mod workflows;
-mod write;
 
 pub(crate) use write::KeyTaken;
 

@@ -28,6 +28,10 @@ pub(super) fn options(config: &StoreConfig) -> Result<SqliteConnectOptions, sqlx
         // 64 MiB of page cache per connection (SQLite's default is 2 MiB): the
         // task table's indexes stay in memory instead of being re-read per commit.
         .pragma("cache_size", "-65536")
+        // Statement journals (an upsert or multi-row statement inside a transaction keeps
+        // one, to undo that statement alone if it fails) in memory instead of in temporary
+        // files: they are written on every batch and never need to outlive the statement.
+        .pragma("temp_store", "memory")
         // Checkpoint the WAL into the database file every 16,384 pages (64 MiB) instead of
         // SQLite's 1,000: a busy writer commits ~10,000 rows at a time, so the default
         // checkpoints (copying pages back and fsyncing the file) every few commits, and a

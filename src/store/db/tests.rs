@@ -283,3 +283,122 @@ async fn a_runs_input_is_written_once_and_kept() {
         drop_database(&url).await;
     }
 }
+
+/// New tasks whose idempotency key another task holds (stored before, or older in the same
+/// batch) are left out and reported with their key's holder; a retried insert of the holder
+/// itself is not; attempts of tasks left out are not stored; registry rows and heartbeats
+/// in the same batch land. Once as one script and once statement by statement (a batch
+/// past the script's size), on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_held_by_other_tasks_are_reported_in_small_and_large_batches() {
+    use crate::store::rows::{AttemptRow, NodeRow, WorkerRow};
+    use crate::task::{Payload, TaskOptions, TaskStatus};
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(dir.path()).await {
+        let db = Db::connect(&StoreConfig::new(&url)).await.unwrap();
+        super::super::migrate::run(&db).await.unwrap();
+        for padding in [0, 300] {
+            let task = |id: TaskId, key: Option<String>, status| {
+                let options = TaskOptions {
+                    idempotency_key: key,
+                    ..TaskOptions::default()
+                };
+                let new = NewTask::new(
+                    id,
+                    "t".into(),
+                    Payload::from_json_bytes(&b"1"[..]).unwrap(),
+                    &options,
+                    std::time::SystemTime::now(),
+                );
+                let state = TaskState {
+                    id,
+                    status,
+                    retries_used: 0,
+                    lease_losses: 0,
+                    ready_at_ms: None,
+                    finished_at_ms: None,
+                    result: None,
+                    error: None,
+                    dead_seq: None,
+                };
+                (new, state)
+            };
+            let key = |k: &str| Some(format!("{padding}-{k}"));
+            let attempt = |id: TaskId| AttemptRow {
+                task_id: id,
+                number: 1,
+                worker: "w".into(),
+                node: "n".into(),
+                started_at_ms: 5,
+                finished_at_ms: None,
+                outcome: None,
+                error: None,
+            };
+            let holder = TaskId::new();
+            let first = Batch {
+                inserts: vec![task(holder, key("one"), TaskStatus::Queued)],
+                ..Batch::default()
+            };
+            assert!(db.write(&first).await.unwrap().is_empty(), "{url}");
+
+            // Made in this order, so sorted by id: the batch's order.
+            let [late, keeps, loses, plain] = [(); 4].map(|()| TaskId::new());
+            let mut inserts = vec![
+                // The holder again (a retried commit that had landed), finished since.
+                task(holder, key("one"), TaskStatus::Completed),
+                task(late, key("one"), TaskStatus::Queued),
+                task(keeps, key("two"), TaskStatus::Queued),
+                task(loses, key("two"), TaskStatus::Queued),
+                task(plain, None, TaskStatus::Queued),
+            ];
+            inserts.extend((0..padding).map(|_| task(TaskId::new(), None, TaskStatus::Queued)));
+            let worker = format!("worker-{padding}");
+            let node = format!("node-{padding}");
+            let batch = Batch {
+                inserts,
+                attempts: vec![attempt(late), attempt(keeps), attempt(loses)],
+                workers: vec![WorkerRow {
+                    id: worker.as_str().into(),
+                    node: node.as_str().into(),
+                    labels: "[]".into(),
+                    task_types: "[\"t\"]".into(),
+                    status: "active",
+                    at_ms: 7,
+                }],
+                nodes: vec![NodeRow {
+                    id: node.as_str().into(),
+                    address: Some("127.0.0.1:1".into()),
+                    labels: "[]".into(),
+                    status: "deregistered",
+                    at_ms: 7,
+                }],
+                heartbeats: vec![(vec![worker.as_str().into()], 9)],
+                ..Batch::default()
+            };
+            let mut taken = db.write(&batch).await.unwrap();
+            taken.sort_by_key(|t| t.task);
+            let want = [
+                KeyTaken { task: late, holder },
+                KeyTaken {
+                    task: loses,
+                    holder: keeps,
+                },
+            ];
+            assert_eq!(taken, want, "padding {padding} on {url}");
+            for left_out in [late, loses] {
+                assert!(db.get(left_out).await.unwrap().is_none(), "{url}");
+            }
+            let kept = db.get(keeps).await.unwrap().unwrap();
+            assert_eq!(kept.attempts.len(), 1, "{url}");
+            let again = db.get(holder).await.unwrap().unwrap();
+            assert_eq!(again.status, "completed", "{url}");
+            assert!(db.get(plain).await.unwrap().is_some(), "{url}");
+            let workers = db.registry_rows(false).await.unwrap();
+            assert!(workers.contains(&(worker, "active".into())), "{url}");
+            let nodes = db.registry_rows(true).await.unwrap();
+            assert!(nodes.contains(&(node, "deregistered".into())), "{url}");
+        }
+        db.close().await;
+        drop_database(&url).await;
+    }
+}

@@ -6,63 +6,63 @@ use sqlx::{QueryBuilder, Row};
 use super::{chunks, Db};
 use crate::store::workflows::{WorkflowEventRow, WorkflowRunRow};
 
+/// A run row's columns, in the order `push_runs!` binds them and `read_run!` reads them.
 pub(super) const RUN_COLUMNS: &str = "id, workflow, version, status, input, generation, error, \
     state, steps_done, created_at_ms, updated_at_ms, finished_at_ms";
 
-/// Writes a [`WorkflowBatch`]'s run rows (inserted, or updated in place) and events on
-/// `$conn`, inside the caller's transaction (`?` returns its `sqlx::Error`). Messages and
-/// outputs lose any NUL character, which PostgreSQL's text refuses.
-macro_rules! write_workflow_rows {
-    ($conn:expr, $db:ty, $batch:expr) => {{
-        let batch: &$crate::store::WorkflowBatch = $batch;
-        for chunk in $crate::store::db::chunks(&batch.runs) {
-            let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
-                "INSERT INTO workflow_runs ({}) ",
-                $crate::store::db::workflows::RUN_COLUMNS
-            ));
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.id)
-                    .push_bind($crate::store::text::name(&r.workflow))
-                    .push_bind($crate::store::text::name(&r.version))
-                    .push_bind(&r.status)
-                    // Only a run's first row inserts it, and that row has the input; an
-                    // empty one would fail the run's replay loudly, never run it on `{}`.
-                    .push_bind($crate::store::text::without_nul(
-                        r.input.as_deref().unwrap_or_default(),
-                    ))
-                    .push_bind(r.generation)
-                    .push_bind($crate::store::text::message(r.error.as_deref()))
-                    .push_bind(r.state.as_deref().map($crate::store::text::without_nul))
-                    .push_bind(r.steps_done)
-                    .push_bind(r.created_at_ms)
-                    .push_bind(r.updated_at_ms)
-                    .push_bind(r.finished_at_ms);
-            });
-            qb.push(
-                " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
-                 generation = excluded.generation, error = excluded.error, \
-                 state = excluded.state, steps_done = excluded.steps_done, \
-                 updated_at_ms = excluded.updated_at_ms, \
-                 finished_at_ms = excluded.finished_at_ms",
-            );
-            qb.build().execute(&mut *$conn).await?;
-        }
-        for chunk in $crate::store::db::chunks(&batch.events) {
-            let mut qb = sqlx::QueryBuilder::<$db>::new(
-                "INSERT INTO workflow_events (run_id, seq, step, kind, value, at_ms) ",
-            );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(e.run_id)
-                    .push_bind(e.seq)
-                    .push_bind($crate::store::text::without_nul(&e.step))
-                    .push_bind(&e.kind)
-                    .push_bind($crate::store::text::without_nul(&e.value))
-                    .push_bind(e.at_ms);
-            });
-            // A batch retried after a commit that landed writes the same events again.
-            qb.push(" ON CONFLICT (run_id, seq) DO NOTHING");
-            qb.build().execute(&mut *$conn).await?;
-        }
+/// Pushes the statement that writes run rows `$chunk` (inserted, or updated in place) onto
+/// `$qb`, a `QueryBuilder` of either backend. Messages lose any NUL character, which
+/// PostgreSQL's text refuses.
+macro_rules! push_runs {
+    ($qb:expr, $chunk:expr) => {{
+        let chunk: &[$crate::store::workflows::WorkflowRunRow] = $chunk;
+        $qb.push("INSERT INTO workflow_runs (");
+        $qb.push($crate::store::db::workflows::RUN_COLUMNS);
+        $qb.push(") ");
+        $qb.push_values(chunk, |mut b, r| {
+            b.push_bind(r.id)
+                .push_bind($crate::store::text::name(&r.workflow))
+                .push_bind($crate::store::text::name(&r.version))
+                .push_bind(&r.status)
+                // Only a run's first row inserts it, and that row has the input; an
+                // empty one would fail the run's replay loudly, never run it on `{}`.
+                .push_bind($crate::store::text::without_nul(
+                    r.input.as_deref().unwrap_or_default(),
+                ))
+                .push_bind(r.generation)
+                .push_bind($crate::store::text::message(r.error.as_deref()))
+                .push_bind(r.state.as_deref().map($crate::store::text::without_nul))
+                .push_bind(r.steps_done)
+                .push_bind(r.created_at_ms)
+                .push_bind(r.updated_at_ms)
+                .push_bind(r.finished_at_ms);
+        });
+        $qb.push(
+            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+             generation = excluded.generation, error = excluded.error, \
+             state = excluded.state, steps_done = excluded.steps_done, \
+             updated_at_ms = excluded.updated_at_ms, \
+             finished_at_ms = excluded.finished_at_ms",
+        );
+    }};
+}
+
+/// Pushes the statement that writes journal events `$chunk` onto `$qb`, a `QueryBuilder`
+/// of either backend. Steps and values lose any NUL character.
+macro_rules! push_events {
+    ($qb:expr, $chunk:expr) => {{
+        let chunk: &[$crate::store::workflows::WorkflowEventRow] = $chunk;
+        $qb.push("INSERT INTO workflow_events (run_id, seq, step, kind, value, at_ms) ");
+        $qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.run_id)
+                .push_bind(e.seq)
+                .push_bind($crate::store::text::without_nul(&e.step))
+                .push_bind(&e.kind)
+                .push_bind($crate::store::text::without_nul(&e.value))
+                .push_bind(e.at_ms);
+        });
+        // A batch retried after a commit that landed writes the same events again.
+        $qb.push(" ON CONFLICT (run_id, seq) DO NOTHING");
     }};
 }
 

@@ -1,47 +1,13 @@
 //! One batch of changes in one transaction: new tasks (those whose idempotency key another
-//! task holds are left out and reported), task states, attempts, registry rows and
-//! heartbeats.
+//! task holds are left out and reported), task states, attempts, registry rows,
+//! heartbeats and workflow journal rows. The statements are the same on both backends;
+//! how they reach the database differs: SQLite takes a batch as one script
+//! ([`super::script`]), PostgreSQL takes the task and attempt rows as arrays
+//! ([`super::unnest`]).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-
-use sqlx::QueryBuilder;
-
-use super::{chunks, BeginWrite, Db};
+use super::Db;
 use crate::store::pending::Batch;
-use crate::store::rows::{AttemptRow, NewTask, TaskState};
-use crate::store::text;
 use crate::task::TaskId;
-
-/// How one backend writes many task and attempt rows inside a transaction: SQLite with
-/// multi-row `VALUES` ([`super::values`]), PostgreSQL with arrays taken apart by `UNNEST`
-/// ([`super::unnest`]). Everything else in a batch is written the same way on both.
-pub(super) trait WriteRows: sqlx::Database {
-    /// The stored tasks holding these idempotency keys (as stored): (key, task id).
-    async fn key_holders(
-        conn: &mut Self::Connection,
-        keys: &[Cow<'_, str>],
-    ) -> Result<Vec<(String, uuid::Uuid)>, sqlx::Error>;
-
-    /// Inserts new tasks with their latest state; a task already stored (a retried commit
-    /// that had landed) takes the latest state instead.
-    async fn insert_tasks(
-        conn: &mut Self::Connection,
-        rows: &[&(NewTask, TaskState)],
-    ) -> Result<(), sqlx::Error>;
-
-    /// Writes the latest state of stored tasks.
-    async fn update_tasks(
-        conn: &mut Self::Connection,
-        rows: &[TaskState],
-    ) -> Result<(), sqlx::Error>;
-
-    /// Inserts or rewrites attempts, leaving out those whose task is not stored.
-    async fn upsert_attempts(
-        conn: &mut Self::Connection,
-        rows: &[AttemptRow],
-    ) -> Result<(), sqlx::Error>;
-}
 
 /// Columns of a new task, in the order both backends bind them.
 pub(super) const INSERT_TASK: &str = "INSERT INTO tasks (id, task_type, payload, options, \
@@ -74,117 +40,81 @@ pub(super) const UPSERT_ATTEMPTS: &str = "INSERT INTO attempts (task_id, number,
     finished_at_ms = excluded.finished_at_ms, outcome = excluded.outcome, \
     error = excluded.error";
 
-/// Writes a [`Batch`] in one transaction on `$pool` (a pool of backend `$db`).
-macro_rules! write_batch {
-    ($pool:expr, $db:ty, $batch:expr, $fence:expr) => {{
-        let batch: &Batch = $batch;
-        let mut tx = BeginWrite::begin_fenced($pool, $fence).await?;
-        // A new task whose idempotency key another task holds (stored, or older in this
-        // batch) cannot be stored: `ON CONFLICT DO NOTHING` would drop it without a word
-        // while its submit is answered as committed. Such tasks are left out here and
-        // reported, so the writer can answer with the task that holds the key.
-        let mut holders: HashMap<&str, TaskId> = HashMap::new();
-        let keys: Vec<&str> = batch
-            .inserts
-            .iter()
-            .filter_map(|(t, _)| t.idempotency_key.as_deref())
-            .collect();
-        // Keys as stored (NUL replaced), so that lookups match what inserts wrote.
-        let stored_keys: Vec<std::borrow::Cow<'_, str>> =
-            keys.iter().map(|k| text::without_nul(k)).collect();
-        for (key, id) in <$db as WriteRows>::key_holders(&mut *tx, &stored_keys).await? {
-            if let Some(i) = stored_keys.iter().position(|k| *k == key) {
-                holders.insert(keys[i], TaskId::from_uuid(id));
-            }
+/// Pushes the statement that writes registry row `$w` (a worker: registered or gone) onto
+/// `$qb`, a `QueryBuilder` of either backend.
+macro_rules! push_worker {
+    ($qb:expr, $w:expr) => {{
+        let w: &$crate::store::rows::WorkerRow = $w;
+        let active = w.status == "active";
+        $qb.push(
+            "INSERT INTO workers (id, node, labels, task_types, status, registered_at_ms, \
+             heartbeat_at_ms, deregistered_at_ms) ",
+        );
+        $qb.push_values(std::iter::once(w), |mut b, w| {
+            b.push_bind($crate::store::text::name(&w.id))
+                .push_bind($crate::store::text::name(&w.node))
+                .push_bind($crate::store::text::name(&w.labels))
+                .push_bind($crate::store::text::name(&w.task_types))
+                .push_bind(if active { "active" } else { "deregistered" })
+                .push_bind(w.at_ms)
+                .push_bind(w.at_ms)
+                .push_bind((!active).then_some(w.at_ms));
+        });
+        $qb.push(if active {
+            " ON CONFLICT (id) DO UPDATE SET node = excluded.node, labels = excluded.labels, \
+             task_types = excluded.task_types, status = 'active', \
+             registered_at_ms = excluded.registered_at_ms, \
+             heartbeat_at_ms = excluded.heartbeat_at_ms, deregistered_at_ms = NULL"
+        } else {
+            " ON CONFLICT (id) DO UPDATE SET status = 'deregistered', \
+             deregistered_at_ms = excluded.deregistered_at_ms"
+        });
+    }};
+}
+
+/// Pushes the statement that writes registry row `$n` (a node: registered or gone) onto
+/// `$qb`, a `QueryBuilder` of either backend.
+macro_rules! push_node {
+    ($qb:expr, $n:expr) => {{
+        let n: &$crate::store::rows::NodeRow = $n;
+        let active = n.status == "active";
+        $qb.push(
+            "INSERT INTO nodes (id, address, labels, status, registered_at_ms, \
+             heartbeat_at_ms, deregistered_at_ms) ",
+        );
+        $qb.push_values(std::iter::once(n), |mut b, n| {
+            b.push_bind($crate::store::text::name(&n.id))
+                .push_bind(n.address.as_deref().map($crate::store::text::name))
+                .push_bind($crate::store::text::name(&n.labels))
+                .push_bind(if active { "active" } else { "deregistered" })
+                .push_bind(n.at_ms)
+                .push_bind(n.at_ms)
+                .push_bind((!active).then_some(n.at_ms));
+        });
+        $qb.push(if active {
+            " ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
+             labels = excluded.labels, status = 'active', \
+             registered_at_ms = excluded.registered_at_ms, \
+             heartbeat_at_ms = excluded.heartbeat_at_ms, deregistered_at_ms = NULL"
+        } else {
+            " ON CONFLICT (id) DO UPDATE SET status = 'deregistered', \
+             deregistered_at_ms = excluded.deregistered_at_ms"
+        });
+    }};
+}
+
+/// Pushes the statement that marks the active workers `$ids` alive at `$at_ms` onto `$qb`,
+/// a `QueryBuilder` of either backend.
+macro_rules! push_heartbeat {
+    ($qb:expr, $ids:expr, $at_ms:expr) => {{
+        $qb.push("UPDATE workers SET heartbeat_at_ms = ");
+        $qb.push_bind($at_ms);
+        $qb.push(" WHERE status = 'active' AND id IN (");
+        let mut list = $qb.separated(", ");
+        for id in $ids {
+            list.push_bind($crate::store::text::name(id));
         }
-        let mut taken = Vec::new();
-        // Oldest first (the batch is sorted by id), so within a batch the first task made
-        // with a key keeps it.
-        let inserts: Vec<&(NewTask, TaskState)> = batch
-            .inserts
-            .iter()
-            .filter(|(t, _)| {
-                let Some(key) = t.idempotency_key.as_deref() else {
-                    return true;
-                };
-                match holders.get(key) {
-                    Some(&holder) if holder != t.id => {
-                        taken.push(KeyTaken { task: t.id, holder });
-                        false
-                    }
-                    Some(_) => true,
-                    None => {
-                        holders.insert(key, t.id);
-                        true
-                    }
-                }
-            })
-            .collect();
-        <$db as WriteRows>::insert_tasks(&mut *tx, &inserts).await?;
-        <$db as WriteRows>::update_tasks(&mut *tx, &batch.updates).await?;
-        // Only attempts of stored tasks: a task whose submit was refused (or whose key
-        // was taken) may still report an attempt, and its row would belong to nothing.
-        <$db as WriteRows>::upsert_attempts(&mut *tx, &batch.attempts).await?;
-        for w in &batch.workers {
-            let sql = if w.status == "active" {
-                "INSERT INTO workers (id, node, labels, task_types, status, registered_at_ms, \
-                 heartbeat_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $5) \
-                 ON CONFLICT (id) DO UPDATE SET node = excluded.node, labels = excluded.labels, \
-                 task_types = excluded.task_types, status = 'active', \
-                 registered_at_ms = excluded.registered_at_ms, \
-                 heartbeat_at_ms = excluded.heartbeat_at_ms, deregistered_at_ms = NULL"
-            } else {
-                "INSERT INTO workers (id, node, labels, task_types, status, registered_at_ms, \
-                 heartbeat_at_ms, deregistered_at_ms) VALUES ($1, $2, $3, $4, 'deregistered', \
-                 $5, $5, $5) ON CONFLICT (id) DO UPDATE SET status = 'deregistered', \
-                 deregistered_at_ms = excluded.deregistered_at_ms"
-            };
-            sqlx::query(sql)
-                .bind(text::name(&w.id))
-                .bind(text::name(&w.node))
-                .bind(text::name(&w.labels))
-                .bind(text::name(&w.task_types))
-                .bind(w.at_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for n in &batch.nodes {
-            let sql = if n.status == "active" {
-                "INSERT INTO nodes (id, address, labels, status, registered_at_ms, \
-                 heartbeat_at_ms) VALUES ($1, $2, $3, 'active', $4, $4) \
-                 ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
-                 labels = excluded.labels, status = 'active', \
-                 registered_at_ms = excluded.registered_at_ms, \
-                 heartbeat_at_ms = excluded.heartbeat_at_ms, deregistered_at_ms = NULL"
-            } else {
-                "INSERT INTO nodes (id, address, labels, status, registered_at_ms, \
-                 heartbeat_at_ms, deregistered_at_ms) VALUES ($1, $2, $3, 'deregistered', \
-                 $4, $4, $4) ON CONFLICT (id) DO UPDATE SET status = 'deregistered', \
-                 deregistered_at_ms = excluded.deregistered_at_ms"
-            };
-            sqlx::query(sql)
-                .bind(text::name(&n.id))
-                .bind(n.address.as_deref().map(text::name))
-                .bind(text::name(&n.labels))
-                .bind(n.at_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (ids, at_ms) in &batch.heartbeats {
-            for chunk in chunks(&ids) {
-                let mut qb = QueryBuilder::<$db>::new("UPDATE workers SET heartbeat_at_ms = ");
-                qb.push_bind(*at_ms);
-                qb.push(" WHERE status = 'active' AND id IN (");
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(text::name(id));
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
-            }
-        }
-        write_workflow_rows!(tx, $db, &batch.workflows);
-        tx.commit().await.map(|()| taken)
+        $qb.push(")");
     }};
 }
 
@@ -201,7 +131,9 @@ impl Db {
     /// Writes one batch in one transaction. Returns the new tasks left out because another
     /// task holds their idempotency key.
     pub(crate) async fn write(&self, batch: &Batch) -> Result<Vec<KeyTaken>, sqlx::Error> {
-        let fence = self.fence().map(|f| &**f);
-        on_pool!(self, |pool, DB| write_batch!(pool, DB, batch, fence))
+        match self {
+            Self::Sqlite(pool) => super::script::write(pool, batch).await,
+            Self::Postgres(pool, fence) => super::unnest::write(pool, fence, batch).await,
+        }
     }
 }
