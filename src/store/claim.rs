@@ -69,7 +69,7 @@ const BUMP_EPOCH: &str =
 pub(crate) async fn current_epoch(db: &Db) -> Result<u64, sqlx::Error> {
     let sql = "SELECT epoch FROM coordinator_epoch WHERE id = 1";
     let epoch: Option<i64> = match db {
-        Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
+        Db::Sqlite(pool, _) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
         Db::Postgres(pool, _) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
     };
     Ok(epoch.unwrap_or(0).max(0) as u64)
@@ -93,7 +93,7 @@ pub(crate) async fn claim(
     };
     if url.starts_with("sqlite:") {
         let claim = lock_file(config)?;
-        let Db::Sqlite(pool) = db else {
+        let Db::Sqlite(pool, _) = db else {
             return Err(StoreError::Unavailable(
                 "an sqlite url opened a postgres pool".into(),
             ));

@@ -240,7 +240,7 @@ impl super::Store {
     fn pg(&self) -> Result<(&PgPool, &Arc<Fence>), crate::Error> {
         match &self.db {
             super::db::Db::Postgres(pool, fence) => Ok((pool, fence)),
-            super::db::Db::Sqlite(_) => Err(crate::Error::invalid(
+            super::db::Db::Sqlite(..) => Err(crate::Error::invalid(
                 "store.url",
                 "failover needs PostgreSQL: an SQLite file has one coordinator",
             )),

@@ -154,7 +154,7 @@ pub(crate) async fn run(db: &Db) -> Result<MigrationReport, StoreError> {
         }};
     }
     match db {
-        Db::Sqlite(pool) => apply!(pool, false, sqlite),
+        Db::Sqlite(pool, _) => apply!(pool, false, sqlite),
         Db::Postgres(pool, _) => apply!(pool, true, postgres),
     }
     Ok(MigrationReport {

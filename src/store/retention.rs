@@ -45,7 +45,7 @@ const SIZE_TARGET_PERCENT: u64 = 90;
 /// free disk as the file). New files get it when they are created. Returns whether the file
 /// was rewritten.
 pub(crate) async fn enable_incremental_vacuum(db: &Db) -> Result<bool, sqlx::Error> {
-    let Db::Sqlite(pool) = db else {
+    let Db::Sqlite(pool, _) = db else {
         return Ok(false);
     };
     let mut conn = pool.acquire().await?;
@@ -71,7 +71,7 @@ pub(crate) async fn enable_incremental_vacuum(db: &Db) -> Result<bool, sqlx::Err
 /// `pg_database_size`.
 pub(crate) async fn database_bytes(db: &Db) -> Result<u64, sqlx::Error> {
     let bytes: i64 = match db {
-        Db::Sqlite(pool) => {
+        Db::Sqlite(pool, _) => {
             sqlx::query_scalar(
                 "SELECT p.page_count * s.page_size FROM pragma_page_count() p, \
                  pragma_page_size() s",
@@ -106,7 +106,7 @@ pub(crate) async fn cutoff_keeping(db: &Db, keep: u64) -> Result<Option<i64>, sq
                ORDER BY finished_at_ms DESC LIMIT 1 OFFSET $1";
     let keep = i64::try_from(keep).unwrap_or(i64::MAX);
     let at: Option<i64> = match db {
-        Db::Sqlite(pool) => {
+        Db::Sqlite(pool, _) => {
             sqlx::query_scalar(sql)
                 .bind(keep)
                 .fetch_optional(pool)
@@ -126,7 +126,7 @@ pub(crate) async fn cutoff_keeping(db: &Db, keep: u64) -> Result<Option<i64>, sq
 /// under it: the excess over 90 % of the bound, in tasks of the file's average size.
 /// Returns the `before_ms` to prune with, or `None` when the file is within its bound.
 pub(crate) async fn cutoff_for_size(db: &Db, max_bytes: u64) -> Result<Option<i64>, sqlx::Error> {
-    let Db::Sqlite(pool) = db else {
+    let Db::Sqlite(pool, _) = db else {
         return Ok(None);
     };
     let used = sqlite_used_bytes(pool).await?;
@@ -147,7 +147,7 @@ pub(crate) async fn cutoff_for_size(db: &Db, max_bytes: u64) -> Result<Option<i6
 
 /// Gives SQLite's free pages back to the file system.
 pub(crate) async fn give_back(db: &Db) -> Result<(), sqlx::Error> {
-    if let Db::Sqlite(pool) = db {
+    if let Db::Sqlite(pool, _) = db {
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(pool)
             .await?;

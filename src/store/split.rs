@@ -40,7 +40,7 @@ pub(crate) fn incurable(db: &Db, e: &sqlx::Error) -> bool {
                             || code.starts_with("23")
                             || code.starts_with("54"))
                 }
-                Db::Sqlite(_) => {
+                Db::Sqlite(..) => {
                     const TOOBIG: i64 = 18;
                     const CONSTRAINT: i64 = 19;
                     const MISMATCH: i64 = 20;

@@ -18,7 +18,7 @@ impl Db {
     /// the cached plans, and the next ones use indexes.
     pub(crate) async fn analyze(&self) -> Result<(), sqlx::Error> {
         match self {
-            Db::Sqlite(_) => Ok(()),
+            Db::Sqlite(..) => Ok(()),
             Db::Postgres(pool, _) => {
                 sqlx::query("ANALYZE tasks, attempts, workflow_runs, workflow_events")
                     .execute(pool)
@@ -36,7 +36,7 @@ impl Db {
         match self {
             // The first statement takes the database's write lock, so no commit lands
             // between the two: the tasks deleted are those whose attempts were.
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
                 let attempts = format!(
                     "DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE {old})"
                 );

@@ -23,7 +23,7 @@ use super::{StoreConfig, StoreError};
 macro_rules! on_pool {
     ($self:expr, |$pool:ident, $db:ident| $body:expr) => {
         match $self {
-            Db::Sqlite($pool) => {
+            Db::Sqlite($pool, _) => {
                 #[allow(dead_code)]
                 type $db = sqlx::Sqlite;
                 $body
@@ -52,11 +52,12 @@ mod unnest;
 
 pub(crate) use write::KeyTaken;
 
-/// A connected database. A PostgreSQL one carries the [`Fence`] its write transactions
-/// pass first (failover: only the leader's epoch may write).
+/// A connected database. An SQLite one carries the connection its batches are written on
+/// ([`script::Writer`]); a PostgreSQL one the [`Fence`] its write transactions pass first
+/// (failover: only the leader's epoch may write).
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(sqlx::SqlitePool, Arc<script::Writer>),
     Postgres(sqlx::PgPool, Arc<Fence>),
 }
 
@@ -153,8 +154,9 @@ impl Db {
             probe::<sqlx::SqliteConnection>(&options, config.connect_timeout)
                 .await
                 .map_err(unreachable)?;
+            let writer = Arc::new(script::Writer::new(options.clone()));
             let pool = sqlite::pool(config, options).await.map_err(unreachable)?;
-            Ok(Self::Sqlite(pool))
+            Ok(Self::Sqlite(pool, writer))
         } else {
             Err(StoreError::BadUrl {
                 url: redact(url),
@@ -166,7 +168,7 @@ impl Db {
     /// The fence of a PostgreSQL database's write transactions.
     pub(crate) fn fence(&self) -> Option<&Arc<Fence>> {
         match self {
-            Self::Sqlite(_) => None,
+            Self::Sqlite(..) => None,
             Self::Postgres(_, fence) => Some(fence),
         }
     }
@@ -174,12 +176,15 @@ impl Db {
     /// `sqlite` or `postgres`.
     pub(crate) fn backend(&self) -> &'static str {
         match self {
-            Self::Sqlite(_) => "sqlite",
+            Self::Sqlite(..) => "sqlite",
             Self::Postgres(..) => "postgres",
         }
     }
 
     pub(crate) async fn close(&self) {
+        if let Self::Sqlite(_, writer) = self {
+            writer.close().await;
+        }
         on_pool!(self, |pool, _DB| pool.close().await)
     }
 }

@@ -1,26 +1,34 @@
-//! SQLite's way of writing a batch: its statements go to the connection's thread as one
-//! script (SQLite prepares a string of several statements and runs them in order), so a
-//! batch the size of a workflow step's round (a task's new state and attempt, the next
-//! step's task, the run's row and events) costs one hand-off between threads instead of
-//! one per statement: on this kind of machine each hand-off costs 50–300 µs, more than the
-//! statement itself.
+//! SQLite's way of writing a batch: its statements, from `BEGIN IMMEDIATE` to `COMMIT`, go
+//! to the connection's thread as one script (SQLite prepares a string of several statements
+//! and runs them in order), so a batch the size of a workflow step's round (a task's new
+//! state and attempt, the next step's task, the run's row and events) costs one hand-off
+//! between threads instead of one per statement (on the development machine a hand-off
+//! costs about 12 µs in a tight loop and 50–300 µs while other threads compete for its two
+//! cores: more than a step's small statements take to run). The batches are written on a
+//! connection of their own ([`Writer`]).
 //!
 //! Large batches go statement by statement, each [`chunks`]-sized multi-row `VALUES`
 //! prepared once per connection and reused, the next one built while SQLite runs the one
 //! before. A new task whose idempotency key another task holds is left out by the insert
 //! itself (`ON CONFLICT DO NOTHING`) and found by the statement after it, which reads the
 //! keys' holders: no read has to come back before the writing starts.
+//!
+//! sqlx 0.8 runs a string of several statements in order on SQLite, binding each its own
+//! values; its maintainers discuss dropping that (launchbadge/sqlx#3108). Should an upgrade
+//! run only the first, the test
+//! `db::tests::keys_held_by_other_tasks_are_reported_in_small_and_large_batches` fails: its
+//! small batch's later statements would not have run.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 
+use super::chunks;
 use super::write::{KeyTaken, INSERT_TASK, ON_TASK_CONFLICT, SET_TASK_STATE, UPSERT_ATTEMPTS};
-use super::{chunks, BeginWrite};
 use crate::store::pending::Batch;
 use crate::store::rows::{AttemptRow, NewTask, NodeRow, TaskState, WorkerRow};
 use crate::store::text;
@@ -168,38 +176,88 @@ impl<'a> Statement<'a> {
     }
 }
 
-/// Writes `batch` in one transaction. Returns the new tasks left out because another task
-/// holds their idempotency key.
-pub(super) async fn write(pool: &SqlitePool, batch: &Batch) -> Result<Vec<KeyTaken>, sqlx::Error> {
+/// The connection SQLite batches are written on: one of its own, outside the pool, so that
+/// a small batch's transaction is one script from `BEGIN IMMEDIATE` to `COMMIT` (one
+/// hand-off in all; sqlx's transactions send BEGIN and COMMIT as hand-offs of their own),
+/// and so that the shapes it prepares stay with it. A connection that failed, or whose
+/// write was abandoned part way, is dropped (closing it rolls back whatever it had begun)
+/// and the next write opens a new one.
+pub(crate) struct Writer {
+    options: SqliteConnectOptions,
+    /// The open connection, taken out while a write runs on it.
+    idle: Mutex<Option<SqliteConnection>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    pub(super) fn new(options: SqliteConnectOptions) -> Self {
+        Self {
+            options,
+            idle: Mutex::new(None),
+        }
+    }
+
+    /// Writes `batch` in one transaction. Returns the new tasks left out because another
+    /// task holds their idempotency key.
+    pub(super) async fn write(&self, batch: &Batch) -> Result<Vec<KeyTaken>, sqlx::Error> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => SqliteConnection::connect_with(&self.options).await?,
+        };
+        // Dropped, not put back, if this fails or is abandoned: it may be inside the
+        // transaction.
+        let taken = write(&mut conn, batch).await?;
+        *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+        Ok(taken)
+    }
+
+    /// Closes the connection (the next write would open another).
+    pub(super) async fn close(&self) {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(conn) = idle {
+            // Closing cleanly only spares SQLite its recovery of the WAL; nothing to report.
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Writes `batch` in one transaction on `conn`.
+async fn write(conn: &mut SqliteConnection, batch: &Batch) -> Result<Vec<KeyTaken>, sqlx::Error> {
     let keyed: Vec<&(NewTask, TaskState)> = batch
         .inserts
         .iter()
         .filter(|(t, _)| t.idempotency_key.is_some())
         .collect();
     let statements = Statement::all(batch, &keyed);
-    let mut tx = pool.begin_write().await?;
+    // `BEGIN IMMEDIATE` takes the write lock at once (see `BeginWrite::begin_write`).
     let rows = if statements.iter().map(Statement::binds).sum::<usize>() <= ONE_SCRIPT {
-        let mut script = QueryBuilder::new("");
-        for (i, statement) in statements.into_iter().enumerate() {
-            if i > 0 {
-                script.push(";\n");
-            }
+        let mut script = QueryBuilder::new("BEGIN IMMEDIATE");
+        for statement in statements {
+            script.push(";\n");
             statement.push(&mut script);
         }
-        script.build().fetch_all(&mut *tx).await?
+        script.push(";\nCOMMIT");
+        script.build().fetch_all(&mut *conn).await?
     } else {
-        one_by_one(&mut tx, statements).await?
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let rows = one_by_one(conn, statements).await?;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        rows
     };
-    let taken = rows
-        .iter()
+    rows.iter()
         .map(|row| {
             Ok(KeyTaken {
                 task: TaskId::from_uuid(row.try_get(0)?),
                 holder: TaskId::from_uuid(row.try_get(1)?),
             })
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    tx.commit().await.map(|()| taken)
+        .collect()
 }
 
 /// Runs `statements` in order, one at a time, building each next one while SQLite runs the

@@ -40,13 +40,14 @@ pub(super) fn options(config: &StoreConfig) -> Result<SqliteConnectOptions, sqlx
         .pragma("wal_autocheckpoint", "16384"))
 }
 
-/// The pool of `config.max_connections` connections.
+/// The pool of the other `config.max_connections - 1` connections: the writer keeps one
+/// of its own ([`super::script::Writer`]).
 pub(super) async fn pool(
     config: &StoreConfig,
     options: SqliteConnectOptions,
 ) -> Result<sqlx::SqlitePool, sqlx::Error> {
     SqlitePoolOptions::new()
-        .max_connections(config.max_connections)
+        .max_connections(config.max_connections.saturating_sub(1).max(1))
         .acquire_timeout(config.connect_timeout)
         .connect_with(options)
         .await

@@ -40,6 +40,10 @@ pub(super) const UPSERT_ATTEMPTS: &str = "INSERT INTO attempts (task_id, number,
     finished_at_ms = excluded.finished_at_ms, outcome = excluded.outcome, \
     error = excluded.error";
 
+/// A registry row (worker or node) already stored takes the leaving row's status and time.
+pub(super) const DEREGISTERED: &str = " ON CONFLICT (id) DO UPDATE SET \
+    status = 'deregistered', deregistered_at_ms = excluded.deregistered_at_ms";
+
 /// Pushes the statement that writes registry row `$w` (a worker: registered or gone) onto
 /// `$qb`, a `QueryBuilder` of either backend.
 macro_rules! push_worker {
@@ -66,8 +70,7 @@ macro_rules! push_worker {
              registered_at_ms = excluded.registered_at_ms, \
              heartbeat_at_ms = excluded.heartbeat_at_ms, deregistered_at_ms = NULL"
         } else {
-            " ON CONFLICT (id) DO UPDATE SET status = 'deregistered', \
-             deregistered_at_ms = excluded.deregistered_at_ms"
+            $crate::store::db::write::DEREGISTERED
         });
     }};
 }
@@ -97,8 +100,7 @@ macro_rules! push_node {
              registered_at_ms = excluded.registered_at_ms, \
              heartbeat_at_ms = excluded.heartbeat_at_ms, deregistered_at_ms = NULL"
         } else {
-            " ON CONFLICT (id) DO UPDATE SET status = 'deregistered', \
-             deregistered_at_ms = excluded.deregistered_at_ms"
+            $crate::store::db::write::DEREGISTERED
         });
     }};
 }
@@ -132,7 +134,7 @@ impl Db {
     /// task holds their idempotency key.
     pub(crate) async fn write(&self, batch: &Batch) -> Result<Vec<KeyTaken>, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => super::script::write(pool, batch).await,
+            Self::Sqlite(_, writer) => writer.write(batch).await,
             Self::Postgres(pool, fence) => super::unnest::write(pool, fence, batch).await,
         }
     }

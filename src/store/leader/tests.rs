@@ -51,7 +51,7 @@ async fn fresh(test: &str) -> Option<String> {
 async fn pool(url: &str) -> PgPool {
     match Db::connect(&StoreConfig::new(url)).await.unwrap() {
         Db::Postgres(pool, _) => pool,
-        Db::Sqlite(_) => unreachable!("a postgres url"),
+        Db::Sqlite(..) => unreachable!("a postgres url"),
     }
 }
 
