@@ -2,7 +2,8 @@
 //! temporary file) and, when `DATABASE_URL` names a PostgreSQL server, on PostgreSQL:
 //!
 //! - checkpoint overhead: runs of 10 ms steps against the same tasks submitted one after
-//!   another without a workflow (the baseline, in the same run);
+//!   another without a workflow (the baseline, in the same run), 10 runs at once and one
+//!   alone, each the median of five alternated pairs after one to warm up;
 //! - no-op steps per second through sequential and parallel workflows, 100 runs at once;
 //! - step-to-next-step latency within one run (p50, p99);
 //! - the time to resume 10,000 unfinished runs after a restart.
@@ -99,6 +100,60 @@ async fn run_all(c: &Coordinator, name: &str, runs: usize) -> Duration {
     started.elapsed()
 }
 
+/// Checkpoint overhead: `runs` runs of 20 steps of 10 ms, against the same tasks submitted
+/// by as many clients, each waiting for one task before submitting the next. One pair to
+/// warm up, then five, alternated; the medians are compared.
+async fn checkpoint_overhead(c: &Coordinator, runs: usize) {
+    let (mut base, mut journaled) = (Vec::new(), Vec::new());
+    for round in 0..6 {
+        let b = plain_tasks(c, runs, 20).await;
+        let j = run_all(c, "ten-ms", runs).await;
+        if round > 0 {
+            base.push(b);
+            journaled.push(j);
+        }
+    }
+    base.sort();
+    journaled.sort();
+    let (b, j) = (base[base.len() / 2], journaled[journaled.len() / 2]);
+    let overhead = (j.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0;
+    let ms = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "checkpoint overhead on 10 ms steps, {runs} run(s) x 20 steps: {overhead:+.2}% (medians of 5 alternated: {:.1} ms journaled, {:.1} ms as plain tasks; journaled {} ms; plain {} ms)",
+        j.as_secs_f64() * 1e3,
+        b.as_secs_f64() * 1e3,
+        ms(&journaled),
+        ms(&base),
+    );
+}
+
+/// Submits `per_client` `work10` tasks from each of `clients` clients at once, each client
+/// waiting for one task before submitting the next; the time until all are done.
+async fn plain_tasks(c: &Coordinator, clients: usize, per_client: usize) -> Duration {
+    let started = Instant::now();
+    let each: Vec<_> = (0..clients)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    c.submit_spec(TaskSpec::new("work10", &i).unwrap())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in each {
+        client.await.unwrap();
+    }
+    started.elapsed()
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -117,31 +172,9 @@ async fn report(backend: &str, url: &str) {
     )
     .await;
 
-    // Checkpoint overhead: 10 runs of 20 steps of 10 ms, against the same 200 tasks
-    // submitted by 10 clients, each waiting for one task before submitting the next.
-    let base_started = Instant::now();
-    let mut clients = Vec::new();
-    for _ in 0..10 {
-        let c = c.clone();
-        clients.push(tokio::spawn(async move {
-            for i in 0..20 {
-                c.submit_spec(TaskSpec::new("work10", &i).unwrap())
-                    .await
-                    .unwrap();
-            }
-        }));
+    for runs in [10, 1] {
+        checkpoint_overhead(&c, runs).await;
     }
-    for h in clients {
-        h.await.unwrap();
-    }
-    let base = base_started.elapsed();
-    let journaled = run_all(&c, "ten-ms", 10).await;
-    let overhead = (journaled.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0;
-    println!(
-        "checkpoint overhead on 10 ms steps: {overhead:+.2}% (10 runs x 20 steps: {:.0} ms journaled, {:.0} ms as plain tasks)",
-        journaled.as_secs_f64() * 1e3,
-        base.as_secs_f64() * 1e3
-    );
 
     for (name, label) in [("seq", "sequential"), ("par", "parallel")] {
         let took = run_all(&c, name, RUNS).await;

@@ -558,7 +558,46 @@ async fn listing_by_status_finds_older_runs_in_the_store(url: String) {
     c.stop(true).await.unwrap();
 }
 
+/// A step's task row, its completion and the journal round after it are committed in one
+/// transaction: a run of steps that each take longer than the queue holds a completion for
+/// its round (2 ms) costs one commit per step, not one for the row and one for the rest.
+async fn a_step_costs_one_commit(url: String) {
+    let c = builder(&url, Counts::default(), None)
+        .handler(
+            "nap",
+            handler_fn(|_ctx, _: Value| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, TaskError>(())
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let steps = 20;
+    let naps = (0..steps).fold(Workflow::new("naps"), |wf, i| {
+        wf.step(Step::task(format!("n{i}"), "nap").input(Input::Value(json!(i))))
+    });
+    c.workflows().register(naps).await.unwrap();
+    let commits = || {
+        c.store()
+            .unwrap()
+            .writer_stats()
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = commits();
+    let run = c.workflows().start("naps", json!({})).await.unwrap();
+    let done = c.workflows().wait(run, WAIT).await.unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+    let took = commits() - before;
+    println!("{took} commits for a run of {steps} steps");
+    // The run's first row, one per step, and a few for the registry's heartbeats.
+    assert!(took <= steps + 5, "{took} commits for {steps} steps");
+    c.stop(true).await.unwrap();
+}
+
 on_both!(
+    a_step_costs_one_commit,
     child_runs_and_dynamic_steps_run_to_the_end,
     a_restart_finds_the_child_run_again,
     bulk_operations_and_cancelling_a_parent,

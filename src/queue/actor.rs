@@ -95,8 +95,9 @@ pub(crate) enum QueueMsg {
     },
     /// Time to promote delayed tasks and expire leases.
     Tick,
-    /// Nothing to do but what follows every message: ends a hold for a journal round.
-    Nudge,
+    /// Nothing to do but what follows every message: ends the hold for a journal round
+    /// that began after this many hand-offs to the writer, if it still lasts.
+    Nudge(u64),
     /// The store could not commit these submitted tasks: take them back out.
     NotStored { ids: Vec<TaskId> },
     /// Workers seen alive, for the store's registry.
@@ -142,15 +143,36 @@ pub(crate) struct QueueState {
     since_dispatch: u32,
     /// Where changes are journaled, when the queue has a store.
     pub(super) store: Option<StoreLink>,
-    /// Changes are held for a journal round, and a `Nudge` will end the hold.
-    holding: bool,
-    /// This message submitted workflow steps (their rows may wait for a journal round).
-    steps_submitted: bool,
+    /// Changes are held for a journal round: `Some(n)` after the `n`th hand-off to the
+    /// writer, and `Nudge(n)` will end the hold.
+    holding: Option<u64>,
+    /// Hand-offs of changes to the writer so far.
+    handoffs: u64,
+    /// This message is a `Nudge` for a hold that already ended: changes held since stay.
+    late_nudge: bool,
+    /// This message submitted workflow steps (their rows may wait for a journal round):
+    /// `Some(followed)`, as [`Waiter::Steps`] says.
+    steps_submitted: Option<bool>,
 }
 
-/// The longest a workflow step's completion (or a new step's row) waits for the engine's
-/// journal round before it goes to the writer on its own. The round comes well within it;
-/// without the hold they would be transactions in a row, each on the step's path.
+/// How long this message's changes wait for the engine's next journal round.
+#[derive(Debug)]
+enum Hold {
+    /// They go to the writer now.
+    No,
+    /// Up to [`HOLD_FOR_JOURNAL`]: a step's completion (its round comes at once), or steps
+    /// whose commit the engine waits on.
+    Briefly,
+    /// Until the next round or any other write, however long: new steps the engine follows
+    /// without waiting for their rows (a crash before their commit loses nothing: the
+    /// journal says they started, and recovery submits them again under the same keys).
+    /// Their rows ride with the round of their own completion, if nothing goes first.
+    UntilRound,
+}
+
+/// The longest a workflow step's completion waits for the engine's journal round before it
+/// goes to the writer on its own. The round comes well within it; without the hold they
+/// would be transactions in a row, each on the step's path.
 const HOLD_FOR_JOURNAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Dispatch at the latest after this many messages, even if more are waiting.
@@ -178,8 +200,10 @@ impl Actor for TaskQueue {
             events: args.events,
             me,
             wake_at: None,
-            holding: false,
-            steps_submitted: false,
+            holding: None,
+            handoffs: 0,
+            late_nudge: false,
+            steps_submitted: None,
             closing: None,
             since_dispatch: 0,
             store: link,
@@ -208,7 +232,8 @@ impl Actor for TaskQueue {
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
         state.me.depth().received();
-        state.steps_submitted = false;
+        state.steps_submitted = None;
+        state.late_nudge = false;
         state.core.out.events_on = state.events.has_subscribers();
         let now = Instant::now();
         match msg {
@@ -233,16 +258,19 @@ impl Actor for TaskQueue {
                         .core
                         .submit_known(specs, &known.unwrap_or_default(), now, admission)
                 };
-                let steps = matches!(waiter, Some(Waiter::Steps(_)));
+                let steps = match &waiter {
+                    Some(Waiter::Steps { followed, .. }) => Some(*followed),
+                    _ => None,
+                };
                 if let (Ok(admitted), Some(waiter)) = (&result, waiter) {
                     register(state, &admitted.submitted, waiter);
                 }
-                state.steps_submitted = steps && result.is_ok();
+                state.steps_submitted = steps.filter(|_| result.is_ok());
                 let answer = result.map(|admitted| {
                     let stored = state
                         .store
                         .as_mut()
-                        .and_then(|link| link.journal(&admitted.submitted, steps));
+                        .and_then(|link| link.journal(&admitted.submitted, steps.is_some()));
                     Accepted {
                         submitted: admitted.submitted,
                         shed: admitted.shed,
@@ -324,7 +352,7 @@ impl Actor for TaskQueue {
                 state.wake_at = None;
                 state.core.tick(now);
             }
-            QueueMsg::Nudge => state.holding = false,
+            QueueMsg::Nudge(n) => state.late_nudge = state.holding != Some(n),
             QueueMsg::NotStored { ids } => {
                 state.core.abandon(&ids);
                 for id in &ids {
@@ -453,17 +481,22 @@ fn dispatch(state: &mut QueueState, now: Instant) -> bool {
     delivered
 }
 
-/// True when this message's changes should wait for a journal round: it submitted
+/// Whether this message's changes wait for a journal round: they do when it submitted
 /// workflow steps or finished tasks that are all workflow steps (a round will follow and
 /// carry them to the writer in one transaction), and no other submit waits on the next
 /// commit.
-fn holds_for_journal(state: &QueueState) -> bool {
+fn hold(state: &QueueState) -> Hold {
     let finished = &state.core.out.finished;
-    (state.steps_submitted || !finished.is_empty())
+    let holds = (state.steps_submitted.is_some() || !finished.is_empty())
         && state.store.as_ref().is_some_and(StoreLink::may_hold)
         && finished
             .iter()
-            .all(|(id, _)| state.waiters.get(id).is_some_and(Waiting::is_steps))
+            .all(|(id, _)| state.waiters.get(id).is_some_and(Waiting::is_steps));
+    match (holds, state.steps_submitted) {
+        (false, _) => Hold::No,
+        (true, Some(true)) if finished.is_empty() => Hold::UntilRound,
+        (true, _) => Hold::Briefly,
+    }
 }
 
 /// Runs after every message: hand out work when the mailbox is quiet (so a burst of reports
@@ -475,13 +508,22 @@ fn after_message(state: &mut QueueState, now: Instant) -> bool {
     if state.me.depth().get() == 0 || state.since_dispatch >= DISPATCH_EVERY {
         delivered = dispatch(state, now);
     }
-    if holds_for_journal(state) {
-        if !state.holding {
-            state.holding = true;
-            state.me.send_after(HOLD_FOR_JOURNAL, || QueueMsg::Nudge);
+    match hold(state) {
+        // Held since: its own `Nudge` ends that hold.
+        Hold::No if state.late_nudge => {}
+        Hold::No => {
+            journal::send_writes(state);
+            state.holding = None;
+            state.handoffs += 1;
         }
-    } else {
-        journal::send_writes(state);
+        Hold::Briefly if state.holding.is_none() => {
+            let n = state.handoffs;
+            state.holding = Some(n);
+            state
+                .me
+                .send_after(HOLD_FOR_JOURNAL, move || QueueMsg::Nudge(n));
+        }
+        Hold::Briefly | Hold::UntilRound => {}
     }
     // Drained in place: the outbox keeps its buffers from one message to the next.
     let out = &mut state.core.out;

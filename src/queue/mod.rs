@@ -195,9 +195,10 @@ impl QueueRef {
     /// `fresh`: the caller knows that no task ever held these specs' idempotency keys (the
     /// workflow engine's new steps), so the store is not asked about them; only memory is.
     ///
-    /// The answer comes before the store's: [`Accepted::settle`] waits for it. On SQLite
-    /// the tasks' rows may wait for the engine's next journal round, to be committed in its
-    /// transaction.
+    /// The answer comes before the store's: [`Accepted::settle`] waits for it. The tasks'
+    /// rows wait for the engine's next journal round, to be committed in its transaction:
+    /// fresh steps' rows until that round comes (the engine follows them without waiting
+    /// for their commit), the others briefly (the engine waits on their commit).
     pub(crate) async fn submit_batch_into(
         &self,
         specs: Vec<TaskSpec>,
@@ -208,7 +209,10 @@ impl QueueRef {
         // Steps of runs already accepted: load shedding does not cut a run in half.
         self.accept_as(
             specs,
-            Some(Waiter::Steps(outcomes)),
+            Some(Waiter::Steps {
+                tx: outcomes,
+                followed: fresh,
+            }),
             known,
             Admission::Exempt,
         )
@@ -375,16 +379,22 @@ impl QueueRef {
 
     /// Commits a workflow journal round in the task store's transaction, after every task
     /// change made so far (so a step's journaled outcome never lands before its task's
-    /// completion); answers once it is durable (at once without a store).
-    pub(crate) async fn journal(&self, batch: crate::store::WorkflowBatch) -> Result<(), Error> {
-        Ok(self
-            .mailbox
-            .call(
-                |reply| QueueMsg::Journal(crate::store::JournalWrite { batch, reply }),
-                None,
-                QUEUE,
-            )
-            .await??)
+    /// completion). Sent when called, so rounds reach the writer in the order they were
+    /// made; the future answers once the round is durable (at once without a store).
+    pub(crate) fn journal(
+        &self,
+        batch: crate::store::WorkflowBatch,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let write = crate::store::JournalWrite {
+            batch,
+            reply: tx.into(),
+        };
+        let sent = self.mailbox.send(QueueMsg::Journal(write));
+        async move {
+            sent.map_err(|_| Error::Stopped { actor: QUEUE })?;
+            Ok(rx.await.map_err(|_| Error::Stopped { actor: QUEUE })??)
+        }
     }
 
     /// Records in the store's registry that this queue's node is leaving (before a stop).

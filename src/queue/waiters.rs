@@ -19,15 +19,20 @@ pub(crate) enum Waiter {
     /// The workflow engine's steps, answered as each finishes. Each answer is followed, a
     /// moment later, by a journal round that must commit with or after the task's
     /// completion: the queue holds the completion back briefly so that both go in one
-    /// transaction (see [`HOLD_FOR_JOURNAL`]).
-    Steps(mpsc::UnboundedSender<(TaskId, TaskOutcome)>),
+    /// transaction (see [`HOLD_FOR_JOURNAL`]). `followed`: the engine follows these steps
+    /// without waiting for their rows' commit (new steps), so the rows may wait for its
+    /// next round however long that takes; otherwise it waits on that commit.
+    Steps {
+        tx: mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+        followed: bool,
+    },
 }
 
 impl Waiter {
     pub(super) fn is_closed(&self) -> bool {
         match self {
             Self::Once(tx) => tx.is_closed(),
-            Self::Stream(tx) | Self::Steps(tx) => tx.is_closed(),
+            Self::Stream(tx) | Self::Steps { tx, .. } => tx.is_closed(),
         }
     }
 
@@ -36,7 +41,7 @@ impl Waiter {
             Self::Once(tx) => {
                 let _ = tx.send(outcome);
             }
-            Self::Stream(tx) | Self::Steps(tx) => {
+            Self::Stream(tx) | Self::Steps { tx, .. } => {
                 let _ = tx.send((id, outcome));
             }
         }
@@ -46,7 +51,10 @@ impl Waiter {
         match self {
             Self::Once(_) => None,
             Self::Stream(tx) => Some(Self::Stream(tx.clone())),
-            Self::Steps(tx) => Some(Self::Steps(tx.clone())),
+            Self::Steps { tx, followed } => Some(Self::Steps {
+                tx: tx.clone(),
+                followed: *followed,
+            }),
         }
     }
 }
@@ -94,7 +102,7 @@ pub(super) enum Waiting {
 impl Waiting {
     /// Only the workflow engine waits: a journal round follows the outcome.
     pub(super) fn is_steps(&self) -> bool {
-        matches!(self, Self::One(Waiter::Steps(_)))
+        matches!(self, Self::One(Waiter::Steps { .. }))
     }
 
     pub(super) fn send(self, id: TaskId, outcome: TaskOutcome) {

@@ -164,11 +164,18 @@ pub(crate) struct EngineState {
     pub(crate) dirty: HashSet<RunId>,
     /// What waits on this round's commit.
     pub(crate) deferred: Vec<Deferred>,
-    /// A commit is in flight.
-    pub(crate) committing: bool,
+    /// Rounds sent and not yet reported committed.
+    pub(crate) in_flight: usize,
+    /// Fires once the newest round sent has been reported committed.
+    pub(crate) last_round: Option<oneshot::Receiver<()>>,
+    /// Messages handled since the last round was sent.
+    pub(crate) since_flush: u32,
     pub(crate) events: crate::events::EventBus,
     pub(crate) metrics: Arc<super::WorkflowMetrics>,
 }
+
+/// A round goes at the latest after this many messages, even if more are waiting.
+const ROUND_EVERY: u32 = 64;
 
 /// The engine actor.
 #[derive(Debug)]
@@ -215,7 +222,9 @@ impl Actor for WorkflowEngine {
             batch: WorkflowBatch::default(),
             dirty: HashSet::new(),
             deferred: Vec::new(),
-            committing: false,
+            in_flight: 0,
+            last_round: None,
+            since_flush: 0,
             events: args.events,
             metrics: args.metrics,
         };
@@ -275,7 +284,7 @@ impl Actor for WorkflowEngine {
                 }
             }
             EngineMsg::Committed(deferred) => {
-                state.committing = false;
+                state.in_flight -= 1;
                 state.run_deferred(deferred);
             }
             EngineMsg::Control { run, op, reply } => {
@@ -329,7 +338,12 @@ impl Actor for WorkflowEngine {
                 let _ = reply.send(state.bulk(op, &filter).await);
             }
         }
-        state.flush();
+        // A burst of messages (outcomes that came together) makes one round.
+        state.since_flush += 1;
+        if state.me.depth().get() == 0 || state.since_flush >= ROUND_EVERY {
+            state.since_flush = 0;
+            state.flush();
+        }
         Ok(())
     }
 }

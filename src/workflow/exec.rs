@@ -16,12 +16,12 @@ use crate::task::{Payload, Submitted, TaskSpec};
 const EARLY_KEEP: Duration = Duration::from_secs(60);
 
 impl EngineState {
-    /// Commits the round gathered so far, unless a commit is in flight (the next one will
-    /// take it). Without a store, what waits happens at once.
+    /// Sends the round gathered so far to be committed. Rounds are pipelined: the next one
+    /// goes while earlier ones are in flight (the task store's writer takes whatever has
+    /// come in one transaction), and each is reported committed after the ones before it,
+    /// so what waits on a round happens in the order the rounds were made. Without a
+    /// store, what waits happens at once.
     pub(crate) fn flush(&mut self) {
-        if self.committing {
-            return;
-        }
         for id in std::mem::take(&mut self.dirty) {
             if let Some(entry) = self.runs.get_mut(&id) {
                 self.batch.runs.push(journal::run_row(&mut entry.core));
@@ -32,26 +32,42 @@ impl EngineState {
         }
         let batch = std::mem::take(&mut self.batch);
         let deferred = std::mem::take(&mut self.deferred);
-        if self.store.is_none() || batch.is_empty() {
+        if self.store.is_none() || (batch.is_empty() && self.in_flight == 0) {
             self.run_deferred(deferred);
             return;
         }
-        self.committing = true;
+        // The queue gets the round now, in order; the spawned task only waits.
+        let sent = (!batch.is_empty()).then(|| {
+            let first = self.queue.journal(batch.clone());
+            (first, batch)
+        });
+        let before = self.last_round.take();
+        let (done, last) = tokio::sync::oneshot::channel();
+        self.last_round = Some(last);
+        self.in_flight += 1;
         let me = self.me.clone();
         let metrics = self.metrics.clone();
         let queue = self.queue.clone();
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            // The queue answers a step's waiter before the task's completion is committed
-            // to its own tables: that commit must land too before the next step starts, or
-            // a crash would run the finished step's task again. The round goes into the
-            // task store's own transaction, after the completion: one writer (on SQLite a
-            // second connection would wait on the task store's lock, whose busy handler
-            // sleeps a millisecond or more; on PostgreSQL two commits in a row, the
-            // completion's and the round's, were each on the step's path).
-            commit_with_tasks(&queue, batch).await;
-            metrics.checkpoint_latency.observe(started.elapsed());
+            if let Some((first, batch)) = sent {
+                let started = std::time::Instant::now();
+                // The queue answers a step's waiter before the task's completion is
+                // committed to its own tables: that commit must land too before the next
+                // step starts, or a crash would run the finished step's task again. The
+                // round goes into the task store's own transaction, after the completion:
+                // one writer (on SQLite a second connection would wait on the task store's
+                // lock, whose busy handler sleeps a millisecond or more; on PostgreSQL two
+                // commits in a row, the completion's and the round's, were each on the
+                // step's path).
+                commit_with_tasks(&queue, first, batch).await;
+                metrics.checkpoint_latency.observe(started.elapsed());
+            }
+            if let Some(before) = before {
+                // Dropped (not sent) only if the engine stopped.
+                let _ = before.await;
+            }
             let _ = me.send(EngineMsg::Committed(deferred));
+            let _ = done.send(());
         });
     }
 
@@ -144,24 +160,16 @@ impl EngineState {
         let outcomes = self.outcomes.clone();
         let me = self.me.clone();
         tokio::spawn(async move {
+            // Batches taken whose commit is still to come (fresh steps only).
+            let mut unsettled = Vec::new();
             let result = match queue
                 .submit_batch_into(specs.clone(), outcomes.clone(), fresh)
                 .await
             {
                 Ok(accepted) if fresh => {
                     let taken = accepted.submitted.iter().map(|s| Ok(*s)).collect();
-                    let _ = me.send(EngineMsg::Submitted {
-                        steps: steps.clone(),
-                        result: taken,
-                    });
-                    if let Err(e) = settled(accepted).await {
-                        let refused = vec![Err(e); steps.len()];
-                        let _ = me.send(EngineMsg::Submitted {
-                            steps,
-                            result: refused,
-                        });
-                    }
-                    return;
+                    unsettled.push((steps.clone(), accepted));
+                    taken
                 }
                 Ok(accepted) => match settled(accepted).await {
                     Ok(taken) => taken.into_iter().map(Ok).collect(),
@@ -169,15 +177,20 @@ impl EngineState {
                 },
                 Err(_) if specs.len() > 1 => {
                     let mut each = Vec::with_capacity(specs.len());
-                    for spec in specs {
+                    for (spec, step) in specs.into_iter().zip(&steps) {
                         let r = match queue
                             .submit_batch_into(vec![spec], outcomes.clone(), fresh)
                             .await
                         {
-                            Ok(accepted) => settled(accepted).await,
+                            Ok(accepted) if fresh => {
+                                let taken = accepted.submitted[0];
+                                unsettled.push((vec![step.clone()], accepted));
+                                Ok(taken)
+                            }
+                            Ok(accepted) => settled(accepted).await.map(|mut v| v.remove(0)),
                             Err(e) => Err(e.to_string()),
                         };
-                        each.push(r.map(|mut v| v.remove(0)));
+                        each.push(r);
                     }
                     each
                 }
@@ -193,6 +206,17 @@ impl EngineState {
                 });
             }
             let _ = me.send(EngineMsg::Submitted { steps, result });
+            // Their rows may wait for a later journal round: a batch the store refuses
+            // then fails its steps.
+            for (steps, accepted) in unsettled {
+                if let Err(e) = settled(accepted).await {
+                    let refused = vec![Err(e); steps.len()];
+                    let _ = me.send(EngineMsg::Submitted {
+                        steps,
+                        result: refused,
+                    });
+                }
+            }
         });
     }
 
@@ -408,30 +432,24 @@ async fn settled(accepted: crate::queue::Accepted) -> Result<Vec<Submitted>, Str
         .map_err(|e| crate::Error::from(e).to_string())
 }
 
-/// Commits `batch` in the task store's transaction, through the queue, after every task
-/// change made so far, trying again with backoff until it lands. A stopped queue ends the
-/// wait (the coordinator is stopping; what was not committed is recovered from the tasks'
-/// own rows).
-async fn commit_with_tasks(queue: &crate::queue::QueueRef, batch: WorkflowBatch) {
-    until_committed(|| async {
-        match queue.journal(batch.clone()).await {
-            Err(crate::Error::Stopped { .. }) => Ok(()),
-            other => other,
-        }
-    })
-    .await
-}
-
-/// Runs `write` until it succeeds, with a backoff from 50 ms to 5 s between tries.
-async fn until_committed<F, Fut>(mut write: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), crate::Error>>,
-{
+/// Waits for `first`, the round `batch` sent to the task store's transaction through the
+/// queue, and sends it again until it lands, with a backoff from 50 ms to 5 s between
+/// tries. A stopped queue ends the wait (the coordinator is stopping; what was not
+/// committed is recovered from the tasks' own rows).
+async fn commit_with_tasks(
+    queue: &crate::queue::QueueRef,
+    first: impl std::future::Future<Output = Result<(), crate::Error>>,
+    batch: WorkflowBatch,
+) {
+    let mut answer = first.await;
     let mut delay = Duration::from_millis(50);
-    while let Err(e) = write().await {
+    while let Err(e) = answer {
+        if matches!(e, crate::Error::Stopped { .. }) {
+            return;
+        }
         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "workflow journal commit failed");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+        answer = queue.journal(batch.clone()).await;
     }
 }
