@@ -141,6 +141,12 @@ fn expected_outputs(steps: &[Step], done: &[String], out: &mut BTreeMap<String, 
                     out.insert(k.clone(), output(&key));
                 }
             }
+            // A child run's outcome, as the simulated engine delivers it.
+            Step::Child(c) => {
+                if let (Some(k), Some(key)) = (&c.output_key, last(&c.name, "")) {
+                    out.insert(k.clone(), output(&key));
+                }
+            }
             Step::Dynamic(d) => {
                 if let (Some(k), Some(key)) = (&d.output_key, last(&d.name, "")) {
                     out.insert(k.clone(), output(&key));

@@ -1,6 +1,7 @@
 //! Random valid workflow definitions: nested sequences, parallel branches, maps (one or
 //! two stages, concurrency 1 to 4, an optional reduce), conditions on state keys, loops of
-//! 1 to 3 iterations and sleeps, over a few task types, at most three levels deep.
+//! 1 to 3 iterations, sleeps, steps added at run time and child workflows, over a few task
+//! types, at most three levels deep.
 //!
 //! Steps are generated without names, then named `s0`, `s1`, ... in definition order
 //! (names are unique), and every step that keeps its output writes it under its own key
@@ -14,7 +15,9 @@ use serde_json::{json, Value};
 
 use crate::task::TaskOptions;
 use crate::workflow::cond::{Condition, Op};
-use crate::workflow::def::{DynamicStep, Input, MapStep, Step, TaskStep, Workflow, WorkflowDef};
+use crate::workflow::def::{
+    ChildStep, DynamicStep, Input, MapStep, Step, TaskStep, Workflow, WorkflowDef,
+};
 
 /// The task types steps run.
 const TYPES: [&str; 3] = ["a", "b", "c"];
@@ -165,7 +168,19 @@ fn leaf() -> impl Strategy<Value = Step> {
             options: TaskOptions::default(),
         })
     });
-    prop_oneof![4 => task, 2 => map, 1 => sleep, 1 => dynamic]
+    let child = (any::<bool>(), any::<bool>()).prop_map(|(whole, keep)| {
+        Step::Child(ChildStep {
+            name: String::new(),
+            workflow: "kid".into(),
+            input: if whole {
+                Input::State
+            } else {
+                Input::Keys(vec!["n".into()])
+            },
+            output_key: keep.then(String::new),
+        })
+    });
+    prop_oneof![4 => task, 2 => map, 1 => sleep, 1 => dynamic, 1 => child]
 }
 
 /// A test on a state key; `body` lets the key be the loop body's first output.
@@ -227,8 +242,10 @@ impl Namer {
                 d.name = format!("d{}", self.steps - 1);
                 self.output(&mut d.output_key);
             }
-            // Not generated: the simulated engine makes no child runs.
-            Step::Child(c) => c.name = name,
+            Step::Child(c) => {
+                c.name = name;
+                self.output(&mut c.output_key);
+            }
             Step::Sequence { name: n, steps } | Step::Parallel { name: n, steps } => {
                 *n = name;
                 steps.iter_mut().for_each(|s| self.name(s));
