@@ -315,9 +315,13 @@ proptest! {
     ) {
         // Leases outlast the test: a lease taken back from a live worker leaves it without
         // those credits (its report would bring them back), which this test does not model.
+        // Nor does it model the guard against a task that keeps losing its worker (dead-
+        // lettered after `max_lease_losses`): a task may be leased to bouncing workers more
+        // often than the default 5 in one run of steps.
         let mut h = Harness::new(QueueConfig {
             affinity_wait: Duration::from_secs(3600),
             lease_time: Duration::from_secs(24 * 3600),
+            max_lease_losses: u32::MAX,
             ..QueueConfig::default()
         });
         let names = ["a", "b", "c"];
