@@ -2,7 +2,9 @@
 //! `--steps` sequential steps; each step's execution appends `STEP PID` to the `--journal`
 //! file. Kill the program at any point and run the same command again: the run resumes
 //! from its journal; completed steps do not run again, and only a step in flight at the
-//! kill may run twice. The crash test (`tests/workflow_crash.rs`) drives it.
+//! kill may run twice (with `--checkpoint overlapped`, the last few steps the killed
+//! program ran, those after its last commit). The crash test (`tests/workflow_crash.rs`)
+//! drives it.
 //!
 //! ```text
 //! cargo run --release --example workflow_durable -- --steps 50
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use wrangle::workflow::{Input, RunStatus, Step, Workflow};
+use wrangle::workflow::{Checkpoint, Input, RunStatus, Step, Workflow};
 use wrangle::{handler_fn, Coordinator, CoordinatorConfig, StoreConfig, TaskContext, TaskError};
 
 /// workflow_durable: runs one workflow of sequential steps on a store; safe to kill and
@@ -46,10 +48,16 @@ struct Args {
     /// finds a step surely running. Default never.
     #[arg(long = "hang-after", value_name = "N")]
     hang_after: Option<usize>,
+    /// When a step's outcome must be committed: before the next step starts, or while
+    /// it runs (a kill may then run the last few steps again).
+    #[arg(long, default_value = "before_next", value_name = "MODE",
+        value_parser = ["before_next", "overlapped"])]
+    checkpoint: String,
 }
 
-fn workflow(steps: usize) -> Workflow {
-    (0..steps).fold(Workflow::new("durable"), |wf, i| {
+fn workflow(steps: usize, checkpoint: Checkpoint) -> Workflow {
+    let wf = Workflow::new("durable").checkpoint(checkpoint);
+    (0..steps).fold(wf, |wf, i| {
         let name = format!("s{i:04}");
         wf.step(Step::task(name.clone(), "step").input(Input::Value(json!(name))))
     })
@@ -58,6 +66,10 @@ fn workflow(steps: usize) -> Workflow {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Args = wrangle::settings::cli::parse();
+    let checkpoint = match args.checkpoint.as_str() {
+        "overlapped" => Checkpoint::Overlapped,
+        _ => Checkpoint::BeforeNext,
+    };
     let journal = Arc::new(std::sync::Mutex::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -91,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..CoordinatorConfig::default()
         })
         .handler("step", step)
-        .workflow(workflow(args.steps.into()))
+        .workflow(workflow(args.steps.into(), checkpoint))
         .start()
         .await?;
     let flows = coordinator.workflows();

@@ -1,11 +1,12 @@
 //! Measures the workflow engine and prints the figures the README quotes, on SQLite (a
 //! temporary file) and, when `DATABASE_URL` names a PostgreSQL server, on PostgreSQL:
 //!
-//! - checkpoint overhead: runs of 10 ms steps against the same tasks submitted one after
-//!   another without a workflow (the baseline, in the same run), 10 runs at once and one
-//!   alone, each the median of five alternated pairs after one to warm up;
+//! - checkpoint overhead: runs of 10 ms steps, with each checkpoint mode (`before_next`,
+//!   the default, and `overlapped`), against the same tasks submitted one after another
+//!   without a workflow (the baseline, in the same run), 10 runs at once and one alone,
+//!   each the median of five alternated rounds after one to warm up;
 //! - no-op steps per second through sequential and parallel workflows, 100 runs at once;
-//! - step-to-next-step latency within one run (p50, p99);
+//! - step-to-next-step latency within one run (p50, p99), in each checkpoint mode;
 //! - the time to resume 10,000 unfinished runs after a restart.
 //!
 //! ```text
@@ -16,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wrangle::workflow::{Input, RunStatus, Step, Workflow};
+use wrangle::workflow::{Checkpoint, Input, RunStatus, Step, Workflow};
 use wrangle::{
     handler_fn, Coordinator, CoordinatorConfig, EventKind, StoreConfig, TaskError, TaskSpec,
 };
@@ -100,36 +101,44 @@ async fn run_all(c: &Coordinator, name: &str, runs: usize) -> Duration {
     started.elapsed()
 }
 
-/// Checkpoint overhead: `runs` runs of 20 steps of 10 ms, against the same tasks submitted
-/// by as many clients, each waiting for one task before submitting the next. One pair to
-/// warm up, then five, alternated; the medians are compared.
+/// Checkpoint overhead: `runs` runs of 20 steps of 10 ms, with each checkpoint mode,
+/// against the same tasks submitted by as many clients, each waiting for one task before
+/// submitting the next. One round to warm up, then five, alternated; the medians are
+/// compared.
 async fn checkpoint_overhead(c: &Coordinator, runs: usize) {
-    let (mut base, mut journaled) = (Vec::new(), Vec::new());
+    let (mut base, mut before_next, mut overlapped) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..6 {
         let b = plain_tasks(c, runs, 20).await;
         let j = run_all(c, "ten-ms", runs).await;
+        let o = run_all(c, "ten-ms-overlapped", runs).await;
         if round > 0 {
             base.push(b);
-            journaled.push(j);
+            before_next.push(j);
+            overlapped.push(o);
         }
     }
-    base.sort();
-    journaled.sort();
-    let (b, j) = (base[base.len() / 2], journaled[journaled.len() / 2]);
-    let overhead = (j.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0;
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let b = median(&mut base);
     let ms = |v: &[Duration]| {
         v.iter()
             .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!(
-        "checkpoint overhead on 10 ms steps, {runs} run(s) x 20 steps: {overhead:+.2}% (medians of 5 alternated: {:.1} ms journaled, {:.1} ms as plain tasks; journaled {} ms; plain {} ms)",
-        j.as_secs_f64() * 1e3,
-        b.as_secs_f64() * 1e3,
-        ms(&journaled),
-        ms(&base),
-    );
+    for (mode, samples) in [("before_next", &mut before_next), ("overlapped", &mut overlapped)] {
+        let j = median(samples);
+        let overhead = (j.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0;
+        println!(
+            "checkpoint overhead on 10 ms steps, checkpoint = {mode}, {runs} run(s) x 20 steps: {overhead:+.2}% (medians of 5 alternated: {:.1} ms journaled, {:.1} ms as plain tasks; journaled {} ms; plain {} ms)",
+            j.as_secs_f64() * 1e3,
+            b.as_secs_f64() * 1e3,
+            ms(samples),
+            ms(&base),
+        );
+    }
 }
 
 /// Submits `per_client` `work10` tasks from each of `clients` clients at once, each client
@@ -165,6 +174,8 @@ async fn report(backend: &str, url: &str) {
         url,
         vec![
             sequential("ten-ms", "work10", 20),
+            sequential("ten-ms-overlapped", "work10", 20).checkpoint(Checkpoint::Overlapped),
+            sequential("long-overlapped", "noop", 1_000).checkpoint(Checkpoint::Overlapped),
             sequential("seq", "noop", 100),
             parallel("par", 100),
             sequential("long", "noop", 1_000),
@@ -187,32 +198,34 @@ async fn report(backend: &str, url: &str) {
     }
 
     // Step-to-next-step latency: the gaps between step completions of one run of 1,000
-    // sequential no-op steps, seen on the event bus.
-    let mut events = c.events().subscribe();
-    let id = c.workflows().start("long", json!({})).await.unwrap();
-    let mut at = Vec::with_capacity(1_000);
-    while at.len() < 1_000 {
-        match events.recv().await {
-            Ok(e) => {
-                if let EventKind::WorkflowStep { run, .. } = &e.kind {
-                    if *run == id.as_uuid() {
-                        at.push(Instant::now());
+    // sequential no-op steps, seen on the event bus, in each checkpoint mode.
+    for (name, mode) in [("long", "before_next"), ("long-overlapped", "overlapped")] {
+        let mut events = c.events().subscribe();
+        let id = c.workflows().start(name, json!({})).await.unwrap();
+        let mut at = Vec::with_capacity(1_000);
+        while at.len() < 1_000 {
+            match events.recv().await {
+                Ok(e) => {
+                    if let EventKind::WorkflowStep { run, .. } = &e.kind {
+                        if *run == id.as_uuid() {
+                            at.push(Instant::now());
+                        }
                     }
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => panic!("lagged {n}"),
+                Err(e) => panic!("{e}"),
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => panic!("lagged {n}"),
-            Err(e) => panic!("{e}"),
         }
+        let mut gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort();
+        println!(
+            "step-to-next-step latency in one run, checkpoint = {mode}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            pct(&gaps, 0.5),
+            pct(&gaps, 0.99),
+            gaps.last().unwrap().as_secs_f64() * 1e3
+        );
     }
     let checkpoints = &c.workflows().metrics().checkpoint_latency;
-    let mut gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
-    gaps.sort();
-    println!(
-        "step-to-next-step latency in one run: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        pct(&gaps, 0.5),
-        pct(&gaps, 0.99),
-        gaps.last().unwrap().as_secs_f64() * 1e3
-    );
     let commits = &c.store().expect("a store").writer_stats().commit_latency;
     println!(
         "journal round, sent to durable (whole report so far, bucket bounds): p50 <= {:.1} ms, p99 <= {:.1} ms; task store transactions: p50 <= {:.1} ms, p99 <= {:.1} ms",

@@ -78,6 +78,7 @@ async fn a_json_workflow_runs_over_http() {
     let def = json!({
         "name": "bump",
         "version": "v1",
+        "checkpoint": "overlapped",
         "steps": [
             {"kind": "task", "name": "one", "task_type": "add", "input": {"key": "n"}, "output_key": "n"},
             {"kind": "map", "name": "each", "items": "list", "stages": ["add"], "output_key": "list"},
@@ -101,6 +102,7 @@ async fn a_json_workflow_runs_over_http() {
     let (status, body) = call(&app, "GET", "/workflows", None, "reader-t0ken").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body[0]["name"], "bump");
+    assert_eq!(body[0]["definition"]["checkpoint"], "overlapped");
 
     let (status, run) = call(
         &app,
@@ -209,6 +211,12 @@ async fn bad_workflows_and_runs_get_clear_errors() {
             json!({"name": "w", "steps": [{"kind": "teleport", "name": "t"}]}),
             "steps[0]",
             "teleport",
+        ),
+        (
+            json!({"name": "w", "checkpoint": "never",
+                "steps": [{"kind": "task", "name": "a", "task_type": "add"}]}),
+            "checkpoint",
+            "overlapped",
         ),
     ];
     for (def, field, words) in cases {

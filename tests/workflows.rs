@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wrangle::prelude::*;
+use sqlx::Connection;
 use wrangle::workflow::{
-    BulkFilter, Condition, Control, Input, Op, RunStatus, Step, Workflow, WorkflowDef,
+    BulkFilter, Checkpoint, Condition, Control, Input, Op, RunStatus, Step, Workflow,
+    WorkflowDef,
 };
 use wrangle::StoreConfig;
 
@@ -596,7 +598,119 @@ async fn a_step_costs_one_commit(url: String) {
     c.stop(true).await.unwrap();
 }
 
+/// Holds off every write to the journal of the store at a URL until released: a second
+/// connection in a write transaction (SQLite), or holding the journal table's lock
+/// (PostgreSQL).
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(url: &str) -> Self {
+        if url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Self::Sqlite(c)
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE workflow_events IN EXCLUSIVE MODE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Self::Postgres(c)
+        }
+    }
+
+    async fn release(self) {
+        let commit = sqlx::raw_sql("COMMIT");
+        match self {
+            Self::Sqlite(mut c) => commit.execute(&mut c).await.map(drop),
+            Self::Postgres(mut c) => commit.execute(&mut c).await.map(drop),
+        }
+        .unwrap();
+    }
+}
+
+/// A run with overlapped checkpoints queues the step after `a` while the round that
+/// journals `a`'s outcome cannot commit; a run of the default mode starts it only after
+/// that commit.
+async fn overlapped_checkpoints_start_the_next_step_before_the_commit(url: String) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (probe_tx, mut probed) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let locked = Arc::new(AtomicBool::new(false));
+    let (g, l) = (gate.clone(), locked.clone());
+    let c = builder(&url, Counts::default(), None)
+        .handler(
+            "held",
+            handler_fn(move |_ctx, _: Value| {
+                let (started, gate) = (started_tx.clone(), g.clone());
+                async move {
+                    let _ = started.send(());
+                    gate.acquire().await.unwrap().forget();
+                    Ok::<_, TaskError>("a")
+                }
+            }),
+        )
+        .handler(
+            "probe",
+            handler_fn(move |_ctx, _: Value| {
+                let (probe, locked) = (probe_tx.clone(), l.clone());
+                async move {
+                    let _ = probe.send(locked.load(Ordering::SeqCst));
+                    Ok::<_, TaskError>("b")
+                }
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    for mode in [Checkpoint::BeforeNext, Checkpoint::Overlapped] {
+        let name = format!("{mode:?}");
+        let wf = Workflow::new(&name)
+            .checkpoint(mode)
+            .step(Step::task("a", "held").output_key("a"))
+            .step(Step::task("b", "probe").output_key("b"));
+        c.workflows().register(wf).await.unwrap();
+        let run = c.workflows().start(&name, json!({})).await.unwrap();
+        tokio::time::timeout(WAIT, started.recv()).await.unwrap();
+        let lock = WriteLock::take(&url).await;
+        locked.store(true, Ordering::SeqCst);
+        gate.add_permits(1);
+        if mode == Checkpoint::BeforeNext {
+            // `b` must wait: give it time to start wrongly, then let the commit through.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // For an overlapped run, `b` starts while `a`'s round waits for the lock.
+        let early = match mode {
+            Checkpoint::Overlapped => tokio::time::timeout(WAIT, probed.recv()).await.ok(),
+            _ => None,
+        };
+        locked.store(false, Ordering::SeqCst);
+        lock.release().await;
+        let ran_while_locked = match early {
+            Some(seen) => seen.unwrap(),
+            None => tokio::time::timeout(WAIT, probed.recv()).await.unwrap().unwrap(),
+        };
+        assert_eq!(
+            ran_while_locked,
+            mode == Checkpoint::Overlapped,
+            "{name}: did b run while a's outcome could not be committed?"
+        );
+        let done = c.workflows().wait(run, WAIT).await.unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "{name}: {:?}", done.error);
+        assert_eq!(done.state["b"], json!("b"));
+    }
+    c.stop(true).await.unwrap();
+}
+
 on_both!(
+    overlapped_checkpoints_start_the_next_step_before_the_commit,
     a_step_costs_one_commit,
     child_runs_and_dynamic_steps_run_to_the_end,
     a_restart_finds_the_child_run_again,

@@ -164,6 +164,8 @@ pub(crate) struct EngineState {
     pub(crate) dirty: HashSet<RunId>,
     /// What waits on this round's commit.
     pub(crate) deferred: Vec<Deferred>,
+    /// Steps of runs with overlapped checkpoints: queued as soon as this round is sent.
+    pub(crate) ahead: Vec<Deferred>,
     /// Rounds sent and not yet reported committed.
     pub(crate) in_flight: usize,
     /// Fires once the newest round sent has been reported committed.
@@ -222,6 +224,7 @@ impl Actor for WorkflowEngine {
             batch: WorkflowBatch::default(),
             dirty: HashSet::new(),
             deferred: Vec::new(),
+            ahead: Vec::new(),
             in_flight: 0,
             last_round: None,
             since_flush: 0,
@@ -486,6 +489,7 @@ impl EngineState {
             return;
         };
         let generation = entry.core.generation;
+        let overlapped = entry.core.workflow.def.checkpoint == super::Checkpoint::Overlapped;
         for action in actions {
             if let Action::Timer { key, due_ms, new } = &action {
                 if *new {
@@ -498,6 +502,10 @@ impl EngineState {
                 }
             }
             match entry.core.status {
+                // A task step of an overlapped run does not wait for its start's commit.
+                RunStatus::Running if overlapped && matches!(action, Action::Start { .. }) => {
+                    self.ahead.push(Deferred::Start(run, generation, action))
+                }
                 RunStatus::Running => self.deferred.push(Deferred::Start(run, generation, action)),
                 RunStatus::Paused => entry.held.push(action),
                 _ => {}

@@ -27,12 +27,14 @@ impl EngineState {
                 self.batch.runs.push(journal::run_row(&mut entry.core));
             }
         }
-        if self.batch.is_empty() && self.deferred.is_empty() {
+        if self.batch.is_empty() && self.deferred.is_empty() && self.ahead.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let deferred = std::mem::take(&mut self.deferred);
+        let mut deferred = std::mem::take(&mut self.deferred);
+        let ahead = std::mem::take(&mut self.ahead);
         if self.store.is_none() || (batch.is_empty() && self.in_flight == 0) {
+            deferred.splice(0..0, ahead);
             self.run_deferred(deferred);
             return;
         }
@@ -41,6 +43,11 @@ impl EngineState {
             let first = self.queue.journal(batch.clone());
             (first, batch)
         });
+        // Overlapped runs' steps go after their round (the queue keeps a new step's row
+        // for a later round), and do not wait for its commit.
+        if !ahead.is_empty() {
+            self.run_deferred(ahead);
+        }
         let before = self.last_round.take();
         let (done, last) = tokio::sync::oneshot::channel();
         self.last_round = Some(last);

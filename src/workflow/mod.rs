@@ -3,7 +3,9 @@
 //! by a step's output, child workflows) where every step runs as an ordinary task, so it is
 //! queued, routed by labels, retried, timed out and supervised like any other, on any node.
 //!
-//! Every step's outcome is journaled in the store before anything that follows it starts.
+//! Every step's outcome is journaled in the store before anything that follows it starts
+//! (or, for a workflow with [`Checkpoint::Overlapped`], while the steps it starts already
+//! run: a run's end, timers and child runs still wait for the commit).
 //! A run is rebuilt by replaying its journal through the same state machine (no user code
 //! runs outside steps, so there are no determinism rules to follow), and after a crash
 //! each unfinished run resumes from its journal, pinned to the definition version it
@@ -36,7 +38,7 @@ mod validate;
 pub use child::MAX_CHILD_DEPTH;
 pub use cond::{Condition, Op};
 pub use def::{
-    ChildStep, DynamicStep, Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef,
+    Checkpoint, ChildStep, DynamicStep, Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef,
 };
 pub use engine::Control;
 pub use error::WorkflowError;

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::task::TaskOptions;
 use crate::workflow::cond::{Condition, Op};
 use crate::workflow::def::{
-    ChildStep, DynamicStep, Input, MapStep, Step, TaskStep, Workflow, WorkflowDef,
+    Checkpoint, ChildStep, DynamicStep, Input, MapStep, Step, TaskStep, Workflow, WorkflowDef,
 };
 
 /// The task types steps run.
@@ -66,7 +66,8 @@ pub(super) fn input() -> impl Strategy<Value = BTreeMap<String, Value>> {
 
 /// A workflow of 1 to 4 top-level steps, named and checked by `validate`.
 pub(super) fn workflow() -> impl Strategy<Value = Workflow> {
-    prop::collection::vec(step(), 1..=4).prop_map(|mut steps| {
+    let checkpoint = prop_oneof![Just(Checkpoint::BeforeNext), Just(Checkpoint::Overlapped)];
+    (prop::collection::vec(step(), 1..=4), checkpoint).prop_map(|(mut steps, checkpoint)| {
         let mut namer = Namer::default();
         for s in &mut steps {
             namer.name(s);
@@ -76,6 +77,7 @@ pub(super) fn workflow() -> impl Strategy<Value = Workflow> {
             version: Some("v1".into()),
             description: String::new(),
             steps,
+            checkpoint,
         });
         if let Err(e) = crate::workflow::validate::validate(&wf, &|_| true) {
             panic!("generated an invalid definition ({e}): {:?}", wf.def);

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::gen::output;
 use crate::store::{WorkflowEventRow, WorkflowRunRow};
-use crate::workflow::def::Workflow;
+use crate::workflow::def::{Checkpoint, Workflow};
 use crate::workflow::journal::{self, event_row, replay, Entry, DONE, FAILED, RETRY, TIMER};
 use crate::workflow::node::{Action, StepResult};
 use crate::workflow::run::{RunCore, RunEvent};
@@ -47,6 +47,9 @@ pub(super) struct Sim {
     held: Vec<Action>,
     /// Tasks the engine submitted and waits for, by step key, with their generation.
     submitted: BTreeMap<String, u32>,
+    /// Steps of an overlapped run submitted before the round that started them was
+    /// committed (a crash may forget that they started).
+    ahead: BTreeSet<String>,
     /// Timers set, by step key: generation and deadline.
     timers: BTreeMap<String, (u32, i64)>,
     /// The queue: each task's outcome, decided once, by (generation, step key).
@@ -87,6 +90,7 @@ impl Sim {
             deferred: Vec::new(),
             held: Vec::new(),
             submitted: BTreeMap::new(),
+            ahead: BTreeSet::new(),
             timers: BTreeMap::new(),
             outcomes: HashMap::new(),
             delivered: Vec::new(),
@@ -120,6 +124,7 @@ impl Sim {
         let earlier = std::mem::replace(&mut self.row, journal::run_row(&mut self.core));
         self.row.input = self.row.input.take().or(earlier.input);
         self.reported_committed = self.reported.len();
+        self.ahead.clear();
         for (generation, action) in std::mem::take(&mut self.deferred) {
             if self.core.generation != generation || !self.core.status.is_active() {
                 continue;
@@ -189,6 +194,7 @@ impl Sim {
     /// the run if it ended. Checks that nothing already ended starts again.
     fn after(&mut self, actions: Vec<Action>) -> Check {
         let generation = self.core.generation;
+        let overlapped = self.wf.def.checkpoint == Checkpoint::Overlapped;
         for action in actions {
             if let Action::Timer { key, due_ms, new } = &action {
                 if *new {
@@ -200,6 +206,12 @@ impl Sim {
                 }
             }
             match self.core.status {
+                // The engine queues an overlapped run's task steps as the round goes.
+                RunStatus::Running if overlapped && matches!(action, Action::Start { .. }) => {
+                    self.check_not_ended(&action)?;
+                    self.ahead.insert(action_key(&action).to_string());
+                    self.submit(action)?;
+                }
                 RunStatus::Running => {
                     self.check_not_ended(&action)?;
                     self.deferred.push((generation, action));
@@ -340,6 +352,8 @@ impl Sim {
         self.crashes += 1;
         let generation = self.core.generation;
         // Steps whose start is committed and whose outcome is not: in flight at the crash.
+        // (An overlapped run's steps whose start is not committed are forgotten: they run
+        // again once the steps before them have.)
         let mut in_flight: BTreeSet<String> = self.submitted.keys().cloned().collect();
         in_flight.extend(
             self.pending
@@ -347,6 +361,8 @@ impl Sim {
                 .filter(|r| r.kind == DONE || r.kind == FAILED)
                 .map(|r| r.step.clone()),
         );
+        in_flight.retain(|k| !self.ahead.contains(k));
+        self.ahead.clear();
         self.pending.clear();
         self.deferred.clear();
         self.held.clear();
