@@ -706,6 +706,40 @@ async fn overlapped_checkpoints_start_the_next_step_before_the_commit(url: Strin
         assert_eq!(done.status, RunStatus::Completed, "{name}: {:?}", done.error);
         assert_eq!(done.state["b"], json!("b"));
     }
+    // It runs ahead of a store that cannot commit by a few rounds only (AHEAD_ROUNDS in
+    // exec.rs, 4), so that a crash cannot make it run more again.
+    let steps = 12;
+    let wf = (0..steps).fold(
+        Workflow::new("ahead")
+            .checkpoint(Checkpoint::Overlapped)
+            .step(Step::task("a", "held")),
+        |wf, i| wf.step(Step::task(format!("p{i}"), "probe")),
+    );
+    c.workflows().register(wf).await.unwrap();
+    let run = c.workflows().start("ahead", json!({})).await.unwrap();
+    tokio::time::timeout(WAIT, started.recv()).await.unwrap();
+    let lock = WriteLock::take(&url).await;
+    locked.store(true, Ordering::SeqCst);
+    gate.add_permits(1);
+    // Time to run further ahead than it may.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = Vec::new();
+    while let Ok(while_locked) = probed.try_recv() {
+        seen.push(while_locked);
+    }
+    let ahead = seen.len();
+    assert!(
+        (1..=4).contains(&ahead) && seen.iter().all(|l| *l),
+        "{ahead} steps ran while nothing could be committed: {seen:?}"
+    );
+    locked.store(false, Ordering::SeqCst);
+    lock.release().await;
+    let done = c.workflows().wait(run, WAIT).await.unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+    while let Ok(while_locked) = probed.try_recv() {
+        seen.push(while_locked);
+    }
+    assert_eq!(seen.len(), steps, "each step ran once: {seen:?}");
     c.stop(true).await.unwrap();
 }
 

@@ -447,7 +447,9 @@ pub enum Checkpoint {
     /// and the steps started from it too (still at least once, under the same idempotency
     /// keys); if the finished step gives a different output the second time, those steps
     /// run again with it: use this for steps that give the same output for the same
-    /// input, or whose effects are idempotent.
+    /// input, or whose effects are idempotent. Steps go ahead of the store by a few
+    /// rounds at most: a store that stalls holds the run up, as it does in the default
+    /// mode.
     Overlapped,
 }
 

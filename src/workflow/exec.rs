@@ -12,6 +12,10 @@ use super::{journal, RunId, RunSnapshot, RunStatus, WorkflowError};
 use crate::store::WorkflowBatch;
 use crate::task::{Payload, Submitted, TaskSpec};
 
+/// Most journal rounds in flight for steps of overlapped runs to start without waiting for
+/// a commit: a crash runs again at most the steps of this many rounds.
+pub(crate) const AHEAD_ROUNDS: usize = 4;
+
 /// How long an outcome that came before its submit's answer is kept.
 const EARLY_KEEP: Duration = Duration::from_secs(60);
 
@@ -44,9 +48,13 @@ impl EngineState {
             (first, batch)
         });
         // Overlapped runs' steps go after their round (the queue keeps a new step's row
-        // for a later round), and do not wait for its commit.
-        if !ahead.is_empty() {
+        // for a later round), and do not wait for its commit, unless so many rounds are
+        // uncommitted already (a store that stalls) that a crash would lose too many
+        // steps: then they wait like any other.
+        if self.in_flight < AHEAD_ROUNDS {
             self.run_deferred(ahead);
+        } else {
+            deferred.splice(0..0, ahead);
         }
         let before = self.last_round.take();
         let (done, last) = tokio::sync::oneshot::channel();
