@@ -128,7 +128,10 @@ async fn checkpoint_overhead(c: &Coordinator, runs: usize) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for (mode, samples) in [("before_next", &mut before_next), ("overlapped", &mut overlapped)] {
+    for (mode, samples) in [
+        ("before_next", &mut before_next),
+        ("overlapped", &mut overlapped),
+    ] {
         let j = median(samples);
         let overhead = (j.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0;
         println!(

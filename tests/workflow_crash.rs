@@ -167,14 +167,21 @@ fn crash_and_resume(backend: &str, url: &str, dir: &Path, mode: &str) {
             "a step ran again after a kill though steps the killed program ran after it did not: {ran:?} ({repeated:?}); journal: {all:?}"
         );
         if mode == "before_next" {
-            assert!(tail <= 1, "{tail} steps ran again after one kill: {ran:?}; journal: {all:?}");
+            assert!(
+                tail <= 1,
+                "{tail} steps ran again after one kill: {ran:?}; journal: {all:?}"
+            );
         }
         again.push(ran[ran.len() - tail..].to_vec());
     }
     // Each step ran once, plus once for each kill that lost it.
     for (step, n) in &runs {
         let lost = again.iter().filter(|a| a.contains(step)).count();
-        assert_eq!(*n, 1 + lost, "{step} ran {n} times, lost at {lost} kills; journal: {all:?}");
+        assert_eq!(
+            *n,
+            1 + lost,
+            "{step} ran {n} times, lost at {lost} kills; journal: {all:?}"
+        );
     }
     let twice = runs.values().filter(|n| **n > 1).count();
     println!(

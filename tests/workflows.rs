@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wrangle::prelude::*;
 use sqlx::Connection;
+use wrangle::prelude::*;
 use wrangle::workflow::{
-    BulkFilter, Checkpoint, Condition, Control, Input, Op, RunStatus, Step, Workflow,
-    WorkflowDef,
+    BulkFilter, Checkpoint, Condition, Control, Input, Op, RunStatus, Step, Workflow, WorkflowDef,
 };
 use wrangle::StoreConfig;
 
@@ -695,7 +694,10 @@ async fn overlapped_checkpoints_start_the_next_step_before_the_commit(url: Strin
         lock.release().await;
         let ran_while_locked = match early {
             Some(seen) => seen.unwrap(),
-            None => tokio::time::timeout(WAIT, probed.recv()).await.unwrap().unwrap(),
+            None => tokio::time::timeout(WAIT, probed.recv())
+                .await
+                .unwrap()
+                .unwrap(),
         };
         assert_eq!(
             ran_while_locked,
@@ -703,7 +705,12 @@ async fn overlapped_checkpoints_start_the_next_step_before_the_commit(url: Strin
             "{name}: did b run while a's outcome could not be committed?"
         );
         let done = c.workflows().wait(run, WAIT).await.unwrap();
-        assert_eq!(done.status, RunStatus::Completed, "{name}: {:?}", done.error);
+        assert_eq!(
+            done.status,
+            RunStatus::Completed,
+            "{name}: {:?}",
+            done.error
+        );
         assert_eq!(done.state["b"], json!("b"));
     }
     // It runs ahead of a store that cannot commit by a few rounds only (AHEAD_ROUNDS in

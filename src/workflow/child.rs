@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::engine::{EngineMsg, EngineState};
+use super::engine::EngineState;
+use super::msg::EngineMsg;
 use super::node::StepResult;
 use super::run::RunEvent;
 use super::{RunId, RunStatus, WorkflowError};

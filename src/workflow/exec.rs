@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use super::engine::{Control, Deferred, EngineMsg, EngineState};
+use super::engine::EngineState;
+use super::msg::{Control, Deferred, EngineMsg};
 use super::node::{Action, StepResult};
 use super::run::RunEvent;
 use super::WorkflowMetrics;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::engine::{Control, EngineArgs, EngineMsg, Serves, WorkflowEngine};
+use super::engine::{EngineArgs, Serves, WorkflowEngine};
+use super::msg::{Control, EngineMsg};
 use super::WorkflowMetrics;
 use super::{
     journal, BulkFilter, BulkOutcome, RunId, RunSnapshot, RunStatus, Workflow, WorkflowConfig,

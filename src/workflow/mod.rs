@@ -15,7 +15,8 @@
 //! - [`Workflow`], [`Step`], [`Input`], [`Condition`]: definitions, from Rust builders or
 //!   as JSON ([`WorkflowDef`]); `validate` checks them and names the step at fault.
 //! - `node` and `run`: a run's tree of steps and its state machine (pure).
-//! - `engine` and `exec`: the engine actor and its side effects, group-committed;
+//! - `engine`, `msg` and `exec`: the engine actor, its messages, and its side effects,
+//!   group-committed;
 //!   `child`: child runs.
 //! - `journal` and `recover`: rows of the journal, replay, and recovery at start.
 //! - [`Workflows`]: the handle ([`Coordinator::workflows`](crate::Coordinator::workflows)).
@@ -29,6 +30,7 @@ mod exec;
 mod handle;
 mod journal;
 mod metrics;
+mod msg;
 mod node;
 mod recover;
 mod run;
@@ -38,12 +40,13 @@ mod validate;
 pub use child::MAX_CHILD_DEPTH;
 pub use cond::{Condition, Op};
 pub use def::{
-    Checkpoint, ChildStep, DynamicStep, Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef,
+    Checkpoint, ChildStep, DynamicStep, Input, InputFn, MapStep, Step, TaskStep, Workflow,
+    WorkflowDef,
 };
-pub use engine::Control;
 pub use error::WorkflowError;
 pub use handle::Workflows;
 pub use metrics::{WorkflowCounts, WorkflowMetrics};
+pub use msg::Control;
 pub use types::{RunId, RunSnapshot, RunStatus};
 pub use validate::{
     MAX_CONCURRENCY, MAX_DEPTH, MAX_ITERATIONS, MAX_NAME_LEN, MAX_SLEEP, MAX_STEPS,

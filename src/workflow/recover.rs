@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use super::def::{Input, Step, Workflow, WorkflowDef};
-use super::engine::{now_ms, Deferred, EngineState};
+use super::engine::{now_ms, EngineState};
 use super::journal;
+use super::msg::Deferred;
 use super::node::Action;
 use super::run::RunEntry;
 use super::WorkflowMetrics;
