@@ -16,8 +16,7 @@
 //!   as JSON ([`WorkflowDef`]); `validate` checks them and names the step at fault.
 //! - `node` and `run`: a run's tree of steps and its state machine (pure).
 //! - `engine`, `msg` and `exec`: the engine actor, its messages, and its side effects,
-//!   group-committed;
-//!   `child`: child runs.
+//!   group-committed; `child`: child runs.
 //! - `journal` and `recover`: rows of the journal, replay, and recovery at start.
 //! - [`Workflows`]: the handle ([`Coordinator::workflows`](crate::Coordinator::workflows)).
 
