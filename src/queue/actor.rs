@@ -6,6 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::core::{Admission, AttemptReport, QueueCore};
+use super::hold::{self, JournalHold};
 use super::journal::{self, Accepted, StoreLink, WRITER_STOPPED};
 use super::waiters::{add_waiter, register, Waiter, Waiting};
 use super::{QueueConfig, QueueError, QueueStats, WorkerCall};
@@ -134,7 +135,7 @@ pub(crate) struct QueueState {
     /// Where lifecycle events go.
     events: EventBus,
     /// This actor's own counted mailbox (for timers, and to read its depth).
-    me: Mailbox<QueueMsg>,
+    pub(super) me: Mailbox<QueueMsg>,
     /// The time the next `Tick` is scheduled for, if one is.
     wake_at: Option<Instant>,
     /// Set once closing: submits are refused and this fires when the queue is empty.
@@ -143,37 +144,9 @@ pub(crate) struct QueueState {
     since_dispatch: u32,
     /// Where changes are journaled, when the queue has a store.
     pub(super) store: Option<StoreLink>,
-    /// Changes are held for a journal round: `Some(n)` after the `n`th hand-off to the
-    /// writer, and `Nudge(n)` will end the hold.
-    holding: Option<u64>,
-    /// Hand-offs of changes to the writer so far.
-    handoffs: u64,
-    /// This message is a `Nudge` for a hold that already ended: changes held since stay.
-    late_nudge: bool,
-    /// This message submitted workflow steps (their rows may wait for a journal round):
-    /// `Some(followed)`, as [`Waiter::Steps`] says.
-    steps_submitted: Option<bool>,
+    /// Whether this message's changes wait for the workflow engine's journal round.
+    pub(super) hold: JournalHold,
 }
-
-/// How long this message's changes wait for the engine's next journal round.
-#[derive(Debug)]
-enum Hold {
-    /// They go to the writer now.
-    No,
-    /// Up to [`HOLD_FOR_JOURNAL`]: a step's completion (its round comes at once), or steps
-    /// whose commit the engine waits on.
-    Briefly,
-    /// Until the next round or any other write, however long: new steps the engine follows
-    /// without waiting for their rows (a crash before their commit loses nothing: the
-    /// journal says they started, and recovery submits them again under the same keys).
-    /// Their rows ride with the round of their own completion, if nothing goes first.
-    UntilRound,
-}
-
-/// The longest a workflow step's completion waits for the engine's journal round before it
-/// goes to the writer on its own. The round comes well within it; without the hold they
-/// would be transactions in a row, each on the step's path.
-const HOLD_FOR_JOURNAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Dispatch at the latest after this many messages, even if more are waiting.
 const DISPATCH_EVERY: u32 = 64;
@@ -200,10 +173,7 @@ impl Actor for TaskQueue {
             events: args.events,
             me,
             wake_at: None,
-            holding: None,
-            handoffs: 0,
-            late_nudge: false,
-            steps_submitted: None,
+            hold: JournalHold::default(),
             closing: None,
             since_dispatch: 0,
             store: link,
@@ -232,8 +202,7 @@ impl Actor for TaskQueue {
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
         state.me.depth().received();
-        state.steps_submitted = None;
-        state.late_nudge = false;
+        state.hold.new_message();
         state.core.out.events_on = state.events.has_subscribers();
         let now = Instant::now();
         match msg {
@@ -265,7 +234,7 @@ impl Actor for TaskQueue {
                 if let (Ok(admitted), Some(waiter)) = (&result, waiter) {
                     register(state, &admitted.submitted, waiter);
                 }
-                state.steps_submitted = steps.filter(|_| result.is_ok());
+                state.hold.steps_submitted = steps.filter(|_| result.is_ok());
                 let answer = result.map(|admitted| {
                     let stored = state
                         .store
@@ -352,7 +321,7 @@ impl Actor for TaskQueue {
                 state.wake_at = None;
                 state.core.tick(now);
             }
-            QueueMsg::Nudge(n) => state.late_nudge = state.holding != Some(n),
+            QueueMsg::Nudge(n) => state.hold.nudged(n),
             QueueMsg::NotStored { ids } => {
                 state.core.abandon(&ids);
                 for id in &ids {
@@ -481,24 +450,6 @@ fn dispatch(state: &mut QueueState, now: Instant) -> bool {
     delivered
 }
 
-/// Whether this message's changes wait for a journal round: they do when it submitted
-/// workflow steps or finished tasks that are all workflow steps (a round will follow and
-/// carry them to the writer in one transaction), and no other submit waits on the next
-/// commit.
-fn hold(state: &QueueState) -> Hold {
-    let finished = &state.core.out.finished;
-    let holds = (state.steps_submitted.is_some() || !finished.is_empty())
-        && state.store.as_ref().is_some_and(StoreLink::may_hold)
-        && finished
-            .iter()
-            .all(|(id, _)| state.waiters.get(id).is_some_and(Waiting::is_steps));
-    match (holds, state.steps_submitted) {
-        (false, _) => Hold::No,
-        (true, Some(true)) if finished.is_empty() => Hold::UntilRound,
-        (true, _) => Hold::Briefly,
-    }
-}
-
 /// Runs after every message: hand out work when the mailbox is quiet (so a burst of reports
 /// becomes one delivery per worker), wake waiters, cancel attempts, publish events, and keep
 /// the timer set for the next deadline. True when leases were handed to a worker.
@@ -508,23 +459,7 @@ fn after_message(state: &mut QueueState, now: Instant) -> bool {
     if state.me.depth().get() == 0 || state.since_dispatch >= DISPATCH_EVERY {
         delivered = dispatch(state, now);
     }
-    match hold(state) {
-        // Held since: its own `Nudge` ends that hold.
-        Hold::No if state.late_nudge => {}
-        Hold::No => {
-            journal::send_writes(state);
-            state.holding = None;
-            state.handoffs += 1;
-        }
-        Hold::Briefly if state.holding.is_none() => {
-            let n = state.handoffs;
-            state.holding = Some(n);
-            state
-                .me
-                .send_after(HOLD_FOR_JOURNAL, move || QueueMsg::Nudge(n));
-        }
-        Hold::Briefly | Hold::UntilRound => {}
-    }
+    hold::send_or_hold(state);
     // Drained in place: the outbox keeps its buffers from one message to the next.
     let out = &mut state.core.out;
     for (id, outcome) in out.finished.drain(..) {

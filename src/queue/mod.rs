@@ -6,6 +6,7 @@ mod bindings;
 mod config;
 mod core;
 mod fifo;
+mod hold;
 mod journal;
 mod ready;
 mod sorted;
