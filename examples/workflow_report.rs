@@ -54,7 +54,9 @@ async fn start(config: CoordinatorConfig, workflows: Vec<Workflow>) -> Coordinat
         .handler(
             "work10",
             handler_fn(|_ctx, _: serde_json::Value| async move {
+                let start = Instant::now();
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                MARKS.lock().unwrap().push((start, Instant::now()));
                 Ok::<_, TaskError>(())
             }),
         );
@@ -105,16 +107,27 @@ async fn run_all(c: &Coordinator, name: &str, runs: usize) -> Duration {
 /// against the same tasks submitted by as many clients, each waiting for one task before
 /// submitting the next. One round to warm up, then five, alternated; the medians are
 /// compared.
+/// With one run, also the median gap from a step's end (in its handler) to the next
+/// step's start: the cost on each step's path, without the run's start and end (each
+/// answered after a commit, once per run).
 async fn checkpoint_overhead(c: &Coordinator, runs: usize) {
     let (mut base, mut before_next, mut overlapped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gaps: [Vec<f64>; 3] = Default::default();
     for round in 0..6 {
+        MARKS.lock().unwrap().clear();
         let b = plain_tasks(c, runs, 20).await;
+        let gb = median_gap();
         let j = run_all(c, "ten-ms", runs).await;
+        let gj = median_gap();
         let o = run_all(c, "ten-ms-overlapped", runs).await;
+        let go = median_gap();
         if round > 0 {
             base.push(b);
             before_next.push(j);
             overlapped.push(o);
+            for (all, g) in gaps.iter_mut().zip([gb, gj, go]) {
+                all.push(g);
+            }
         }
     }
     let median = |v: &mut Vec<Duration>| {
@@ -142,6 +155,32 @@ async fn checkpoint_overhead(c: &Coordinator, runs: usize) {
             ms(&base),
         );
     }
+    if runs == 1 {
+        let [b, j, o] = gaps.map(|mut g| {
+            g.sort_by(f64::total_cmp);
+            g[g.len() / 2]
+        });
+        println!(
+            "a step's end to the next step's start (one run; medians of 5): {b:.0} us as plain tasks, {j:.0} us with checkpoint = before_next ({:+.0} us), {o:.0} us with overlapped ({:+.0} us)",
+            j - b,
+            o - b
+        );
+    }
+}
+
+/// Each `work10` task's start and end, in the order they ended.
+static MARKS: std::sync::Mutex<Vec<(Instant, Instant)>> = std::sync::Mutex::new(Vec::new());
+
+/// The median gap between a `work10` task's end and the next one's start, in microseconds,
+/// over the marks since the last call (which it clears).
+fn median_gap() -> f64 {
+    let marks = std::mem::take(&mut *MARKS.lock().unwrap());
+    let mut gaps: Vec<f64> = marks
+        .windows(2)
+        .map(|w| w[1].0.saturating_duration_since(w[0].1).as_secs_f64() * 1e6)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    gaps.get(gaps.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Submits `per_client` `work10` tasks from each of `clients` clients at once, each client

@@ -19,7 +19,7 @@ pub(crate) enum Waiter {
     /// The workflow engine's steps, answered as each finishes. Each answer is followed, a
     /// moment later, by a journal round that must commit with or after the task's
     /// completion: the queue holds the completion back briefly so that both go in one
-    /// transaction (see [`HOLD_FOR_JOURNAL`]). `followed`: the engine follows these steps
+    /// transaction (see `hold.rs`). `followed`: the engine follows these steps
     /// without waiting for their rows' commit (new steps), so the rows may wait for its
     /// next round however long that takes; otherwise it waits on that commit.
     Steps {
