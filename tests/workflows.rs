@@ -143,47 +143,54 @@ fn patterns() -> Workflow {
         .sleep("nap", Duration::from_millis(50))
 }
 
+/// Every pattern, in each checkpoint mode.
 async fn every_pattern_runs_to_the_end(url: String) {
     let counts = Counts::default();
     let c = builder(&url, counts, None).start().await.unwrap();
     let flows = c.workflows();
-    let version = flows.register(patterns()).await.unwrap();
-    assert_eq!(version.len(), 16, "a hash version: {version}");
-    let run = flows
-        .start("patterns", json!({"n": 1, "items": [1, 2, 3], "k": 0}))
-        .await
-        .unwrap();
-    let done = flows.wait(run, WAIT).await.unwrap();
-    assert_eq!(done.status, RunStatus::Completed, "{done:?}");
-    let s = &done.state;
-    assert_eq!(s["n"], 2);
-    assert_eq!(
-        (s["left"].clone(), s["right"].clone()),
-        (json!(4), json!(3))
-    );
-    // (1+1)*2 + (2+1)*2 + (3+1)*2
-    assert_eq!(s["total"], 18);
-    assert_eq!(s["branch"], 1, "18 is not > 20: the else branch");
-    assert_eq!(s["k"], 3);
-    // first, left, right, 3 items × 2 stages, reduce, no, 3 × inc, nap
-    assert_eq!(done.steps_completed, 1 + 2 + 6 + 1 + 1 + 3 + 1);
-    assert!(done.steps_running.is_empty());
+    let mut runs = Vec::new();
+    for mode in [Checkpoint::BeforeNext, Checkpoint::Overlapped] {
+        let version = flows.register(patterns().checkpoint(mode)).await.unwrap();
+        assert_eq!(version.len(), 16, "a hash version: {version}");
+        let run = flows
+            .start("patterns", json!({"n": 1, "items": [1, 2, 3], "k": 0}))
+            .await
+            .unwrap();
+        let done = flows.wait(run, WAIT).await.unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "{mode:?}: {done:?}");
+        let s = &done.state;
+        assert_eq!(s["n"], 2);
+        assert_eq!(
+            (s["left"].clone(), s["right"].clone()),
+            (json!(4), json!(3))
+        );
+        // (1+1)*2 + (2+1)*2 + (3+1)*2
+        assert_eq!(s["total"], 18);
+        assert_eq!(s["branch"], 1, "18 is not > 20: the else branch");
+        assert_eq!(s["k"], 3);
+        // first, left, right, 3 items × 2 stages, reduce, no, 3 × inc, nap
+        assert_eq!(done.steps_completed, 1 + 2 + 6 + 1 + 1 + 3 + 1);
+        assert!(done.steps_running.is_empty());
+        runs.push(done);
+    }
     // The journal holds each step's outcome, and the run row its final state.
     let events = databases::count(
         &url,
         "SELECT COUNT(*) FROM workflow_events WHERE kind = 'done'",
     )
     .await;
-    assert_eq!(events, 15);
+    assert_eq!(events, 15 * 2);
     c.stop(true).await.unwrap();
     // A finished run reads back from the store after a restart.
     let c = builder(&url, Counts::default(), None)
         .start()
         .await
         .unwrap();
-    let again = c.workflows().status(run).await.unwrap();
-    assert_eq!(again.status, RunStatus::Completed);
-    assert_eq!(again.state, done.state);
+    for done in runs {
+        let again = c.workflows().status(done.id).await.unwrap();
+        assert_eq!(again.status, RunStatus::Completed);
+        assert_eq!(again.state, done.state);
+    }
     c.stop(true).await.unwrap();
 }
 
