@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use webdriver::Browser;
 use wrangle::prelude::*;
-use wrangle::workflow::{RunId, RunStatus, Step, Workflow};
+use wrangle::workflow::{Checkpoint, RunId, RunStatus, Step, Workflow};
 
 const TOKEN: &str = "w0rkflow dash;=%";
 /// Text that would run script if the page inserted it as HTML.
@@ -63,7 +63,11 @@ async fn serve(token: Option<&str>, open: watch::Receiver<bool>) -> (Coordinator
             }),
         )
         .workflow(Workflow::new("gated").step(Step::task("hold", "gate").output_key("held")))
-        .workflow(Workflow::new("boom").step(Step::task("explode", "explode")))
+        .workflow(
+            Workflow::new("boom")
+                .checkpoint(Checkpoint::Overlapped)
+                .step(Step::task("explode", "explode")),
+        )
         .start()
         .await
         .expect("the coordinator starts");
@@ -161,6 +165,13 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
     b.wait_for(
         "return document.querySelector('#wf-defs tr[data-name=\"gated\"]') !== null && \
          [...document.querySelectorAll('#wf-start-name option')].some(o => o.value === 'boom')",
+        WAIT,
+    )
+    .await;
+    // Each workflow's checkpoint mode is shown.
+    b.wait_for(
+        "return document.querySelector('#wf-defs tr[data-name=\"boom\"] .checkpoint').textContent === 'overlapped' && \
+         document.querySelector('#wf-defs tr[data-name=\"gated\"] .checkpoint').textContent === 'before next step'",
         WAIT,
     )
     .await;

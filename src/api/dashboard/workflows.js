@@ -187,7 +187,10 @@ async function refreshDefinitions() {
     version.append(el("code", d.version.length > 16 ? d.version.slice(0, 16) + "…" : d.version));
     version.title = d.version;
     const steps = (d.definition.steps || []).map((s) => s.name).join(" → ");
-    tr.append(el("td", d.name), version, el("td", steps));
+    // When a step's outcome is committed: before the next step starts (the default), or
+    // while it runs.
+    const checkpoint = d.definition.checkpoint === "overlapped" ? "overlapped" : "before next step";
+    tr.append(el("td", d.name), version, el("td", checkpoint, "checkpoint"), el("td", steps));
     tr.onclick = () => { $("wf-start-name").value = d.name; };
     return tr;
   }));
