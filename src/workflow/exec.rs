@@ -52,7 +52,7 @@ impl EngineState {
         // for a later round), and do not wait for its commit, unless so many rounds are
         // uncommitted already (a store that stalls) that a crash would lose too many
         // steps: then they wait like any other.
-        if self.in_flight < AHEAD_ROUNDS {
+        if !ahead.is_empty() && self.in_flight < AHEAD_ROUNDS {
             self.run_deferred(ahead);
         } else {
             deferred.splice(0..0, ahead);
