@@ -20,6 +20,7 @@
 //! - `journal` and `recover`: rows of the journal, replay, and recovery at start.
 //! - [`Workflows`]: the handle ([`Coordinator::workflows`](crate::Coordinator::workflows)).
 
+mod checkpoint;
 mod child;
 mod cond;
 mod def;
@@ -36,11 +37,11 @@ mod run;
 mod types;
 mod validate;
 
+pub use checkpoint::Checkpoint;
 pub use child::MAX_CHILD_DEPTH;
 pub use cond::{Condition, Op};
 pub use def::{
-    Checkpoint, ChildStep, DynamicStep, Input, InputFn, MapStep, Step, TaskStep, Workflow,
-    WorkflowDef,
+    ChildStep, DynamicStep, Input, InputFn, MapStep, Step, TaskStep, Workflow, WorkflowDef,
 };
 pub use error::WorkflowError;
 pub use handle::Workflows;

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use crate::task::TaskOptions;
 use crate::workflow::cond::{Condition, Op};
 use crate::workflow::def::{
-    Checkpoint, ChildStep, DynamicStep, Input, MapStep, Step, TaskStep, Workflow, WorkflowDef,
+    ChildStep, DynamicStep, Input, MapStep, Step, TaskStep, Workflow, WorkflowDef,
 };
+use crate::workflow::Checkpoint;
 
 /// The task types steps run.
 const TYPES: [&str; 3] = ["a", "b", "c"];

@@ -23,11 +23,11 @@ use serde_json::Value;
 
 use super::gen::output;
 use crate::store::{WorkflowEventRow, WorkflowRunRow};
-use crate::workflow::def::{Checkpoint, Workflow};
+use crate::workflow::def::Workflow;
 use crate::workflow::journal::{self, event_row, replay, Entry, DONE, FAILED, RETRY, TIMER};
 use crate::workflow::node::{Action, StepResult};
 use crate::workflow::run::{RunCore, RunEvent};
-use crate::workflow::{RunId, RunStatus};
+use crate::workflow::{Checkpoint, RunId, RunStatus};
 
 type Check = Result<(), TestCaseError>;
 
