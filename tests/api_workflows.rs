@@ -296,6 +296,67 @@ async fn runs_are_cancelled_and_conflicts_answered_409() {
     c.stop(true).await.unwrap();
 }
 
+/// A run's own options ride in the query: its checkpoint mode and a timeout for the whole
+/// run, past which it fails and its steps are cancelled. Bad values are refused by name,
+/// and start nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
+    let (app, c) = app().await;
+    let def =
+        json!({"name": "stuck", "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
+    assert_eq!(
+        call(&app, "POST", "/workflows", Some(def), ADMIN).await.0,
+        StatusCode::CREATED
+    );
+    for (query, field) in [
+        ("checkpoint=never", "checkpoint"),
+        ("timeout=5x", "timeout"),
+        ("timeout=0ms", "timeout"),
+        ("timeout=9000h", "timeout"),
+        ("timeout=99999999999999999999", "timeout"),
+    ] {
+        let uri = format!("/workflows/stuck/runs?{query}");
+        let (status, body) = call(&app, "POST", &uri, None, ADMIN).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(body.to_string().contains(field), "{query}: {body}");
+    }
+    let (_, runs) = call(&app, "GET", "/workflows/runs", None, ADMIN).await;
+    assert_eq!(runs.as_array().unwrap().len(), 0, "nothing started: {runs}");
+
+    let uri = "/workflows/stuck/runs?checkpoint=overlapped&timeout=300ms";
+    let (status, run) = call(&app, "POST", uri, None, ADMIN).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["checkpoint"], "overlapped");
+    let created = run["created_at_ms"].as_i64().unwrap();
+    assert_eq!(run["deadline_ms"].as_i64(), Some(created + 300), "{run}");
+    let id = run["id"].as_str().unwrap();
+    let (status, ended) = call(
+        &app,
+        "GET",
+        &format!("/workflows/runs/{id}/wait?timeout=20s"),
+        None,
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    assert_eq!(ended["status"], "failed");
+    assert!(
+        ended["error"].as_str().unwrap().contains("timed out"),
+        "{ended}"
+    );
+    assert!(ended["finished_at_ms"].as_i64().unwrap() >= created + 300);
+    // Without options the run has its definition's mode and no deadline.
+    let (_, plain) = call(&app, "POST", "/workflows/stuck/runs", None, ADMIN).await;
+    assert_eq!(plain["checkpoint"], "before_next");
+    assert!(plain.get("deadline_ms").is_none(), "{plain}");
+    let cancel = format!("/workflows/runs/{}/cancel", plain["id"].as_str().unwrap());
+    assert_eq!(
+        call(&app, "POST", &cancel, None, ADMIN).await.0,
+        StatusCode::OK
+    );
+    c.stop(true).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_actions_take_every_matching_run() {
     let (app, c) = app().await;

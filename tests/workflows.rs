@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use wrangle::prelude::*;
 use wrangle::workflow::{
-    BulkFilter, Checkpoint, Condition, Control, Input, Op, RunStatus, Step, Workflow, WorkflowDef,
+    BulkFilter, Checkpoint, Condition, Control, Input, Op, RunOptions, RunStatus, Step, Workflow,
+    WorkflowDef,
 };
 use wrangle::StoreConfig;
 
@@ -676,14 +677,30 @@ async fn overlapped_checkpoints_start_the_next_step_before_the_commit(url: Strin
         .start()
         .await
         .unwrap();
-    for mode in [Checkpoint::BeforeNext, Checkpoint::Overlapped] {
-        let name = format!("{mode:?}");
+    // The definition's mode, or a run's own (which wins).
+    let cases = [
+        (Checkpoint::BeforeNext, None),
+        (Checkpoint::Overlapped, None),
+        (Checkpoint::BeforeNext, Some(Checkpoint::Overlapped)),
+        (Checkpoint::Overlapped, Some(Checkpoint::BeforeNext)),
+    ];
+    for (defined, own) in cases {
+        let mode = own.unwrap_or(defined);
+        let name = format!("{defined:?}");
         let wf = Workflow::new(&name)
-            .checkpoint(mode)
+            .checkpoint(defined)
             .step(Step::task("a", "held").output_key("a"))
             .step(Step::task("b", "probe").output_key("b"));
         c.workflows().register(wf).await.unwrap();
-        let run = c.workflows().start(&name, json!({})).await.unwrap();
+        let options = own.map_or_else(RunOptions::new, |m| RunOptions::new().checkpoint(m));
+        let run = c
+            .workflows()
+            .start_with(&name, json!({}), options)
+            .await
+            .unwrap();
+        let name = format!("{name} run as {mode:?}");
+        let seen = c.workflows().status(run).await.unwrap().checkpoint;
+        assert_eq!(seen, Some(mode), "{name}");
         tokio::time::timeout(WAIT, started.recv()).await.unwrap();
         let lock = WriteLock::take(&url).await;
         locked.store(true, Ordering::SeqCst);

@@ -335,13 +335,13 @@ pub(crate) fn parse_duration(raw: &str, field: &str) -> Result<Duration, ApiErro
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => n
-            .checked_mul(60)
+        "m" | "h" => n
+            .checked_mul(if unit == "m" { 60 } else { 3600 })
             .map(Duration::from_secs)
             .ok_or_else(too_long),
         _ => Err(ApiError::bad(
             field,
-            format!("unknown unit `{unit}`; use ms, s or m"),
+            format!("unknown unit `{unit}`; use ms, s, m or h"),
         )),
     }
 }

@@ -18,8 +18,8 @@ use super::error::{ApiError, ErrorBody};
 use super::tasks::{page_limit, parse_duration, query_error};
 use super::ApiState;
 use crate::workflow::{
-    BulkFilter, BulkOutcome, Control, RunId, RunSnapshot, RunStatus, WorkflowDef, WorkflowError,
-    MAX_NAME_LEN,
+    BulkFilter, BulkOutcome, Checkpoint, Control, RunId, RunOptions, RunSnapshot, RunStatus,
+    WorkflowDef, WorkflowError, MAX_NAME_LEN,
 };
 
 fn parse_run(raw: &str) -> Result<RunId, ApiError> {
@@ -32,6 +32,7 @@ impl From<WorkflowError> for ApiError {
         match e {
             WorkflowError::Invalid { step, reason } => Self::bad(format!("steps.{step}"), reason),
             WorkflowError::BadInput(reason) => Self::bad("body", reason),
+            WorkflowError::BadOption { option, reason } => Self::bad(option, reason),
             WorkflowError::UnknownWorkflow(_) | WorkflowError::RunNotFound(_) => {
                 Self::NotFound(e.to_string())
             }
@@ -103,22 +104,55 @@ pub(crate) async fn register(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct StartParams {
+    checkpoint: Option<String>,
+    timeout: Option<String>,
+}
+
+impl StartParams {
+    fn options(&self) -> Result<RunOptions, ApiError> {
+        let mut options = RunOptions::new();
+        if let Some(raw) = self.checkpoint.as_deref() {
+            let value = serde_json::Value::String(raw.to_string());
+            let mode = serde_json::from_value::<Checkpoint>(value).map_err(|_| {
+                ApiError::bad(
+                    "checkpoint",
+                    format!("`{raw}` is not a checkpoint mode: before_next or overlapped"),
+                )
+            })?;
+            options = options.checkpoint(mode);
+        }
+        if let Some(raw) = self.timeout.as_deref() {
+            options = options.timeout(parse_duration(raw, "timeout")?);
+        }
+        Ok(options)
+    }
+}
+
 /// Starts a run of the workflow's newest version; the body (a JSON object, or empty) is its
-/// first state. Answers at once with the run as it is.
+/// first state. Answers at once with the run as it is (once it is stored). The query may
+/// set the run's own checkpoint mode and a timeout for the whole run: past it the run
+/// fails and its running steps are cancelled (a retry counts it again from the retry).
 #[utoipa::path(post, path = "/workflows/{name}/runs", tag = "workflows",
-    params(("name" = String, Path, description = "the workflow's name")),
+    params(("name" = String, Path, description = "the workflow's name"),
+           ("checkpoint" = Option<String>, Query, pattern = "^(before_next|overlapped)$", description = "this run's checkpoint mode, instead of the definition's"),
+           ("timeout" = Option<String>, Query, pattern = "^[0-9]{1,15}(ms|s|m|h)?$", description = "the whole run's timeout, e.g. 90s, 10m or 2h (at most a year)")),
     request_body(content = Option<Object>, description = "the run's input (its first state); none starts it with an empty state"),
     responses((status = 201, body = RunSnapshot), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn start(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    params: Result<Query<StartParams>, QueryRejection>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<RunSnapshot>), ApiError> {
+    let Query(params) = params.map_err(query_error)?;
+    let options = params.options()?;
     let empty = raw.as_ref().is_ok_and(|b| b.is_empty());
     let input: Value = if empty { Value::Null } else { body(raw)? };
     let flows = state.coordinator.workflows();
-    let id = flows.start(&name, input).await?;
+    let id = flows.start_with(&name, input, options).await?;
     Ok((StatusCode::CREATED, Json(flows.status(id).await?)))
 }
 

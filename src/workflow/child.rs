@@ -120,8 +120,12 @@ impl EngineState {
                     Value::Object(map) => map.into_iter().collect(),
                     other => BTreeMap::from([("input".to_string(), other)]),
                 };
-                let started =
-                    self.start_run(&want.workflow, input, Some((want.id, want.parent.clone())));
+                let started = self.start_run(
+                    &want.workflow,
+                    input,
+                    super::RunOptions::default(),
+                    Some((want.id, want.parent.clone())),
+                );
                 if let Err(e) = started {
                     let e = match e {
                         WorkflowError::UnknownWorkflow(w) => {

@@ -168,12 +168,18 @@ impl Actor for WorkflowEngine {
                 let _ = reply.send(state.register(workflow, true).await);
             }
             // Answered once the run's row is committed: a started run survives a crash.
-            EngineMsg::Start { name, input, reply } => match state.start_run(&name, input, None) {
+            EngineMsg::Start {
+                name,
+                input,
+                options,
+                reply,
+            } => match state.start_run(&name, input, options, None) {
                 Ok(id) => state.deferred.push(Deferred::Started(id, reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
+            EngineMsg::Deadline { run, generation } => state.deadline(run, generation),
             EngineMsg::Outcome(id, outcome) => state.outcome(id, outcome),
             EngineMsg::Submitted { steps, result } => state.submitted(steps, result),
             EngineMsg::Fire {
@@ -294,14 +300,16 @@ impl EngineState {
         Ok(version)
     }
 
-    /// Starts a run of the newest version of `name`: a top-level one, or the child run
-    /// `(id, parent)`.
+    /// Starts a run of the newest version of `name` with `options`: a top-level one, or
+    /// the child run `(id, parent)`.
     pub(crate) fn start_run(
         &mut self,
         name: &str,
         input: BTreeMap<String, Value>,
+        options: super::RunOptions,
         child: Option<(RunId, super::child::Parent)>,
     ) -> Result<RunId, WorkflowError> {
+        options.validate()?;
         let version = self
             .latest
             .get(name)
@@ -314,7 +322,16 @@ impl EngineState {
         let workflow = self.defs[&(name.to_string(), version.clone())].clone();
         let id = child.as_ref().map_or_else(RunId::new, |(id, _)| *id);
         let now = now_ms();
-        let mut core = RunCore::new(id, workflow, version.into(), input, now).new_row();
+        let mut core = RunCore::new(id, workflow, version.into(), input, now)
+            .new_row()
+            .with_options(options);
+        if !options.is_empty() {
+            core.seq += 1;
+            let e = Entry::Options(options);
+            self.batch
+                .events
+                .push(journal::event_row(id, core.seq, &e, now));
+        }
         let actions = core.start(now);
         let mut entry = RunEntry::new(core);
         if let Some((_, parent)) = child {
@@ -326,6 +343,7 @@ impl EngineState {
         WorkflowMetrics::add(&self.metrics.started);
         WorkflowMetrics::add(&self.metrics.active);
         self.announce(id, "started");
+        self.arm_deadline(id);
         self.after(id, actions, now);
         Ok(id)
     }
@@ -394,7 +412,7 @@ impl EngineState {
             return;
         };
         let generation = entry.core.generation;
-        let overlapped = entry.core.workflow.def.checkpoint == super::Checkpoint::Overlapped;
+        let overlapped = entry.core.checkpoint == super::Checkpoint::Overlapped;
         for action in actions {
             if let Action::Timer { key, due_ms, new } = &action {
                 if *new {
@@ -452,6 +470,40 @@ impl EngineState {
         self.announce(run, status.as_str());
         self.ended_child(run);
         self.cancel_children(run);
+    }
+
+    /// Has the engine told when `run`'s timeout (if it has one) runs out.
+    pub(crate) fn arm_deadline(&self, run: RunId) {
+        let Some(entry) = self.runs.get(&run) else {
+            return;
+        };
+        let (Some(due), generation) = (entry.core.deadline_ms(), entry.core.generation) else {
+            return;
+        };
+        if entry.core.status.is_active() {
+            let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+            let msg = move || EngineMsg::Deadline { run, generation };
+            self.me
+                .send_after(std::time::Duration::from_millis(wait), msg);
+        }
+    }
+
+    /// `run`'s timeout ran out, if it is still in `generation`: it fails, and its running
+    /// steps are cancelled.
+    fn deadline(&mut self, run: RunId, generation: u32) {
+        let now = now_ms();
+        let Some(entry) = self.runs.get_mut(&run) else {
+            return;
+        };
+        let core = &mut entry.core;
+        let due = core.deadline_ms().is_some_and(|d| d <= now);
+        if core.generation != generation || !core.status.is_active() || !due {
+            return;
+        }
+        let timeout = core.options.timeout.unwrap_or_default();
+        let error = format!("timed out: the run did not end within its timeout of {timeout:?}");
+        core.finish(RunStatus::Failed, Some(error), now);
+        self.end(run);
     }
 
     /// Publishes a run's change of status.

@@ -35,6 +35,14 @@ pub enum WorkflowError {
     /// The run's input is not a JSON object.
     #[error("invalid input: {0}")]
     BadInput(String),
+    /// A run option is out of bounds; `option` names it.
+    #[error("invalid run option {option}: {reason}")]
+    BadOption {
+        /// The option at fault.
+        option: &'static str,
+        /// What was expected.
+        reason: String,
+    },
     /// The store could not keep the definition or read the run.
     #[error("workflow store: {0}")]
     Store(String),

@@ -360,6 +360,7 @@ impl EngineState {
                 WorkflowMetrics::add(&self.metrics.retried);
                 WorkflowMetrics::add(&self.metrics.active);
                 self.record(run, RunEvent::Retry);
+                self.arm_deadline(run);
                 self.announce(run, "retried");
             }
             _ => return Err(wrong()),

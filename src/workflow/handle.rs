@@ -8,11 +8,11 @@ use serde_json::Value;
 
 use super::engine::{EngineArgs, Serves, WorkflowEngine};
 use super::msg::{Control, EngineMsg};
-use super::WorkflowMetrics;
 use super::{
     journal, BulkFilter, BulkOutcome, RunId, RunSnapshot, RunStatus, Workflow, WorkflowConfig,
     WorkflowDef, WorkflowError,
 };
+use super::{RunOptions, WorkflowMetrics};
 use crate::error::Error;
 use crate::mailbox::{Mailbox, MailboxDepth};
 use crate::queue::QueueRef;
@@ -109,8 +109,31 @@ impl Workflows {
     }
 
     /// Starts a run of the newest version of `name`; `input` (a JSON object) is its first
-    /// state. Returns at once (spec 3's `ExecuteAsync`).
+    /// state. Returns at once (spec 3's `ExecuteAsync`), once the run is stored.
     pub async fn start(&self, name: &str, input: Value) -> Result<RunId, Error> {
+        self.start_with(name, input, RunOptions::default()).await
+    }
+
+    /// [`Workflows::start`] with options: the run's own checkpoint mode, and a timeout for
+    /// the whole run (spec 3's `ExecutionOptions`). Both hold across restarts.
+    ///
+    /// ```no_run
+    /// # async fn demo(flows: wrangle::workflow::Workflows) -> Result<(), wrangle::Error> {
+    /// use std::time::Duration;
+    /// use wrangle::workflow::{Checkpoint, RunOptions};
+    ///
+    /// let options = RunOptions::new()
+    ///     .checkpoint(Checkpoint::Overlapped)
+    ///     .timeout(Duration::from_secs(10 * 60));
+    /// let run = flows.start_with("etl", serde_json::json!({"day": "2026-12-08"}), options).await?;
+    /// # let _ = run; Ok(()) }
+    /// ```
+    pub async fn start_with(
+        &self,
+        name: &str,
+        input: Value,
+        options: RunOptions,
+    ) -> Result<RunId, Error> {
         let input: BTreeMap<String, Value> = match input {
             Value::Object(map) => map.into_iter().collect(),
             Value::Null => BTreeMap::new(),
@@ -125,7 +148,12 @@ impl Workflows {
         let r = self
             .mailbox
             .call(
-                |reply| EngineMsg::Start { name, input, reply },
+                |reply| EngineMsg::Start {
+                    name,
+                    input,
+                    options,
+                    reply,
+                },
                 None,
                 ENGINE,
             )

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::def::Workflow;
 use super::node::{Action, StepResult};
 use super::run::{RunCore, RunEvent};
-use super::{RunId, RunSnapshot, RunStatus};
+use super::{RunId, RunOptions, RunSnapshot, RunStatus};
 use crate::store::{WorkflowEventRow, WorkflowRunRow};
 
 /// Event kinds as stored.
@@ -17,6 +17,7 @@ pub(crate) const DONE: &str = "done";
 pub(crate) const FAILED: &str = "failed";
 pub(crate) const RETRY: &str = "retry";
 pub(crate) const TIMER: &str = "timer";
+pub(crate) const OPTIONS: &str = "options";
 
 /// The row of `run` as it is now; the first one takes the run's input (later rows update
 /// it in place and leave the input as written).
@@ -51,6 +52,7 @@ pub(crate) fn event_row(run: RunId, seq: i64, event: &Entry, at_ms: i64) -> Work
         }
         Entry::Event(RunEvent::Retry) => (String::new(), RETRY, String::new()),
         Entry::Timer(key, due) => (key.clone(), TIMER, due.to_string()),
+        Entry::Options(options) => (String::new(), OPTIONS, options.to_json()),
     };
     WorkflowEventRow {
         run_id: run.0,
@@ -69,6 +71,8 @@ pub(crate) enum Entry {
     Event(RunEvent),
     /// A timer's deadline (Unix ms), kept so that it holds across restarts.
     Timer(String, i64),
+    /// The options the run was started with (its first entry, when it has any).
+    Options(RunOptions),
 }
 
 fn entry(row: &WorkflowEventRow) -> Result<Entry, String> {
@@ -89,6 +93,7 @@ fn entry(row: &WorkflowEventRow) -> Result<Entry, String> {
                 .parse()
                 .map_err(|e| format!("timer of {} at {}: {e}", row.step, row.seq))?,
         ),
+        OPTIONS => Entry::Options(RunOptions::from_json(&row.value)?),
         other => {
             return Err(format!(
                 "unknown journal entry kind {other:?} at {}",
@@ -116,12 +121,17 @@ pub(crate) fn replay(
         input,
         row.created_at_ms,
     );
-    // Deadlines first: a sleep that starts during replay finds its own.
-    for e in events {
-        if e.kind == TIMER {
-            if let Entry::Timer(key, due) = entry(e)? {
+    // Options and deadlines first: a sleep that starts during replay finds its own.
+    for e in events
+        .iter()
+        .filter(|e| e.kind == TIMER || e.kind == OPTIONS)
+    {
+        match entry(e)? {
+            Entry::Timer(key, due) => {
                 run.timers.insert(key, due);
             }
+            Entry::Options(options) => run = run.with_options(options),
+            Entry::Event(_) => {}
         }
     }
     let mut wanted: HashMap<String, Action> = HashMap::new();
@@ -180,6 +190,8 @@ pub(crate) fn snapshot_of_row(row: &WorkflowRunRow) -> Result<RunSnapshot, Strin
         state: serde_json::from_str(state_json).map_err(|e| format!("stored state: {e}"))?,
         error: row.error.clone(),
         retries: u32::try_from(row.generation).unwrap_or(u32::MAX),
+        checkpoint: None,
+        deadline_ms: None,
         created_at_ms: row.created_at_ms,
         updated_at_ms: row.updated_at_ms,
         finished_at_ms: row.finished_at_ms,

@@ -18,6 +18,8 @@
 //! - `engine`, `msg` and `exec`: the engine actor, its messages, and its side effects,
 //!   group-committed; `child`: child runs.
 //! - `journal` and `recover`: rows of the journal, replay, and recovery at start.
+//! - [`Checkpoint`] and [`RunOptions`]: a definition's checkpoint mode, and what one run
+//!   is started with (its own mode, a timeout for the whole run).
 //! - [`Workflows`]: the handle ([`Coordinator::workflows`](crate::Coordinator::workflows)).
 
 mod checkpoint;
@@ -32,6 +34,7 @@ mod journal;
 mod metrics;
 mod msg;
 mod node;
+mod options;
 mod recover;
 mod run;
 mod types;
@@ -47,6 +50,7 @@ pub use error::WorkflowError;
 pub use handle::Workflows;
 pub use metrics::{WorkflowCounts, WorkflowMetrics};
 pub use msg::Control;
+pub use options::{RunOptions, MAX_RUN_TIMEOUT};
 pub use types::{RunId, RunSnapshot, RunStatus};
 pub use validate::{
     MAX_CONCURRENCY, MAX_DEPTH, MAX_ITERATIONS, MAX_NAME_LEN, MAX_SLEEP, MAX_STEPS,

@@ -36,6 +36,7 @@ pub(crate) enum EngineMsg {
     Start {
         name: String,
         input: BTreeMap<String, Value>,
+        options: super::RunOptions,
         reply: RpcReplyPort<Result<RunId, WorkflowError>>,
     },
     /// A step's task ended.
@@ -51,6 +52,8 @@ pub(crate) enum EngineMsg {
         generation: u32,
         key: String,
     },
+    /// A run's timeout may have run out (for the run's generation then).
+    Deadline { run: RunId, generation: u32 },
     /// A journal commit landed; what waited on it may happen.
     Committed(Vec<Deferred>),
     /// Pause, resume, cancel or retry a run.

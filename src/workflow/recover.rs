@@ -134,6 +134,7 @@ pub(crate) fn restore(state: &mut EngineState, row: &WorkflowRunRow, events: &[W
         _ => state.finished.push_back(id),
     }
     state.runs.insert(id, entry);
+    state.arm_deadline(id);
     if !status.is_active() || status != row.status.parse().unwrap_or(status) {
         state.dirty.insert(id);
     }

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::def::Workflow;
 use super::node::{Action, Ctx, Node, Progress, StepResult};
-use super::{RunId, RunSnapshot, RunStatus};
+use super::{Checkpoint, RunId, RunOptions, RunSnapshot, RunStatus};
 use crate::task::TaskId;
 
 /// An entry of a run's journal that changes it.
@@ -45,6 +45,12 @@ pub(crate) struct RunCore {
     /// Timer deadlines journaled, by step key.
     pub(crate) timers: HashMap<String, i64>,
     pub(crate) error: Option<String>,
+    /// This run's checkpoint mode (its own, or its definition's).
+    pub(crate) checkpoint: Checkpoint,
+    /// The options it was started with.
+    pub(crate) options: RunOptions,
+    /// When it started, or was last retried (Unix ms): its timeout counts from then.
+    pub(crate) since_ms: i64,
     pub(crate) created_at_ms: i64,
     pub(crate) updated_at_ms: i64,
     pub(crate) finished_at_ms: Option<i64>,
@@ -72,6 +78,7 @@ impl RunCore {
         now_ms: i64,
     ) -> Self {
         let root = Node::sequence(&workflow.def.steps, "");
+        let checkpoint = workflow.def.checkpoint;
         Self {
             id,
             workflow,
@@ -86,6 +93,9 @@ impl RunCore {
             running: BTreeMap::new(),
             timers: HashMap::new(),
             error: None,
+            checkpoint,
+            options: RunOptions::default(),
+            since_ms: now_ms,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             finished_at_ms: None,
@@ -96,6 +106,24 @@ impl RunCore {
     pub(crate) fn new_row(mut self) -> Self {
         self.input = Some(serde_json::to_string(&self.state).unwrap_or_else(|_| "{}".into()));
         self
+    }
+
+    /// A run with `options` (the checkpoint mode they name replaces the definition's).
+    pub(crate) fn with_options(mut self, options: RunOptions) -> Self {
+        if let Some(c) = options.checkpoint {
+            self.checkpoint = c;
+        }
+        self.options = options;
+        self
+    }
+
+    /// When its timeout ends it (Unix ms), if it has one.
+    pub(crate) fn deadline_ms(&self) -> Option<i64> {
+        let t = self.options.timeout?;
+        Some(
+            self.since_ms
+                .saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Drives the tree with no event: the first steps start.
@@ -109,6 +137,7 @@ impl RunCore {
         match event {
             RunEvent::Retry => {
                 self.generation += 1;
+                self.since_ms = now_ms;
                 self.error = None;
                 self.finished_at_ms = None;
                 self.status = RunStatus::Running;
@@ -184,6 +213,8 @@ impl RunCore {
             state: self.state.clone(),
             error: self.error.clone(),
             retries: self.generation,
+            checkpoint: Some(self.checkpoint),
+            deadline_ms: self.deadline_ms(),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             finished_at_ms: self.finished_at_ms,

@@ -131,6 +131,15 @@ pub struct RunSnapshot {
     pub error: Option<String>,
     /// How many times it was retried from a failed step.
     pub retries: u32,
+    /// Its checkpoint mode: its own (a run option) or its definition's. Not known for a
+    /// finished run read back from the store alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "before_next")]
+    pub checkpoint: Option<super::Checkpoint>,
+    /// When its timeout fails it (Unix ms), if it was started with one; a retry counts
+    /// it again from the retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
     /// When it started (Unix ms).
     pub created_at_ms: i64,
     /// When it last changed (Unix ms).

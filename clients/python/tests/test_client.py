@@ -114,6 +114,15 @@ def test_workflows_start_and_finish(client: Client) -> None:
     assert run["status"] == "completed", run
     assert run["state"]["z"] == 41
     assert client.get_run(run_id)["steps_completed"] == 2
+    # A run's own options: its checkpoint mode, and a timeout it gets a deadline from.
+    run_id = client.start_workflow(name, {"x": 1}, checkpoint="overlapped", timeout=60)
+    run = client.get_run(run_id)
+    assert run["checkpoint"] == "overlapped", run
+    assert run["deadline_ms"] == run["created_at_ms"] + 60_000, run
+    assert client.wait_run(run_id, timeout=30)["state"]["z"] == 1
+    with pytest.raises(BadRequest) as e:
+        client.start_workflow(name, {"x": 1}, checkpoint="never")
+    assert e.value.field == "checkpoint", repr(e.value)
 
 
 def test_a_full_queue_is_retried_then_reported(small_queue: Coordinator) -> None:

@@ -431,9 +431,24 @@ class Client:
         """Registers a workflow from its JSON definition; its name and version."""
         return self.request("POST", "/workflows", dict(definition))
 
-    def start_workflow(self, name: str, input: Any = None) -> str:
-        """Starts a run of the newest version of workflow ``name``; the run's id."""
-        return self.request("POST", f"/workflows/{name}/runs", input)["id"]
+    def start_workflow(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        checkpoint: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Starts a run of the newest version of workflow ``name``; the run's id.
+        ``checkpoint`` (``"before_next"`` or ``"overlapped"``) replaces the definition's
+        checkpoint mode for this run; ``timeout`` (seconds) fails the run, cancelling its
+        running steps, if it has not ended that long after it started."""
+        params: Dict[str, str] = {}
+        if checkpoint is not None:
+            params["checkpoint"] = checkpoint
+        if timeout is not None:
+            params["timeout"] = f"{max(1, round(timeout * 1000))}ms"
+        return self.request("POST", f"/workflows/{name}/runs", input, params=params or None)["id"]
 
     def get_run(self, run_id: str) -> Dict[str, Any]:
         """A workflow run's snapshot: status, steps done and total, outputs."""
