@@ -196,6 +196,18 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
         WAIT,
     )
     .await;
+    // A run's own options go with it; a bad one is refused by name.
+    b.fill("#wf-start-input", "{}").await;
+    b.fill("#wf-start-timeout", "soon").await;
+    b.click("#wf-start-button").await;
+    b.wait_for(
+        "return document.getElementById('wf-start-result').textContent          .includes('is not a duration')",
+        WAIT,
+    )
+    .await;
+    b.fill("#wf-start-timeout", "10m").await;
+    b.eval("document.getElementById('wf-start-checkpoint').value = 'overlapped'; return true")
+        .await;
     assert!(
         coordinator
             .workflows()
@@ -237,6 +249,15 @@ async fn dashboard_starts_pauses_resumes_and_shows_a_run_complete_live() {
         "API text created elements"
     );
     assert_eq!(buttons(&b).await, json!(["pause", "cancel"]));
+    // It runs with the options the form gave it, and the detail says so.
+    let started = coordinator.workflows().status(run).await.expect("status");
+    assert_eq!(started.checkpoint, Some(Checkpoint::Overlapped));
+    assert_eq!(started.deadline_ms, Some(started.created_at_ms + 600_000));
+    b.wait_for(
+        "return document.getElementById('wf-d-checkpoint').textContent === 'overlapped' &&          document.getElementById('wf-d-deadline').textContent !== 'none'",
+        WAIT,
+    )
+    .await;
 
     // Pause: the page and the Rust API both say paused; the step is still running.
     b.click("#wf-pause").await;

@@ -118,7 +118,9 @@ function renderDetail() {
   setText("wf-d-version", r.version);
   setText("wf-d-steps", stepsOf(r));
   setText("wf-d-retries", String(r.retries));
+  setText("wf-d-checkpoint", r.checkpoint || "–");
   setText("wf-d-started", new Date(r.created_at_ms).toLocaleString());
+  setText("wf-d-deadline", r.deadline_ms ? new Date(r.deadline_ms).toLocaleString() : "none");
   for (const [action, statuses] of Object.entries(WF_ACTIONS)) {
     $("wf-" + action).hidden = !statuses.includes(r.status);
   }
@@ -236,7 +238,14 @@ $("wf-start-form").onsubmit = async (e) => {
     return;
   }
   try {
-    const run = await api("/workflows/" + encodeURIComponent(name) + "/runs",
+    // The run's own options, if any, go in the query; the API checks them.
+    const query = new URLSearchParams();
+    const checkpoint = $("wf-start-checkpoint").value;
+    const timeout = $("wf-start-timeout").value.trim();
+    if (checkpoint) query.set("checkpoint", checkpoint);
+    if (timeout) query.set("timeout", timeout);
+    const options = query.toString() ? "?" + query : "";
+    const run = await api("/workflows/" + encodeURIComponent(name) + "/runs" + options,
       { method: "POST", body: JSON.stringify(input) });
     out.textContent = "started " + run.id.slice(-12);
     window.__wfStarted = run.id;

@@ -451,6 +451,7 @@ impl QueueCore {
 
 mod affinity;
 mod dispatch;
+mod index;
 mod persist;
 mod reads;
 mod results;

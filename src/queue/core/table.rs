@@ -3,21 +3,20 @@
 //!
 //! Entries live in a slab (slots in fixed chunks of 4,096, freed slots reused), so the id
 //! index holds only a 4-byte slot per task, and growing the slab adds a chunk instead of
-//! copying every entry into a buffer twice the size. The index is a `griddle` map, which
-//! spreads its own growth over the inserts that follow instead of rehashing every entry in
-//! one insert. So a queue that grows past a million tasks never stops to copy its table.
-//! The slab is written here (a few lines) rather than taken from a crate, to keep to one
-//! new dependency.
+//! copying every entry into a buffer twice the size. The index is many small tables that
+//! grow one at a time (see `index.rs`). So a queue that grows past a million tasks never
+//! stops to copy its table. The slab is written here (a few lines) rather than taken from
+//! a crate.
 
-use std::hash::BuildHasherDefault;
 use std::ops::Index;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::index::SlotIndex;
 use super::Run;
 use crate::queue::sorted::Sorted;
-use crate::task::{IdHasher, Payload, TaskId, TaskOptions, TaskPriority, TaskStatus};
+use crate::task::{Payload, TaskId, TaskOptions, TaskPriority, TaskStatus};
 
 /// One task. Kept small, because a million of them may wait: its type is its class's, its
 /// creation time is in its id (UUIDv7, to the millisecond, plus the microseconds here),
@@ -144,8 +143,6 @@ impl Entry {
     }
 }
 
-type Index32 = griddle::HashMap<TaskId, u32, BuildHasherDefault<IdHasher>>;
-
 /// Where a task's entry sits in the slab: found once by id, then used for every step of
 /// one change (a report, a lease) instead of hashing the id again at each step. Valid
 /// until the task is removed.
@@ -161,7 +158,7 @@ pub(super) struct Tasks {
     /// Chunks of `CHUNK` slots each, filled in order; only the last may be short.
     slots: Vec<Vec<Option<Entry>>>,
     free: Vec<u32>,
-    index: Index32,
+    index: SlotIndex,
     /// Ids by status ([`TaskStatus`] as index), in id (creation) order.
     by_status: [Sorted<TaskId>; TaskStatus::ALL.len()],
 }
@@ -171,7 +168,7 @@ impl Tasks {
         Self {
             slots: Vec::new(),
             free: Vec::new(),
-            index: Index32::default(),
+            index: SlotIndex::default(),
             by_status: Default::default(),
         }
     }
