@@ -21,6 +21,8 @@ pub(crate) struct Memory {
     pub(crate) after: u64,
     /// Time of each submit of [`GROW_BATCH`] tasks while growing, sorted.
     submits: Vec<Duration>,
+    /// The slowest submits while growing, slowest first, with the tasks queued before each.
+    slowest: Vec<(Duration, usize)>,
     /// Time of each `list(status = queued, limit = 100)` call, sorted.
     lists: Vec<Duration>,
 }
@@ -61,6 +63,15 @@ impl Memory {
             ms(q(&self.submits, 0.99)),
             ms(self.worst_submit())
         );
+        let slowest: Vec<String> = self
+            .slowest
+            .iter()
+            .map(|(t, at)| format!("{} at {at}", ms(*t)))
+            .collect();
+        println!(
+            "  slowest submits, with the tasks queued before each: {}",
+            slowest.join(", ")
+        );
         println!(
             "  list(status = queued, limit = 100) with {QUEUED} queued, {LIST_CALLS} calls: \
              p50 {}, max {}",
@@ -97,6 +108,13 @@ pub(crate) async fn queued_memory() -> Res<Memory> {
         coordinator.queue().submit_batch(specs).await?;
         submits.push(t.elapsed());
     }
+    let mut slowest: Vec<(Duration, usize)> = submits
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (*t, i * GROW_BATCH))
+        .collect();
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+    slowest.truncate(8);
     let stats = coordinator.queue().stats().await?;
     let after = report::rss_bytes()?;
     if stats.queued != QUEUED {
@@ -125,6 +143,7 @@ pub(crate) async fn queued_memory() -> Res<Memory> {
         before,
         after,
         submits,
+        slowest,
         lists,
     })
 }
