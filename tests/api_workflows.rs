@@ -213,6 +213,12 @@ async fn bad_workflows_and_runs_get_clear_errors() {
             "teleport",
         ),
         (
+            json!({"name": "w", "timeout_ms": 0,
+                "steps": [{"kind": "task", "name": "a", "task_type": "add"}]}),
+            "timeout_ms",
+            "1 ms",
+        ),
+        (
             json!({"name": "w", "checkpoint": "never",
                 "steps": [{"kind": "task", "name": "a", "task_type": "add"}]}),
             "checkpoint",
@@ -345,6 +351,20 @@ async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
         "{ended}"
     );
     assert!(ended["finished_at_ms"].as_i64().unwrap() >= created + 300);
+    // A definition's timeout holds for runs without one of their own.
+    let def = json!({"name": "bounded", "timeout_ms": 250,
+        "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
+    assert_eq!(
+        call(&app, "POST", "/workflows", Some(def), ADMIN).await.0,
+        StatusCode::CREATED
+    );
+    let (_, bounded) = call(&app, "POST", "/workflows/bounded/runs", None, ADMIN).await;
+    let created = bounded["created_at_ms"].as_i64().unwrap();
+    assert_eq!(bounded["deadline_ms"].as_i64(), Some(created + 250), "{bounded}");
+    let id = bounded["id"].as_str().unwrap();
+    let wait = format!("/workflows/runs/{id}/wait?timeout=20s");
+    let (_, ended) = call(&app, "GET", &wait, None, ADMIN).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
     // Without options the run has its definition's mode and no deadline.
     let (_, plain) = call(&app, "POST", "/workflows/stuck/runs", None, ADMIN).await;
     assert_eq!(plain["checkpoint"], "before_next");

@@ -158,7 +158,44 @@ async fn a_run_keeps_its_options_across_a_restart(url: String) {
     c.stop(true).await.unwrap();
 }
 
+/// A workflow's own timeout holds for its runs, unless a run brings its own.
+async fn a_workflow_timeout_bounds_its_runs_unless_a_run_has_its_own(url: String) {
+    let hang = Arc::new(AtomicBool::new(true));
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let c = coordinator(&url, hang, tx).await;
+    let flows = c.workflows();
+    let bounded = Workflow::new("bounded")
+        .timeout(Duration::from_millis(800))
+        .step(Step::task("a", "step"));
+    flows.register(bounded).await.unwrap();
+    let run = flows.start("bounded", json!({})).await.unwrap();
+    let started = flows.status(run).await.unwrap();
+    let deadline = started.created_at_ms + 800;
+    assert_eq!(started.deadline_ms, Some(deadline));
+    next(&mut seen, Seen::Started).await;
+    assert_timed_out(&flows.wait(run, WAIT).await.unwrap(), deadline);
+    next(&mut seen, Seen::Cancelled).await;
+
+    let own = RunOptions::new().timeout(Duration::from_secs(3600));
+    let long = flows.start_with("bounded", json!({}), own).await.unwrap();
+    let s = flows.status(long).await.unwrap();
+    assert_eq!(s.deadline_ms, Some(s.created_at_ms + 3_600_000));
+    assert_eq!(flows.cancel(long).await.unwrap().status, RunStatus::Cancelled);
+    // Its step's task is cancelled too (queued or running) before the coordinator stops.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = c.queue().stats().await.unwrap();
+        if stats.cancelled == 2 && stats.running == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.stop(true).await.unwrap();
+}
+
 on_both!(
+    a_workflow_timeout_bounds_its_runs_unless_a_run_has_its_own,
     a_run_past_its_timeout_fails_and_its_steps_are_cancelled,
     a_run_keeps_its_options_across_a_restart,
 );

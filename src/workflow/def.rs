@@ -428,6 +428,10 @@ pub struct WorkflowDef {
     /// When a step's outcome must be durable ([`Checkpoint`]).
     #[serde(default, skip_serializing_if = "Checkpoint::is_default")]
     pub checkpoint: Checkpoint,
+    /// How long a run may take (ms, up to a year) before it fails as timed out; a run's
+    /// own timeout ([`RunOptions`](super::RunOptions)) replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// A function computing a step's input from the run's state.
@@ -473,6 +477,7 @@ impl Workflow {
             description: String::new(),
             steps: Vec::new(),
             checkpoint: Checkpoint::default(),
+            timeout_ms: None,
         })
     }
 
@@ -499,6 +504,13 @@ impl Workflow {
     /// When each step's outcome must be durable ([`Checkpoint::BeforeNext`] by default).
     pub fn checkpoint(mut self, checkpoint: Checkpoint) -> Self {
         self.def.checkpoint = checkpoint;
+        self
+    }
+
+    /// Fails a run that has not ended `timeout` after it started (or was retried), unless
+    /// the run was started with a timeout of its own.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.def.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
         self
     }
 

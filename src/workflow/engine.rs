@@ -500,7 +500,7 @@ impl EngineState {
         if core.generation != generation || !core.status.is_active() || !due {
             return;
         }
-        let timeout = core.options.timeout.unwrap_or_default();
+        let timeout = core.timeout().unwrap_or_default();
         let error = format!("timed out: the run did not end within its timeout of {timeout:?}");
         core.finish(RunStatus::Failed, Some(error), now);
         self.end(run);

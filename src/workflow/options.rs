@@ -28,7 +28,7 @@ pub struct RunOptions {
     pub checkpoint: Option<Checkpoint>,
     /// The run fails (its running steps cancelled, its error saying it timed out) if it
     /// has not ended this long after it started. Paused time counts. A retry of the run
-    /// gets the same time again, from the retry.
+    /// gets the same time again, from the retry. Replaces the definition's `timeout_ms`.
     pub timeout: Option<Duration>,
 }
 

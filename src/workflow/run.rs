@@ -117,9 +117,15 @@ impl RunCore {
         self
     }
 
+    /// Its timeout: its own, or its definition's.
+    pub(crate) fn timeout(&self) -> Option<std::time::Duration> {
+        let defined = self.workflow.def.timeout_ms;
+        (self.options.timeout).or(defined.map(std::time::Duration::from_millis))
+    }
+
     /// When its timeout ends it (Unix ms), if it has one.
     pub(crate) fn deadline_ms(&self) -> Option<i64> {
-        let t = self.options.timeout?;
+        let t = self.timeout()?;
         Some(
             self.since_ms
                 .saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),

@@ -35,6 +35,19 @@ pub(crate) fn validate(wf: &Workflow, serves: &dyn Fn(&str) -> bool) -> Result<(
             ));
         }
     }
+    if let Some(ms) = def.timeout_ms {
+        let timeout = std::time::Duration::from_millis(ms);
+        super::RunOptions::new()
+            .timeout(timeout)
+            .validate()
+            .map_err(|e| match e {
+                WorkflowError::BadOption { reason, .. } => WorkflowError::BadOption {
+                    option: "timeout_ms",
+                    reason,
+                },
+                other => other,
+            })?;
+    }
     if def.steps.is_empty() {
         return Err(WorkflowError::invalid(
             &def.name,

@@ -79,6 +79,7 @@ pub(super) fn workflow() -> impl Strategy<Value = Workflow> {
             description: String::new(),
             steps,
             checkpoint,
+            timeout_ms: None,
         });
         if let Err(e) = crate::workflow::validate::validate(&wf, &|_| true) {
             panic!("generated an invalid definition ({e}): {:?}", wf.def);
