@@ -351,6 +351,12 @@ async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
         "{ended}"
     );
     assert!(ended["finished_at_ms"].as_i64().unwrap() >= created + 300);
+    let (_, metrics) = call(&app, "GET", "/metrics", None, ADMIN).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("wrangle_workflow_runs_total{event=\"timed_out\"} 1"),
+        "{metrics}"
+    );
     // A definition's timeout holds for runs without one of their own.
     let def = json!({"name": "bounded", "timeout_ms": 250,
         "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
@@ -360,7 +366,11 @@ async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
     );
     let (_, bounded) = call(&app, "POST", "/workflows/bounded/runs", None, ADMIN).await;
     let created = bounded["created_at_ms"].as_i64().unwrap();
-    assert_eq!(bounded["deadline_ms"].as_i64(), Some(created + 250), "{bounded}");
+    assert_eq!(
+        bounded["deadline_ms"].as_i64(),
+        Some(created + 250),
+        "{bounded}"
+    );
     let id = bounded["id"].as_str().unwrap();
     let wait = format!("/workflows/runs/{id}/wait?timeout=20s");
     let (_, ended) = call(&app, "GET", &wait, None, ADMIN).await;

@@ -180,7 +180,10 @@ async fn a_workflow_timeout_bounds_its_runs_unless_a_run_has_its_own(url: String
     let long = flows.start_with("bounded", json!({}), own).await.unwrap();
     let s = flows.status(long).await.unwrap();
     assert_eq!(s.deadline_ms, Some(s.created_at_ms + 3_600_000));
-    assert_eq!(flows.cancel(long).await.unwrap().status, RunStatus::Cancelled);
+    assert_eq!(
+        flows.cancel(long).await.unwrap().status,
+        RunStatus::Cancelled
+    );
     // Its step's task is cancelled too (queued or running) before the coordinator stops.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -503,6 +503,7 @@ impl EngineState {
         let timeout = core.timeout().unwrap_or_default();
         let error = format!("timed out: the run did not end within its timeout of {timeout:?}");
         core.finish(RunStatus::Failed, Some(error), now);
+        WorkflowMetrics::add(&self.metrics.timed_out);
         self.end(run);
     }
 

@@ -14,6 +14,7 @@ pub struct WorkflowMetrics {
     pub(crate) failed: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) stopped: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
     pub(crate) paused: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) retried: AtomicU64,
@@ -41,6 +42,8 @@ pub struct WorkflowCounts {
     pub cancelled: u64,
     /// Runs stopped (their definition version is gone).
     pub stopped: u64,
+    /// Runs failed by their timeout (counted in `failed` too).
+    pub timed_out: u64,
     /// Pauses.
     pub paused: u64,
     /// Resumes.
@@ -71,6 +74,7 @@ impl WorkflowMetrics {
             failed: get(&self.failed),
             cancelled: get(&self.cancelled),
             stopped: get(&self.stopped),
+            timed_out: get(&self.timed_out),
             paused: get(&self.paused),
             resumed: get(&self.resumed),
             retried: get(&self.retried),

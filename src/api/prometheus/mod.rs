@@ -475,6 +475,7 @@ fn workflow_metrics(m: &mut Snapshot, w: &crate::workflow::WorkflowMetrics) {
             ("failed", c.failed),
             ("cancelled", c.cancelled),
             ("stopped", c.stopped),
+            ("timed_out", c.timed_out),
             ("paused", c.paused),
             ("resumed", c.resumed),
             ("retried", c.retried),
