@@ -472,41 +472,6 @@ impl EngineState {
         self.cancel_children(run);
     }
 
-    /// Has the engine told when `run`'s timeout (if it has one) runs out.
-    pub(crate) fn arm_deadline(&self, run: RunId) {
-        let Some(entry) = self.runs.get(&run) else {
-            return;
-        };
-        let (Some(due), generation) = (entry.core.deadline_ms(), entry.core.generation) else {
-            return;
-        };
-        if entry.core.status.is_active() {
-            let wait = u64::try_from(due - now_ms()).unwrap_or(0);
-            let msg = move || EngineMsg::Deadline { run, generation };
-            self.me
-                .send_after(std::time::Duration::from_millis(wait), msg);
-        }
-    }
-
-    /// `run`'s timeout ran out, if it is still in `generation`: it fails, and its running
-    /// steps are cancelled.
-    fn deadline(&mut self, run: RunId, generation: u32) {
-        let now = now_ms();
-        let Some(entry) = self.runs.get_mut(&run) else {
-            return;
-        };
-        let core = &mut entry.core;
-        let due = core.deadline_ms().is_some_and(|d| d <= now);
-        if core.generation != generation || !core.status.is_active() || !due {
-            return;
-        }
-        let timeout = core.timeout().unwrap_or_default();
-        let error = format!("timed out: the run did not end within its timeout of {timeout:?}");
-        core.finish(RunStatus::Failed, Some(error), now);
-        WorkflowMetrics::add(&self.metrics.timed_out);
-        self.end(run);
-    }
-
     /// Publishes a run's change of status.
     pub(crate) fn announce(&self, run: RunId, status: &'static str) {
         let Some(entry) = self.runs.get(&run) else {

@@ -1,12 +1,15 @@
 //! What a run is started with beside its input (spec 3's execution options): its own
 //! checkpoint mode, and a timeout for the whole run. Both are journaled as the run's first
-//! entry, so that they hold after a restart.
+//! entry, so that they hold after a restart. The engine's side of a timeout (a message
+//! when it runs out, then the run's end) is here too.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, WorkflowError};
+use super::engine::{now_ms, EngineState};
+use super::msg::EngineMsg;
+use super::{Checkpoint, RunId, RunStatus, WorkflowError, WorkflowMetrics};
 
 /// The longest run timeout (a year, like the longest sleep).
 pub const MAX_RUN_TIMEOUT: Duration = super::MAX_SLEEP;
@@ -97,6 +100,44 @@ struct Stored {
     checkpoint: Option<Checkpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timeout_ms: Option<u64>,
+}
+
+/// What a run's timeout does in the engine: a message when it runs out, and the run's end.
+impl EngineState {
+    /// Has the engine told when `run`'s timeout (if it has one) runs out.
+    pub(crate) fn arm_deadline(&self, run: RunId) {
+        let Some(entry) = self.runs.get(&run) else {
+            return;
+        };
+        let (Some(due), generation) = (entry.core.deadline_ms(), entry.core.generation) else {
+            return;
+        };
+        if entry.core.status.is_active() {
+            let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+            let msg = move || EngineMsg::Deadline { run, generation };
+            self.me
+                .send_after(std::time::Duration::from_millis(wait), msg);
+        }
+    }
+
+    /// `run`'s timeout ran out, if it is still in `generation`: it fails, and its running
+    /// steps are cancelled.
+    pub(super) fn deadline(&mut self, run: RunId, generation: u32) {
+        let now = now_ms();
+        let Some(entry) = self.runs.get_mut(&run) else {
+            return;
+        };
+        let core = &mut entry.core;
+        let due = core.deadline_ms().is_some_and(|d| d <= now);
+        if core.generation != generation || !core.status.is_active() || !due {
+            return;
+        }
+        let timeout = core.timeout().unwrap_or_default();
+        let error = format!("timed out: the run did not end within its timeout of {timeout:?}");
+        core.finish(RunStatus::Failed, Some(error), now);
+        WorkflowMetrics::add(&self.metrics.timed_out);
+        self.end(run);
+    }
 }
 
 #[cfg(test)]
