@@ -36,6 +36,17 @@ async fn call(
     (status, value)
 }
 
+/// A workflow of one step that hangs until it is cancelled.
+fn stuck() -> Value {
+    json!({"name": "stuck", "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]})
+}
+
+/// Registers a JSON definition, which must be accepted.
+async fn register(app: &Router, def: Value) {
+    let (status, body) = call(app, "POST", "/workflows", Some(def), ADMIN).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 async fn app() -> (Router, Coordinator) {
     let c = Coordinator::builder()
         .config(CoordinatorConfig {
@@ -254,12 +265,7 @@ async fn bad_workflows_and_runs_get_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_are_cancelled_and_conflicts_answered_409() {
     let (app, c) = app().await;
-    let def =
-        json!({"name": "stuck", "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
-    assert_eq!(
-        call(&app, "POST", "/workflows", Some(def), ADMIN).await.0,
-        StatusCode::CREATED
-    );
+    register(&app, stuck()).await;
     let (_, run) = call(&app, "POST", "/workflows/stuck/runs", None, ADMIN).await;
     let id = run["id"].as_str().unwrap().to_string();
     let (status, still) = call(
@@ -308,12 +314,7 @@ async fn runs_are_cancelled_and_conflicts_answered_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
     let (app, c) = app().await;
-    let def =
-        json!({"name": "stuck", "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
-    assert_eq!(
-        call(&app, "POST", "/workflows", Some(def), ADMIN).await.0,
-        StatusCode::CREATED
-    );
+    register(&app, stuck()).await;
     for (query, field) in [
         ("checkpoint=never", "checkpoint"),
         ("timeout=5x", "timeout"),
@@ -360,10 +361,7 @@ async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
     // A definition's timeout holds for runs without one of their own.
     let def = json!({"name": "bounded", "timeout_ms": 250,
         "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]});
-    assert_eq!(
-        call(&app, "POST", "/workflows", Some(def), ADMIN).await.0,
-        StatusCode::CREATED
-    );
+    register(&app, def).await;
     let (_, bounded) = call(&app, "POST", "/workflows/bounded/runs", None, ADMIN).await;
     let created = bounded["created_at_ms"].as_i64().unwrap();
     assert_eq!(
@@ -473,10 +471,7 @@ async fn json_definitions_carry_child_and_dynamic_steps() {
     let kid = json!({"name": "kid", "steps": [
         {"kind": "task", "name": "inc", "task_type": "add", "input": {"key": "n"}, "output_key": "n"}
     ]});
-    assert_eq!(
-        call(&app, "POST", "/workflows", Some(kid), ADMIN).await.0,
-        StatusCode::CREATED
-    );
+    register(&app, kid).await;
     // The dynamic step's task returns the steps to run: here `add` returns a number, which
     // is not a list of steps, so the run fails naming the step.
     let parent = json!({"name": "parent", "steps": [
