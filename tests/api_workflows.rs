@@ -41,6 +41,14 @@ fn stuck() -> Value {
     json!({"name": "stuck", "steps": [{"kind": "task", "name": "h", "task_type": "hang"}]})
 }
 
+/// Waits for the run `id` to end; its snapshot.
+async fn wait_end(app: &Router, id: &str) -> Value {
+    let uri = format!("/workflows/runs/{id}/wait?timeout=20s");
+    let (status, run) = call(app, "GET", &uri, None, ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    run
+}
+
 /// Registers a JSON definition, which must be accepted.
 async fn register(app: &Router, def: Value) {
     let (status, body) = call(app, "POST", "/workflows", Some(def), ADMIN).await;
@@ -337,15 +345,7 @@ async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
     let created = run["created_at_ms"].as_i64().unwrap();
     assert_eq!(run["deadline_ms"].as_i64(), Some(created + 300), "{run}");
     let id = run["id"].as_str().unwrap();
-    let (status, ended) = call(
-        &app,
-        "GET",
-        &format!("/workflows/runs/{id}/wait?timeout=20s"),
-        None,
-        ADMIN,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{ended}");
+    let ended = wait_end(&app, id).await;
     assert_eq!(ended["status"], "failed");
     assert!(
         ended["error"].as_str().unwrap().contains("timed out"),
@@ -370,9 +370,7 @@ async fn runs_take_a_checkpoint_mode_and_a_timeout_in_the_query() {
         "{bounded}"
     );
     let id = bounded["id"].as_str().unwrap();
-    let wait = format!("/workflows/runs/{id}/wait?timeout=20s");
-    let (_, ended) = call(&app, "GET", &wait, None, ADMIN).await;
-    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(wait_end(&app, id).await["status"], "failed");
     // Without options the run has its definition's mode and no deadline.
     let (_, plain) = call(&app, "POST", "/workflows/stuck/runs", None, ADMIN).await;
     assert_eq!(plain["checkpoint"], "before_next");
@@ -489,15 +487,7 @@ async fn json_definitions_carry_child_and_dynamic_steps() {
     )
     .await;
     let id = run["id"].as_str().unwrap().to_string();
-    let (status, done) = call(
-        &app,
-        "GET",
-        &format!("/workflows/runs/{id}/wait?timeout=20s"),
-        None,
-        ADMIN,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{done}");
+    let done = wait_end(&app, &id).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["state"]["kid"], json!({"n": 2}), "{done}");
     let error = done["error"].as_str().unwrap();
