@@ -412,7 +412,7 @@ impl EngineState {
             return;
         };
         let generation = entry.core.generation;
-        let overlapped = entry.core.checkpoint == super::Checkpoint::Overlapped;
+        let overlapped = entry.core.checkpoint() == super::Checkpoint::Overlapped;
         for action in actions {
             if let Action::Timer { key, due_ms, new } = &action {
                 if *new {

@@ -14,6 +14,21 @@ use super::{Checkpoint, RunId, RunStatus, WorkflowError, WorkflowMetrics};
 /// The longest run timeout (a year, like the longest sleep).
 pub const MAX_RUN_TIMEOUT: Duration = super::MAX_SLEEP;
 
+/// Checks a run timeout (a run's own, or a definition's), naming `option` if it is out of
+/// bounds.
+pub(crate) fn check_timeout(option: &'static str, t: Duration) -> Result<(), WorkflowError> {
+    if t < Duration::from_millis(1) || t > MAX_RUN_TIMEOUT {
+        return Err(WorkflowError::BadOption {
+            option,
+            reason: format!(
+                "{t:?} is not from 1 ms to {} days",
+                MAX_RUN_TIMEOUT.as_secs() / 86_400
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// How one run goes, beside what its definition says.
 ///
 /// ```
@@ -55,18 +70,7 @@ impl RunOptions {
 
     /// Checks the options, naming the one at fault.
     pub(crate) fn validate(&self) -> Result<(), WorkflowError> {
-        if let Some(t) = self.timeout {
-            if t < Duration::from_millis(1) || t > MAX_RUN_TIMEOUT {
-                return Err(WorkflowError::BadOption {
-                    option: "timeout",
-                    reason: format!(
-                        "{t:?} is not from 1 ms to {} days",
-                        MAX_RUN_TIMEOUT.as_secs() / 86_400
-                    ),
-                });
-            }
-        }
-        Ok(())
+        self.timeout.map_or(Ok(()), |t| check_timeout("timeout", t))
     }
 
     pub(crate) fn is_empty(&self) -> bool {

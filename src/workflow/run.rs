@@ -45,8 +45,6 @@ pub(crate) struct RunCore {
     /// Timer deadlines journaled, by step key.
     pub(crate) timers: HashMap<String, i64>,
     pub(crate) error: Option<String>,
-    /// This run's checkpoint mode (its own, or its definition's).
-    pub(crate) checkpoint: Checkpoint,
     /// The options it was started with.
     pub(crate) options: RunOptions,
     /// When it started, or was last retried (Unix ms): its timeout counts from then.
@@ -78,7 +76,6 @@ impl RunCore {
         now_ms: i64,
     ) -> Self {
         let root = Node::sequence(&workflow.def.steps, "");
-        let checkpoint = workflow.def.checkpoint;
         Self {
             id,
             workflow,
@@ -93,7 +90,6 @@ impl RunCore {
             running: BTreeMap::new(),
             timers: HashMap::new(),
             error: None,
-            checkpoint,
             options: RunOptions::default(),
             since_ms: now_ms,
             created_at_ms: now_ms,
@@ -108,13 +104,15 @@ impl RunCore {
         self
     }
 
-    /// A run with `options` (the checkpoint mode they name replaces the definition's).
+    /// A run with `options` (what they set replaces its definition's).
     pub(crate) fn with_options(mut self, options: RunOptions) -> Self {
-        if let Some(c) = options.checkpoint {
-            self.checkpoint = c;
-        }
         self.options = options;
         self
+    }
+
+    /// Its checkpoint mode: its own, or its definition's.
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        (self.options.checkpoint).unwrap_or(self.workflow.def.checkpoint)
     }
 
     /// Its timeout: its own, or its definition's.
@@ -219,7 +217,7 @@ impl RunCore {
             state: self.state.clone(),
             error: self.error.clone(),
             retries: self.generation,
-            checkpoint: Some(self.checkpoint),
+            checkpoint: Some(self.checkpoint()),
             deadline_ms: self.deadline_ms(),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,

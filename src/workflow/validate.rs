@@ -36,17 +36,7 @@ pub(crate) fn validate(wf: &Workflow, serves: &dyn Fn(&str) -> bool) -> Result<(
         }
     }
     if let Some(ms) = def.timeout_ms {
-        let timeout = std::time::Duration::from_millis(ms);
-        super::RunOptions::new()
-            .timeout(timeout)
-            .validate()
-            .map_err(|e| match e {
-                WorkflowError::BadOption { reason, .. } => WorkflowError::BadOption {
-                    option: "timeout_ms",
-                    reason,
-                },
-                other => other,
-            })?;
+        super::options::check_timeout("timeout_ms", std::time::Duration::from_millis(ms))?;
     }
     if def.steps.is_empty() {
         return Err(WorkflowError::invalid(

@@ -194,7 +194,7 @@ impl Sim {
     /// the run if it ended. Checks that nothing already ended starts again.
     fn after(&mut self, actions: Vec<Action>) -> Check {
         let generation = self.core.generation;
-        let overlapped = self.core.checkpoint == Checkpoint::Overlapped;
+        let overlapped = self.core.checkpoint() == Checkpoint::Overlapped;
         for action in actions {
             if let Action::Timer { key, due_ms, new } = &action {
                 if *new {
